@@ -1,0 +1,59 @@
+# The single entry point: local runs and CI call the same targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help demo test unit integration lint deps system-deps stack-up stack-down stack-status schemas clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(BIN)/spyglass: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -c constraints.txt --upgrade pip
+	PIP_CONSTRAINT=constraints.txt $(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+deps: $(BIN)/spyglass system-deps ## Python venv + system packages + Kafka jars (cached in ~/.cache/spyglass)
+	$(BIN)/spyglass stack fetch
+
+system-deps: ## Debian packages the local stack needs (clickhouse-server, java, maven); installs only what is missing
+	@missing=""; \
+	command -v clickhouse-server >/dev/null || [ -x /usr/sbin/clickhouse-server ] || missing="$$missing clickhouse-server clickhouse-client"; \
+	command -v java >/dev/null || missing="$$missing default-jre-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "missing Debian packages:$$missing (run: sudo apt-get install$$missing)"; exit 1; fi; \
+	fi
+
+demo: $(BIN)/spyglass ## the main job end to end: local Kafka, simulated traffic, embedded store, live view
+	$(BIN)/spyglass demo
+
+test: deps ## all tests: unit, then integration against a real Kafka broker and ClickHouse server
+	$(BIN)/pytest -q
+
+unit: $(BIN)/spyglass ## unit tests only (no services)
+	$(BIN)/pytest -q tests/unit
+
+integration: deps ## integration tests only
+	$(BIN)/pytest -q tests/integration
+
+lint: $(BIN)/spyglass ## ruff
+	$(BIN)/ruff check streams detectors schemas tests
+
+schemas: $(BIN)/spyglass ## regenerate the published JSON Schemas from the contract
+	$(BIN)/spyglass schemas export
+
+stack-up: deps ## start the local stack (Kafka + ClickHouse server) and wait until ready
+	$(BIN)/spyglass stack up
+stack-down: $(BIN)/spyglass ## stop the local stack
+	$(BIN)/spyglass stack down
+stack-status: $(BIN)/spyglass
+	$(BIN)/spyglass stack status
+
+clean: ## remove the venv and the local stack's data (not the jar cache)
+	-$(BIN)/spyglass stack down
+	rm -rf $(VENV) .stack

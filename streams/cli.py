@@ -1,0 +1,218 @@
+"""``spyglass``: the command line. Settings are built once here and passed down."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from schemas.errors import SpyglassError
+from streams.settings import Settings
+
+EPILOG = "Configuration comes from SPYGLASS_* environment variables; see the README's configuration table."
+
+
+def _simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from streams.simulator.output import produce_kafka, write_jsonl, write_labels
+    from streams.simulator.run import Simulation
+
+    err = Console(stderr=True)
+    start = datetime.fromisoformat(args.start.replace("Z", "+00:00")) if args.start else None
+    kwargs = {"start": start} if start else {}
+    sim = Simulation(seed=args.seed, events=args.events, days=args.days, instances=args.instances,
+                     scenarios=args.scenario or None, **kwargs)
+    if not args.kafka and not args.out:
+        err.print("[red]give --out PATH (or -) for a JSONL file, or --kafka to produce to the topics[/]")
+        return 2
+    show = sys.stderr.isatty() and args.out != "-" or args.kafka and sys.stderr.isatty()
+    with Progress(TextColumn("[bold]simulate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err, disable=not show) as progress:
+        task = progress.add_task("events", total=sim.total)
+        if args.kafka:
+            stats = produce_kafka(sim, settings.kafka_bootstrap, settings.topics(), rate=args.rate,
+                                  on_sent=lambda _k, n: progress.advance(task, n))
+            where = f"Kafka {settings.kafka_bootstrap}"
+        else:
+            stats = write_jsonl(sim, args.out, on_chunk=lambda n: progress.advance(task, n))
+            where = args.out
+    if args.labels:
+        n_labels = write_labels(sim, args.labels)
+        err.print(f"labels: {n_labels} attack instances of {len({i.label.scenario for i in sim.injections})} "
+                  f"scenarios -> {args.labels}")
+    err.print(f"wrote {stats.events:,} events ({stats.bytes / 1e6:.1f} MB) to {where} in {stats.seconds:.2f}s: "
+              f"{stats.rate:,.0f} events/s")
+    return 0
+
+
+def _schemas_export(args: argparse.Namespace, settings: Settings) -> int:
+    from schemas.publish import export
+
+    for path in export(Path(args.dir) if args.dir else None):
+        print(path)
+    return 0
+
+
+def _schemas_check(args: argparse.Namespace, settings: Settings) -> int:
+    from schemas.publish import check_jsonl
+
+    bad = total = 0
+    for _line, err in check_jsonl(args.file, default_tenant=settings.default_tenant):
+        total += 1
+        if err is not None:
+            bad += 1
+            if bad <= args.max_errors:
+                print(f"{args.file}:{err.line}: {err.field}: {err.reason}", file=sys.stderr)
+    print(f"{total - bad:,} valid, {bad:,} invalid of {total:,} lines")
+    return 1 if bad else 0
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.demo import run_demo
+
+    return run_demo(settings, events=args.events, rate=args.rate, seed=args.seed, keep_stack=args.keep_stack)
+
+
+def _ingest(args: argparse.Namespace, settings: Settings) -> int:
+    import logging
+
+    from streams.ingest import Ingestor
+    from streams.sinks.clickhouse import EventsSink, apply_ddl, open_store
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    store = open_store(settings.store())
+    apply_ddl(store)
+    ingest = Ingestor(settings, EventsSink(store), group_id=args.group)
+    total = dead = 0
+    try:
+        while args.max_events <= 0 or total + dead < args.max_events:
+            batch = ingest.poll(timeout_ms=500)
+            total += len(batch.events)
+            dead += len(batch.dead)
+    finally:
+        ingest.close()
+        store.close()
+    print(f"ingested {total:,} events, {dead:,} dead letters")
+    return 0
+
+
+def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.stack.kafka import ensure_topics
+
+    for name in ensure_topics(settings):
+        print(name)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="spyglass",
+        description="Spyglass: real-time anomaly detection for AI-integration security "
+        "(API keys, data access, agent execution).",
+        epilog=EPILOG,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser(
+        "simulate",
+        help="generate labelled, realistic traffic with injected attacks (JSONL file or Kafka)",
+        description="Generate realistic traffic for several tenants (seasonal, heavy-tailed, working hours, "
+        "normal agent tool sequences) with attack scenarios injected; ground truth goes to a labels file. "
+        "Deterministic for a given --seed.",
+        epilog=EPILOG,
+    )
+    s.add_argument("--seed", type=int, default=7, help="random seed; the same seed gives the same run (default 7)")
+    s.add_argument("--events", type=int, default=200_000, help="total events, attacks included (default 200000)")
+    s.add_argument("--days", type=int, default=7, help="simulated days of event time (default 7)")
+    s.add_argument("--start", help="event time of the run's start, RFC 3339 with offset (default 2026-11-02T00:00:00Z)")
+    s.add_argument("--instances", type=int, default=2, help="instances of each attack scenario (default 2)")
+    s.add_argument("--scenario", action="append", help="only this scenario (repeatable); default all")
+    s.add_argument("--out", help="JSONL output path, or - for stdout")
+    s.add_argument("--labels", help="where to write the ground truth (JSONL, one attack instance a line)")
+    s.add_argument("--kafka", action="store_true", help="produce to the Kafka topics instead of a file")
+    s.add_argument("--rate", type=float, default=0.0, help="with --kafka: target events/s (0 = as fast as possible)")
+    s.set_defaults(func=_simulate)
+
+    sc = sub.add_parser("schemas", help="the event contract: export the JSON Schemas, check a JSONL file",
+                        description="Work with the published event contract v1.")
+    scs = sc.add_subparsers(dest="schemas_command", required=True, metavar="ACTION")
+    e = scs.add_parser("export", help="write the JSON Schema of each event kind (default: schemas/json)",
+                       description="Regenerate the published JSON Schemas from the typed contract.")
+    e.add_argument("--dir", help="output directory (default: the package's schemas/json)")
+    e.set_defaults(func=_schemas_export)
+    c = scs.add_parser("check", help="validate every line of a JSONL file against the contract",
+                       description="Decode every line with the contract's decoder; report line, field and reason "
+                       "of each invalid one. Exit 1 if any line is invalid.")
+    c.add_argument("file", help="JSONL file of events")
+    c.add_argument("--max-errors", type=int, default=20, help="print at most this many errors (default 20)")
+    c.set_defaults(func=_schemas_check)
+
+    d = sub.add_parser(
+        "demo",
+        help="the main job end to end: local Kafka, simulated traffic, consumer, embedded store, live view",
+        description="Start the local Kafka broker, stream simulated traffic through it, consume and validate "
+        "every event, store them in the ClickHouse store (embedded chDB by default), with a live terminal "
+        "view of what flows.",
+        epilog=EPILOG,
+    )
+    d.add_argument("--events", type=int, default=60_000, help="events to stream (default 60000)")
+    d.add_argument("--rate", type=float, default=20_000, help="target produce rate, events/s (default 20000)")
+    d.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
+    d.add_argument("--keep-stack", action="store_true", help="leave the local Kafka running afterwards")
+    d.set_defaults(func=_demo)
+
+    i = sub.add_parser(
+        "ingest",
+        help="consume the event topics, validate, store events in ClickHouse, dead-letter bad records",
+        description="Consume the three event topics in a consumer group; store valid events in the store's "
+        "events table; send every record that fails decoding to the dead-letter topic with headers naming "
+        "source topic, partition, offset and reason; commit offsets only after both are acknowledged.",
+        epilog=EPILOG,
+    )
+    i.add_argument("--group", default="spyglass-ingest", help="consumer group id (default spyglass-ingest)")
+    i.add_argument("--max-events", type=int, default=0, help="stop after this many records (default: run forever)")
+    i.set_defaults(func=_ingest)
+
+    t = sub.add_parser("topics", help="create the event, alerts and dead-letter topics (idempotent)",
+                       description="Create the Kafka topics Spyglass uses, if missing.", epilog=EPILOG)
+    ts = t.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
+    tc = ts.add_parser("create", help="create missing topics with SPYGLASS_TOPIC_PARTITIONS partitions",
+                       description="Create the three event topics, the alerts and the dead-letter topic if missing.")
+    tc.set_defaults(func=_topics_create)
+
+    from streams.stack.cli import register as register_stack
+
+    register_stack(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings()
+    except SpyglassError as exc:
+        print(f"spyglass: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(x) for x in first["loc"])
+        print(f"spyglass: configuration error: SPYGLASS_{field.upper()}: {first['msg']}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args, settings) or 0)
+    except SpyglassError as exc:
+        print(f"spyglass: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""One frozen settings object, read from ``SPYGLASS_*`` environment variables.
+
+Built once in ``main()`` and passed down; nothing else reads the environment.
+Every field below is documented in the README's configuration table (a unit test
+checks the table and this class agree).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.errors import ConfigError
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "spyglass"
+
+
+class Settings(BaseSettings):
+    """Spyglass configuration (env prefix ``SPYGLASS_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SPYGLASS_", frozen=True, extra="ignore")
+
+    # --- Kafka -------------------------------------------------------------------------
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
+    topic_api_usage: str = Field("spyglass.api-usage", description="Topic of api_usage events")
+    topic_data_access: str = Field("spyglass.data-access", description="Topic of data_access events")
+    topic_agent_execution: str = Field("spyglass.agent-execution", description="Topic of agent_execution events")
+    topic_alerts: str = Field("spyglass.alerts", description="Topic the alerts are published to")
+    topic_dead_letter: str = Field("spyglass.dead-letter", description="Topic of records that failed decoding")
+    topic_partitions: int = Field(4, ge=1, le=1024, description="Partitions per topic when Spyglass creates them")
+
+    # --- Events ------------------------------------------------------------------------
+    default_tenant: str = Field(
+        "default", min_length=1, max_length=128, description="Tenant given to events that carry none"
+    )
+
+    # --- Store -------------------------------------------------------------------------
+    clickhouse_url: SecretStr = Field(
+        SecretStr("chdb://.stack/chdb"),
+        description=(
+            "Store URL: clickhouse://user:password@host:9000/database (server, native protocol) "
+            "or chdb:///path/to/dir (embedded engine; a relative path is relative to the working dir)"
+        ),
+    )
+
+    # --- Local stack -------------------------------------------------------------------
+    stack_dir: Path = Field(Path(".stack"), description="Where the local stack keeps data, logs and pids")
+    cache_dir: Path = Field(
+        default_factory=_default_cache_dir,
+        description="Download cache outside the repo (Kafka jars); default ~/.cache/spyglass",
+    )
+    kafka_version: str = Field("3.9.1", description="Apache Kafka version the local stack runs")
+    kafka_port: int = Field(9092, ge=1, le=65535, description="Local broker listener port")
+    kafka_controller_port: int = Field(9093, ge=1, le=65535, description="Local KRaft controller port")
+    kafka_heap: str = Field("512m", description="Local broker JVM heap (-Xmx)")
+    clickhouse_tcp_port: int = Field(9000, ge=1, le=65535, description="Local ClickHouse server native port")
+    clickhouse_http_port: int = Field(8123, ge=1, le=65535, description="Local ClickHouse server HTTP port")
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _check_url(cls, v: SecretStr) -> SecretStr:
+        StoreURL.parse(v.get_secret_value())
+        return v
+
+    def topics(self) -> dict[str, str]:
+        """Event kind -> topic."""
+        return {
+            "api_usage": self.topic_api_usage,
+            "data_access": self.topic_data_access,
+            "agent_execution": self.topic_agent_execution,
+        }
+
+    def store(self) -> StoreURL:
+        return StoreURL.parse(self.clickhouse_url.get_secret_value())
+
+
+class StoreURL:
+    """A parsed ``SPYGLASS_CLICKHOUSE_URL``; its ``repr`` never shows the password."""
+
+    __slots__ = ("scheme", "host", "port", "user", "password", "database", "path")
+
+    def __init__(
+        self,
+        scheme: str,
+        *,
+        host: str = "",
+        port: int = 0,
+        user: str = "default",
+        password: SecretStr | None = None,
+        database: str = "default",
+        path: Path | None = None,
+    ) -> None:
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+        self.user = user
+        self.password = password or SecretStr("")
+        self.database = database
+        self.path = path
+
+    @classmethod
+    def parse(cls, url: str) -> StoreURL:
+        """Parse a store URL.
+
+        Examples
+        --------
+        >>> StoreURL.parse("clickhouse://writer:s3cret@127.0.0.1:9000/spyglass")
+        StoreURL(clickhouse://writer:***@127.0.0.1:9000/spyglass)
+        >>> StoreURL.parse("chdb:///var/lib/spyglass").path
+        PosixPath('/var/lib/spyglass')
+        """
+        parts = urlsplit(url)
+        if parts.scheme == "chdb":
+            raw = unquote(parts.netloc + parts.path)
+            if not raw:
+                raise ConfigError("SPYGLASS_CLICKHOUSE_URL: chdb URL needs a directory, e.g. chdb:///var/lib/spyglass")
+            return cls("chdb", path=Path(raw))
+        if parts.scheme == "clickhouse":
+            database = parts.path.lstrip("/") or "default"
+            if not database.replace("_", "").isalnum():
+                raise ConfigError(f"SPYGLASS_CLICKHOUSE_URL: database name {database!r} must be [A-Za-z0-9_]")
+            try:
+                port = parts.port or 9000
+            except ValueError as exc:
+                raise ConfigError(f"SPYGLASS_CLICKHOUSE_URL: bad port ({exc})") from None
+            return cls(
+                "clickhouse",
+                host=parts.hostname or "127.0.0.1",
+                port=port,
+                user=unquote(parts.username or "default"),
+                password=SecretStr(unquote(parts.password or "")),
+                database=database,
+            )
+        raise ConfigError(
+            f"SPYGLASS_CLICKHOUSE_URL: scheme {parts.scheme!r} is not supported; use clickhouse:// or chdb://"
+        )
+
+    def __repr__(self) -> str:
+        if self.scheme == "chdb":
+            return f"StoreURL(chdb://{self.path})"
+        pw = ":***" if self.password.get_secret_value() else ""
+        return f"StoreURL(clickhouse://{self.user}{pw}@{self.host}:{self.port}/{self.database})"
+
+    __str__ = __repr__

@@ -1,0 +1,225 @@
+"""ClickHouse as the store: the server over the native protocol, or chDB in-process.
+
+``SPYGLASS_CLICKHOUSE_URL`` picks the implementation (``clickhouse://`` or ``chdb://``);
+everything above this module speaks the small :class:`Store` interface, and every SQL
+statement Spyglass ships must run on both (ClickHouse 18.16 and a current release).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol
+
+from schemas.errors import ConfigError, SpyglassError
+from streams.settings import StoreURL
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class StoreError(SpyglassError):
+    """A statement failed on the store; the message names the store (never its password)."""
+
+
+class Store(Protocol):
+    """What Spyglass needs from ClickHouse."""
+
+    database: str
+
+    def execute(self, sql: str) -> None: ...
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]: ...
+
+    def insert(self, table: str, columns: dict[str, list[Any]]) -> int:
+        """Insert whole columns (same length each) into ``database.table``; returns rows inserted."""
+
+    def close(self) -> None: ...
+
+
+class NativeStore:
+    """ClickHouse server over the native protocol (clickhouse-driver), columnar inserts."""
+
+    def __init__(self, url: StoreURL, *, connect_timeout: float = 5.0, send_receive_timeout: float = 60.0) -> None:
+        from clickhouse_driver import Client
+
+        self.url = url
+        self.database = url.database
+        self._client = Client(
+            host=url.host, port=url.port, user=url.user, password=url.password.get_secret_value(),
+            database="default", connect_timeout=connect_timeout, send_receive_timeout=send_receive_timeout,
+            client_name="spyglass",
+        )
+
+    def execute(self, sql: str) -> None:
+        try:
+            self._client.execute(sql)
+        except Exception as exc:
+            raise StoreError(f"{self.url}: {exc}") from None
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        try:
+            return [tuple(r) for r in self._client.execute(sql)]
+        except Exception as exc:
+            raise StoreError(f"{self.url}: {exc}") from None
+
+    def insert(self, table: str, columns: dict[str, list[Any]]) -> int:
+        _check_ident(table)
+        names = list(columns)
+        data = [columns[n] for n in names]
+        n = len(data[0]) if data else 0
+        if n == 0:
+            return 0
+        try:
+            self._client.execute(
+                f"INSERT INTO {self.database}.{table} ({', '.join(names)}) VALUES", data, columnar=True
+            )
+        except Exception as exc:
+            raise StoreError(f"{self.url}: insert into {table}: {exc}") from None
+        return n
+
+    def version(self) -> str:
+        return str(self.query("SELECT version()")[0][0])
+
+    def close(self) -> None:
+        self._client.disconnect()
+
+
+class ChdbStore:
+    """The embedded engine (chDB): current ClickHouse SQL in-process, data in a directory."""
+
+    def __init__(self, url: StoreURL, *, database: str = "spyglass") -> None:
+        from chdb import session
+
+        assert url.path is not None
+        url.path.mkdir(parents=True, exist_ok=True)
+        self.url = url
+        self.database = database
+        self._session = session.Session(str(url.path))
+        self.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
+
+    def execute(self, sql: str) -> None:
+        try:
+            self._session.query(sql)
+        except Exception as exc:
+            raise StoreError(f"{self.url}: {exc}") from None
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        import msgspec
+
+        try:
+            res = self._session.query(sql, "JSONCompact")
+        except Exception as exc:
+            raise StoreError(f"{self.url}: {exc}") from None
+        raw = res.bytes() if hasattr(res, "bytes") else bytes(res)
+        if not raw.strip():
+            return []
+        return [tuple(r) for r in msgspec.json.decode(raw)["data"]]
+
+    def insert(self, table: str, columns: dict[str, list[Any]]) -> int:
+        _check_ident(table)
+        names = list(columns)
+        n = len(columns[names[0]]) if names else 0
+        if n == 0:
+            return 0
+        # chDB's Python() table function reads a dict of lists from this frame, column by column.
+        # It takes no datetime objects: those go as epoch seconds, cast by the INSERT.
+        spyglass_batch = {  # noqa: F841 - read by chDB by name
+            k: [int(x.timestamp()) for x in v] if v and isinstance(v[0], datetime) else list(v)
+            for k, v in columns.items()
+        }
+        cols = ", ".join(names)
+        try:
+            self._session.query(  # identifiers checked by _check_ident
+                f"INSERT INTO {self.database}.{table} ({cols}) SELECT {cols} FROM Python(spyglass_batch)"  # noqa: S608
+            )
+        except Exception as exc:
+            raise StoreError(f"{self.url}: insert into {table}: {exc}") from None
+        return n
+
+    def version(self) -> str:
+        return str(self.query("SELECT version()")[0][0])
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def open_store(url: StoreURL) -> NativeStore | ChdbStore:
+    """The store the URL names."""
+    if url.scheme == "chdb":
+        return ChdbStore(url)
+    if url.scheme == "clickhouse":
+        return NativeStore(url)
+    raise ConfigError(f"SPYGLASS_CLICKHOUSE_URL: unsupported scheme {url.scheme!r}")
+
+
+def ddl_statements(database: str) -> list[tuple[str, str]]:
+    """(file name, statement) of every DDL file in ``schemas/clickhouse``, in order."""
+    _check_ident(database)
+    files = sorted(
+        (p for p in resources.files("schemas").joinpath("clickhouse").iterdir() if p.name.endswith(".sql")),
+        key=lambda p: p.name,
+    )
+    out = []
+    for f in files:
+        text = f.read_text(encoding="utf-8")
+        body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+        for stmt in body.split(";"):
+            if stmt.strip():
+                out.append((Path(str(f)).name, stmt.strip().replace("{db}", database)))
+    return out
+
+
+def apply_ddl(store: Store) -> int:
+    """Create the database and every table (idempotent: CREATE ... IF NOT EXISTS)."""
+    store.execute(f"CREATE DATABASE IF NOT EXISTS {store.database}")
+    stmts = ddl_statements(store.database)
+    for _name, stmt in stmts:
+        store.execute(stmt)
+    return len(stmts)
+
+
+def _check_ident(name: str) -> None:
+    if not _IDENT.match(name):
+        raise StoreError(f"not a valid ClickHouse identifier: {name!r}")
+
+
+class EventsSink:
+    """Writes decoded events to the ``events`` audit table, one columnar insert per batch."""
+
+    name = "clickhouse.events"
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.rows_written = 0
+
+    def write(self, batch: list[tuple[Any, bytes]]) -> None:
+        """``batch``: (decoded event, its raw JSON) pairs."""
+        if not batch:
+            return
+        from schemas.events import ENTITY_FIELD
+
+        now = datetime.now(UTC).replace(microsecond=0)
+        cols: dict[str, list[Any]] = {k: [] for k in (
+            "event_id", "kind", "ts", "ts_ms", "tenant", "source", "entity", "principal", "payload", "ingested_at")}
+        for ev, raw in batch:
+            kind = type(ev).__struct_config__.tag
+            cols["event_id"].append(ev.event_id)
+            cols["kind"].append(kind)
+            ts = ev.ts.astimezone(UTC)
+            cols["ts"].append(ts.replace(microsecond=0))
+            cols["ts_ms"].append(ts.microsecond // 1000)
+            cols["tenant"].append(ev.tenant)
+            cols["source"].append(ev.source if isinstance(ev.source, str) else "")
+            cols["entity"].append(getattr(ev, ENTITY_FIELD[kind]))
+            cols["principal"].append(ev.principal)
+            cols["payload"].append(raw.decode("utf-8"))
+            cols["ingested_at"].append(now)
+        self.rows_written += self.store.insert("events", cols)
+
+    def flush(self) -> None:
+        """Inserts are synchronous: nothing is buffered here."""
+
+    def close(self) -> None:
+        self.store.close()

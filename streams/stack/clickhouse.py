@@ -1,0 +1,289 @@
+"""The ClickHouse server of the local stack, and the embedded chDB store.
+
+The server is the one from Debian's ``clickhouse-server`` package (18.16 on bookworm),
+run with a minimal config of our own under ``SPYGLASS_STACK_DIR/clickhouse``: it
+listens on 127.0.0.1 only and its ``default`` user has no password, so it is a local
+development server, never a shared one.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+from schemas.errors import StackError
+from streams.settings import Settings
+from streams.stack.base import (
+    LOOPBACK,
+    ServiceStatus,
+    pid_alive,
+    pid_matches,
+    port_open,
+    read_pid,
+    spawn,
+    tail,
+    terminate,
+)
+
+_CONFIG = """<?xml version="1.0"?>
+<!-- Written by spyglass stack on every start; edit the SPYGLASS_CLICKHOUSE_* settings instead. -->
+<yandex>
+    <logger>
+        <level>warning</level>
+        <log>{log}</log>
+        <errorlog>{errorlog}</errorlog>
+        <size>10M</size>
+        <count>3</count>
+    </logger>
+    <listen_host>{host}</listen_host>
+    <tcp_port>{tcp_port}</tcp_port>
+    <http_port>{http_port}</http_port>
+    <path>{path}/</path>
+    <tmp_path>{tmp_path}/</tmp_path>
+    <user_files_path>{user_files}/</user_files_path>
+    <format_schema_path>{format_schemas}/</format_schema_path>
+    <users_config>{users}</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <timezone>UTC</timezone>
+    <mark_cache_size>268435456</mark_cache_size>
+    <max_concurrent_queries>100</max_concurrent_queries>
+</yandex>
+"""
+
+_USERS = """<?xml version="1.0"?>
+<!-- Written by spyglass stack: the passwordless default user is reachable from 127.0.0.1 only. -->
+<yandex>
+    <profiles>
+        <default>
+            <max_memory_usage>2000000000</max_memory_usage>
+            <load_balancing>random</load_balancing>
+        </default>
+    </profiles>
+    <users>
+        <default>
+            <password></password>
+            <networks>
+                <ip>127.0.0.1</ip>
+            </networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </default>
+    </users>
+    <quotas>
+        <default>
+            <interval>
+                <duration>3600</duration>
+                <queries>0</queries>
+                <errors>0</errors>
+                <result_rows>0</result_rows>
+                <read_rows>0</read_rows>
+                <execution_time>0</execution_time>
+            </interval>
+        </default>
+    </quotas>
+</yandex>
+"""
+
+
+def find_server_binary() -> list[str]:
+    """The command that runs the ClickHouse server, e.g. ``['/usr/sbin/clickhouse-server']``."""
+    found = shutil.which("clickhouse-server")
+    if found:
+        return [found]
+    if Path("/usr/sbin/clickhouse-server").is_file():
+        return ["/usr/sbin/clickhouse-server"]
+    multi = shutil.which("clickhouse")
+    if multi:
+        return [multi, "server"]
+    raise StackError(
+        "the ClickHouse server binary is not installed (no clickhouse-server or clickhouse on PATH); "
+        "install Debian's package: `sudo apt-get install clickhouse-server`"
+    )
+
+
+class ClickHouseServerService:
+    """A ClickHouse server process on 127.0.0.1 (native and HTTP ports)."""
+
+    name = "clickhouse"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.stack_dir.expanduser().resolve() / "clickhouse"
+        self.data_dir = self.home / "data"
+        self.logs_dir = self.home / "logs"
+        self.config_file = self.home / "config.xml"
+        self.users_file = self.home / "users.xml"
+        self.pid_file = self.home / "clickhouse.pid"
+        self.stdout_log = self.logs_dir / "stdout.log"
+        self.error_log = self.logs_dir / "clickhouse-server.err.log"
+        self._version: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """The server's native-protocol URL (no credentials)."""
+        return f"clickhouse://{LOOPBACK}:{self.settings.clickhouse_tcp_port}"
+
+    def ports(self) -> dict[str, int]:
+        """Ports the server listens on, keyed by the environment variable that sets each."""
+        return {
+            "SPYGLASS_CLICKHOUSE_TCP_PORT": self.settings.clickhouse_tcp_port,
+            "SPYGLASS_CLICKHOUSE_HTTP_PORT": self.settings.clickhouse_http_port,
+        }
+
+    def provision(self) -> None:
+        """Check the server binary is installed; never installs it (that needs root and apt)."""
+        find_server_binary()
+
+    def write_config(self) -> None:
+        """Write config.xml and users.xml for the current settings."""
+        for sub in ("data", "tmp", "user_files", "format_schemas", "logs"):
+            (self.home / sub).mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(
+            _CONFIG.format(
+                log=escape(str(self.logs_dir / "clickhouse-server.log")),
+                errorlog=escape(str(self.error_log)),
+                host=LOOPBACK,
+                tcp_port=self.settings.clickhouse_tcp_port,
+                http_port=self.settings.clickhouse_http_port,
+                path=escape(str(self.data_dir)),
+                tmp_path=escape(str(self.home / "tmp")),
+                user_files=escape(str(self.home / "user_files")),
+                format_schemas=escape(str(self.home / "format_schemas")),
+                users=escape(str(self.users_file)),
+            )
+        )
+        self.users_file.write_text(_USERS)
+
+    def pid(self) -> int | None:
+        """The server's pid if it runs (and is ours), else None."""
+        pid = read_pid(self.pid_file)
+        return pid if pid_matches(pid, str(self.config_file)) else None
+
+    def start(self) -> None:
+        """Write the config and launch the server detached."""
+        cmd = find_server_binary()
+        self.write_config()
+        spawn(
+            [*cmd, f"--config-file={self.config_file}"],
+            log_path=self.stdout_log,
+            pid_path=self.pid_file,
+            cwd=self.home,
+        )
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop the server (SIGTERM, SIGKILL after ``timeout`` s)."""
+        pid = self.pid()
+        if pid is not None:
+            terminate(pid, timeout)
+        self.pid_file.unlink(missing_ok=True)
+        self._version = None
+
+    def reset(self) -> None:
+        """Delete the server's databases and tables."""
+        if self.pid() is not None:
+            raise StackError("stop ClickHouse before wiping its data")
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        shutil.rmtree(self.home / "tmp", ignore_errors=True)
+
+    def _query_version(self, connect_timeout: float = 1.0) -> str:
+        from clickhouse_driver import Client
+
+        client = Client(
+            host=LOOPBACK,
+            port=self.settings.clickhouse_tcp_port,
+            connect_timeout=connect_timeout,
+            send_receive_timeout=5,
+            sync_request_timeout=5,
+        )
+        try:
+            return str(client.execute("SELECT version()")[0][0])
+        finally:
+            client.disconnect()
+
+    def status(self) -> ServiceStatus:
+        """Running if our server process is alive and answers ``SELECT version()``."""
+        pid = self.pid()
+        port = self.settings.clickhouse_tcp_port
+        if pid is None:
+            detail = f"port {port} is used by another process" if port_open(LOOPBACK, port) else "stopped"
+            return ServiceStatus(self.name, False, None, self.endpoint, detail)
+        if self._version is None:
+            # query directly rather than probing the port: a bare probe logs a warning in the server log
+            try:
+                self._version = self._query_version()
+            except Exception as exc:  # noqa: BLE001 - shown, not raised
+                return ServiceStatus(self.name, False, pid, self.endpoint, f"not answering yet: {exc}")
+        return ServiceStatus(self.name, True, pid, self.endpoint, f"ClickHouse {self._version}")
+
+    def wait_ready(self, timeout: float = 30.0) -> float:
+        """Block until ``SELECT version()`` answers; return the seconds waited."""
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        last: Exception | str = "no answer"
+        while time.monotonic() < deadline:
+            if not pid_alive(read_pid(self.pid_file)):
+                raise StackError(
+                    f"the ClickHouse server exited during start-up; last log lines ({self.error_log}):\n"
+                    + (tail(self.error_log, 10) + "\n" + tail(self.stdout_log, 10)).strip()
+                )
+            try:
+                self._version = self._query_version()
+                return time.monotonic() - t0
+            except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+                last = exc
+            time.sleep(0.1)
+        raise StackError(
+            f"the ClickHouse server on {self.endpoint} was not ready after {timeout:.0f} s ({last}); "
+            f"see {self.error_log}"
+        )
+
+
+class ChdbService:
+    """The embedded chDB store: a directory, not a process.
+
+    chDB runs the ClickHouse engine inside the Spyglass process itself, so there is
+    nothing to start or stop; ``start``/``stop`` are no-ops and ``provision`` only makes
+    the data directory of a ``chdb://`` store URL.
+    """
+
+    name = "chdb"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        store = settings.store()
+        self.path: Path | None = store.path.expanduser().resolve() if store.scheme == "chdb" and store.path else None
+
+    def ports(self) -> dict[str, int]:
+        """No ports: chDB is in-process."""
+        return {}
+
+    def provision(self) -> None:
+        """Make the chDB data directory if the store URL is ``chdb://``; otherwise nothing."""
+        if self.path is not None:
+            self.path.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> None:
+        """No-op: the engine starts inside whichever Spyglass process opens the store."""
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """No-op: there is no separate process to stop."""
+
+    def reset(self) -> None:
+        """Delete the chDB data directory."""
+        if self.path is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def wait_ready(self, timeout: float = 0.0) -> float:
+        """Always ready (nothing to wait for)."""
+        return 0.0
+
+    def status(self) -> ServiceStatus:
+        """Ready when the data directory exists; shows its path."""
+        if self.path is None:
+            return ServiceStatus(self.name, False, None, "-", "not used: SPYGLASS_CLICKHOUSE_URL is clickhouse://")
+        ready = self.path.is_dir()
+        detail = "embedded, in-process" if ready else "directory not created yet (run `spyglass stack up`)"
+        return ServiceStatus(self.name, ready, None, f"chdb://{self.path}", detail)

@@ -1,0 +1,96 @@
+"""Fixtures for the integration tests: a real local stack (Kafka broker + ClickHouse server).
+
+Set ``SPYGLASS_TEST_STACK_DIR`` to the stack directory of a running ``spyglass stack up``
+to reuse it; otherwise a fresh stack is started on free ports in a temporary directory
+for the session and stopped at the end.  Kafka jars are cached in the default
+``SPYGLASS_CACHE_DIR`` (~/.cache/spyglass), so only the first run downloads them.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+# kafka-python 3.x calls the deprecated importlib.resources.read_text while importing its protocol
+# schemas; with the project's filterwarnings=error that would fail collection, so import it here first.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import kafka  # noqa: F401
+
+from streams.settings import Settings
+from streams.stack import Stack
+from streams.stack.base import free_ports
+from streams.stack.manager import read_state
+
+HERE = Path(__file__).resolve().parent
+KAFKA_DEPRECATIONS = pytest.mark.filterwarnings("ignore::DeprecationWarning:kafka.*")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test under tests/integration with ``integration`` (and tolerate kafka-python's deprecations)."""
+    for item in items:
+        if HERE in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+            item.add_marker(KAFKA_DEPRECATIONS)
+
+
+def stack_test_settings(stack_dir: Path, ports: dict[str, int] | None = None) -> Settings:
+    """Settings for a stack in ``stack_dir`` on the given ports (free ports when None)."""
+    if ports is None:
+        k, c, t, h = free_ports(4)
+        ports = {"kafka_port": k, "kafka_controller_port": c, "clickhouse_tcp_port": t, "clickhouse_http_port": h}
+    return Settings(
+        stack_dir=stack_dir,
+        kafka_port=ports["kafka_port"],
+        kafka_controller_port=ports["kafka_controller_port"],
+        kafka_bootstrap=f"127.0.0.1:{ports['kafka_port']}",
+        clickhouse_tcp_port=ports["clickhouse_tcp_port"],
+        clickhouse_http_port=ports["clickhouse_http_port"],
+        clickhouse_url=f"clickhouse://default@127.0.0.1:{ports['clickhouse_tcp_port']}/default",
+    )
+
+
+def _reusable(stack_dir: Path) -> Settings | None:
+    state = read_state(stack_dir)
+    if state is None or not isinstance(state.get("ports"), dict):
+        return None
+    try:
+        settings = stack_test_settings(stack_dir, {k: int(v) for k, v in state["ports"].items()})
+    except (KeyError, TypeError, ValueError):
+        return None
+    running = {st.name: st.running for st in Stack(settings).status(("kafka", "clickhouse"))}
+    return settings if all(running.values()) else None
+
+
+@pytest.fixture(scope="session")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Settings pointing at a running local stack (reused or started for this session)."""
+    reuse = os.environ.get("SPYGLASS_TEST_STACK_DIR")
+    if reuse:
+        settings = _reusable(Path(reuse).expanduser().resolve())
+        if settings is not None:
+            yield settings
+            return
+    settings = stack_test_settings(tmp_path_factory.mktemp("stack"))
+    stack = Stack(settings)
+    try:
+        stack.up(("kafka", "clickhouse"))
+        yield settings
+    finally:
+        stack.down()
+
+
+@pytest.fixture(scope="session")
+def make_stack_settings() -> Callable[[Path], Settings]:
+    """A factory of Settings for a separate stack in a given directory, on free ports."""
+    return stack_test_settings
+
+
+@pytest.fixture(scope="session")
+def ch_server_url(stack_settings: Settings) -> str:
+    """Store URL of the session's ClickHouse server."""
+    return f"clickhouse://default@127.0.0.1:{stack_settings.clickhouse_tcp_port}/default"
