@@ -60,8 +60,17 @@ class Traffic:
         self._tenant = {t.name: t for t in world.tenants}
         self._profiles: dict[tuple[str, bool, int], np.ndarray] = {}
         # per key: the (route, scope) pairs its habits cover, flattened for vectorised choice
-        self._key_routes = [[(r, sc) for sc in k.used for r in SCOPE_ENDPOINTS[sc]] for k in world.keys]
-        self._key_nroutes = np.array([len(x) for x in self._key_routes])
+        self._routes = [(path, spec[0], spec[1]) for path, spec in ENDPOINTS.items()]  # path, method, scope
+        self._route_tin = np.array([spec[3] for spec in ENDPOINTS.values()], dtype=float)
+        self._route_tout = np.array([spec[4] for spec in ENDPOINTS.values()], dtype=float)
+        self._route_model = np.array([spec[2] for spec in ENDPOINTS.values()])
+        index = {path: i for i, path in enumerate(ENDPOINTS)}
+        habits = [[index[r] for sc in k.used for r in SCOPE_ENDPOINTS[sc]] for k in world.keys]
+        self._key_nroutes = np.array([len(x) for x in habits])
+        self._key_route_table = np.zeros((len(habits), max(self._key_nroutes)), dtype=np.int64)
+        for i, h in enumerate(habits):
+            self._key_route_table[i, : len(h)] = h
+        self._key_nips = np.array([len(k.ips) for k in world.keys])
         self._chains = {t: _compile_chain(t) for t in TRANSITIONS}
         self._key_static = [
             {"tenant": k.tenant, "source": f"api-gateway-{k.tenant}", "api_key_id": k.key_id,
@@ -130,38 +139,41 @@ class Traffic:
         w = self.world
         ent, minute = self._sample(rng, self.key_intensity(plan.epoch_day), n)
         ts = plan.start_ms + minute * 60_000 + rng.integers(0, 60_000, size=n)
-        u = rng.random((n, 4))
+        u = rng.random((n, 5))
         ids = new_ids(rng, n)
-        route_ix = (u[:, 0] * self._key_nroutes[ent]).astype(np.int64).tolist()
+        # which of the key's habitual (route, scope) pairs, as a global route index
+        route = self._key_route_table[ent, (u[:, 0] * self._key_nroutes[ent]).astype(np.int64)]
         # auth outcome and status: mostly ok/200, a trickle of failures
         auth_code = np.searchsorted([0.004, 0.006, 0.012], u[:, 1], side="right")  # 0 inv, 1 exp, 2 rl, 3 ok
         status = np.where(u[:, 2] < 0.004, 500, np.where(u[:, 2] < 0.02, 400, 200))
         status = np.choose(auth_code, [401, 401, 429, status]).tolist()
-        auth = [AUTH[c] for c in auth_code.tolist()]
         ok = auth_code == 3
         latency = np.round(rng.lognormal(5.0, 0.6, size=n) * np.where(ok, 1.0, 0.05), 2).tolist()
         tok = rng.lognormal(0.0, 0.7, size=n)
-        out_jitter = (0.8 + 0.4 * u[:, 3]) * tok
-        ip_pick = rng.random(n).tolist()
-        tok = tok.tolist()
-        out_jitter = out_jitter.tolist()
-        statics = self._key_static
+        t_in, t_out = self._route_tin[route], self._route_tout[route]
+        req_bytes = (200 + t_in * 4 * tok).astype(np.int64).tolist()
+        resp_bytes = (300 + t_out * 4 * tok).astype(np.int64).tolist()
+        tokens_in = (t_in * tok).astype(np.int64).tolist()
+        tokens_out = (t_out * tok * (0.8 + 0.4 * u[:, 3])).astype(np.int64).tolist()
+        with_tokens = (ok & self._route_model[route]).tolist()
+        ip_ix = (u[:, 4] * self._key_nips[ent]).astype(np.int64).tolist()
+        auth = [AUTH[c] for c in auth_code.tolist()]
+        route = route.tolist()
+        statics, routes, keys = self._key_static, self._routes, w.keys
         rows = []
         for i, k_ix in enumerate(ent.tolist()):
-            k = w.keys[k_ix]
-            route, scope = self._key_routes[k_ix][route_ix[i]]
-            method, _, uses_model, t_in, t_out = ENDPOINTS[route]
+            k = keys[k_ix]
+            path, method, scope = routes[route[i]]
             row = {
                 "event_id": ids[i], "kind": "api_usage", "ts": "", **statics[k_ix],
-                "client_ip": k.ips[int(ip_pick[i] * len(k.ips))],
-                "method": method, "endpoint": route, "status": status[i], "latency_ms": latency[i],
-                "request_bytes": int(200 + t_in * 4 * tok[i]), "response_bytes": int(300 + t_out * 4 * tok[i]),
+                "client_ip": k.ips[ip_ix[i]], "method": method, "endpoint": path, "status": status[i],
+                "latency_ms": latency[i], "request_bytes": req_bytes[i], "response_bytes": resp_bytes[i],
                 "auth_result": auth[i], "scopes_granted": k.granted, "scope_used": scope,
             }
-            if uses_model and auth[i] == "ok":
+            if with_tokens[i]:
                 row["model"] = k.model if scope != "inference:embed" else "embed-v3"
-                row["tokens_in"] = int(t_in * tok[i])
-                row["tokens_out"] = int(t_out * out_jitter[i])
+                row["tokens_in"] = tokens_in[i]
+                row["tokens_out"] = tokens_out[i]
             rows.append(row)
         return ts, rows
 

@@ -145,10 +145,3 @@ def test_naive_start_is_rejected():
     with pytest.raises(SpyglassError, match="--start"):
         Simulation(seed=1, events=50_000, start=datetime(2026, 1, 1))  # noqa: DTZ001
 
-
-def test_parallel_writer_gives_the_same_bytes(tmp_path):
-    sim = Simulation(seed=21, events=20_000, days=3)
-    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    write_jsonl(sim, str(a), workers=1)
-    write_jsonl(Simulation(seed=21, events=20_000, days=3), str(b), workers=2)
-    assert a.read_bytes() == b.read_bytes()
