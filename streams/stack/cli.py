@@ -112,7 +112,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     bootstrap = stack.kafka.bootstrap
     if "kafka" in services and settings.kafka_bootstrap not in (bootstrap, f"localhost:{settings.kafka_port}"):
         console.print(
-            f"[yellow]note:[/] SPYGLASS_KAFKA_BOOTSTRAP is {settings.kafka_bootstrap}, not the local broker {bootstrap}",
+            f"[yellow]note:[/] SPYGLASS_KAFKA_BOOTSTRAP is {settings.kafka_bootstrap}, "
+            f"not the local broker {bootstrap}",
             highlight=False,
         )
     console.print(f"up in {time.monotonic() - t0:.1f} s; state in {stack.state_file}", highlight=False)

@@ -196,7 +196,9 @@ class KafkaService:
     def _java(self) -> str:
         java = shutil.which("java")
         if java is None:
-            raise StackError("`java` is not on PATH; the Kafka broker needs a JRE 11+ (e.g. `apt-get install default-jre-headless`)")
+            raise StackError(
+                "`java` is not on PATH; the Kafka broker needs a JRE 11+ (e.g. `apt-get install default-jre-headless`)"
+            )
         return java
 
     def _classpath(self) -> str:
@@ -231,7 +233,8 @@ class KafkaService:
         """Format the KRaft log directory with a new cluster id (only if not yet formatted)."""
         if self.formatted():
             return
-        cmd = [*self._jvm(), "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(self.server_properties)]
+        cmd = [*self._jvm(), "kafka.tools.StorageTool", "format", "-t", _cluster_id(),
+               "-c", str(self.server_properties)]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
             out = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
