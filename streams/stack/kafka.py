@@ -233,8 +233,9 @@ class KafkaService:
         """Format the KRaft log directory with a new cluster id (only if not yet formatted)."""
         if self.formatted():
             return
-        cmd = [*self._jvm(), "kafka.tools.StorageTool", "format", "-t", _cluster_id(),
-               "-c", str(self.server_properties)]
+        # "--cluster-id=ID", not "-t ID": a base64 id can start with "-" and would parse as an option
+        cmd = [*self._jvm(), "kafka.tools.StorageTool", "format", f"--cluster-id={_cluster_id()}",
+               f"--config={self.server_properties}"]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
             out = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])

@@ -162,3 +162,16 @@ def test_down_stops_a_stack_of_its_own(tmp_path: Path, make_stack_settings: Make
     assert not any(pid_alive(pid) for pid in pids.values())
     for port in [*stack.kafka.ports().values(), *stack.clickhouse.ports().values()]:
         assert not port_open(LOOPBACK, port)
+
+
+def test_kafka_storage_formats_with_a_cluster_id_that_starts_with_a_dash(tmp_path, make_stack_settings, monkeypatch):
+    """Regression: a random base64 cluster id beginning with '-' was parsed as an option."""
+    from streams.stack import kafka as kafka_mod
+
+    monkeypatch.setattr(kafka_mod, "_cluster_id", lambda: "-AbCdEfGhIjKlMnOpQrStU")
+    svc = kafka_mod.KafkaService(make_stack_settings(tmp_path))
+    svc.provision()
+    svc.write_config()
+    svc.format_storage()
+    props = list((tmp_path / "kafka").rglob("meta.properties"))
+    assert props and "cluster.id=-AbCdEfGhIjKlMnOpQrStU" in props[0].read_text()
