@@ -75,11 +75,13 @@ def register(subparsers: Any) -> None:
 def _table(statuses: Sequence[ServiceStatus], ready: dict[str, float] | None = None) -> Table:
     table = Table(title="spyglass stack", title_justify="left")
     for col in ("service", "state", "pid", "endpoint", "ready (s)", "detail"):
+        wraps = col in ("endpoint", "detail")
         table.add_column(
             col,
             justify="right" if col in ("pid", "ready (s)") else "left",
-            overflow="fold" if col == "endpoint" else "ellipsis",
-            no_wrap=col != "detail",
+            overflow="fold" if wraps else "ellipsis",
+            no_wrap=not wraps,
+            min_width=16 if wraps else None,
         )
     for st in statuses:
         state = "[green]running[/]" if st.running else "[red]stopped[/]"

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from schemas.errors import StackError
 from streams.settings import Settings
@@ -31,6 +32,9 @@ from streams.stack.base import (
     tail,
     terminate,
 )
+
+if TYPE_CHECKING:
+    from kafka.admin import KafkaAdminClient
 
 SLF4J_BINDING = ("org.slf4j", "slf4j-reload4j", "1.7.36")
 CLIENT_ID = "spyglass-stack"
@@ -96,8 +100,14 @@ def _server_properties(settings: Settings, data_dir: Path) -> str:
 
 
 def _cluster_id() -> str:
-    """A random 22-character url-safe base64 cluster id, the format ``kafka-storage random-uuid`` prints."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+    """A random 22-character url-safe base64 cluster id, the format ``kafka-storage random-uuid`` prints.
+
+    Like Kafka's ``Uuid.randomUuid()`` it never starts with "-" (such ids read as options on a command line).
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+        if not cid.startswith("-"):
+            return cid
 
 
 @contextlib.contextmanager
@@ -282,8 +292,6 @@ class KafkaService:
 
     def wait_ready(self, timeout: float = 60.0) -> float:
         """Block until an admin client can list topics; return the seconds waited."""
-        from kafka.admin import KafkaAdminClient  # heavy import, only when needed
-
         t0 = time.monotonic()
         deadline = t0 + timeout
         last: Exception | str = "port not open"
@@ -296,12 +304,7 @@ class KafkaService:
                 )
             if port_open(LOOPBACK, self.settings.kafka_port):
                 try:
-                    admin = KafkaAdminClient(
-                        bootstrap_servers=self.bootstrap,
-                        client_id=CLIENT_ID,
-                        request_timeout_ms=5000,
-                        bootstrap_timeout_ms=3000,
-                    )
+                    admin = admin_client(self.bootstrap, request_timeout_ms=5000, bootstrap_timeout_ms=3000)
                 except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
                     last = exc
                 else:
@@ -319,11 +322,33 @@ class KafkaService:
         )
 
 
-def _admin(bootstrap: str):  # -> KafkaAdminClient
+def admin_client(bootstrap: str, **config: Any) -> KafkaAdminClient:
+    """A ``KafkaAdminClient`` that does not leak its IO thread when it cannot bootstrap.
+
+    kafka-python 3.x starts the client's IO thread before bootstrapping in ``__init__``; if
+    bootstrapping then fails, the half-built client is never returned, so nobody can close it
+    and its thread and sockets live on.  Build it in two steps so it can be torn down.
+    """
     from kafka.admin import KafkaAdminClient
 
+    admin = KafkaAdminClient.__new__(KafkaAdminClient)
     try:
-        return KafkaAdminClient(bootstrap_servers=bootstrap, client_id=CLIENT_ID, request_timeout_ms=15000)
+        admin.__init__(bootstrap_servers=bootstrap, client_id=CLIENT_ID, **config)  # type: ignore[misc]
+    except BaseException:
+        client, net = getattr(admin, "_client", None), getattr(admin, "_net", None)
+        with contextlib.suppress(Exception):
+            if client is not None:
+                client.close()
+        with contextlib.suppress(Exception):
+            if net is not None:
+                net.stop()
+        raise
+    return admin
+
+
+def _admin(bootstrap: str) -> KafkaAdminClient:
+    try:
+        return admin_client(bootstrap, request_timeout_ms=15000)
     except Exception as exc:  # noqa: BLE001
         raise StackError(f"cannot reach Kafka at {bootstrap} ({exc}); is `spyglass stack up` running?") from exc
 

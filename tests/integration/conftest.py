@@ -27,7 +27,12 @@ from streams.stack.base import free_ports
 from streams.stack.manager import read_state
 
 HERE = Path(__file__).resolve().parent
-KAFKA_DEPRECATIONS = pytest.mark.filterwarnings("ignore::DeprecationWarning:kafka.*")
+# kafka-python 3.x's own deprecation warnings (read_text is attributed to kafka.*, the nested
+# open_text call to importlib.resources itself), raised whenever it lazily loads a protocol schema.
+KAFKA_DEPRECATIONS = [
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:kafka.*"),
+    pytest.mark.filterwarnings(r"ignore:(read|open)_text is deprecated. Use files\(\) instead:DeprecationWarning"),
+]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -35,7 +40,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if HERE in Path(item.path).resolve().parents:
             item.add_marker(pytest.mark.integration)
-            item.add_marker(KAFKA_DEPRECATIONS)
+            for mark in KAFKA_DEPRECATIONS:
+                item.add_marker(mark)
 
 
 def stack_test_settings(stack_dir: Path, ports: dict[str, int] | None = None) -> Settings:

@@ -7,7 +7,6 @@ import uuid
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
 
 from schemas.errors import EventError
 from schemas.events import ENTITY_FIELD, decode
@@ -16,6 +15,7 @@ from streams.settings import Settings, StoreURL
 from streams.simulator.output import produce_kafka
 from streams.simulator.run import Simulation
 from streams.sinks.clickhouse import ChdbStore, EventsSink, NativeStore, apply_ddl, open_store
+from streams.stack.kafka import delete_topics, ensure_topics
 
 
 @pytest.fixture
@@ -27,12 +27,9 @@ def fresh_topics(stack_settings: Settings):
         "topic_agent_execution": f"t-{tag}.agent-execution", "topic_alerts": f"t-{tag}.alerts",
         "topic_dead_letter": f"t-{tag}.dead-letter",
     })
-    names = [*settings.topics().values(), settings.topic_alerts, settings.topic_dead_letter]
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="spyglass-test")
-    admin.create_topics([NewTopic(n, num_partitions=3, replication_factor=1) for n in names])
+    names = ensure_topics(settings, partitions=3)
     yield settings
-    admin.delete_topics(names)
-    admin.close()
+    delete_topics(settings, names)
 
 
 def consume_all(settings: Settings, topics: list[str], expected: int, timeout_s: float = 60) -> list:
