@@ -1,0 +1,208 @@
+"""Columnar batches: decoded events turned into arrays once, for the Numba kernels.
+
+Strings (keys, principals, IPs, datasets, ...) are interned to dense integer ids by a
+:class:`Vocab` that lives in the engine state, so kernels index per-entity arrays
+directly and a checkpoint restores the same ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from schemas.events import AgentExecution, ApiUsage, DataAccess, Event
+
+SENSITIVITY = {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}
+PRIVILEGE = {"read": 0, "write": 1, "admin": 2}
+RISK = {None: 0, "low": 0, "medium": 1, "high": 2, "critical": 3}
+OPERATION = {"read": 0, "write": 1, "delete": 2, "export": 3, "train": 4}
+
+
+class Vocab:
+    """String -> dense int id, append-only (ids are stable for the engine's lifetime)."""
+
+    __slots__ = ("ids", "names")
+
+    def __init__(self, names: list[str] | None = None) -> None:
+        self.names: list[str] = list(names or [])
+        self.ids: dict[str, int] = {n: i for i, n in enumerate(self.names)}
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def id(self, name: str) -> int:
+        i = self.ids.get(name)
+        if i is None:
+            i = self.ids[name] = len(self.names)
+            self.names.append(name)
+        return i
+
+    def many(self, names: list[str]) -> np.ndarray:
+        get, add = self.ids.get, self.id
+        return np.fromiter(((get(n) if n in self.ids else add(n)) for n in names), dtype=np.int64, count=len(names))
+
+
+@dataclass
+class Vocabs:
+    """Every interned namespace of the engine."""
+
+    tenant: Vocab = field(default_factory=Vocab)
+    key: Vocab = field(default_factory=Vocab)
+    principal: Vocab = field(default_factory=Vocab)
+    ip: Vocab = field(default_factory=Vocab)
+    agent: Vocab = field(default_factory=Vocab)
+    dataset: Vocab = field(default_factory=Vocab)
+    dept: Vocab = field(default_factory=Vocab)
+    token: Vocab = field(default_factory=Vocab)  # scopes, user agents, models, actions, agent types
+
+
+def _ts_ms(events: list) -> np.ndarray:
+    return np.fromiter((int(e.ts.timestamp() * 1000) for e in events), dtype=np.int64, count=len(events))
+
+
+@dataclass
+class ApiColumns:
+    ts: np.ndarray
+    tenant: np.ndarray
+    key: np.ndarray
+    principal: np.ndarray
+    ip: np.ndarray
+    agent_tok: np.ndarray  # user agent
+    scope: np.ndarray  # -1 when absent
+    model: np.ndarray  # -1 when absent
+    auth_fail: np.ndarray  # bool: auth_result != ok
+    tokens: np.ndarray  # tokens_in + tokens_out
+    events: list[ApiUsage]
+
+
+@dataclass
+class DataColumns:
+    ts: np.ndarray
+    tenant: np.ndarray
+    principal: np.ndarray
+    dept: np.ndarray
+    dataset: np.ndarray
+    owner: np.ndarray
+    sensitivity: np.ndarray
+    operation: np.ndarray
+    rows: np.ndarray  # float
+    granted: np.ndarray
+    ip: np.ndarray  # -1 when absent
+    events: list[DataAccess]
+
+
+@dataclass
+class AgentColumns:
+    ts: np.ndarray
+    tenant: np.ndarray
+    agent: np.ndarray
+    agent_type: np.ndarray
+    principal: np.ndarray
+    action: np.ndarray
+    privilege: np.ndarray
+    risk: np.ndarray
+    bypassed: np.ndarray
+    external: np.ndarray  # triggered_by external_content
+    untrusted: np.ndarray
+    tokens: np.ndarray
+    session: list[str]
+    events: list[AgentExecution]
+
+
+@dataclass
+class Batch:
+    """One batch of events split by kind, each kind in event-time order."""
+
+    api: ApiColumns | None
+    data: DataColumns | None
+    agent: AgentColumns | None
+
+    def __len__(self) -> int:
+        return sum(len(c.events) for c in (self.api, self.data, self.agent) if c is not None)
+
+
+SEP = "\x1f"
+
+
+def scoped(events: list, attr: str) -> list[str]:
+    """Entity names qualified by tenant: the same dataset name in two tenants is two entities."""
+    return [f"{e.tenant}{SEP}{getattr(e, attr)}" for e in events]
+
+
+def _opt(vocab: Vocab, values: list[str | None]) -> np.ndarray:
+    return np.fromiter((-1 if v is None else vocab.id(v) for v in values), dtype=np.int64, count=len(values))
+
+
+def to_batch(events: list[Event], v: Vocabs) -> Batch:
+    """Split decoded events by kind, sort each kind by event time, intern strings into columns."""
+    api = [e for e in events if isinstance(e, ApiUsage)]
+    data = [e for e in events if isinstance(e, DataAccess)]
+    agent = [e for e in events if isinstance(e, AgentExecution)]
+    return Batch(_api(api, v) if api else None, _data(data, v) if data else None, _agent(agent, v) if agent else None)
+
+
+def _sorted(events: list) -> tuple[list, np.ndarray]:
+    ts = _ts_ms(events)
+    if np.all(ts[1:] >= ts[:-1]):
+        return events, ts
+    order = np.argsort(ts, kind="stable")
+    return [events[i] for i in order.tolist()], ts[order]
+
+
+def _api(events: list[ApiUsage], v: Vocabs) -> ApiColumns:
+    events, ts = _sorted(events)
+    return ApiColumns(
+        ts=ts,
+        tenant=v.tenant.many([e.tenant for e in events]),
+        key=v.key.many(scoped(events, "api_key_id")),
+        principal=v.principal.many(scoped(events, "principal")),
+        ip=v.ip.many(scoped(events, "client_ip")),
+        agent_tok=_opt(v.token, [e.user_agent for e in events]),
+        scope=_opt(v.token, [e.scope_used for e in events]),
+        model=_opt(v.token, [e.model for e in events]),
+        auth_fail=np.fromiter((e.auth_result != "ok" for e in events), dtype=np.bool_, count=len(events)),
+        tokens=np.fromiter(((e.tokens_in or 0) + (e.tokens_out or 0) for e in events), dtype=np.float64,
+                           count=len(events)),
+        events=events,
+    )
+
+
+def _data(events: list[DataAccess], v: Vocabs) -> DataColumns:
+    events, ts = _sorted(events)
+    n = len(events)
+    return DataColumns(
+        ts=ts,
+        tenant=v.tenant.many([e.tenant for e in events]),
+        principal=v.principal.many(scoped(events, "principal")),
+        dept=v.dept.many(scoped(events, "principal_department")),
+        dataset=v.dataset.many(scoped(events, "dataset")),
+        owner=v.dept.many(scoped(events, "dataset_owner_department")),
+        sensitivity=np.fromiter((SENSITIVITY[e.sensitivity] for e in events), dtype=np.int64, count=n),
+        operation=np.fromiter((OPERATION[e.operation] for e in events), dtype=np.int64, count=n),
+        rows=np.fromiter((float(e.rows or 0) for e in events), dtype=np.float64, count=n),
+        granted=np.fromiter((e.granted for e in events), dtype=np.bool_, count=n),
+        ip=_opt(v.ip, [None if e.client_ip is None else f"{e.tenant}{SEP}{e.client_ip}" for e in events]),
+        events=events,
+    )
+
+
+def _agent(events: list[AgentExecution], v: Vocabs) -> AgentColumns:
+    events, ts = _sorted(events)
+    n = len(events)
+    return AgentColumns(
+        ts=ts,
+        tenant=v.tenant.many([e.tenant for e in events]),
+        agent=v.agent.many(scoped(events, "agent_id")),
+        agent_type=v.token.many([e.agent_type for e in events]),
+        principal=v.principal.many(scoped(events, "principal")),
+        action=v.token.many([e.action for e in events]),
+        privilege=np.fromiter((PRIVILEGE[e.privilege] for e in events), dtype=np.int64, count=n),
+        risk=np.fromiter((RISK[e.risk_level] for e in events), dtype=np.int64, count=n),
+        bypassed=np.fromiter((e.approval == "bypassed" for e in events), dtype=np.bool_, count=n),
+        external=np.fromiter((e.triggered_by == "external_content" for e in events), dtype=np.bool_, count=n),
+        untrusted=np.fromiter((bool(e.untrusted_input) for e in events), dtype=np.bool_, count=n),
+        tokens=np.fromiter(((e.tokens_in or 0) + (e.tokens_out or 0) for e in events), dtype=np.float64, count=n),
+        session=[e.session_id for e in events],
+        events=events,
+    )

@@ -1,0 +1,564 @@
+"""The scoring engine: one object, driven by the worker, the replay command and the benchmarks.
+
+``Engine.process(events)`` takes a batch of decoded events (any kinds, any order within
+the batch), turns it into columns once, runs every detector's kernels over the columns,
+and returns explained alerts. It knows nothing about Kafka or ClickHouse. Its whole state
+is plain arrays and dicts: ``state()`` / ``Engine.from_state()`` give identical scores.
+
+Time is event time throughout. Per-entity baselines are learned online; events that
+score as anomalous are not learned (a burst cannot teach itself in), and novelty
+detectors wait for an entity to warm up, leaning on its peer group (department, agent
+type, tenant) meanwhile.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from detectors.alerts import Alert, Evidence, Feature, alert_id, severity_of
+from detectors.catalog import CATALOG
+from detectors.columns import SEP, AgentColumns, ApiColumns, Batch, DataColumns, Vocabs, to_batch
+from detectors.kernels import burst_vs_baseline, cusum, decayed_count, first_seen, log_zscore, pair
+from schemas.events import Event
+
+MIN = 60_000
+HOUR = 3_600_000
+DAY = 86_400_000
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Thresholds and time constants (one configuration for every tenant)."""
+
+    auth_fail_tau_s: float = 60.0
+    auth_fail_min: float = 20.0
+    key_warm_events: int = 30
+    key_warm_hours: float = 6.0
+    scope_warm_events: int = 50
+    rate_tau_fast_s: float = 600.0
+    rate_tau_slow_s: float = 86_400.0
+    rate_min: float = 40.0
+    rate_ratio: float = 8.0
+    volume_z: float = 6.0
+    volume_min_seen: int = 10
+    drift_k: float = 0.75
+    drift_h: float = 10.0
+    off_hours_share: float = 0.25
+    off_hours_burst: float = 5.0
+    training_min_writes: int = 20
+    denied_tau_s: float = 300.0
+    denied_min: float = 4.0
+    runaway_tau_s: float = 60.0
+    runaway_min: float = 30.0
+    runaway_ratio: float = 5.0
+    agent_type_warm_events: int = 200
+    risk_tau_s: float = 21_600.0
+    risk_threshold: float = 2.5
+    risk_min_detectors: int = 2
+    max_evidence: int = 50
+
+
+@dataclass
+class Finding:
+    """A detector hit on one event, before cooldown and alert building."""
+
+    detector: str
+    kind: str
+    tenant: int
+    entity: str
+    ts: int
+    event_id: str
+    principal: int
+    score: float
+    features: list[Feature]
+    explanation: str
+
+
+class Arrays:
+    """Per-entity state arrays of one namespace, grown as its vocabulary grows."""
+
+    def __init__(self, **spec: float) -> None:
+        self.spec = spec  # name -> fill value
+        self.a: dict[str, np.ndarray] = {k: np.full(0, v, dtype=np.float64) for k, v in spec.items()}
+
+    def fit(self, n: int) -> None:
+        cur = next(iter(self.a.values())).size if self.a else 0
+        if n <= cur:
+            return
+        size = max(n, 2 * cur, 64)
+        for k, v in self.spec.items():
+            new = np.full(size, v, dtype=np.float64)
+            new[:cur] = self.a[k]
+            self.a[k] = new
+
+    def __getitem__(self, k: str) -> np.ndarray:
+        return self.a[k]
+
+    def nbytes(self) -> int:
+        return sum(x.nbytes for x in self.a.values())
+
+
+@dataclass
+class State:
+    vocabs: Vocabs = field(default_factory=Vocabs)
+    key: Arrays = field(default_factory=lambda: Arrays(n=0, first=0, fast=0, fast_last=0, slow=0, slow_last=0,
+                                                      since=0))
+    ip: Arrays = field(default_factory=lambda: Arrays(fail=0, fail_last=0))
+    principal: Arrays = field(default_factory=lambda: Arrays(
+        n=0, first=0, mean=0, var=0.25, seen=0, denied=0, denied_last=0, night=0, night_last=0))
+    agent: Arrays = field(default_factory=lambda: Arrays(fast=0, fast_last=0, slow=0, slow_last=0, since=0))
+    dataset: Arrays = field(default_factory=lambda: Arrays(writes=0, writers=0))
+    pairs: dict[int, int] = field(default_factory=dict)  # (principal, dataset) -> dense id
+    pair: Arrays = field(default_factory=lambda: Arrays(mean=0, var=0.25, seen=0, s=0))
+    seen: dict[str, np.ndarray] = field(default_factory=dict)  # novelty sets, sorted int64
+    tow_tenant: np.ndarray = field(default_factory=lambda: np.zeros((0, 24)))  # hour-of-day histograms (UTC)
+    tow_principal: np.ndarray = field(default_factory=lambda: np.zeros((0, 24)))
+    type_events: dict[int, int] = field(default_factory=dict)  # agent type -> events seen
+    untrusted_sessions: dict[str, int] = field(default_factory=dict)  # session -> ts of last untrusted step
+    risk: dict[int, tuple[float, int, set]] = field(default_factory=dict)  # principal -> (risk, last ts, dets)
+    cooldown: dict[tuple[str, str, int], int] = field(default_factory=dict)  # (detector, entity, tenant) -> ts
+    watermark: int = 0  # highest event time seen
+
+
+class Engine:
+    """Scores batches of events into explained alerts."""
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.s = State()
+        self.events_seen = 0
+        self.alerts_emitted = 0
+
+    # -- public API -------------------------------------------------------------------------
+    def process(self, events: list[Event]) -> list[Alert]:
+        """Score a batch, learn it, and return the alerts it raised (in event-time order)."""
+        if not events:
+            return []
+        batch = to_batch(events, self.s.vocabs)
+        self.events_seen += len(batch)
+        findings: list[Finding] = []
+        if batch.api is not None:
+            findings += self._api(batch.api)
+        if batch.data is not None:
+            findings += self._data(batch.data)
+        if batch.agent is not None:
+            findings += self._agent(batch.agent)
+        findings.sort(key=lambda f: (f.ts, f.detector, f.entity))
+        alerts = self._emit(findings)
+        self.s.watermark = max(self.s.watermark, max(int(c.ts[-1]) for c in _cols(batch)))
+        self.alerts_emitted += len(alerts)
+        return alerts
+
+    def state(self) -> bytes:
+        """The whole engine state (configuration included) as bytes."""
+        return pickle.dumps({"config": asdict(self.config), "state": self.s, "events_seen": self.events_seen,
+                             "alerts_emitted": self.alerts_emitted}, protocol=5)
+
+    @classmethod
+    def from_state(cls, blob: bytes) -> Engine:
+        d = pickle.loads(blob)  # noqa: S301 - our own checkpoints, written by state()
+        eng = cls(EngineConfig(**d["config"]))
+        eng.s = d["state"]
+        eng.events_seen = d["events_seen"]
+        eng.alerts_emitted = d["alerts_emitted"]
+        return eng
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the per-entity arrays, novelty sets and histograms (not the vocab strings)."""
+        s = self.s
+        total = sum(a.nbytes() for a in (s.key, s.ip, s.principal, s.agent, s.dataset, s.pair))
+        total += sum(x.nbytes for x in s.seen.values()) + s.tow_tenant.nbytes + s.tow_principal.nbytes
+        return total
+
+    def entities(self) -> int:
+        v = self.s.vocabs
+        return len(v.key) + len(v.principal) + len(v.agent) + len(v.ip) + len(v.dataset)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _novel(self, name: str, keys: np.ndarray) -> np.ndarray:
+        mask, self.s.seen[name] = first_seen(keys, self.s.seen.get(name, np.zeros(0, dtype=np.int64)))
+        return mask
+
+    def _tow(self, hist: np.ndarray, n: int) -> np.ndarray:
+        if hist.shape[0] < n:
+            grown = np.zeros((max(n, 2 * hist.shape[0], 16), 24))
+            grown[: hist.shape[0]] = hist
+            return grown
+        return hist
+
+    # -- api_usage --------------------------------------------------------------------------
+    def _api(self, c: ApiColumns) -> list[Finding]:
+        cfg, s, v = self.config, self.s, self.s.vocabs
+        s.key.fit(len(v.key))
+        s.ip.fit(len(v.ip))
+        k = s.key
+        out: list[Finding] = []
+        # warm-up bookkeeping (count and first-seen per key, as of *before* each event)
+        n_before = k["n"][c.key].copy()
+        uniq, first_ix, counts = np.unique(c.key, return_index=True, return_counts=True)
+        new_keys = uniq[k["n"][uniq] == 0]
+        k["first"][new_keys] = c.ts[first_ix[np.isin(uniq, new_keys)]]
+        order = np.argsort(c.key, kind="stable")
+        rank = np.empty(c.key.size, dtype=np.int64)
+        rank[order] = np.arange(c.key.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        n_before = n_before + rank
+        np.add.at(k["n"], uniq, counts)
+        warm = (n_before >= cfg.key_warm_events) & (c.ts - k["first"][c.key] >= cfg.key_warm_hours * HOUR)
+
+        # new client IP / user agent for a warm key
+        new_ip = self._novel("key_ip", pair(c.key, c.ip))
+        ua = np.where(c.agent_tok < 0, 0, c.agent_tok)
+        new_ua = self._novel("key_ua", pair(c.key, ua))
+        for i in np.flatnonzero((new_ip | new_ua) & warm & ~c.auth_fail):
+            e = c.events[i]
+            what = []
+            if new_ip[i]:
+                what.append(f"client IP {e.client_ip}")
+            if new_ua[i]:
+                what.append(f"user agent '{e.user_agent}'")
+            score = 0.85 if (new_ip[i] and new_ua[i]) else 0.65
+            out.append(self._f("api.new_client", c, i, e.api_key_id, e.principal, score,
+                               [Feature(name="new_client_ip", value=float(new_ip[i]), baseline=0.0),
+                                Feature(name="new_user_agent", value=float(new_ua[i]), baseline=0.0),
+                                Feature(name="key_events_seen", value=float(n_before[i]))],
+                               f"API key {e.api_key_id} was used from {' and '.join(what)}, never seen for this key "
+                               f"in its {int(n_before[i])} earlier requests."))
+
+        # scope never used by a warm key
+        scope = np.where(c.scope < 0, 0, c.scope)
+        new_scope = self._novel("key_scope", pair(c.key, scope)) & (c.scope >= 0)
+        for i in np.flatnonzero(new_scope & (n_before >= cfg.scope_warm_events) & warm & ~c.auth_fail):
+            e = c.events[i]
+            sc = e.scope_used or ""
+            score = 0.9 if sc.startswith("admin") else (0.75 if sc in ("fine_tune:write", "files:write") else 0.55)
+            out.append(self._f("api.new_scope", c, i, e.api_key_id, e.principal, score,
+                               [Feature(name="scope_first_use", value=1.0, baseline=0.0),
+                                Feature(name="key_events_seen", value=float(n_before[i]))],
+                               f"API key {e.api_key_id} used scope '{sc}' ({e.method} {e.endpoint}) for the first "
+                               f"time after {int(n_before[i])} requests that never needed it."))
+
+        # authentication-failure burst per client IP
+        fails = decayed_count(c.ip, c.ts, c.auth_fail.astype(np.float64), s.ip["fail"], s.ip["fail_last"],
+                              cfg.auth_fail_tau_s * 1000)
+        for i in np.flatnonzero(c.auth_fail & (fails >= cfg.auth_fail_min)):
+            e = c.events[i]
+            out.append(self._f("api.auth_failure_burst", c, i, e.client_ip, e.principal,
+                               min(1.0, 0.6 + fails[i] / 200),
+                               [Feature(name="auth_failures_per_min", value=round(float(fails[i]), 1),
+                                        baseline=0.0)],
+                               f"{e.client_ip} failed authentication about {fails[i]:.0f} times in the last minute "
+                               f"(latest: {e.auth_result} on key {e.api_key_id})."))
+
+        # request-rate burst per key against its own baseline (learns only non-burst traffic)
+        fast, expected = burst_vs_baseline(c.key, c.ts, k["fast"], k["fast_last"], k["slow"], k["slow_last"],
+                                           k["since"], cfg.rate_tau_fast_s * 1000, cfg.rate_tau_slow_s * 1000,
+                                           cfg.rate_ratio / 2, 1.0)
+        burst = (fast >= cfg.rate_min) & (fast >= cfg.rate_ratio * expected) & warm
+        new_model = self._novel("key_model", pair(c.key, np.where(c.model < 0, 0, c.model))) & (c.model >= 0)
+        for i in np.flatnonzero(burst):
+            e = c.events[i]
+            ratio = fast[i] / expected[i]
+            feats = [Feature(name="requests_per_10min", value=round(float(fast[i]), 1),
+                             baseline=round(float(expected[i]), 2), contribution=1.0)]
+            out.append(self._f("api.rate_burst", c, i, e.api_key_id, e.principal, min(1.0, 0.5 + ratio / 100), feats,
+                               f"API key {e.api_key_id} made about {fast[i]:.0f} requests in 10 minutes, "
+                               f"{ratio:.0f}x its usual {expected[i]:.1f}."))
+            if new_model[i] or (e.model and self._key_models_in_burst(c, i) >= 3):
+                out.append(self._f("api.model_extraction", c, i, e.api_key_id, e.principal, 0.85, feats + [
+                    Feature(name="new_model", value=float(new_model[i]), baseline=0.0)],
+                    f"API key {e.api_key_id} is sending a sustained burst of inference queries ({fast[i]:.0f} in "
+                    f"10 minutes, {ratio:.0f}x usual) across models it did not use before, a model-extraction "
+                    f"pattern."))
+        return out
+
+    def _key_models_in_burst(self, c: ApiColumns, i: int) -> int:
+        lo = np.searchsorted(c.ts, c.ts[i] - 10 * MIN)
+        sel = c.key[lo: i + 1] == c.key[i]
+        return int(np.unique(c.model[lo: i + 1][sel]).size)
+
+    # -- data_access ------------------------------------------------------------------------
+    def _data(self, c: DataColumns) -> list[Finding]:
+        cfg, s, v = self.config, self.s, self.s.vocabs
+        s.principal.fit(len(v.principal))
+        s.dataset.fit(len(v.dataset))
+        p = s.principal
+        out: list[Finding] = []
+        uniq, first_ix, counts = np.unique(c.principal, return_index=True, return_counts=True)
+        fresh = uniq[p["n"][uniq] == 0]
+        p["first"][fresh] = c.ts[first_ix[np.isin(uniq, fresh)]]
+        np.add.at(p["n"], uniq, counts)
+        warm = (p["n"][c.principal] >= 20) & (c.ts - p["first"][c.principal] >= 12 * HOUR)
+
+        # volume far above the principal's baseline (granted reads/exports only)
+        g = np.flatnonzero(c.granted)
+        if g.size:
+            z = log_zscore(c.principal[g], c.rows[g], p["mean"], p["var"], p["seen"], 0.02, 4.0, 0.25,
+                           cfg.volume_min_seen)
+            for j in np.flatnonzero(z >= cfg.volume_z):
+                i = g[j]
+                e = c.events[i]
+                base = float(np.expm1(p["mean"][c.principal[i]]))
+                out.append(self._f("data.volume_spike", c, i, e.principal, e.principal, min(1.0, 0.4 + z[j] / 20),
+                                   [Feature(name="rows", value=float(c.rows[i]), baseline=round(base, 1)),
+                                    Feature(name="rows_log_z", value=round(float(z[j]), 2), baseline=0.0)],
+                                   f"{e.principal} {e.operation} {int(c.rows[i]):,} rows of {e.dataset} "
+                                   f"({e.sensitivity}), about {c.rows[i] / max(base, 1):.0f}x their usual "
+                                   f"{base:,.0f} per access."))
+            # slow drift per (principal, dataset): CUSUM of the log-volume z-score, baseline frozen above 2 sigma
+            pid = self._pair_ids(c.principal[g], c.dataset[g])
+            s.pair.fit(len(s.pairs))
+            pz = log_zscore(pid, c.rows[g], s.pair["mean"], s.pair["var"], s.pair["seen"], 0.02, 2.0,
+                            0.25, 5)
+            cs = cusum(pid, pz, s.pair["s"], cfg.drift_k, 4.0)
+            for j in np.flatnonzero(cs >= cfg.drift_h):
+                i = g[j]
+                e = c.events[i]
+                out.append(self._f("data.volume_drift", c, i, e.principal, e.principal, 0.7,
+                                   [Feature(name="cusum", value=round(float(cs[j]), 2), baseline=0.0),
+                                    Feature(name="rows", value=float(c.rows[i]),
+                                            baseline=round(float(np.expm1(s.pair["mean"][pid[j]])), 1))],
+                                   f"{e.principal}'s reads of {e.dataset} have kept growing above their baseline "
+                                   f"(cumulative drift {cs[j]:.1f}); latest {int(c.rows[i]):,} rows."))
+
+        # segmentation: sensitive data of another department, never touched by the principal or its department
+        sens = (c.sensitivity >= 2) & c.granted & (c.dept != c.owner)
+        new_pd = self._novel("principal_dataset", pair(c.principal, c.dataset))
+        new_dd = self._novel("dept_dataset", pair(c.dept, c.dataset))
+        hit = sens & new_pd & new_dd & ((c.sensitivity == 3) | warm)
+        for i in np.flatnonzero(hit):
+            e = c.events[i]
+            score = 0.85 if c.sensitivity[i] == 3 else 0.6
+            out.append(self._f("data.segmentation", c, i, e.principal, e.principal, score,
+                               [Feature(name="sensitivity", value=float(c.sensitivity[i])),
+                                Feature(name="department_peers_accessed", value=0.0, baseline=1.0)],
+                               f"{e.principal} ({e.principal_department}) {e.operation} {e.sensitivity} dataset "
+                               f"{e.dataset} owned by {e.dataset_owner_department}, which nobody in "
+                               f"{e.principal_department} had accessed before."))
+
+        # off-hours access to sensitive data (time-of-week profiles of the tenant and the principal)
+        s.tow_tenant = self._tow(s.tow_tenant, len(v.tenant))
+        s.tow_principal = self._tow(s.tow_principal, len(v.principal))
+        # hour of day in UTC: each tenant's and principal's own histogram places their working hours,
+        # whatever their time zone (hour-of-week would leave every bucket unseen for a week)
+        how = (c.ts // HOUR) % 24
+        t_hist, p_hist = s.tow_tenant, s.tow_principal
+        t_tot = t_hist[c.tenant].sum(axis=1)
+        p_tot = p_hist[c.principal].sum(axis=1)
+        t_share = t_hist[c.tenant, how] / np.maximum(t_tot, 1) * 24
+        p_share = p_hist[c.principal, how] / np.maximum(p_tot, 1) * 24
+        history = (c.ts - p["first"][c.principal] >= DAY) & (t_tot >= 500)
+        # a principal with a thin profile of its own is judged by its peer group (the tenant)
+        off = history & (t_share < cfg.off_hours_share) & ((p_tot < 50) | (p_share < cfg.off_hours_share))
+        off_sens = off & (c.sensitivity >= 2) & c.granted
+        night = decayed_count(c.principal, c.ts, off_sens.astype(np.float64), p["night"], p["night_last"],
+                              float(HOUR))
+        new_pip = self._novel("principal_ip", pair(c.principal, np.where(c.ip < 0, 0, c.ip))) & (c.ip >= 0)
+        np.add.at(t_hist, (c.tenant, how), 1.0)
+        np.add.at(p_hist, (c.principal, how), 1.0)
+        never = p_share < cfg.off_hours_share / 5
+        for i in np.flatnonzero(off_sens & ((new_pip & warm) | ((night >= cfg.off_hours_burst) & never))):
+            e = c.events[i]
+            out.append(self._f("data.off_hours", c, i, e.principal, e.principal, 0.8 if new_pip[i] else 0.65,
+                               [Feature(name="hour_of_week_share", value=round(float(p_share[i]), 3), baseline=1.0),
+                                Feature(name="off_hours_sensitive_per_hour", value=round(float(night[i]), 1)),
+                                Feature(name="new_client_ip", value=float(new_pip[i]), baseline=0.0)],
+                               f"{e.principal} {e.operation} {e.sensitivity} dataset {e.dataset} at an hour when "
+                               f"they and their organisation are almost never active"
+                               + (f", from a new IP {e.client_ip}." if new_pip[i] else ".")))
+
+        # writes to datasets by a principal who never wrote there (training-data poisoning)
+        d = s.dataset
+        writes = c.granted & ((c.operation == 1) | (c.operation == 2) | (c.operation == 4))
+        wi = np.flatnonzero(writes)
+        if wi.size:
+            new_writer = self._novel("dataset_writer", pair(c.dataset[wi], c.principal[wi]))
+            for j, i in enumerate(wi):
+                ds = c.dataset[i]
+                e = c.events[i]
+                training = (e.purpose == "model-training") or c.operation[i] == 4
+                # a dataset fed by few writers (a pipeline) gets a writer from outside its owners
+                if new_writer[j] and d["writes"][ds] >= cfg.training_min_writes and d["writers"][ds] <= 2 and (
+                        training or c.dept[i] != c.owner[i]):
+                    out.append(self._f(
+                        "data.training_write", c, i, e.principal, e.principal, 0.9 if training else 0.6,
+                        [Feature(name="dataset_writers", value=float(d["writers"][ds]), baseline=None),
+                         Feature(name="dataset_writes_seen", value=float(d["writes"][ds]))],
+                        f"{e.principal} ({e.principal_department}) wrote to {'training dataset ' if training else ''}"
+                        f"{e.dataset}, which only {int(d['writers'][ds])} other principal(s) had written in "
+                        f"{int(d['writes'][ds])} writes."))
+                d["writes"][ds] += 1
+                if new_writer[j]:
+                    d["writers"][ds] += 1
+
+        # bursts of denied access (probing)
+        denied = decayed_count(c.principal, c.ts, (~c.granted).astype(np.float64), p["denied"], p["denied_last"],
+                               cfg.denied_tau_s * 1000)
+        for i in np.flatnonzero(~c.granted & (denied >= cfg.denied_min)):
+            e = c.events[i]
+            out.append(self._f("data.denied_burst", c, i, e.principal, e.principal, min(1.0, 0.5 + denied[i] / 40),
+                               [Feature(name="denied_per_5min", value=round(float(denied[i]), 1), baseline=0.0)],
+                               f"{e.principal} was denied access {denied[i]:.0f} times in about 5 minutes "
+                               f"(latest: {e.dataset}, {e.sensitivity})."))
+        return out
+
+    def _pair_ids(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        keys = pair(a, b)
+        uniq, inv = np.unique(keys, return_inverse=True)
+        ids = np.empty(uniq.size, dtype=np.int64)
+        pairs = self.s.pairs
+        for j, kk in enumerate(uniq.tolist()):
+            i = pairs.get(kk)
+            if i is None:
+                i = pairs[kk] = len(pairs)
+            ids[j] = i
+        return ids[inv]
+
+    # -- agent_execution --------------------------------------------------------------------
+    def _agent(self, c: AgentColumns) -> list[Finding]:
+        cfg, s, v = self.config, self.s, self.s.vocabs
+        s.agent.fit(len(v.agent))
+        a = s.agent
+        out: list[Finding] = []
+        # high-risk actions without approval
+        hi = c.risk >= 2
+        no_approval = np.fromiter((e.approval in ("not_required", "pending") for e in c.events), dtype=np.bool_,
+                                  count=len(c.events))
+        for i in np.flatnonzero((c.bypassed & (c.risk >= 1)) | (hi & no_approval)):
+            e = c.events[i]
+            out.append(self._f("agent.approval_bypass", c, i, e.agent_id, e.principal,
+                               0.95 if c.bypassed[i] and c.risk[i] >= 3 else (0.85 if c.bypassed[i] else 0.75),
+                               [Feature(name="risk_level", value=float(c.risk[i])),
+                                Feature(name="approval_bypassed", value=float(c.bypassed[i]), baseline=0.0)],
+                               f"Agent {e.agent_id} ran {e.risk_level}-risk action {e.action} on {e.target_system} "
+                               f"with approval '{e.approval}'."))
+        # privileged actions triggered by (or right after) untrusted content
+        sessions = s.untrusted_sessions
+        after_untrusted = np.zeros(len(c.events), dtype=np.bool_)
+        for i, sid in enumerate(c.session):
+            t0 = sessions.get(sid)
+            if t0 is not None and c.ts[i] - t0 <= HOUR:
+                after_untrusted[i] = True
+            if c.untrusted[i]:
+                sessions[sid] = int(c.ts[i])
+        priv = c.privilege >= 1
+        # agent-type novelty: an action (with privilege) this agent type never took
+        new_ta = self._novel("type_action", pair(c.agent_type, c.action))
+        type_n = np.array([s.type_events.get(int(t), 0) for t in c.agent_type], dtype=np.int64)
+        for t, n in zip(*np.unique(c.agent_type, return_counts=True), strict=True):
+            s.type_events[int(t)] = s.type_events.get(int(t), 0) + int(n)
+        type_warm = type_n >= cfg.agent_type_warm_events
+        for i in np.flatnonzero(priv & (c.external | (after_untrusted & new_ta & type_warm))):
+            e = c.events[i]
+            why = "triggered by external content" if c.external[i] else "right after the session read untrusted input"
+            out.append(self._f("agent.untrusted_privileged", c, i, e.agent_id, e.principal,
+                               0.95 if c.privilege[i] == 2 else 0.85,
+                               [Feature(name="privilege", value=float(c.privilege[i])),
+                                Feature(name="triggered_by_external", value=float(c.external[i]), baseline=0.0),
+                                Feature(name="after_untrusted_input", value=float(after_untrusted[i]), baseline=0.0)],
+                               f"Agent {e.agent_id} ({e.agent_type}) took {e.privilege} action {e.action} on "
+                               f"{e.target_system} {why}: a likely prompt injection."))
+        for i in np.flatnonzero(priv & new_ta & type_warm):
+            e = c.events[i]
+            out.append(self._f("agent.new_privileged_action", c, i, e.agent_id, e.principal, 0.7,
+                               [Feature(name="type_action_first_use", value=1.0, baseline=0.0),
+                                Feature(name="privilege", value=float(c.privilege[i]))],
+                               f"Agent {e.agent_id} took {e.privilege} action {e.action} on {e.target_system}, "
+                               f"which no {e.agent_type} agent took in {int(type_n[i])} earlier steps."))
+        # runaway: action rate explosion against the agent's own baseline
+        fast, expected = burst_vs_baseline(c.agent, c.ts, a["fast"], a["fast_last"], a["slow"], a["slow_last"],
+                                           a["since"], cfg.runaway_tau_s * 1000, 86_400_000.0,
+                                           cfg.runaway_ratio / 2, 2.0)
+        for i in np.flatnonzero((fast >= cfg.runaway_min) & (fast >= cfg.runaway_ratio * expected)):
+            e = c.events[i]
+            out.append(self._f("agent.runaway", c, i, e.agent_id, e.principal, min(1.0, 0.6 + fast[i] / 300),
+                               [Feature(name="actions_per_min", value=round(float(fast[i]), 1),
+                                        baseline=round(float(expected[i]), 2)),
+                                Feature(name="tokens", value=float(c.tokens[i]))],
+                               f"Agent {e.agent_id} is running about {fast[i]:.0f} actions a minute, "
+                               f"{fast[i] / expected[i]:.0f}x its usual {expected[i]:.1f} (session {e.session_id})."))
+        if len(sessions) > 200_000:  # bounded: forget untrusted marks older than a day
+            horizon = int(c.ts[-1]) - DAY
+            s.untrusted_sessions = {k: t for k, t in sessions.items() if t >= horizon}
+        return out
+
+    # -- findings -> alerts -----------------------------------------------------------------
+    def _f(self, detector: str, c: Any, i: int, entity: str, principal: str, score: float,
+           features: list[Feature], explanation: str) -> Finding:
+        return Finding(detector, CATALOG[detector].kind, int(c.tenant[i]), entity, int(c.ts[i]),
+                       c.events[i].event_id, self.s.vocabs.principal.id(f"{c.events[i].tenant}{SEP}{principal}"),
+                       float(score), features,
+                       explanation)
+
+    def _emit(self, findings: list[Finding]) -> list[Alert]:
+        cfg, s = self.config, self.s
+        open_: dict[tuple[str, str, int], Alert] = {}
+        out: list[Alert] = []
+        for f in findings:
+            key = (f.detector, f.entity, f.tenant)
+            cur = open_.get(key)
+            if cur is not None:  # fold later hits of this batch into the alert
+                cur.last_seen = _iso(f.ts)
+                if len(cur.evidence.event_ids) < cfg.max_evidence:
+                    cur.evidence.event_ids.append(f.event_id)
+                cur.score = max(cur.score, round(f.score, 3))
+                cur.severity = severity_of(cur.score)
+                continue
+            last = s.cooldown.get(key)
+            if last is not None and f.ts - last < CATALOG[f.detector].cooldown_s * 1000:
+                continue
+            s.cooldown[key] = f.ts
+            a = self._alert(f)
+            open_[key] = a
+            out.append(a)
+            self._risk(f, a, out, open_)
+        return out
+
+    def _alert(self, f: Finding, detector: str | None = None) -> Alert:
+        spec = CATALOG[detector or f.detector]
+        tenant = self.s.vocabs.tenant.names[f.tenant]
+        return Alert(
+            alert_id=alert_id(spec.name, tenant, f.entity, f.event_id), tenant=tenant, detector=spec.name,
+            kind=spec.kind, entity_type=spec.entity_type, entity=f.entity, severity=severity_of(f.score),
+            score=round(f.score, 3), first_seen=_iso(f.ts), last_seen=_iso(f.ts), title=spec.title,
+            explanation=f.explanation, evidence=Evidence(features=f.features, event_ids=[f.event_id]),
+            tags=list(spec.tags))
+
+    def _risk(self, f: Finding, a: Alert, out: list[Alert], open_: dict) -> None:
+        """Risk-based alerting: evidence accumulates per principal, with decay, across all streams."""
+        cfg, s = self.config, self.s
+        risk, last, dets = s.risk.get(f.principal, (0.0, f.ts, set()))
+        decay = float(np.exp(-(f.ts - last) / (cfg.risk_tau_s * 1000)))
+        risk = risk * decay + f.score
+        if decay < 0.05:
+            dets = set()
+        dets = dets | {f.detector}
+        s.risk[f.principal] = (risk, f.ts, dets)
+        if risk >= cfg.risk_threshold or len(dets) >= cfg.risk_min_detectors:
+            name = s.vocabs.principal.names[f.principal].split(SEP, 1)[1]
+            key = ("risk.incident", name, f.tenant)
+            last_inc = s.cooldown.get(key)
+            if last_inc is not None and f.ts - last_inc < CATALOG["risk.incident"].cooldown_s * 1000:
+                return
+            s.cooldown[key] = f.ts
+            inc = Finding("risk.incident", "cross", f.tenant, name, f.ts, f.event_id, f.principal,
+                          min(1.0, 0.5 + risk / 10),
+                          [Feature(name="risk", value=round(risk, 2), baseline=cfg.risk_threshold),
+                           Feature(name="detectors", value=float(len(dets)), baseline=float(cfg.risk_min_detectors))],
+                          f"{name} accumulated risk {risk:.1f} from {len(dets)} detector(s) "
+                          f"({', '.join(sorted(dets))}) within hours.")
+            alert = self._alert(inc)
+            alert.tags = sorted({t for d in dets for t in CATALOG[d].tags})
+            out.append(alert)
+            open_[key] = alert
+
+
+def _cols(batch: Batch) -> list:
+    return [c for c in (batch.api, batch.data, batch.agent) if c is not None]
+
+
+def _iso(ts_ms: int) -> str:
+    return str(np.datetime_as_string(np.datetime64(int(ts_ms), "ms"), unit="ms", timezone="UTC"))

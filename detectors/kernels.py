@@ -1,0 +1,127 @@
+"""Numba kernels over one batch: per-event features from per-entity streaming state.
+
+Each kernel walks the batch's events in event-time order once, reading and updating
+per-entity state arrays in place (indexed by interned entity id). Scores are computed
+from the state *before* the event is learned, and an event whose score crosses the
+``gate`` is not learned into the slow baseline (poisoning resistance). Pure-Python
+references of these kernels live in ``tests/property`` and must agree with them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def decayed_count(ent, ts, weight, count, last, tau_ms):  # pragma: no cover - compiled
+    """Exponentially decayed event count per entity (time constant ``tau_ms``), after each event."""
+    n = ent.shape[0]
+    out = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        e = ent[i]
+        dt = ts[i] - last[e]
+        if dt > 0:
+            count[e] *= math.exp(-dt / tau_ms)
+            last[e] = ts[i]
+        count[e] += weight[i]
+        out[i] = count[e]
+    return out
+
+
+@njit(cache=True)
+def burst_vs_baseline(ent, ts, fast, fast_last, slow, slow_last, seen_since, tau_fast, tau_slow, gate, floor):
+    """Fast decayed count against the expected count from a slow decayed baseline.
+
+    Returns (fast count after the event, expected fast count from the baseline). The slow
+    baseline (an event rate, via a decayed count over ``tau_slow``) learns the event only
+    while the fast count stays below ``gate`` x expected, so a burst cannot teach itself
+    in. ``floor`` is the expected count assumed for an entity with no history (its peer
+    group's, set by the caller in ``slow``).
+    """
+    n = ent.shape[0]
+    f_out = np.empty(n, dtype=np.float64)
+    x_out = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        e = ent[i]
+        t = ts[i]
+        dt = t - fast_last[e]
+        if dt > 0:
+            fast[e] *= math.exp(-dt / tau_fast)
+            fast_last[e] = t
+        fast[e] += 1.0
+        ds = t - slow_last[e]
+        if ds > 0:
+            slow[e] *= math.exp(-ds / tau_slow)
+            slow_last[e] = t
+        if seen_since[e] == 0:
+            seen_since[e] = t
+        # expected events within tau_fast at the baseline rate; a decayed count over an age a
+        # holds rate * tau * (1 - exp(-a / tau)) events, so young entities are not under-estimated
+        age = max(t - seen_since[e], tau_fast)
+        expected = max(slow[e] / (tau_slow * (1.0 - math.exp(-age / tau_slow))) * tau_fast, floor)
+        f_out[i] = fast[e]
+        x_out[i] = expected
+        if fast[e] < gate * expected:
+            slow[e] += 1.0
+    return f_out, x_out
+
+
+@njit(cache=True)
+def log_zscore(ent, x, mean, var, n_seen, alpha, gate, min_var, warm):
+    """z-score of log1p(x) against an exponentially weighted mean/variance per entity.
+
+    Scored before learning; an entity with fewer than ``warm`` observations is not scored
+    (z = 0, and everything is learned); after that an event with z above ``gate`` is not learned.
+    """
+    n = ent.shape[0]
+    z = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        e = ent[i]
+        v = math.log1p(x[i])
+        sd = math.sqrt(max(var[e], min_var))
+        z[i] = (v - mean[e]) / sd if n_seen[e] >= warm else 0.0  # no baseline yet: not scored
+        if z[i] < gate:
+            a = max(alpha, 1.0 / (n_seen[e] + 1.0))
+            d = v - mean[e]
+            mean[e] += a * d
+            var[e] = (1.0 - a) * (var[e] + a * d * d)
+            n_seen[e] += 1.0
+    return z
+
+
+@njit(cache=True)
+def cusum(ent, z, s, k, gate_learn):
+    """One-sided CUSUM of z-scores per entity: s = max(0, s + z - k). Returns s after each event."""
+    n = ent.shape[0]
+    out = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        e = ent[i]
+        s[e] = max(0.0, s[e] + min(z[i], gate_learn) - k)
+        out[i] = s[e]
+    return out
+
+
+def first_seen(keys: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which events carry a key never seen before (first occurrence in the batch only).
+
+    ``seen`` is a sorted int64 array; returns (mask, the updated sorted array).
+    """
+    if keys.size == 0:
+        return np.zeros(0, dtype=np.bool_), seen
+    uniq, first_ix = np.unique(keys, return_index=True)
+    pos = np.searchsorted(seen, uniq)
+    pos = np.minimum(pos, max(seen.size - 1, 0))
+    known = (seen.size > 0) & (seen[pos] == uniq) if seen.size else np.zeros(uniq.size, dtype=np.bool_)
+    mask = np.zeros(keys.size, dtype=np.bool_)
+    mask[first_ix[~known]] = True
+    if (~known).any():
+        seen = np.union1d(seen, uniq[~known])
+    return mask, seen
+
+
+def pair(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Two non-negative int ids as one int64 key (each id < 2**31)."""
+    return (a.astype(np.int64) << 31) | (b.astype(np.int64) & 0x7FFFFFFF)

@@ -1,0 +1,217 @@
+"""Univariate streaming anomaly detector (one metric per entity), River's protocol plus a Numba batch path.
+
+``UnivariateDetector`` scores each value from the past and the current value only (score, then learn).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+# Layout of the scalar state vector ``_s``; per-view sums live in ``_v`` (rows: sum, sum of squares).
+_T, _VMIN, _VMAX, _DN, _LAST, _EMA = range(6)
+_NS = 6
+_NV = 4  # views: nearest window, nearest coarse window, level vs. recent mean, step
+
+
+@njit(cache=True)
+def _nearest(buf: np.ndarray, t: int, dim: int, stride: int, gmin: int, gmax: int) -> float:
+    """Smallest L1 distance between the window ending at ``t`` and any earlier one ending ``gmin..gmax`` rows back."""
+    bsz = buf.shape[0]
+    best = 1e300
+    for g in range(gmin, gmax + 1):
+        acc = 0.0
+        for j in range(dim):
+            acc += abs(buf[(t - j * stride) % bsz] - buf[(t - g - j * stride) % bsz])
+            if acc >= best:
+                break
+        if acc < best:
+            best = acc
+    return best / dim
+
+
+@njit(cache=True)
+def _kernel(values: np.ndarray, cfg: np.ndarray, s: np.ndarray, v: np.ndarray, buf: np.ndarray, cbuf: np.ndarray,
+            dhist: np.ndarray, out: np.ndarray) -> None:
+    """Score then learn every value in order, updating the state arrays in place."""
+    p = int(cfg[0])
+    dim = int(cfg[1])
+    mem = int(cfg[2])
+    hist = int(cfg[3])
+    short = int(cfg[4])
+    rest = int(cfg[5])
+    z_det = cfg[6]
+    std_floor = cfg[7]
+    coarse = int(cfg[8])
+    alpha = cfg[9]
+    bsz = buf.shape[0]
+    hs = dhist.shape[1]
+    raw = np.zeros(_NV)
+    for k in range(values.shape[0]):
+        x = values[k]
+        t = int(s[_T])
+        buf[t % bsz] = x
+        if t == 0:
+            s[_VMIN] = x
+            s[_VMAX] = x
+            s[_EMA] = x
+        else:
+            s[_VMIN] = min(s[_VMIN], x)
+            s[_VMAX] = max(s[_VMAX], x)
+        rng = s[_VMAX] - s[_VMIN]
+        if rng <= 0.0:
+            rng = 1.0
+        # coarse buffer: mean of the last `coarse` values
+        acc = 0.0
+        cnt = 0
+        for j in range(min(coarse, t + 1)):
+            acc += buf[(t - j) % bsz]
+            cnt += 1
+        cbuf[t % bsz] = acc / cnt
+        n_have = t + 1
+        raw[:] = 0.0
+        if n_have >= 2 * dim:
+            raw[0] = _nearest(buf, t, dim, 1, dim, min(mem, n_have - dim)) / rng
+        span = dim * coarse
+        if n_have >= 2 * span:
+            raw[1] = _nearest(cbuf, t, dim, coarse, span, min(mem, n_have - span)) / rng
+        raw[2] = abs(x - s[_EMA]) / rng
+        if t > 0:
+            raw[3] = abs(x - buf[(t - 1) % bsz]) / rng
+        s[_EMA] += alpha * (x - s[_EMA])
+        n_d = int(s[_DN])
+        m = min(n_d, hist)
+        z = 0.0
+        for i in range(_NV):
+            if cfg[10 + i] <= 0.0:
+                continue
+            a = raw[i]
+            c = 1
+            for j in range(1, short):
+                if n_d - j >= 0:
+                    a += dhist[i, (n_d - j) % hs]
+                    c += 1
+            a /= c
+            if m >= 2 * dim:
+                mean = v[0, i] / m
+                var = v[1, i] / m - mean * mean
+                sd = max(math.sqrt(max(var, 0.0)), std_floor)
+                zi = cfg[10 + i] * (a - mean) / sd
+                if zi > z:
+                    z = zi
+        for i in range(_NV):
+            d = raw[i]
+            if n_d >= hist:
+                old = dhist[i, n_d % hs]
+                v[0, i] -= old
+                v[1, i] -= old * old
+            dhist[i, n_d % hs] = d
+            v[0, i] += d
+            v[1, i] += d * d
+        s[_DN] = n_d + 1
+        score = 0.0
+        if t >= p and z > 0.0:
+            score = z / (1.0 + z)
+            if t - s[_LAST] < rest:
+                score = 0.0
+            elif z >= z_det:
+                s[_LAST] = t
+        out[k] = score
+        s[_T] = t + 1
+
+
+class UnivariateDetector:
+    """Several cheap novelty views, each turned into an anomaly likelihood, with a rest period after a detection.
+
+    Views (each a raw statistic scaled by the running value range): distance of the last ``dim`` values to the
+    nearest earlier window (``w_window``), the same over ``coarse``-row means (``w_coarse``), distance of the value
+    to its EWMA with rate ``alpha`` (``w_level``), and the step from the previous value (``w_step``). Each raw
+    statistic, averaged over ``short`` rows, becomes a z-score against its own last ``history`` values; the score is
+    the largest weighted z (mapped to [0, 1)). After a row reaches ``z_detect``, scores are zero for
+    ``rest_fraction`` of the ``probationary_period`` (NAB tells a detector that period; nothing is scored in it).
+    """
+
+    name = "spyglass"
+
+    def __init__(self, probationary_period: int = 750, dim: int = 8, memory: int = 750, history: int = 4000,
+                 short: int = 3, rest_fraction: float = 0.2, z_detect: float = 3.0, std_floor: float = 0.002,
+                 coarse: int = 4, alpha: float = 0.05, w_window: float = 1.0, w_coarse: float = 0.0,
+                 w_level: float = 0.0, w_step: float = 0.0) -> None:
+        self.probationary_period = probationary_period
+        self.dim = dim
+        self.memory = memory
+        self.history = history
+        self.short = short
+        self.rest_fraction = rest_fraction
+        self.z_detect = z_detect
+        self.std_floor = std_floor
+        self.coarse = coarse
+        self.alpha = alpha
+        self.w_window = w_window
+        self.w_coarse = w_coarse
+        self.w_level = w_level
+        self.w_step = w_step
+        self._cfg = np.array([probationary_period, dim, memory, history, short,
+                              max(1, int(rest_fraction * probationary_period)), z_detect, std_floor, coarse, alpha,
+                              w_window, w_coarse, w_level, w_step], dtype=np.float64)
+        self._s = np.zeros(_NS, dtype=np.float64)
+        self._s[_LAST] = -1e18
+        self._v = np.zeros((2, _NV), dtype=np.float64)
+        bsz = memory + 2 * dim * max(coarse, 1) + 1
+        self._buf = np.zeros(bsz, dtype=np.float64)
+        self._cbuf = np.zeros(bsz, dtype=np.float64)
+        self._dhist = np.zeros((_NV, max(history, short) + 1), dtype=np.float64)
+
+    def _step(self, values: np.ndarray) -> np.ndarray:
+        out = np.empty(values.shape[0], dtype=np.float64)
+        _kernel(values, self._cfg, self._s, self._v, self._buf, self._cbuf, self._dhist, out)
+        return out
+
+    def score_learn_many(self, values: np.ndarray, timestamps: np.ndarray | None = None) -> np.ndarray:
+        """Score each value from the past and itself, then learn it; the whole series in one compiled pass."""
+        return self._step(np.ascontiguousarray(values, dtype=np.float64))
+
+    def learn_one(self, x: dict[str, float]) -> None:
+        """Learn one observation (``{"value": v}`` or any single-key dict)."""
+        self._step(np.array([_value(x)], dtype=np.float64))
+
+    def score_one(self, x: dict[str, float]) -> float:
+        """Anomaly score in [0, 1] of one observation given the past; does not learn."""
+        saved = self.state()
+        out = float(self._step(np.array([_value(x)], dtype=np.float64))[0])
+        self._restore(saved)
+        return out
+
+    def state(self) -> dict[str, Any]:
+        """Hyper-parameters and a copy of every state array (restores identical scores)."""
+        return {"params": self._params(), **{k: getattr(self, f"_{k}").copy() for k in _ARRAYS}}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> UnivariateDetector:
+        """A detector that continues exactly where the one that produced ``state`` stopped."""
+        det = cls(**state["params"])
+        det._restore(state)
+        return det
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        for k in _ARRAYS:
+            setattr(self, f"_{k}", np.array(state[k], dtype=np.float64))
+
+    def _params(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in _PARAMS}
+
+
+_ARRAYS = ("s", "v", "buf", "cbuf", "dhist")
+_PARAMS = ("probationary_period", "dim", "memory", "history", "short", "rest_fraction", "z_detect", "std_floor",
+           "coarse", "alpha", "w_window", "w_coarse", "w_level", "w_step")
+
+
+def _value(x: dict[str, float]) -> float:
+    if "value" in x:
+        return float(x["value"])
+    if len(x) != 1:
+        raise ValueError("a univariate detector takes {'value': v} or a single-key dict")
+    return float(next(iter(x.values())))
