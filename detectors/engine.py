@@ -38,7 +38,7 @@ class EngineConfig:
     auth_fail_min: float = 20.0
     key_warm_events: int = 30
     key_warm_hours: float = 6.0
-    scope_warm_events: int = 50
+    scope_warm_events: int = 30
     rate_tau_fast_s: float = 600.0
     rate_tau_slow_s: float = 86_400.0
     rate_min: float = 40.0
@@ -48,12 +48,12 @@ class EngineConfig:
     drift_k: float = 0.75
     drift_h: float = 10.0
     off_hours_share: float = 0.25
-    off_hours_burst: float = 5.0
     training_min_writes: int = 20
     denied_tau_s: float = 300.0
     denied_min: float = 4.0
-    runaway_tau_s: float = 60.0
-    runaway_min: float = 30.0
+    runaway_tau_s: float = 120.0
+    runaway_min: float = 60.0
+    runaway_session_steps: int = 30
     runaway_ratio: float = 5.0
     agent_type_warm_events: int = 200
     risk_tau_s: float = 21_600.0
@@ -111,14 +111,18 @@ class State:
     principal: Arrays = field(default_factory=lambda: Arrays(
         n=0, first=0, mean=0, var=0.25, seen=0, denied=0, denied_last=0, night=0, night_last=0))
     agent: Arrays = field(default_factory=lambda: Arrays(fast=0, fast_last=0, slow=0, slow_last=0, since=0))
-    dataset: Arrays = field(default_factory=lambda: Arrays(writes=0, writers=0))
+    dataset: Arrays = field(default_factory=lambda: Arrays(writes=0, writers=0, training=0))
     pairs: dict[int, int] = field(default_factory=dict)  # (principal, dataset) -> dense id
     pair: Arrays = field(default_factory=lambda: Arrays(mean=0, var=0.25, seen=0, s=0))
     seen: dict[str, np.ndarray] = field(default_factory=dict)  # novelty sets, sorted int64
+    tenant_first: dict[int, int] = field(default_factory=dict)
     tow_tenant: np.ndarray = field(default_factory=lambda: np.zeros((0, 24)))  # hour-of-day histograms (UTC)
     tow_principal: np.ndarray = field(default_factory=lambda: np.zeros((0, 24)))
     type_events: dict[int, int] = field(default_factory=dict)  # agent type -> events seen
     untrusted_sessions: dict[str, int] = field(default_factory=dict)  # session -> ts of last untrusted step
+    session_steps: dict[str, int] = field(default_factory=dict)  # session -> steps so far
+    type_lengths: dict[int, np.ndarray] = field(default_factory=dict)  # agent type -> sessions reaching n steps
+    type_longest: dict[int, int] = field(default_factory=dict)  # agent type -> longest length 2 sessions reached
     risk: dict[int, tuple[float, int, set]] = field(default_factory=dict)  # principal -> (risk, last ts, dets)
     cooldown: dict[tuple[str, str, int], int] = field(default_factory=dict)  # (detector, entity, tenant) -> ts
     watermark: int = 0  # highest event time seen
@@ -256,7 +260,7 @@ class Engine:
         # request-rate burst per key against its own baseline (learns only non-burst traffic)
         fast, expected = burst_vs_baseline(c.key, c.ts, k["fast"], k["fast_last"], k["slow"], k["slow_last"],
                                            k["since"], cfg.rate_tau_fast_s * 1000, cfg.rate_tau_slow_s * 1000,
-                                           cfg.rate_ratio / 2, 1.0)
+                                           cfg.rate_ratio, 1.0, cfg.rate_min)
         burst = (fast >= cfg.rate_min) & (fast >= cfg.rate_ratio * expected) & warm
         new_model = self._novel("key_model", pair(c.key, np.where(c.model < 0, 0, c.model))) & (c.model >= 0)
         for i in np.flatnonzero(burst):
@@ -350,7 +354,10 @@ class Engine:
         p_tot = p_hist[c.principal].sum(axis=1)
         t_share = t_hist[c.tenant, how] / np.maximum(t_tot, 1) * 24
         p_share = p_hist[c.principal, how] / np.maximum(p_tot, 1) * 24
-        history = (c.ts - p["first"][c.principal] >= DAY) & (t_tot >= 500)
+        for t in np.unique(c.tenant).tolist():
+            s.tenant_first.setdefault(t, int(c.ts[c.tenant == t][0]))
+        t_first = np.array([s.tenant_first[t] for t in c.tenant.tolist()], dtype=np.int64)
+        history = (c.ts - t_first >= DAY) & (t_tot >= 500) & (p["n"][c.principal] >= 5)
         # a principal with a thin profile of its own is judged by its peer group (the tenant)
         off = history & (t_share < cfg.off_hours_share) & ((p_tot < 50) | (p_share < cfg.off_hours_share))
         off_sens = off & (c.sensitivity >= 2) & c.granted
@@ -359,8 +366,8 @@ class Engine:
         new_pip = self._novel("principal_ip", pair(c.principal, np.where(c.ip < 0, 0, c.ip))) & (c.ip >= 0)
         np.add.at(t_hist, (c.tenant, how), 1.0)
         np.add.at(p_hist, (c.principal, how), 1.0)
-        never = p_share < cfg.off_hours_share / 5
-        for i in np.flatnonzero(off_sens & ((new_pip & warm) | ((night >= cfg.off_hours_burst) & never))):
+        # a burst of off-hours reads alone is how some people work; from a new IP it is not
+        for i in np.flatnonzero(off_sens & new_pip):
             e = c.events[i]
             out.append(self._f("data.off_hours", c, i, e.principal, e.principal, 0.8 if new_pip[i] else 0.65,
                                [Feature(name="hour_of_week_share", value=round(float(p_share[i]), 3), baseline=1.0),
@@ -379,10 +386,11 @@ class Engine:
             for j, i in enumerate(wi):
                 ds = c.dataset[i]
                 e = c.events[i]
-                training = (e.purpose == "model-training") or c.operation[i] == 4
-                # a dataset fed by few writers (a pipeline) gets a writer from outside its owners
-                if new_writer[j] and d["writes"][ds] >= cfg.training_min_writes and d["writers"][ds] <= 2 and (
-                        training or c.dept[i] != c.owner[i]):
+                training = d["training"][ds] > 0 or e.purpose == "model-training" or c.operation[i] == 4
+                # training data (known as such from its writes' purpose) or a dataset fed by few writers
+                # (a pipeline) gets a writer from outside its owning department
+                fed = d["writers"][ds] <= 2 and d["writes"][ds] >= (3 if training else cfg.training_min_writes)
+                if new_writer[j] and fed and c.dept[i] != c.owner[i]:
                     out.append(self._f(
                         "data.training_write", c, i, e.principal, e.principal, 0.9 if training else 0.6,
                         [Feature(name="dataset_writers", value=float(d["writers"][ds]), baseline=None),
@@ -391,6 +399,8 @@ class Engine:
                         f"{e.dataset}, which only {int(d['writers'][ds])} other principal(s) had written in "
                         f"{int(d['writes'][ds])} writes."))
                 d["writes"][ds] += 1
+                if training and not (new_writer[j] and fed and c.dept[i] != c.owner[i]):
+                    d["training"][ds] = 1.0
                 if new_writer[j]:
                     d["writers"][ds] += 1
 
@@ -468,10 +478,36 @@ class Engine:
                                 Feature(name="privilege", value=float(c.privilege[i]))],
                                f"Agent {e.agent_id} took {e.privilege} action {e.action} on {e.target_system}, "
                                f"which no {e.agent_type} agent took in {int(type_n[i])} earlier steps."))
-        # runaway: action rate explosion against the agent's own baseline
+        # runaway: a session far longer than any its agent type has run, or an action-rate explosion
+        steps = s.session_steps
+        long_session = np.zeros(len(c.events), dtype=np.bool_)
+        step_n = np.zeros(len(c.events), dtype=np.int64)
+        for i, sid in enumerate(c.session):
+            n = steps.get(sid, 0) + 1
+            steps[sid] = n
+            step_n[i] = n
+            t = int(c.agent_type[i])
+            hist = s.type_lengths.get(t)
+            if hist is None:
+                hist = s.type_lengths[t] = np.zeros(1024, dtype=np.int64)
+            # the longest length at least two sessions reached: one runaway session cannot raise it
+            longest = s.type_longest.get(t, 0)
+            if n > max(1.5 * longest, cfg.runaway_session_steps) and type_warm[i]:
+                long_session[i] = True
+            hist[min(n, 1023)] += 1
+            if n > longest and hist[min(n, 1023)] >= 2:
+                s.type_longest[t] = n
+        for i in np.flatnonzero(long_session):
+            e = c.events[i]
+            longest = s.type_longest.get(int(c.agent_type[i]), 0)
+            out.append(self._f("agent.runaway", c, i, e.agent_id, e.principal, min(1.0, 0.6 + step_n[i] / 500),
+                               [Feature(name="session_steps", value=float(step_n[i]), baseline=float(longest)),
+                                Feature(name="tokens", value=float(c.tokens[i]))],
+                               f"Agent {e.agent_id} has taken {step_n[i]} steps in session {e.session_id}; normal "
+                               f"{e.agent_type} sessions before ran longer than {longest}."))
         fast, expected = burst_vs_baseline(c.agent, c.ts, a["fast"], a["fast_last"], a["slow"], a["slow_last"],
                                            a["since"], cfg.runaway_tau_s * 1000, 86_400_000.0,
-                                           cfg.runaway_ratio / 2, 2.0)
+                                           cfg.runaway_ratio, 2.0, cfg.runaway_min)
         for i in np.flatnonzero((fast >= cfg.runaway_min) & (fast >= cfg.runaway_ratio * expected)):
             e = c.events[i]
             out.append(self._f("agent.runaway", c, i, e.agent_id, e.principal, min(1.0, 0.6 + fast[i] / 300),
@@ -483,6 +519,8 @@ class Engine:
         if len(sessions) > 200_000:  # bounded: forget untrusted marks older than a day
             horizon = int(c.ts[-1]) - DAY
             s.untrusted_sessions = {k: t for k, t in sessions.items() if t >= horizon}
+        if len(steps) > 500_000:  # bounded: keep the newest half of the session step counters
+            s.session_steps = dict(list(steps.items())[len(steps) // 2:])
         return out
 
     # -- findings -> alerts -----------------------------------------------------------------

@@ -32,13 +32,14 @@ def decayed_count(ent, ts, weight, count, last, tau_ms):  # pragma: no cover - c
 
 
 @njit(cache=True)
-def burst_vs_baseline(ent, ts, fast, fast_last, slow, slow_last, seen_since, tau_fast, tau_slow, gate, floor):
+def burst_vs_baseline(ent, ts, fast, fast_last, slow, slow_last, seen_since, tau_fast, tau_slow, gate, floor,
+                      min_count):
     """Fast decayed count against the expected count from a slow decayed baseline.
 
     Returns (fast count after the event, expected fast count from the baseline). The slow
-    baseline (an event rate, via a decayed count over ``tau_slow``) learns the event only
-    while the fast count stays below ``gate`` x expected, so a burst cannot teach itself
-    in. ``floor`` is the expected count assumed for an entity with no history (its peer
+    baseline (an event rate, via a decayed count over ``tau_slow``) learns every event
+    except those of a burst (fast count at least ``min_count`` and ``gate`` x expected), so
+    a burst cannot teach itself in while normal growth still can. ``floor`` is the expected count assumed for an entity with no history (its peer
     group's, set by the caller in ``slow``).
     """
     n = ent.shape[0]
@@ -64,7 +65,7 @@ def burst_vs_baseline(ent, ts, fast, fast_last, slow, slow_last, seen_since, tau
         expected = max(slow[e] / (tau_slow * (1.0 - math.exp(-age / tau_slow))) * tau_fast, floor)
         f_out[i] = fast[e]
         x_out[i] = expected
-        if fast[e] < gate * expected:
+        if fast[e] < min_count or fast[e] < gate * expected:
             slow[e] += 1.0
     return f_out, x_out
 
