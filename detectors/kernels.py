@@ -39,8 +39,8 @@ def burst_vs_baseline(ent, ts, fast, fast_last, slow, slow_last, seen_since, tau
     Returns (fast count after the event, expected fast count from the baseline). The slow
     baseline (an event rate, via a decayed count over ``tau_slow``) learns every event
     except those of a burst (fast count at least ``min_count`` and ``gate`` x expected), so
-    a burst cannot teach itself in while normal growth still can. ``floor`` is the expected count assumed for an entity with no history (its peer
-    group's, set by the caller in ``slow``).
+    a burst cannot teach itself in while normal growth still can. ``floor`` is the least
+    expected count, so an entity with a thin history is not judged against zero.
     """
     n = ent.shape[0]
     f_out = np.empty(n, dtype=np.float64)
