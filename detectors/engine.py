@@ -45,10 +45,11 @@ class EngineConfig:
     rate_ratio: float = 8.0
     volume_z: float = 6.0
     volume_min_seen: int = 10
+    volume_peer_z: float = 4.0
     drift_k: float = 0.75
     drift_h: float = 10.0
     off_hours_share: float = 0.25
-    training_min_writes: int = 20
+    training_min_writes: int = 3
     denied_tau_s: float = 300.0
     denied_min: float = 4.0
     runaway_tau_s: float = 120.0
@@ -112,6 +113,7 @@ class State:
         n=0, first=0, mean=0, var=0.25, seen=0, denied=0, denied_last=0, night=0, night_last=0))
     agent: Arrays = field(default_factory=lambda: Arrays(fast=0, fast_last=0, slow=0, slow_last=0, since=0))
     dataset: Arrays = field(default_factory=lambda: Arrays(writes=0, writers=0, training=0))
+    dept: Arrays = field(default_factory=lambda: Arrays(mean=0, var=0.25, seen=0))
     pairs: dict[int, int] = field(default_factory=dict)  # (principal, dataset) -> dense id
     pair: Arrays = field(default_factory=lambda: Arrays(mean=0, var=0.25, seen=0, s=0))
     seen: dict[str, np.ndarray] = field(default_factory=dict)  # novelty sets, sorted int64
@@ -174,7 +176,7 @@ class Engine:
     def memory_bytes(self) -> int:
         """Bytes held by the per-entity arrays, novelty sets and histograms (not the vocab strings)."""
         s = self.s
-        total = sum(a.nbytes() for a in (s.key, s.ip, s.principal, s.agent, s.dataset, s.pair))
+        total = sum(a.nbytes() for a in (s.key, s.ip, s.principal, s.agent, s.dataset, s.pair, s.dept))
         total += sum(x.nbytes for x in s.seen.values()) + s.tow_tenant.nbytes + s.tow_principal.nbytes
         return total
 
@@ -302,16 +304,24 @@ class Engine:
         if g.size:
             z = log_zscore(c.principal[g], c.rows[g], p["mean"], p["var"], p["seen"], 0.02, 4.0, 0.25,
                            cfg.volume_min_seen)
-            for j in np.flatnonzero(z >= cfg.volume_z):
+            # peer baseline: until a principal has its own, its department's judges it
+            s.dept.fit(len(v.dept))
+            dz = log_zscore(c.dept[g], c.rows[g], s.dept["mean"], s.dept["var"], s.dept["seen"], 0.01, 4.0, 0.25,
+                            50)
+            cold = p["seen"][c.principal[g]] < cfg.volume_min_seen  # (after this batch: cold then too)
+            peer = cold & (dz >= cfg.volume_peer_z)
+            for j in np.flatnonzero((z >= cfg.volume_z) | peer):
                 i = g[j]
                 e = c.events[i]
-                base = float(np.expm1(p["mean"][c.principal[i]]))
+                base = float(np.expm1(s.dept["mean"][c.dept[i]] if peer[j] else p["mean"][c.principal[i]]))
                 out.append(self._f("data.volume_spike", c, i, e.principal, e.principal, min(1.0, 0.4 + z[j] / 20),
                                    [Feature(name="rows", value=float(c.rows[i]), baseline=round(base, 1)),
-                                    Feature(name="rows_log_z", value=round(float(z[j]), 2), baseline=0.0)],
+                                    Feature(name="rows_log_z", value=round(float(dz[j] if peer[j] else z[j]), 2),
+                                            baseline=0.0)],
                                    f"{e.principal} {e.operation} {int(c.rows[i]):,} rows of {e.dataset} "
-                                   f"({e.sensitivity}), about {c.rows[i] / max(base, 1):.0f}x their usual "
-                                   f"{base:,.0f} per access."))
+                                   f"({e.sensitivity}), about {c.rows[i] / max(base, 1):.0f}x "
+                                   + (f"what their department usually reads per access ({base:,.0f})."
+                                      if peer[j] else f"their usual {base:,.0f} per access.")))
             # slow drift per (principal, dataset): CUSUM of the log-volume z-score, baseline frozen above 2 sigma
             pid = self._pair_ids(c.principal[g], c.dataset[g])
             s.pair.fit(len(s.pairs))
@@ -389,13 +399,13 @@ class Engine:
                 training = d["training"][ds] > 0 or e.purpose == "model-training" or c.operation[i] == 4
                 # training data (known as such from its writes' purpose) or a dataset fed by few writers
                 # (a pipeline) gets a writer from outside its owning department
-                fed = d["writers"][ds] <= 2 and d["writes"][ds] >= (3 if training else cfg.training_min_writes)
+                fed = training and d["writers"][ds] <= 2 and d["writes"][ds] >= cfg.training_min_writes
                 if new_writer[j] and fed and c.dept[i] != c.owner[i]:
                     out.append(self._f(
                         "data.training_write", c, i, e.principal, e.principal, 0.9 if training else 0.6,
                         [Feature(name="dataset_writers", value=float(d["writers"][ds]), baseline=None),
                          Feature(name="dataset_writes_seen", value=float(d["writes"][ds]))],
-                        f"{e.principal} ({e.principal_department}) wrote to {'training dataset ' if training else ''}"
+                        f"{e.principal} ({e.principal_department}) wrote to training dataset "
                         f"{e.dataset}, which only {int(d['writers'][ds])} other principal(s) had written in "
                         f"{int(d['writes'][ds])} writes."))
                 d["writes"][ds] += 1

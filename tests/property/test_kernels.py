@@ -1,0 +1,76 @@
+"""Numba kernels against pure-Python references."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detectors.kernels import cusum, decayed_count, first_seen, log_zscore
+
+events = st.lists(st.tuples(st.integers(0, 4), st.integers(0, 120_000), st.floats(0, 1e6)), min_size=1, max_size=60)
+
+
+def _arrays(evs):
+    evs = sorted(evs, key=lambda e: e[1])
+    ent = np.array([e[0] for e in evs], dtype=np.int64)
+    ts = np.array([e[1] for e in evs], dtype=np.int64)
+    x = np.array([e[2] for e in evs], dtype=np.float64)
+    return ent, ts, x
+
+
+@settings(max_examples=60, deadline=None)
+@given(events)
+def test_decayed_count_matches_reference(evs):
+    ent, ts, x = _arrays(evs)
+    got = decayed_count(ent, ts, np.ones_like(x), np.zeros(5), np.zeros(5), 30_000.0)
+    count, last = [0.0] * 5, [0] * 5
+    for i in range(len(ent)):
+        e = ent[i]
+        if ts[i] > last[e]:
+            count[e] *= math.exp(-(ts[i] - last[e]) / 30_000.0)
+            last[e] = ts[i]
+        count[e] += 1
+        assert math.isclose(got[i], count[e], rel_tol=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(events)
+def test_log_zscore_and_cusum_match_reference(evs):
+    ent, _, x = _arrays(evs)
+    mean, var, n = np.zeros(5), np.full(5, 0.25), np.zeros(5)
+    z = log_zscore(ent, x, mean, var, n, 0.05, 3.0, 0.25, 3)
+    rm, rv, rn = [0.0] * 5, [0.25] * 5, [0.0] * 5
+    for i in range(len(ent)):
+        e = ent[i]
+        v = math.log1p(x[i])
+        ref = (v - rm[e]) / math.sqrt(max(rv[e], 0.25)) if rn[e] >= 3 else 0.0
+        assert math.isclose(z[i], ref, rel_tol=1e-9, abs_tol=1e-9)
+        if ref < 3.0:
+            a = max(0.05, 1 / (rn[e] + 1))
+            d = v - rm[e]
+            rm[e] += a * d
+            rv[e] = (1 - a) * (rv[e] + a * d * d)
+            rn[e] += 1
+    s = cusum(ent, z, np.zeros(5), 0.5, 4.0)
+    acc = [0.0] * 5
+    for i in range(len(ent)):
+        acc[ent[i]] = max(0.0, acc[ent[i]] + min(z[i], 4.0) - 0.5)
+        assert math.isclose(s[i], acc[ent[i]], abs_tol=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 50), max_size=80), st.lists(st.integers(0, 50), max_size=40))
+def test_first_seen_marks_first_occurrences_of_unseen_keys(keys, seen):
+    keys_a = np.array(keys, dtype=np.int64)
+    seen_a = np.unique(np.array(seen, dtype=np.int64))
+    mask, new_seen = first_seen(keys_a, seen_a)
+    known = set(seen)
+    expected = []
+    for k in keys:
+        expected.append(k not in known)
+        known.add(k)
+    assert mask.tolist() == expected
+    assert new_seen.tolist() == sorted(set(seen) | set(keys))
