@@ -12,8 +12,8 @@ import numpy as np
 from numba import njit
 
 # Layout of the scalar state vector ``_s``; per-view sums live in ``_v`` (rows: sum, sum of squares).
-_T, _VMIN, _VMAX, _DN, _LAST, _EMA = range(6)
-_NS = 6
+_T, _VMIN, _VMAX, _DN, _LAST, _EMA, _ZMAX, _PEAK = range(8)
+_NS = 8
 _NV = 4  # views: nearest window, nearest coarse window, level vs. recent mean, step
 
 
@@ -47,6 +47,10 @@ def _kernel(values: np.ndarray, cfg: np.ndarray, s: np.ndarray, v: np.ndarray, b
     std_floor = cfg[7]
     coarse = int(cfg[8])
     alpha = cfg[9]
+    log_eps = cfg[14]
+    decay = cfg[15]
+    z_floor = cfg[16]
+    margin = cfg[17]
     bsz = buf.shape[0]
     hs = dhist.shape[1]
     raw = np.zeros(_NV)
@@ -73,15 +77,18 @@ def _kernel(values: np.ndarray, cfg: np.ndarray, s: np.ndarray, v: np.ndarray, b
         cbuf[t % bsz] = acc / cnt
         n_have = t + 1
         raw[:] = 0.0
-        if n_have >= 2 * dim:
+        if n_have >= 2 * dim and cfg[10] > 0.0:
             raw[0] = _nearest(buf, t, dim, 1, dim, min(mem, n_have - dim)) / rng
         span = dim * coarse
-        if n_have >= 2 * span:
+        if n_have >= 2 * span and cfg[11] > 0.0:
             raw[1] = _nearest(cbuf, t, dim, coarse, span, min(mem, n_have - span)) / rng
         raw[2] = abs(x - s[_EMA]) / rng
         if t > 0:
             raw[3] = abs(x - buf[(t - 1) % bsz]) / rng
         s[_EMA] += alpha * (x - s[_EMA])
+        if log_eps > 0.0:
+            for i in range(_NV):
+                raw[i] = math.log(raw[i] + log_eps)
         n_d = int(s[_DN])
         m = min(n_d, hist)
         z = 0.0
@@ -113,12 +120,21 @@ def _kernel(values: np.ndarray, cfg: np.ndarray, s: np.ndarray, v: np.ndarray, b
             v[1, i] += d * d
         s[_DN] = n_d + 1
         score = 0.0
-        if t >= p and z > 0.0:
-            score = z / (1.0 + z)
+        zeff = z
+        if decay > 0.0:
+            zeff = z / max(s[_ZMAX], z_floor) * z_floor
+            s[_ZMAX] = max(z, s[_ZMAX] * decay)
+        if t >= p and zeff > 0.0:
+            score = zeff / (1.0 + zeff)
             if t - s[_LAST] < rest:
-                score = 0.0
-            elif z >= z_det:
+                # inside an event: only a clearly higher peak is reported again
+                if zeff > s[_PEAK] * (1.0 + margin):
+                    s[_PEAK] = zeff
+                else:
+                    score = 0.0
+            elif zeff >= z_det:
                 s[_LAST] = t
+                s[_PEAK] = zeff
         out[k] = score
         s[_T] = t + 1
 
@@ -127,11 +143,15 @@ class UnivariateDetector:
     """Several cheap novelty views, each turned into an anomaly likelihood, with a rest period after a detection.
 
     Views (each a raw statistic scaled by the running value range): distance of the last ``dim`` values to the
-    nearest earlier window (``w_window``), the same over ``coarse``-row means (``w_coarse``), distance of the value
-    to its EWMA with rate ``alpha`` (``w_level``), and the step from the previous value (``w_step``). Each raw
-    statistic, averaged over ``short`` rows, becomes a z-score against its own last ``history`` values; the score is
-    the largest weighted z (mapped to [0, 1)). After a row reaches ``z_detect``, scores are zero for
-    ``rest_fraction`` of the ``probationary_period`` (NAB tells a detector that period; nothing is scored in it).
+    nearest earlier window within ``memory`` rows (``w_window``), the same over ``coarse``-row means (``w_coarse``),
+    distance of the value to its EWMA with rate ``alpha`` (``w_level``), and the step from the previous value
+    (``w_step``); a view with weight 0 is not computed. Each raw statistic (or its log, if ``log_eps`` > 0), averaged
+    over ``short`` rows, becomes a z-score against its own last ``history`` values (sd at least ``std_floor``); the
+    combined z is the largest weighted one. With ``decay`` > 0, z is divided by a slowly decaying maximum of past z
+    (at least ``z_floor``) and rescaled by ``z_floor``, so a stream that is always surprising needs more to alert.
+    The score is ``z / (1 + z)`` in [0, 1). Once a row reaches ``z_detect``, scores are zero for ``rest_fraction``
+    of the ``probationary_period`` (NAB tells a detector that period; no score is emitted inside it), except a peak
+    ``margin`` times higher than the event's first (off by default).
     """
 
     name = "spyglass"
@@ -139,7 +159,8 @@ class UnivariateDetector:
     def __init__(self, probationary_period: int = 750, dim: int = 8, memory: int = 750, history: int = 4000,
                  short: int = 3, rest_fraction: float = 0.2, z_detect: float = 3.0, std_floor: float = 0.002,
                  coarse: int = 4, alpha: float = 0.05, w_window: float = 1.0, w_coarse: float = 0.0,
-                 w_level: float = 0.0, w_step: float = 0.0) -> None:
+                 w_level: float = 0.0, w_step: float = 1.0, log_eps: float = 0.0, decay: float = 0.999,
+                 z_floor: float = 7.0, margin: float = 1e9) -> None:
         self.probationary_period = probationary_period
         self.dim = dim
         self.memory = memory
@@ -154,9 +175,13 @@ class UnivariateDetector:
         self.w_coarse = w_coarse
         self.w_level = w_level
         self.w_step = w_step
+        self.log_eps = log_eps
+        self.decay = decay
+        self.z_floor = z_floor
+        self.margin = margin
         self._cfg = np.array([probationary_period, dim, memory, history, short,
                               max(1, int(rest_fraction * probationary_period)), z_detect, std_floor, coarse, alpha,
-                              w_window, w_coarse, w_level, w_step], dtype=np.float64)
+                              w_window, w_coarse, w_level, w_step, log_eps, decay, z_floor, margin], dtype=np.float64)
         self._s = np.zeros(_NS, dtype=np.float64)
         self._s[_LAST] = -1e18
         self._v = np.zeros((2, _NV), dtype=np.float64)
@@ -206,7 +231,8 @@ class UnivariateDetector:
 
 _ARRAYS = ("s", "v", "buf", "cbuf", "dhist")
 _PARAMS = ("probationary_period", "dim", "memory", "history", "short", "rest_fraction", "z_detect", "std_floor",
-           "coarse", "alpha", "w_window", "w_coarse", "w_level", "w_step")
+           "coarse", "alpha", "w_window", "w_coarse", "w_level", "w_step", "log_eps", "decay",
+           "z_floor", "margin")
 
 
 def _value(x: dict[str, float]) -> float:

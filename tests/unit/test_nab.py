@@ -1,0 +1,198 @@
+"""NAB scorer on synthetic corpora, the univariate detector's protocol, and (when present) the real corpus."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detectors.evaluation import nab
+from detectors.models.univariate import UnivariateDetector, _kernel
+
+NAB_DATA = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "nab"
+
+
+def corpus(rows: int = 2000, windows: tuple[tuple[int, int], ...] = ((800, 899), (1500, 1599))) -> nab.LabelledFile:
+    ts = np.datetime64("2024-01-01T00:00:00", "us") + np.arange(rows) * np.timedelta64(5, "m")
+    return nab.LabelledFile("synthetic/a.csv", ts, list(windows))
+
+
+def score(files: list[nab.LabelledFile], scores: dict[str, np.ndarray], profile: str = "standard") -> nab.ProfileResult:
+    return nab.score_corpus(files, scores, profile)
+
+
+@pytest.mark.parametrize("profile", list(nab.PROFILES))
+def test_null_detector_normalizes_to_zero_and_perfect_to_hundred(profile):
+    f = corpus()
+    assert score([f], {f.key: np.full(f.rows, 0.5)}, profile).normalized == pytest.approx(0.0)
+    perfect = np.zeros(f.rows)
+    for a, _ in f.windows:
+        perfect[a] = 1.0
+    assert score([f], {f.key: perfect}, profile).normalized == pytest.approx(100.0)
+
+
+def test_scaled_sigmoid_reference_points():
+    assert float(nab.scaled_sigmoid(-1.0)) == pytest.approx(0.98661, abs=1e-5)
+    assert float(nab.scaled_sigmoid(-0.5)) == pytest.approx(0.84828, abs=1e-5)
+    assert float(nab.scaled_sigmoid(0.0)) == pytest.approx(0.0)
+    assert float(nab.scaled_sigmoid(3.0)) == -1.0
+
+
+def test_probationary_length_is_nab_s():
+    assert nab.probationary_length(4032) == 604
+    assert nab.probationary_length(15831) == 750  # capped at 0.15 * 5000
+
+
+def test_earlier_detection_in_a_window_scores_more():
+    f = corpus()
+    early, late = np.zeros(f.rows), np.zeros(f.rows)
+    early[810], late[890] = 1.0, 1.0
+    r_early, r_late = score([f], {f.key: early}), score([f], {f.key: late})
+    assert r_early.raw > r_late.raw
+    assert r_early.tp == r_late.tp == 1
+
+
+def test_only_the_earliest_detection_in_a_window_counts():
+    f = corpus()
+    one, two = np.zeros(f.rows), np.zeros(f.rows)
+    one[820] = 1.0
+    two[820] = two[850] = 1.0
+    assert score([f], {f.key: one}).raw == pytest.approx(score([f], {f.key: two}).raw)
+
+
+def test_false_positive_cost_grows_with_distance_after_a_window():
+    """By NAB's rules an FP just after a window is nearly free; far from any window it costs the full fpWeight."""
+    f = corpus(windows=((800, 899),))
+    near, far = np.zeros(f.rows), np.zeros(f.rows)
+    near[805] = far[805] = 0.9  # keep a TP so the threshold is the same
+    near[905], far[1500] = 1.0, 1.0
+    r_near, r_far = score([f], {f.key: near}), score([f], {f.key: far})
+    assert r_near.fp == r_far.fp == 1
+    assert r_near.raw > r_far.raw
+    sweep, _ = nab.sweep_scores(f.rows, f.windows, nab.PROFILES["standard"])
+    assert sweep[1500] == pytest.approx(-0.11)
+    assert -0.11 < sweep[905] < 0.0
+    assert sweep[700] == pytest.approx(-0.11)  # before the first window
+
+
+def test_probationary_rows_are_not_scored():
+    f = corpus()
+    s = np.zeros(f.rows)
+    s[10] = 1.0  # inside the first 15%: no FP
+    assert score([f], {f.key: s}).fp == 0
+
+
+def test_threshold_is_optimized_over_the_corpus():
+    f, g = corpus(), corpus()
+    g.key = "synthetic/b.csv"
+    sf, sg = np.zeros(f.rows), np.zeros(g.rows)
+    sf[805], sg[1505] = 0.9, 0.6
+    sf[1200] = 0.95  # one FP above both detections: worth taking (TP ~ +1.9, FP -0.11)
+    r = score([f, g], {f.key: sf, g.key: sg})
+    assert r.threshold == pytest.approx(0.6)
+    assert (r.tp, r.fp, r.fn) == (2, 1, 2)
+
+
+def series(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = np.sin(np.arange(n) / 20.0) + 0.1 * rng.standard_normal(n)
+    x[n // 2 :] += 3.0
+    return x
+
+
+def test_detector_is_deterministic_and_flags_a_level_shift():
+    x = series(3000, 1)
+    a = UnivariateDetector(probationary_period=450).score_learn_many(x)
+    b = UnivariateDetector(probationary_period=450).score_learn_many(x)
+    np.testing.assert_array_equal(a, b)
+    assert np.all((a >= 0.0) & (a <= 1.0))
+    assert np.all(a[:450] == 0.0)
+    assert int(np.argmax(a)) in range(1500, 1510)
+
+
+def test_state_round_trip_gives_identical_scores():
+    x = series(2500, 2)
+    full = UnivariateDetector(probationary_period=300).score_learn_many(x)
+    det = UnivariateDetector(probationary_period=300)
+    first = det.score_learn_many(x[:1234])
+    restored = UnivariateDetector.from_state(pickle.loads(pickle.dumps(det.state())))
+    rest = restored.score_learn_many(x[1234:])
+    np.testing.assert_array_equal(np.concatenate([first, rest]), full)
+    assert pickle.loads(pickle.dumps(restored)).state()["params"] == det.state()["params"]
+
+
+def test_one_at_a_time_equals_batch():
+    x = series(1200, 3)
+    batch = UnivariateDetector(probationary_period=200).score_learn_many(x)
+    det = UnivariateDetector(probationary_period=200)
+    singles = []
+    for v in x:
+        singles.append(det.score_one({"value": float(v)}))
+        det.learn_one({"value": float(v)})
+    np.testing.assert_array_equal(np.array(singles), batch)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(60, 400))
+def test_compiled_kernel_equals_pure_python(seed, n):
+    rng = np.random.default_rng(seed)
+    x = np.cumsum(rng.standard_normal(n)) + (rng.random(n) < 0.02) * rng.normal(0, 20, n)
+    if seed % 3 == 0:
+        x = np.round(x)  # ties and flat stretches
+    params = {"probationary_period": 30, "memory": 60, "history": 100}
+    fast = UnivariateDetector(**params).score_learn_many(x)
+    slow_det = UnivariateDetector(**params)
+    out = np.empty(n)
+    _kernel.py_func(x, slow_det._cfg, slow_det._s, slow_det._v, slow_det._buf, slow_det._cbuf, slow_det._dhist, out)
+    np.testing.assert_allclose(fast, out, rtol=1e-9, atol=1e-12)
+
+
+def test_missing_data_is_a_clear_error(tmp_path, capsys):
+    assert nab.run(argparse.Namespace(data=tmp_path / "nope", out=tmp_path / "out")) == 2
+    assert "NAB data not found" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def real_results(tmp_path_factory):
+    if not (NAB_DATA / "labels" / "combined_windows.json").is_file():
+        pytest.skip(f"NAB corpus not found at {NAB_DATA} (the shared datasets folder is absent)")
+    small = tmp_path_factory.mktemp("nab-data")
+    keys = ["realKnownCause/nyc_taxi.csv", "artificialNoAnomaly/art_daily_no_noise.csv"]
+    windows = json.loads((NAB_DATA / "labels" / "combined_windows.json").read_text())
+    (small / "labels").mkdir()
+    (small / "labels" / "combined_windows.json").write_text(json.dumps({k: windows[k] for k in keys}))
+    for k in keys:
+        (small / "data" / k).parent.mkdir(parents=True, exist_ok=True)
+        (small / "data" / k).symlink_to(NAB_DATA / "data" / k)
+    out = tmp_path_factory.mktemp("nab-out")
+    assert nab.run(argparse.Namespace(data=small, out=out)) == 0
+    return keys, windows, out
+
+
+def test_real_corpus_results_have_nab_format(real_results):
+    keys, windows, out = real_results
+    for key in keys:
+        category, name = key.split("/")
+        path = out / "spyglass" / category / f"spyglass_{name}"
+        with path.open() as fh:
+            rows = list(csv.reader(fh))
+        with (NAB_DATA / "data" / key).open() as fh:
+            data = list(csv.reader(fh))
+        assert rows[0] == ["timestamp", "value", "anomaly_score", "label"]
+        assert len(rows) == len(data)
+        assert [r[:2] for r in rows[1:]] == data[1:]
+        scores = np.array([float(r[2]) for r in rows[1:]])
+        labels = np.array([int(r[3]) for r in rows[1:]])
+        assert np.all((scores >= 0) & (scores <= 1))
+        assert labels.sum() > 0 if windows[key] else labels.sum() == 0
+    summary = json.loads((out / "spyglass_scores.json").read_text())
+    assert set(summary["profiles"]) == set(nab.PROFILES)
+    for p in summary["profiles"].values():
+        assert -100.0 <= p["normalized"] <= 100.0
