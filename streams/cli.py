@@ -226,10 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Create the three event topics, the alerts and the dead-letter topic if missing.")
     tc.set_defaults(func=_topics_create)
 
+    from streams.bench import register as register_bench
     from streams.evalcli import register as register_eval
     from streams.stack.cli import register as register_stack
 
     register_eval(sub)
+    register_bench(sub)
 
     register_stack(sub)
     return p
