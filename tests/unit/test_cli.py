@@ -21,7 +21,8 @@ def spyglass(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
 
 
 @pytest.mark.parametrize("cmd", [[], ["simulate"], ["schemas"], ["schemas", "check"], ["demo"], ["stack"],
-                                 ["stack", "up"], ["stack", "status"]])
+                                 ["stack", "up"], ["stack", "status"], ["replay"], ["eval", "scenarios"],
+                                 ["eval", "nab"], ["eval", "adbench"], ["bench", "replay"], ["ingest"]])
 def test_every_command_explains_itself(cmd, capsys):
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args([*cmd, "--help"])
