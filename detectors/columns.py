@@ -103,6 +103,7 @@ class AgentColumns:
     privilege: np.ndarray
     risk: np.ndarray
     bypassed: np.ndarray
+    unapproved: np.ndarray  # approval not_required or pending
     external: np.ndarray  # triggered_by external_content
     untrusted: np.ndarray
     tokens: np.ndarray
@@ -200,6 +201,7 @@ def _agent(events: list[AgentExecution], v: Vocabs) -> AgentColumns:
         privilege=np.fromiter((PRIVILEGE[e.privilege] for e in events), dtype=np.int64, count=n),
         risk=np.fromiter((RISK[e.risk_level] for e in events), dtype=np.int64, count=n),
         bypassed=np.fromiter((e.approval == "bypassed" for e in events), dtype=np.bool_, count=n),
+        unapproved=np.fromiter((e.approval in ("not_required", "pending") for e in events), dtype=np.bool_, count=n),
         external=np.fromiter((e.triggered_by == "external_content" for e in events), dtype=np.bool_, count=n),
         untrusted=np.fromiter((bool(e.untrusted_input) for e in events), dtype=np.bool_, count=n),
         tokens=np.fromiter(((e.tokens_in or 0) + (e.tokens_out or 0) for e in events), dtype=np.float64, count=n),

@@ -203,16 +203,7 @@ class Engine:
         s.ip.fit(len(v.ip))
         k = s.key
         out: list[Finding] = []
-        # warm-up bookkeeping (count and first-seen per key, as of *before* each event)
-        n_before = k["n"][c.key].copy()
-        uniq, first_ix, counts = np.unique(c.key, return_index=True, return_counts=True)
-        new_keys = uniq[k["n"][uniq] == 0]
-        k["first"][new_keys] = c.ts[first_ix[np.isin(uniq, new_keys)]]
-        order = np.argsort(c.key, kind="stable")
-        rank = np.empty(c.key.size, dtype=np.int64)
-        rank[order] = np.arange(c.key.size) - np.repeat(np.cumsum(counts) - counts, counts)
-        n_before = n_before + rank
-        np.add.at(k["n"], uniq, counts)
+        n_before = _count(k, c.key, c.ts)
         warm = (n_before >= cfg.key_warm_events) & (c.ts - k["first"][c.key] >= cfg.key_warm_hours * HOUR)
 
         # new client IP / user agent for a warm key
@@ -293,10 +284,7 @@ class Engine:
         s.dataset.fit(len(v.dataset))
         p = s.principal
         out: list[Finding] = []
-        uniq, first_ix, counts = np.unique(c.principal, return_index=True, return_counts=True)
-        fresh = uniq[p["n"][uniq] == 0]
-        p["first"][fresh] = c.ts[first_ix[np.isin(uniq, fresh)]]
-        np.add.at(p["n"], uniq, counts)
+        _count(p, c.principal, c.ts)
         warm = (p["n"][c.principal] >= 20) & (c.ts - p["first"][c.principal] >= 12 * HOUR)
 
         # volume far above the principal's baseline (granted reads/exports only)
@@ -445,9 +433,7 @@ class Engine:
         out: list[Finding] = []
         # high-risk actions without approval
         hi = c.risk >= 2
-        no_approval = np.fromiter((e.approval in ("not_required", "pending") for e in c.events), dtype=np.bool_,
-                                  count=len(c.events))
-        for i in np.flatnonzero((c.bypassed & (c.risk >= 1)) | (hi & no_approval)):
+        for i in np.flatnonzero((c.bypassed & (c.risk >= 1)) | (hi & c.unapproved)):
             e = c.events[i]
             out.append(self._f("agent.approval_bypass", c, i, e.agent_id, e.principal,
                                0.95 if c.bypassed[i] and c.risk[i] >= 3 else (0.85 if c.bypassed[i] else 0.75),
@@ -467,9 +453,11 @@ class Engine:
         priv = c.privilege >= 1
         # agent-type novelty: an action (with privilege) this agent type never took
         new_ta = self._novel("type_action", pair(c.agent_type, c.action))
-        type_n = np.array([s.type_events.get(int(t), 0) for t in c.agent_type], dtype=np.int64)
-        for t, n in zip(*np.unique(c.agent_type, return_counts=True), strict=True):
-            s.type_events[int(t)] = s.type_events.get(int(t), 0) + int(n)
+        types, inv, counts = np.unique(c.agent_type, return_inverse=True, return_counts=True)
+        seen_before = np.array([s.type_events.get(t, 0) for t in types.tolist()], dtype=np.int64)
+        type_n = seen_before[inv]
+        for t, n in zip(types.tolist(), (seen_before + counts).tolist(), strict=True):
+            s.type_events[t] = n
         type_warm = type_n >= cfg.agent_type_warm_events
         for i in np.flatnonzero(priv & (c.external | (after_untrusted & new_ta & type_warm))):
             e = c.events[i]
@@ -602,6 +590,23 @@ class Engine:
             alert.tags = sorted({t for d in dets for t in CATALOG[d].tags})
             out.append(alert)
             open_[key] = alert
+
+
+def _count(arrays: Arrays, ids: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Warm-up bookkeeping: add a batch to the per-entity ``n`` and ``first`` (first-seen time).
+
+    Returns each event's count of earlier events of its entity (the batch is in time order).
+    """
+    n = arrays["n"]
+    uniq, first_ix, counts = np.unique(ids, return_index=True, return_counts=True)
+    fresh = n[uniq] == 0
+    arrays["first"][uniq[fresh]] = ts[first_ix[fresh]]
+    order = np.argsort(ids, kind="stable")
+    rank = np.empty(ids.size, dtype=np.int64)
+    rank[order] = np.arange(ids.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    before = n[ids] + rank
+    n[uniq] += counts
+    return before
 
 
 def _cols(batch: Batch) -> list:
