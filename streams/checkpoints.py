@@ -41,6 +41,7 @@ class Checkpoint:
     partition: int
     offset: int
     engine: Engine
+    written_at: datetime
 
 
 def checkpoint_key(secret: str | None, stack_dir: Path) -> bytes:
@@ -89,7 +90,8 @@ class CheckpointStore:
     def load(self, topic: str, partition: int) -> Checkpoint | None:
         """The newest checkpoint of a partition, or None. Raises CheckpointError if it fails its check."""
         rows = self.store.query(
-            "SELECT argMax(offset, offset), argMax(state, offset), argMax(digest, offset), count() "  # noqa: S608
+            "SELECT argMax(offset, offset), argMax(state, offset), argMax(digest, offset), count(), "  # noqa: S608
+            "toUnixTimestamp(argMax(written_at, offset)) "
             f"FROM {self.store.database}.engine_checkpoints WHERE group_id = {_lit(self.group_id)} "
             f"AND topic = {_lit(topic)} AND partition = {int(partition)}"
         )
@@ -106,4 +108,4 @@ class CheckpointStore:
             engine = Engine.from_state(zlib.decompress(blob))
         except Exception as exc:  # a signed blob that does not load: a version change, say
             raise CheckpointError(f"checkpoint {topic}[{partition}]@{offset}: cannot load ({exc})") from None
-        return Checkpoint(topic, partition, offset, engine)
+        return Checkpoint(topic, partition, offset, engine, datetime.fromtimestamp(int(rows[0][4]), UTC))

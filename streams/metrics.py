@@ -73,4 +73,6 @@ def logging_config(level: str = "INFO") -> dict:
         "formatters": {"json": {"()": JsonFormatter}},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
         "root": {"handlers": ["stderr"], "level": level},
+        # kafka-python (the alert scan) logs every connection at INFO
+        "loggers": {"kafka": {"level": "WARNING"}},
     }

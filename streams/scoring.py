@@ -84,7 +84,8 @@ class Scorer:
     """Owns one engine per assigned topic partition and drives the sinks for each batch."""
 
     def __init__(self, settings: Settings, store: Store, checkpoints: CheckpointStore, publish: Publish,
-                 *, worker: str = "worker", clock: Callable[[], float] = time.monotonic) -> None:
+                 *, worker: str = "worker", clock: Callable[[], float] = time.monotonic,
+                 published_alerts: Callable[[int], set[str]] | None = None) -> None:
         self.settings = settings
         self.store = store
         self.checkpoints = checkpoints
@@ -98,6 +99,8 @@ class Scorer:
         self._lock = asyncio.Lock()
         self._kinds = {t: k for k, t in settings.topics().items()}
         self._has_score = True
+        self._published_alerts = published_alerts
+        self._scan_cache: tuple[int, float, set[str]] | None = None
 
     # -- store access (blocking calls on one I/O thread, retried while the store is down) -----
     async def _io_call(self, fn: Callable[[], Any], what: str, where: dict[str, Any] | None = None) -> Any:
@@ -136,20 +139,32 @@ class Scorer:
             cp = None
         if cp is None:
             part = Part(topic, partition, Engine(), offset=first_offset, checkpoint_offset=first_offset)
-            log.info("partition assigned, no checkpoint: starting cold", extra=where)
+            since = 0
         else:
             part = Part(topic, partition, cp.engine, offset=cp.offset, checkpoint_offset=cp.offset)
-            known = await self._io_call(lambda: self.store.query(
-                f"SELECT alert_id FROM {self.store.database}.alerts WHERE source_topic = {_lit(topic)} "  # noqa: S608
-                f"AND source_partition = {int(partition)} AND source_offset >= {int(cp.offset)}"),
-                "alerts.known", where)
-            part.known_alerts = {r[0] for r in known}
-            log.info("partition assigned, state restored",
-                     extra={**where, "checkpoint_offset": cp.offset, "entities": cp.engine.entities(),
-                            "alerts_already_stored": len(part.known_alerts)})
+            since = int(cp.written_at.timestamp() - 120) * 1000
+        # alerts an earlier owner raised from the records about to be re-scored: stored ones, and
+        # published ones it crashed before storing. Neither is published or stored again.
+        known = await self._io_call(lambda: self.store.query(
+            f"SELECT alert_id FROM {self.store.database}.alerts WHERE source_topic = {_lit(topic)} "  # noqa: S608
+            f"AND source_partition = {int(partition)} AND source_offset >= {int(part.offset)}"),
+            "alerts.known", where)
+        part.known_alerts = {r[0] for r in known} | await self._published_since(since, where)
+        log.info("partition assigned, " + ("no checkpoint: starting cold" if cp is None else "state restored"),
+                 extra={**where, "checkpoint_offset": part.offset, "entities": part.engine.entities(),
+                        "alerts_already_out": len(part.known_alerts)})
         self.parts[tp] = part
-        m.PARTITIONS.set(len(self.parts))
         return part
+
+    async def _published_since(self, since_ms: int, where: dict[str, Any]) -> set[str]:
+        if self._published_alerts is None:
+            return set()
+        cached = self._scan_cache
+        if cached is not None and cached[0] <= since_ms and self.clock() - cached[1] < 10.0:
+            return cached[2]  # partitions assigned together share one scan
+        ids = await self._io_call(lambda: self._published_alerts(since_ms), "alerts.scan", where)
+        self._scan_cache = (since_ms, self.clock(), ids)
+        return ids
 
     async def revoke(self, tps: Sequence[TP]) -> None:
         """Partitions leave this worker: checkpoint what they scored, then forget them."""
@@ -165,7 +180,6 @@ class Scorer:
                         log.warning("checkpoint on revoke failed; the next owner re-scores from the last one",
                                     extra={"topic": tp[0], "partition": tp[1]})
                 del self.parts[tp]
-            m.PARTITIONS.set(len(self.parts))
 
     async def checkpoint_all(self) -> list[Record]:
         """Checkpoint every partition with pending records (clean shutdown); returns what may be acked."""
@@ -193,7 +207,6 @@ class Scorer:
                                    "checkpoint.save", where)
         part.checkpoint_offset = offset
         part.checkpoint_at = self.clock()
-        part.known_alerts.clear()
         done, part.pending = part.pending, []
         log.debug("checkpoint", extra={**where, "bytes": size, "entities": engine.entities()})
         return done

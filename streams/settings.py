@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     worker_batch_within_s: float = Field(0.2, gt=0, le=10, description="Longest wait to fill a batch (seconds)")
     worker_checkpoint_s: float = Field(5.0, gt=0, le=3600,
                                        description="Checkpoint each partition's state (and commit) this often")
+    worker_session_timeout_s: float = Field(10.0, ge=6, le=300,
+                                            description="Consumer session timeout: how soon a dead worker's "
+                                                        "partitions move")
     worker_web_port: int = Field(6066, ge=0, le=65535, description="Worker /health and /metrics port (0: none)")
     checkpoint_key: SecretStr | None = Field(
         None, description="HMAC key signing engine checkpoints (default: one generated in the stack dir)")

@@ -15,6 +15,7 @@ import socket
 from typing import Any
 
 import faust
+import msgspec
 from faust.types import TP as FaustTP
 from prometheus_client import generate_latest
 
@@ -38,6 +39,8 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
         topic_disable_leader=True,
         topic_allow_declare=False,
         producer_acks=-1,
+        broker_session_timeout=settings.worker_session_timeout_s,
+        broker_heartbeat_interval=settings.worker_session_timeout_s / 4,
         broker_commit_every=1,  # commit whatever has been acked, as soon as it is acked
         broker_commit_interval=1.0,
         stream_buffer_maxsize=max(2 * settings.worker_batch_max, 4096),
@@ -57,7 +60,8 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
     async def publish(topic: str, key_: bytes | None, value: bytes, headers: list | None) -> Any:
         return await app.producer.send(topic, key_, value, None, None, headers)
 
-    scorer = Scorer(settings, store, checkpoints, publish, worker=name)
+    scorer = Scorer(settings, store, checkpoints, publish, worker=name,
+                    published_alerts=lambda since_ms: published_alert_ids(settings, since_ms))
     topics = app.topic(*settings.topics().values(), key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw", internal=False)
 
@@ -89,6 +93,11 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
     async def on_revoked(app_: faust.App, revoked: set, **_: Any) -> None:
         await scorer.revoke([(tp.topic, tp.partition) for tp in revoked])
 
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app_: faust.App, assigned: set, **_: Any) -> None:
+        ours = set(settings.topics().values())
+        m.PARTITIONS.set(sum(1 for tp in app.consumer.assignment() if tp.topic in ours))
+
     @app.on_before_shutdown.connect
     async def on_shutdown(app_: faust.App, **_: Any) -> None:
         scorer.stopping = True
@@ -113,6 +122,56 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
 
     app.spyglass_store = store  # type: ignore[attr-defined]
     return app, scorer
+
+
+class _AlertId(msgspec.Struct):
+    alert_id: str = ""
+
+
+def published_alert_ids(settings: Settings, since_ms: int) -> set[str]:
+    """Ids of the alerts on the alerts topic since ``since_ms`` (producer time), every partition.
+
+    A new owner of a partition asks this before re-scoring the records after its checkpoint, so
+    alerts a crashed owner published but never stored are not published twice. Blocking: run it
+    on the I/O thread. The alerts topic is small (alerts, not events), so the scan is short.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","), enable_auto_commit=False,
+                      client_id="spyglass-worker-alert-scan", group_id=None, consumer_timeout_ms=2000)
+    try:
+        parts = [TopicPartition(settings.topic_alerts, p) for p in sorted(
+            c.partitions_for_topic(settings.topic_alerts) or [])]
+        if not parts:
+            return set()
+        c.assign(parts)
+        ends = c.end_offsets(parts)
+        starts = c.offsets_for_times({tp: max(since_ms, 0) for tp in parts})
+        todo = {}
+        for tp in parts:
+            start = starts.get(tp)
+            if start is None or start.offset >= ends[tp]:
+                continue
+            c.seek(tp, start.offset)
+            todo[tp] = ends[tp]
+        ids: set[str] = set()
+        dec = msgspec.json.Decoder(_AlertId)
+        while todo:
+            batch = c.poll(timeout_ms=1000, max_records=10_000)
+            if not batch:
+                break
+            for tp, msgs in batch.items():
+                for msg in msgs:
+                    if msg.offset < todo.get(tp, 0):
+                        try:
+                            ids.add(dec.decode(msg.value).alert_id)
+                        except msgspec.DecodeError:
+                            continue
+                if msgs and msgs[-1].offset + 1 >= todo.get(tp, 0):
+                    todo.pop(tp, None)
+        return ids
+    finally:
+        c.close()
 
 
 def run_worker(settings: Settings, *, migrate: bool = True, loglevel: str = "INFO",

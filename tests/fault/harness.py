@@ -1,0 +1,261 @@
+"""Helpers of the fault tests: one isolated run (topics, database, group) and its worker processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
+
+from detectors.engine import Engine
+from schemas.errors import EventError
+from schemas.events import decode
+from streams.settings import Settings
+from streams.simulator.output import produce_kafka
+from streams.simulator.run import Simulation
+from streams.sinks.clickhouse import NativeStore
+from streams.stack.base import free_port
+from streams.stack.kafka import admin_client, delete_topics, ensure_topics
+
+SPYGLASS = Path(sys.executable).with_name("spyglass")
+
+
+@dataclass
+class Run:
+    """Topics, database and consumer group of one test, so runs never see each other's data."""
+
+    settings: Settings
+    tmp: Path
+    names: list[str] = field(default_factory=list)
+    db: str = ""
+
+    @classmethod
+    def create(cls, base: Settings, tmp: Path, partitions: int = 3) -> Run:
+        tag = uuid.uuid4().hex[:8]
+        settings = base.model_copy(update={
+            "topic_api_usage": f"f-{tag}.api-usage", "topic_data_access": f"f-{tag}.data-access",
+            "topic_agent_execution": f"f-{tag}.agent-execution", "topic_alerts": f"f-{tag}.alerts",
+            "topic_dead_letter": f"f-{tag}.dead-letter", "worker_group": f"f-{tag}",
+        })
+        run = cls(settings, tmp)
+        run.names = ensure_topics(settings, partitions=partitions)
+        run.db = f"f_{tag}"
+        return run
+
+    def for_group(self, suffix: str) -> Run:
+        """Another run over the same event topics, with its own group, alerts topic and database."""
+        s = self.settings
+        settings = s.model_copy(update={"topic_alerts": f"{s.topic_alerts}-{suffix}",
+                                        "topic_dead_letter": f"{s.topic_dead_letter}-{suffix}",
+                                        "worker_group": f"{s.worker_group}-{suffix}"})
+        other = Run(settings, self.tmp)
+        other.names = ensure_topics(settings, partitions=3)
+        other.db = f"{self.db}_{suffix}"
+        return other
+
+    @property
+    def store_url(self) -> str:
+        return f"clickhouse://default@127.0.0.1:{self.settings.clickhouse_tcp_port}/{self.db}"
+
+    def env(self, name: str, web_port: int) -> dict[str, str]:
+        s = self.settings
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SPYGLASS_")}
+        env.update({
+            "SPYGLASS_KAFKA_BOOTSTRAP": s.kafka_bootstrap, "SPYGLASS_TOPIC_API_USAGE": s.topic_api_usage,
+            "SPYGLASS_TOPIC_DATA_ACCESS": s.topic_data_access,
+            "SPYGLASS_TOPIC_AGENT_EXECUTION": s.topic_agent_execution,
+            "SPYGLASS_TOPIC_ALERTS": s.topic_alerts, "SPYGLASS_TOPIC_DEAD_LETTER": s.topic_dead_letter,
+            "SPYGLASS_WORKER_GROUP": s.worker_group, "SPYGLASS_CLICKHOUSE_URL": self.store_url,
+            "SPYGLASS_STACK_DIR": str(self.tmp / "worker-state"), "SPYGLASS_WORKER_WEB_PORT": str(web_port),
+            "SPYGLASS_WORKER_CHECKPOINT_S": "2", "SPYGLASS_WORKER_SESSION_TIMEOUT_S": "6",
+            "PYTHONUNBUFFERED": "1",
+        })
+        return env
+
+    def store(self) -> NativeStore:
+        from streams.settings import StoreURL
+
+        return NativeStore(StoreURL.parse(self.store_url))
+
+    def event_topics(self) -> list[str]:
+        return list(self.settings.topics().values())
+
+    def cleanup(self) -> None:
+        with contextlib.suppress(Exception):  # best effort
+            delete_topics(self.settings, self.names)
+
+
+class WorkerProc:
+    """``spyglass worker`` as a child process, with its log in the run's directory."""
+
+    def __init__(self, run: Run, name: str) -> None:
+        self.run = run
+        self.name = name
+        self.port = free_port()
+        self.log = run.tmp / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> WorkerProc:
+        self.starts += 1
+        out = open(self.log, "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen([str(SPYGLASS), "worker", "--name", self.name], stdout=out, stderr=out,
+                                     env=self.run.env(self.name, self.port), start_new_session=True)
+        out.close()
+        return self
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 30) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+            return -9
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def rss_mb(self) -> float:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):  # peak resident set size
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:  # noqa: S310
+            return r.read().decode()
+
+    def tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+def produce_in_background(run: Run, sim: Simulation, rate: float) -> threading.Thread:
+    t = threading.Thread(target=produce_kafka, args=(sim, run.settings.kafka_bootstrap, run.settings.topics()),
+                         kwargs={"rate": rate, "client_id": "fault-producer"}, daemon=True)
+    t.start()
+    return t
+
+
+def end_offsets(run: Run, topics: list[str]) -> dict[tuple[str, int], int]:
+    c = KafkaConsumer(bootstrap_servers=run.settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(t, p) for t in topics for p in sorted(c.partitions_for_topic(t) or [])]
+        return {(tp.topic, tp.partition): off for tp, off in c.end_offsets(parts).items()}
+    finally:
+        c.close()
+
+
+def committed(run: Run) -> dict[tuple[str, int], int]:
+    admin = admin_client(run.settings.kafka_bootstrap)
+    try:
+        offs = admin.list_group_offsets(run.settings.worker_group).get(run.settings.worker_group, {})
+        return {(tp.topic, tp.partition): om.offset for tp, om in offs.items()}
+    finally:
+        admin.close()
+
+
+def wait_committed(run: Run, expected: int, workers: list[WorkerProc], timeout_s: float = 240) -> None:
+    """Until the group has committed every record of the event topics (and all were produced)."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        ends = end_offsets(run, run.event_topics())
+        if sum(ends.values()) >= expected:
+            try:
+                last = committed(run)
+            except Exception:  # noqa: BLE001 - the broker may be restarting
+                last = None
+            if last is not None and all(last.get(tp, 0) >= end for tp, end in ends.items()):
+                return
+        time.sleep(1.0)
+    logs = "\n\n".join(f"--- {w.name} ---\n{w.tail()}" for w in workers)
+    raise AssertionError(f"the group did not commit everything in {timeout_s}s: committed={last}\n{logs}")
+
+
+def read_topic(run: Run, topic: str, timeout_s: float = 30) -> list:
+    ends = end_offsets(run, [topic])
+    c = KafkaConsumer(bootstrap_servers=run.settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
+                      auto_offset_reset="earliest")
+    try:
+        parts = [TopicPartition(t, p) for t, p in ends]
+        c.assign(parts)
+        c.seek_to_beginning(*parts)
+        out: list = []
+        deadline = time.monotonic() + timeout_s
+        while len(out) < sum(ends.values()) and time.monotonic() < deadline:
+            for msgs in c.poll(timeout_ms=500, max_records=10_000).values():
+                out.extend(msgs)
+        return out
+    finally:
+        c.close()
+
+
+def reference_alert_ids(run: Run) -> set[str]:
+    """What a fault-free run must give: one engine per partition over its records, offline."""
+    ids: set[str] = set()
+    by_tp: dict[tuple[str, int], list] = {}
+    for m in read_topic(run, run.settings.topic_api_usage) + read_topic(run, run.settings.topic_data_access) + \
+            read_topic(run, run.settings.topic_agent_execution):
+        by_tp.setdefault((m.topic, m.partition), []).append(m)
+    kinds = {t: k for k, t in run.settings.topics().items()}
+    for (topic, _p), msgs in by_tp.items():
+        msgs.sort(key=lambda m: m.offset)
+        events = []
+        for m in msgs:
+            ev = decode(m.value) if m.value is not None else None
+            if ev is None or isinstance(ev, EventError) or type(ev).__struct_config__.tag != kinds[topic]:
+                continue
+            events.append(ev)
+        eng = Engine()
+        for i in range(0, len(events), 2_000):
+            ids.update(a.alert_id for a in eng.process(events[i: i + 2_000]))
+    return ids
+
+
+def stored_alerts(run: Run) -> Counter:
+    """alert_id -> rows, after deduplication (FINAL)."""
+    st = run.store()
+    try:
+        return Counter(r[0] for r in st.query(f"SELECT alert_id FROM {run.db}.alerts FINAL"))  # noqa: S608
+    finally:
+        st.close()
+
+
+def stored_event_ids(run: Run) -> int:
+    st = run.store()
+    try:
+        return int(st.query(f"SELECT uniqExact(event_id) FROM {run.db}.events")[0][0])  # noqa: S608
+    finally:
+        st.close()
+
+
+def dead_letters(run: Run) -> list:
+    return read_topic(run, run.settings.topic_dead_letter)
+
+
+def published_alert_ids(run: Run) -> Counter:
+    import msgspec
+
+    return Counter(msgspec.json.decode(m.value)["alert_id"] for m in read_topic(run, run.settings.topic_alerts))

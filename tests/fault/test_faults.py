@@ -1,0 +1,186 @@
+"""Kill workers, stop ClickHouse, restart the broker: no event lost, no alert twice, same alerts."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+import pytest
+
+from streams.settings import Settings
+from streams.simulator.output import produce_kafka
+from streams.simulator.run import Simulation
+from streams.stack import Stack
+from tests.fault.harness import (
+    Run,
+    WorkerProc,
+    dead_letters,
+    produce_in_background,
+    published_alert_ids,
+    reference_alert_ids,
+    stored_alerts,
+    stored_event_ids,
+    wait_committed,
+)
+
+N = 24_000
+
+
+@pytest.fixture
+def run(stack_settings: Settings, tmp_path):
+    r = Run.create(stack_settings, tmp_path)
+    yield r
+    r.cleanup()
+
+
+def _sim(seed: int = 13) -> Simulation:
+    return Simulation(seed=seed, events=N, days=3, instances=1)
+
+
+def _check_accounting_and_alerts(run: Run, expected_events: int, reference: set[str]) -> set[str]:
+    assert stored_event_ids(run) + len(dead_letters(run)) == expected_events
+    stored = stored_alerts(run)
+    assert stored, "the run has attacks: it must raise alerts"
+    assert max(stored.values()) == 1, "an alert_id appears twice in the alerts table"
+    published = published_alert_ids(run)
+    assert [a for a, n in published.items() if n > 1] == [], "an alert_id was published twice"
+    assert set(published) == set(stored) == reference
+    return set(stored)
+
+
+def test_kill_9_repeatedly_loses_nothing_and_duplicates_nothing(run: Run):
+    # kill -9 the worker three times while the simulator produces the labelled run
+    producer = produce_in_background(run, _sim(), rate=1_500)
+    w = WorkerProc(run, "victim").start()
+    try:
+        for _ in range(3):
+            time.sleep(6)
+            w.kill9()
+            w.start()
+        producer.join(120)
+        wait_committed(run, N, [w])
+    finally:
+        w.terminate()
+    assert w.starts == 4
+    reference = reference_alert_ids(run)
+    killed = _check_accounting_and_alerts(run, N, reference)
+
+    # a fault-free run of the same input, in its own group, alerts topic and database
+    clean = run.for_group("clean")
+    w0 = WorkerProc(clean, "clean").start()
+    try:
+        wait_committed(clean, N, [w0])
+    finally:
+        assert w0.terminate() == 0, w0.tail()
+    try:
+        assert _check_accounting_and_alerts(clean, N, reference) == killed
+    finally:
+        clean.cleanup()
+
+
+def test_two_workers_one_killed_its_partitions_move_and_state_follows(run: Run):
+    reference_producer = produce_in_background(run, _sim(17), rate=4_000)
+    a = WorkerProc(run, "a").start()
+    b = WorkerProc(run, "b").start()
+    try:
+        time.sleep(14)
+        assert a.alive() and b.alive()
+        a.kill9()
+        reference_producer.join(120)
+        wait_committed(run, N, [a, b])
+        assert b.alive()
+        owned = [line for line in b.metrics().splitlines() if line.startswith("spyglass_partitions_owned ")]
+        assert owned == ["spyglass_partitions_owned 9.0"], owned  # all 3 topics x 3 partitions moved to b
+    finally:
+        b.terminate()
+    log = b.log.read_text()
+    assert "state restored" in log, "b must restore a's checkpoints, not start a's partitions cold"
+    _check_accounting_and_alerts(run, N, reference_alert_ids(run))
+
+
+def test_clickhouse_down_30s_and_broker_restart_mid_run(run: Run, stack_settings: Settings):
+    stack = Stack(stack_settings)
+    sim = _sim(19)
+    w = WorkerProc(run, "survivor").start()
+    try:
+        producer = produce_in_background(run, sim, rate=3_000)
+        time.sleep(4)
+        stack.down(("clickhouse",))
+        try:
+            time.sleep(30)
+            assert w.alive(), w.tail()
+            assert "store write failed; retrying" in w.log.read_text()
+            health = w.metrics()
+            assert "spyglass_store_up 0.0" in health
+        finally:
+            stack.up(("clickhouse",))
+        producer.join(120)
+        stack.down(("kafka",))
+        try:
+            time.sleep(3)
+        finally:
+            stack.up(("kafka",))
+        wait_committed(run, N, [w], timeout_s=300)
+        assert w.alive(), w.tail()
+    finally:
+        w.terminate()
+    _check_accounting_and_alerts(run, N, reference_alert_ids(run))
+
+
+BAD = [
+    (b'{"kind": "api_usage", "event_id": ', "$"),  # invalid JSON
+    (b'\xff\xfe{"kind": "api_usage"}', "$"),  # invalid UTF-8
+    (b'{"kind":"data_access","event_id":"x1","ts":"2026-11-02T10:00:00Z","principal":"p","principal_department":"d",'
+     b'"dataset":"s","dataset_owner_department":"d","sensitivity":"internal","operation":"read","granted":"yes"}',
+     "$.granted"),  # wrong type
+    (b'{"kind":"api_usage","event_id":"x2","ts":"2026-11-02T10:00:00Z"}', "$.api_key_id"),  # missing fields
+    (b'{"kind":"agent_execution","event_id":"x3","ts":"2026-11-02T10:00:00","agent_id":"a","agent_type":"t",'
+     b'"session_id":"s","principal":"p","action":"x","target_system":"y","privilege":"read","approval":"approved",'
+     b'"triggered_by":"user","outcome":"success"}', "$.ts"),  # naive timestamp
+    (b'{"kind":"api_usage","event_id":"x4","pad":"' + b"x" * 200_000 + b'"}', "$"),  # huge payload
+    (b'{"kind":"api_usage","x":' + b"[" * 30_000 + b"]" * 30_000 + b"}", "$"),  # deeply nested (under 64 KiB)
+    (None, "$"),  # null value (tombstone)
+]
+
+
+def test_bad_input_goes_to_dead_letters_with_reasons_and_the_stream_goes_on(run: Run):
+    from kafka import KafkaProducer
+
+    topics = run.event_topics()
+    producer = KafkaProducer(bootstrap_servers=run.settings.kafka_bootstrap, acks="all",
+                             max_request_size=2 * 1024 * 1024)
+    expected_dead = []
+    for i, (value, field) in enumerate(BAD * 3):
+        producer.send(topics[i % 3], key=f"bad-{i}".encode(), value=value)
+        expected_dead.append(field)
+    # a flood of new entity keys: 20,000 api keys never seen before, each used once (valid events)
+    enc = msgspec.json.Encoder()
+    for i in range(20_000):
+        producer.send(run.settings.topic_api_usage, key=f"k{i}".encode(), value=enc.encode({
+            "kind": "api_usage", "event_id": f"flood-{i}", "ts": f"2026-11-02T10:{i // 1000 % 60:02d}:00Z",
+            "api_key_id": f"flood-key-{i}", "principal": f"p{i}", "client_ip": f"10.{i % 250}.{i // 250 % 250}.9",
+            "method": "POST", "endpoint": "/v1/chat", "status": 200, "auth_result": "ok"}))
+    producer.flush()
+    producer.close()
+    # and ordinary traffic after all of that: the stream must go on
+    produce_kafka(Simulation(seed=23, events=6_000, days=1), run.settings.kafka_bootstrap, run.settings.topics())
+    total = len(expected_dead) + 20_000 + 6_000
+    w = WorkerProc(run, "sturdy").start()
+    try:
+        wait_committed(run, total, [w])
+        assert w.alive()
+        peak_mb = w.rss_mb()
+    finally:
+        assert w.terminate() == 0
+    dead = dead_letters(run)
+    assert len(dead) == len(expected_dead)
+    fields = sorted(dict(m.headers)["spyglass.error.field"].decode() for m in dead)
+    assert fields == sorted(expected_dead)
+    for m in dead:
+        h = dict(m.headers)
+        assert h["spyglass.error.reason"], "every dead letter says why"
+        assert h["spyglass.source.topic"].decode() in topics
+        assert int(h["spyglass.source.offset"]) >= 0
+    assert stored_event_ids(run) == 20_000 + 6_000
+    # memory: the worker's peak RSS with 20,000 extra keys stays under the budget
+    assert peak_mb < 1_024, f"peak RSS {peak_mb:.0f} MB"
