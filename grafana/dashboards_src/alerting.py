@@ -48,11 +48,12 @@ RULES = (
         description="Open the Security overview, then the alert's investigation page from the alert table."),
     RuleSpec(
         uid="spyglass-worker-stalled", title="Spyglass worker stopped flushing", group="spyglass-pipeline",
-        sql=("SELECT worker, dateDiff('second', max(ts), now()) AS seconds_since_flush\n"
+        # workers seen in the last day ($__fromTime .. now), and how long each has been silent
+        sql=("SELECT worker, dateDiff('second', max(ts), least(now(), $__toTime)) AS seconds_since_flush\n"
              "FROM pipeline_health\n"
-             "WHERE ts > now() - 86400\n"
+             "WHERE $__timeFilter(ts)\n"
              "GROUP BY worker"),
-        columns=("worker", "seconds_since_flush"), window_s=600, threshold=300, for_="2m", no_data="NoData",
+        columns=("worker", "seconds_since_flush"), window_s=86400, threshold=300, for_="2m", no_data="NoData",
         severity="high",
         summary="Worker {{ $labels.worker }} has not flushed a batch for {{ $values.A }} s",
         description="Check the worker process and its consumer group; see the Pipeline health dashboard."),

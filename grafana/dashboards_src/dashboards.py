@@ -88,7 +88,7 @@ def _alerts_table(board: Board, title: str, where: str, *, w: int = 24, h: int =
             SELECT alert_id, first_seen, last_seen, tenant, severity, score, detector, entity_type, entity, title
             FROM alerts FINAL
             WHERE {ALERT_RANGE} AND {TENANT} AND {where}
-        ) ANY LEFT JOIN {LATEST_STATUS} USING alert_id
+        ) AS a ANY LEFT JOIN {LATEST_STATUS} AS s USING alert_id
         ORDER BY last_seen DESC, alert_id
         LIMIT {limit}
     """
@@ -346,7 +346,8 @@ def data_access() -> Board:
           """, ["principal", "department", "dataset", "owner_department", "sensitivity", "accesses", "denied",
                 "bytes", "last_seen"])
     _alerts_table(b, "Off-hours access to sensitive data (the detector knows each tenant's working hours)",
-                  f"detector = 'data.off_hours' AND {ENTITY}", w=12, h=9)
+                  f"detector = 'data.off_hours' AND {ENTITY}", w=12, h=9,
+                  may_be_empty="data.off_hours fires only where an off-hours instance lands in the range")
     b.add(table.Panel().title("Training-data writes").span(12).height(9)
           .description("Writes and train operations on datasets used for model training (purpose or operation)."),
           f"""
@@ -465,7 +466,7 @@ def alert_investigation() -> Board:
           FROM (
               SELECT alert_id, severity, score, detector, tenant, entity_type, entity, first_seen, last_seen, tags
               FROM alerts FINAL WHERE {the_alert}
-          ) ANY LEFT JOIN {LATEST_STATUS} USING alert_id
+          ) AS a ANY LEFT JOIN {LATEST_STATUS} AS s USING alert_id
           """, ["alert_id", "severity", "score", "detector", "tenant", "entity_type", "entity", "first_seen",
                 "last_seen", "tags", "status"])
     b.add(stat.Panel().title("Explanation").span(24).height(4).text_mode(common.BigValueTextMode.VALUE)
@@ -534,16 +535,16 @@ def pipeline_health() -> Board:
     _variable(b, "worker", "Worker",
               "SELECT DISTINCT worker FROM pipeline_health WHERE $__timeFilter(ts) ORDER BY worker")
     w = var_filter("worker", "worker")
-    b.add(_stat("Seconds since each worker's last flush").span(8).height(5).unit("s")
+    b.add(_stat("Seconds since each worker's last flush (at the range's end)").span(8).height(5).unit("s")
           .thresholds(_steps((None, "green"), (60, "orange"), (300, "red")))
           .color_mode(common.BigValueColorMode.BACKGROUND),
           f"""
-          SELECT worker, dateDiff('second', max(ts), now()) AS seconds_since_flush
+          SELECT worker, dateDiff('second', max(ts), least(now(), $__toTime)) AS seconds_since_flush
           FROM pipeline_health
-          WHERE ts > now() - 86400 AND {w}
+          WHERE ts > $__toTime - 86400 AND ts <= $__toTime AND {w}
           GROUP BY worker
           ORDER BY worker
-          """, ["worker", "seconds_since_flush"], may_be_empty="looks at the last 24 h of wall time only")
+          """, ["worker", "seconds_since_flush"])
     b.add(timeseries.Panel().title("Throughput").span(16).height(8).unit("short")
           .description("Events, alerts and dead letters per second, all workers."),
           f"""
@@ -606,14 +607,14 @@ def pipeline_health() -> Board:
           .override_by_name("state_bytes", [dm.DynamicConfigValue(id_val="unit", value="bytes")])
           .thresholds(_steps((None, "green"), (120, "orange"), (600, "red"))),
           """
-          SELECT group_id, topic, partition, max(offset) AS offset, argMax(worker, offset) AS worker,
+          SELECT group_id, topic, partition, max(offset) AS next_offset, argMax(worker, offset) AS worker,
                  argMax(entities, offset) AS entities, argMax(bytes, offset) AS state_bytes,
-                 argMax(written_at, offset) AS written_at,
+                 argMax(written_at, offset) AS last_written,
                  dateDiff('second', argMax(written_at, offset), now()) AS age_s
           FROM engine_checkpoints
           GROUP BY group_id, topic, partition
           ORDER BY group_id, topic, partition
-          """, ["group_id", "topic", "partition", "offset", "worker", "entities", "state_bytes", "written_at",
+          """, ["group_id", "topic", "partition", "next_offset", "worker", "entities", "state_bytes", "last_written",
                 "age_s"])
     return b
 
