@@ -228,10 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from streams.bench import register as register_bench
     from streams.evalcli import register as register_eval
+    from streams.grafanacli import register as register_grafana
     from streams.stack.cli import register as register_stack
 
     register_eval(sub)
     register_bench(sub)
+    register_grafana(sub)
 
     register_stack(sub)
     return p
