@@ -137,8 +137,8 @@ def security_overview() -> Board:
                                                            value={"type": "gauge", "mode": "gradient"})])
           .thresholds(_steps((None, "green"), (1, "orange"), (3, "red"))),
           f"""
-          SELECT entity_type, entity, tenant, round(sum(risk), 2) AS risk, sum(alerts) AS alerts,
-                 arrayElement(['info', 'low', 'medium', 'high', 'critical'], toUInt8(max(max_severity)) + 1) AS worst
+          SELECT entity_type, entity, tenant, round(sum(score_sum), 2) AS risk, sum(alerts) AS alerts,
+                 arrayElement(['info', 'low', 'medium', 'high', 'critical'], maxMerge(severity_max) + 1) AS worst
           FROM entity_risk_minute
           WHERE $__timeFilter(minute) AND {TENANT} AND {ENTITY}
           GROUP BY entity_type, entity, tenant
@@ -213,7 +213,7 @@ def api_governance() -> Board:
           .thresholds_style(cb.GraphThresholdsStyleConfig().mode(common.GraphTresholdsStyleMode.LINE)),
           f"""
           SELECT {minute_bucket('minute')} AS time,
-                 sum(failures) / (greatest($__interval_s, 60) / 60) AS failures_per_min
+                 sum(auth_failures) / (greatest($__interval_s, 60) / 60) AS failures_per_min
           FROM events_minute
           WHERE $__timeFilter(minute) AND {api}
           GROUP BY time
@@ -279,12 +279,12 @@ def api_governance() -> Board:
     b.add(timeseries.Panel().title("Token consumption").span(12).height(9).unit("short")
           .description("tokens_in + tokens_out of model calls through the gateways, per interval."),
           f"""
-          SELECT {minute_bucket('minute')} AS time, sum(tokens) AS tokens
+          SELECT {minute_bucket('minute')} AS time, sum(tokens_in) AS tokens_in, sum(tokens_out) AS tokens_out
           FROM events_minute
           WHERE $__timeFilter(minute) AND {api}
           GROUP BY time
           ORDER BY time
-          """, ["time", "tokens"], timeseries=True)
+          """, ["time", "tokens_in", "tokens_out"], timeseries=True)
     _alerts_table(b, "API alerts", f"kind = 'api_usage' AND {ENTITY}", h=8)
     return b
 
@@ -311,7 +311,7 @@ def data_access() -> Board:
           .thresholds_style(cb.GraphThresholdsStyleConfig().mode(common.GraphTresholdsStyleMode.LINE)),
           f"""
           SELECT {minute_bucket('minute')} AS time,
-                 sum(failures) / (greatest($__interval_s, 60) / 60) AS denied_per_min
+                 sum(denied) / (greatest($__interval_s, 60) / 60) AS denied_per_min
           FROM events_minute
           WHERE $__timeFilter(minute) AND {da}
           GROUP BY time
@@ -378,7 +378,7 @@ def agent_execution() -> Board:
           f"""
           SELECT {minute_bucket('minute')} AS time,
                  sum(events) / (greatest($__interval_s, 60) / 60) AS actions_per_min,
-                 sum(failures) / (greatest($__interval_s, 60) / 60) AS failed_or_blocked_per_min
+                 sum(agent_failures) / (greatest($__interval_s, 60) / 60) AS failed_or_blocked_per_min
           FROM events_minute
           WHERE $__timeFilter(minute) AND {ag}
           GROUP BY time
@@ -488,7 +488,7 @@ def alert_investigation() -> Board:
           """, ["feature", "value", "baseline", "ratio_to_baseline"])
     b.add(timeseries.Panel().title("Entity risk around the alert").span(12).height(10).unit("short"),
           f"""
-          SELECT {minute_bucket('minute')} AS time, sum(risk) AS risk, sum(alerts) AS alerts
+          SELECT {minute_bucket('minute')} AS time, sum(score_sum) AS risk, sum(alerts) AS alerts
           FROM entity_risk_minute
           WHERE $__timeFilter(minute)
             AND (tenant, entity) IN (SELECT tenant, entity FROM alerts FINAL WHERE {the_alert})

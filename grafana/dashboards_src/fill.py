@@ -13,7 +13,6 @@ import time
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from typing import Any
 
 import msgspec
@@ -36,64 +35,10 @@ class Filled:
 
 
 def ensure_tables(store: Any) -> None:
-    """The events table (schemas/clickhouse), the storage migrations where present, the stand-ins otherwise."""
+    """The storage migrations (schemas/clickhouse/migrations), applied as the worker applies them."""
     from streams.sinks.clickhouse import apply_ddl
 
     apply_ddl(store)
-    migrate = _storage_migrate()
-    if migrate is not None:
-        migrate(store)
-        return
-    db = store.database
-    cols = {r[0] for r in store.query(
-        f"SELECT name FROM system.columns WHERE database = '{db}' AND table = 'events'")}  # noqa: S608
-    if "score" not in cols:
-        store.execute(f"ALTER TABLE {db}.events ADD COLUMN score Float32 DEFAULT 0")
-    text = resources.files(__package__).joinpath("standin.sql").read_text(encoding="utf-8")
-    body = "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("--"))
-    for stmt in body.split(";"):
-        if stmt.strip():
-            store.execute(stmt.strip().replace("{db}", db))
-
-
-def _storage_migrate() -> Any:
-    try:
-        from schemas.migrate import migrate  # type: ignore[import-not-found]  # the storage branch's migrations
-    except ImportError:
-        return None
-    return migrate
-
-
-def alert_rows(alerts: list, created_at: datetime, sources: list[tuple[str, int, int]]) -> dict[str, list]:
-    """Alert contract -> alerts table columns (schemas.rows.alert_columns once the storage branch lands)."""
-    try:
-        from schemas.rows import alert_columns  # type: ignore[import-not-found]
-    except ImportError:
-        alert_columns = None
-    if alert_columns is not None:
-        return alert_columns(alerts, created_at, sources)
-
-    def dt(s: str) -> datetime:
-        return datetime.fromisoformat(s.replace("Z", "+00:00")).astimezone(UTC).replace(microsecond=0)
-
-    enc = msgspec.json.Encoder()
-    cols: dict[str, list] = {k: [] for k in (
-        "alert_id", "tenant", "detector", "kind", "entity_type", "entity", "severity", "score", "first_seen",
-        "last_seen", "title", "explanation", "evidence", "feature_names", "feature_values", "feature_baselines",
-        "event_ids", "tags", "source_topic", "source_partition", "source_offset", "created_at")}
-    for a, (topic, part, off) in zip(alerts, sources, strict=True):
-        f = a.evidence.features
-        for k, v in (("alert_id", a.alert_id), ("tenant", a.tenant), ("detector", a.detector), ("kind", a.kind),
-                     ("entity_type", a.entity_type), ("entity", a.entity), ("severity", a.severity),
-                     ("score", float(a.score)), ("first_seen", dt(a.first_seen)), ("last_seen", dt(a.last_seen)),
-                     ("title", a.title), ("explanation", a.explanation),
-                     ("evidence", enc.encode(a.evidence).decode()), ("feature_names", [x.name for x in f]),
-                     ("feature_values", [float(x.value) for x in f]),
-                     ("feature_baselines", [float("nan") if x.baseline is None else float(x.baseline) for x in f]),
-                     ("event_ids", list(a.evidence.event_ids)), ("tags", list(a.tags)), ("source_topic", topic),
-                     ("source_partition", part), ("source_offset", off), ("created_at", created_at)):
-            cols[k].append(v)
-    return cols
 
 
 def _literal(v: Any) -> str:
@@ -126,6 +71,7 @@ def fill(store: Any, *, events: int = 60_000, seed: int = 7, days: int = 3, batc
     """Simulate ``events`` events, score them with the engine, and store events, alerts and pipeline rows."""
     from detectors.engine import Engine
     from schemas.events import decode
+    from schemas.rows import alert_columns
     from streams.simulator.run import Simulation
     from streams.sinks.clickhouse import EventsSink
 
@@ -173,7 +119,7 @@ def fill(store: Any, *, events: int = 60_000, seed: int = 7, days: int = 3, batc
         first_ts = first_ts or min(e.ts for e in evs).astimezone(UTC).replace(microsecond=0)
         last_ts = end
         if alerts:
-            insert(store, "alerts", alert_rows(alerts, end, sources))
+            insert(store, "alerts", alert_columns(alerts, end, sources))
         # one health row per partition per flush, stamped in event time so the replay reads as live traffic;
         # lag: what the batch left behind in the partition (the next batch's share), draining to 0 at the end
         for (topic, part), n in sorted(per_part.items()):
