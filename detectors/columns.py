@@ -74,6 +74,7 @@ class ApiColumns:
     auth_fail: np.ndarray  # bool: auth_result != ok
     tokens: np.ndarray  # tokens_in + tokens_out
     events: list[ApiUsage]
+    pos: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # index in the input batch
 
 
 @dataclass
@@ -90,6 +91,7 @@ class DataColumns:
     granted: np.ndarray
     ip: np.ndarray  # -1 when absent
     events: list[DataAccess]
+    pos: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # index in the input batch
 
 
 @dataclass
@@ -109,11 +111,12 @@ class AgentColumns:
     tokens: np.ndarray
     session: list[str]
     events: list[AgentExecution]
+    pos: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # index in the input batch
 
 
 @dataclass
 class Batch:
-    """One batch of events split by kind, each kind in event-time order."""
+    """One batch of events split by kind, each kind in arrival order (``pos``: index in the input)."""
 
     api: ApiColumns | None
     data: DataColumns | None
@@ -136,19 +139,31 @@ def _opt(vocab: Vocab, values: list[str | None]) -> np.ndarray:
 
 
 def to_batch(events: list[Event], v: Vocabs) -> Batch:
-    """Split decoded events by kind, sort each kind by event time, intern strings into columns."""
-    api = [e for e in events if isinstance(e, ApiUsage)]
-    data = [e for e in events if isinstance(e, DataAccess)]
-    agent = [e for e in events if isinstance(e, AgentExecution)]
-    return Batch(_api(api, v) if api else None, _data(data, v) if data else None, _agent(agent, v) if agent else None)
+    """Split decoded events by kind and intern strings into columns.
+
+    Events keep their arrival order (no sort by event time): the engine's result must not depend
+    on where a stream is cut into batches, and a per-batch sort would make it depend on that
+    whenever a stream arrives slightly out of order. The kernels tolerate out-of-order time.
+    """
+    parts: dict[type, tuple[list, list[int]]] = {ApiUsage: ([], []), DataAccess: ([], []), AgentExecution: ([], [])}
+    for i, e in enumerate(events):
+        evs, pos = parts[type(e)]
+        evs.append(e)
+        pos.append(i)
+    cols = []
+    for kind, build in ((ApiUsage, _api), (DataAccess, _data), (AgentExecution, _agent)):
+        evs, pos = parts[kind]
+        if evs:
+            c = build(evs, v)
+            c.pos = np.asarray(pos, dtype=np.int64)
+            cols.append(c)
+        else:
+            cols.append(None)
+    return Batch(*cols)
 
 
 def _sorted(events: list) -> tuple[list, np.ndarray]:
-    ts = _ts_ms(events)
-    if np.all(ts[1:] >= ts[:-1]):
-        return events, ts
-    order = np.argsort(ts, kind="stable")
-    return [events[i] for i in order.tolist()], ts[order]
+    return events, _ts_ms(events)
 
 
 def _api(events: list[ApiUsage], v: Vocabs) -> ApiColumns:

@@ -72,6 +72,7 @@ class Finding:
     tenant: int
     entity: str
     ts: int
+    seq: int  # position of the event in the input batch (arrival order)
     event_id: str
     principal: int
     score: float
@@ -127,6 +128,7 @@ class State:
     type_longest: dict[int, int] = field(default_factory=dict)  # agent type -> longest length 2 sessions reached
     risk: dict[int, tuple[float, int, set]] = field(default_factory=dict)  # principal -> (risk, last ts, dets)
     cooldown: dict[tuple[str, str, int], int] = field(default_factory=dict)  # (detector, entity, tenant) -> ts
+    key_models: dict[int, dict[int, int]] = field(default_factory=dict)  # key -> model -> last ts
     watermark: int = 0  # highest event time seen
 
 
@@ -138,10 +140,16 @@ class Engine:
         self.s = State()
         self.events_seen = 0
         self.alerts_emitted = 0
+        self.scores: dict[str, float] = {}  # event_id -> highest detector score, for the last batch only
 
     # -- public API -------------------------------------------------------------------------
     def process(self, events: list[Event]) -> list[Alert]:
-        """Score a batch, learn it, and return the alerts it raised (in event-time order)."""
+        """Score a batch, learn it, and return the alerts it raised (in arrival order).
+
+        The result does not depend on how a stream is cut into batches: every per-entity count,
+        profile and warm-up check is taken as of each event, so a worker that restores a
+        checkpoint and resumes mid-stream raises exactly the alerts an uninterrupted run does.
+        """
         if not events:
             return []
         batch = to_batch(events, self.s.vocabs)
@@ -153,9 +161,13 @@ class Engine:
             findings += self._data(batch.data)
         if batch.agent is not None:
             findings += self._agent(batch.agent)
-        findings.sort(key=lambda f: (f.ts, f.detector, f.entity))
+        findings.sort(key=lambda f: (f.seq, f.detector, f.entity))
+        self.scores = {}
+        for f in findings:
+            if f.score > self.scores.get(f.event_id, 0.0):
+                self.scores[f.event_id] = f.score
         alerts = self._emit(findings)
-        self.s.watermark = max(self.s.watermark, max(int(c.ts[-1]) for c in _cols(batch)))
+        self.s.watermark = max(self.s.watermark, max(int(c.ts.max()) for c in _cols(batch)))
         self.alerts_emitted += len(alerts)
         return alerts
 
@@ -264,18 +276,37 @@ class Engine:
             out.append(self._f("api.rate_burst", c, i, e.api_key_id, e.principal, min(1.0, 0.5 + ratio / 100), feats,
                                f"API key {e.api_key_id} made about {fast[i]:.0f} requests in 10 minutes, "
                                f"{ratio:.0f}x its usual {expected[i]:.1f}."))
-            if new_model[i] or (e.model and self._key_models_in_burst(c, i) >= 3):
+            if new_model[i] or (e.model and self._key_models_recent(c, i) >= 3):
                 out.append(self._f("api.model_extraction", c, i, e.api_key_id, e.principal, 0.85, feats + [
                     Feature(name="new_model", value=float(new_model[i]), baseline=0.0)],
                     f"API key {e.api_key_id} is sending a sustained burst of inference queries ({fast[i]:.0f} in "
                     f"10 minutes, {ratio:.0f}x usual) across models it did not use before, a model-extraction "
                     f"pattern."))
+        self._learn_key_models(c)
         return out
 
-    def _key_models_in_burst(self, c: ApiColumns, i: int) -> int:
-        lo = np.searchsorted(c.ts, c.ts[i] - 10 * MIN)
-        sel = c.key[lo: i + 1] == c.key[i]
-        return int(np.unique(c.model[lo: i + 1][sel]).size)
+    def _key_models_recent(self, c: ApiColumns, i: int) -> int:
+        """Distinct models the key queried in the 10 minutes up to event ``i`` (earlier batches too)."""
+        k, t = int(c.key[i]), int(c.ts[i])
+        models = {m for m, last in self.s.key_models.get(k, {}).items() if last >= t - 10 * MIN}
+        sel = (c.key[: i + 1] == k) & (c.ts[: i + 1] >= t - 10 * MIN) & (c.model[: i + 1] >= 0)
+        models.update(c.model[: i + 1][sel].tolist())
+        return len(models)
+
+    def _learn_key_models(self, c: ApiColumns) -> None:
+        sel = np.flatnonzero(c.model >= 0)
+        if not sel.size:
+            return
+        km = pair(c.key[sel], c.model[sel])
+        uniq, inv = np.unique(km, return_inverse=True)
+        last = np.full(uniq.size, np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(last, inv, c.ts[sel])
+        store = self.s.key_models
+        for kk, t in zip(uniq.tolist(), last.tolist(), strict=True):
+            d = store.setdefault(kk >> 31, {})
+            m = kk & 0x7FFFFFFF
+            if t > d.get(m, -1):
+                d[m] = t
 
     # -- data_access ------------------------------------------------------------------------
     def _data(self, c: DataColumns) -> list[Finding]:
@@ -284,19 +315,21 @@ class Engine:
         s.dataset.fit(len(v.dataset))
         p = s.principal
         out: list[Finding] = []
-        _count(p, c.principal, c.ts)
-        warm = (p["n"][c.principal] >= 20) & (c.ts - p["first"][c.principal] >= 12 * HOUR)
+        p_before = _count(p, c.principal, c.ts)  # each event's count of earlier events of its principal
+        warm = (p_before + 1 >= 20) & (c.ts - p["first"][c.principal] >= 12 * HOUR)
 
         # volume far above the principal's baseline (granted reads/exports only)
         g = np.flatnonzero(c.granted)
         if g.size:
+            # a cold principal learns every event (z is 0 below `warm`), so its count before each
+            # event is its count before the batch plus its earlier events in the batch
+            cold = p["seen"][c.principal[g]] + _rank(c.principal[g]) < cfg.volume_min_seen
             z = log_zscore(c.principal[g], c.rows[g], p["mean"], p["var"], p["seen"], 0.02, 4.0, 0.25,
                            cfg.volume_min_seen)
             # peer baseline: until a principal has its own, its department's judges it
             s.dept.fit(len(v.dept))
             dz = log_zscore(c.dept[g], c.rows[g], s.dept["mean"], s.dept["var"], s.dept["seen"], 0.01, 4.0, 0.25,
                             50)
-            cold = p["seen"][c.principal[g]] < cfg.volume_min_seen  # (after this batch: cold then too)
             peer = cold & (dz >= cfg.volume_peer_z)
             for j in np.flatnonzero((z >= cfg.volume_z) | peer):
                 i = g[j]
@@ -348,14 +381,15 @@ class Engine:
         # whatever their time zone (hour-of-week would leave every bucket unseen for a week)
         how = (c.ts // HOUR) % 24
         t_hist, p_hist = s.tow_tenant, s.tow_principal
-        t_tot = t_hist[c.tenant].sum(axis=1)
-        p_tot = p_hist[c.principal].sum(axis=1)
-        t_share = t_hist[c.tenant, how] / np.maximum(t_tot, 1) * 24
-        p_share = p_hist[c.principal, how] / np.maximum(p_tot, 1) * 24
+        # histograms as of each event: the profile before the batch plus the batch's earlier events
+        t_tot = t_hist[c.tenant].sum(axis=1) + _rank(c.tenant)
+        p_tot = p_hist[c.principal].sum(axis=1) + _rank(c.principal)
+        t_share = (t_hist[c.tenant, how] + _rank(pair(c.tenant, how))) / np.maximum(t_tot, 1) * 24
+        p_share = (p_hist[c.principal, how] + _rank(pair(c.principal, how))) / np.maximum(p_tot, 1) * 24
         for t in np.unique(c.tenant).tolist():
             s.tenant_first.setdefault(t, int(c.ts[c.tenant == t][0]))
         t_first = np.array([s.tenant_first[t] for t in c.tenant.tolist()], dtype=np.int64)
-        history = (c.ts - t_first >= DAY) & (t_tot >= 500) & (p["n"][c.principal] >= 5)
+        history = (c.ts - t_first >= DAY) & (t_tot >= 500) & (p_before >= 5)
         # a principal with a thin profile of its own is judged by its peer group (the tenant)
         off = history & (t_share < cfg.off_hours_share) & ((p_tot < 50) | (p_share < cfg.off_hours_share))
         off_sens = off & (c.sensitivity >= 2) & c.granted
@@ -455,7 +489,7 @@ class Engine:
         new_ta = self._novel("type_action", pair(c.agent_type, c.action))
         types, inv, counts = np.unique(c.agent_type, return_inverse=True, return_counts=True)
         seen_before = np.array([s.type_events.get(t, 0) for t in types.tolist()], dtype=np.int64)
-        type_n = seen_before[inv]
+        type_n = seen_before[inv] + _rank(c.agent_type)
         for t, n in zip(types.tolist(), (seen_before + counts).tolist(), strict=True):
             s.type_events[t] = n
         type_warm = type_n >= cfg.agent_type_warm_events
@@ -515,7 +549,7 @@ class Engine:
                                f"Agent {e.agent_id} is running about {fast[i]:.0f} actions a minute, "
                                f"{fast[i] / expected[i]:.0f}x its usual {expected[i]:.1f} (session {e.session_id})."))
         if len(sessions) > 200_000:  # bounded: forget untrusted marks older than a day
-            horizon = int(c.ts[-1]) - DAY
+            horizon = int(c.ts.max()) - DAY
             s.untrusted_sessions = {k: t for k, t in sessions.items() if t >= horizon}
         if len(steps) > 500_000:  # bounded: keep the newest half of the session step counters
             s.session_steps = dict(list(steps.items())[len(steps) // 2:])
@@ -524,7 +558,7 @@ class Engine:
     # -- findings -> alerts -----------------------------------------------------------------
     def _f(self, detector: str, c: Any, i: int, entity: str, principal: str, score: float,
            features: list[Feature], explanation: str) -> Finding:
-        return Finding(detector, CATALOG[detector].kind, int(c.tenant[i]), entity, int(c.ts[i]),
+        return Finding(detector, CATALOG[detector].kind, int(c.tenant[i]), entity, int(c.ts[i]), int(c.pos[i]),
                        c.events[i].event_id, self.s.vocabs.principal.id(f"{c.events[i].tenant}{SEP}{principal}"),
                        float(score), features,
                        explanation)
@@ -535,16 +569,15 @@ class Engine:
         out: list[Alert] = []
         for f in findings:
             key = (f.detector, f.entity, f.tenant)
-            cur = open_.get(key)
-            if cur is not None:  # fold later hits of this batch into the alert
-                cur.last_seen = _iso(f.ts)
-                if len(cur.evidence.event_ids) < cfg.max_evidence:
-                    cur.evidence.event_ids.append(f.event_id)
-                cur.score = max(cur.score, round(f.score, 3))
-                cur.severity = severity_of(cur.score)
-                continue
             last = s.cooldown.get(key)
             if last is not None and f.ts - last < CATALOG[f.detector].cooldown_s * 1000:
+                cur = open_.get(key)
+                if cur is not None:  # fold later hits of this batch into its open alert
+                    cur.last_seen = _iso(max(f.ts, last))
+                    if len(cur.evidence.event_ids) < cfg.max_evidence:
+                        cur.evidence.event_ids.append(f.event_id)
+                    cur.score = max(cur.score, round(f.score, 3))
+                    cur.severity = severity_of(cur.score)
                 continue
             s.cooldown[key] = f.ts
             a = self._alert(f)
@@ -580,7 +613,7 @@ class Engine:
             if last_inc is not None and f.ts - last_inc < CATALOG["risk.incident"].cooldown_s * 1000:
                 return
             s.cooldown[key] = f.ts
-            inc = Finding("risk.incident", "cross", f.tenant, name, f.ts, f.event_id, f.principal,
+            inc = Finding("risk.incident", "cross", f.tenant, name, f.ts, f.seq, f.event_id, f.principal,
                           min(1.0, 0.5 + risk / 10),
                           [Feature(name="risk", value=round(risk, 2), baseline=cfg.risk_threshold),
                            Feature(name="detectors", value=float(len(dets)), baseline=float(cfg.risk_min_detectors))],
@@ -595,18 +628,26 @@ class Engine:
 def _count(arrays: Arrays, ids: np.ndarray, ts: np.ndarray) -> np.ndarray:
     """Warm-up bookkeeping: add a batch to the per-entity ``n`` and ``first`` (first-seen time).
 
-    Returns each event's count of earlier events of its entity (the batch is in time order).
+    Returns each event's count of earlier events of its entity (in arrival order).
     """
     n = arrays["n"]
     uniq, first_ix, counts = np.unique(ids, return_index=True, return_counts=True)
     fresh = n[uniq] == 0
     arrays["first"][uniq[fresh]] = ts[first_ix[fresh]]
-    order = np.argsort(ids, kind="stable")
-    rank = np.empty(ids.size, dtype=np.int64)
-    rank[order] = np.arange(ids.size) - np.repeat(np.cumsum(counts) - counts, counts)
-    before = n[ids] + rank
+    before = n[ids] + _rank(ids)
     n[uniq] += counts
     return before
+
+
+def _rank(ids: np.ndarray) -> np.ndarray:
+    """Each element's count of earlier equal elements in ``ids`` (0 for the first occurrence)."""
+    if ids.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(ids, kind="stable")
+    _, counts = np.unique(ids[order], return_counts=True)
+    rank = np.empty(ids.size, dtype=np.int64)
+    rank[order] = np.arange(ids.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    return rank
 
 
 def _cols(batch: Batch) -> list:

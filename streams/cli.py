@@ -130,6 +130,12 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.worker import run_worker
+
+    return run_worker(settings, migrate=not args.no_migrate, loglevel=args.log_level, worker_name=args.name)
+
+
 def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
     from streams.stack.kafka import ensure_topics
 
@@ -218,6 +224,21 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--group", default="spyglass-ingest", help="consumer group id (default spyglass-ingest)")
     i.add_argument("--max-events", type=int, default=0, help="stop after this many records (default: run forever)")
     i.set_defaults(func=_ingest)
+
+    w = sub.add_parser(
+        "worker",
+        help="the detection service: score the event topics, publish alerts, store events and alerts",
+        description="Start a Faust worker in the consumer group SPYGLASS_WORKER_GROUP. It consumes the three "
+        "event topics, scores them with the engine (one per topic partition, state checkpointed to the store), "
+        "publishes alerts and dead letters to Kafka, writes events and alerts to the store, and commits offsets "
+        "only after all of that is acknowledged. Start more workers to share the partitions. Serves /health and "
+        "/metrics on 127.0.0.1:SPYGLASS_WORKER_WEB_PORT; logs JSON lines; stops cleanly on SIGTERM.",
+        epilog=EPILOG,
+    )
+    w.add_argument("--name", default=None, help="worker name in logs, metrics and checkpoints (default host-pid)")
+    w.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    w.add_argument("--no-migrate", action="store_true", help="do not create or upgrade the store's tables at start")
+    w.set_defaults(func=_worker)
 
     t = sub.add_parser("topics", help="create the event, alerts and dead-letter topics (idempotent)",
                        description="Create the Kafka topics Spyglass uses, if missing.", epilog=EPILOG)

@@ -56,6 +56,17 @@ class Settings(BaseSettings):
         description="Days the per-minute aggregates and pipeline health are kept (TTL, or `spyglass db prune`)",
     )
 
+    # --- Worker ------------------------------------------------------------------------
+    worker_group: str = Field("spyglass-worker", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$",
+                              description="Consumer group (Faust app id) the workers share")
+    worker_batch_max: int = Field(5_000, ge=1, le=100_000, description="Records per scoring batch, at most")
+    worker_batch_within_s: float = Field(0.2, gt=0, le=10, description="Longest wait to fill a batch (seconds)")
+    worker_checkpoint_s: float = Field(5.0, gt=0, le=3600,
+                                       description="Checkpoint each partition's state (and commit) this often")
+    worker_web_port: int = Field(6066, ge=0, le=65535, description="Worker /health and /metrics port (0: none)")
+    checkpoint_key: SecretStr | None = Field(
+        None, description="HMAC key signing engine checkpoints (default: one generated in the stack dir)")
+
     # --- Local stack -------------------------------------------------------------------
     stack_dir: Path = Field(Path(".stack"), description="Where the local stack keeps data, logs and pids")
     cache_dir: Path = Field(

@@ -121,6 +121,8 @@ class ChdbStore:
         n = len(columns[names[0]]) if names else 0
         if n == 0:
             return 0
+        if any(v and isinstance(v[0], list | tuple) for v in columns.values()):
+            return self._insert_json(table, names, columns, n)
         # chDB's Python() table function reads a dict of lists from this frame, column by column.
         # It takes no datetime objects: those go as epoch seconds, cast by the INSERT.
         spyglass_batch = {  # noqa: F841 - read by chDB by name
@@ -132,6 +134,28 @@ class ChdbStore:
             self._session.query(  # identifiers checked by _check_ident
                 f"INSERT INTO {self.database}.{table} ({cols}) SELECT {cols} FROM Python(spyglass_batch)"  # noqa: S608
             )
+        except Exception as exc:
+            raise StoreError(f"{self.url}: insert into {table}: {exc}") from None
+        return n
+
+    def _insert_json(self, table: str, names: list[str], columns: dict[str, list[Any]], n: int) -> int:
+        """Rows as JSONEachRow: the Python() table function takes no array columns."""
+        import msgspec
+
+        def cell(v: Any) -> Any:
+            if isinstance(v, datetime):
+                return int(v.timestamp())
+            if isinstance(v, float) and v != v:
+                return "nan"  # JSON has no NaN; ClickHouse reads the quoted form
+            if isinstance(v, list | tuple):
+                return [cell(x) for x in v]
+            return v
+
+        enc = msgspec.json.Encoder()
+        body = b"\n".join(enc.encode({k: cell(columns[k][i]) for k in names}) for i in range(n))
+        try:
+            self._session.query(f"INSERT INTO {self.database}.{table} ({', '.join(names)}) FORMAT JSONEachRow\n"
+                                + body.decode("utf-8"))
         except Exception as exc:
             raise StoreError(f"{self.url}: insert into {table}: {exc}") from None
         return n

@@ -1,0 +1,109 @@
+"""Per-partition engine checkpoints, kept in ClickHouse where every worker can read them.
+
+A checkpoint is the engine's whole state for one topic partition plus the offset it reflects
+(the next offset it has *not* seen). Any worker that is assigned the partition restores it,
+skips records below that offset (already learned, already stored) and re-scores the rest;
+the engine does not depend on where batches are cut, so the re-scored records give the very
+alerts the first run gave, with the same ids.
+
+The state is a pickle of the engine's own arrays; unpickling runs code, so every blob is
+signed with HMAC-SHA256 under a key only the workers hold (``SPYGLASS_CHECKPOINT_KEY``) and
+one that fails the check is refused: the partition then starts cold rather than load it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from detectors.engine import Engine
+from schemas.errors import SpyglassError
+from streams.sinks.clickhouse import Store
+
+log = logging.getLogger("spyglass.checkpoints")
+
+
+class CheckpointError(SpyglassError):
+    """A checkpoint was found but cannot be trusted or read."""
+
+
+@dataclass
+class Checkpoint:
+    topic: str
+    partition: int
+    offset: int
+    engine: Engine
+
+
+def checkpoint_key(secret: str | None, stack_dir: Path) -> bytes:
+    """The signing key: the configured secret, else one generated once for this machine's stack."""
+    if secret:
+        return secret.encode("utf-8")
+    path = stack_dir / "checkpoint.key"
+    if not path.exists():
+        stack_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path.read_text().strip().encode("utf-8")
+
+
+def _lit(s: str) -> str:
+    """A ClickHouse string literal (the values are topic names and group ids we configured)."""
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class CheckpointStore:
+    """Reads and writes the ``engine_checkpoints`` table of a store."""
+
+    def __init__(self, store: Store, group_id: str, key: bytes, worker: str = "") -> None:
+        self.store = store
+        self.group_id = group_id
+        self._key = key
+        self.worker = worker
+
+    def _digest(self, topic: str, partition: int, offset: int, blob: bytes) -> str:
+        msg = f"{self.group_id}\x1f{topic}\x1f{partition}\x1f{offset}\x1f".encode() + blob
+        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()
+
+    def save(self, topic: str, partition: int, offset: int, engine: Engine) -> int:
+        """Store the engine state reflecting every record below ``offset``; returns its size in bytes."""
+        blob = zlib.compress(engine.state(), 1)
+        self.store.insert("engine_checkpoints", {
+            "group_id": [self.group_id], "topic": [topic], "partition": [partition], "offset": [offset],
+            "state": [base64.b64encode(blob).decode("ascii")],
+            "digest": [self._digest(topic, partition, offset, blob)],
+            "entities": [engine.entities()], "bytes": [len(blob)], "worker": [self.worker],
+            "written_at": [datetime.now(UTC).replace(microsecond=0)],
+        })
+        return len(blob)
+
+    def load(self, topic: str, partition: int) -> Checkpoint | None:
+        """The newest checkpoint of a partition, or None. Raises CheckpointError if it fails its check."""
+        rows = self.store.query(
+            "SELECT argMax(offset, offset), argMax(state, offset), argMax(digest, offset), count() "  # noqa: S608
+            f"FROM {self.store.database}.engine_checkpoints WHERE group_id = {_lit(self.group_id)} "
+            f"AND topic = {_lit(topic)} AND partition = {int(partition)}"
+        )
+        if not rows or int(rows[0][3]) == 0:
+            return None
+        offset, state, digest = int(rows[0][0]), rows[0][1], rows[0][2]
+        try:
+            blob = base64.b64decode(state, validate=True)
+        except ValueError as exc:
+            raise CheckpointError(f"checkpoint {topic}[{partition}]@{offset}: not base64 ({exc})") from None
+        if not hmac.compare_digest(self._digest(topic, partition, offset, blob), str(digest)):
+            raise CheckpointError(f"checkpoint {topic}[{partition}]@{offset}: signature check failed; refusing it")
+        try:
+            engine = Engine.from_state(zlib.decompress(blob))
+        except Exception as exc:  # a signed blob that does not load: a version change, say
+            raise CheckpointError(f"checkpoint {topic}[{partition}]@{offset}: cannot load ({exc})") from None
+        return Checkpoint(topic, partition, offset, engine)

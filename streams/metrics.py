@@ -1,0 +1,76 @@
+"""Prometheus metrics and the health state of a worker (served by the worker's web endpoint)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+EVENTS_IN = Counter("spyglass_events_in_total", "Events decoded and scored", ["kind"], registry=REGISTRY)
+DEAD_LETTERS = Counter("spyglass_dead_letters_total", "Records sent to the dead-letter topic", ["topic"],
+                       registry=REGISTRY)
+ALERTS = Counter("spyglass_alerts_total", "Alerts raised (first delivery only)", ["detector", "severity"],
+                 registry=REGISTRY)
+BATCH_SECONDS = Histogram("spyglass_batch_seconds", "Batch latency: decode, score, publish and store",
+                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=REGISTRY)
+LAG = Gauge("spyglass_consumer_lag", "Records behind the partition's high-water mark", ["topic", "partition"],
+            registry=REGISTRY)
+CHECKPOINT_AGE = Gauge("spyglass_checkpoint_age_seconds", "Seconds since the partition's state was checkpointed",
+                       ["topic", "partition"], registry=REGISTRY)
+STORE_UP = Gauge("spyglass_store_up", "1 when the last store write succeeded, 0 while it is being retried",
+                 registry=REGISTRY)
+PARTITIONS = Gauge("spyglass_partitions_owned", "Topic partitions this worker scores", registry=REGISTRY)
+ENTITIES = Gauge("spyglass_entities_tracked", "Entities with state in this worker's engines", registry=REGISTRY)
+STATE_BYTES = Gauge("spyglass_state_bytes", "Bytes of per-entity state in this worker's engines", registry=REGISTRY)
+
+
+class Health:
+    """What ``/health`` reports: ok, or degraded with the reason (store down, stalled)."""
+
+    def __init__(self, stall_after_s: float = 60.0) -> None:
+        self.started = time.monotonic()
+        self.last_batch = 0.0
+        self.store_error: str | None = None
+        self.stall_after_s = stall_after_s
+
+    def report(self, lag: int) -> tuple[bool, dict]:
+        now = time.monotonic()
+        idle = now - self.last_batch if self.last_batch else now - self.started
+        stalled = lag > 0 and idle > self.stall_after_s
+        ok = self.store_error is None and not stalled
+        return ok, {"status": "ok" if ok else "degraded", "store_error": self.store_error,
+                    "lag": lag, "seconds_since_last_batch": round(idle, 1), "stalled": stalled}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; ``extra`` fields (topic, partition, offset, ...) are kept."""
+
+    _skip = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+               "level": record.levelname, "logger": record.name, "msg": record.getMessage()}
+        for k, v in record.__dict__.items():
+            if k not in self._skip and not k.startswith("_"):
+                out[k] = v if isinstance(v, str | int | float | bool | type(None)) else str(v)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+JsonFormatter.converter = time.gmtime  # type: ignore[assignment]
+
+
+def logging_config(level: str = "INFO") -> dict:
+    """dictConfig for the worker: JSON lines on stderr."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "root": {"handlers": ["stderr"], "level": level},
+    }

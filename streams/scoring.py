@@ -1,0 +1,399 @@
+"""The worker's core, free of Faust: score records per topic partition, publish, store, checkpoint.
+
+Delivery promise (at-least-once from Kafka, exactly-once at the edges):
+
+1. a batch's dead letters and new alerts are published and acknowledged by Kafka;
+2. its events (with the score each got) and alerts are inserted into ClickHouse, retried
+   until the store takes them (consumption waits meanwhile: no unbounded buffer, no drop);
+3. every few seconds each partition's engine state is checkpointed with the offset it
+   reflects, and only then are that partition's records acknowledged for commit.
+
+After a crash the next owner of a partition restores its checkpoint, skips the records the
+checkpoint already reflects and re-scores the rest. The engine gives the same alerts (same
+deterministic ids) whatever the batching, rows and alerts are keyed by id in ReplacingMergeTree
+tables, and alerts already in the store are not published again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from detectors.alerts import Alert, encode_alert
+from detectors.engine import Engine
+from schemas.errors import EventError
+from schemas.events import ENTITY_FIELD, Event, decode
+from streams import metrics as m
+from streams.checkpoints import CheckpointError, CheckpointStore, _lit
+from streams.settings import Settings
+from streams.sinks.clickhouse import Store, StoreError
+
+log = logging.getLogger("spyglass.worker")
+
+TP = tuple[str, int]
+Publish = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]] | None], Awaitable[Awaitable[Any]]]
+
+
+@dataclass
+class Record:
+    """One Kafka record as the worker sees it; ``handle`` is what the transport acks."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: float | None = None  # producer timestamp, seconds
+    handle: Any = None
+
+
+@dataclass
+class Part:
+    """One topic partition this worker scores."""
+
+    topic: str
+    partition: int
+    engine: Engine
+    offset: int  # next offset the engine has not seen
+    checkpoint_offset: int  # next offset the stored checkpoint has not seen
+    checkpoint_at: float = field(default_factory=time.monotonic)
+    pending: list[Record] = field(default_factory=list)  # scored and stored, not yet checkpointed
+    known_alerts: set[str] = field(default_factory=set)  # already stored by an earlier owner
+    highwater: int = -1
+
+
+@dataclass
+class BatchReport:
+    events: int = 0
+    dead: int = 0
+    alerts: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    ack: list[Record] = field(default_factory=list)
+
+
+class Scorer:
+    """Owns one engine per assigned topic partition and drives the sinks for each batch."""
+
+    def __init__(self, settings: Settings, store: Store, checkpoints: CheckpointStore, publish: Publish,
+                 *, worker: str = "worker", clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.store = store
+        self.checkpoints = checkpoints
+        self.publish = publish
+        self.worker = worker
+        self.clock = clock
+        self.parts: dict[TP, Part] = {}
+        self.health = m.Health()
+        self.stopping = False
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spyglass-store")
+        self._lock = asyncio.Lock()
+        self._kinds = {t: k for k, t in settings.topics().items()}
+        self._has_score = True
+
+    # -- store access (blocking calls on one I/O thread, retried while the store is down) -----
+    async def _io_call(self, fn: Callable[[], Any], what: str, where: dict[str, Any] | None = None) -> Any:
+        loop = asyncio.get_running_loop()
+        delay = 0.2
+        while True:
+            try:
+                out = await loop.run_in_executor(self._io, fn)
+            except StoreError as exc:
+                if self.stopping:
+                    raise
+                self.health.store_error = f"{what}: {exc}"
+                m.STORE_UP.set(0)
+                log.error("store write failed; retrying (consumption paused)",
+                          extra={"stage": what, "error": str(exc), "retry_in_s": delay, **(where or {})})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if self.health.store_error is not None:
+                log.info("store is back", extra={"stage": what})
+            self.health.store_error = None
+            m.STORE_UP.set(1)
+            return out
+
+    # -- partitions ------------------------------------------------------------------------
+    async def _part(self, topic: str, partition: int, first_offset: int) -> Part:
+        tp = (topic, partition)
+        part = self.parts.get(tp)
+        if part is not None:
+            return part
+        where = {"topic": topic, "partition": partition, "offset": first_offset}
+        try:
+            cp = await self._io_call(lambda: self.checkpoints.load(topic, partition), "checkpoint.load", where)
+        except CheckpointError as exc:
+            log.error("checkpoint refused; this partition starts cold", extra={**where, "error": str(exc)})
+            cp = None
+        if cp is None:
+            part = Part(topic, partition, Engine(), offset=first_offset, checkpoint_offset=first_offset)
+            log.info("partition assigned, no checkpoint: starting cold", extra=where)
+        else:
+            part = Part(topic, partition, cp.engine, offset=cp.offset, checkpoint_offset=cp.offset)
+            known = await self._io_call(lambda: self.store.query(
+                f"SELECT alert_id FROM {self.store.database}.alerts WHERE source_topic = {_lit(topic)} "  # noqa: S608
+                f"AND source_partition = {int(partition)} AND source_offset >= {int(cp.offset)}"),
+                "alerts.known", where)
+            part.known_alerts = {r[0] for r in known}
+            log.info("partition assigned, state restored",
+                     extra={**where, "checkpoint_offset": cp.offset, "entities": cp.engine.entities(),
+                            "alerts_already_stored": len(part.known_alerts)})
+        self.parts[tp] = part
+        m.PARTITIONS.set(len(self.parts))
+        return part
+
+    async def revoke(self, tps: Sequence[TP]) -> None:
+        """Partitions leave this worker: checkpoint what they scored, then forget them."""
+        async with self._lock:
+            for tp in tps:
+                part = self.parts.get(tp)
+                if part is None:
+                    continue
+                if part.pending:
+                    try:
+                        await self._checkpoint(part)
+                    except StoreError:
+                        log.warning("checkpoint on revoke failed; the next owner re-scores from the last one",
+                                    extra={"topic": tp[0], "partition": tp[1]})
+                del self.parts[tp]
+            m.PARTITIONS.set(len(self.parts))
+
+    async def checkpoint_all(self) -> list[Record]:
+        """Checkpoint every partition with pending records (clean shutdown); returns what may be acked."""
+        async with self._lock:
+            out: list[Record] = []
+            for part in list(self.parts.values()):
+                if part.pending:
+                    out += await self._checkpoint(part)
+            return out
+
+    async def checkpoint_due(self) -> list[Record]:
+        """Checkpoint partitions whose pending records waited long enough (an idle stream too)."""
+        async with self._lock:
+            out: list[Record] = []
+            now = self.clock()
+            for part in list(self.parts.values()):
+                if part.pending and now - part.checkpoint_at >= self.settings.worker_checkpoint_s:
+                    out += await self._checkpoint(part)
+            return out
+
+    async def _checkpoint(self, part: Part) -> list[Record]:
+        offset, engine = part.offset, part.engine
+        where = {"topic": part.topic, "partition": part.partition, "offset": offset}
+        size = await self._io_call(lambda: self.checkpoints.save(part.topic, part.partition, offset, engine),
+                                   "checkpoint.save", where)
+        part.checkpoint_offset = offset
+        part.checkpoint_at = self.clock()
+        part.known_alerts.clear()
+        done, part.pending = part.pending, []
+        log.debug("checkpoint", extra={**where, "bytes": size, "entities": engine.entities()})
+        return done
+
+    # -- one batch -------------------------------------------------------------------------
+    async def handle(self, records: Sequence[Record]) -> BatchReport:
+        """Score, publish, store; returns the records that may now be acked (checkpointed)."""
+        async with self._lock:
+            return await self._handle(records)
+
+    async def _handle(self, records: Sequence[Record]) -> BatchReport:
+        t0 = time.perf_counter()
+        rep = BatchReport()
+        by_tp: dict[TP, list[Record]] = {}
+        for r in records:
+            by_tp.setdefault((r.topic, r.partition), []).append(r)
+        ev_rows: list[tuple[Event, bytes, float]] = []
+        alerts_out: list[tuple[Alert, Record]] = []
+        dead: list[tuple[Record, EventError]] = []
+        touched: list[tuple[Part, int, int, int]] = []  # part, events, dead, alerts
+        for (topic, partition), recs in by_tp.items():
+            recs.sort(key=lambda r: r.offset)
+            part = await self._part(topic, partition, recs[0].offset)
+            fresh = [r for r in recs if r.offset >= part.offset]
+            rep.skipped += len(recs) - len(fresh)
+            rep.ack += [r for r in recs if r.offset < part.checkpoint_offset]
+            if not fresh:
+                continue
+            kind = self._kinds.get(topic)
+            events: list[Event] = []
+            by_id: dict[str, Record] = {}
+            raws: list[bytes] = []
+            n_dead = 0
+            for r in fresh:
+                ev = _decode(r, kind, self.settings.default_tenant)
+                if isinstance(ev, EventError):
+                    dead.append((r, ev))
+                    n_dead += 1
+                    continue
+                events.append(ev)
+                raws.append(r.value or b"")
+                by_id.setdefault(ev.event_id, r)
+            alerts = part.engine.process(events) if events else []
+            scores = part.engine.scores
+            ev_rows += [(ev, raw, scores.get(ev.event_id, 0.0)) for ev, raw in zip(events, raws, strict=True)]
+            for a in alerts:
+                src = by_id.get(a.evidence.event_ids[0], fresh[0])
+                alerts_out.append((a, src))
+            part.offset = fresh[-1].offset + 1
+            part.pending += fresh
+            touched.append((part, len(events), n_dead, len(alerts)))
+            if kind:
+                m.EVENTS_IN.labels(kind).inc(len(events))
+        new_alerts = [(a, r) for a, r in alerts_out
+                      if a.alert_id not in self.parts[(r.topic, r.partition)].known_alerts]
+        # 1. Kafka: dead letters and new alerts, acknowledged before anything is stored
+        futs = [await self.publish(self.settings.topic_dead_letter, r.key, r.value or b"", _dl_headers(r, err))
+                for r, err in dead]
+        futs += [await self.publish(self.settings.topic_alerts, f"{a.tenant}/{a.entity}".encode(), encode_alert(a),
+                                    None) for a, _ in new_alerts]
+        if futs:
+            await asyncio.gather(*futs)
+        for r, err in dead:
+            log.warning("dead letter", extra={"topic": r.topic, "partition": r.partition, "offset": r.offset,
+                                              "field": err.field, "reason": err.reason})
+            m.DEAD_LETTERS.labels(r.topic).inc()
+        # 2. ClickHouse: events with their scores, then the alerts
+        where = {"topic": records[0].topic, "partition": records[0].partition, "offset": records[0].offset}
+        if ev_rows:
+            cols = self._event_columns(ev_rows)
+            await self._io_call(lambda: self.store.insert("events", cols), "events.insert", where)
+        if new_alerts:
+            acols = alert_columns([a for a, _ in new_alerts], datetime.now(UTC).replace(microsecond=0),
+                                  [(r.topic, r.partition, r.offset) for _, r in new_alerts])
+            await self._io_call(lambda: self.store.insert("alerts", acols), "alerts.insert", where)
+        for a, _ in new_alerts:
+            m.ALERTS.labels(a.detector, a.severity).inc()
+        # 3. checkpoints that are due, then acks
+        now = self.clock()
+        for part, *_ in touched:
+            if now - part.checkpoint_at >= self.settings.worker_checkpoint_s:
+                rep.ack += await self._checkpoint(part)
+        rep.events = len(ev_rows)
+        rep.dead = len(dead)
+        rep.alerts = len(new_alerts)
+        rep.seconds = time.perf_counter() - t0
+        self.health.last_batch = time.monotonic()
+        m.BATCH_SECONDS.observe(rep.seconds)
+        await self._health(touched, rep.seconds)
+        return rep
+
+    async def _health(self, touched: list[tuple[Part, int, int, int]], seconds: float) -> None:
+        if not touched:
+            return
+        now = self.clock()
+        ts = datetime.now(UTC).replace(microsecond=0)
+        cols: dict[str, list[Any]] = {k: [] for k in ("ts", "worker", "topic", "partition", "events", "dead_letters",
+                                                      "alerts", "lag", "batch_latency_ms", "checkpoint_age_s")}
+        for part, n_ev, n_dead, n_alerts in touched:
+            lag = max(part.highwater - part.offset, 0) if part.highwater >= 0 else 0
+            age = now - part.checkpoint_at
+            for k, v in (("ts", ts), ("worker", self.worker), ("topic", part.topic), ("partition", part.partition),
+                         ("events", n_ev), ("dead_letters", n_dead), ("alerts", n_alerts), ("lag", lag),
+                         ("batch_latency_ms", round(seconds * 1000, 3)), ("checkpoint_age_s", round(age, 3))):
+                cols[k].append(v)
+            m.LAG.labels(part.topic, str(part.partition)).set(lag)
+            m.CHECKPOINT_AGE.labels(part.topic, str(part.partition)).set(age)
+        m.ENTITIES.set(sum(p.engine.entities() for p in self.parts.values()))
+        try:  # health rows are best effort: never hold the stream for them
+            await asyncio.get_running_loop().run_in_executor(self._io, lambda: self.store.insert("pipeline_health",
+                                                                                                   cols))
+        except StoreError as exc:
+            log.warning("pipeline_health insert failed", extra={"error": str(exc)})
+
+    def lag(self) -> int:
+        return sum(max(p.highwater - p.offset, 0) for p in self.parts.values() if p.highwater >= 0)
+
+    def _event_columns(self, rows: list[tuple[Event, bytes, float]]) -> dict[str, list[Any]]:
+        now = datetime.now(UTC).replace(microsecond=0)
+        names = ["event_id", "kind", "ts", "ts_ms", "tenant", "source", "entity", "principal", "payload",
+                 "ingested_at"]
+        if self._has_score:
+            names.append("score")
+        cols: dict[str, list[Any]] = {k: [] for k in names}
+        for ev, raw, score in rows:
+            kind = type(ev).__struct_config__.tag
+            ts = ev.ts.astimezone(UTC)
+            cols["event_id"].append(ev.event_id)
+            cols["kind"].append(kind)
+            cols["ts"].append(ts.replace(microsecond=0))
+            cols["ts_ms"].append(ts.microsecond // 1000)
+            cols["tenant"].append(ev.tenant)
+            cols["source"].append(ev.source if isinstance(ev.source, str) else "")
+            cols["entity"].append(getattr(ev, ENTITY_FIELD[kind]))
+            cols["principal"].append(ev.principal)
+            cols["payload"].append(raw.decode("utf-8"))
+            cols["ingested_at"].append(now)
+            if self._has_score:
+                cols["score"].append(round(score, 4))
+        return cols
+
+    async def start(self) -> None:
+        """Check the store once (and whether the events table has its score column yet)."""
+        rows = await self._io_call(lambda: self.store.query(
+            f"SELECT count() FROM system.columns WHERE database = {_lit(self.store.database)} "  # noqa: S608
+            "AND table = 'events' AND name = 'score'"), "store.check")
+        self._has_score = bool(rows and int(rows[0][0]))
+
+    def close(self) -> None:
+        self._io.shutdown(wait=True)
+
+
+def _decode(r: Record, kind: str | None, default_tenant: str) -> Event | EventError:
+    if r.value is None:
+        return EventError("$", "empty record (null value)")
+    ev = decode(r.value, default_tenant=default_tenant)
+    if isinstance(ev, EventError):
+        return ev
+    tag = type(ev).__struct_config__.tag
+    if kind is not None and tag != kind:
+        return EventError("$.kind", f"a {tag} event on the {kind} topic")
+    return ev
+
+
+def _dl_headers(r: Record, err: EventError) -> list[tuple[str, bytes]]:
+    return [("spyglass.source.topic", r.topic.encode()),
+            ("spyglass.source.partition", str(r.partition).encode()),
+            ("spyglass.source.offset", str(r.offset).encode()),
+            ("spyglass.error.field", err.field.encode()),
+            ("spyglass.error.reason", err.reason.encode()[:1024]),
+            ("spyglass.stage", b"worker")]
+
+
+_enc = msgspec.json.Encoder()
+
+
+def alert_columns(alerts: Sequence[Alert], created_at: datetime,
+                  sources: Sequence[tuple[str, int, int]] | None = None) -> dict[str, list[Any]]:
+    """Alerts as the columns of the ``alerts`` table."""
+    cols: dict[str, list[Any]] = {k: [] for k in (
+        "alert_id", "tenant", "detector", "kind", "entity_type", "entity", "severity", "score", "first_seen",
+        "last_seen", "title", "explanation", "evidence", "feature_names", "feature_values", "feature_baselines",
+        "event_ids", "tags", "source_topic", "source_partition", "source_offset", "created_at")}
+    for i, a in enumerate(alerts):
+        src = sources[i] if sources else ("", 0, 0)
+        for k, v in (("alert_id", a.alert_id), ("tenant", a.tenant), ("detector", a.detector), ("kind", a.kind),
+                     ("entity_type", a.entity_type), ("entity", a.entity), ("severity", a.severity),
+                     ("score", a.score), ("first_seen", _dt(a.first_seen)), ("last_seen", _dt(a.last_seen)),
+                     ("title", a.title), ("explanation", a.explanation),
+                     ("evidence", _enc.encode(a.evidence).decode()),
+                     ("feature_names", [f.name for f in a.evidence.features]),
+                     ("feature_values", [float(f.value) for f in a.evidence.features]),
+                     ("feature_baselines", [float("nan") if f.baseline is None else float(f.baseline)
+                                            for f in a.evidence.features]),
+                     ("event_ids", list(a.evidence.event_ids)), ("tags", list(a.tags)),
+                     ("source_topic", src[0]), ("source_partition", src[1]), ("source_offset", src[2]),
+                     ("created_at", created_at)):
+            cols[k].append(v)
+    return cols
+
+
+def _dt(iso: str) -> datetime:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(UTC).replace(microsecond=0)

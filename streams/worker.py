@@ -1,0 +1,137 @@
+"""``spyglass worker``: the Faust app. One agent consumes the three event topics.
+
+Workers share partitions through Kafka's consumer group (the Faust app id). Records are
+taken in batches without Faust's automatic acks; :class:`~streams.scoring.Scorer` scores,
+publishes and stores them and says which records are safe to ack (their partition's state
+is checkpointed), and only those are acked, so Faust commits nothing that could be lost.
+Faust's own exactly-once mode is not used (``processing_guarantee`` stays at-least-once).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+import faust
+from faust.types import TP as FaustTP
+from prometheus_client import generate_latest
+
+from streams import metrics as m
+from streams.checkpoints import CheckpointStore, checkpoint_key
+from streams.scoring import Record, Scorer
+from streams.settings import Settings
+from streams.sinks.clickhouse import apply_ddl, open_store
+
+log = logging.getLogger("spyglass.worker")
+
+
+def build_app(settings: Settings, *, worker_name: str | None = None, store: Any = None) -> tuple[faust.App, Scorer]:
+    name = worker_name or f"{socket.gethostname()}-{os.getpid()}"
+    datadir = settings.stack_dir / "faust"
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.worker_group,
+        broker=[f"kafka://{h}" for h in settings.kafka_bootstrap.split(",")],
+        store="memory://",
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        producer_acks=-1,
+        broker_commit_every=1,  # commit whatever has been acked, as soon as it is acked
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=max(2 * settings.worker_batch_max, 4096),
+        web_enabled=settings.worker_web_port > 0,
+        web_port=settings.worker_web_port or 6066,
+        web_host="127.0.0.1",
+        web_in_thread=False,
+        consumer_auto_offset_reset="earliest",
+        broker_client_id=f"spyglass-{name}",
+        datadir=str(datadir / name),
+    )
+    store = store if store is not None else open_store(settings.store())
+    key = checkpoint_key(settings.checkpoint_key.get_secret_value() if settings.checkpoint_key else None,
+                         settings.stack_dir)
+    checkpoints = CheckpointStore(store, settings.worker_group, key, worker=name)
+
+    async def publish(topic: str, key_: bytes | None, value: bytes, headers: list | None) -> Any:
+        return await app.producer.send(topic, key_, value, None, None, headers)
+
+    scorer = Scorer(settings, store, checkpoints, publish, worker=name)
+    topics = app.topic(*settings.topics().values(), key_type=bytes, value_type=bytes,
+                       key_serializer="raw", value_serializer="raw", internal=False)
+
+    streams: list[faust.StreamT] = []
+
+    async def ack(recs: list[Record]) -> None:
+        for r in recs:
+            await streams[0].ack(r.handle)
+
+    @app.agent(topics, name="score")
+    async def score(stream: faust.StreamT) -> None:
+        streams[:] = [stream]
+        async for events in stream.noack_take(settings.worker_batch_max, within=settings.worker_batch_within_s):
+            recs = [Record(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value,
+                           e.message.timestamp, e) for e in events]
+            for tp in {(r.topic, r.partition) for r in recs}:
+                part = scorer.parts.get(tp)
+                if part is not None:
+                    part.highwater = app.consumer.highwater(FaustTP(*tp)) or -1
+            rep = await scorer.handle(recs)
+            await ack(rep.ack)
+
+    @app.timer(max(settings.worker_checkpoint_s / 2, 0.5))
+    async def checkpoint_idle() -> None:
+        if streams:
+            await ack(await scorer.checkpoint_due())
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app_: faust.App, revoked: set, **_: Any) -> None:
+        await scorer.revoke([(tp.topic, tp.partition) for tp in revoked])
+
+    @app.on_before_shutdown.connect
+    async def on_shutdown(app_: faust.App, **_: Any) -> None:
+        scorer.stopping = True
+        try:
+            await scorer.checkpoint_all()
+        except Exception as exc:  # the next owner re-scores from the last checkpoint
+            log.warning("final checkpoint failed", extra={"error": str(exc)})
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        ok, body = scorer.health.report(scorer.lag())
+        body.update(worker=name, partitions=sorted(f"{t}[{p}]" for t, p in scorer.parts))
+        return web.json(body, status=200 if ok else 503)
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(m.REGISTRY), content_type="text/plain; version=0.0.4")
+
+    @app.task
+    async def check_store() -> None:
+        await scorer.start()
+
+    app.spyglass_store = store  # type: ignore[attr-defined]
+    return app, scorer
+
+
+def run_worker(settings: Settings, *, migrate: bool = True, loglevel: str = "INFO",
+               worker_name: str | None = None) -> int:
+    """Start a worker in the foreground until SIGTERM/SIGINT; returns its exit code."""
+    import logging.config
+
+    logging.config.dictConfig(m.logging_config(loglevel))
+    store = open_store(settings.store())
+    if migrate:
+        apply_ddl(store)
+    app, scorer = build_app(settings, worker_name=worker_name, store=store)
+    worker = faust.Worker(app, loglevel=loglevel, logging_config=m.logging_config(loglevel), quiet=True,
+                          override_logging=False, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        scorer.close()
+        store.close()
+    return 0
