@@ -181,8 +181,6 @@ def test_alerts_round_trip_and_feed_entity_risk(store):
     assert list(risk[0][5]) == ["api.new_client", "api.rate_burst"]
 
 
-@pytest.mark.xfail(strict=True, raises=SpyglassError,
-                   reason="ChdbStore.insert passes a dict of lists; chDB's Python() rejects list values")
 def test_chdb_store_insert_takes_array_columns(store):
     migrate(store)
     store.insert("alerts", alert_columns(sample_alerts(), CREATED))
