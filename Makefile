@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help demo test unit integration lint deps system-deps stack-up stack-down stack-status schemas clean
+.PHONY: help demo test unit integration lint deps system-deps stack-up stack-down stack-status schemas dashboards clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -42,10 +42,13 @@ integration: deps ## integration tests only
 	$(BIN)/pytest -q tests/integration
 
 lint: $(BIN)/spyglass ## ruff
-	$(BIN)/ruff check streams detectors schemas tests
+	$(BIN)/ruff check streams detectors schemas grafana tests
 
 schemas: $(BIN)/spyglass ## regenerate the published JSON Schemas from the contract
 	$(BIN)/spyglass schemas export
+
+dashboards: $(BIN)/spyglass ## regenerate grafana/dashboards/*.json and the alert rules from grafana/dashboards_src
+	$(BIN)/python -m grafana.dashboards_src
 
 stack-up: deps ## start the local stack (Kafka + ClickHouse server) and wait until ready
 	$(BIN)/spyglass stack up

@@ -102,3 +102,7 @@ def register(subparsers: Any) -> None:
     r.add_argument("--baseline-events", type=int, default=50_000,
                    help="events the River baseline scores (default 50000; its rate is per event)")
     r.set_defaults(func=lambda args, settings: run(args))
+
+    from streams.panelbench import register as register_panels
+
+    register_panels(sub)

@@ -1,0 +1,173 @@
+"""The small typed layer over grafana-foundation-sdk that every Spyglass dashboard uses.
+
+The SDK has no ClickHouse query type, so :class:`ClickHouseQuery` is one (the target model of
+the official ``grafana-clickhouse-datasource`` plugin, SQL editor). Each panel keeps its SQL
+and the columns it must return in a :class:`PanelSpec`, so tests and ``spyglass bench panels``
+run exactly what Grafana runs, after :func:`expand` (the plugin's macros and our variables).
+
+Dialect: every query must run on ClickHouse 18.16 and on a current release. 18.16 has no
+``toStartOfInterval``, so ``$__timeInterval`` is not used: time buckets are
+``toDateTime(intDiv(toUInt32(col), $__interval_s) * $__interval_s)`` (see :func:`bucket`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.cog import variants as cogvariants
+from grafana_foundation_sdk.models import dashboard as dm
+
+DATASOURCE_UID = "spyglass-clickhouse"
+DATASOURCE_TYPE = "grafana-clickhouse-datasource"
+DS = dm.DataSourceRef(type_val=DATASOURCE_TYPE, uid=DATASOURCE_UID)
+ALL = "__all"  # the value of a variable's "All" option: queries test for it, so an empty list never yields IN ()
+
+FORMAT_TIMESERIES = 0  # the plugin's Format enum
+FORMAT_TABLE = 1
+
+
+class ClickHouseQuery(cogvariants.Dataquery):
+    """A target of the ClickHouse plugin in SQL-editor mode."""
+
+    def __init__(self, ref_id: str, raw_sql: str, *, timeseries: bool) -> None:
+        self.ref_id = ref_id
+        self.raw_sql = raw_sql
+        self.timeseries = timeseries
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "datasource": {"type": DATASOURCE_TYPE, "uid": DATASOURCE_UID},
+            "editorType": "sql",
+            "format": FORMAT_TIMESERIES if self.timeseries else FORMAT_TABLE,
+            "queryType": "timeseries" if self.timeseries else "table",
+            "rawSql": self.raw_sql,
+            "refId": self.ref_id,
+        }
+
+
+class ClickHouseQueryBuilder(cogbuilder.Builder[cogvariants.Dataquery]):
+    def __init__(self, query: ClickHouseQuery) -> None:
+        self._internal = query
+
+    def build(self) -> ClickHouseQuery:
+        return self._internal
+
+
+@dataclass(frozen=True)
+class PanelSpec:
+    """What a panel runs and must return: the test and bench contract of one panel."""
+
+    dashboard: str
+    panel_id: int
+    title: str
+    sql: str
+    columns: tuple[str, ...]
+    # why this panel may legitimately be empty on the simulated fixture (None = it must have data)
+    may_be_empty: str | None = None
+
+
+@dataclass
+class Board:
+    """A dashboard under construction: the SDK builder plus the specs of its panels."""
+
+    uid: str
+    title: str
+    builder: Any
+    specs: list[PanelSpec] = field(default_factory=list)
+    variables: dict[str, str] = field(default_factory=dict)  # name -> SQL of query variables
+    _next_id: int = 1
+    _x: int = 0  # layout cursor: panels flow left to right, wrapping at 24 columns
+    _y: int = 0
+    _row_h: int = 0
+
+    def _place(self, panel: Any) -> None:
+        pos = panel.build().grid_pos
+        w, h = pos.w, pos.h
+        if self._x + w > 24:
+            self._x, self._y, self._row_h = 0, self._y + self._row_h, 0
+        panel.grid_pos(dm.GridPos(x=self._x, y=self._y, w=w, h=h))
+        self._x += w
+        self._row_h = max(self._row_h, h)
+
+    def add(self, panel: Any, sql: str, columns: tuple[str, ...] | list[str], *, timeseries: bool = False,
+            may_be_empty: str | None = None) -> None:
+        sql = _dedent(sql)
+        pid = self._next_id
+        self._next_id += 1
+        panel.id(pid).datasource(DS).with_target(
+            ClickHouseQueryBuilder(ClickHouseQuery("A", sql, timeseries=timeseries)))
+        title = panel.build().title or ""
+        self._place(panel)
+        self.builder.with_panel(panel)
+        self.specs.append(PanelSpec(self.uid, pid, title, sql, tuple(columns), may_be_empty))
+
+
+def _dedent(sql: str) -> str:
+    lines = [ln.rstrip() for ln in sql.strip("\n").splitlines()]
+    indent = min((len(ln) - len(ln.lstrip()) for ln in lines if ln.strip()), default=0)
+    return "\n".join(ln[indent:] for ln in lines)
+
+
+def bucket(col: str) -> str:
+    """A time bucket of the dashboard's interval on a DateTime column, valid on ClickHouse 18.16."""
+    return f"toDateTime(intDiv(toUInt32({col}), $__interval_s) * $__interval_s)"
+
+
+def minute_bucket(col: str) -> str:
+    """Like :func:`bucket`, at least one minute wide (for the per-minute aggregate tables)."""
+    return (f"toDateTime(intDiv(toUInt32({col}), greatest($__interval_s, 60)) * greatest($__interval_s, 60))")
+
+
+def var_filter(var: str, col: str) -> str:
+    """``col`` equals the variable, or the variable is All (``:sqlstring`` quotes and escapes the value)."""
+    return f"(${{{var}:sqlstring}} = '{ALL}' OR {col} = ${{{var}:sqlstring}})"
+
+
+# --- macro and variable expansion: what Grafana and the plugin do before the SQL reaches ClickHouse ----------
+
+_MACRO = re.compile(r"\$__(timeFilter|dateFilter|fromTime|toTime|interval_s)\b(?:\(([^()]*)\))?")
+_VAR = re.compile(r"\$\{(\w+)(?::(\w+))?\}|\$(\w+)")
+
+
+def expand(sql: str, *, start: datetime, end: datetime, interval_s: int = 60,
+           variables: dict[str, str] | None = None) -> str:
+    """Expand the plugin's macros (as its Go code does) and dashboard variables for a time range.
+
+    Examples
+    --------
+    >>> from datetime import UTC
+    >>> t0, t1 = datetime(2026, 11, 2, tzinfo=UTC), datetime(2026, 11, 3, tzinfo=UTC)
+    >>> expand("SELECT 1 FROM t WHERE $__timeFilter(ts) AND tenant = ${tenant:sqlstring}", start=t0, end=t1,
+    ...        variables={"tenant": "acme"})
+    "SELECT 1 FROM t WHERE ts >= toDateTime(1793577600) AND ts <= toDateTime(1793664000) AND tenant = 'acme'"
+    """
+    f, t = int(start.timestamp()), int(end.timestamp())
+
+    def macro(m: re.Match[str]) -> str:
+        name, arg = m.group(1), (m.group(2) or "").strip()
+        if name == "timeFilter":
+            return f"{arg} >= toDateTime({f}) AND {arg} <= toDateTime({t})"
+        if name == "dateFilter":
+            return f"{arg} >= toDate('{start:%Y-%m-%d}') AND {arg} <= toDate('{end:%Y-%m-%d}')"
+        if name == "fromTime":
+            return f"toDateTime({f})"
+        if name == "toTime":
+            return f"toDateTime({t})"
+        return str(max(1, interval_s))
+
+    out = _MACRO.sub(macro, sql)
+    values = variables or {}
+
+    def var(m: re.Match[str]) -> str:
+        name, fmt = m.group(1) or m.group(3), m.group(2)
+        if name.startswith("__") or name not in values:
+            return m.group(0)
+        if fmt == "sqlstring":  # Grafana's sqlstring format: quoted, quotes doubled
+            return "'" + values[name].replace("'", "''") + "'"
+        return values[name]
+
+    return _VAR.sub(var, out)

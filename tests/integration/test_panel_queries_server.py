@@ -1,0 +1,61 @@
+"""Every panel, variable and alert-rule query on the real ClickHouse server (Debian's 18.16: the old dialect).
+
+Same fill and checks as tests/unit/test_panel_queries.py (chDB), in a fresh database of the session's server.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from grafana.dashboards_src.fill import Filled, ensure_tables, fill
+from streams.settings import StoreURL
+from streams.sinks.clickhouse import NativeStore
+from tests.panelcheck import check, run_all
+
+
+def _store(url: str, db: str) -> NativeStore:
+    base = StoreURL.parse(url)
+    store = NativeStore(StoreURL("clickhouse", host=base.host, port=base.port, user=base.user,
+                                 password=base.password, database=db))
+    store.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+    store.execute(f"USE {db}")  # the panels name tables unqualified, as the data source's default database
+    return store
+
+
+@pytest.fixture(scope="module")
+def server(ch_server_url):
+    db = f"gf_{uuid.uuid4().hex[:8]}"
+    store = _store(ch_server_url, db)
+    yield store
+    store.execute(f"DROP DATABASE IF EXISTS {db}")
+    store.close()
+
+
+def test_server_is_the_old_dialect_or_newer(server):
+    assert server.version()
+
+
+def test_every_panel_runs_on_the_server_with_data(server):
+    filled = fill(server, events=30_000, seed=7, days=3)
+    results = run_all(server, filled)
+    assert check(results, want_data=True) == []
+    assert sum([r for r in results if r.spec.title == "Open alerts by severity"][0].rows[0]) > 0
+    tenant, entity = server.query(f"SELECT tenant, entity FROM alerts WHERE alert_id = '{filled.alert_id}'")[0]
+    assert check(run_all(server, filled, tenant=tenant, entity=entity), want_data=False) == []
+
+
+def test_no_panel_errors_on_an_empty_server_database(ch_server_url):
+    db = f"gf_empty_{uuid.uuid4().hex[:8]}"
+    store = _store(ch_server_url, db)
+    try:
+        ensure_tables(store)
+        t1 = datetime(2026, 11, 21, tzinfo=UTC)
+        empty = Filled(start=t1 - timedelta(days=1), end=t1, events=0, alerts=0, tenant="acme", alert_id="",
+                       seconds=0.0)
+        assert check(run_all(store, empty), want_data=False) == []
+    finally:
+        store.execute(f"DROP DATABASE IF EXISTS {db}")
+        store.close()
