@@ -248,11 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     tc.set_defaults(func=_topics_create)
 
     from streams.bench import register as register_bench
+    from streams.dbcli import register as register_db
     from streams.evalcli import register as register_eval
     from streams.stack.cli import register as register_stack
 
     register_eval(sub)
     register_bench(sub)
+    register_db(sub)
 
     register_stack(sub)
     return p

@@ -48,6 +48,14 @@ class Settings(BaseSettings):
         ),
     )
 
+    retention_events_days: int = Field(
+        30, ge=1, le=36500, description="Days raw events are kept (TTL where the server has it, else db prune)"
+    )
+    retention_aggregates_days: int = Field(
+        180, ge=1, le=36500,
+        description="Days the per-minute aggregates and pipeline health are kept (TTL, or `spyglass db prune`)",
+    )
+
     # --- Worker ------------------------------------------------------------------------
     worker_group: str = Field("spyglass-worker", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$",
                               description="Consumer group (Faust app id) the workers share")
@@ -85,6 +93,10 @@ class Settings(BaseSettings):
             "data_access": self.topic_data_access,
             "agent_execution": self.topic_agent_execution,
         }
+
+    def retention(self) -> dict[str, int]:
+        """Days kept per retention class (see ``schemas.migrate.RETENTION_TABLES``)."""
+        return {"events": self.retention_events_days, "aggregates": self.retention_aggregates_days}
 
     def store(self) -> StoreURL:
         return StoreURL.parse(self.clickhouse_url.get_secret_value())

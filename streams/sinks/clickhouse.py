@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from importlib import resources
-from pathlib import Path
 from typing import Any, Protocol
 
 from schemas.errors import ConfigError, SpyglassError
@@ -178,30 +176,27 @@ def open_store(url: StoreURL) -> NativeStore | ChdbStore:
     raise ConfigError(f"SPYGLASS_CLICKHOUSE_URL: unsupported scheme {url.scheme!r}")
 
 
-def ddl_statements(database: str) -> list[tuple[str, str]]:
-    """(file name, statement) of every DDL file in ``schemas/clickhouse``, in order."""
+def ddl_statements(database: str, features: frozenset[str] | tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """(migration file name, statement) of every migration in ``schemas/clickhouse/migrations``, in order.
+
+    ``features`` (see :func:`schemas.migrate.detect_features`) picks the server's form; none gives the
+    plain form that runs on ClickHouse 18.16.
+    """
+    from schemas.migrate import load_migrations
+
     _check_ident(database)
-    files = sorted(
-        (p for p in resources.files("schemas").joinpath("clickhouse").iterdir() if p.name.endswith(".sql")),
-        key=lambda p: p.name,
-    )
-    out = []
-    for f in files:
-        text = f.read_text(encoding="utf-8")
-        body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
-        for stmt in body.split(";"):
-            if stmt.strip():
-                out.append((Path(str(f)).name, stmt.strip().replace("{db}", database)))
-    return out
+    return [(f"{m.version:03d}_{m.name}.sql", stmt)
+            for m in load_migrations() for stmt in m.statements(database, features)]
 
 
-def apply_ddl(store: Store) -> int:
-    """Create the database and every table (idempotent: CREATE ... IF NOT EXISTS)."""
-    store.execute(f"CREATE DATABASE IF NOT EXISTS {store.database}")
-    stmts = ddl_statements(store.database)
-    for _name, stmt in stmts:
-        store.execute(stmt)
-    return len(stmts)
+def apply_ddl(store: Store, retention: dict[str, int] | None = None) -> int:
+    """Create the database and apply every pending migration (idempotent, safe to race); return how many ran.
+
+    The migration runner (:func:`schemas.migrate.migrate`) records versions in ``schema_migrations``.
+    """
+    from schemas.migrate import migrate
+
+    return len(migrate(store, retention=retention).applied)
 
 
 def _check_ident(name: str) -> None:

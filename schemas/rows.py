@@ -1,0 +1,102 @@
+"""Python objects -> the columns of the ClickHouse tables (``Store.insert`` takes whole columns).
+
+The worker calls :func:`alert_columns` for the ``alerts`` table; the CLI calls
+:func:`alert_status_columns` for ``alert_status``. Times become timezone-aware UTC datetimes
+with whole seconds (the tables use ``DateTime``, valid on ClickHouse 18.16 and current releases).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from schemas.errors import SpyglassError
+
+if TYPE_CHECKING:
+    from detectors.alerts import Alert
+
+ALERT_COLUMNS = (
+    "alert_id", "tenant", "detector", "kind", "entity_type", "entity", "severity", "score", "first_seen",
+    "last_seen", "title", "explanation", "evidence", "feature_names", "feature_values", "feature_baselines",
+    "event_ids", "tags", "source_topic", "source_partition", "source_offset", "created_at",
+)
+ALERT_STATUSES = ("open", "acknowledged", "resolved", "false_positive")
+
+_enc = msgspec.json.Encoder()
+
+
+def _utc_seconds(ts: datetime | str) -> datetime:
+    if isinstance(ts, str):
+        ts = datetime.fromisoformat(ts.replace("Z", "+00:00").replace("z", "+00:00"))
+    if ts.tzinfo is None:
+        raise SpyglassError(f"naive timestamp {ts.isoformat()}: give a UTC offset")
+    return ts.astimezone(UTC).replace(microsecond=0)
+
+
+def alert_columns(
+    alerts: Sequence[Alert], created_at: datetime, sources: Sequence[tuple[str, int, int]] | None = None
+) -> dict[str, list[Any]]:
+    """The ``alerts`` columns of ``alerts``; ``sources[i]`` is (topic, partition, offset) of alert i's trigger.
+
+    A feature without a baseline gets NaN in ``feature_baselines``; without ``sources`` the source
+    columns are ``''``, 0, 0.
+
+    Examples
+    --------
+    >>> from detectors.alerts import Alert, Evidence, Feature
+    >>> a = Alert(alert_id="a1", tenant="t", detector="api.new_client", kind="api_usage", entity_type="api_key",
+    ...           entity="k1", severity="high", score=0.8, first_seen="2026-11-02T10:00:00.250Z",
+    ...           last_seen="2026-11-02T10:05:00Z", title="New client", explanation="Key k1 used from a new IP.",
+    ...           evidence=Evidence(features=[Feature(name="ip_new", value=1.0)], event_ids=["e1"]), tags=[])
+    >>> cols = alert_columns([a], datetime(2026, 11, 2, 10, 6, tzinfo=UTC), [("spyglass.api-usage", 3, 42)])
+    >>> cols["first_seen"][0].isoformat(), cols["feature_baselines"], cols["source_offset"]
+    ('2026-11-02T10:00:00+00:00', [[nan]], [42])
+    """
+    if sources is not None and len(sources) != len(alerts):
+        raise SpyglassError(f"alert_columns: {len(alerts)} alerts but {len(sources)} sources")
+    cols: dict[str, list[Any]] = {name: [] for name in ALERT_COLUMNS}
+    created = _utc_seconds(created_at)
+    for i, a in enumerate(alerts):
+        feats = a.evidence.features
+        topic, partition, offset = sources[i] if sources is not None else ("", 0, 0)
+        cols["alert_id"].append(a.alert_id)
+        cols["tenant"].append(a.tenant)
+        cols["detector"].append(a.detector)
+        cols["kind"].append(a.kind)
+        cols["entity_type"].append(a.entity_type)
+        cols["entity"].append(a.entity)
+        cols["severity"].append(a.severity)
+        cols["score"].append(float(a.score))
+        cols["first_seen"].append(_utc_seconds(a.first_seen))
+        cols["last_seen"].append(_utc_seconds(a.last_seen))
+        cols["title"].append(a.title)
+        cols["explanation"].append(a.explanation)
+        cols["evidence"].append(_enc.encode(a.evidence).decode("utf-8"))
+        cols["feature_names"].append([f.name for f in feats])
+        cols["feature_values"].append([float(f.value) for f in feats])
+        cols["feature_baselines"].append([math.nan if f.baseline is None else float(f.baseline) for f in feats])
+        cols["event_ids"].append(list(a.evidence.event_ids))
+        cols["tags"].append(list(a.tags))
+        cols["source_topic"].append(topic)
+        cols["source_partition"].append(int(partition))
+        cols["source_offset"].append(int(offset))
+        cols["created_at"].append(created)
+    return cols
+
+
+def alert_status_columns(
+    alert_id: str, tenant: str, status: str, *, updated_at: datetime, updated_by: str, note: str = ""
+) -> dict[str, list[Any]]:
+    """One ``alert_status`` row; ``status`` must be one of :data:`ALERT_STATUSES`."""
+    if status not in ALERT_STATUSES:
+        raise SpyglassError(f"alert status {status!r} is not one of {', '.join(ALERT_STATUSES)}")
+    if not alert_id:
+        raise SpyglassError("alert status needs an alert id")
+    return {
+        "alert_id": [alert_id], "tenant": [tenant], "status": [status], "updated_at": [_utc_seconds(updated_at)],
+        "updated_by": [updated_by], "note": [note],
+    }

@@ -1,0 +1,167 @@
+"""``spyglass db migrate|status|prune`` and ``spyglass alerts set-status``: the ClickHouse schema and triage."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from schemas.errors import SpyglassError
+from streams.settings import Settings
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``db`` and ``alerts`` commands to a top-level ``add_subparsers()`` object."""
+    db = subparsers.add_parser(
+        "db",
+        help="the ClickHouse schema: apply migrations, show their state, prune expired partitions",
+        description="Manage the schema of the store SPYGLASS_CLICKHOUSE_URL names (server or chDB). Migrations "
+        "are versioned and idempotent: safe to run twice and from two processes at once.",
+    )
+    sub = db.add_subparsers(dest="db_command", metavar="{migrate,status,prune}", required=True)
+    m = sub.add_parser(
+        "migrate",
+        help="apply pending migrations and set retention TTLs (where the server has TTL)",
+        description="Create the database, apply every pending migration in schemas/clickhouse/migrations, "
+        "record it in schema_migrations, and set table TTLs from SPYGLASS_RETENTION_EVENTS_DAYS and "
+        "SPYGLASS_RETENTION_AGGREGATES_DAYS on servers with TTL (ClickHouse >= 19.6; on 18.16 run `db prune`). "
+        "Run it as a user that may create tables (not the worker's writer user).",
+    )
+    m.add_argument("--target", type=int, help="stop after this migration version (default: all)")
+    m.set_defaults(func=cmd_migrate)
+    s = sub.add_parser("status", help="show the server, its features and each migration's state",
+                       description="Show the server version, the features the migrations use, and for each "
+                       "migration whether it is applied (when, checksum match), pending or needs a feature.")
+    s.set_defaults(func=cmd_status)
+    p = sub.add_parser(
+        "prune",
+        help="drop day partitions older than the retention settings (how retention works on 18.16)",
+        description="Drop the day partitions of events (SPYGLASS_RETENTION_EVENTS_DAYS) and of the aggregates "
+        "and pipeline health (SPYGLASS_RETENTION_AGGREGATES_DAYS) whose every row is past retention. "
+        "ClickHouse 18.16 has no TTL: run this daily (cron, systemd timer). Harmless where TTL exists.",
+    )
+    p.add_argument("--dry-run", action="store_true", help="only list what would be dropped")
+    p.set_defaults(func=cmd_prune)
+
+    alerts = subparsers.add_parser("alerts", help="triage alerts: set an alert's status",
+                                   description="Work with stored alerts.")
+    asub = alerts.add_subparsers(dest="alerts_command", metavar="{set-status}", required=True)
+    ss = asub.add_parser(
+        "set-status",
+        help="record an analyst's status for an alert (open, acknowledged, resolved, false_positive)",
+        description="Append a row to alert_status; the latest row per alert wins. The tenant is looked up "
+        "in the alerts table unless --tenant is given.",
+    )
+    ss.add_argument("alert_id", help="the alert's id")
+    ss.add_argument("status", choices=("open", "acknowledged", "resolved", "false_positive"), help="the new status")
+    ss.add_argument("--note", default="", help="free text stored with the change")
+    ss.add_argument("--tenant", help="the alert's tenant (default: looked up in the alerts table)")
+    ss.add_argument("--by", help="who made the change (default: the login name)")
+    ss.set_defaults(func=cmd_set_status)
+
+
+def _open(settings: Settings) -> Any:
+    from streams.sinks.clickhouse import open_store
+
+    return open_store(settings.store())
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    """Handle ``spyglass db migrate``."""
+    from schemas.migrate import migrate
+
+    store = _open(settings)
+    try:
+        rep = migrate(store, retention=settings.retention(), target=args.target)
+    finally:
+        store.close()
+    out = Console()
+    out.print(f"{rep.database} on ClickHouse {rep.server} (features: {', '.join(sorted(rep.features)) or 'none'})",
+              highlight=False)
+    for mig in rep.applied:
+        out.print(f"  applied  {mig.version:03d}_{mig.name}", highlight=False)
+    for mig, why in rep.skipped:
+        out.print(f"  [yellow]skipped[/]  {mig.version:03d}_{mig.name}: {why}", highlight=False)
+    for change in rep.ttl_changes:
+        out.print(f"  ttl      {change}", highlight=False)
+    if "ttl" not in rep.features:
+        out.print("  retention: this server has no TTL; run `spyglass db prune` daily", highlight=False)
+    out.print(f"{len(rep.applied)} applied, {len(rep.already)} already applied, {len(rep.skipped)} skipped",
+              highlight=False)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Handle ``spyglass db status``; exit 1 when migrations are pending or an applied one was edited."""
+    from schemas.migrate import MIGRATIONS_TABLE, applied_versions, detect_features, load_migrations
+
+    store = _open(settings)
+    try:
+        server = str(store.query("SELECT version()")[0][0])
+        feats = detect_features(store)
+        exists = store.query(f"SELECT count() FROM system.tables WHERE database = '{store.database}' "  # noqa: S608
+                             f"AND name = '{MIGRATIONS_TABLE}'")[0][0]
+        recorded = applied_versions(store) if exists else {}
+    finally:
+        store.close()
+    table = Table(title=f"{store.database} on ClickHouse {server} (features: {', '.join(sorted(feats)) or 'none'})",
+                  title_justify="left")
+    for col in ("version", "name", "state", "applied at"):
+        table.add_column(col)
+    bad = 0
+    for mig in load_migrations():
+        rec = recorded.get(mig.version)
+        if rec is None:
+            missing = mig.requires - feats
+            state = f"[yellow]needs {', '.join(sorted(missing))}[/]" if missing else "[red]pending[/]"
+            bad += not missing
+        elif rec[1] != mig.checksum:
+            state, bad = "[red]applied, file edited since[/]", bad + 1
+        else:
+            state = "[green]applied[/]"
+        table.add_row(f"{mig.version:03d}", mig.name, state, rec[2] if rec else "-")
+    Console().print(table)
+    return 1 if bad else 0
+
+
+def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
+    """Handle ``spyglass db prune``."""
+    from schemas.migrate import prune
+
+    store = _open(settings)
+    try:
+        dropped = prune(store, settings.retention(), dry_run=args.dry_run)
+    finally:
+        store.close()
+    verb = "would drop" if args.dry_run else "dropped"
+    for d in dropped:
+        print(f"{verb} {store.database}.{d.table} partition {d.partition}")
+    print(f"{verb} {len(dropped)} partition(s)")
+    return 0
+
+
+def cmd_set_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Handle ``spyglass alerts set-status``."""
+    from schemas.rows import alert_status_columns
+
+    store = _open(settings)
+    try:
+        tenant = args.tenant
+        if tenant is None:
+            safe = args.alert_id.replace("\\", "\\\\").replace("'", "\\'")
+            rows = store.query(f"SELECT tenant FROM {store.database}.alerts WHERE alert_id = '{safe}' LIMIT 1")  # noqa: S608
+            if not rows:
+                raise SpyglassError(f"no alert {args.alert_id!r} in {store.database}.alerts (give --tenant to "
+                                    f"set a status anyway)")
+            tenant = str(rows[0][0])
+        by = args.by or getpass.getuser()
+        store.insert("alert_status", alert_status_columns(
+            args.alert_id, tenant, args.status, updated_at=datetime.now(UTC), updated_by=by, note=args.note))
+    finally:
+        store.close()
+    print(f"{args.alert_id} ({tenant}): {args.status} by {by}")
+    return 0

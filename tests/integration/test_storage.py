@@ -1,0 +1,125 @@
+"""Migrations, views, retention and triage on the real ClickHouse 18.16 server (and the same on chDB)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from datetime import UTC, date, datetime
+
+import pytest
+
+from schemas.migrate import load_migrations, migrate, prune
+from schemas.rows import alert_columns
+from streams.settings import Settings, StoreURL
+from streams.sinks.clickhouse import ChdbStore, EventsSink, NativeStore
+from tests.unit.storage_contract import CREATED, check_contract, insert_columns, sample_alerts, sample_events
+
+MINUTE_QUERY = (
+    "SELECT kind, tenant, toString(minute), sum(events), sum(auth_failures), sum(denied), sum(rows), sum(bytes), "
+    "sum(tokens_in), sum(tokens_out), sum(privileged), sum(untrusted), sum(cross_department), "
+    "maxMerge(score_max) FROM {db}.events_minute GROUP BY kind, tenant, minute ORDER BY kind, tenant, minute")
+RISK_QUERY = (
+    "SELECT tenant, entity_type, entity, toString(minute), sum(alerts), sum(critical), round(sum(score_sum), 3), "
+    "maxMerge(severity_max), arraySort(groupUniqArrayMerge(detectors)) FROM {db}.entity_risk_minute "
+    "GROUP BY tenant, entity_type, entity, minute ORDER BY entity, minute")
+
+
+@pytest.fixture
+def server_store(stack_settings: Settings):
+    store = NativeStore(StoreURL.parse(
+        f"clickhouse://default@127.0.0.1:{stack_settings.clickhouse_tcp_port}/st_{uuid.uuid4().hex[:8]}"))
+    yield store
+    store.execute(f"DROP DATABASE IF EXISTS {store.database}")
+    store.close()
+
+
+def _fill_and_read(store) -> tuple[list, list]:
+    EventsSink(store).write(sample_events())
+    insert_columns(store, "alerts", alert_columns(sample_alerts(), CREATED, [("t", 0, i) for i in range(3)]))
+    norm = [tuple(list(x) if isinstance(x, list | tuple) else x for x in r)
+            for r in store.query(MINUTE_QUERY.format(db=store.database))]
+    risk = [tuple(list(x) if isinstance(x, list | tuple) else x for x in r)
+            for r in store.query(RISK_QUERY.format(db=store.database))]
+    return norm, risk
+
+
+def test_migrations_on_the_server_give_the_contract_and_the_views_agree_with_chdb(server_store, tmp_path):
+    rep = migrate(server_store, retention={"events": 30, "aggregates": 90})
+    assert rep.server.startswith("18.16") and rep.features == frozenset()
+    assert rep.versions_applied == [m.version for m in load_migrations()] and rep.ttl_changes == []
+    assert check_contract(server_store) == []
+    assert migrate(server_store).applied == []
+    server = _fill_and_read(server_store)
+
+    chdb = ChdbStore(StoreURL.parse(f"chdb://{tmp_path / 'chdb'}"), database="st")
+    try:
+        migrate(chdb, retention={"events": 30, "aggregates": 90})
+        assert check_contract(chdb) == []
+        embedded = _fill_and_read(chdb)
+    finally:
+        chdb.close()
+    assert len(server[0]) > 100 and len(server[1]) == 3
+    assert server == embedded  # same statements' results on 18.16 and on current ClickHouse
+
+
+def _migrate_cli(settings: Settings, url: str) -> subprocess.Popen:
+    env = {**os.environ, "SPYGLASS_CLICKHOUSE_URL": url, "SPYGLASS_STACK_DIR": str(settings.stack_dir)}
+    return subprocess.Popen([sys.executable, "-m", "streams.cli", "db", "migrate"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_two_processes_migrating_at_once_end_in_one_schema(stack_settings: Settings, round_: int):
+    db = f"race_{uuid.uuid4().hex[:8]}"
+    url = f"clickhouse://default@127.0.0.1:{stack_settings.clickhouse_tcp_port}/{db}"
+    procs = [_migrate_cli(stack_settings, url) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    store = NativeStore(StoreURL.parse(url))
+    try:
+        assert [p.returncode for p in procs] == [0, 0], outs
+        applied = sum(int(o.strip().splitlines()[-1].split()[0]) for o, _e in outs)
+        assert applied >= len(load_migrations())  # between them they applied everything (maybe both did)
+        assert check_contract(store) == []
+        versions = store.query(f"SELECT version FROM {db}.schema_migrations FINAL ORDER BY version")
+        assert [v for (v,) in versions] == [m.version for m in load_migrations()]
+        assert migrate(store).applied == []
+    finally:
+        store.execute(f"DROP DATABASE IF EXISTS {db}")
+        store.close()
+
+
+def test_prune_drops_expired_day_partitions_on_the_server(server_store):
+    migrate(server_store)
+    days = [datetime(2026, 11, d, 12, 0, tzinfo=UTC) for d in (1, 2, 3)]
+    server_store.insert("pipeline_health", {
+        "ts": days, "worker": ["w"] * 3, "topic": ["t"] * 3, "partition": [0] * 3, "events": [1] * 3,
+        "dead_letters": [0] * 3, "alerts": [0] * 3, "lag": [0] * 3, "batch_latency_ms": [1.0] * 3,
+        "checkpoint_age_s": [1.0] * 3})
+    dropped = prune(server_store, {"events": 30, "aggregates": 1}, today=date(2026, 11, 3))
+    assert [(d.table, d.partition) for d in dropped] == [("pipeline_health", "20261101")]
+    left = server_store.query(f"SELECT toString(toDate(ts)) FROM {server_store.database}.pipeline_health ORDER BY ts")
+    assert [r[0] for r in left] == ["2026-11-02", "2026-11-03"]
+    assert prune(server_store, {"events": 30, "aggregates": 1}, today=date(2026, 11, 3)) == []
+
+
+def test_set_status_cli_on_the_server(server_store, stack_settings: Settings):
+    migrate(server_store)
+    server_store.insert("alerts", alert_columns(sample_alerts()[:1], CREATED))
+    url = f"clickhouse://default@127.0.0.1:{stack_settings.clickhouse_tcp_port}/{server_store.database}"
+    env = {**os.environ, "SPYGLASS_CLICKHOUSE_URL": url}
+    for status in ("acknowledged", "false_positive"):
+        r = subprocess.run([sys.executable, "-m", "streams.cli", "alerts", "set-status", "alert-1", status,
+                            "--note", f"n-{status}", "--by", "ana"], env=env, capture_output=True, text=True,
+                           check=False)
+        assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "streams.cli", "alerts", "set-status", "nope", "resolved"], env=env,
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 1 and "no alert 'nope'" in r.stderr
+    got = server_store.query(f"SELECT tenant, argMax(status, updated_at), argMax(note, updated_at), count() "
+                             f"FROM {server_store.database}.alert_status GROUP BY alert_id, tenant")
+    # two changes within one second share updated_at: ReplacingMergeTree then keeps the last inserted
+    assert len(got) == 1 and got[0][0] == "acme" and got[0][3] == 2
+    final = server_store.query(f"SELECT status, note FROM {server_store.database}.alert_status FINAL")
+    assert [tuple(r) for r in final] == [("false_positive", "n-false_positive")]

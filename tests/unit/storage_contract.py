@@ -1,0 +1,121 @@
+"""The storage contract (notes shared by the worker, storage and dashboards) as data the tests check.
+
+Unit tests check it on chDB; integration tests check it on the ClickHouse 18.16 server.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from detectors.alerts import Alert, Evidence, Feature
+
+# table -> [(column, type)] exactly as the contract fixes them (extra columns are allowed).
+CONTRACT: dict[str, list[tuple[str, str]]] = {
+    "events": [
+        ("event_id", "String"), ("kind", "String"), ("ts", "DateTime"), ("ts_ms", "UInt16"), ("tenant", "String"),
+        ("source", "String"), ("entity", "String"), ("principal", "String"), ("payload", "String"),
+        ("ingested_at", "DateTime"), ("score", "Float32"),
+    ],
+    "alerts": [
+        ("alert_id", "String"), ("tenant", "String"), ("detector", "String"), ("kind", "String"),
+        ("entity_type", "String"), ("entity", "String"), ("severity", "String"), ("score", "Float32"),
+        ("first_seen", "DateTime"), ("last_seen", "DateTime"), ("title", "String"), ("explanation", "String"),
+        ("evidence", "String"), ("feature_names", "Array(String)"), ("feature_values", "Array(Float64)"),
+        ("feature_baselines", "Array(Float64)"), ("event_ids", "Array(String)"), ("tags", "Array(String)"),
+        ("source_topic", "String"), ("source_partition", "UInt16"), ("source_offset", "UInt64"),
+        ("created_at", "DateTime"),
+    ],
+    "engine_checkpoints": [
+        ("group_id", "String"), ("topic", "String"), ("partition", "UInt16"), ("offset", "UInt64"),
+        ("state", "String"), ("digest", "String"), ("entities", "UInt32"), ("bytes", "UInt64"),
+        ("worker", "String"), ("written_at", "DateTime"),
+    ],
+    "pipeline_health": [
+        ("ts", "DateTime"), ("worker", "String"), ("topic", "String"), ("partition", "Int32"), ("events", "UInt64"),
+        ("dead_letters", "UInt64"), ("alerts", "UInt64"), ("lag", "Int64"), ("batch_latency_ms", "Float32"),
+        ("checkpoint_age_s", "Float32"),
+    ],
+    "alert_status": [
+        ("alert_id", "String"), ("tenant", "String"), ("status", "String"), ("updated_at", "DateTime"),
+        ("updated_by", "String"), ("note", "String"),
+    ],
+    "schema_migrations": [("version", "UInt32"), ("name", "String"), ("checksum", "String"),
+                          ("applied_at", "DateTime")],
+}
+ENGINES = {
+    "events": "ReplacingMergeTree", "alerts": "ReplacingMergeTree", "engine_checkpoints": "ReplacingMergeTree",
+    "pipeline_health": "MergeTree", "alert_status": "ReplacingMergeTree", "events_minute": "SummingMergeTree",
+    "entity_risk_minute": "SummingMergeTree", "events_minute_mv": "MaterializedView",
+    "entity_risk_minute_mv": "MaterializedView", "schema_migrations": "ReplacingMergeTree",
+}
+
+
+def check_contract(store) -> list[str]:
+    """Differences between ``store``'s database and the contract ([] when it conforms)."""
+    db = store.database
+    problems = []
+    cols: dict[str, dict[str, str]] = {}
+    for table, name, typ in store.query(
+            f"SELECT table, name, type FROM system.columns WHERE database = '{db}'"):
+        cols.setdefault(table, {})[name] = typ
+    for table, want in CONTRACT.items():
+        have = cols.get(table, {})
+        for name, typ in want:
+            if have.get(name) != typ:
+                problems.append(f"{table}.{name}: want {typ}, have {have.get(name)}")
+    engines = dict(store.query(f"SELECT name, engine FROM system.tables WHERE database = '{db}'"))
+    for table, engine in ENGINES.items():
+        if engines.get(table) != engine:
+            problems.append(f"{table}: engine {engines.get(table)}, want {engine}")
+    return problems
+
+
+def sample_alerts() -> list[Alert]:
+    """Three alerts on two entities, one feature without a baseline."""
+    def one(i: int, entity: str, severity: str, score: float, detector: str) -> Alert:
+        return Alert(
+            alert_id=f"alert-{i}", tenant="acme", detector=detector, kind="api_usage", entity_type="api_key",
+            entity=entity, severity=severity, score=score, first_seen=f"2026-11-02T10:0{i}:30.500Z",
+            last_seen=f"2026-11-02T10:0{i}:59Z", title=f"t{i}", explanation=f"Key {entity} did thing {i}.",
+            evidence=Evidence(features=[Feature(name="rate", value=10.0 + i, baseline=2.0),
+                                        Feature(name="new_ip", value=1.0)], event_ids=[f"e{i}a", f"e{i}b"]),
+            tags=["ATLAS:AML.T0024", "OWASP:LLM10"])
+    return [one(1, "k1", "high", 0.8, "api.rate_burst"), one(2, "k1", "critical", 0.95, "api.new_client"),
+            one(3, "k2", "low", 0.3, "api.rate_burst")]
+
+
+CREATED = datetime(2026, 11, 2, 11, 0, 0, tzinfo=UTC)
+
+
+def sample_events(n: int = 3000, seed: int = 9, days: int = 1) -> list[tuple[object, bytes]]:
+    """(decoded event, raw JSON) pairs from the simulator; raw JSON has spaces after colons (json.dumps)."""
+    from schemas.events import decode
+    from streams.simulator.run import Simulation
+
+    sim = Simulation(seed=seed, events=n, days=days, instances=1, scenarios=["credential_stuffing"])
+    rows = [r for chunk in sim.chunks() for r in chunk.rows]
+    return [(decode(json.dumps(r).encode()), json.dumps(r).encode()) for r in rows]
+
+
+def insert_columns(store, table: str, columns: dict[str, list]) -> int:
+    """``store.insert``, except on chDB when a column holds arrays.
+
+    ``ChdbStore.insert`` hands chDB a dict of lists, and chDB's ``Python()`` table function
+    rejects list values ("Unrecognized data type: list"); a pyarrow table carries them. The
+    fix belongs in ``ChdbStore.insert`` (streams/sinks/clickhouse.py); until then the tests
+    insert array columns this way, and ``test_chdb_store_insert_takes_array_columns`` (xfail,
+    strict) turns red the day the store learns it.
+    """
+    from streams.sinks.clickhouse import ChdbStore
+
+    has_lists = any(v and isinstance(v[0], list) for v in columns.values())
+    if not isinstance(store, ChdbStore) or not has_lists:
+        return store.insert(table, columns)
+    import pyarrow as pa
+
+    spyglass_arrow = pa.table({  # noqa: F841 - read by chDB by name
+        k: [int(x.timestamp()) for x in v] if v and isinstance(v[0], datetime) else v for k, v in columns.items()})
+    cols = ", ".join(columns)
+    store.execute(f"INSERT INTO {store.database}.{table} ({cols}) SELECT {cols} FROM Python(spyglass_arrow)")
+    return len(next(iter(columns.values())))
