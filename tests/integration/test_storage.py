@@ -14,7 +14,7 @@ from schemas.migrate import load_migrations, migrate, prune
 from schemas.rows import alert_columns
 from streams.settings import Settings, StoreURL
 from streams.sinks.clickhouse import ChdbStore, EventsSink, NativeStore
-from tests.unit.storage_contract import CREATED, check_contract, insert_columns, sample_alerts, sample_events
+from tests.unit.storage_contract import CREATED, check_contract, sample_alerts, sample_events
 
 PLAIN = [m for m in load_migrations() if not m.requires]  # what 18.16 gets (no roles: no RBAC)
 MINUTE_QUERY = (
@@ -38,7 +38,7 @@ def server_store(stack_settings: Settings):
 
 def _fill_and_read(store) -> tuple[list, list]:
     EventsSink(store).write(sample_events())
-    insert_columns(store, "alerts", alert_columns(sample_alerts(), CREATED, [("t", 0, i) for i in range(3)]))
+    store.insert("alerts", alert_columns(sample_alerts(), CREATED, [("t", 0, i) for i in range(3)]))
     norm = [tuple(list(x) if isinstance(x, list | tuple) else x for x in r)
             for r in store.query(MINUTE_QUERY.format(db=store.database))]
     risk = [tuple(list(x) if isinstance(x, list | tuple) else x for x in r)
