@@ -189,12 +189,15 @@ def migrate(
     """
     db = store.database
     _check_ident(db)
-    store.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
-    _execute_idempotent(store, _SCHEMA_MIGRATIONS.replace("{db}", db), frozenset())
+    try:  # a current schema needs no DDL at all, so a worker without DDL rights may call this
+        recorded = applied_versions(store)
+    except Exception:  # noqa: BLE001 - no database or no schema_migrations yet: bootstrap them
+        store.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+        _execute_idempotent(store, _SCHEMA_MIGRATIONS.replace("{db}", db), frozenset())
+        recorded = applied_versions(store)
     features = detect_features(store)
     server = str(store.query("SELECT version()")[0][0])
     report = MigrationReport(database=db, server=server, features=features)
-    recorded = applied_versions(store)
     who = applied_by or f"{socket.gethostname()}"
     for m in load_migrations() if migrations is None else migrations:
         if target is not None and m.version > target:

@@ -118,6 +118,11 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
             f"not the local broker {bootstrap}",
             highlight=False,
         )
+    if "clickhouse" in services:
+        ch = stack.clickhouse
+        console.print(f"clickhouse users: spyglass_writer, spyglass_grafana (database {ch.users_database}); "
+                      f"passwords in {ch.credentials_file} unless set by SPYGLASS_CLICKHOUSE_*_PASSWORD",
+                      highlight=False)
     console.print(f"up in {time.monotonic() - t0:.1f} s; state in {stack.state_file}", highlight=False)
     return 0
 

@@ -97,25 +97,3 @@ def sample_events(n: int = 3000, seed: int = 9, days: int = 1) -> list[tuple[obj
     rows = [r for chunk in sim.chunks() for r in chunk.rows]
     return [(decode(json.dumps(r).encode()), json.dumps(r).encode()) for r in rows]
 
-
-def insert_columns(store, table: str, columns: dict[str, list]) -> int:
-    """``store.insert``, except on chDB when a column holds arrays.
-
-    ``ChdbStore.insert`` hands chDB a dict of lists, and chDB's ``Python()`` table function
-    rejects list values ("Unrecognized data type: list"); a pyarrow table carries them. The
-    fix belongs in ``ChdbStore.insert`` (streams/sinks/clickhouse.py); until then the tests
-    insert array columns this way, and ``test_chdb_store_insert_takes_array_columns`` (xfail,
-    strict) turns red the day the store learns it.
-    """
-    from streams.sinks.clickhouse import ChdbStore
-
-    has_lists = any(v and isinstance(v[0], list) for v in columns.values())
-    if not isinstance(store, ChdbStore) or not has_lists:
-        return store.insert(table, columns)
-    import pyarrow as pa
-
-    spyglass_arrow = pa.table({  # noqa: F841 - read by chDB by name
-        k: [int(x.timestamp()) for x in v] if v and isinstance(v[0], datetime) else v for k, v in columns.items()})
-    cols = ", ".join(columns)
-    store.execute(f"INSERT INTO {store.database}.{table} ({cols}) SELECT {cols} FROM Python(spyglass_arrow)")
-    return len(next(iter(columns.values())))

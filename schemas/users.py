@@ -1,0 +1,77 @@
+"""Least-privilege ClickHouse users for servers without SQL access control (ClickHouse < 20.4, e.g. 18.16).
+
+Servers with RBAC get roles from a migration (``schemas/clickhouse/migrations/009_roles.sql``);
+18.16 has no ``CREATE USER``/``GRANT``, so its users live in a ``users.d`` XML file that the
+local stack writes (``streams/stack/clickhouse.py``) and that operators can copy for their own
+servers. Only sha256 hashes of the passwords go into the file.
+
+What 18.16 can enforce, and what it cannot (checked on the real server by the integration tests):
+
+- ``spyglass_writer`` (the worker): only its database (``allow_databases``; ``system`` is always
+  readable), no DDL at all (``allow_ddl = 0``, which it cannot switch back on). 18.16 has no
+  table-level grants or row policies, so inside its database it can read every table, not only
+  ``engine_checkpoints``; on RBAC servers the role grants exactly what it needs.
+- ``spyglass_grafana`` (dashboards): ``readonly = 1`` (no INSERT, ALTER, DROP, CREATE or SET), only
+  its database, ``max_execution_time`` and ``max_memory_usage`` per query.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from xml.sax.saxutils import escape
+
+WRITER = "spyglass_writer"
+GRAFANA = "spyglass_grafana"
+GRAFANA_MAX_EXECUTION_TIME_S = 60
+GRAFANA_MAX_MEMORY_USAGE = 2_000_000_000
+WRITER_MAX_MEMORY_USAGE = 4_000_000_000
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def password_sha256(password: str) -> str:
+    """The hex sha256 ClickHouse's ``<password_sha256_hex>`` expects."""
+    return hashlib.sha256(password.encode("utf-8")).hexdigest()
+
+
+def users_xml(database: str, passwords: dict[str, str], *, networks: tuple[str, ...] = ("127.0.0.1", "::1"),
+              writer: str = WRITER, grafana: str = GRAFANA) -> str:
+    """A ``users.d`` file defining the writer and the read-only Grafana user of ``database``.
+
+    ``passwords`` maps ``writer``/``grafana`` to the plain passwords; only their hashes are written.
+    """
+    for name in (database, writer, grafana):
+        if not _NAME.match(name):
+            raise ValueError(f"not a valid ClickHouse name: {name!r}")
+    nets = "".join(f"<ip>{escape(n)}</ip>" for n in networks)
+
+    def user(name: str) -> str:
+        return (f"        <{name}>\n"
+                f"            <password_sha256_hex>{password_sha256(passwords[name])}</password_sha256_hex>\n"
+                f"            <networks>{nets}</networks>\n"
+                f"            <profile>{name}</profile>\n"
+                f"            <quota>default</quota>\n"
+                f"            <allow_databases><database>{database}</database></allow_databases>\n"
+                f"        </{name}>\n")
+
+    return f"""<?xml version="1.0"?>
+<!-- Written by spyglass stack (schemas/users.py): least-privilege users of database {database}.
+     Only sha256 hashes of the passwords are here; the passwords come from the environment or
+     the stack's credentials file (mode 0600). -->
+<yandex>
+    <profiles>
+        <{writer}>
+            <allow_ddl>0</allow_ddl>
+            <max_memory_usage>{WRITER_MAX_MEMORY_USAGE}</max_memory_usage>
+        </{writer}>
+        <{grafana}>
+            <readonly>1</readonly>
+            <max_execution_time>{GRAFANA_MAX_EXECUTION_TIME_S}</max_execution_time>
+            <max_memory_usage>{GRAFANA_MAX_MEMORY_USAGE}</max_memory_usage>
+        </{grafana}>
+    </profiles>
+    <users>
+{user(writer)}{user(grafana)}    </users>
+</yandex>
+"""
