@@ -25,12 +25,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
-
 from detectors.alerts import Alert, encode_alert
 from detectors.engine import Engine
 from schemas.errors import EventError
 from schemas.events import ENTITY_FIELD, Event, decode
+from schemas.rows import alert_columns
 from streams import metrics as m
 from streams.checkpoints import CheckpointError, CheckpointStore, _lit
 from streams.settings import Settings
@@ -378,35 +377,3 @@ def _dl_headers(r: Record, err: EventError) -> list[tuple[str, bytes]]:
             ("spyglass.error.field", err.field.encode()),
             ("spyglass.error.reason", err.reason.encode()[:1024]),
             ("spyglass.stage", b"worker")]
-
-
-_enc = msgspec.json.Encoder()
-
-
-def alert_columns(alerts: Sequence[Alert], created_at: datetime,
-                  sources: Sequence[tuple[str, int, int]] | None = None) -> dict[str, list[Any]]:
-    """Alerts as the columns of the ``alerts`` table."""
-    cols: dict[str, list[Any]] = {k: [] for k in (
-        "alert_id", "tenant", "detector", "kind", "entity_type", "entity", "severity", "score", "first_seen",
-        "last_seen", "title", "explanation", "evidence", "feature_names", "feature_values", "feature_baselines",
-        "event_ids", "tags", "source_topic", "source_partition", "source_offset", "created_at")}
-    for i, a in enumerate(alerts):
-        src = sources[i] if sources else ("", 0, 0)
-        for k, v in (("alert_id", a.alert_id), ("tenant", a.tenant), ("detector", a.detector), ("kind", a.kind),
-                     ("entity_type", a.entity_type), ("entity", a.entity), ("severity", a.severity),
-                     ("score", a.score), ("first_seen", _dt(a.first_seen)), ("last_seen", _dt(a.last_seen)),
-                     ("title", a.title), ("explanation", a.explanation),
-                     ("evidence", _enc.encode(a.evidence).decode()),
-                     ("feature_names", [f.name for f in a.evidence.features]),
-                     ("feature_values", [float(f.value) for f in a.evidence.features]),
-                     ("feature_baselines", [float("nan") if f.baseline is None else float(f.baseline)
-                                            for f in a.evidence.features]),
-                     ("event_ids", list(a.evidence.event_ids)), ("tags", list(a.tags)),
-                     ("source_topic", src[0]), ("source_partition", src[1]), ("source_offset", src[2]),
-                     ("created_at", created_at)):
-            cols[k].append(v)
-    return cols
-
-
-def _dt(iso: str) -> datetime:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(UTC).replace(microsecond=0)

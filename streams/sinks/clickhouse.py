@@ -46,7 +46,8 @@ class NativeStore:
         self.database = url.database
         self._client = Client(
             host=url.host, port=url.port, user=url.user, password=url.password.get_secret_value(),
-            database="default", connect_timeout=connect_timeout, send_receive_timeout=send_receive_timeout,
+            # no database at connect: a user restricted to its own (allow_databases) is refused "default"
+            database="", connect_timeout=connect_timeout, send_receive_timeout=send_receive_timeout,
             client_name="spyglass",
         )
 

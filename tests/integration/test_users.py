@@ -18,31 +18,12 @@ from streams.stack.clickhouse import ClickHouseServerService
 from tests.unit.storage_contract import CREATED, sample_alerts, sample_events
 
 
-class UserStore(NativeStore):
-    """``NativeStore`` connecting without naming a database.
-
-    ``NativeStore`` opens its connection with ``database="default"``; a user restricted by
-    ``allow_databases`` is refused that database at the handshake (the server just closes the
-    connection: "Unexpected EOF"). An empty name makes the server pick its default without the
-    check. The fix belongs in ``NativeStore`` (streams/sinks/clickhouse.py); until then
-    ``test_native_store_connects_as_a_restricted_user`` (xfail, strict) marks the gap.
-    """
-
-    def __init__(self, url: StoreURL) -> None:
-        from clickhouse_driver import Client
-
-        self.url = url
-        self.database = url.database
-        self._client = Client(host=url.host, port=url.port, user=url.user, password=url.password.get_secret_value(),
-                              database="", connect_timeout=5, send_receive_timeout=60, client_name="spyglass")
-
-
 def _login(port: int, user: str, password: str, database: str, timeout_s: float = 30.0) -> NativeStore:
     """A store as ``user``; waits for the server to reload users.d (it polls its config files)."""
     url = StoreURL.parse(f"clickhouse://{user}:{password}@127.0.0.1:{port}/{database}")
     deadline = time.monotonic() + timeout_s
     while True:
-        store = UserStore(url)
+        store = NativeStore(url)
         try:
             store.query("SELECT 1")
             return store
@@ -66,7 +47,7 @@ def test_the_stack_writes_hashed_users_and_a_private_credentials_file(stack_sett
     for user, password in creds.items():
         store = _login(stack_settings.clickhouse_tcp_port, user, password, svc.users_database)
         store.close()
-    wrong = UserStore(StoreURL.parse(f"clickhouse://spyglass_grafana:nope@127.0.0.1:"
+    wrong = NativeStore(StoreURL.parse(f"clickhouse://spyglass_grafana:nope@127.0.0.1:"
                                        f"{stack_settings.clickhouse_tcp_port}/{svc.users_database}"))
     try:
         with pytest.raises(StoreError, match="[Ww]rong password|Authentication failed"):
@@ -103,8 +84,8 @@ def users(stack_settings: Settings):
         admin.close()
 
 
-@pytest.mark.xfail(strict=True, raises=StoreError, reason="NativeStore names database 'default' when connecting")
 def test_native_store_connects_as_a_restricted_user(users):
+    """A user restricted to one database (allow_databases) can log in: no database is named at connect."""
     admin, w, _g, _other = users
     store = NativeStore(w.url)
     try:
