@@ -1,10 +1,10 @@
 """The main job end to end, on the embedded default.
 
-Starts the local Kafka broker, produces simulated traffic into the three event topics at
-a target rate, consumes it back through the broker, decodes and validates every record,
-stores the events in the ClickHouse store (chDB unless ``SPYGLASS_CLICKHOUSE_URL`` says
-otherwise) and shows what flows in a live terminal view. The detection issues grow this
-into the full pipeline (scoring and alerts); the shape stays the same.
+Starts the local Kafka broker, a ``spyglass worker`` and the simulator (``spyglass simulate
+--kafka``) as processes of their own, and shows the alerts topic in a live terminal view while
+the worker scores the traffic and writes events and alerts to the store (chDB unless
+``SPYGLASS_CLICKHOUSE_URL`` says otherwise). When the worker has scored everything it is
+stopped with SIGTERM (it checkpoints and commits), and the store is summarised.
 """
 
 from __future__ import annotations
@@ -23,23 +23,24 @@ from rich.table import Table
 from schemas.errors import SpyglassError
 from streams.settings import Settings
 from streams.simulator.run import Simulation
-from streams.sinks.clickhouse import EventsSink, apply_ddl, open_store
+from streams.sinks.clickhouse import open_store
 
 
 @dataclass
 class Flow:
-    """What the consumer has seen so far (the live view renders this)."""
+    """What the demo has seen so far (the live view renders this)."""
 
     produced: int = 0
-    consumed: int = 0
-    invalid: int = 0
-    stored: int = 0
-    by_kind: Counter = field(default_factory=Counter)
-    by_tenant: Counter = field(default_factory=Counter)
-    attack_events: int = 0
-    recent: deque = field(default_factory=lambda: deque(maxlen=6))
-    errors: deque = field(default_factory=lambda: deque(maxlen=3))
+    scored: int = 0
+    dead: int = 0
+    alerts: int = 0
+    by_severity: Counter = field(default_factory=Counter)
+    by_detector: Counter = field(default_factory=Counter)
+    recent: deque = field(default_factory=lambda: deque(maxlen=8))
     started: float = field(default_factory=time.perf_counter)
+
+
+SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
 
 
 def _view(flow: Flow, total: int, store_desc: str) -> Group:
@@ -47,43 +48,70 @@ def _view(flow: Flow, total: int, store_desc: str) -> Group:
     head = Table.grid(padding=(0, 3))
     for _ in range(5):
         head.add_column(justify="right")
-    head.add_row("produced", "consumed", "lag", "stored", "invalid")
-    head.add_row(f"{flow.produced:,}/{total:,}", f"{flow.consumed:,}", f"{flow.produced - flow.consumed:,}",
-                 f"{flow.stored:,}", f"{flow.invalid:,}")
-    head.add_row("", f"{flow.consumed / elapsed:,.0f}/s", "", "", "")
-    kinds = Table("kind", "events", "share", title="by kind", expand=True)
-    for k, n in flow.by_kind.most_common():
-        kinds.add_row(k, f"{n:,}", f"{100 * n / max(flow.consumed, 1):.1f}%")
-    tenants = Table("tenant", "events", title="by tenant", expand=True)
-    for t, n in flow.by_tenant.most_common(5):
-        tenants.add_row(t, f"{n:,}")
+    head.add_row("produced", "scored", "lag", "dead letters", "alerts")
+    lag = max(flow.produced - flow.scored - flow.dead, 0)
+    head.add_row(f"{flow.produced:,}/{total:,}", f"{flow.scored:,}", f"{lag:,}", f"{flow.dead:,}", f"{flow.alerts:,}")
+    head.add_row("", f"{flow.scored / elapsed:,.0f}/s", "", "", "")
+    sev = Table("severity", "alerts", title="by severity", expand=True)
+    for k in ("critical", "high", "medium", "low", "info"):
+        if flow.by_severity[k]:
+            sev.add_row(f"[{SEVERITY_STYLE[k]}]{k}[/]", f"{flow.by_severity[k]:,}")
+    det = Table("detector", "alerts", title="by detector", expand=True)
+    for d, n in flow.by_detector.most_common(8):
+        det.add_row(d, f"{n:,}")
     side = Table.grid(expand=True)
     side.add_column()
     side.add_column()
-    side.add_row(kinds, tenants)
-    recent = Table("event time", "kind", "entity", "what", title="latest events", expand=True)
+    side.add_row(sev, det)
+    recent = Table("event time", "severity", "detector", "entity", "why", title="latest alerts (alerts topic)",
+                   expand=True)
     for row in list(flow.recent):
         recent.add_row(*row)
-    parts = [Panel(head, title=f"Kafka -> decode -> {store_desc}"), side, recent,
-             f"[dim]ground-truth attack events seen so far: {flow.attack_events:,}[/]"]
-    if flow.errors:
-        parts.append(Panel("\n".join(flow.errors), title="dead letters (latest)", style="red"))
-    return Group(*parts)
+    return Group(Panel(head, title=f"Kafka -> spyglass worker -> alerts topic + {store_desc}"), side, recent)
 
 
-def _what(ev) -> str:
-    k = type(ev).__struct_config__.tag
-    if k == "api_usage":
-        return f"{ev.method} {ev.endpoint} -> {ev.status} ({ev.auth_result})"
-    if k == "data_access":
-        return f"{ev.operation} {ev.dataset} [{ev.sensitivity}] {'granted' if ev.granted else 'DENIED'}"
-    return f"{ev.action} on {ev.target_system} ({ev.privilege}, approval {ev.approval})"
+def _worker_counts(port: int) -> tuple[int, int]:
+    """(events scored, dead letters) from the worker's /metrics."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:  # noqa: S310 - loopback
+            text = r.read().decode()
+    except OSError:
+        return -1, -1
+    scored = dead = 0
+    for line in text.splitlines():
+        if line.startswith("spyglass_events_in_total{"):
+            scored += int(float(line.rsplit(" ", 1)[1]))
+        elif line.startswith("spyglass_dead_letters_total{"):
+            dead += int(float(line.rsplit(" ", 1)[1]))
+    return scored, dead
+
+
+def _all_committed(settings: Settings, ends: dict) -> bool:
+    """Has the worker group committed every record up to ``ends`` (so everything is scored and stored)?"""
+    from streams.stack.kafka import admin_client
+
+    admin = admin_client(settings.kafka_bootstrap)
+    try:
+        offs = admin.list_group_offsets(settings.worker_group).get(settings.worker_group, {})
+    except Exception:  # noqa: BLE001 - the group may not exist yet
+        return False
+    finally:
+        admin.close()
+    have = {(tp.topic, tp.partition): om.offset for tp, om in offs.items()}
+    return all(have.get((tp.topic, tp.partition), 0) >= end for tp, end in ends.items())
 
 
 def run_demo(settings: Settings, *, events: int, rate: float, seed: int, keep_stack: bool = False) -> int:
-    from schemas.events import ENTITY_FIELD
-    from streams.ingest import Ingestor
+    import os
+
+    import msgspec
+    from kafka import KafkaConsumer, TopicPartition
+
+    from detectors.alerts import Alert
     from streams.stack import Stack
+    from streams.stack.base import free_port
 
     console = Console()
     stack = Stack(settings)
@@ -91,77 +119,101 @@ def run_demo(settings: Settings, *, events: int, rate: float, seed: int, keep_st
     ready = stack.up(services=("kafka",))
     console.print("ready: " + ", ".join(f"{k} {v:.1f}s" for k, v in ready.items()))
 
-    store = open_store(settings.store())
-    apply_ddl(store)
-    distinct_sql = f"SELECT uniqExact(event_id) FROM {store.database}.events"  # noqa: S608 - checked identifier
-
     sim = Simulation(seed=seed, events=events, days=max(1, min(7, events // 20_000)))
-    attack_ids = {eid for inj in sim.injections for eid in inj.label.event_ids}
-    sink = EventsSink(store)
-    ingest = Ingestor(settings, sink, group_id=None, from_end=True, client_id="spyglass-demo")
+    port = free_port()
+    env = {**os.environ, "SPYGLASS_WORKER_WEB_PORT": str(port), "SPYGLASS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap}
+    log_path = settings.stack_dir / "demo-worker.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    alerts_in = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","), group_id=None,
+                              enable_auto_commit=False, client_id="spyglass-demo-view")
+    parts = [TopicPartition(settings.topic_alerts, p)
+             for p in sorted(alerts_in.partitions_for_topic(settings.topic_alerts) or [])]
+    alerts_in.assign(parts)
+    for tp, off in alerts_in.end_offsets(parts).items():
+        alerts_in.seek(tp, off)  # this run's alerts only
+    event_parts = [TopicPartition(t, p) for t in settings.topics().values()
+                   for p in sorted(alerts_in.partitions_for_topic(t) or [])]
+    start_offsets = alerts_in.end_offsets(event_parts)
+    decode_alert = msgspec.json.Decoder(Alert)
 
-    flow = Flow()
-    start_offsets = ingest.end_offsets()
-
-    def seen(ev) -> None:
-        flow.by_tenant[ev.tenant] += 1
-        if ev.event_id in attack_ids:
-            flow.attack_events += 1
-
-    # The emitter runs as its own process, as services would: `spyglass simulate --kafka`.
+    # The worker and the emitter run as their own processes, as in production.
+    with open(log_path, "ab") as log:
+        worker = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
+            [sys.executable, "-m", "streams.cli", "worker", "--name", "demo"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+        )
     producer = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
         [sys.executable, "-m", "streams.cli", "simulate", "--kafka", "--seed", str(seed), "--events", str(events),
          "--days", str(sim.days), "--rate", str(rate)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
     )
-    last_count = 0.0
+    flow = Flow()
     store_desc = f"{settings.store().scheme} store"
+    last_poll = 0.0
     idle_until = None
+    ends: dict = {}
+    ok = True
     try:
         with Live(_view(flow, sim.total, store_desc), console=console, refresh_per_second=4) as live:
-            while flow.consumed + flow.invalid < sim.total:
-                batch = ingest.poll(timeout_ms=250, on_event=seen)
-                flow.consumed += len(batch.events)
-                flow.invalid += len(batch.dead)
-                flow.by_kind.update(batch.by_kind)
-                flow.stored = sink.rows_written
-                for topic, part, off, err in batch.dead:
-                    flow.errors.append(f"{topic}[{part}]@{off}: {err}")
-                if batch.events:
-                    ev = batch.events[-1][0]
-                    kind = type(ev).__struct_config__.tag
-                    flow.recent.append((ev.ts.strftime("%a %H:%M:%S"), kind,
-                                        getattr(ev, ENTITY_FIELD[kind]), _what(ev)))
-                if time.perf_counter() - last_count > 0.5:  # produced = what the broker holds, not a promise
-                    ends = ingest.end_offsets()
+            while True:
+                for msgs in alerts_in.poll(timeout_ms=250, max_records=1000).values():
+                    for msg in msgs:
+                        a = decode_alert.decode(msg.value)
+                        flow.alerts += 1
+                        flow.by_severity[a.severity] += 1
+                        flow.by_detector[a.detector] += 1
+                        flow.recent.append((a.first_seen[5:19].replace("T", " "),
+                                            f"[{SEVERITY_STYLE[a.severity]}]{a.severity}[/]", a.detector, a.entity,
+                                            a.explanation[:90]))
+                if time.perf_counter() - last_poll > 0.5:
+                    ends = alerts_in.end_offsets(event_parts)
                     flow.produced = sum(ends[tp] - start_offsets.get(tp, 0) for tp in ends)
-                    last_count = time.perf_counter()
+                    scored, dead = _worker_counts(port)
+                    if scored >= 0:
+                        flow.scored, flow.dead = scored, dead
+                    last_poll = time.perf_counter()
                 live.update(_view(flow, sim.total, store_desc))
+                if worker.poll() is not None:
+                    raise SpyglassError(f"the worker exited ({worker.returncode}); see {log_path}")
                 if producer.poll() not in (None, 0):
                     raise SpyglassError(f"the simulator failed: {producer.stderr.read().decode()[-2000:]}")
-                if producer.poll() is not None and not batch.events and not batch.dead:
-                    idle_until = idle_until or time.perf_counter() + 30
+                if producer.poll() == 0 and flow.produced >= sim.total and _all_committed(settings, ends):
+                    break
+                if producer.poll() == 0:  # produced everything; give the worker time to drain
+                    idle_until = idle_until or time.perf_counter() + 120
                     if time.perf_counter() > idle_until:
+                        ok = False
                         break
     finally:
         if producer.poll() is None:
             producer.terminate()
         producer.wait(timeout=30)
-        ingest.close()
+        if worker.poll() is None:
+            worker.terminate()  # SIGTERM: the worker checkpoints and commits, then exits
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()  # never leave a worker behind holding the embedded store
+            worker.wait(timeout=10)
+            ok = False
+        alerts_in.close()
         if not keep_stack:
             stack.down()
-    distinct = store.query(distinct_sql)[0][0]
+    store = open_store(settings.store())
+    db = store.database
+    stored_events = int(store.query(f"SELECT uniqExact(event_id) FROM {db}.events")[0][0])  # noqa: S608
+    stored_alerts = int(store.query(f"SELECT uniqExact(alert_id) FROM {db}.alerts")[0][0])  # noqa: S608
     store.close()
     elapsed = time.perf_counter() - flow.started
     console.print()
     console.print(
-        f"[bold green]done[/] in {elapsed:.1f}s: {flow.produced:,} events through Kafka, {flow.consumed:,} consumed "
-        f"and valid ({flow.invalid} dead letters), {sink.rows_written:,} rows written to {settings.store()}, "
-        f"which now holds {distinct:,} distinct events (re-runs of a seed collapse by event_id); "
-        f"{flow.attack_events:,} events belong to {len(sim.injections)} injected attack instances."
+        f"[bold green]done[/] in {elapsed:.1f}s: {flow.produced:,} events through Kafka, {flow.scored:,} scored by "
+        f"the worker ({flow.dead} dead letters), {flow.alerts:,} alerts on {settings.topic_alerts}. "
+        f"{settings.store()} now holds {stored_events:,} distinct events and {stored_alerts:,} alerts "
+        f"(re-runs of a seed collapse by id); {len(sim.injections)} attack instances were injected. "
+        f"Worker log: {log_path}"
     )
-    lost = sim.total - flow.consumed - flow.invalid
-    if lost:
-        console.print(f"[red]{lost} events produced but not consumed[/]")
+    if not ok or flow.scored + flow.dead < sim.total:
+        console.print(f"[red]{sim.total - flow.scored - flow.dead} events produced but not scored[/]")
         return 1
     return 0

@@ -43,6 +43,9 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
         broker_heartbeat_interval=settings.worker_session_timeout_s / 4,
         broker_commit_every=1,  # commit whatever has been acked, as soon as it is acked
         broker_commit_interval=1.0,
+        # at shutdown Faust would wait for every record to be acked, but records are acked only
+        # at checkpoints: the final checkpoint (on_before_shutdown) comes after the consumer stops
+        stream_wait_empty=False,
         stream_buffer_maxsize=max(2 * settings.worker_batch_max, 4096),
         web_enabled=settings.worker_web_port > 0,
         web_port=settings.worker_web_port or 6066,
