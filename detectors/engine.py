@@ -45,7 +45,7 @@ class EngineConfig:
     rate_ratio: float = 8.0
     volume_z: float = 6.0
     volume_min_seen: int = 10
-    volume_peer_z: float = 4.0
+    volume_peer_z: float = 6.0
     drift_k: float = 0.75
     drift_h: float = 10.0
     off_hours_share: float = 0.25

@@ -1,0 +1,291 @@
+"""``spyglass bench stream``: the worker on the real broker, beside a plain consumer (the ceiling).
+
+1. Produce N simulated events into fresh topics of the running local Kafka.
+2. Ceiling: a plain consumer (kafka-python) reads and decodes every record of those topics.
+3. One worker (``spyglass worker``, its own process and consumer group) scores the same
+   records: sustained events/s from its first scored event to the last, and consumer lag.
+4. Two workers in one group over the same records: the speed-up over one.
+5. Latency: events produced in real time at half the one-worker rate; for every alert, the
+   time from the production of its triggering event to the alert being readable in ClickHouse.
+
+Needs the stack (``spyglass stack up``) and a store URL that several processes can share
+(the ClickHouse server; chDB is single-process): ``SPYGLASS_CLICKHOUSE_URL=clickhouse://...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from schemas.events import decode
+from streams.settings import Settings
+from streams.simulator.output import produce_kafka
+from streams.simulator.run import Simulation
+
+
+def _topics(settings: Settings, tag: str) -> Settings:
+    return settings.model_copy(update={
+        "topic_api_usage": f"bench-{tag}.api-usage", "topic_data_access": f"bench-{tag}.data-access",
+        "topic_agent_execution": f"bench-{tag}.agent-execution", "topic_alerts": f"bench-{tag}.alerts",
+        "topic_dead_letter": f"bench-{tag}.dead-letter", "worker_group": f"bench-{tag}",
+    })
+
+
+def _plain_consumer(settings: Settings, n: int) -> float:
+    """Seconds a plain consumer needs to read and decode n records of the event topics."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","), group_id=None,
+                      enable_auto_commit=False, max_poll_records=5000, fetch_max_bytes=32 * 1024 * 1024)
+    parts = [TopicPartition(t, p) for t in settings.topics().values() for p in sorted(c.partitions_for_topic(t))]
+    c.assign(parts)
+    c.seek_to_beginning(*parts)
+    got = 0
+    t0 = time.perf_counter()
+    while got < n:
+        for msgs in c.poll(timeout_ms=500, max_records=5000).values():
+            for m in msgs:
+                decode(m.value)
+            got += len(msgs)
+    dt = time.perf_counter() - t0
+    c.close()
+    return dt
+
+
+def _metric(port: int, name: str) -> float:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:  # noqa: S310 - loopback
+            text = r.read().decode()
+    except OSError:
+        return -1.0
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+
+
+def _workers(settings: Settings, db: str, group: str, n_workers: int, n: int, tmp: Path,
+             timeout_s: float = 600) -> tuple[float, float, list[float]]:
+    """Start workers, wait until they scored n events; (seconds first->last event, max lag seen, rss MB)."""
+    from streams.stack.base import free_port
+
+    url = settings.store()
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("SPYGLASS_")}
+    ports = [free_port() for _ in range(n_workers)]
+    procs = []
+    for i, port in enumerate(ports):
+        env = {**base_env, "SPYGLASS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+               "SPYGLASS_TOPIC_API_USAGE": settings.topic_api_usage,
+               "SPYGLASS_TOPIC_DATA_ACCESS": settings.topic_data_access,
+               "SPYGLASS_TOPIC_AGENT_EXECUTION": settings.topic_agent_execution,
+               "SPYGLASS_TOPIC_ALERTS": settings.topic_alerts, "SPYGLASS_TOPIC_DEAD_LETTER": settings.topic_dead_letter,
+               "SPYGLASS_WORKER_GROUP": group, "SPYGLASS_WORKER_WEB_PORT": str(port),
+               "SPYGLASS_STACK_DIR": str(tmp), "SPYGLASS_CLICKHOUSE_URL":
+               f"clickhouse://{url.user}:{url.password.get_secret_value()}@{url.host}:{url.port}/{db}"}
+        log = open(tmp / f"{group}-{i}.log", "ab")  # noqa: SIM115 - the child owns it
+        procs.append(subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--name", f"{group}-{i}"],
+                                      stdout=log, stderr=log, env=env, start_new_session=True))
+        log.close()
+    first = last = None
+    lag = 0.0
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            done = sum(max(_metric(p, "spyglass_events_in_total"), 0) for p in ports)
+            lag = max(lag, sum(max(_metric(p, "spyglass_consumer_lag"), 0) for p in ports))
+            now = time.perf_counter()
+            if done > 0 and first is None:
+                first = now
+            if done >= n:
+                last = now
+                break
+            time.sleep(0.05)
+        rss = [_rss_mb(p.pid) for p in procs]
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    if first is None or last is None:
+        raise SystemExit(f"workers did not score {n} events in {timeout_s}s; logs in {tmp}")
+    return last - first, lag, rss
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _latency(settings: Settings, db: str, rate: float, events: int, seed: int, tmp: Path) -> list[float]:
+    """Event produced -> alert readable in ClickHouse, seconds, for every alert of a real-time run."""
+    from kafka import KafkaProducer
+
+    from streams.sinks.clickhouse import open_store
+    from streams.stack.base import free_port
+
+    group = f"{settings.worker_group}-lat"
+    port = free_port()
+    url = settings.store()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPYGLASS_")}
+    env.update({"SPYGLASS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+                "SPYGLASS_TOPIC_API_USAGE": settings.topic_api_usage + "-lat",
+                "SPYGLASS_TOPIC_DATA_ACCESS": settings.topic_data_access + "-lat",
+                "SPYGLASS_TOPIC_AGENT_EXECUTION": settings.topic_agent_execution + "-lat",
+                "SPYGLASS_TOPIC_ALERTS": settings.topic_alerts,
+                "SPYGLASS_TOPIC_DEAD_LETTER": settings.topic_dead_letter, "SPYGLASS_WORKER_GROUP": group,
+                "SPYGLASS_WORKER_WEB_PORT": str(port), "SPYGLASS_STACK_DIR": str(tmp),
+                "SPYGLASS_CLICKHOUSE_URL":
+                f"clickhouse://{url.user}:{url.password.get_secret_value()}@{url.host}:{url.port}/{db}"})
+    lat = settings.model_copy(update={k: v + "-lat" for k, v in (
+        ("topic_api_usage", settings.topic_api_usage), ("topic_data_access", settings.topic_data_access),
+        ("topic_agent_execution", settings.topic_agent_execution))})
+    from streams.stack.kafka import ensure_topics
+
+    ensure_topics(lat)
+    log = open(tmp / f"{group}.log", "ab")  # noqa: SIM115 - the child owns it
+    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--name", group],
+                            stdout=log, stderr=log, env=env, start_new_session=True)
+    log.close()
+    sent: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    try:
+        while _metric(port, "spyglass_partitions_owned") < 1:  # the worker has joined its group
+            time.sleep(0.2)
+        sim = Simulation(seed=seed, events=events, days=1)
+        producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","), acks="all", linger_ms=5)
+        enc = msgspec.json.Encoder()
+        stop = threading.Event()
+        store = open_store(url.__class__.parse(env["SPYGLASS_CLICKHOUSE_URL"]))
+
+        first_event: dict[str, str] = {}
+
+        def watch() -> None:  # poll the store: when does each alert become readable?
+            while not stop.is_set():
+                for alert_id, event_id in store.query(
+                        f"SELECT alert_id, event_ids[1] FROM {db}.alerts"):  # noqa: S608 - our own database name
+                    if alert_id not in seen:
+                        seen[alert_id] = time.time()
+                        first_event[alert_id] = event_id
+                time.sleep(0.02)
+
+        t = threading.Thread(target=watch, daemon=True)
+        t.start()
+        t0 = time.perf_counter()
+        topics = lat.topics()
+        from streams.simulator.output import PARTITION_KEY
+
+        i = 0
+        for chunk in sim.chunks():
+            for row in chunk.rows:
+                due = t0 + i / rate
+                while time.perf_counter() < due:
+                    time.sleep(min(due - time.perf_counter(), 0.005))
+                kind = row["kind"]
+                producer.send(topics[kind], key=row[PARTITION_KEY[kind]].encode(), value=enc.encode(row))
+                sent[row["event_id"]] = time.time()
+                i += 1
+        producer.flush()
+        time.sleep(8)  # let the last alerts land
+        stop.set()
+        t.join(5)
+        store.close()
+        producer.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return [seen[a] - sent[e] for a, e in first_event.items() if e in sent]
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    import tempfile
+
+    from streams.sinks.clickhouse import apply_ddl, open_store
+    from streams.stack.kafka import delete_topics, ensure_topics
+
+    console = Console()
+    if settings.store().scheme != "clickhouse":
+        raise SystemExit("bench stream needs a store several processes share: SPYGLASS_CLICKHOUSE_URL=clickhouse://...")
+    tag = uuid.uuid4().hex[:8]
+    s = _topics(settings, tag)
+    names = ensure_topics(s, partitions=args.partitions)
+    tmp = Path(tempfile.mkdtemp(prefix="spyglass-bench-stream-"))
+    url = settings.store()
+    admin = open_store(url)
+    dbs = {k: f"bench_{tag}_{k}" for k in ("one", "two", "lat")}
+    try:
+        for db in dbs.values():
+            st = open_store(url.__class__.parse(
+                f"clickhouse://{url.user}:{url.password.get_secret_value()}@{url.host}:{url.port}/{db}"))
+            apply_ddl(st)
+            st.close()
+        sim = Simulation(seed=args.seed, events=args.events, days=max(1, min(7, args.events // 30_000)))
+        console.print(f"producing {sim.total:,} events into {args.partitions} partitions per topic ...")
+        stats = produce_kafka(sim, s.kafka_bootstrap, s.topics())
+        n = stats.events
+        plain = _plain_consumer(s, n)
+        one, lag1, rss1 = _workers(s, dbs["one"], f"{s.worker_group}-one", 1, n, tmp)
+        two, lag2, _ = _workers(s, dbs["two"], f"{s.worker_group}-two", 2, n, tmp)
+        rate1 = n / one
+        lat = _latency(s, dbs["lat"], rate1 / 2, args.latency_events, args.seed + 1, tmp) if args.latency_events \
+            else []
+        t = Table(title=f"bench stream: {n:,} events, {args.partitions} partitions per topic, store {url.host}")
+        t.add_column("run")
+        t.add_column("events/s", justify="right")
+        t.add_column("vs plain consumer", justify="right")
+        t.add_column("max lag", justify="right")
+        t.add_column("peak RSS", justify="right")
+        t.add_row("plain consumer: read + decode (ceiling)", f"{n / plain:,.0f}", "1.00", "-", "-")
+        t.add_row("1 worker: decode, score, publish, store, checkpoint", f"{rate1:,.0f}", f"{rate1 / (n / plain):.2f}",
+                  f"{lag1:,.0f}", f"{max(rss1):,.0f} MB")
+        t.add_row("2 workers, one group", f"{n / two:,.0f}", f"{(n / two) / (n / plain):.2f}", f"{lag2:,.0f}", "-")
+        console.print(t)
+        console.print(f"2 workers / 1 worker: {one / two:.2f}x")
+        if lat:
+            q = np.percentile(np.array(lat) * 1000, [50, 99])
+            console.print(f"event produced -> alert in ClickHouse at {rate1 / 2:,.0f} events/s (half the 1-worker "
+                          f"rate), {len(lat)} alerts: p50 {q[0]:,.0f} ms, p99 {q[1]:,.0f} ms")
+        else:
+            console.print("latency: no alerts in the latency run")
+        console.print(f"[dim]cores: {os.cpu_count()}; broker, ClickHouse server, workers and this process share "
+                      f"them; logs in {tmp}[/]")
+    finally:
+        for db in dbs.values():
+            admin.execute(f"DROP DATABASE IF EXISTS {db}")
+        admin.close()
+        lat_names = [f"{x}-lat" for x in s.topics().values()]
+        delete_topics(s, names + lat_names)
+    return 0
+
+
+def register(sub: Any) -> None:
+    r = sub.add_parser("stream", help="worker events/s, lag and event-to-alert latency on the local Kafka, "
+                       "beside a plain consumer", description=__doc__.split("\n\n", 1)[1],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("--events", type=int, default=200_000, help="events to produce (default 200000)")
+    r.add_argument("--partitions", type=int, default=4, help="partitions per topic (default 4)")
+    r.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
+    r.add_argument("--latency-events", type=int, default=30_000,
+                   help="events of the real-time latency run (default 30000; 0 skips it)")
+    r.set_defaults(func=run)
