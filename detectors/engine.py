@@ -315,7 +315,8 @@ class Engine:
         s.dataset.fit(len(v.dataset))
         p = s.principal
         out: list[Finding] = []
-        p_before = _count(p, c.principal, c.ts)  # each event's count of earlier events of its principal
+        p_rank = _rank(c.principal)  # each event's count of earlier events of its principal in the batch
+        p_before = _count(p, c.principal, c.ts, p_rank)  # ... and before the batch too
         warm = (p_before + 1 >= 20) & (c.ts - p["first"][c.principal] >= 12 * HOUR)
 
         # volume far above the principal's baseline (granted reads/exports only)
@@ -383,7 +384,7 @@ class Engine:
         t_hist, p_hist = s.tow_tenant, s.tow_principal
         # histograms as of each event: the profile before the batch plus the batch's earlier events
         t_tot = t_hist[c.tenant].sum(axis=1) + _rank(c.tenant)
-        p_tot = p_hist[c.principal].sum(axis=1) + _rank(c.principal)
+        p_tot = p_hist[c.principal].sum(axis=1) + p_rank
         t_share = (t_hist[c.tenant, how] + _rank(pair(c.tenant, how))) / np.maximum(t_tot, 1) * 24
         p_share = (p_hist[c.principal, how] + _rank(pair(c.principal, how))) / np.maximum(p_tot, 1) * 24
         for t in np.unique(c.tenant).tolist():
@@ -625,16 +626,17 @@ class Engine:
             open_[key] = alert
 
 
-def _count(arrays: Arrays, ids: np.ndarray, ts: np.ndarray) -> np.ndarray:
+def _count(arrays: Arrays, ids: np.ndarray, ts: np.ndarray, rank: np.ndarray | None = None) -> np.ndarray:
     """Warm-up bookkeeping: add a batch to the per-entity ``n`` and ``first`` (first-seen time).
 
-    Returns each event's count of earlier events of its entity (in arrival order).
+    Returns each event's count of earlier events of its entity (in arrival order); ``rank`` is
+    ``_rank(ids)`` when the caller has it already.
     """
     n = arrays["n"]
     uniq, first_ix, counts = np.unique(ids, return_index=True, return_counts=True)
     fresh = n[uniq] == 0
     arrays["first"][uniq[fresh]] = ts[first_ix[fresh]]
-    before = n[ids] + _rank(ids)
+    before = n[ids] + (_rank(ids) if rank is None else rank)
     n[uniq] += counts
     return before
 

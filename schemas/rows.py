@@ -1,6 +1,7 @@
 """Python objects -> the columns of the ClickHouse tables (``Store.insert`` takes whole columns).
 
-The worker calls :func:`alert_columns` for the ``alerts`` table; the CLI calls
+The worker calls :func:`event_columns` and :func:`alert_columns` for the ``events`` and ``alerts``
+tables; the CLI calls
 :func:`alert_status_columns` for ``alert_status``. Times become timezone-aware UTC datetimes
 with whole seconds (the tables use ``DateTime``, valid on ClickHouse 18.16 and current releases).
 """
@@ -35,6 +36,33 @@ def _utc_seconds(ts: datetime | str) -> datetime:
     if ts.tzinfo is None:
         raise SpyglassError(f"naive timestamp {ts.isoformat()}: give a UTC offset")
     return ts.astimezone(UTC).replace(microsecond=0)
+
+
+EVENT_COLUMNS = ("event_id", "kind", "ts", "ts_ms", "tenant", "source", "entity", "principal", "payload",
+                 "ingested_at", "score")
+
+
+def event_columns(rows: Sequence[tuple[Any, bytes, float]], ingested_at: datetime) -> dict[str, list[Any]]:
+    """The ``events`` columns of (decoded event, its raw JSON, the highest score it got) rows."""
+    from schemas.events import ENTITY_FIELD
+
+    cols: dict[str, list[Any]] = {name: [] for name in EVENT_COLUMNS}
+    ingested = _utc_seconds(ingested_at)
+    for ev, raw, score in rows:
+        kind = type(ev).__struct_config__.tag
+        ts = ev.ts.astimezone(UTC)
+        cols["event_id"].append(ev.event_id)
+        cols["kind"].append(kind)
+        cols["ts"].append(ts.replace(microsecond=0))
+        cols["ts_ms"].append(ts.microsecond // 1000)
+        cols["tenant"].append(ev.tenant)
+        cols["source"].append(ev.source if isinstance(ev.source, str) else "")
+        cols["entity"].append(getattr(ev, ENTITY_FIELD[kind]))
+        cols["principal"].append(ev.principal)
+        cols["payload"].append(raw.decode("utf-8"))
+        cols["ingested_at"].append(ingested)
+        cols["score"].append(round(float(score), 4))
+    return cols
 
 
 def alert_columns(

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from detectors.engine import Engine
 from schemas.errors import SpyglassError
-from streams.sinks.clickhouse import Store
+from streams.sinks.clickhouse import Store, sql_string
 
 log = logging.getLogger("spyglass.checkpoints")
 
@@ -55,11 +55,6 @@ def checkpoint_key(secret: str | None, stack_dir: Path) -> bytes:
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32))
     return path.read_text().strip().encode("utf-8")
-
-
-def _lit(s: str) -> str:
-    """A ClickHouse string literal (the values are topic names and group ids we configured)."""
-    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class CheckpointStore:
@@ -92,8 +87,8 @@ class CheckpointStore:
         rows = self.store.query(
             "SELECT argMax(offset, offset), argMax(state, offset), argMax(digest, offset), count(), "  # noqa: S608
             "toUnixTimestamp(argMax(written_at, offset)) "
-            f"FROM {self.store.database}.engine_checkpoints WHERE group_id = {_lit(self.group_id)} "
-            f"AND topic = {_lit(topic)} AND partition = {int(partition)}"
+            f"FROM {self.store.database}.engine_checkpoints WHERE group_id = {sql_string(self.group_id)} "
+            f"AND topic = {sql_string(topic)} AND partition = {int(partition)}"
         )
         if not rows or int(rows[0][3]) == 0:
             return None

@@ -21,6 +21,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from schemas.errors import SpyglassError
+from streams.metrics import scrape
 from streams.settings import Settings
 from streams.simulator.run import Simulation
 from streams.sinks.clickhouse import open_store
@@ -70,36 +71,14 @@ def _view(flow: Flow, total: int, store_desc: str) -> Group:
     return Group(Panel(head, title=f"Kafka -> spyglass worker -> alerts topic + {store_desc}"), side, recent)
 
 
-def _worker_counts(port: int) -> tuple[int, int]:
-    """(events scored, dead letters) from the worker's /metrics."""
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:  # noqa: S310 - loopback
-            text = r.read().decode()
-    except OSError:
-        return -1, -1
-    scored = dead = 0
-    for line in text.splitlines():
-        if line.startswith("spyglass_events_in_total{"):
-            scored += int(float(line.rsplit(" ", 1)[1]))
-        elif line.startswith("spyglass_dead_letters_total{"):
-            dead += int(float(line.rsplit(" ", 1)[1]))
-    return scored, dead
-
-
 def _all_committed(settings: Settings, ends: dict) -> bool:
     """Has the worker group committed every record up to ``ends`` (so everything is scored and stored)?"""
-    from streams.stack.kafka import admin_client
+    from streams.stack.kafka import group_offsets
 
-    admin = admin_client(settings.kafka_bootstrap)
     try:
-        offs = admin.list_group_offsets(settings.worker_group).get(settings.worker_group, {})
+        have = group_offsets(settings.kafka_bootstrap, settings.worker_group)
     except Exception:  # noqa: BLE001 - the group may not exist yet
         return False
-    finally:
-        admin.close()
-    have = {(tp.topic, tp.partition): om.offset for tp, om in offs.items()}
     return all(have.get((tp.topic, tp.partition), 0) >= end for tp, end in ends.items())
 
 
@@ -168,9 +147,10 @@ def run_demo(settings: Settings, *, events: int, rate: float, seed: int, keep_st
                 if time.perf_counter() - last_poll > 0.5:
                     ends = alerts_in.end_offsets(event_parts)
                     flow.produced = sum(ends[tp] - start_offsets.get(tp, 0) for tp in ends)
-                    scored, dead = _worker_counts(port)
-                    if scored >= 0:
-                        flow.scored, flow.dead = scored, dead
+                    counts = scrape(port)
+                    if counts is not None:
+                        flow.scored = int(counts.get("spyglass_events_in_total", 0))
+                        flow.dead = int(counts.get("spyglass_dead_letters_total", 0))
                     last_poll = time.perf_counter()
                 live.update(_view(flow, sim.total, store_desc))
                 if worker.poll() is not None:

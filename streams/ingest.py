@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.errors import EventError
-from schemas.events import Event, decode
+from schemas.events import Event
+from streams.records import dead_letter_headers, decode_record
 from streams.settings import Settings
 from streams.sinks.clickhouse import EventsSink
 
@@ -64,8 +65,7 @@ class Ingestor:
         out = BatchResult()
         for tp, msgs in records.items():
             for m in msgs:
-                ev = decode(m.value, default_tenant=self.settings.default_tenant) if m.value is not None else \
-                    EventError("$", "empty record (null value)")
+                ev = decode_record(m.value, self.settings.default_tenant)
                 if isinstance(ev, EventError):
                     out.dead.append((tp.topic, tp.partition, m.offset, ev))
                     self._dead_letter(tp.topic, tp.partition, m.offset, m.key, m.value, ev)
@@ -89,12 +89,7 @@ class Ingestor:
                                           "field": err.field, "reason": err.reason})
         self.producer.send(
             self.settings.topic_dead_letter, key=key, value=value or b"",
-            headers=[("spyglass.source.topic", topic.encode()),
-                     ("spyglass.source.partition", str(partition).encode()),
-                     ("spyglass.source.offset", str(offset).encode()),
-                     ("spyglass.error.field", err.field.encode()),
-                     ("spyglass.error.reason", err.reason.encode()[:1024]),
-                     ("spyglass.stage", self.name.encode())],
+            headers=dead_letter_headers(topic, partition, offset, err, self.name),
         )
 
     def end_offsets(self) -> dict[Any, int]:

@@ -28,6 +28,23 @@ ENTITIES = Gauge("spyglass_entities_tracked", "Entities with state in this worke
 STATE_BYTES = Gauge("spyglass_state_bytes", "Bytes of per-entity state in this worker's engines", registry=REGISTRY)
 
 
+def scrape(port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> dict[str, float] | None:
+    """A worker's /metrics, each metric summed over its labels; None when the worker does not answer."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout) as r:  # noqa: S310
+            text = r.read().decode()
+    except OSError:
+        return None
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
 class Health:
     """What ``/health`` reports: ok, or degraded with the reason (store down, stalled)."""
 

@@ -28,12 +28,13 @@ from typing import Any
 from detectors.alerts import Alert, encode_alert
 from detectors.engine import Engine
 from schemas.errors import EventError
-from schemas.events import ENTITY_FIELD, Event, decode
-from schemas.rows import alert_columns
+from schemas.events import Event
+from schemas.rows import alert_columns, event_columns
 from streams import metrics as m
-from streams.checkpoints import CheckpointError, CheckpointStore, _lit
+from streams.checkpoints import CheckpointError, CheckpointStore
+from streams.records import dead_letter_headers, decode_record
 from streams.settings import Settings
-from streams.sinks.clickhouse import Store, StoreError
+from streams.sinks.clickhouse import Store, StoreError, sql_string
 
 log = logging.getLogger("spyglass.worker")
 
@@ -97,7 +98,6 @@ class Scorer:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spyglass-store")
         self._lock = asyncio.Lock()
         self._kinds = {t: k for k, t in settings.topics().items()}
-        self._has_score = True
         self._published_alerts = published_alerts
         self._scan_cache: tuple[int, float, set[str]] | None = None
 
@@ -145,7 +145,7 @@ class Scorer:
         # alerts an earlier owner raised from the records about to be re-scored: stored ones, and
         # published ones it crashed before storing. Neither is published or stored again.
         known = await self._io_call(lambda: self.store.query(
-            f"SELECT alert_id FROM {self.store.database}.alerts WHERE source_topic = {_lit(topic)} "  # noqa: S608
+            f"SELECT alert_id FROM {self.store.database}.alerts WHERE source_topic = {sql_string(topic)} "  # noqa: S608
             f"AND source_partition = {int(partition)} AND source_offset >= {int(part.offset)}"),
             "alerts.known", where)
         part.known_alerts = {r[0] for r in known} | await self._published_since(since, where)
@@ -182,20 +182,16 @@ class Scorer:
 
     async def checkpoint_all(self) -> list[Record]:
         """Checkpoint every partition with pending records (clean shutdown); returns what may be acked."""
-        async with self._lock:
-            out: list[Record] = []
-            for part in list(self.parts.values()):
-                if part.pending:
-                    out += await self._checkpoint(part)
-            return out
+        return await self.checkpoint_due(min_age_s=0.0)
 
-    async def checkpoint_due(self) -> list[Record]:
-        """Checkpoint partitions whose pending records waited long enough (an idle stream too)."""
+    async def checkpoint_due(self, min_age_s: float | None = None) -> list[Record]:
+        """Checkpoint partitions whose pending records waited ``min_age_s`` (default: the checkpoint interval)."""
+        age = self.settings.worker_checkpoint_s if min_age_s is None else min_age_s
         async with self._lock:
             out: list[Record] = []
             now = self.clock()
             for part in list(self.parts.values()):
-                if part.pending and now - part.checkpoint_at >= self.settings.worker_checkpoint_s:
+                if part.pending and now - part.checkpoint_at >= age:
                     out += await self._checkpoint(part)
             return out
 
@@ -240,7 +236,7 @@ class Scorer:
             raws: list[bytes] = []
             n_dead = 0
             for r in fresh:
-                ev = _decode(r, kind, self.settings.default_tenant)
+                ev = decode_record(r.value, self.settings.default_tenant, kind)
                 if isinstance(ev, EventError):
                     dead.append((r, ev))
                     n_dead += 1
@@ -262,7 +258,8 @@ class Scorer:
         new_alerts = [(a, r) for a, r in alerts_out
                       if a.alert_id not in self.parts[(r.topic, r.partition)].known_alerts]
         # 1. Kafka: dead letters and new alerts, acknowledged before anything is stored
-        futs = [await self.publish(self.settings.topic_dead_letter, r.key, r.value or b"", _dl_headers(r, err))
+        futs = [await self.publish(self.settings.topic_dead_letter, r.key, r.value or b"",
+                                   dead_letter_headers(r.topic, r.partition, r.offset, err, "worker"))
                 for r, err in dead]
         futs += [await self.publish(self.settings.topic_alerts, f"{a.tenant}/{a.entity}".encode(), encode_alert(a),
                                     None) for a, _ in new_alerts]
@@ -275,7 +272,7 @@ class Scorer:
         # 2. ClickHouse: events with their scores, then the alerts
         where = {"topic": records[0].topic, "partition": records[0].partition, "offset": records[0].offset}
         if ev_rows:
-            cols = self._event_columns(ev_rows)
+            cols = event_columns(ev_rows, datetime.now(UTC))
             await self._io_call(lambda: self.store.insert("events", cols), "events.insert", where)
         if new_alerts:
             acols = alert_columns([a for a, _ in new_alerts], datetime.now(UTC).replace(microsecond=0),
@@ -323,57 +320,5 @@ class Scorer:
     def lag(self) -> int:
         return sum(max(p.highwater - p.offset, 0) for p in self.parts.values() if p.highwater >= 0)
 
-    def _event_columns(self, rows: list[tuple[Event, bytes, float]]) -> dict[str, list[Any]]:
-        now = datetime.now(UTC).replace(microsecond=0)
-        names = ["event_id", "kind", "ts", "ts_ms", "tenant", "source", "entity", "principal", "payload",
-                 "ingested_at"]
-        if self._has_score:
-            names.append("score")
-        cols: dict[str, list[Any]] = {k: [] for k in names}
-        for ev, raw, score in rows:
-            kind = type(ev).__struct_config__.tag
-            ts = ev.ts.astimezone(UTC)
-            cols["event_id"].append(ev.event_id)
-            cols["kind"].append(kind)
-            cols["ts"].append(ts.replace(microsecond=0))
-            cols["ts_ms"].append(ts.microsecond // 1000)
-            cols["tenant"].append(ev.tenant)
-            cols["source"].append(ev.source if isinstance(ev.source, str) else "")
-            cols["entity"].append(getattr(ev, ENTITY_FIELD[kind]))
-            cols["principal"].append(ev.principal)
-            cols["payload"].append(raw.decode("utf-8"))
-            cols["ingested_at"].append(now)
-            if self._has_score:
-                cols["score"].append(round(score, 4))
-        return cols
-
-    async def start(self) -> None:
-        """Check the store once (and whether the events table has its score column yet)."""
-        rows = await self._io_call(lambda: self.store.query(
-            f"SELECT count() FROM system.columns WHERE database = {_lit(self.store.database)} "  # noqa: S608
-            "AND table = 'events' AND name = 'score'"), "store.check")
-        self._has_score = bool(rows and int(rows[0][0]))
-
     def close(self) -> None:
         self._io.shutdown(wait=True)
-
-
-def _decode(r: Record, kind: str | None, default_tenant: str) -> Event | EventError:
-    if r.value is None:
-        return EventError("$", "empty record (null value)")
-    ev = decode(r.value, default_tenant=default_tenant)
-    if isinstance(ev, EventError):
-        return ev
-    tag = type(ev).__struct_config__.tag
-    if kind is not None and tag != kind:
-        return EventError("$.kind", f"a {tag} event on the {kind} topic")
-    return ev
-
-
-def _dl_headers(r: Record, err: EventError) -> list[tuple[str, bytes]]:
-    return [("spyglass.source.topic", r.topic.encode()),
-            ("spyglass.source.partition", str(r.partition).encode()),
-            ("spyglass.source.offset", str(r.offset).encode()),
-            ("spyglass.error.field", err.field.encode()),
-            ("spyglass.error.reason", err.reason.encode()[:1024]),
-            ("spyglass.stage", b"worker")]

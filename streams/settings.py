@@ -110,6 +110,20 @@ class Settings(BaseSettings):
     def store(self) -> StoreURL:
         return StoreURL.parse(self.clickhouse_url.get_secret_value())
 
+    def child_env(self, **updates: object) -> dict[str, str]:
+        """``SPYGLASS_*`` variables that give a child process these settings, with ``updates``.
+
+        Secrets travel in the environment, never in process arguments.
+        """
+        s = self.model_copy(update=updates) if updates else self
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            v = getattr(s, name)
+            if v is None:
+                continue
+            out[f"SPYGLASS_{name.upper()}"] = v.get_secret_value() if isinstance(v, SecretStr) else str(v)
+        return out
+
 
 class StoreURL:
     """A parsed ``SPYGLASS_CLICKHOUSE_URL``; its ``repr`` never shows the password."""
@@ -171,6 +185,20 @@ class StoreURL:
         raise ConfigError(
             f"SPYGLASS_CLICKHOUSE_URL: scheme {parts.scheme!r} is not supported; use clickhouse:// or chdb://"
         )
+
+    def with_database(self, database: str) -> StoreURL:
+        """The same server and credentials, another database."""
+        return StoreURL.parse(self.secret_url().rsplit("/", 1)[0] + "/" + database)
+
+    def secret_url(self) -> str:
+        """The URL with its password: for a child process's environment, never for logs or arguments."""
+        if self.scheme == "chdb":
+            return f"chdb://{self.path}"
+        from urllib.parse import quote
+
+        pw = self.password.get_secret_value()
+        auth = quote(self.user, safe="") + (":" + quote(pw, safe="") if pw else "")
+        return f"clickhouse://{auth}@{self.host}:{self.port}/{self.database}"
 
     def __repr__(self) -> str:
         if self.scheme == "chdb":

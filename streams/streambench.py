@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas.events import decode
+from streams.metrics import scrape
 from streams.settings import Settings
 from streams.simulator.output import produce_kafka
 from streams.simulator.run import Simulation
@@ -66,13 +66,18 @@ def _plain_consumer(settings: Settings, n: int) -> float:
 
 
 def _metric(port: int, name: str) -> float:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:  # noqa: S310 - loopback
-            text = r.read().decode()
-    except OSError:
-        return -1.0
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + "{") or line.startswith(name + " "))
+    """One metric of a worker, summed over its labels; -1 while it does not answer."""
+    values = scrape(port)
+    return -1.0 if values is None else values.get(name, 0.0)
+
+
+def _start_worker(settings: Settings, name: str, tmp: Path, **updates: Any) -> subprocess.Popen:
+    """``spyglass worker`` in a process of its own, with these settings; its log in ``tmp``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPYGLASS_")}
+    env.update(settings.child_env(stack_dir=tmp, **updates))
+    with open(tmp / f"{name}.log", "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--name", name],  # noqa: S603
+                                stdout=log, stderr=log, env=env, start_new_session=True)
 
 
 def _workers(settings: Settings, db: str, group: str, n_workers: int, n: int, tmp: Path,
@@ -80,23 +85,10 @@ def _workers(settings: Settings, db: str, group: str, n_workers: int, n: int, tm
     """Start workers, wait until they scored n events; (seconds first->last event, max lag seen, rss MB)."""
     from streams.stack.base import free_port
 
-    url = settings.store()
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("SPYGLASS_")}
     ports = [free_port() for _ in range(n_workers)]
-    procs = []
-    for i, port in enumerate(ports):
-        env = {**base_env, "SPYGLASS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-               "SPYGLASS_TOPIC_API_USAGE": settings.topic_api_usage,
-               "SPYGLASS_TOPIC_DATA_ACCESS": settings.topic_data_access,
-               "SPYGLASS_TOPIC_AGENT_EXECUTION": settings.topic_agent_execution,
-               "SPYGLASS_TOPIC_ALERTS": settings.topic_alerts, "SPYGLASS_TOPIC_DEAD_LETTER": settings.topic_dead_letter,
-               "SPYGLASS_WORKER_GROUP": group, "SPYGLASS_WORKER_WEB_PORT": str(port),
-               "SPYGLASS_STACK_DIR": str(tmp), "SPYGLASS_CLICKHOUSE_URL":
-               f"clickhouse://{url.user}:{url.password.get_secret_value()}@{url.host}:{url.port}/{db}"}
-        log = open(tmp / f"{group}-{i}.log", "ab")  # noqa: SIM115 - the child owns it
-        procs.append(subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--name", f"{group}-{i}"],
-                                      stdout=log, stderr=log, env=env, start_new_session=True))
-        log.close()
+    procs = [_start_worker(settings, f"{group}-{i}", tmp, worker_group=group, worker_web_port=port,
+                           clickhouse_url=settings.store().with_database(db).secret_url())
+             for i, port in enumerate(ports)]
     first = last = None
     lag = 0.0
     deadline = time.monotonic() + timeout_s
@@ -144,27 +136,13 @@ def _latency(settings: Settings, db: str, rate: float, events: int, seed: int, t
 
     group = f"{settings.worker_group}-lat"
     port = free_port()
-    url = settings.store()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPYGLASS_")}
-    env.update({"SPYGLASS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-                "SPYGLASS_TOPIC_API_USAGE": settings.topic_api_usage + "-lat",
-                "SPYGLASS_TOPIC_DATA_ACCESS": settings.topic_data_access + "-lat",
-                "SPYGLASS_TOPIC_AGENT_EXECUTION": settings.topic_agent_execution + "-lat",
-                "SPYGLASS_TOPIC_ALERTS": settings.topic_alerts,
-                "SPYGLASS_TOPIC_DEAD_LETTER": settings.topic_dead_letter, "SPYGLASS_WORKER_GROUP": group,
-                "SPYGLASS_WORKER_WEB_PORT": str(port), "SPYGLASS_STACK_DIR": str(tmp),
-                "SPYGLASS_CLICKHOUSE_URL":
-                f"clickhouse://{url.user}:{url.password.get_secret_value()}@{url.host}:{url.port}/{db}"})
-    lat = settings.model_copy(update={k: v + "-lat" for k, v in (
-        ("topic_api_usage", settings.topic_api_usage), ("topic_data_access", settings.topic_data_access),
-        ("topic_agent_execution", settings.topic_agent_execution))})
+    url = settings.store().with_database(db)
+    lat = settings.model_copy(update={k: getattr(settings, k) + "-lat"
+                                      for k in ("topic_api_usage", "topic_data_access", "topic_agent_execution")})
     from streams.stack.kafka import ensure_topics
 
     ensure_topics(lat)
-    log = open(tmp / f"{group}.log", "ab")  # noqa: SIM115 - the child owns it
-    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--name", group],
-                            stdout=log, stderr=log, env=env, start_new_session=True)
-    log.close()
+    proc = _start_worker(lat, group, tmp, worker_group=group, worker_web_port=port, clickhouse_url=url.secret_url())
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
     try:
@@ -174,7 +152,7 @@ def _latency(settings: Settings, db: str, rate: float, events: int, seed: int, t
         producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","), acks="all", linger_ms=5)
         enc = msgspec.json.Encoder()
         stop = threading.Event()
-        store = open_store(url.__class__.parse(env["SPYGLASS_CLICKHOUSE_URL"]))
+        store = open_store(url)
 
         first_event: dict[str, str] = {}
 
@@ -236,8 +214,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     dbs = {k: f"bench_{tag}_{k}" for k in ("one", "two", "lat")}
     try:
         for db in dbs.values():
-            st = open_store(url.__class__.parse(
-                f"clickhouse://{url.user}:{url.password.get_secret_value()}@{url.host}:{url.port}/{db}"))
+            st = open_store(url.with_database(db))
             apply_ddl(st)
             st.close()
         sim = Simulation(seed=args.seed, events=args.events, days=max(1, min(7, args.events // 30_000)))

@@ -119,10 +119,6 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
     async def metrics(web: Any, request: Any) -> Any:
         return web.bytes(generate_latest(m.REGISTRY), content_type="text/plain; version=0.0.4")
 
-    @app.task
-    async def check_store() -> None:
-        await scorer.start()
-
     app.spyglass_store = store  # type: ignore[attr-defined]
     return app, scorer
 

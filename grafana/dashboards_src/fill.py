@@ -41,31 +41,6 @@ def ensure_tables(store: Any) -> None:
     apply_ddl(store)
 
 
-def _literal(v: Any) -> str:
-    if isinstance(v, str):
-        return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    if isinstance(v, datetime):
-        return f"toDateTime({int(v.timestamp())})"
-    if isinstance(v, float):
-        return "nan" if v != v else repr(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_literal(x) for x in v) + "]"
-    return str(int(v))
-
-
-def insert(store: Any, table: str, columns: dict[str, list]) -> int:
-    """``store.insert``, except array columns on chDB (its Python() table function takes no lists): SQL VALUES."""
-    if not hasattr(store, "_session") or not any(v and isinstance(v[0], list) for v in columns.values()):
-        return store.insert(table, columns)
-    names = list(columns)
-    n = len(columns[names[0]])
-    for i in range(0, n, 500):
-        values = ", ".join("(" + ", ".join(_literal(columns[c][j]) for c in names) + ")"
-                           for j in range(i, min(n, i + 500)))
-        store.execute(f"INSERT INTO {store.database}.{table} ({', '.join(names)}) VALUES {values}")  # noqa: S608
-    return n
-
-
 def fill(store: Any, *, events: int = 60_000, seed: int = 7, days: int = 3, batch: int = 5_000,
          on_progress: Any = None) -> Filled:
     """Simulate ``events`` events, score them with the engine, and store events, alerts and pipeline rows."""
@@ -119,7 +94,7 @@ def fill(store: Any, *, events: int = 60_000, seed: int = 7, days: int = 3, batc
         first_ts = first_ts or min(e.ts for e in evs).astimezone(UTC).replace(microsecond=0)
         last_ts = end
         if alerts:
-            insert(store, "alerts", alert_columns(alerts, end, sources))
+            store.insert("alerts", alert_columns(alerts, end, sources))
         # one health row per partition per flush, stamped in event time so the replay reads as live traffic;
         # lag: what the batch left behind in the partition (the next batch's share), draining to 0 at the end
         for (topic, part), n in sorted(per_part.items()):

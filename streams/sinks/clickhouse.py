@@ -200,6 +200,11 @@ def apply_ddl(store: Store, retention: dict[str, int] | None = None) -> int:
     return len(migrate(store, retention=retention).applied)
 
 
+def sql_string(s: str) -> str:
+    """A ClickHouse string literal (for values we configured: topic names, group ids, database names)."""
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def _check_ident(name: str) -> None:
     if not _IDENT.match(name):
         raise StoreError(f"not a valid ClickHouse identifier: {name!r}")
@@ -215,27 +220,12 @@ class EventsSink:
         self.rows_written = 0
 
     def write(self, batch: list[tuple[Any, bytes]]) -> None:
-        """``batch``: (decoded event, its raw JSON) pairs."""
+        """``batch``: (decoded event, its raw JSON) pairs; stored unscored (score 0)."""
         if not batch:
             return
-        from schemas.events import ENTITY_FIELD
+        from schemas.rows import event_columns
 
-        now = datetime.now(UTC).replace(microsecond=0)
-        cols: dict[str, list[Any]] = {k: [] for k in (
-            "event_id", "kind", "ts", "ts_ms", "tenant", "source", "entity", "principal", "payload", "ingested_at")}
-        for ev, raw in batch:
-            kind = type(ev).__struct_config__.tag
-            cols["event_id"].append(ev.event_id)
-            cols["kind"].append(kind)
-            ts = ev.ts.astimezone(UTC)
-            cols["ts"].append(ts.replace(microsecond=0))
-            cols["ts_ms"].append(ts.microsecond // 1000)
-            cols["tenant"].append(ev.tenant)
-            cols["source"].append(ev.source if isinstance(ev.source, str) else "")
-            cols["entity"].append(getattr(ev, ENTITY_FIELD[kind]))
-            cols["principal"].append(ev.principal)
-            cols["payload"].append(raw.decode("utf-8"))
-            cols["ingested_at"].append(now)
+        cols = event_columns([(ev, raw, 0.0) for ev, raw in batch], datetime.now(UTC))
         self.rows_written += self.store.insert("events", cols)
 
     def flush(self) -> None:

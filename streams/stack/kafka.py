@@ -353,6 +353,16 @@ def _admin(bootstrap: str) -> KafkaAdminClient:
         raise StackError(f"cannot reach Kafka at {bootstrap} ({exc}); is `spyglass stack up` running?") from exc
 
 
+def group_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
+    """The committed offset of every (topic, partition) of a consumer group (empty if it has none)."""
+    admin = admin_client(bootstrap)
+    try:
+        offs = admin.list_group_offsets(group).get(group, {})
+    finally:
+        admin.close()
+    return {(tp.topic, tp.partition): om.offset for tp, om in offs.items()}
+
+
 def ensure_topics(settings: Settings, partitions: int | None = None, *, bootstrap: str | None = None) -> list[str]:
     """Create the event, alerts and dead-letter topics if missing; return all their names.
 

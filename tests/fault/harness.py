@@ -25,7 +25,7 @@ from streams.simulator.output import produce_kafka
 from streams.simulator.run import Simulation
 from streams.sinks.clickhouse import NativeStore
 from streams.stack.base import free_port
-from streams.stack.kafka import admin_client, delete_topics, ensure_topics
+from streams.stack.kafka import delete_topics, ensure_topics, group_offsets
 
 SPYGLASS = Path(sys.executable).with_name("spyglass")
 
@@ -68,18 +68,11 @@ class Run:
         return f"clickhouse://default@127.0.0.1:{self.settings.clickhouse_tcp_port}/{self.db}"
 
     def env(self, name: str, web_port: int) -> dict[str, str]:
-        s = self.settings
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPYGLASS_")}
-        env.update({
-            "SPYGLASS_KAFKA_BOOTSTRAP": s.kafka_bootstrap, "SPYGLASS_TOPIC_API_USAGE": s.topic_api_usage,
-            "SPYGLASS_TOPIC_DATA_ACCESS": s.topic_data_access,
-            "SPYGLASS_TOPIC_AGENT_EXECUTION": s.topic_agent_execution,
-            "SPYGLASS_TOPIC_ALERTS": s.topic_alerts, "SPYGLASS_TOPIC_DEAD_LETTER": s.topic_dead_letter,
-            "SPYGLASS_WORKER_GROUP": s.worker_group, "SPYGLASS_CLICKHOUSE_URL": self.store_url,
-            "SPYGLASS_STACK_DIR": str(self.tmp / "worker-state"), "SPYGLASS_WORKER_WEB_PORT": str(web_port),
-            "SPYGLASS_WORKER_CHECKPOINT_S": "2", "SPYGLASS_WORKER_SESSION_TIMEOUT_S": "6",
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(self.settings.child_env(
+            clickhouse_url=self.store_url, stack_dir=self.tmp / "worker-state", worker_web_port=web_port,
+            worker_checkpoint_s=2, worker_session_timeout_s=6))
+        env["PYTHONUNBUFFERED"] = "1"
         return env
 
     def store(self) -> NativeStore:
@@ -168,12 +161,7 @@ def end_offsets(run: Run, topics: list[str]) -> dict[tuple[str, int], int]:
 
 
 def committed(run: Run) -> dict[tuple[str, int], int]:
-    admin = admin_client(run.settings.kafka_bootstrap)
-    try:
-        offs = admin.list_group_offsets(run.settings.worker_group).get(run.settings.worker_group, {})
-        return {(tp.topic, tp.partition): om.offset for tp, om in offs.items()}
-    finally:
-        admin.close()
+    return group_offsets(run.settings.kafka_bootstrap, run.settings.worker_group)
 
 
 def wait_committed(run: Run, expected: int, workers: list[WorkerProc], timeout_s: float = 240) -> None:

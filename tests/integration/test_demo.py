@@ -20,28 +20,21 @@ SPYGLASS = Path(sys.executable).with_name("spyglass")
 
 def test_demo_scores_everything_and_every_dashboard_query_has_data(stack_settings: Settings, tmp_path: Path):
     tag = uuid.uuid4().hex[:8]
-    topics = {"SPYGLASS_TOPIC_API_USAGE": f"d-{tag}.api-usage", "SPYGLASS_TOPIC_DATA_ACCESS": f"d-{tag}.data-access",
-              "SPYGLASS_TOPIC_AGENT_EXECUTION": f"d-{tag}.agent-execution", "SPYGLASS_TOPIC_ALERTS": f"d-{tag}.alerts",
-              "SPYGLASS_TOPIC_DEAD_LETTER": f"d-{tag}.dead-letter"}
+    topics = {"topic_api_usage": f"d-{tag}.api-usage", "topic_data_access": f"d-{tag}.data-access",
+              "topic_agent_execution": f"d-{tag}.agent-execution", "topic_alerts": f"d-{tag}.alerts",
+              "topic_dead_letter": f"d-{tag}.dead-letter"}
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPYGLASS_")}
-    env.update(topics)
-    env.update({
-        "SPYGLASS_STACK_DIR": str(stack_settings.stack_dir), "SPYGLASS_KAFKA_BOOTSTRAP": stack_settings.kafka_bootstrap,
-        "SPYGLASS_KAFKA_PORT": str(stack_settings.kafka_port),
-        "SPYGLASS_KAFKA_CONTROLLER_PORT": str(stack_settings.kafka_controller_port),
-        "SPYGLASS_CLICKHOUSE_TCP_PORT": str(stack_settings.clickhouse_tcp_port),
-        "SPYGLASS_CLICKHOUSE_HTTP_PORT": str(stack_settings.clickhouse_http_port),
-        "SPYGLASS_CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}", "SPYGLASS_WORKER_GROUP": f"d-{tag}",
-        "SPYGLASS_CHECKPOINT_KEY": uuid.uuid4().hex, "COLUMNS": "100",
-    })
+    env.update(stack_settings.child_env(
+        **topics, clickhouse_url=f"chdb://{tmp_path / 'chdb'}", worker_group=f"d-{tag}",
+        checkpoint_key=uuid.uuid4().hex))
+    env["COLUMNS"] = "100"
     try:
         out = subprocess.run([str(SPYGLASS), "demo", "--events", "20000", "--keep-stack"], env=env, cwd=tmp_path,
                              capture_output=True, text=True, timeout=600, check=False)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         assert "20,000 scored by the worker (0 dead letters)" in " ".join(out.stdout.split())
     finally:
-        names = [v for k, v in topics.items()]
-        delete_topics(stack_settings, names)
+        delete_topics(stack_settings, list(topics.values()))
     store = ChdbStore(StoreURL.parse(f"chdb://{tmp_path / 'chdb'}"))
     try:
         store.execute("USE spyglass")
