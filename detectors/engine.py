@@ -527,6 +527,7 @@ class Engine:
             longest = s.type_longest.get(t, 0)
             if n > max(1.5 * longest, cfg.runaway_session_steps) and type_warm[i]:
                 long_session[i] = True
+                continue  # not learned: one runaway session must not make the next one look normal
             hist[min(n, 1023)] += 1
             if n > longest and hist[min(n, 1023)] >= 2:
                 s.type_longest[t] = n
