@@ -48,7 +48,10 @@ class EngineConfig:
     volume_peer_z: float = 6.0
     drift_k: float = 0.75
     drift_h: float = 10.0
-    off_hours_share: float = 0.25
+    off_hours_share: float = 0.4
+    off_hours_tenant_share: float = 0.5
+    off_hours_prior: float = 24.0
+    off_hours_min_events: int = 3
     training_min_writes: int = 3
     denied_tau_s: float = 300.0
     denied_min: float = 4.0
@@ -390,9 +393,14 @@ class Engine:
         for t in np.unique(c.tenant).tolist():
             s.tenant_first.setdefault(t, int(c.ts[c.tenant == t][0]))
         t_first = np.array([s.tenant_first[t] for t in c.tenant.tolist()], dtype=np.int64)
-        history = (c.ts - t_first >= DAY) & (t_tot >= 500) & (p_before >= 5)
-        # a principal with a thin profile of its own is judged by its peer group (the tenant)
-        off = history & (t_share < cfg.off_hours_share) & ((p_tot < 50) | (p_share < cfg.off_hours_share))
+        history = (c.ts - t_first >= DAY) & (t_tot >= 500) & (p_before >= cfg.off_hours_min_events)
+        # the principal's own share of this hour, starting from its peer group's (the tenant's) as a prior worth
+        # `off_hours_prior` events: a thin profile is judged by the tenant, a rich one by itself (one stray event
+        # at this hour does not make it a working hour). The tenant's own share only has to say the hour is not a
+        # busy one: service accounts keep a tenant's nights half as busy as its days.
+        m = cfg.off_hours_prior
+        p_share = (p_share * p_tot / 24 + m * t_share / 24) / (p_tot + m) * 24
+        off = history & (t_share < cfg.off_hours_tenant_share) & (p_share < cfg.off_hours_share)
         off_sens = off & (c.sensitivity >= 2) & c.granted
         night = decayed_count(c.principal, c.ts, off_sens.astype(np.float64), p["night"], p["night_last"],
                               float(HOUR))
