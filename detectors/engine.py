@@ -39,6 +39,9 @@ class EngineConfig:
     key_warm_events: int = 30
     key_warm_hours: float = 6.0
     scope_warm_events: int = 30
+    scope_cold_events: int = 10
+    scope_peer_share: float = 0.05
+    scope_peer_min_keys: int = 20
     rate_tau_fast_s: float = 600.0
     rate_tau_slow_s: float = 86_400.0
     rate_min: float = 40.0
@@ -132,6 +135,8 @@ class State:
     risk: dict[int, tuple[float, int, set]] = field(default_factory=dict)  # principal -> (risk, last ts, dets)
     cooldown: dict[tuple[str, str, int], int] = field(default_factory=dict)  # (detector, entity, tenant) -> ts
     key_models: dict[int, dict[int, int]] = field(default_factory=dict)  # key -> model -> last ts
+    scope_keys: dict[int, int] = field(default_factory=dict)  # (tenant, scope) -> keys that used it
+    tenant_keys: dict[int, int] = field(default_factory=dict)  # tenant -> keys seen
     watermark: int = 0  # highest event time seen
 
 
@@ -243,13 +248,21 @@ class Engine:
         # scope never used by a warm key
         scope = np.where(c.scope < 0, 0, c.scope)
         new_scope = self._novel("key_scope", pair(c.key, scope)) & (c.scope >= 0)
-        for i in np.flatnonzero(new_scope & (n_before >= cfg.scope_warm_events) & warm & ~c.auth_fail):
+        # a key with a short history of its own starts from its peer group's: a scope (almost) no key of its
+        # tenant uses is news for a key of any age past a handful of requests
+        peer_users, peer_keys = self._scope_peers(c, new_scope, scope)
+        rare = (peer_keys >= cfg.scope_peer_min_keys) & (peer_users < cfg.scope_peer_share * peer_keys)
+        young = (n_before >= cfg.scope_cold_events) & (c.ts - k["first"][c.key] >= cfg.key_warm_hours * HOUR)
+        for i in np.flatnonzero(new_scope & ~c.auth_fail & (((n_before >= cfg.scope_warm_events) & warm)
+                                                            | (rare & young))):
             e = c.events[i]
             sc = e.scope_used or ""
             score = 0.9 if sc.startswith("admin") else (0.75 if sc in ("fine_tune:write", "files:write") else 0.55)
             out.append(self._f("api.new_scope", c, i, e.api_key_id, e.principal, score,
                                [Feature(name="scope_first_use", value=1.0, baseline=0.0),
-                                Feature(name="key_events_seen", value=float(n_before[i]))],
+                                Feature(name="key_events_seen", value=float(n_before[i])),
+                                Feature(name="tenant_keys_using_scope", value=float(peer_users[i]),
+                                        baseline=float(peer_keys[i]))],
                                f"API key {e.api_key_id} used scope '{sc}' ({e.method} {e.endpoint}) for the first "
                                f"time after {int(n_before[i])} requests that never needed it."))
 
@@ -287,6 +300,21 @@ class Engine:
                     f"pattern."))
         self._learn_key_models(c)
         return out
+
+    def _scope_peers(self, c: ApiColumns, new_scope: np.ndarray, scope: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """As of each event: keys of its tenant that used its scope before, and keys of its tenant seen before."""
+        s = self.s
+        new_key = self._novel("tenant_key", c.key.astype(np.int64))
+        ts_key = pair(c.tenant, scope)
+        users = np.array([s.scope_keys.get(x, 0) for x in ts_key.tolist()], dtype=np.int64)
+        users += _earlier(ts_key, new_scope)
+        keys = np.array([s.tenant_keys.get(x, 0) for x in c.tenant.tolist()], dtype=np.int64)
+        keys += _earlier(c.tenant, new_key)
+        for x in ts_key[new_scope].tolist():
+            s.scope_keys[x] = s.scope_keys.get(x, 0) + 1
+        for x in c.tenant[new_key].tolist():
+            s.tenant_keys[x] = s.tenant_keys.get(x, 0) + 1
+        return users, keys
 
     def _key_models_recent(self, c: ApiColumns, i: int) -> int:
         """Distinct models the key queried in the 10 minutes up to event ``i`` (earlier batches too)."""
@@ -648,6 +676,20 @@ def _count(arrays: Arrays, ids: np.ndarray, ts: np.ndarray, rank: np.ndarray | N
     before = n[ids] + (_rank(ids) if rank is None else rank)
     n[uniq] += counts
     return before
+
+
+def _earlier(ids: np.ndarray, flag: np.ndarray) -> np.ndarray:
+    """Each element's count of earlier flagged elements with an equal id in ``ids`` (arrival order)."""
+    if ids.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(ids, kind="stable")
+    x = flag[order].astype(np.int64)
+    cs = np.cumsum(x) - x
+    g = ids[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    out = np.empty(ids.size, dtype=np.int64)
+    out[order] = cs - np.repeat(cs[starts], np.diff(np.r_[starts, ids.size]))
+    return out
 
 
 def _rank(ids: np.ndarray) -> np.ndarray:
