@@ -46,6 +46,8 @@ class EngineConfig:
     rate_tau_slow_s: float = 86_400.0
     rate_min: float = 40.0
     rate_ratio: float = 8.0
+    extraction_min: float = 8.0
+    extraction_models: int = 3
     volume_z: float = 6.0
     volume_min_seen: int = 10
     volume_peer_z: float = 6.0
@@ -298,6 +300,23 @@ class Engine:
                     f"API key {e.api_key_id} is sending a sustained burst of inference queries ({fast[i]:.0f} in "
                     f"10 minutes, {ratio:.0f}x usual) across models it did not use before, a model-extraction "
                     f"pattern."))
+        # model extraction shows before the rate does: queries spread over models (at least
+        # `extraction_models` in 10 minutes) at `rate_ratio` x the key's usual rate, from `extraction_min` requests
+        early = ((fast >= cfg.extraction_min) & (fast >= cfg.rate_ratio * expected) & (c.model >= 0) & ~burst
+                 & (warm | young))
+        for i in np.flatnonzero(early):
+            n_models = self._key_models_recent(c, i)
+            if n_models < cfg.extraction_models:
+                continue
+            e = c.events[i]
+            ratio = fast[i] / expected[i]
+            out.append(self._f("api.model_extraction", c, i, e.api_key_id, e.principal, 0.8, [
+                Feature(name="requests_per_10min", value=round(float(fast[i]), 1),
+                        baseline=round(float(expected[i]), 2), contribution=1.0),
+                Feature(name="models_in_10min", value=float(n_models), baseline=1.0),
+                Feature(name="new_model", value=float(new_model[i]), baseline=0.0)],
+                f"API key {e.api_key_id} is querying {n_models} models within 10 minutes at {ratio:.0f}x its usual "
+                f"rate ({fast[i]:.0f} requests), a model-extraction pattern."))
         self._learn_key_models(c)
         return out
 
