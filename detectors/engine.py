@@ -399,7 +399,9 @@ class Engine:
             s.pair.fit(len(s.pairs))
             pz = log_zscore(pid, c.rows[g], s.pair["mean"], s.pair["var"], s.pair["seen"], 0.02, 2.0,
                             0.25, 5)
-            cs = cusum(pid, pz, s.pair["s"], cfg.drift_k, 4.0)
+            # a spike (z at the spike threshold) is the spike detector's business: it leaves the drift sum as it
+            # is, so one bulk export does not hold the sum up for days of normal reads after it
+            cs = cusum(pid, np.where(pz >= cfg.volume_z, cfg.drift_k, pz), s.pair["s"], cfg.drift_k, 4.0)
             for j in np.flatnonzero(cs >= cfg.drift_h):
                 i = g[j]
                 e = c.events[i]
