@@ -630,6 +630,9 @@ class Engine:
             key = (f.detector, f.entity, f.tenant)
             last = s.cooldown.get(key)
             if last is not None and f.ts - last < CATALOG[f.detector].cooldown_s * 1000:
+                # one alert per episode: a hit within the cooldown extends it, so the tail of a long burst
+                # (a decayed rate still above threshold after the attack stopped) is not a fresh alert
+                s.cooldown[key] = max(last, f.ts)
                 cur = open_.get(key)
                 if cur is not None:  # fold later hits of this batch into its open alert
                     cur.last_seen = _iso(max(f.ts, last))
