@@ -63,7 +63,7 @@ class EngineConfig:
     runaway_tau_s: float = 120.0
     runaway_min: float = 60.0
     runaway_session_steps: int = 30
-    runaway_ratio: float = 5.0
+    runaway_ratio: float = 8.0  # against the daily mean rate: a busy agent peaks at ~2.5x it, and its sessions overlap
     agent_type_warm_events: int = 200
     risk_tau_s: float = 21_600.0
     risk_threshold: float = 2.5
