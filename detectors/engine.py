@@ -134,12 +134,17 @@ class State:
     session_steps: dict[str, int] = field(default_factory=dict)  # session -> steps so far
     type_lengths: dict[int, np.ndarray] = field(default_factory=dict)  # agent type -> sessions reaching n steps
     type_longest: dict[int, int] = field(default_factory=dict)  # agent type -> longest length 2 sessions reached
+    runaway_sessions: set[str] = field(default_factory=set)  # sessions flagged as runaway (not learned)
     risk: dict[int, tuple[float, int, set]] = field(default_factory=dict)  # principal -> (risk, last ts, dets)
     cooldown: dict[tuple[str, str, int], int] = field(default_factory=dict)  # (detector, entity, tenant) -> ts
     key_models: dict[int, dict[int, int]] = field(default_factory=dict)  # key -> model -> last ts
     scope_keys: dict[int, int] = field(default_factory=dict)  # (tenant, scope) -> keys that used it
     tenant_keys: dict[int, int] = field(default_factory=dict)  # tenant -> keys seen
     watermark: int = 0  # highest event time seen
+
+    def __setstate__(self, d: dict) -> None:
+        # a checkpoint written before a field was added restores it with its default
+        self.__dict__.update({**State().__dict__, **d})
 
 
 class Engine:
@@ -584,7 +589,15 @@ class Engine:
             longest = s.type_longest.get(t, 0)
             if n > max(1.5 * longest, cfg.runaway_session_steps) and type_warm[i]:
                 long_session[i] = True
-                continue  # not learned: one runaway session must not make the next one look normal
+                if sid not in s.runaway_sessions:
+                    # one runaway session must not make the next look normal: forget the steps it was
+                    # learned from before it stood out, and learn none of the rest
+                    s.runaway_sessions.add(sid)
+                    hist[1: min(n, 1024)] -= 1
+                    np.maximum(hist, 0, out=hist)
+                    reached = np.flatnonzero(hist[1:] >= 2)
+                    s.type_longest[t] = int(reached[-1]) + 1 if reached.size else 0
+                continue
             hist[min(n, 1023)] += 1
             if n > longest and hist[min(n, 1023)] >= 2:
                 s.type_longest[t] = n
@@ -612,6 +625,7 @@ class Engine:
             s.untrusted_sessions = {k: t for k, t in sessions.items() if t >= horizon}
         if len(steps) > 500_000:  # bounded: keep the newest half of the session step counters
             s.session_steps = dict(list(steps.items())[len(steps) // 2:])
+            s.runaway_sessions = {x for x in s.runaway_sessions if x in s.session_steps}
         return out
 
     # -- findings -> alerts -----------------------------------------------------------------
