@@ -49,7 +49,7 @@ class EngineConfig:
     extraction_min: float = 8.0
     extraction_models: int = 3
     volume_z: float = 6.0
-    volume_min_seen: int = 10
+    volume_min_seen: int = 5  # own baseline after 5 reads (variance floored), the department judges before
     volume_peer_z: float = 6.0
     drift_k: float = 0.75
     drift_h: float = 10.0
