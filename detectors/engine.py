@@ -330,9 +330,11 @@ class Engine:
         s = self.s
         new_key = self._novel("tenant_key", c.key.astype(np.int64))
         ts_key = pair(c.tenant, scope)
-        users = np.array([s.scope_keys.get(x, 0) for x in ts_key.tolist()], dtype=np.int64)
+        uniq, inv = np.unique(ts_key, return_inverse=True)  # one dict look-up per (tenant, scope), not per event
+        users = np.array([s.scope_keys.get(x, 0) for x in uniq.tolist()], dtype=np.int64)[inv]
         users += _earlier(ts_key, new_scope)
-        keys = np.array([s.tenant_keys.get(x, 0) for x in c.tenant.tolist()], dtype=np.int64)
+        uniq, inv = np.unique(c.tenant, return_inverse=True)
+        keys = np.array([s.tenant_keys.get(x, 0) for x in uniq.tolist()], dtype=np.int64)[inv]
         keys += _earlier(c.tenant, new_key)
         for x in ts_key[new_scope].tolist():
             s.scope_keys[x] = s.scope_keys.get(x, 0) + 1
