@@ -23,13 +23,18 @@ CHECKPOINT_AGE = Gauge("spyglass_checkpoint_age_seconds", "Seconds since the par
                        ["topic", "partition"], registry=REGISTRY)
 STORE_UP = Gauge("spyglass_store_up", "1 when the last store write succeeded, 0 while it is being retried",
                  registry=REGISTRY)
+STAGE_SECONDS = Counter("spyglass_stage_seconds_total", "Seconds spent in each stage of the pipeline: decode, score "
+                        "(engine), publish (Kafka acks), store (ClickHouse inserts), checkpoint", ["stage"],
+                        registry=REGISTRY)
 PARTITIONS = Gauge("spyglass_partitions_owned", "Topic partitions this worker scores", registry=REGISTRY)
 ENTITIES = Gauge("spyglass_entities_tracked", "Entities with state in this worker's engines", registry=REGISTRY)
 STATE_BYTES = Gauge("spyglass_state_bytes", "Bytes of per-entity state in this worker's engines", registry=REGISTRY)
 
 
-def scrape(port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> dict[str, float] | None:
-    """A worker's /metrics, each metric summed over its labels; None when the worker does not answer."""
+def scrape(port: int, host: str = "127.0.0.1", timeout: float = 2.0, *,
+           series: bool = False) -> dict[str, float] | None:
+    """A worker's /metrics, each metric summed over its labels (``series``: each labelled series on its own,
+    e.g. ``spyglass_stage_seconds_total{stage="decode"}``); None when the worker does not answer."""
     import urllib.request
 
     try:
@@ -40,7 +45,7 @@ def scrape(port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> dict[str
     out: dict[str, float] = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
-            name = line.split("{", 1)[0].split(" ", 1)[0]
+            name = line.rsplit(" ", 1)[0] if series else line.split("{", 1)[0].split(" ", 1)[0]
             out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
     return out
 

@@ -253,7 +253,9 @@ class Scorer:
                 await self._enqueue(Writes(snapshots=snaps))
 
     def _snapshot(self, part: Part) -> Snapshot:
+        t0 = time.perf_counter()
         snap = Snapshot(part, part.offset, part.engine.state(), part.engine.entities(), part.pending)
+        m.STAGE_SECONDS.labels("snapshot").inc(time.perf_counter() - t0)
         part.pending = []
         part.snapshot_at = self.clock()
         return snap
@@ -310,6 +312,8 @@ class Scorer:
                                     None) for a, _ in w.alerts]
         if futs:
             await asyncio.gather(*futs)
+        t1 = time.perf_counter()
+        m.STAGE_SECONDS.labels("publish").inc(t1 - t0)
         for r, err in w.dead:
             log.warning("dead letter", extra={"topic": r.topic, "partition": r.partition, "offset": r.offset,
                                               "field": err.field, "reason": err.reason})
@@ -324,9 +328,12 @@ class Scorer:
             await self._io_call(lambda: self.store.insert("alerts", acols), "alerts.insert", w.where)
         for a, _ in w.alerts:
             m.ALERTS.labels(a.detector, a.severity).inc()
+        t2 = time.perf_counter()
+        m.STAGE_SECONDS.labels("store").inc(t2 - t1)
         # 3. checkpoints taken after this batch was scored: stored now, then their records acked
         for snap in w.snapshots:
             await self._save(snap)
+        m.STAGE_SECONDS.labels("checkpoint").inc(time.perf_counter() - t2)
         if w.touched:
             seconds = w.scored_s + time.perf_counter() - t0
             m.BATCH_SECONDS.observe(seconds)
@@ -367,6 +374,7 @@ class Scorer:
             by_id: dict[str, Record] = {}
             raws: list[bytes] = []
             n_dead = 0
+            t_dec = time.perf_counter()
             for r in fresh:
                 ev = decode_record(r.value, self.settings.default_tenant, kind)
                 if isinstance(ev, EventError):
@@ -376,7 +384,11 @@ class Scorer:
                 events.append(ev)
                 raws.append(r.value or b"")
                 by_id.setdefault(ev.event_id, r)
+            t_eng = time.perf_counter()
             alerts = part.engine.process(events) if events else []
+            t_end = time.perf_counter()
+            m.STAGE_SECONDS.labels("decode").inc(t_eng - t_dec)
+            m.STAGE_SECONDS.labels("score").inc(t_end - t_eng)
             scores = part.engine.scores
             w.events += [(ev, raw, scores.get(ev.event_id, 0.0)) for ev, raw in zip(events, raws, strict=True)]
             for a in alerts:

@@ -7,10 +7,11 @@ checks the table and this class agree).
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, IPvAnyAddress, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.errors import ConfigError
@@ -74,6 +75,10 @@ class Settings(BaseSettings):
                                             description="Consumer session timeout: how soon a dead worker's "
                                                         "partitions move")
     worker_web_port: int = Field(6066, ge=0, le=65535, description="Worker /health and /metrics port (0: none)")
+    worker_web_host: IPvAnyAddress = Field(IPv4Address("127.0.0.1"),
+                                           description="Address /health and /metrics listen on "
+                                           "(0.0.0.0 in a container, "
+                                           "for Prometheus)")
     checkpoint_key: SecretStr | None = Field(
         None, description="HMAC key signing engine checkpoints (default: one generated in the stack dir)")
 

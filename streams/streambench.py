@@ -15,6 +15,7 @@ Needs the stack (``spyglass stack up``) and a store URL that several processes c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -44,7 +45,7 @@ def _topics(settings: Settings, tag: str) -> Settings:
     })
 
 
-def _plain_consumer(settings: Settings, n: int) -> float:
+def _plain_consumer(settings: Settings, n: int, partitions: int) -> float:
     """Seconds a plain consumer needs to read and decode n records of the event topics.
 
     aiokafka, the client under Faust, fetching in batches with its C record parser: the
@@ -60,8 +61,7 @@ def _plain_consumer(settings: Settings, n: int) -> float:
                              fetch_max_bytes=32 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024)
         await c.start()
         try:
-            parts = [TopicPartition(t, p) for t in settings.topics().values()
-                     for p in sorted(c.partitions_for_topic(t) or [])]
+            parts = [TopicPartition(t, p) for t in settings.topics().values() for p in range(partitions)]
             c.assign(parts)
             await c.seek_to_beginning(*parts)
             got = 0
@@ -73,7 +73,8 @@ def _plain_consumer(settings: Settings, n: int) -> float:
                     got += len(msgs)
             return time.perf_counter() - t0
         finally:
-            await c.stop()
+            with contextlib.suppress(asyncio.CancelledError):  # aiokafka 0.14 re-raises its cancelled routine
+                await c.stop()
 
     return asyncio.run(read())
 
@@ -93,9 +94,15 @@ def _start_worker(settings: Settings, name: str, tmp: Path, **updates: Any) -> s
                                 stdout=log, stderr=log, env=env, start_new_session=True)
 
 
+STAGES = ("decode", "score", "snapshot", "publish", "store", "checkpoint")
+
+
 def _workers(settings: Settings, db: str, group: str, n_workers: int, n: int, tmp: Path,
-             timeout_s: float = 600) -> tuple[float, float, list[float]]:
-    """Start workers, wait until they scored n events; (seconds first->last event, max lag seen, rss MB)."""
+             timeout_s: float = 600) -> tuple[float, float, list[float], dict[str, float]]:
+    """Start workers, wait until they scored n events.
+
+    Returns (seconds first->last event, max lag seen, rss MB per worker, seconds per pipeline stage).
+    """
     from streams.stack.base import free_port
 
     ports = [free_port() for _ in range(n_workers)]
@@ -117,6 +124,12 @@ def _workers(settings: Settings, db: str, group: str, n_workers: int, n: int, tm
                 break
             time.sleep(0.25)  # polling /metrics costs the worker a little: not too often
         rss = [_rss_mb(p.pid) for p in procs]
+        stages = {k: 0.0 for k in STAGES}
+        for p in ports:
+            for k, v in (scrape(p, series=True) or {}).items():
+                if k.startswith("spyglass_stage_seconds_total{"):
+                    stage = k.split('"')[1]
+                    stages[stage] = stages.get(stage, 0.0) + v
     finally:
         for p in procs:
             p.terminate()
@@ -127,7 +140,7 @@ def _workers(settings: Settings, db: str, group: str, n_workers: int, n: int, tm
                 p.kill()
     if first is None or last is None:
         raise SystemExit(f"workers did not score {n} events in {timeout_s}s; logs in {tmp}")
-    return last - first, lag, rss
+    return last - first, lag, rss, stages
 
 
 def _rss_mb(pid: int) -> float:
@@ -234,9 +247,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         console.print(f"producing {sim.total:,} events into {args.partitions} partitions per topic ...")
         stats = produce_kafka(sim, s.kafka_bootstrap, s.topics())
         n = stats.events
-        plain = _plain_consumer(s, n)
-        one, lag1, rss1 = _workers(s, dbs["one"], f"{s.worker_group}-one", 1, n, tmp)
-        two, lag2, _ = _workers(s, dbs["two"], f"{s.worker_group}-two", 2, n, tmp)
+        plain = _plain_consumer(s, n, args.partitions)
+        one, lag1, rss1, stages1 = _workers(s, dbs["one"], f"{s.worker_group}-one", 1, n, tmp)
+        two, lag2, _, _ = _workers(s, dbs["two"], f"{s.worker_group}-two", 2, n, tmp)
         rate1 = n / one
         lat = _latency(s, dbs["lat"], rate1 / 2, args.latency_events, args.seed + 1, tmp) if args.latency_events \
             else []
@@ -252,6 +265,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         t.add_row("2 workers, one group", f"{n / two:,.0f}", f"{(n / two) / (n / plain):.2f}", f"{lag2:,.0f}", "-")
         console.print(t)
         console.print(f"2 workers / 1 worker: {one / two:.2f}x")
+        st = Table(title="where the 1-worker run's time went (spyglass_stage_seconds_total)")
+        st.add_column("stage")
+        st.add_column("seconds", justify="right")
+        st.add_column("µs per event", justify="right")
+        st.add_column("thread")
+        for k in STAGES:
+            st.add_row(k, f"{stages1.get(k, 0.0):.2f}", f"{stages1.get(k, 0.0) / n * 1e6:,.1f}",
+                       "event loop" if k in ("decode", "score", "snapshot") else "writer (awaits Kafka / store)")
+        st.add_row("wall, first to last event", f"{one:.2f}", f"{one / n * 1e6:,.1f}", "")
+        console.print(st)
         if lat:
             q = np.percentile(np.array(lat) * 1000, [50, 99])
             console.print(f"event produced -> alert in ClickHouse at {rate1 / 2:,.0f} events/s (half the 1-worker "
