@@ -251,9 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     from streams.dbcli import register as register_db
     from streams.evalcli import register as register_eval
     from streams.grafanacli import register as register_grafana
+    from streams.reportcli import register as register_report
     from streams.stack.cli import register as register_stack
 
     register_eval(sub)
+    register_report(sub)
     register_bench(sub)
     register_grafana(sub)
     register_db(sub)
