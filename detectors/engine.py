@@ -168,19 +168,15 @@ class Engine:
         alerts: list[Alert] = []
         scores: dict[str, float] = {}
         start = 0
-        for i, day_start, cap in self._cuts(events):
+        for i, day_start, cap in [*self._cuts(events), (len(events), None, False)]:
             if i > start:
                 alerts += self._process(events[start:i])
                 for k, v in self.scores.items():
                     if v > scores.get(k, 0.0):
                         scores[k] = v
                 start = i
-            self._compact(day_start, cap)
-        if start < len(events):
-            alerts += self._process(events[start:])
-            for k, v in self.scores.items():
-                if v > scores.get(k, 0.0):
-                    scores[k] = v
+            if i < len(events):
+                self._compact(day_start, cap)
         self.scores = scores
         return alerts
 

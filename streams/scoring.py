@@ -244,7 +244,9 @@ class Scorer:
                 events.append(ev)
                 raws.append(r.value or b"")
                 by_id.setdefault(ev.event_id, r)
+            evicted = dict(part.engine.evicted)
             alerts = part.engine.process(events) if events else []
+            m.count_evictions(evicted, part.engine.evicted)
             scores = part.engine.scores
             ev_rows += [(ev, raw, scores.get(ev.event_id, 0.0)) for ev, raw in zip(events, raws, strict=True)]
             for a in alerts:
@@ -311,6 +313,7 @@ class Scorer:
             m.LAG.labels(part.topic, str(part.partition)).set(lag)
             m.CHECKPOINT_AGE.labels(part.topic, str(part.partition)).set(age)
         m.ENTITIES.set(sum(p.engine.entities() for p in self.parts.values()))
+        m.STATE_BYTES.set(sum(p.engine.memory_bytes() for p in self.parts.values()))
         try:  # health rows are best effort: never hold the stream for them
             await asyncio.get_running_loop().run_in_executor(self._io, lambda: self.store.insert("pipeline_health",
                                                                                                    cols))

@@ -220,3 +220,14 @@ def test_report_scopes_command(tmp_path):
     assert [(x["api_key_id"], x["unused"], x["granted_count"], x["used_count"]) for x in out] == \
         [("narrow", ["admin:keys", "files:write"], 3, 1)]
     assert "1 of 2 keys" in r.stderr and "line" not in r.stdout
+
+
+def test_evictions_reach_the_worker_metric():
+    from streams import metrics as m
+
+    def value():
+        return m.REGISTRY.get_sample_value("spyglass_entities_evicted_total", {"reason": "cap"}) or 0.0
+
+    before = value()
+    m.count_evictions({"idle": 3, "cap": 5}, {"idle": 3, "cap": 12})
+    assert value() - before == 7
