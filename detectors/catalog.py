@@ -16,7 +16,7 @@ class Spec:
     entity_type: str
     title: str
     tags: tuple[str, ...]
-    cooldown_s: int = 3600  # one alert per entity per cooldown; later hits are folded into it
+    cooldown_s: int = 3600  # one alert per episode: hits less than this apart are folded into it
 
 
 CATALOG: dict[str, Spec] = {s.name: s for s in (

@@ -14,7 +14,7 @@ type, tenant) meanwhile.
 from __future__ import annotations
 
 import pickle
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,23 +41,31 @@ class EngineConfig:
     key_warm_events: int = 30
     key_warm_hours: float = 6.0
     scope_warm_events: int = 30
+    scope_cold_events: int = 10
+    scope_peer_share: float = 0.05
+    scope_peer_min_keys: int = 20
     rate_tau_fast_s: float = 600.0
     rate_tau_slow_s: float = 86_400.0
     rate_min: float = 40.0
     rate_ratio: float = 8.0
+    extraction_min: float = 8.0
+    extraction_models: int = 3
     volume_z: float = 6.0
-    volume_min_seen: int = 10
+    volume_min_seen: int = 5  # own baseline after 5 reads (variance floored), the department judges before
     volume_peer_z: float = 6.0
     drift_k: float = 0.75
     drift_h: float = 10.0
-    off_hours_share: float = 0.25
+    off_hours_share: float = 0.4
+    off_hours_tenant_share: float = 0.5
+    off_hours_prior: float = 24.0
+    off_hours_min_events: int = 3
     training_min_writes: int = 3
     denied_tau_s: float = 300.0
     denied_min: float = 4.0
     runaway_tau_s: float = 120.0
     runaway_min: float = 60.0
     runaway_session_steps: int = 30
-    runaway_ratio: float = 5.0
+    runaway_ratio: float = 8.0  # against the daily mean rate: a busy agent peaks at ~2.5x it, and its sessions overlap
     agent_type_warm_events: int = 200
     risk_tau_s: float = 21_600.0
     risk_threshold: float = 2.5
@@ -133,13 +141,26 @@ class State:
     session_steps: dict[str, int] = field(default_factory=dict)  # session -> steps so far
     type_lengths: dict[int, np.ndarray] = field(default_factory=dict)  # agent type -> sessions reaching n steps
     type_longest: dict[int, int] = field(default_factory=dict)  # agent type -> longest length 2 sessions reached
+    runaway_sessions: set[str] = field(default_factory=set)  # sessions flagged as runaway (not learned)
     risk: dict[int, tuple[float, int, set]] = field(default_factory=dict)  # principal -> (risk, last ts, dets)
     cooldown: dict[tuple[str, str, int], int] = field(default_factory=dict)  # (detector, entity, tenant) -> ts
     key_models: dict[int, dict[int, int]] = field(default_factory=dict)  # key -> model -> last ts
+    scope_keys: dict[int, int] = field(default_factory=dict)  # (tenant, scope) -> keys that used it
+    tenant_keys: dict[int, int] = field(default_factory=dict)  # tenant -> keys seen
     watermark: int = 0  # highest event time seen
     last_seen: dict[str, np.ndarray] = field(default_factory=dict)  # namespace -> last event time per id (int64)
     session_last: dict[str, int] = field(default_factory=dict)  # session -> ts of its latest-arriving step
     scopes: dict[str, np.ndarray] = field(default_factory=dict)  # "granted"/"used": sorted pair(key, scope token)
+
+    def __setstate__(self, d: dict) -> None:
+        """The one compatibility path for old checkpoints: a checkpoint written before a field was added
+        restores it with its default, and entities restored without a last-seen time count as seen at the
+        checkpoint's watermark (so idle eviction starts counting from there)."""
+        self.__dict__.update({**State().__dict__, **d})
+        for ns in NAMESPACES:
+            n = len(getattr(self.vocabs, ns))
+            if n and ns not in self.last_seen:
+                self.last_seen[ns] = np.full(n, self.watermark, dtype=np.int64)
 
 
 class Engine:
@@ -215,8 +236,7 @@ class Engine:
         eng.s = d["state"]
         eng.events_seen = d["events_seen"]
         eng.alerts_emitted = d["alerts_emitted"]
-        eng.evicted = dict(d.get("evicted", eng.evicted))
-        _upgrade(eng.s)
+        eng.evicted = dict(d.get("evicted", eng.evicted))  # State's own missing fields: State.__setstate__
         return eng
 
     def memory_bytes(self) -> int:
@@ -279,9 +299,11 @@ class Engine:
                     m = last[:n] < cutoff
                     if m.any():
                         drop[ns] = m
-            # time-stamped dict state past every use it has (cooldowns <= 1 day, risk decays in hours,
-            # model sets look back 10 minutes)
-            s.cooldown = {k: t for k, t in s.cooldown.items() if t >= cutoff}
+            # time-stamped dict state past every use it has (risk decays in hours, model sets look back 10
+            # minutes). Cooldowns are keyed by entity name, not id, and hold the time of an episode's latest
+            # hit (each hit extends it): one is kept while it can still fold a hit, whatever the horizon
+            live = min(cutoff, day_start - max(sp.cooldown_s for sp in CATALOG.values()) * 1000)
+            s.cooldown = {k: t for k, t in s.cooldown.items() if t >= live}
             s.risk = {p: x for p, x in s.risk.items() if x[1] >= cutoff}
             s.key_models = {k: d2 for k, d in s.key_models.items()
                             if (d2 := {m: t for m, t in d.items() if t >= cutoff})}
@@ -292,6 +314,7 @@ class Engine:
                 del s.session_last[sid]
                 s.session_steps.pop(sid, None)
                 s.untrusted_sessions.pop(sid, None)
+                s.runaway_sessions.discard(sid)
         idle = sum(int(m.sum()) for m in drop.values())
         compact(s, drop)
         self.evicted["idle"] += idle
@@ -360,13 +383,21 @@ class Engine:
         # scope never used by a warm key
         scope = np.where(c.scope < 0, 0, c.scope)
         new_scope = self._novel("key_scope", pair(c.key, scope)) & (c.scope >= 0)
-        for i in np.flatnonzero(new_scope & (n_before >= cfg.scope_warm_events) & warm & ~c.auth_fail):
+        # a key with a short history of its own starts from its peer group's: a scope (almost) no key of its
+        # tenant uses is news for a key of any age past a handful of requests
+        peer_users, peer_keys = self._scope_peers(c, new_scope, scope)
+        rare = (peer_keys >= cfg.scope_peer_min_keys) & (peer_users < cfg.scope_peer_share * peer_keys)
+        young = (n_before >= cfg.scope_cold_events) & (c.ts - k["first"][c.key] >= cfg.key_warm_hours * HOUR)
+        for i in np.flatnonzero(new_scope & ~c.auth_fail & (((n_before >= cfg.scope_warm_events) & warm)
+                                                            | (rare & young))):
             e = c.events[i]
             sc = e.scope_used or ""
             score = 0.9 if sc.startswith("admin") else (0.75 if sc in ("fine_tune:write", "files:write") else 0.55)
             out.append(self._f("api.new_scope", c, i, e.api_key_id, e.principal, score,
                                [Feature(name="scope_first_use", value=1.0, baseline=0.0),
-                                Feature(name="key_events_seen", value=float(n_before[i]))],
+                                Feature(name="key_events_seen", value=float(n_before[i])),
+                                Feature(name="tenant_keys_using_scope", value=float(peer_users[i]),
+                                        baseline=float(peer_keys[i]))],
                                f"API key {e.api_key_id} used scope '{sc}' ({e.method} {e.endpoint}) for the first "
                                f"time after {int(n_before[i])} requests that never needed it."))
 
@@ -402,8 +433,46 @@ class Engine:
                     f"API key {e.api_key_id} is sending a sustained burst of inference queries ({fast[i]:.0f} in "
                     f"10 minutes, {ratio:.0f}x usual) across models it did not use before, a model-extraction "
                     f"pattern."))
+        # model extraction shows before the rate does: queries spread over models (at least
+        # `extraction_models` in 10 minutes) at `rate_ratio` x the key's usual rate, from `extraction_min` requests
+        early = ((fast >= cfg.extraction_min) & (fast >= cfg.rate_ratio * expected) & (c.model >= 0) & ~burst
+                 & (warm | young))
+        for i in np.flatnonzero(early):
+            n_models = self._key_models_recent(c, i)
+            if n_models < cfg.extraction_models:
+                continue
+            e = c.events[i]
+            ratio = fast[i] / expected[i]
+            out.append(self._f("api.model_extraction", c, i, e.api_key_id, e.principal, 0.8, [
+                Feature(name="requests_per_10min", value=round(float(fast[i]), 1),
+                        baseline=round(float(expected[i]), 2), contribution=1.0),
+                Feature(name="models_in_10min", value=float(n_models), baseline=1.0),
+                Feature(name="new_model", value=float(new_model[i]), baseline=0.0)],
+                f"API key {e.api_key_id} is querying {n_models} models within 10 minutes at {ratio:.0f}x its usual "
+                f"rate ({fast[i]:.0f} requests), a model-extraction pattern."))
         self._learn_key_models(c)
         return out
+
+    def _scope_peers(self, c: ApiColumns, new_scope: np.ndarray, scope: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """As of each event: keys of its tenant that used its scope before, and keys of its tenant seen before.
+
+        The counts are of tracked keys: compaction takes an evicted key out of them (``compaction.uncount_keys``),
+        so a key that comes back is counted once again, not twice.
+        """
+        s = self.s
+        new_key = self._novel("tenant_key", c.key.astype(np.int64))
+        ts_key = pair(c.tenant, scope)
+        uniq, inv = np.unique(ts_key, return_inverse=True)  # one dict look-up per (tenant, scope), not per event
+        users = np.array([s.scope_keys.get(x, 0) for x in uniq.tolist()], dtype=np.int64)[inv]
+        users += _earlier(ts_key, new_scope)
+        uniq, inv = np.unique(c.tenant, return_inverse=True)
+        keys = np.array([s.tenant_keys.get(x, 0) for x in uniq.tolist()], dtype=np.int64)[inv]
+        keys += _earlier(c.tenant, new_key)
+        for x in ts_key[new_scope].tolist():
+            s.scope_keys[x] = s.scope_keys.get(x, 0) + 1
+        for x in c.tenant[new_key].tolist():
+            s.tenant_keys[x] = s.tenant_keys.get(x, 0) + 1
+        return users, keys
 
     def _key_models_recent(self, c: ApiColumns, i: int) -> int:
         """Distinct models the key queried in the 10 minutes up to event ``i`` (earlier batches too)."""
@@ -469,7 +538,9 @@ class Engine:
             s.pair.fit(len(s.pairs))
             pz = log_zscore(pid, c.rows[g], s.pair["mean"], s.pair["var"], s.pair["seen"], 0.02, 2.0,
                             0.25, 5)
-            cs = cusum(pid, pz, s.pair["s"], cfg.drift_k, 4.0)
+            # a spike (z at the spike threshold) is the spike detector's business: it leaves the drift sum as it
+            # is, so one bulk export does not hold the sum up for days of normal reads after it
+            cs = cusum(pid, np.where(pz >= cfg.volume_z, cfg.drift_k, pz), s.pair["s"], cfg.drift_k, 4.0)
             for j in np.flatnonzero(cs >= cfg.drift_h):
                 i = g[j]
                 e = c.events[i]
@@ -510,9 +581,14 @@ class Engine:
         for t in np.unique(c.tenant).tolist():
             s.tenant_first.setdefault(t, int(c.ts[c.tenant == t][0]))
         t_first = np.array([s.tenant_first[t] for t in c.tenant.tolist()], dtype=np.int64)
-        history = (c.ts - t_first >= DAY) & (t_tot >= 500) & (p_before >= 5)
-        # a principal with a thin profile of its own is judged by its peer group (the tenant)
-        off = history & (t_share < cfg.off_hours_share) & ((p_tot < 50) | (p_share < cfg.off_hours_share))
+        history = (c.ts - t_first >= DAY) & (t_tot >= 500) & (p_before >= cfg.off_hours_min_events)
+        # the principal's own share of this hour, starting from its peer group's (the tenant's) as a prior worth
+        # `off_hours_prior` events: a thin profile is judged by the tenant, a rich one by itself (one stray event
+        # at this hour does not make it a working hour). The tenant's own share only has to say the hour is not a
+        # busy one: service accounts keep a tenant's nights half as busy as its days.
+        m = cfg.off_hours_prior
+        p_share = (p_share * p_tot / 24 + m * t_share / 24) / (p_tot + m) * 24
+        off = history & (t_share < cfg.off_hours_tenant_share) & (p_share < cfg.off_hours_share)
         off_sens = off & (c.sensitivity >= 2) & c.granted
         night = decayed_count(c.principal, c.ts, off_sens.astype(np.float64), p["night"], p["night_last"],
                               float(HOUR))
@@ -647,6 +723,15 @@ class Engine:
             longest = s.type_longest.get(t, 0)
             if n > max(1.5 * longest, cfg.runaway_session_steps) and type_warm[i]:
                 long_session[i] = True
+                if sid not in s.runaway_sessions:
+                    # one runaway session must not make the next look normal: forget the steps it was
+                    # learned from before it stood out, and learn none of the rest
+                    s.runaway_sessions.add(sid)
+                    hist[1: min(n, 1024)] -= 1
+                    np.maximum(hist, 0, out=hist)
+                    reached = np.flatnonzero(hist[1:] >= 2)
+                    s.type_longest[t] = int(reached[-1]) + 1 if reached.size else 0
+                continue
             hist[min(n, 1023)] += 1
             if n > longest and hist[min(n, 1023)] >= 2:
                 s.type_longest[t] = n
@@ -674,6 +759,7 @@ class Engine:
             s.untrusted_sessions = {k: t for k, t in sessions.items() if t >= horizon}
         if len(steps) > 500_000:  # bounded: keep the newest half of the session step counters
             s.session_steps = dict(list(steps.items())[len(steps) // 2:])
+            s.runaway_sessions = {x for x in s.runaway_sessions if x in s.session_steps}
         return out
 
     # -- findings -> alerts -----------------------------------------------------------------
@@ -692,6 +778,9 @@ class Engine:
             key = (f.detector, f.entity, f.tenant)
             last = s.cooldown.get(key)
             if last is not None and f.ts - last < CATALOG[f.detector].cooldown_s * 1000:
+                # one alert per episode: a hit within the cooldown extends it, so the tail of a long burst
+                # (a decayed rate still above threshold after the attack stopped) is not a fresh alert
+                s.cooldown[key] = max(last, f.ts)
                 cur = open_.get(key)
                 if cur is not None:  # fold later hits of this batch into its open alert
                     cur.last_seen = _iso(max(f.ts, last))
@@ -761,6 +850,20 @@ def _count(arrays: Arrays, ids: np.ndarray, ts: np.ndarray, rank: np.ndarray | N
     return before
 
 
+def _earlier(ids: np.ndarray, flag: np.ndarray) -> np.ndarray:
+    """Each element's count of earlier flagged elements with an equal id in ``ids`` (arrival order)."""
+    if ids.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(ids, kind="stable")
+    x = flag[order].astype(np.int64)
+    cs = np.cumsum(x) - x
+    g = ids[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    out = np.empty(ids.size, dtype=np.int64)
+    out[order] = cs - np.repeat(cs[starts], np.diff(np.r_[starts, ids.size]))
+    return out
+
+
 def _rank(ids: np.ndarray) -> np.ndarray:
     """Each element's count of earlier equal elements in ``ids`` (0 for the first occurrence)."""
     if ids.size == 0:
@@ -787,20 +890,6 @@ def _entity_columns(batch: Batch) -> list[tuple[str, np.ndarray, np.ndarray]]:
         c3 = batch.agent
         out += [("agent", c3.agent, c3.ts), ("principal", c3.principal, c3.ts)]
     return out
-
-
-def _upgrade(s: State) -> None:
-    """A checkpoint written before some State field existed: give it the field's default.
-
-    Entities restored without a last-seen time count as seen at the checkpoint's watermark.
-    """
-    for f in fields(State):
-        if f.name not in s.__dict__:
-            setattr(s, f.name, f.default_factory() if f.default_factory is not MISSING else f.default)
-    for ns in NAMESPACES:
-        n = len(getattr(s.vocabs, ns))
-        if n and ns not in s.last_seen:
-            s.last_seen[ns] = np.full(n, s.watermark, dtype=np.int64)
 
 
 def _cols(batch: Batch) -> list:

@@ -72,12 +72,16 @@ class CheckpointStore:
 
     def save(self, topic: str, partition: int, offset: int, engine: Engine) -> int:
         """Store the engine state reflecting every record below ``offset``; returns its size in bytes."""
-        blob = zlib.compress(engine.state(), 1)
+        return self.save_state(topic, partition, offset, engine.state(), engine.entities())
+
+    def save_state(self, topic: str, partition: int, offset: int, state: bytes, entities: int) -> int:
+        """Store a snapshot ``Engine.state()`` taken when the engine had seen every record below ``offset``."""
+        blob = zlib.compress(state, 1)
         self.store.insert("engine_checkpoints", {
             "group_id": [self.group_id], "topic": [topic], "partition": [partition], "offset": [offset],
             "state": [base64.b64encode(blob).decode("ascii")],
             "digest": [self._digest(topic, partition, offset, blob)],
-            "entities": [engine.entities()], "bytes": [len(blob)], "worker": [self.worker],
+            "entities": [entities], "bytes": [len(blob)], "worker": [self.worker],
             "written_at": [datetime.now(UTC).replace(microsecond=0)],
         })
         return len(blob)

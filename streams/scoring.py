@@ -8,6 +8,14 @@ Delivery promise (at-least-once from Kafka, exactly-once at the edges):
 3. every few seconds each partition's engine state is checkpointed with the offset it
    reflects, and only then are that partition's records acknowledged for commit.
 
+Scoring and writing are two stages: :meth:`Scorer.handle` decodes and scores a batch on the
+event loop and queues what it produced; one writer task publishes, stores and checkpoints the
+queued batches strictly in order, on the store's I/O thread. While the writer waits on Kafka
+and ClickHouse the next batch is being scored; the queue holds ``worker_write_ahead`` batches,
+so a slow or absent store stops scoring (and so fetching) instead of filling memory. A
+checkpoint is a snapshot of the engine's state taken right after the batch it covers was
+scored, queued behind that batch's writes, so it is stored only once they are.
+
 After a crash the next owner of a partition restores its checkpoint, skips the records the
 checkpoint already reflects and re-scores the rest. The engine gives the same alerts (same
 deterministic ids) whatever the batching, rows and alerts are keyed by id in ReplacingMergeTree
@@ -24,6 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from kafka.errors import KafkaError
 
 from detectors.alerts import Alert, encode_alert
 from detectors.engine import Engine
@@ -64,8 +74,9 @@ class Part:
     engine: Engine
     offset: int  # next offset the engine has not seen
     checkpoint_offset: int  # next offset the stored checkpoint has not seen
-    checkpoint_at: float = field(default_factory=time.monotonic)
-    pending: list[Record] = field(default_factory=list)  # scored and stored, not yet checkpointed
+    checkpoint_at: float = field(default_factory=time.monotonic)  # when the last checkpoint was stored
+    snapshot_at: float = field(default_factory=time.monotonic)  # when the last checkpoint was taken
+    pending: list[Record] = field(default_factory=list)  # scored, not yet in a checkpoint
     known_alerts: set[str] = field(default_factory=set)  # already stored by an earlier owner
     highwater: int = -1
 
@@ -77,14 +88,38 @@ class BatchReport:
     alerts: int = 0
     skipped: int = 0
     seconds: float = 0.0
-    ack: list[Record] = field(default_factory=list)
+
+
+@dataclass
+class Snapshot:
+    """A partition's engine state right after its records below ``offset`` were scored."""
+
+    part: Part
+    offset: int
+    state: bytes
+    entities: int
+    records: list[Record]  # acked once the snapshot is stored
+
+
+@dataclass
+class Writes:
+    """What one scored batch leaves to the writer, in the order the writer carries it out."""
+
+    dead: list[tuple[Record, EventError]] = field(default_factory=list)
+    alerts: list[tuple[Alert, Record]] = field(default_factory=list)  # new ones only
+    events: list[tuple[Event, bytes, float]] = field(default_factory=list)
+    touched: list[tuple[Part, int, int, int]] = field(default_factory=list)  # part, events, dead, alerts
+    snapshots: list[Snapshot] = field(default_factory=list)
+    where: dict[str, Any] = field(default_factory=dict)
+    scored_s: float = 0.0
 
 
 class Scorer:
     """Owns one engine per assigned topic partition and drives the sinks for each batch."""
 
     def __init__(self, settings: Settings, store: Store, checkpoints: CheckpointStore, publish: Publish,
-                 *, worker: str = "worker", clock: Callable[[], float] = time.monotonic,
+                 *, ack: Callable[[list[Record]], None], worker: str = "worker",
+                 clock: Callable[[], float] = time.monotonic,
                  published_alerts: Callable[[int], set[str]] | None = None) -> None:
         self.settings = settings
         self.store = store
@@ -100,6 +135,12 @@ class Scorer:
         self._kinds = {t: k for k, t in settings.topics().items()}
         self._published_alerts = published_alerts
         self._scan_cache: tuple[int, float, set[str]] | None = None
+        self._ack = ack
+        self._queue: asyncio.Queue[Writes] | None = None
+        self._writer: asyncio.Task | None = None
+        self._failed: BaseException | None = None
+        self._health_rows: dict[str, list[Any]] = {}
+        self._health_at = 0.0
 
     # -- store access (blocking calls on one I/O thread, retried while the store is down) -----
     async def _io_call(self, fn: Callable[[], Any], what: str, where: dict[str, Any] | None = None) -> Any:
@@ -161,73 +202,164 @@ class Scorer:
         cached = self._scan_cache
         if cached is not None and cached[0] <= since_ms and self.clock() - cached[1] < 10.0:
             return cached[2]  # partitions assigned together share one scan
-        ids = await self._io_call(lambda: self._published_alerts(since_ms), "alerts.scan", where)
+        loop = asyncio.get_running_loop()
+        delay = 0.2
+        while True:  # the scan must finish before re-scoring (no alert twice): retried while the broker is away
+            try:
+                ids = await loop.run_in_executor(self._io, lambda: self._published_alerts(since_ms))
+                break
+            except KafkaError as exc:
+                if self.stopping:
+                    raise
+                log.error("alerts topic scan failed; retrying (consumption paused)",
+                          extra={"error": str(exc), "retry_in_s": delay, **where})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
         self._scan_cache = (since_ms, self.clock(), ids)
         return ids
 
     async def revoke(self, tps: Sequence[TP]) -> None:
-        """Partitions leave this worker: checkpoint what they scored, then forget them."""
+        """Partitions leave this worker: write and checkpoint what they scored, then forget them."""
         async with self._lock:
+            try:
+                await self.flush()
+            except Exception as exc:
+                log.warning("writes before revoke failed; the next owner re-scores from the last checkpoint",
+                            extra={"error": str(exc)})
             for tp in tps:
                 part = self.parts.get(tp)
                 if part is None:
                     continue
                 if part.pending:
                     try:
-                        await self._checkpoint(part)
+                        await self._save(self._snapshot(part))
                     except StoreError:
                         log.warning("checkpoint on revoke failed; the next owner re-scores from the last one",
                                     extra={"topic": tp[0], "partition": tp[1]})
                 del self.parts[tp]
 
-    async def checkpoint_all(self) -> list[Record]:
-        """Checkpoint every partition with pending records (clean shutdown); returns what may be acked."""
-        return await self.checkpoint_due(min_age_s=0.0)
+    async def checkpoint_all(self) -> None:
+        """Checkpoint every partition with pending records and wait until stored (clean shutdown)."""
+        await self.checkpoint_due(min_age_s=0.0)
+        await self.flush()
 
-    async def checkpoint_due(self, min_age_s: float | None = None) -> list[Record]:
-        """Checkpoint partitions whose pending records waited ``min_age_s`` (default: the checkpoint interval)."""
+    async def checkpoint_due(self, min_age_s: float | None = None) -> None:
+        """Queue checkpoints of partitions whose pending records waited ``min_age_s`` (default: the interval)."""
         age = self.settings.worker_checkpoint_s if min_age_s is None else min_age_s
         async with self._lock:
-            out: list[Record] = []
             now = self.clock()
-            for part in list(self.parts.values()):
-                if part.pending and now - part.checkpoint_at >= age:
-                    out += await self._checkpoint(part)
-            return out
+            snaps = [self._snapshot(p) for p in list(self.parts.values()) if p.pending and now - p.snapshot_at >= age]
+            if snaps:
+                await self._enqueue(Writes(snapshots=snaps))
 
-    async def _checkpoint(self, part: Part) -> list[Record]:
-        offset, engine = part.offset, part.engine
-        where = {"topic": part.topic, "partition": part.partition, "offset": offset}
-        size = await self._io_call(lambda: self.checkpoints.save(part.topic, part.partition, offset, engine),
+    def _snapshot(self, part: Part) -> Snapshot:
+        snap = Snapshot(part, part.offset, part.engine.state(), part.engine.entities(), part.pending)
+        part.pending = []
+        part.snapshot_at = self.clock()
+        return snap
+
+    async def _save(self, snap: Snapshot) -> None:
+        part = snap.part
+        where = {"topic": part.topic, "partition": part.partition, "offset": snap.offset}
+        size = await self._io_call(lambda: self.checkpoints.save_state(part.topic, part.partition, snap.offset,
+                                                                       snap.state, snap.entities),
                                    "checkpoint.save", where)
-        part.checkpoint_offset = offset
+        part.checkpoint_offset = max(part.checkpoint_offset, snap.offset)
         part.checkpoint_at = self.clock()
-        done, part.pending = part.pending, []
-        log.debug("checkpoint", extra={**where, "bytes": size, "entities": engine.entities()})
-        return done
+        log.debug("checkpoint", extra={**where, "bytes": size, "entities": snap.entities})
+        self._ack(snap.records)
+
+    # -- the writer stage --------------------------------------------------------------------
+    async def _enqueue(self, w: Writes) -> None:
+        if self._failed is not None:
+            raise self._failed
+        if self._queue is None:
+            self._queue = asyncio.Queue(maxsize=self.settings.worker_write_ahead)
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="spyglass-writer")
+        await self._queue.put(w)  # waits while the writer is behind: backpressure
+
+    async def flush(self) -> None:
+        """Wait until every queued batch is published, stored and its checkpoints saved."""
+        if self._queue is not None:
+            await self._queue.join()
+        if self._failed is not None:
+            raise self._failed
+
+    async def _write_loop(self) -> None:
+        assert self._queue is not None
+        while True:
+            w = await self._queue.get()
+            try:
+                if self._failed is None:
+                    await self._write(w)
+            except BaseException as exc:  # the next handle() raises it; nothing after it is written or acked
+                self._failed = exc
+                log.error("writing a batch failed", extra={"error": repr(exc), **w.where})
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+            finally:
+                self._queue.task_done()
+
+    async def _write(self, w: Writes) -> None:
+        t0 = time.perf_counter()
+        # 1. Kafka: dead letters and new alerts, acknowledged before anything is stored
+        futs = [await self.publish(self.settings.topic_dead_letter, r.key, r.value or b"",
+                                   dead_letter_headers(r.topic, r.partition, r.offset, err, "worker"))
+                for r, err in w.dead]
+        futs += [await self.publish(self.settings.topic_alerts, f"{a.tenant}/{a.entity}".encode(), encode_alert(a),
+                                    None) for a, _ in w.alerts]
+        if futs:
+            await asyncio.gather(*futs)
+        for r, err in w.dead:
+            log.warning("dead letter", extra={"topic": r.topic, "partition": r.partition, "offset": r.offset,
+                                              "field": err.field, "reason": err.reason})
+            m.DEAD_LETTERS.labels(r.topic).inc()
+        # 2. ClickHouse: events with their scores, then the alerts
+        if w.events:
+            cols = event_columns(w.events, datetime.now(UTC))
+            await self._io_call(lambda: self.store.insert("events", cols), "events.insert", w.where)
+        if w.alerts:
+            acols = alert_columns([a for a, _ in w.alerts], datetime.now(UTC).replace(microsecond=0),
+                                  [(r.topic, r.partition, r.offset) for _, r in w.alerts])
+            await self._io_call(lambda: self.store.insert("alerts", acols), "alerts.insert", w.where)
+        for a, _ in w.alerts:
+            m.ALERTS.labels(a.detector, a.severity).inc()
+        # 3. checkpoints taken after this batch was scored: stored now, then their records acked
+        for snap in w.snapshots:
+            await self._save(snap)
+        if w.touched:
+            seconds = w.scored_s + time.perf_counter() - t0
+            m.BATCH_SECONDS.observe(seconds)
+            self.health.last_batch = time.monotonic()
+            await self._health(w.touched, seconds)
 
     # -- one batch -------------------------------------------------------------------------
     async def handle(self, records: Sequence[Record]) -> BatchReport:
-        """Score, publish, store; returns the records that may now be acked (checkpointed)."""
+        """Score a batch and queue its writes; its records are acked once a checkpoint covers them."""
         async with self._lock:
-            return await self._handle(records)
+            if self._failed is not None:
+                raise self._failed
+            rep, w = await self._score(records)
+            if w.events or w.dead or w.snapshots or w.touched:
+                await self._enqueue(w)
+            return rep
 
-    async def _handle(self, records: Sequence[Record]) -> BatchReport:
+    async def _score(self, records: Sequence[Record]) -> tuple[BatchReport, Writes]:
         t0 = time.perf_counter()
         rep = BatchReport()
+        w = Writes(where={"topic": records[0].topic, "partition": records[0].partition, "offset": records[0].offset})
         by_tp: dict[TP, list[Record]] = {}
         for r in records:
             by_tp.setdefault((r.topic, r.partition), []).append(r)
-        ev_rows: list[tuple[Event, bytes, float]] = []
         alerts_out: list[tuple[Alert, Record]] = []
-        dead: list[tuple[Record, EventError]] = []
-        touched: list[tuple[Part, int, int, int]] = []  # part, events, dead, alerts
         for (topic, partition), recs in by_tp.items():
             recs.sort(key=lambda r: r.offset)
             part = await self._part(topic, partition, recs[0].offset)
             fresh = [r for r in recs if r.offset >= part.offset]
             rep.skipped += len(recs) - len(fresh)
-            rep.ack += [r for r in recs if r.offset < part.checkpoint_offset]
+            covered = [r for r in recs if r.offset < part.checkpoint_offset]
+            if covered:  # a stored checkpoint reflects them already
+                self._ack(covered)
             if not fresh:
                 continue
             kind = self._kinds.get(topic)
@@ -238,7 +370,7 @@ class Scorer:
             for r in fresh:
                 ev = decode_record(r.value, self.settings.default_tenant, kind)
                 if isinstance(ev, EventError):
-                    dead.append((r, ev))
+                    w.dead.append((r, ev))
                     n_dead += 1
                     continue
                 events.append(ev)
@@ -248,73 +380,43 @@ class Scorer:
             alerts = part.engine.process(events) if events else []
             m.count_evictions(evicted, part.engine.evicted)
             scores = part.engine.scores
-            ev_rows += [(ev, raw, scores.get(ev.event_id, 0.0)) for ev, raw in zip(events, raws, strict=True)]
+            w.events += [(ev, raw, scores.get(ev.event_id, 0.0)) for ev, raw in zip(events, raws, strict=True)]
             for a in alerts:
-                src = by_id.get(a.evidence.event_ids[0], fresh[0])
-                alerts_out.append((a, src))
+                alerts_out.append((a, by_id.get(a.evidence.event_ids[0], fresh[0])))
             part.offset = fresh[-1].offset + 1
             part.pending += fresh
-            touched.append((part, len(events), n_dead, len(alerts)))
+            w.touched.append((part, len(events), n_dead, len(alerts)))
             if kind:
                 m.EVENTS_IN.labels(kind).inc(len(events))
-        new_alerts = [(a, r) for a, r in alerts_out
-                      if a.alert_id not in self.parts[(r.topic, r.partition)].known_alerts]
-        # 1. Kafka: dead letters and new alerts, acknowledged before anything is stored
-        futs = [await self.publish(self.settings.topic_dead_letter, r.key, r.value or b"",
-                                   dead_letter_headers(r.topic, r.partition, r.offset, err, "worker"))
-                for r, err in dead]
-        futs += [await self.publish(self.settings.topic_alerts, f"{a.tenant}/{a.entity}".encode(), encode_alert(a),
-                                    None) for a, _ in new_alerts]
-        if futs:
-            await asyncio.gather(*futs)
-        for r, err in dead:
-            log.warning("dead letter", extra={"topic": r.topic, "partition": r.partition, "offset": r.offset,
-                                              "field": err.field, "reason": err.reason})
-            m.DEAD_LETTERS.labels(r.topic).inc()
-        # 2. ClickHouse: events with their scores, then the alerts
-        where = {"topic": records[0].topic, "partition": records[0].partition, "offset": records[0].offset}
-        if ev_rows:
-            cols = event_columns(ev_rows, datetime.now(UTC))
-            await self._io_call(lambda: self.store.insert("events", cols), "events.insert", where)
-        if new_alerts:
-            acols = alert_columns([a for a, _ in new_alerts], datetime.now(UTC).replace(microsecond=0),
-                                  [(r.topic, r.partition, r.offset) for _, r in new_alerts])
-            await self._io_call(lambda: self.store.insert("alerts", acols), "alerts.insert", where)
-        for a, _ in new_alerts:
-            m.ALERTS.labels(a.detector, a.severity).inc()
-        # 3. checkpoints that are due, then acks
+        w.alerts = [(a, r) for a, r in alerts_out
+                    if a.alert_id not in self.parts[(r.topic, r.partition)].known_alerts]
         now = self.clock()
-        for part, *_ in touched:
-            if now - part.checkpoint_at >= self.settings.worker_checkpoint_s:
-                rep.ack += await self._checkpoint(part)
-        rep.events = len(ev_rows)
-        rep.dead = len(dead)
-        rep.alerts = len(new_alerts)
-        rep.seconds = time.perf_counter() - t0
-        self.health.last_batch = time.monotonic()
-        m.BATCH_SECONDS.observe(rep.seconds)
-        await self._health(touched, rep.seconds)
-        return rep
+        w.snapshots = [self._snapshot(part) for part, *_ in w.touched
+                       if now - part.snapshot_at >= self.settings.worker_checkpoint_s]
+        rep.events, rep.dead, rep.alerts = len(w.events), len(w.dead), len(w.alerts)
+        rep.seconds = w.scored_s = time.perf_counter() - t0
+        return rep, w
 
     async def _health(self, touched: list[tuple[Part, int, int, int]], seconds: float) -> None:
-        if not touched:
-            return
+        """Per-partition health rows, written at most once a second (best effort, never holds the stream)."""
         now = self.clock()
         ts = datetime.now(UTC).replace(microsecond=0)
-        cols: dict[str, list[Any]] = {k: [] for k in ("ts", "worker", "topic", "partition", "events", "dead_letters",
-                                                      "alerts", "lag", "batch_latency_ms", "checkpoint_age_s")}
+        cols = self._health_rows
         for part, n_ev, n_dead, n_alerts in touched:
             lag = max(part.highwater - part.offset, 0) if part.highwater >= 0 else 0
             age = now - part.checkpoint_at
             for k, v in (("ts", ts), ("worker", self.worker), ("topic", part.topic), ("partition", part.partition),
                          ("events", n_ev), ("dead_letters", n_dead), ("alerts", n_alerts), ("lag", lag),
                          ("batch_latency_ms", round(seconds * 1000, 3)), ("checkpoint_age_s", round(age, 3))):
-                cols[k].append(v)
+                cols.setdefault(k, []).append(v)
             m.LAG.labels(part.topic, str(part.partition)).set(lag)
             m.CHECKPOINT_AGE.labels(part.topic, str(part.partition)).set(age)
         m.ENTITIES.set(sum(p.engine.entities() for p in self.parts.values()))
         m.STATE_BYTES.set(sum(p.engine.memory_bytes() for p in self.parts.values()))
-        try:  # health rows are best effort: never hold the stream for them
+        if now - self._health_at < 1.0:
+            return
+        self._health_rows, self._health_at = {}, now
+        try:
             await asyncio.get_running_loop().run_in_executor(self._io, lambda: self.store.insert("pipeline_health",
                                                                                                    cols))
         except StoreError as exc:
@@ -324,4 +426,6 @@ class Scorer:
         return sum(max(p.highwater - p.offset, 0) for p in self.parts.values() if p.highwater >= 0)
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
         self._io.shutdown(wait=True)

@@ -66,7 +66,8 @@ class Settings(BaseSettings):
     worker_group: str = Field("spyglass-worker", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$",
                               description="Consumer group (Faust app id) the workers share")
     worker_batch_max: int = Field(5_000, ge=1, le=100_000, description="Records per scoring batch, at most")
-    worker_batch_within_s: float = Field(0.2, gt=0, le=10, description="Longest wait to fill a batch (seconds)")
+    worker_write_ahead: int = Field(2, ge=1, le=64, description="Scored batches that may wait for the store "
+                                    "(beyond that, scoring and fetching wait: backpressure)")
     worker_checkpoint_s: float = Field(5.0, gt=0, le=3600,
                                        description="Checkpoint each partition's state (and commit) this often")
     worker_session_timeout_s: float = Field(10.0, ge=6, le=300,

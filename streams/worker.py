@@ -1,7 +1,8 @@
-"""``spyglass worker``: the Faust app. One agent consumes the three event topics.
+"""``spyglass worker``: the Faust app. Every fetch of the three event topics goes to one scoring handler.
 
-Workers share partitions through Kafka's consumer group (the Faust app id). Records are
-taken in batches without Faust's automatic acks; :class:`~streams.scoring.Scorer` scores,
+Workers share partitions through Kafka's consumer group (the Faust app id). Each fetch of
+Faust's consumer comes whole to ``score`` (:mod:`streams.transport`), without Faust's
+per-message streams and automatic acks; :class:`~streams.scoring.Scorer` scores,
 publishes and stores them and says which records are safe to ack (their partition's state
 is checkpointed), and only those are acked, so Faust commits nothing that could be lost.
 Faust's own exactly-once mode is not used (``processing_guarantee`` stays at-least-once).
@@ -16,7 +17,6 @@ from typing import Any
 
 import faust
 import msgspec
-from faust.types import TP as FaustTP
 from prometheus_client import generate_latest
 
 from streams import metrics as m
@@ -24,6 +24,7 @@ from streams.checkpoints import CheckpointStore, checkpoint_key
 from streams.scoring import Record, Scorer
 from streams.settings import Settings
 from streams.sinks.clickhouse import apply_ddl, open_store
+from streams.transport import BatchApp
 
 log = logging.getLogger("spyglass.worker")
 
@@ -32,7 +33,7 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
     name = worker_name or f"{socket.gethostname()}-{os.getpid()}"
     datadir = settings.stack_dir / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = BatchApp(
         settings.worker_group,
         broker=[f"kafka://{h}" for h in settings.kafka_bootstrap.split(",")],
         store="memory://",
@@ -46,7 +47,7 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
         # at shutdown Faust would wait for every record to be acked, but records are acked only
         # at checkpoints: the final checkpoint (on_before_shutdown) comes after the consumer stops
         stream_wait_empty=False,
-        stream_buffer_maxsize=max(2 * settings.worker_batch_max, 4096),
+        broker_max_poll_records=settings.worker_batch_max,
         web_enabled=settings.worker_web_port > 0,
         web_port=settings.worker_web_port or 6066,
         web_host="127.0.0.1",
@@ -63,34 +64,38 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
     async def publish(topic: str, key_: bytes | None, value: bytes, headers: list | None) -> Any:
         return await app.producer.send(topic, key_, value, None, None, headers)
 
-    scorer = Scorer(settings, store, checkpoints, publish, worker=name,
+    def ack(recs: list[Record]) -> None:  # Faust commits offsets up to the highest contiguous acked one
+        ack_ = app.consumer.ack
+        for r in recs:
+            ack_(r.handle)
+
+    scorer = Scorer(settings, store, checkpoints, publish, ack=ack, worker=name,
                     published_alerts=lambda since_ms: published_alert_ids(settings, since_ms))
     topics = app.topic(*settings.topics().values(), key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw", internal=False)
 
-    streams: list[faust.StreamT] = []
+    app.topics.add(topics)  # subscribed and acked through Faust's conductor; fetches come to score()
+    started: list[bool] = []
 
-    async def ack(recs: list[Record]) -> None:
-        for r in recs:
-            await streams[0].ack(r.handle)
+    async def score(messages: list[Any]) -> None:
+        """One fetch: score it and queue its writes; records are acked when a checkpoint covers them."""
+        started[:] = [True]
+        owned = app.consumer.assignment()
+        recs = [Record(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.timestamp, msg)
+                for msg in messages if msg.tp in owned]  # a fetch can outlive a rebalance: the new owner reads those
+        for tp in {msg.tp for msg in messages}:
+            part = scorer.parts.get((tp.topic, tp.partition))
+            if part is not None:
+                part.highwater = app.consumer.highwater(tp) or -1
+        if recs:
+            await scorer.handle(recs)
 
-    @app.agent(topics, name="score")
-    async def score(stream: faust.StreamT) -> None:
-        streams[:] = [stream]
-        async for events in stream.noack_take(settings.worker_batch_max, within=settings.worker_batch_within_s):
-            recs = [Record(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value,
-                           e.message.timestamp, e) for e in events]
-            for tp in {(r.topic, r.partition) for r in recs}:
-                part = scorer.parts.get(tp)
-                if part is not None:
-                    part.highwater = app.consumer.highwater(FaustTP(*tp)) or -1
-            rep = await scorer.handle(recs)
-            await ack(rep.ack)
+    app.batch_handler = score
 
     @app.timer(max(settings.worker_checkpoint_s / 2, 0.5))
     async def checkpoint_idle() -> None:
-        if streams:
-            await ack(await scorer.checkpoint_due())
+        if started:
+            await scorer.checkpoint_due()
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app_: faust.App, revoked: set, **_: Any) -> None:

@@ -14,7 +14,8 @@ from numba import njit
 # Layout of the scalar state vector ``_s``; per-view sums live in ``_v`` (rows: sum, sum of squares).
 _T, _VMIN, _VMAX, _DN, _LAST, _EMA, _ZMAX, _PEAK = range(8)
 _NS = 8
-_NV = 4  # views: nearest window, nearest coarse window, level vs. recent mean, step
+_NV = 7  # views: nearest window, nearest coarse window, level vs. recent mean, step, value novelty, shift, shift/range
+_W_AT = (10, 11, 12, 13, 18, 19, 20)  # index of each view's weight in the configuration vector
 
 
 @njit(cache=True)
@@ -51,6 +52,11 @@ def _kernel(values: np.ndarray, cfg: np.ndarray, s: np.ndarray, v: np.ndarray, b
     decay = cfg[15]
     z_floor = cfg[16]
     margin = cfg[17]
+    ns = int(cfg[21])
+    nl = int(cfg[22])
+    w = np.empty(_NV)
+    for i in range(_NV):
+        w[i] = cfg[_W_AT[i]]
     bsz = buf.shape[0]
     hs = dhist.shape[1]
     raw = np.zeros(_NV)
@@ -77,14 +83,32 @@ def _kernel(values: np.ndarray, cfg: np.ndarray, s: np.ndarray, v: np.ndarray, b
         cbuf[t % bsz] = acc / cnt
         n_have = t + 1
         raw[:] = 0.0
-        if n_have >= 2 * dim and cfg[10] > 0.0:
+        if n_have >= 2 * dim and w[0] > 0.0:
             raw[0] = _nearest(buf, t, dim, 1, dim, min(mem, n_have - dim)) / rng
         span = dim * coarse
-        if n_have >= 2 * span and cfg[11] > 0.0:
+        if n_have >= 2 * span and w[1] > 0.0:
             raw[1] = _nearest(cbuf, t, dim, coarse, span, min(mem, n_have - span)) / rng
         raw[2] = abs(x - s[_EMA]) / rng
         if t > 0:
             raw[3] = abs(x - buf[(t - 1) % bsz]) / rng
+            if w[4] > 0.0:
+                raw[4] = _nearest(buf, t, 1, 1, 1, min(mem, n_have - 1)) / rng
+        if n_have >= ns + nl and (w[5] > 0.0 or w[6] > 0.0):
+            # mean of the last ns values against the mean and sd of the nl before them
+            sa = 0.0
+            for j in range(ns):
+                sa += buf[(t - j) % bsz]
+            sb = 0.0
+            sb2 = 0.0
+            for j in range(ns, ns + nl):
+                y = buf[(t - j) % bsz]
+                sb += y
+                sb2 += y * y
+            ma = sa / ns
+            mb = sb / nl
+            sdb = math.sqrt(max(sb2 / nl - mb * mb, 0.0))
+            raw[5] = abs(ma - mb) / (sdb + 0.01 * rng)
+            raw[6] = abs(ma - mb) / rng
         s[_EMA] += alpha * (x - s[_EMA])
         if log_eps > 0.0:
             for i in range(_NV):
@@ -93,7 +117,7 @@ def _kernel(values: np.ndarray, cfg: np.ndarray, s: np.ndarray, v: np.ndarray, b
         m = min(n_d, hist)
         z = 0.0
         for i in range(_NV):
-            if cfg[10 + i] <= 0.0:
+            if w[i] <= 0.0:
                 continue
             a = raw[i]
             c = 1
@@ -106,7 +130,7 @@ def _kernel(values: np.ndarray, cfg: np.ndarray, s: np.ndarray, v: np.ndarray, b
                 mean = v[0, i] / m
                 var = v[1, i] / m - mean * mean
                 sd = max(math.sqrt(max(var, 0.0)), std_floor)
-                zi = cfg[10 + i] * (a - mean) / sd
+                zi = w[i] * (a - mean) / sd
                 if zi > z:
                     z = zi
         for i in range(_NV):
@@ -144,8 +168,11 @@ class UnivariateDetector:
 
     Views (each a raw statistic scaled by the running value range): distance of the last ``dim`` values to the
     nearest earlier window within ``memory`` rows (``w_window``), the same over ``coarse``-row means (``w_coarse``),
-    distance of the value to its EWMA with rate ``alpha`` (``w_level``), and the step from the previous value
-    (``w_step``); a view with weight 0 is not computed. Each raw statistic (or its log, if ``log_eps`` > 0), averaged
+    distance of the value to its EWMA with rate ``alpha`` (``w_level``), the step from the previous value
+    (``w_step``), distance of the value to the nearest earlier value within ``memory`` rows (``w_value``), and the
+    shift of the mean of the last ``shift_short`` values from the mean of the ``shift_long`` before them, in units
+    of their sd (plus 1% of the range; ``w_shift``) and of the range (``w_shift_range``); a view with weight 0 is
+    not computed or not used. Each raw statistic (or its log, if ``log_eps`` > 0), averaged
     over ``short`` rows, becomes a z-score against its own last ``history`` values (sd at least ``std_floor``); the
     combined z is the largest weighted one. With ``decay`` > 0, z is divided by a slowly decaying maximum of past z
     (at least ``z_floor``) and rescaled by ``z_floor``, so a stream that is always surprising needs more to alert.
@@ -157,10 +184,11 @@ class UnivariateDetector:
     name = "spyglass"
 
     def __init__(self, probationary_period: int = 750, dim: int = 8, memory: int = 750, history: int = 4000,
-                 short: int = 3, rest_fraction: float = 0.2, z_detect: float = 3.0, std_floor: float = 0.002,
+                 short: int = 5, rest_fraction: float = 0.2, z_detect: float = 3.0, std_floor: float = 0.004,
                  coarse: int = 4, alpha: float = 0.05, w_window: float = 1.0, w_coarse: float = 0.0,
                  w_level: float = 0.0, w_step: float = 1.0, log_eps: float = 0.0, decay: float = 0.999,
-                 z_floor: float = 7.0, margin: float = 1e9) -> None:
+                 z_floor: float = 10.0, margin: float = 1e9, w_value: float = 0.5, w_shift: float = 0.5,
+                 w_shift_range: float = 0.7, shift_short: int = 8, shift_long: int = 128) -> None:
         self.probationary_period = probationary_period
         self.dim = dim
         self.memory = memory
@@ -179,13 +207,19 @@ class UnivariateDetector:
         self.decay = decay
         self.z_floor = z_floor
         self.margin = margin
+        self.w_value = w_value
+        self.w_shift = w_shift
+        self.w_shift_range = w_shift_range
+        self.shift_short = shift_short
+        self.shift_long = shift_long
         self._cfg = np.array([probationary_period, dim, memory, history, short,
                               max(1, int(rest_fraction * probationary_period)), z_detect, std_floor, coarse, alpha,
-                              w_window, w_coarse, w_level, w_step, log_eps, decay, z_floor, margin], dtype=np.float64)
+                              w_window, w_coarse, w_level, w_step, log_eps, decay, z_floor, margin, w_value, w_shift,
+                              w_shift_range, shift_short, shift_long], dtype=np.float64)
         self._s = np.zeros(_NS, dtype=np.float64)
         self._s[_LAST] = -1e18
         self._v = np.zeros((2, _NV), dtype=np.float64)
-        bsz = memory + 2 * dim * max(coarse, 1) + 1
+        bsz = max(memory + 2 * dim * max(coarse, 1) + 1, shift_short + shift_long + 1)
         self._buf = np.zeros(bsz, dtype=np.float64)
         self._cbuf = np.zeros(bsz, dtype=np.float64)
         self._dhist = np.zeros((_NV, max(history, short) + 1), dtype=np.float64)
@@ -232,7 +266,7 @@ class UnivariateDetector:
 _ARRAYS = ("s", "v", "buf", "cbuf", "dhist")
 _PARAMS = ("probationary_period", "dim", "memory", "history", "short", "rest_fraction", "z_detect", "std_floor",
            "coarse", "alpha", "w_window", "w_coarse", "w_level", "w_step", "log_eps", "decay",
-           "z_floor", "margin")
+           "z_floor", "margin", "w_value", "w_shift", "w_shift_range", "shift_short", "shift_long")
 
 
 def _value(x: dict[str, float]) -> float:

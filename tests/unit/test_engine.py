@@ -59,7 +59,7 @@ def test_alerts_do_not_depend_on_where_the_stream_is_cut_into_batches(run, sizes
     _, events = run
     _, a = process(events, size=sizes[0])
     _, b = process(events, size=sizes[1])
-    assert len(a) > 20
+    assert len(a) >= 15  # one alert per attack episode: enough for the comparison to mean something
     assert _ids(a) == _ids(b)
 
 

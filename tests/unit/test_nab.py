@@ -117,6 +117,14 @@ def test_detector_is_deterministic_and_flags_a_level_shift():
     assert int(np.argmax(a)) in range(1500, 1510)
 
 
+@pytest.mark.parametrize("view", ["w_shift", "w_shift_range", "w_value"])
+def test_each_new_view_alone_flags_a_level_shift(view):
+    weights = {"w_window": 0.0, "w_step": 0.0, "w_value": 0.0, "w_shift": 0.0, "w_shift_range": 0.0, view: 1.0}
+    a = UnivariateDetector(probationary_period=450, **weights).score_learn_many(series(3000, 4))
+    assert np.all((a >= 0.0) & (a <= 1.0))
+    assert int(np.argmax(a)) in range(1500, 1520)  # the windowed views peak a few rows after the shift
+
+
 def test_state_round_trip_gives_identical_scores():
     x = series(2500, 2)
     full = UnivariateDetector(probationary_period=300).score_learn_many(x)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 
 import msgspec
 import numpy as np
 import pytest
 
-from detectors.compaction import SEEN, compact
-from detectors.engine import Engine, EngineConfig
+from detectors.columns import SEP
+from detectors.compaction import FIELDS, SEEN, compact
+from detectors.engine import Engine, EngineConfig, State
 from schemas.events import decode
 from streams.simulator.run import Simulation
 from tests.unit.samples import SAMPLES
@@ -54,6 +57,47 @@ def test_every_novelty_set_is_known_to_compaction(sim):
     eng = Engine()
     process(events, eng, 10_000)
     assert set(eng.s.seen) <= set(SEEN), set(eng.s.seen) - set(SEEN)
+
+
+def test_every_state_field_says_how_compaction_bounds_it():
+    """A detector that adds state must say whether it is entity-keyed and how compaction handles it."""
+    assert {f.name for f in fields(State)} == set(FIELDS), {f.name for f in fields(State)} ^ set(FIELDS)
+
+
+def _peer_counts(s):
+    """The tenants' peer counts of keys recounted from the novelty sets they follow."""
+    v = s.vocabs
+
+    def tenant(k):
+        return v.tenant.ids[v.key.names[k].split(SEP, 1)[0]]
+
+    tenant_keys = Counter(tenant(k) for k in s.seen.get("tenant_key", []).tolist())
+    ks = s.seen.get("key_scope", np.zeros(0, dtype=np.int64))
+    scope_keys = Counter((tenant(k) << 31) | sc for k, sc in zip((ks >> 31).tolist(), (ks & 0x7FFFFFFF).tolist(),
+                                                                 strict=True))
+    return dict(tenant_keys), dict(scope_keys)
+
+
+def _real_scopes(counts):
+    """Without token 0, which in key_scope may also stand for "no scope"."""
+    return {x: n for x, n in counts.items() if x & 0x7FFFFFFF}
+
+
+@pytest.mark.parametrize("cfg", [NO_EVICTION, TIGHT])
+def test_peer_counts_of_keys_follow_eviction(sim, cfg):
+    """Keys per tenant and per (tenant, scope) count the keys still tracked: an evicted key leaves them,
+    and one that comes back is counted once."""
+    _, events = sim
+    eng = Engine(cfg)
+    process(events, eng, 5_000)
+    if cfg is TIGHT:
+        assert eng.evicted["idle"] > 0 and eng.evicted["cap"] > 0
+    tenant_keys, scope_keys = _peer_counts(eng.s)
+    assert eng.s.tenant_keys == tenant_keys
+    assert _real_scopes(eng.s.scope_keys) == _real_scopes(scope_keys)
+    assert sum(eng.s.tenant_keys.values()) <= len(eng.s.vocabs.key)
+    # runaway marks go with their sessions
+    assert eng.s.runaway_sessions <= set(eng.s.session_last)
 
 
 def test_default_bounds_change_nothing_on_a_week(sim):
@@ -140,12 +184,14 @@ def test_an_old_checkpoint_without_the_new_fields_restores(sim):
     eng = Engine()
     process(events[:5_000], eng, 5_000)
     d = pickle.loads(eng.state())  # noqa: S301 - our own
-    for f in ("last_seen", "session_last", "scopes"):
+    for f in ("last_seen", "session_last", "scopes",  # bounded state
+              "runaway_sessions", "scope_keys", "tenant_keys"):  # the detector fixes
         del d["state"].__dict__[f]
     del d["evicted"]
     restored = Engine.from_state(pickle.dumps(d))
     assert len(restored.s.last_seen["key"]) == len(restored.s.vocabs.key)
     assert (restored.s.last_seen["key"] == restored.s.watermark).all()
+    assert restored.s.scope_keys == {} and restored.s.runaway_sessions == set()
     assert process(events[5_000:10_000], restored, 5_000) is not None
 
 
