@@ -21,7 +21,9 @@ import numpy as np
 
 from detectors.alerts import Alert, Evidence, Feature, alert_id, severity_of
 from detectors.catalog import CATALOG
-from detectors.columns import SEP, AgentColumns, ApiColumns, Batch, DataColumns, Vocabs, to_batch
+from detectors.columns import SEP, AgentColumns, ApiColumns, Batch, DataColumns, Vocabs, _ts_ms, to_batch
+from detectors.compaction import MAX_NEW_PER_EVENT, NAMESPACES, compact, footprint, least_recent
+from detectors.governance import UnusedScopes, learn_scopes, unused_scopes
 from detectors.kernels import burst_vs_baseline, cusum, decayed_count, first_seen, log_zscore, pair
 from schemas.events import Event
 
@@ -69,6 +71,11 @@ class EngineConfig:
     risk_threshold: float = 2.5
     risk_min_detectors: int = 2
     max_evidence: int = 50
+    # bounded state (see ``Engine._compact``): in event time, never wall time
+    idle_evict_days: float = 30.0  # forget a key, principal, agent, IP or dataset unseen this long (0 = never)
+    session_idle_hours: float = 24.0  # forget an agent session's step count and untrusted mark after this
+    max_entities: int = 1_000_000  # cap on tracked entities (all five namespaces); least recently seen go first
+    cap_check_events: int = 50_000  # the cap is enforced at every multiple of this many events of the stream
 
 
 @dataclass
@@ -141,10 +148,19 @@ class State:
     scope_keys: dict[int, int] = field(default_factory=dict)  # (tenant, scope) -> keys that used it
     tenant_keys: dict[int, int] = field(default_factory=dict)  # tenant -> keys seen
     watermark: int = 0  # highest event time seen
+    last_seen: dict[str, np.ndarray] = field(default_factory=dict)  # namespace -> last event time per id (int64)
+    session_last: dict[str, int] = field(default_factory=dict)  # session -> ts of its latest-arriving step
+    scopes: dict[str, np.ndarray] = field(default_factory=dict)  # "granted"/"used": sorted pair(key, scope token)
 
     def __setstate__(self, d: dict) -> None:
-        # a checkpoint written before a field was added restores it with its default
+        """The one compatibility path for old checkpoints: a checkpoint written before a field was added
+        restores it with its default, and entities restored without a last-seen time count as seen at the
+        checkpoint's watermark (so idle eviction starts counting from there)."""
         self.__dict__.update({**State().__dict__, **d})
+        for ns in NAMESPACES:
+            n = len(getattr(self.vocabs, ns))
+            if n and ns not in self.last_seen:
+                self.last_seen[ns] = np.full(n, self.watermark, dtype=np.int64)
 
 
 class Engine:
@@ -156,6 +172,7 @@ class Engine:
         self.events_seen = 0
         self.alerts_emitted = 0
         self.scores: dict[str, float] = {}  # event_id -> highest detector score, for the last batch only
+        self.evicted: dict[str, int] = {"idle": 0, "cap": 0}  # entities forgotten, by reason
 
     # -- public API -------------------------------------------------------------------------
     def process(self, events: list[Event]) -> list[Alert]:
@@ -164,9 +181,28 @@ class Engine:
         The result does not depend on how a stream is cut into batches: every per-entity count,
         profile and warm-up check is taken as of each event, so a worker that restores a
         checkpoint and resumes mid-stream raises exactly the alerts an uninterrupted run does.
+        State is compacted (idle entities forgotten, the entity cap enforced) at fixed points of
+        the stream, between events, wherever the batches happen to be cut (see ``_cuts``).
         """
         if not events:
             return []
+        alerts: list[Alert] = []
+        scores: dict[str, float] = {}
+        start = 0
+        for i, day_start, cap in [*self._cuts(events), (len(events), None, False)]:
+            if i > start:
+                alerts += self._process(events[start:i])
+                for k, v in self.scores.items():
+                    if v > scores.get(k, 0.0):
+                        scores[k] = v
+                start = i
+            if i < len(events):
+                self._compact(day_start, cap)
+        self.scores = scores
+        return alerts
+
+    def _process(self, events: list[Event]) -> list[Alert]:
+        """Score and learn events between two compaction points."""
         batch = to_batch(events, self.s.vocabs)
         self.events_seen += len(batch)
         findings: list[Finding] = []
@@ -182,6 +218,8 @@ class Engine:
             if f.score > self.scores.get(f.event_id, 0.0):
                 self.scores[f.event_id] = f.score
         alerts = self._emit(findings)
+        self._touch(batch)
+        learn_scopes(self.s, batch.api)
         self.s.watermark = max(self.s.watermark, max(int(c.ts.max()) for c in _cols(batch)))
         self.alerts_emitted += len(alerts)
         return alerts
@@ -189,7 +227,7 @@ class Engine:
     def state(self) -> bytes:
         """The whole engine state (configuration included) as bytes."""
         return pickle.dumps({"config": asdict(self.config), "state": self.s, "events_seen": self.events_seen,
-                             "alerts_emitted": self.alerts_emitted}, protocol=5)
+                             "alerts_emitted": self.alerts_emitted, "evicted": self.evicted}, protocol=5)
 
     @classmethod
     def from_state(cls, blob: bytes) -> Engine:
@@ -198,18 +236,108 @@ class Engine:
         eng.s = d["state"]
         eng.events_seen = d["events_seen"]
         eng.alerts_emitted = d["alerts_emitted"]
+        eng.evicted = dict(d.get("evicted", eng.evicted))  # State's own missing fields: State.__setstate__
         return eng
 
     def memory_bytes(self) -> int:
-        """Bytes held by the per-entity arrays, novelty sets and histograms (not the vocab strings)."""
+        """Bytes held by the per-entity arrays, novelty sets and histograms (not the vocab strings).
+
+        Cheap enough for every metrics scrape; ``footprint()`` counts everything, strings and dicts too.
+        """
         s = self.s
         total = sum(a.nbytes() for a in (s.key, s.ip, s.principal, s.agent, s.dataset, s.pair, s.dept))
         total += sum(x.nbytes for x in s.seen.values()) + s.tow_tenant.nbytes + s.tow_principal.nbytes
+        total += sum(x.nbytes for x in s.last_seen.values()) + sum(x.nbytes for x in s.scopes.values())
         return total
+
+    def footprint(self) -> dict[str, int]:
+        """Bytes held by each part of the state, vocab strings and dict-held state included."""
+        return footprint(self.s)
 
     def entities(self) -> int:
         v = self.s.vocabs
         return len(v.key) + len(v.principal) + len(v.agent) + len(v.ip) + len(v.dataset)
+
+    def unused_scopes(self) -> list[UnusedScopes]:
+        """Governance: keys granted scopes they never used over the observed period (not alerts)."""
+        return unused_scopes(self.s, _iso)
+
+    # -- bounded state ----------------------------------------------------------------------
+    def _cuts(self, events: list[Event]) -> list[tuple[int, int | None, bool]]:
+        """Where in ``events`` to compact: (index to compact before, day start or None, check the cap).
+
+        Positions are fixed by the stream, not by the batch: before the first event whose running
+        event-time maximum enters a new UTC day (forget what went idle), and before every
+        ``cap_check_events``-th event of the stream (enforce the cap). A check that cannot find
+        the cap exceeded (too few events since the batch began) is skipped.
+        """
+        cfg = self.config
+        cuts: dict[int, tuple[int | None, bool]] = {}
+        if cfg.idle_evict_days > 0 or cfg.session_idle_hours > 0:
+            run = np.maximum(np.maximum.accumulate(_ts_ms(events)), self.s.watermark)
+            day = run // DAY
+            prev = np.concatenate(([self.s.watermark // DAY], day[:-1]))
+            for i in np.flatnonzero(day > prev).tolist():
+                cuts[i] = (int(day[i]) * DAY, False)
+        if cfg.max_entities > 0 and cfg.cap_check_events > 0:
+            every, n = cfg.cap_check_events, self.entities()
+            for i in range((-self.events_seen) % every, len(events), every):
+                if self.events_seen + i > 0 and n + MAX_NEW_PER_EVENT * i > cfg.max_entities:
+                    cuts[i] = (cuts.get(i, (None, False))[0], True)
+        return [(i, d, c) for i, (d, c) in sorted(cuts.items())]
+
+    def _compact(self, day_start: int | None, cap: bool) -> None:
+        """Forget entities idle since before ``day_start`` minus the horizon; then enforce the cap."""
+        cfg, s = self.config, self.s
+        drop: dict[str, np.ndarray] = {}
+        if day_start is not None and cfg.idle_evict_days > 0:
+            cutoff = day_start - int(cfg.idle_evict_days * DAY)
+            for ns in NAMESPACES:
+                n = len(getattr(s.vocabs, ns))
+                last = s.last_seen.get(ns)
+                if n and last is not None:
+                    m = last[:n] < cutoff
+                    if m.any():
+                        drop[ns] = m
+            # time-stamped dict state past every use it has (risk decays in hours, model sets look back 10
+            # minutes). Cooldowns are keyed by entity name, not id, and hold the time of an episode's latest
+            # hit (each hit extends it): one is kept while it can still fold a hit, whatever the horizon
+            live = min(cutoff, day_start - max(sp.cooldown_s for sp in CATALOG.values()) * 1000)
+            s.cooldown = {k: t for k, t in s.cooldown.items() if t >= live}
+            s.risk = {p: x for p, x in s.risk.items() if x[1] >= cutoff}
+            s.key_models = {k: d2 for k, d in s.key_models.items()
+                            if (d2 := {m: t for m, t in d.items() if t >= cutoff})}
+        if day_start is not None and cfg.session_idle_hours > 0:
+            cut = day_start - int(cfg.session_idle_hours * HOUR)
+            gone = [sid for sid, t in s.session_last.items() if t < cut]
+            for sid in gone:
+                del s.session_last[sid]
+                s.session_steps.pop(sid, None)
+                s.untrusted_sessions.pop(sid, None)
+                s.runaway_sessions.discard(sid)
+        idle = sum(int(m.sum()) for m in drop.values())
+        compact(s, drop)
+        self.evicted["idle"] += idle
+        if cap and self.entities() > cfg.max_entities:
+            over = least_recent(s, self.entities() - (cfg.max_entities - cfg.max_entities // 10))
+            compact(s, over)
+            self.evicted["cap"] += sum(int(m.sum()) for m in over.values())
+
+    def _touch(self, batch: Batch) -> None:
+        """Record each entity's last-seen event time (and each agent session's)."""
+        s, v = self.s, self.s.vocabs
+        for ns, ids, ts in _entity_columns(batch):
+            n = len(getattr(v, ns))
+            last = s.last_seen.get(ns)
+            if last is None or last.size < n:
+                grown = np.full(max(n, 2 * (0 if last is None else last.size), 64), np.iinfo(np.int64).min,
+                                dtype=np.int64)
+                if last is not None:
+                    grown[: last.size] = last
+                last = s.last_seen[ns] = grown
+            np.maximum.at(last, ids, ts)
+        if batch.agent is not None:
+            s.session_last.update(zip(batch.agent.session, batch.agent.ts.tolist(), strict=True))
 
     # -- helpers ----------------------------------------------------------------------------
     def _novel(self, name: str, keys: np.ndarray) -> np.ndarray:
@@ -326,7 +454,11 @@ class Engine:
         return out
 
     def _scope_peers(self, c: ApiColumns, new_scope: np.ndarray, scope: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """As of each event: keys of its tenant that used its scope before, and keys of its tenant seen before."""
+        """As of each event: keys of its tenant that used its scope before, and keys of its tenant seen before.
+
+        The counts are of tracked keys: compaction takes an evicted key out of them (``compaction.uncount_keys``),
+        so a key that comes back is counted once again, not twice.
+        """
         s = self.s
         new_key = self._novel("tenant_key", c.key.astype(np.int64))
         ts_key = pair(c.tenant, scope)
@@ -741,6 +873,23 @@ def _rank(ids: np.ndarray) -> np.ndarray:
     rank = np.empty(ids.size, dtype=np.int64)
     rank[order] = np.arange(ids.size) - np.repeat(np.cumsum(counts) - counts, counts)
     return rank
+
+
+def _entity_columns(batch: Batch) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(namespace, ids, event times) of every evictable entity a batch mentions."""
+    out = []
+    if batch.api is not None:
+        c = batch.api
+        out += [("key", c.key, c.ts), ("principal", c.principal, c.ts), ("ip", c.ip, c.ts)]
+    if batch.data is not None:
+        c2 = batch.data
+        has_ip = c2.ip >= 0
+        out += [("principal", c2.principal, c2.ts), ("dataset", c2.dataset, c2.ts),
+                ("ip", c2.ip[has_ip], c2.ts[has_ip])]
+    if batch.agent is not None:
+        c3 = batch.agent
+        out += [("agent", c3.agent, c3.ts), ("principal", c3.principal, c3.ts)]
+    return out
 
 
 def _cols(batch: Batch) -> list:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import resource
 import time
 import tracemalloc
@@ -18,6 +19,62 @@ def _events(n: int, seed: int) -> list:
     enc = msgspec.json.Encoder()
     sim = Simulation(seed=seed, events=n, days=max(1, min(7, n // 25_000)))
     return [decode(enc.encode(r)) for c in sim.chunks() for r in c.rows]
+
+
+def _flood(n: int, start_ms: int) -> list:
+    """``n`` API requests, each from a key and a client IP never seen before (10 principals share them)."""
+    from datetime import UTC, datetime
+
+    from schemas.events import decode
+
+    enc = msgspec.json.Encoder()
+    out = []
+    for i in range(n):
+        ts = datetime.fromtimestamp((start_ms + i * 100) / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
+        out.append(decode(enc.encode({
+            "event_id": f"flood-{i}", "kind": "api_usage", "ts": ts, "tenant": "flood", "api_key_id": f"fk-{i:09d}",
+            "principal": f"p{i % 10}", "client_ip": f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", "method": "POST",
+            "endpoint": "/v1/chat/completions", "status": 200, "auth_result": "ok", "user_agent": "flood/1",
+            "scopes_granted": ["inference:chat", "files:read"], "scope_used": "inference:chat"})))
+    return out
+
+
+def _state_figures(engine: Any) -> tuple[int, int, int]:
+    """(tracked entities, checkpoint bytes, bytes by ``sys.getsizeof`` over every part of the state)."""
+    return engine.entities(), len(engine.state()), sum(engine.footprint().values())
+
+
+def _run_flood(args: argparse.Namespace, console: Any) -> None:
+    """The same flood of new entities through an engine with the cap and one without: memory stays bounded."""
+    from rich.table import Table
+
+    from detectors.engine import Engine, EngineConfig
+
+    check = max(1_000, args.max_entities // 30)  # the cap may be exceeded by 3 entities per event between checks
+    console.print(f"flood: {args.flood:,} requests, each from a new key and a new IP; cap {args.max_entities:,} "
+                  f"entities, checked every {check:,} events ...")
+    flood = _flood(args.flood, 1_793_577_600_000)  # 2026-11-02
+    t = Table("engine", "tracked entities (peak after a batch)", "evicted", "checkpoint", "getsizeof state",
+              "Python heap held", "events/s (tracemalloc on)", title="spyglass bench replay --flood (same input)")
+    for label, cap in ((f"max_entities={args.max_entities:,}", args.max_entities), ("no cap", 0)):
+        gc.collect()
+        tracemalloc.start()
+        engine = Engine(EngineConfig(max_entities=cap, cap_check_events=check))
+        peak = 0
+        t0 = time.perf_counter()
+        for i in range(0, len(flood), args.batch):
+            engine.process(flood[i: i + args.batch])
+            peak = max(peak, engine.entities())
+        secs = time.perf_counter() - t0
+        engine.scores = {}  # the last batch's per-event scores are output, not state
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        n, ckpt, deep = _state_figures(engine)
+        t.add_row(label, f"{n:,} ({peak:,})", f"{sum(engine.evicted.values()):,}", f"{ckpt / 1e6:.1f} MB",
+                  f"{deep / 1e6:.1f} MB", f"{held / 1e6:.1f} MB", f"{len(flood) / secs:,.0f}")
+        del engine
+    console.print(t)
 
 
 def _numeric(ev: Any) -> dict[str, float]:
@@ -56,15 +113,20 @@ def run(args: argparse.Namespace) -> int:
     engine_rate = len(raw) / engine_s
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    # state size per tracked entity, and Python-heap peak of a second engine over the same input
-    state_bytes = len(engine.state())
-    entities = engine.entities()
+    # state size per tracked entity: the checkpoint, sys.getsizeof over every part (strings and dicts
+    # included), and the Python heap a second engine still holds after the same replay (tracemalloc)
+    entities, state_bytes, deep = _state_figures(engine)
+    parts = engine.footprint()
+    gc.collect()
     tracemalloc.start()
     probe = Engine()
     for i in range(0, len(raw), args.batch):
         probe.process([decode(r) for r in raw[i: i + args.batch]])
-    _, peak = tracemalloc.get_traced_memory()
+    probe.scores = {}  # the last batch's per-event scores are output, not state
+    gc.collect()
+    held, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
+    del probe
 
     # the baseline: River MinMaxScaler | HalfSpaceTrees scoring then learning each event
     n_base = min(len(raw), args.baseline_events)
@@ -83,9 +145,15 @@ def run(args: argparse.Namespace) -> int:
     t.add_row("River MinMaxScaler|HalfSpaceTrees per event (decode + score + learn)", f"{n_base:,}",
               f"{base_rate:,.0f}", "1.0x")
     console.print(t)
-    console.print(f"alerts: {alerts}; tracked entities: {entities:,}; checkpoint {state_bytes / 1e6:.2f} MB = "
-                  f"{state_bytes / max(entities, 1):,.0f} bytes per tracked entity; Python-heap peak during a replay "
-                  f"{peak / 1e6:.1f} MB; process max RSS {rss_mb:,.0f} MB")
+    per = max(entities, 1)
+    console.print(f"alerts: {alerts}; tracked entities: {entities:,}; bytes per tracked entity: checkpoint "
+                  f"{state_bytes / per:,.0f} ({state_bytes / 1e6:.2f} MB), getsizeof {deep / per:,.0f} "
+                  f"({deep / 1e6:.2f} MB), Python heap held after a replay {held / per:,.0f} ({held / 1e6:.2f} MB); "
+                  f"Python-heap peak during a replay {peak / 1e6:.1f} MB; process max RSS {rss_mb:,.0f} MB")
+    console.print("state by part (getsizeof): " + ", ".join(f"{k} {v / 1e3:,.0f} kB" for k, v in
+                                                             sorted(parts.items(), key=lambda kv: -kv[1]) if v))
+    if args.flood:
+        _run_flood(args, console)
     return 0
 
 
@@ -101,6 +169,10 @@ def register(subparsers: Any) -> None:
     r.add_argument("--batch", type=int, default=20_000, help="engine batch size (default 20000)")
     r.add_argument("--baseline-events", type=int, default=50_000,
                    help="events the River baseline scores (default 50000; its rate is per event)")
+    r.add_argument("--flood", type=int, default=0,
+                   help="then replay this many requests that each bring a new key and IP, through an engine "
+                   "capped at --max-entities and one without a cap (default 0: skip)")
+    r.add_argument("--max-entities", type=int, default=100_000, help="the cap for --flood (default 100000)")
     r.set_defaults(func=lambda args, settings: run(args))
 
     from streams.panelbench import register as register_panels

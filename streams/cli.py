@@ -88,7 +88,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
     err = Console(stderr=True)
     show = sys.stderr.isatty() and args.input != "-"
-    engine = Engine()
+    engine = Engine(settings.engine_config())
 
     def report(e) -> None:
         if args.verbose_errors:
@@ -251,9 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     from streams.dbcli import register as register_db
     from streams.evalcli import register as register_eval
     from streams.grafanacli import register as register_grafana
+    from streams.reportcli import register as register_report
     from streams.stack.cli import register as register_stack
 
     register_eval(sub)
+    register_report(sub)
     register_bench(sub)
     register_grafana(sub)
     register_db(sub)

@@ -28,7 +28,16 @@ STAGE_SECONDS = Counter("spyglass_stage_seconds_total", "Seconds spent in each s
                         registry=REGISTRY)
 PARTITIONS = Gauge("spyglass_partitions_owned", "Topic partitions this worker scores", registry=REGISTRY)
 ENTITIES = Gauge("spyglass_entities_tracked", "Entities with state in this worker's engines", registry=REGISTRY)
+EVICTED = Counter("spyglass_entities_evicted_total", "Entities the engines forgot: idle past the horizon, or over "
+                  "the cap (least recently seen first)", ["reason"], registry=REGISTRY)
 STATE_BYTES = Gauge("spyglass_state_bytes", "Bytes of per-entity state in this worker's engines", registry=REGISTRY)
+
+
+def count_evictions(before: dict[str, int], after: dict[str, int]) -> None:
+    """Add an engine's evictions during a batch (``Engine.evicted`` before and after) to the counter."""
+    for reason, n in after.items():
+        if n > before.get(reason, 0):
+            EVICTED.labels(reason).inc(n - before.get(reason, 0))
 
 
 def scrape(port: int, host: str = "127.0.0.1", timeout: float = 2.0, *,

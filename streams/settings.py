@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, IPvAnyAddress, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.errors import ConfigError
+
+if TYPE_CHECKING:
+    from detectors.engine import EngineConfig
 
 
 def _default_cache_dir() -> Path:
@@ -67,7 +71,7 @@ class Settings(BaseSettings):
     worker_group: str = Field("spyglass-worker", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$",
                               description="Consumer group (Faust app id) the workers share")
     worker_batch_max: int = Field(5_000, ge=1, le=100_000, description="Records per scoring batch, at most")
-    worker_write_ahead: int = Field(2, ge=1, le=64, description="Scored batches that may wait for the store "
+    worker_write_ahead: int = Field(8, ge=1, le=64, description="Scored batches that may wait for the store "
                                     "(beyond that, scoring and fetching wait: backpressure)")
     worker_checkpoint_s: float = Field(5.0, gt=0, le=3600,
                                        description="Checkpoint each partition's state (and commit) this often")
@@ -79,6 +83,10 @@ class Settings(BaseSettings):
                                            description="Address /health and /metrics listen on "
                                            "(0.0.0.0 in a container, "
                                            "for Prometheus)")
+    engine_max_entities: int = Field(1_000_000, ge=0, description="Entities each engine (one per topic partition) "
+                                     "tracks at most; least recently seen are forgotten first (0: no cap)")
+    engine_idle_evict_days: float = Field(30.0, ge=0, description="Entities unseen this long (event time) are "
+                                          "forgotten (0: never)")
     checkpoint_key: SecretStr | None = Field(
         None, description="HMAC key signing engine checkpoints (default: one generated in the stack dir)")
 
@@ -129,6 +137,13 @@ class Settings(BaseSettings):
                 continue
             out[f"SPYGLASS_{name.upper()}"] = v.get_secret_value() if isinstance(v, SecretStr) else str(v)
         return out
+
+
+    def engine_config(self) -> EngineConfig:
+        """The engine configuration these settings give (bounded state); every other threshold is the engine's."""
+        from detectors.engine import EngineConfig
+
+        return EngineConfig(max_entities=self.engine_max_entities, idle_evict_days=self.engine_idle_evict_days)
 
 
 class StoreURL:

@@ -219,6 +219,11 @@ def _latency(settings: Settings, db: str, rate: float, events: int, seed: int, t
             proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
+    if os.environ.get("SPYGLASS_BENCH_TRACE"):  # each alert: when its event was sent, and its latency
+        t_start = min(sent.values())
+        for a, e in sorted(first_event.items(), key=lambda x: sent.get(x[1], 0)):
+            if e in sent:
+                print(f"{sent[e] - t_start:8.2f} s  {seen[a] - sent[e]:8.3f} s  {a}", file=sys.stderr)
     return [seen[a] - sent[e] for a, e in first_event.items() if e in sent]
 
 
@@ -276,9 +281,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         st.add_row("wall, first to last event", f"{one:.2f}", f"{one / n * 1e6:,.1f}", "")
         console.print(st)
         if lat:
-            q = np.percentile(np.array(lat) * 1000, [50, 99])
+            q = np.percentile(np.array(lat) * 1000, [50, 90, 99, 100])
             console.print(f"event produced -> alert in ClickHouse at {rate1 / 2:,.0f} events/s (half the 1-worker "
-                          f"rate), {len(lat)} alerts: p50 {q[0]:,.0f} ms, p99 {q[1]:,.0f} ms")
+                          f"rate), {len(lat)} alerts: p50 {q[0]:,.0f} ms, p90 {q[1]:,.0f} ms, p99 {q[2]:,.0f} ms, "
+                          f"max {q[3]:,.0f} ms")
         else:
             console.print("latency: no alerts in the latency run")
         console.print(f"[dim]cores: {os.cpu_count()}; broker, ClickHouse server, workers and this process share "

@@ -1,0 +1,252 @@
+"""Bounded engine state: forget idle entities, enforce the entity cap, and renumber what is left.
+
+Entities of five namespaces (API keys, principals, agents, client IPs, datasets) carry a
+last-seen event time. Compaction drops the chosen ids everywhere they are used — the vocab,
+the per-namespace arrays, the novelty sets, the (principal, dataset) pairs, the principals'
+hour-of-day histograms, the risk ledger, the keys' model times and the scope ledger — and
+renumbers the survivors densely *in their old order*, so sorted sets stay sorted and an
+entity that comes back later is simply new (cold, judged by its peers until it warms up).
+The tenants' peer counts of keys (per tenant, per (tenant, scope)) lose the evicted keys, so
+a key that comes back is counted once, as a new key.
+
+Departments, tenants and tokens (scopes, user agents, models, actions, agent types) are
+peer groups and vocabularies, few and long-lived, and are never evicted. ``FIELDS`` says how
+every field of the engine's ``State`` is bounded; tests/unit/test_state.py fails on a field it
+does not list.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+
+from detectors.columns import SEP, Vocab
+
+NAMESPACES = ("key", "principal", "agent", "ip", "dataset")
+MAX_NEW_PER_EVENT = 3  # most counted entities one event can add (api: key, principal, IP; data: principal, dataset, IP)
+
+# every novelty set of the engine: the namespace of each half of its pair(a, b) keys (None: never evicted);
+# tests/unit/test_state.py fails when a detector adds a set that is not listed here
+SEEN: dict[str, tuple[str | None, str | None]] = {
+    "key_ip": ("key", "ip"),
+    "key_ua": ("key", None),
+    "key_scope": ("key", None),
+    "key_model": ("key", None),
+    "principal_dataset": ("principal", "dataset"),
+    "dept_dataset": (None, "dataset"),
+    "dataset_writer": ("dataset", "principal"),
+    "principal_ip": ("principal", "ip"),
+    "type_action": (None, None),
+    "tenant_key": (None, "key"),  # bare key ids (= pair(0, key)): keys counted in their tenant's tenant_keys
+}
+SCOPES: tuple[str | None, str | None] = ("key", None)  # the scope ledger's pair(key, scope token) sets
+
+# every field of detectors.engine.State and how it is kept bounded when entities go (tests/unit/test_state.py
+# fails when State gains a field that is not listed here)
+FIELDS: dict[str, str] = {
+    "vocabs": "entity names: evicted ids dropped, survivors renumbered (tenant, dept and token never evicted)",
+    "key": "per-key rows: taken with their ids",
+    "ip": "per-IP rows: taken with their ids",
+    "principal": "per-principal rows: taken with their ids",
+    "agent": "per-agent rows: taken with their ids",
+    "dataset": "per-dataset rows: taken with their ids",
+    "dept": "per-department rows: departments are peer groups, never evicted",
+    "pairs": "(principal, dataset) -> pair id: remapped, pairs with an evicted half dropped (_compact_pairs)",
+    "pair": "per-pair rows: taken with their pair ids (_compact_pairs)",
+    "seen": "novelty sets: remapped through SEEN, an unlisted set dropped",
+    "tenant_first": "tenant -> first event time: tenants are never evicted",
+    "tow_tenant": "per-tenant hour-of-day histograms: tenants are never evicted",
+    "tow_principal": "per-principal hour-of-day histograms: taken with their ids",
+    "type_events": "agent type (token) -> events: not entity-keyed",
+    "untrusted_sessions": "session name -> ts: dropped with the session (Engine._compact, session_idle_hours)",
+    "session_steps": "session name -> steps: dropped with the session (Engine._compact, session_idle_hours)",
+    "type_lengths": "agent type (token) -> session length histogram: not entity-keyed",
+    "type_longest": "agent type (token) -> longest session: not entity-keyed",
+    "runaway_sessions": "session names: dropped with the session (Engine._compact, session_idle_hours)",
+    "risk": "principal id -> risk: remapped; dropped once idle past the horizon",
+    "cooldown": "(detector, entity name, tenant) -> ts: names, not ids; dropped once past every cooldown",
+    "key_models": "key id -> model -> ts: remapped; dropped once idle past the horizon",
+    "scope_keys": "(tenant, scope) -> tracked keys that used it: evicted keys uncounted (uncount_keys)",
+    "tenant_keys": "tenant -> tracked keys: evicted keys uncounted (uncount_keys)",
+    "watermark": "highest event time: not entity-keyed",
+    "last_seen": "namespace -> last event time per id: taken with their ids",
+    "session_last": "session name -> ts: the session idle clock (Engine._compact)",
+    "scopes": "scope ledger, pair(key, scope token): remapped through SCOPES",
+}
+
+_LOW = 0x7FFFFFFF
+
+
+def remap_ids(r: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Old ids to new ids through ``r`` (-1: dropped); ids outside ``r`` count as dropped."""
+    out = np.full(ids.shape, -1, dtype=np.int64)
+    ok = (ids >= 0) & (ids < r.size)
+    out[ok] = r[ids[ok]]
+    return out
+
+
+def remap_pairs(keys: np.ndarray, ra: np.ndarray | None, rb: np.ndarray | None) -> np.ndarray:
+    """A sorted pair(a, b) set with a and/or b renumbered; pairs with a dropped half are dropped."""
+    if keys.size == 0 or (ra is None and rb is None):
+        return keys
+    a, b = keys >> 31, keys & _LOW
+    if ra is not None:
+        a = remap_ids(ra, a)
+    if rb is not None:
+        b = remap_ids(rb, b)
+    ok = (a >= 0) & (b >= 0)
+    return np.sort((a[ok] << 31) | b[ok])
+
+
+def _take(x: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Rows ``keep`` of ``x`` (ids past its end were never given state there)."""
+    return x[keep[keep < x.shape[0]]]
+
+
+def compact(s: Any, drop: dict[str, np.ndarray]) -> None:
+    """Drop the ids marked True in ``drop[namespace]`` from every part of the engine state ``s``."""
+    v = s.vocabs
+    if "key" in drop:
+        uncount_keys(s, drop["key"])
+    remap: dict[str, np.ndarray] = {}
+    for ns, mask in drop.items():
+        voc: Vocab = getattr(v, ns)
+        keep = np.flatnonzero(~mask)
+        r = np.full(mask.size, -1, dtype=np.int64)
+        r[keep] = np.arange(keep.size)
+        remap[ns] = r
+        voc.names = [voc.names[i] for i in keep.tolist()]
+        voc.ids = {n: i for i, n in enumerate(voc.names)}
+        s.last_seen[ns] = _take(s.last_seen[ns], keep)
+        arrays = getattr(s, ns)
+        for k, col in arrays.a.items():
+            arrays.a[k] = _take(col, keep)
+        if ns == "principal":
+            s.tow_principal = _take(s.tow_principal, keep)
+    if not remap:
+        return
+    for name in list(s.seen):
+        if name not in SEEN:  # a set this module does not know: forgetting it is wrong but never mislabels ids
+            del s.seen[name]
+            continue
+        na, nb = SEEN[name]
+        s.seen[name] = remap_pairs(s.seen[name], remap.get(na) if na else None, remap.get(nb) if nb else None)
+    for name in list(s.scopes):
+        s.scopes[name] = remap_pairs(s.scopes[name], remap.get("key"), None)
+    if "principal" in remap or "dataset" in remap:
+        _compact_pairs(s, remap.get("principal"), remap.get("dataset"))
+    if "principal" in remap:
+        r = remap["principal"]
+        s.risk = {int(r[p]): x for p, x in s.risk.items() if p < r.size and r[p] >= 0}
+    if "key" in remap:
+        r = remap["key"]
+        s.key_models = {int(r[k]): x for k, x in s.key_models.items() if k < r.size and r[k] >= 0}
+
+
+def uncount_keys(s: Any, mask: np.ndarray) -> None:
+    """Take the keys marked True in ``mask`` out of their tenant's peer counts, before they are dropped.
+
+    A key counts in ``tenant_keys`` of its tenant (the prefix of its name) once it is in the
+    ``tenant_key`` novelty set, and in ``scope_keys`` of (its tenant, a scope) for each of its
+    ``key_scope`` pairs. A ``key_scope`` pair of token 0 may also stand for "no scope" (never counted),
+    so counts stop at zero.
+    """
+    gone = np.flatnonzero(mask)
+    if gone.size == 0:
+        return
+    v = s.vocabs
+    tenant_of = {}
+    for k in gone.tolist():
+        t = v.tenant.ids.get(v.key.names[k].split(SEP, 1)[0])
+        if t is not None:
+            tenant_of[k] = t
+    empty = np.zeros(0, dtype=np.int64)
+    counted = gone[np.isin(gone, s.seen.get("tenant_key", empty))]
+    _uncount(s.tenant_keys, [tenant_of[k] for k in counted.tolist() if k in tenant_of])
+    ks = s.seen.get("key_scope", empty)
+    a = ks >> 31
+    sel = np.isin(a, gone)
+    _uncount(s.scope_keys, [(tenant_of[k] << 31) | sc for k, sc in zip(a[sel].tolist(), (ks[sel] & _LOW).tolist(),
+                                                                       strict=True) if k in tenant_of])
+
+
+def _uncount(counts: dict[int, int], xs: list[int]) -> None:
+    for x in xs:
+        n = counts.get(x, 0) - 1
+        if n > 0:
+            counts[x] = n
+        else:
+            counts.pop(x, None)
+
+
+def _compact_pairs(s: Any, rp: np.ndarray | None, rd: np.ndarray | None) -> None:
+    """The (principal, dataset) pair ids and their arrays, renumbered in their old order."""
+    if not s.pairs:
+        return
+    keys = np.fromiter(s.pairs.keys(), dtype=np.int64, count=len(s.pairs))
+    ids = np.fromiter(s.pairs.values(), dtype=np.int64, count=len(s.pairs))
+    order = np.argsort(ids)
+    keys, ids = keys[order], ids[order]
+    a, b = keys >> 31, keys & _LOW
+    if rp is not None:
+        a = remap_ids(rp, a)
+    if rd is not None:
+        b = remap_ids(rd, b)
+    ok = (a >= 0) & (b >= 0)
+    for k, col in s.pair.a.items():
+        s.pair.a[k] = _take(col, ids[ok])
+    s.pairs = dict(zip(((a[ok] << 31) | b[ok]).tolist(), range(int(ok.sum())), strict=True))
+
+
+def least_recent(s: Any, n: int) -> dict[str, np.ndarray]:
+    """The ``n`` least recently seen entities of all namespaces, as drop masks.
+
+    Ties on last-seen time are broken by (namespace, name), never by id: ids depend on how
+    the stream was cut into batches, names do not.
+    """
+    lasts = [(ns, s.last_seen.get(ns, np.zeros(0, dtype=np.int64))[: len(getattr(s.vocabs, ns))])
+             for ns in NAMESPACES]
+    allt = np.concatenate([x for _, x in lasts])
+    if n <= 0 or allt.size == 0:
+        return {}
+    n = min(n, allt.size)
+    t_star = np.partition(allt, n - 1)[n - 1]
+    drop = {ns: last < t_star for ns, last in lasts}
+    need = n - sum(int(m.sum()) for m in drop.values())
+    tied = sorted((ns, getattr(s.vocabs, ns).names[i], i) for ns, last in lasts
+                  for i in np.flatnonzero(last == t_star).tolist())
+    for ns, _, i in tied[:need]:
+        drop[ns][i] = True
+    return {ns: m for ns, m in drop.items() if m.any()}
+
+
+def footprint(s: Any) -> dict[str, int]:
+    """Bytes held by each part of the engine state, strings and dict entries included (``sys.getsizeof``)."""
+    size = sys.getsizeof
+    v = s.vocabs
+    out: dict[str, int] = {}
+    out["vocab names and id maps"] = sum(
+        size(voc.names) + size(voc.ids) + sum(size(n) for n in voc.names)
+        for voc in (getattr(v, f) for f in v.__dataclass_fields__))
+    out["per-entity arrays"] = sum(getattr(s, f).nbytes() for f in ("key", "ip", "principal", "agent", "dataset",
+                                                                      "dept", "pair"))
+    out["last-seen times"] = sum(x.nbytes for x in s.last_seen.values())
+    out["novelty sets"] = sum(x.nbytes for x in s.seen.values())
+    out["scope ledger"] = sum(x.nbytes for x in s.scopes.values())
+    out["hour-of-day histograms"] = s.tow_tenant.nbytes + s.tow_principal.nbytes
+    out["(principal, dataset) pair map"] = size(s.pairs) + sum(size(k) + size(i) for k, i in s.pairs.items())
+    sessions = set(s.session_steps) | set(s.untrusted_sessions) | set(s.session_last) | s.runaway_sessions
+    out["agent sessions"] = (size(s.session_steps) + size(s.untrusted_sessions) + size(s.session_last)
+                             + size(s.runaway_sessions) + sum(size(x) for x in sessions)
+                             + 32 * (len(s.session_steps) + len(s.session_last) + len(s.untrusted_sessions)
+                                     + len(s.runaway_sessions)))
+    out["cooldowns"] = size(s.cooldown) + sum(size(k) + size(k[1]) + 32 for k in s.cooldown)
+    out["risk ledger"] = size(s.risk) + sum(size(x) + size(x[2]) + 64 for x in s.risk.values())
+    out["tenant peer counts of keys"] = (size(s.scope_keys) + size(s.tenant_keys)
+                                         + 64 * (len(s.scope_keys) + len(s.tenant_keys)))
+    out["key model times"] = size(s.key_models) + sum(size(d) + 64 * len(d) for d in s.key_models.values())
+    out["agent-type tables"] = (sum(x.nbytes for x in s.type_lengths.values()) + size(s.type_events)
+                                + size(s.type_longest) + size(s.tenant_first))
+    return out

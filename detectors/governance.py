@@ -1,0 +1,98 @@
+"""Governance findings: not alerts, standing facts an owner should act on.
+
+The scope ledger records, per (tenant, API key), which scopes it was granted (the union of
+``scopes_granted`` over its requests) and which it used (``scope_used`` of requests that
+authenticated). A key granted scopes it never uses is over-permissioned: the finding lists
+them, so the grant can be narrowed before someone else uses it (the ``api.new_scope`` alert).
+
+The ledger is two sorted int64 sets of pair(key id, scope token id) in the engine state, so it
+is checkpointed with it and renumbered with it when idle keys are evicted (an evicted key's
+grants are forgotten with it).
+"""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+
+from detectors.columns import SEP, ApiColumns
+from detectors.kernels import first_seen, pair
+
+_LOW = 0x7FFFFFFF
+
+
+class UnusedScopes(msgspec.Struct, frozen=True):
+    """One key granted scopes it has not used over the observed period."""
+
+    tenant: str
+    api_key_id: str
+    unused: list[str]
+    granted: list[str]
+    used: list[str]  # granted scopes it used
+    granted_count: int
+    used_count: int
+    requests: int
+    first_seen: str
+    last_seen: str
+
+
+def learn_scopes(s, c: ApiColumns | None) -> None:
+    """Add a batch's granted and used scopes to the ledger in ``s.scopes``."""
+    if c is None:
+        return
+    tok = s.vocabs.token
+    combos: dict[tuple[str, ...], int] = {}
+    combo_toks: list[np.ndarray] = []
+    cid = np.full(len(c.events), -1, dtype=np.int64)
+    for i, e in enumerate(c.events):
+        g = e.scopes_granted
+        if not g:
+            continue
+        t = tuple(g)
+        j = combos.get(t)
+        if j is None:
+            j = combos[t] = len(combo_toks)
+            combo_toks.append(np.unique(tok.many(list(t))))
+        cid[i] = j
+    sel = np.flatnonzero(cid >= 0)
+    if sel.size:
+        kc = np.unique(pair(c.key[sel], cid[sel]))
+        keys = np.concatenate([pair(np.full(combo_toks[j].size, k, dtype=np.int64), combo_toks[j])
+                               for k, j in zip((kc >> 31).tolist(), (kc & _LOW).tolist(), strict=True)])
+        _, s.scopes["granted"] = first_seen(keys, s.scopes.get("granted", np.zeros(0, dtype=np.int64)))
+    used = np.flatnonzero((c.scope >= 0) & ~c.auth_fail)
+    if used.size:
+        _, s.scopes["used"] = first_seen(pair(c.key[used], c.scope[used]),
+                                         s.scopes.get("used", np.zeros(0, dtype=np.int64)))
+
+
+def unused_scopes(s, iso) -> list[UnusedScopes]:
+    """Every key with granted scopes it never used, by tenant then key; ``iso`` formats event times."""
+    granted = s.scopes.get("granted", np.zeros(0, dtype=np.int64))
+    used = s.scopes.get("used", np.zeros(0, dtype=np.int64))
+    if granted.size == 0:
+        return []
+    unused = ~np.isin(granted, used)
+    gk, uk = granted >> 31, used >> 31
+    names = s.vocabs.token.names
+    keys = s.vocabs.key.names
+    k = s.key
+    last = s.last_seen.get("key", np.zeros(0, dtype=np.int64))
+    out = []
+    for key in np.unique(gk[unused]).tolist():
+        lo, hi = np.searchsorted(gk, key), np.searchsorted(gk, key, side="right")
+        g = granted[lo:hi]
+        ulo, uhi = np.searchsorted(uk, key), np.searchsorted(uk, key, side="right")
+        use = np.intersect1d(g, used[ulo:uhi])
+        tenant, key_id = keys[key].split(SEP, 1)
+        out.append(UnusedScopes(
+            tenant=tenant, api_key_id=key_id,
+            unused=sorted(names[t] for t in (g[unused[lo:hi]] & _LOW).tolist()),
+            granted=sorted(names[t] for t in (g & _LOW).tolist()),
+            used=sorted(names[t] for t in (use & _LOW).tolist()),
+            granted_count=int(g.size), used_count=int(use.size),
+            requests=int(k["n"][key]) if key < k["n"].size else 0,
+            first_seen=iso(int(k["first"][key])) if key < k["first"].size else "",
+            last_seen=iso(int(last[key])) if key < last.size else ""))
+    out.sort(key=lambda r: (r.tenant, r.api_key_id))
+    return out
