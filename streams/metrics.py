@@ -23,6 +23,8 @@ CHECKPOINT_AGE = Gauge("spyglass_checkpoint_age_seconds", "Seconds since the par
                        ["topic", "partition"], registry=REGISTRY)
 STORE_UP = Gauge("spyglass_store_up", "1 when the last store write succeeded, 0 while it is being retried",
                  registry=REGISTRY)
+EVENTS_STORED = Counter("spyglass_events_stored_total", "Events inserted into ClickHouse by the writer",
+                        registry=REGISTRY)
 STAGE_SECONDS = Counter("spyglass_stage_seconds_total", "Seconds spent in each stage of the pipeline: decode, score "
                         "(engine), publish (Kafka acks), store (ClickHouse inserts), checkpoint", ["stage"],
                         registry=REGISTRY)
@@ -66,14 +68,15 @@ class Health:
         self.started = time.monotonic()
         self.last_batch = 0.0
         self.store_error: str | None = None
+        self.failed: str | None = None  # the writer failed: nothing more is stored or checkpointed
         self.stall_after_s = stall_after_s
 
     def report(self, lag: int) -> tuple[bool, dict]:
         now = time.monotonic()
         idle = now - self.last_batch if self.last_batch else now - self.started
         stalled = lag > 0 and idle > self.stall_after_s
-        ok = self.store_error is None and not stalled
-        return ok, {"status": "ok" if ok else "degraded", "store_error": self.store_error,
+        ok = self.store_error is None and self.failed is None and not stalled
+        return ok, {"status": "ok" if ok else "degraded", "store_error": self.store_error, "failed": self.failed,
                     "lag": lag, "seconds_since_last_batch": round(idle, 1), "stalled": stalled}
 
 

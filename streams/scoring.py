@@ -139,6 +139,7 @@ class Scorer:
 
     def __init__(self, settings: Settings, store: Store, checkpoints: CheckpointStore, publish: Publish,
                  *, ack: Callable[[list[Record]], None], worker: str = "worker",
+                 on_failure: Callable[[BaseException], Any] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  published_alerts: Callable[[int], set[str]] | None = None) -> None:
         self.settings = settings
@@ -159,6 +160,7 @@ class Scorer:
         self._queue: asyncio.Queue[Writes] | None = None
         self._writer: asyncio.Task | None = None
         self._failed: BaseException | None = None
+        self._on_failure = on_failure
         self._health_rows: dict[str, list[Any]] = {}
         self._health_at = 0.0
 
@@ -249,20 +251,16 @@ class Scorer:
         async with self._lock:
             try:
                 await self.flush()
-            except Exception as exc:
-                log.warning("writes before revoke failed; the next owner re-scores from the last checkpoint",
-                            extra={"error": str(exc)})
-            for tp in tps:
-                part = self.parts.get(tp)
-                if part is None:
-                    continue
-                if part.pending:
-                    try:
+                for tp in tps:
+                    part = self.parts.get(tp)
+                    if part is not None and part.pending:
                         await self._save(self._snapshot(part))
-                    except StoreError:
-                        log.warning("checkpoint on revoke failed; the next owner re-scores from the last one",
-                                    extra={"topic": tp[0], "partition": tp[1]})
-                del self.parts[tp]
+            except Exception as exc:  # no checkpoint past writes that did not happen: the next owner re-scores
+                log.error("writes or checkpoint before revoke failed; the next owner re-scores from the last "
+                          "stored checkpoint", extra={"error": repr(exc)})
+            finally:
+                for tp in tps:
+                    self.parts.pop(tp, None)
 
     async def checkpoint_all(self) -> None:
         """Checkpoint every partition with pending records and wait until stored (clean shutdown)."""
@@ -287,6 +285,8 @@ class Scorer:
         return snap
 
     async def _save(self, snap: Snapshot) -> None:
+        if self._failed is not None:  # writes before this snapshot may be missing: never store it
+            raise self._failed
         part = snap.part
         where = {"topic": part.topic, "partition": part.partition, "offset": snap.offset}
         size = await self._io_call(lambda: self.checkpoints.save_state(part.topic, part.partition, snap.offset,
@@ -306,6 +306,21 @@ class Scorer:
             self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="spyglass-writer")
         await self._queue.put(w)  # waits while the writer is behind: backpressure
 
+    def _fail(self, exc: BaseException, where: dict[str, Any] | None = None) -> None:
+        """Stop storing and checkpointing for good; the worker is crashed (if it said how) and restarts.
+
+        Records are acked only by stored checkpoints, so the next owner of each partition re-scores
+        everything after the last one: nothing is lost, at the price of re-scoring.
+        """
+        if self._failed is not None:
+            return
+        self._failed = exc
+        self.health.failed = repr(exc)
+        log.error("the writer failed; nothing more is stored or checkpointed by this worker",
+                  extra={"error": repr(exc), **(where or {})})
+        if self._on_failure is not None:
+            self._on_failure(exc)
+
     async def flush(self) -> None:
         """Wait until every queued batch is published, stored and its checkpoints saved."""
         if self._queue is not None:
@@ -323,9 +338,8 @@ class Scorer:
             try:
                 if self._failed is None:
                     await self._write(w)
-            except BaseException as exc:  # the next handle() raises it; nothing after it is written or acked
-                self._failed = exc
-                log.error("writing a batch failed", extra={"error": repr(exc), **w.where})
+            except BaseException as exc:  # nothing after it is written, checkpointed or acked
+                self._fail(exc, w.where)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
             finally:
@@ -357,6 +371,7 @@ class Scorer:
             now = datetime.now(UTC)
             await self._io_call(lambda: self.store.insert("events", event_columns(w.events, now)), "events.insert",
                                 w.where)
+            m.EVENTS_STORED.inc(len(w.events))
         for a in w.publish:
             m.ALERTS.labels(a.detector, a.severity).inc()
         t2 = time.perf_counter()
@@ -379,7 +394,12 @@ class Scorer:
                 raise self._failed
             rep, w = await self._score(records)
             if w.events or w.dead or w.snapshots or w.touched:
-                await self._enqueue(w)
+                try:
+                    await self._enqueue(w)
+                except asyncio.CancelledError:  # shutdown while the writer was behind: this batch is lost here
+                    self._fail(RuntimeError("a scored batch was cancelled before its writes were queued; "
+                                            "no later checkpoint is stored, its records are re-scored"), w.where)
+                    raise
             return rep
 
     async def _score(self, records: Sequence[Record]) -> tuple[BatchReport, Writes]:
@@ -390,9 +410,12 @@ class Scorer:
         for r in records:
             by_tp.setdefault((r.topic, r.partition), []).append(r)
         alerts_out: list[tuple[Alert, Record]] = []
+        parts = {}
+        for (topic, partition), recs in by_tp.items():  # every await before any state changes: a cancel
+            recs.sort(key=lambda r: r.offset)            # here leaves no partition half scored
+            parts[(topic, partition)] = await self._part(topic, partition, recs[0].offset)
         for (topic, partition), recs in by_tp.items():
-            recs.sort(key=lambda r: r.offset)
-            part = await self._part(topic, partition, recs[0].offset)
+            part = parts[(topic, partition)]
             fresh = [r for r in recs if r.offset >= part.offset]
             rep.skipped += len(recs) - len(fresh)
             covered = [r for r in recs if r.offset < part.checkpoint_offset]

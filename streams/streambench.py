@@ -57,8 +57,7 @@ def _plain_consumer(settings: Settings, n: int, partitions: int) -> float:
 
     async def read() -> float:
         c = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","), group_id=None,
-                             enable_auto_commit=False, auto_offset_reset="earliest",
-                             fetch_max_bytes=32 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024)
+                             enable_auto_commit=False, auto_offset_reset="earliest")  # fetch sizes as the worker's
         await c.start()
         try:
             parts = [TopicPartition(t, p) for t in settings.topics().values() for p in range(partitions)]
@@ -66,7 +65,10 @@ def _plain_consumer(settings: Settings, n: int, partitions: int) -> float:
             await c.seek_to_beginning(*parts)
             got = 0
             t0 = time.perf_counter()
+            deadline = time.monotonic() + 600
             while got < n:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"plain consumer read {got:,} of {n:,} records in 600 s")
                 for msgs in (await c.getmany(timeout_ms=500, max_records=5000)).values():
                     for m in msgs:
                         decode(m.value)
@@ -114,7 +116,7 @@ def _workers(settings: Settings, db: str, group: str, n_workers: int, n: int, tm
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
-            done = sum(max(_metric(p, "spyglass_events_in_total"), 0) for p in ports)
+            done = sum(max(_metric(p, "spyglass_events_stored_total"), 0) for p in ports)  # stored, not just scored
             lag = max(lag, sum(max(_metric(p, "spyglass_consumer_lag"), 0) for p in ports))
             now = time.perf_counter()
             if done > 0 and first is None:

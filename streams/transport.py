@@ -8,8 +8,10 @@ anyway, so :class:`BatchConsumer` keeps everything else Faust's consumer does (g
 membership, rebalancing and its callbacks, flow control, read offsets, the ack bookkeeping
 that decides what is committed) and changes only that last step: each fetch (up to
 ``max_poll_records`` messages) goes to one batch handler, awaited to completion before the
-next fetch, so a batch is never cancelled half scored and a slow store stops fetching
-(backpressure) rather than filling a buffer.
+next fetch, so a slow store stops fetching (backpressure) rather than filling a buffer. A
+cancel (shutdown) can only land before a batch changes any state or while its writes wait
+for room in the writer's queue; the scorer then stores no later checkpoint (see
+``Scorer.handle``), so the batch is re-scored by the next owner, never skipped.
 
 Messages are acknowledged with :meth:`Consumer.ack`, as Faust's streams do, so Faust commits
 an offset only once the handler has said every record up to it is safe.
@@ -50,6 +52,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 async for tp, message in getmany(timeout=1.0):
                     r_offset = read_offset.get(tp)
                     if r_offset is None or message.offset >= r_offset:
+                        if r_offset and message.offset - r_offset > 1 and self.app.topics.acks_enabled_for(tp.topic):
+                            # offsets that will never come (compaction, retention, aborted transactions):
+                            # Faust's commit skips the gap instead of waiting for acks of them forever
+                            await self._add_gap(tp, r_offset + 1, message.offset)
                         batch.append(message)
                         read_offset[tp] = message.offset
                 self.diag.unset_flag(CONSUMER_FETCHING)

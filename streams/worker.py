@@ -10,6 +10,7 @@ Faust's own exactly-once mode is not used (``processing_guarantee`` stays at-lea
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -70,7 +71,10 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
         for r in recs:
             ack_(r.handle)
 
-    scorer = Scorer(settings, store, checkpoints, publish, ack=ack, worker=name,
+    def crash(exc: BaseException) -> None:  # the writer failed: exit (non-zero) and let the group move on
+        asyncio.get_running_loop().create_task(app.crash(exc))
+
+    scorer = Scorer(settings, store, checkpoints, publish, ack=ack, worker=name, on_failure=crash,
                     published_alerts=lambda since_ms: published_alert_ids(settings, since_ms))
     topics = app.topic(*settings.topics().values(), key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw", internal=False)
