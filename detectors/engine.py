@@ -548,7 +548,8 @@ class Engine:
             in_batch = np.isin(a, keys)
             g = np.searchsorted(keys, a[in_batch])
             ow = wid_of_group[g]
-            codes = np.unique(np.r_[(wids << 31) | vals, (ow << 31) | (old[in_batch] & (_B31 - 1))])
+            live = ow >= 0  # entries of a key without an open window (none, unless restored inconsistently)
+            codes = np.unique(np.r_[(wids << 31) | vals, (ow[live] << 31) | (old[in_batch][live] & (_B31 - 1))])
             cw = codes >> 31
             if kinds:
                 distinct[:, :3] = np.bincount(cw * 4 + (codes & 3), minlength=nw * 4).reshape(nw, 4)[:, :3]

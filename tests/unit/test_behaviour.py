@@ -136,6 +136,8 @@ def test_an_old_checkpoint_without_the_detectors_state_restores():
     st = d["state"]
     for f in ("behaviour", "behaviour_hist"):
         del st.__dict__[f]
+    for name in ("key_window", "key_window_ip"):
+        st.seen.pop(name, None)
     for col in [c for c in st.key.spec if c.startswith("bw_")]:
         del st.key.spec[col]
         del st.key.a[col]
