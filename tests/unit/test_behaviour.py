@@ -15,7 +15,7 @@ from schemas.events import ApiUsage, decode
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 # small warm-up so a short synthetic stream reaches the alerting phase
-CFG = EngineConfig(behaviour_min_windows=300, behaviour_warmup=64)
+CFG = EngineConfig(behaviour=True, behaviour_min_windows=300, behaviour_warmup=64)
 KEYS = [f"key_{k:02d}" for k in range(30)]
 
 
