@@ -73,6 +73,9 @@ class ApiColumns:
     model: np.ndarray  # -1 when absent
     auth_fail: np.ndarray  # bool: auth_result != ok
     tokens: np.ndarray  # tokens_in + tokens_out
+    endpoint: np.ndarray  # route template (token)
+    bytes: np.ndarray  # float: request_bytes + response_bytes
+    error: np.ndarray  # bool: status >= 400
     events: list[ApiUsage]
     pos: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # index in the input batch
 
@@ -180,6 +183,10 @@ def _api(events: list[ApiUsage], v: Vocabs) -> ApiColumns:
         auth_fail=np.fromiter((e.auth_result != "ok" for e in events), dtype=np.bool_, count=len(events)),
         tokens=np.fromiter(((e.tokens_in or 0) + (e.tokens_out or 0) for e in events), dtype=np.float64,
                            count=len(events)),
+        endpoint=v.token.many([e.endpoint for e in events]),
+        bytes=np.fromiter(((e.request_bytes or 0) + (e.response_bytes or 0) for e in events), dtype=np.float64,
+                          count=len(events)),
+        error=np.fromiter((e.status >= 400 for e in events), dtype=np.bool_, count=len(events)),
         events=events,
     )
 

@@ -39,7 +39,10 @@ SEEN: dict[str, tuple[str | None, str | None]] = {
     "dataset_writer": ("dataset", "principal"),
     "principal_ip": ("principal", "ip"),
     "type_action": (None, None),
-    "tenant_key": (None, "key"),  # bare key ids (= pair(0, key)): keys counted in their tenant's tenant_keys
+    "tenant_key": (None, "key"),
+    # api.behaviour_outlier: what each key's open window used so far, pair(key, token * 4 + kind) and pair(key, ip)
+    "key_window": ("key", None),
+    "key_window_ip": ("key", "ip"),  # bare key ids (= pair(0, key)): keys counted in their tenant's tenant_keys
 }
 SCOPES: tuple[str | None, str | None] = ("key", None)  # the scope ledger's pair(key, scope token) sets
 
@@ -47,7 +50,7 @@ SCOPES: tuple[str | None, str | None] = ("key", None)  # the scope ledger's pair
 # fails when State gains a field that is not listed here)
 FIELDS: dict[str, str] = {
     "vocabs": "entity names: evicted ids dropped, survivors renumbered (tenant, dept and token never evicted)",
-    "key": "per-key rows: taken with their ids",
+    "key": "per-key rows (the open behaviour window's sums included): taken with their ids",
     "ip": "per-IP rows: taken with their ids",
     "principal": "per-principal rows: taken with their ids",
     "agent": "per-agent rows: taken with their ids",
@@ -74,6 +77,8 @@ FIELDS: dict[str, str] = {
     "last_seen": "namespace -> last event time per id: taken with their ids",
     "session_last": "session name -> ts: the session idle clock (Engine._compact)",
     "scopes": "scope ledger, pair(key, scope token): remapped through SCOPES",
+    "behaviour": "tenant -> Loda model of key windows: tenants are never evicted",
+    "behaviour_hist": "tenant -> histogram of learned window scores: tenants are never evicted",
 }
 
 _LOW = 0x7FFFFFFF

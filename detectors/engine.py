@@ -25,6 +25,7 @@ from detectors.columns import SEP, AgentColumns, ApiColumns, Batch, DataColumns,
 from detectors.compaction import MAX_NEW_PER_EVENT, NAMESPACES, compact, footprint, least_recent
 from detectors.governance import UnusedScopes, learn_scopes, unused_scopes
 from detectors.kernels import burst_vs_baseline, cusum, decayed_count, first_seen, log_zscore, pair
+from detectors.models.multivariate import Loda
 from schemas.events import Event
 
 MIN = 60_000
@@ -71,11 +72,27 @@ class EngineConfig:
     risk_threshold: float = 2.5
     risk_min_detectors: int = 2
     max_evidence: int = 50
+    # api.behaviour_outlier: per-key tumbling windows in event time, one Loda model per tenant
+    behaviour: bool = False  # off by default: 1 false alert per ~195k benign events on unseen seeds 71 and 97
+    behaviour_window_s: int = 600  # epoch-aligned, so windows do not depend on where the stream starts
+    behaviour_quantile: float = 0.9999  # threshold: this quantile of the tenant's learned window scores ...
+    behaviour_floor: float = 4.2  # ... but never below this score
+    behaviour_min_windows: int = 2000  # scored-and-learned windows of the tenant before it may alert
+    behaviour_projections: int = 100
+    behaviour_warmup: int = 256  # windows that fit the model's front end (learned, never scored)
     # bounded state (see ``Engine._compact``): in event time, never wall time
     idle_evict_days: float = 30.0  # forget a key, principal, agent, IP or dataset unseen this long (0 = never)
     session_idle_hours: float = 24.0  # forget an agent session's step count and untrusted mark after this
     max_entities: int = 1_000_000  # cap on tracked entities (all five namespaces); least recently seen go first
     cap_check_events: int = 50_000  # the cap is enforced at every multiple of this many events of the stream
+
+
+# api.behaviour_outlier: the open window of each key (window index, -1: none) and its running sums
+BEHAVIOUR_SUMS = {"bw_win": -1.0, "bw_n": 0.0, "bw_fail": 0.0, "bw_err": 0.0, "bw_tok": 0.0, "bw_bytes": 0.0}
+# the feature vector of a closed window, in this order
+BEHAVIOUR_FEATURES = ("requests", "endpoints", "models", "scopes", "client_ips", "tokens", "bytes")
+_HIST_WIDTH, _HIST_BINS = 0.05, 1200  # score histogram: bins of 0.05 up to 60
+_B31 = np.int64(1 << 31)
 
 
 @dataclass
@@ -123,7 +140,7 @@ class Arrays:
 class State:
     vocabs: Vocabs = field(default_factory=Vocabs)
     key: Arrays = field(default_factory=lambda: Arrays(n=0, first=0, fast=0, fast_last=0, slow=0, slow_last=0,
-                                                      since=0))
+                                                      since=0, **BEHAVIOUR_SUMS))
     ip: Arrays = field(default_factory=lambda: Arrays(fail=0, fail_last=0))
     principal: Arrays = field(default_factory=lambda: Arrays(
         n=0, first=0, mean=0, var=0.25, seen=0, denied=0, denied_last=0, night=0, night_last=0))
@@ -151,12 +168,19 @@ class State:
     last_seen: dict[str, np.ndarray] = field(default_factory=dict)  # namespace -> last event time per id (int64)
     session_last: dict[str, int] = field(default_factory=dict)  # session -> ts of its latest-arriving step
     scopes: dict[str, np.ndarray] = field(default_factory=dict)  # "granted"/"used": sorted pair(key, scope token)
+    behaviour: dict[int, Loda] = field(default_factory=dict)  # tenant -> Loda model of its keys' windows
+    behaviour_hist: dict[int, np.ndarray] = field(default_factory=dict)  # tenant -> histogram of learned scores
 
     def __setstate__(self, d: dict) -> None:
         """The one compatibility path for old checkpoints: a checkpoint written before a field was added
         restores it with its default, and entities restored without a last-seen time count as seen at the
         checkpoint's watermark (so idle eviction starts counting from there)."""
         self.__dict__.update({**State().__dict__, **d})
+        for col, fill in BEHAVIOUR_SUMS.items():  # per-key window sums, new columns of an old key table
+            if col not in self.key.spec:
+                self.key.spec[col] = fill
+                n = next(iter(self.key.a.values())).size if self.key.a else 0
+                self.key.a[col] = np.full(n, fill, dtype=np.float64)
         for ns in NAMESPACES:
             n = len(getattr(self.vocabs, ns))
             if n and ns not in self.last_seen:
@@ -451,7 +475,141 @@ class Engine:
                 f"API key {e.api_key_id} is querying {n_models} models within 10 minutes at {ratio:.0f}x its usual "
                 f"rate ({fast[i]:.0f} requests), a model-extraction pattern."))
         self._learn_key_models(c)
+        if cfg.behaviour:
+            out += self._behaviour(c)
         return out
+
+    def _behaviour(self, c: ApiColumns) -> list[Finding]:
+        """api.behaviour_outlier: per key, tumbling event-time windows scored by one Loda model per tenant.
+
+        A key's window closes when the first event of a later window arrives for the key (arrival order;
+        a late event of an earlier window counts in the key's open window). The closed window's feature
+        vector is scored before it is learned, and learned only if it stays under the tenant's adaptive
+        threshold. The alert's event is the one that closed the window: the first moment the window is known
+        to be complete, so the result does not depend on batch ends, and an alert is never raised about a
+        window that may still grow.
+        """
+        cfg, s, k = self.config, self.s, self.s.key
+        m = len(c.events)
+        order = np.argsort(c.key, kind="stable")
+        ks, ws = c.key[order], c.ts[order] // (cfg.behaviour_window_s * 1000)
+        starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+        sizes = np.diff(np.r_[starts, m])
+        ng = starts.size
+        gid = np.repeat(np.arange(ng), sizes)
+        keys = ks[starts]
+        cur = k["bw_win"][keys].astype(np.int64)  # the key's open window, -1: none
+        off = gid.astype(np.int64) << 32
+        eff = np.maximum(np.maximum.accumulate(ws + off) - off, cur[gid])  # each event's window: running max
+        prev = np.r_[np.int64(-1), eff[:-1]]
+        prev[starts] = cur
+        new_seg = eff != prev
+        new_seg[starts] = True
+        seg = np.cumsum(new_seg) - 1  # segment (key, window) of each event, in sorted order
+        seg_start = np.flatnonzero(new_seg)
+        nseg = seg_start.size
+        seg_key = ks[seg_start]
+        seg_win = eff[seg_start]
+        seg_close = np.full(nseg, -1, dtype=np.int64)  # arrival index of the event that closed the segment
+        last_of_group = np.r_[starts[1:], m] - 1
+        not_last = np.ones(nseg, dtype=np.bool_)
+        not_last[seg[last_of_group]] = False
+        nxt = np.flatnonzero(not_last)
+        seg_close[nxt] = order[seg_start[nxt + 1]]
+        sums = np.stack([np.add.reduceat(x[order].astype(np.float64), seg_start)
+                         for x in (np.ones(m), c.auth_fail, c.error, c.tokens, c.bytes)], axis=1)
+        # the stored open windows: continued by the key's first segment, or closed by its first event
+        has = cur >= 0
+        cont = has & (eff[starts] == cur)
+        closed_old = np.flatnonzero(has & ~cont)
+        stored = np.stack([k[col][keys] for col in ("bw_n", "bw_fail", "bw_err", "bw_tok", "bw_bytes")], axis=1)
+        sums[seg[starts[cont]]] += stored[cont]
+        nw = nseg + closed_old.size  # windows: the segments, then the stored windows closed here
+        wid_of_group = np.full(ng, -1, dtype=np.int64)
+        wid_of_group[cont] = seg[starts[cont]]
+        wid_of_group[closed_old] = nseg + np.arange(closed_old.size)
+        w_key = np.r_[seg_key, keys[closed_old]]
+        w_win = np.r_[seg_win, cur[closed_old]]
+        w_close = np.r_[seg_close, order[starts[closed_old]]]
+        w_sums = np.r_[sums, stored[closed_old]]
+        # distinct endpoints, models, scopes (tokens tagged by kind) and client IPs of every window
+        seen = s.seen
+        empty = np.zeros(0, dtype=np.int64)
+        old_tok, old_ip = seen.get("key_window", empty), seen.get("key_window_ip", empty)
+        wseg = seg[np.argsort(order)]  # arrival index -> window id
+        tok = np.concatenate([c.endpoint * 4, np.where(c.model >= 0, c.model * 4 + 1, -1),
+                              np.where(c.scope >= 0, c.scope * 4 + 2, -1)])
+        tok_w = np.tile(wseg, 3)
+        ok = tok >= 0
+        distinct = np.zeros((nw, 4), dtype=np.float64)
+        new_sets = []
+        for old, vals, wids, kinds in ((old_tok, tok[ok], tok_w[ok], True), (old_ip, c.ip, wseg, False)):
+            a = old >> 31
+            in_batch = np.isin(a, keys)
+            g = np.searchsorted(keys, a[in_batch])
+            ow = wid_of_group[g]
+            live = ow >= 0  # entries of a key without an open window (none, unless restored inconsistently)
+            codes = np.unique(np.r_[(wids << 31) | vals, (ow[live] << 31) | (old[in_batch][live] & (_B31 - 1))])
+            cw = codes >> 31
+            if kinds:
+                distinct[:, :3] = np.bincount(cw * 4 + (codes & 3), minlength=nw * 4).reshape(nw, 4)[:, :3]
+            else:
+                distinct[:, 3] = np.bincount(cw, minlength=nw)
+            open_w = np.zeros(nw, dtype=np.bool_)
+            open_w[seg[last_of_group]] = True
+            keep = codes[open_w[cw]]
+            new_sets.append(np.sort(np.r_[old[~in_batch], (w_key[keep >> 31] << 31) | (keep & (_B31 - 1))]))
+        seen["key_window"], seen["key_window_ip"] = new_sets
+        # the open windows after this batch
+        lw = seg[last_of_group]
+        k["bw_win"][keys] = seg_win[lw]
+        for j, col in enumerate(("bw_n", "bw_fail", "bw_err", "bw_tok", "bw_bytes")):
+            k[col][keys] = sums[lw, j]
+        # score the closed windows in the order of the events that closed them
+        done = np.flatnonzero(w_close >= 0)
+        done = done[np.argsort(w_close[done], kind="stable")]
+        if done.size == 0:
+            return []
+        n = w_sums[done, 0]
+        # auth failures and errors stay out of the vector: benign keys have them in every tenant, and the
+        # per-IP failure burst detector owns them (they are still summed per window, for later use)
+        X = np.column_stack([n, distinct[done, 0], distinct[done, 1], distinct[done, 2], distinct[done, 3],
+                             w_sums[done, 3], w_sums[done, 4]])
+        tenant = c.tenant[w_close[done]]
+        out: list[Finding] = []
+        for t in np.unique(tenant).tolist():
+            rows = np.flatnonzero(tenant == t)
+            model = s.behaviour.get(t)
+            if model is None:
+                model = s.behaviour[t] = Loda(n_projections=cfg.behaviour_projections, warmup=cfg.behaviour_warmup,
+                                              seed=1 + t)
+                s.behaviour_hist[t] = np.zeros(_HIST_BINS)
+            score, thr, flag = model.score_learn_gated(X[rows], s.behaviour_hist[t], _HIST_WIDTH,
+                                                       cfg.behaviour_quantile, cfg.behaviour_floor,
+                                                       cfg.behaviour_min_windows, one_sided=True)
+            for r in np.flatnonzero(flag).tolist():
+                j = int(rows[r])
+                out.append(self._behaviour_finding(c, model, X[j], int(w_close[done[j]]), int(w_win[done[j]]),
+                                                   float(score[r]), float(thr[r])))
+        return out
+
+    def _behaviour_finding(self, c: ApiColumns, model: Loda, x: np.ndarray, i: int, win: int, score: float,
+                           thr: float) -> Finding:
+        z, typical = model.explain(x)
+        top = [f for f in np.argsort(-np.abs(z), kind="stable")[:3].tolist() if abs(z[f]) >= 1.0] or \
+            [int(np.argmax(np.abs(z)))]
+        feats = [Feature(name=BEHAVIOUR_FEATURES[f], value=round(float(x[f]), 3), baseline=round(float(typical[f]), 3),
+                         contribution=round(float(z[f]), 2)) for f in top]
+        feats.append(Feature(name="loda_score", value=round(score, 2), baseline=round(thr, 2)))
+        e = c.events[i]
+        w = self.config.behaviour_window_s * 1000
+        parts = ", ".join(f"{BEHAVIOUR_FEATURES[f].replace('_', ' ')} {_fmt(x[f])} (typical {_fmt(typical[f])})"
+                          for f in top)
+        return self._f("api.behaviour_outlier", c, i, e.api_key_id, e.principal,
+                       min(0.9, 0.55 + 0.05 * (score - thr)), feats,
+                       f"API key {e.api_key_id} behaved unlike its tenant's keys in the window {_iso(win * w)} to "
+                       f"{_iso((win + 1) * w)}: {parts}; outlier score {score:.1f} above the tenant's threshold "
+                       f"{thr:.1f} (raised on the key's first later request, which closed the window).")
 
     def _scope_peers(self, c: ApiColumns, new_scope: np.ndarray, scope: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """As of each event: keys of its tenant that used its scope before, and keys of its tenant seen before.
@@ -894,6 +1052,10 @@ def _entity_columns(batch: Batch) -> list[tuple[str, np.ndarray, np.ndarray]]:
 
 def _cols(batch: Batch) -> list:
     return [c for c in (batch.api, batch.data, batch.agent) if c is not None]
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.0f}" if abs(v) >= 10 or float(v).is_integer() else f"{v:.2f}"
 
 
 def _iso(ts_ms: int) -> str:

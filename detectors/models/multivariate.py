@@ -198,6 +198,40 @@ class Loda:
                                 self._shift, self._counts, self._acc, self.alpha, 1.0, False, out)
         return out
 
+    def score_learn_gated(self, X: np.ndarray, hist: np.ndarray, hist_width: float, q: float, floor: float,
+                          min_learned: int, hist_cap: float = 50_000.0,
+                          one_sided: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Score each row before learning it, in order, but learn only the rows that do not exceed an adaptive
+        threshold (poisoning resistance): ``max(floor, q-quantile of the learned rows' scores)``, the scores kept
+        in the caller's histogram ``hist`` (bins of ``hist_width``, updated in place). No row is flagged before
+        ``min_learned`` scores are in ``hist``; warm-up rows are learned and score 0 (not flagged, not in ``hist``).
+        ``one_sided``: only values above the warm-up median make a row rare (features below it count as at it).
+
+        Returns (scores, thresholds, flagged). The result does not depend on how rows are split across calls.
+        """
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        self._check_width(X.shape[1])
+        n = X.shape[0]
+        out, thr, flag = np.zeros(n), np.full(n, np.inf), np.zeros(n, dtype=np.bool_)
+        i = 0
+        while i < n and not self._fitted:
+            self._learn_row(X[i])
+            i += 1
+        if i < n:
+            _gated_kernel(X[i:], self._center, self._scale, self.log_transform, self._w, self._width, self._shift,
+                          self._counts, self._acc, self.alpha, self._growth(), hist, hist_width, q, floor,
+                          float(min_learned), hist_cap, one_sided, out[i:], thr[i:], flag[i:])
+        return out, thr, flag
+
+    def explain(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per feature: robust z-score of ``x`` against the warm-up sample, and that sample's median (raw units)."""
+        v = np.asarray(x, dtype=np.float64)
+        if not self._fitted:
+            return np.zeros(v.size), np.zeros(v.size)
+        t = np.sign(v) * np.log1p(np.abs(v)) if self.log_transform else v
+        typical = np.sign(self._center) * np.expm1(np.abs(self._center)) if self.log_transform else self._center
+        return (t - self._center) / self._scale, typical
+
     # -- checkpointing --------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
@@ -319,3 +353,72 @@ class Loda:
         out = np.zeros(B.shape[0])
         _score_learn_kernel(B, self._center, self._scale, self.log_transform, self._w, self._width, self._shift,
                             self._counts, self._acc, self.alpha, self._growth(), True, out)
+
+
+@njit(cache=True)
+def _hist_quantile(hist: np.ndarray, width: float, q: float) -> float:
+    """Upper edge of the bin holding the ``q`` quantile of a histogram of scores (bins of ``width`` from 0)."""
+    total = 0.0
+    for b in range(hist.shape[0]):
+        total += hist[b]
+    need = q * total
+    run = 0.0
+    for b in range(hist.shape[0]):
+        run += hist[b]
+        if run >= need:
+            return (b + 1) * width
+    return hist.shape[0] * width
+
+
+@njit(cache=True)
+def _gated_kernel(X: np.ndarray, center: np.ndarray, scale: np.ndarray, log_transform: bool, w: np.ndarray,
+                  width: np.ndarray, shift: np.ndarray, counts: np.ndarray, acc: np.ndarray, alpha: float,
+                  growth: float, hist: np.ndarray, hist_width: float, q: float, floor: float, min_learned: float,
+                  hist_cap: float, one_sided: bool, out: np.ndarray, thr: np.ndarray, flag: np.ndarray) -> None:
+    """Row by row: score, compare with the adaptive threshold, and learn the row only if it did not exceed it.
+
+    The threshold is ``max(floor, q-quantile of the scores of the rows learned so far)`` (``hist``), and
+    nothing is flagged before ``min_learned`` rows are in it. ``hist`` is halved when it holds ``hist_cap``.
+    ``one_sided``: standardised features below 0 (the warm-up median) count as 0, so only excess is rare.
+    """
+    n, d = X.shape
+    k = w.shape[0]
+    mask = np.uint64(counts.shape[1] - 1)
+    z = np.empty(d)
+    slots = np.empty(k, dtype=np.int64)
+    total = acc[0]
+    g = acc[1]
+    nb = hist.shape[0]
+    for i in range(n):
+        _front(X[i], center, scale, log_transform, z)
+        if one_sided:
+            for f in range(d):
+                if z[f] < 0.0:
+                    z[f] = 0.0
+        _bins(z, w, width, shift, mask, slots)
+        s = _score_slots(slots, counts, total, g, alpha)
+        out[i] = s
+        seen = 0.0
+        for b in range(nb):
+            seen += hist[b]
+        t = max(floor, _hist_quantile(hist, hist_width, q))
+        thr[i] = t
+        if seen >= min_learned and s > t:
+            flag[i] = True
+            continue
+        flag[i] = False
+        b = int(s / hist_width)
+        hist[min(max(b, 0), nb - 1)] += 1.0
+        if seen + 1.0 >= hist_cap:
+            for bb in range(nb):
+                hist[bb] *= 0.5
+        for j in range(k):
+            counts[j, slots[j]] += g
+        total += g
+        g *= growth
+        if g > _RENORM:
+            counts /= g
+            total /= g
+            g = 1.0
+    acc[0] = total
+    acc[1] = g
