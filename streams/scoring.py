@@ -172,7 +172,7 @@ class Scorer:
             try:
                 out = await loop.run_in_executor(self._io, fn)
             except StoreError as exc:
-                if self.stopping:
+                if self.stopping or self._failed is not None:  # give up: the next owner re-scores
                     raise
                 self.health.store_error = f"{what}: {exc}"
                 m.STORE_UP.set(0)
@@ -250,11 +250,16 @@ class Scorer:
         """Partitions leave this worker: write and checkpoint what they scored, then forget them."""
         async with self._lock:
             try:
-                await self.flush()
+                # the rebalance waits for this; past half the session timeout (store down, say) this
+                # worker gives up its writes instead of finishing them later for partitions it lost
+                await asyncio.wait_for(self.flush(), timeout=max(self.settings.worker_session_timeout_s / 2, 1.0))
                 for tp in tps:
                     part = self.parts.get(tp)
                     if part is not None and part.pending:
                         await self._save(self._snapshot(part))
+            except TimeoutError:
+                self._fail(TimeoutError("writes still pending when partitions were revoked; given up so the new "
+                                        "owners re-score them"))
             except Exception as exc:  # no checkpoint past writes that did not happen: the next owner re-scores
                 log.error("writes or checkpoint before revoke failed; the next owner re-scores from the last "
                           "stored checkpoint", extra={"error": repr(exc)})

@@ -78,12 +78,25 @@ def test_kill_9_repeatedly_loses_nothing_and_duplicates_nothing(run: Run):
         clean.cleanup()
 
 
+def _owns_partitions(w: WorkerProc) -> bool:
+    try:
+        text = w.metrics()
+    except Exception:  # not answering yet
+        return False
+    return any(line.startswith("spyglass_partitions_owned ") and float(line.split()[1]) > 0
+               for line in text.splitlines())
+
+
 def test_two_workers_one_killed_its_partitions_move_and_state_follows(run: Run):
     producer = produce_in_background(run, _sim(17), rate=1_500)
     a = WorkerProc(run, "a").start()
     b = WorkerProc(run, "b").start()
     try:
-        time.sleep(9)
+        deadline = time.monotonic() + 90  # both own partitions (startup is slower on a busy machine)
+        while time.monotonic() < deadline and not all(_owns_partitions(w) for w in (a, b)):
+            time.sleep(0.5)
+        assert all(_owns_partitions(w) for w in (a, b)), (a.tail(), b.tail())
+        time.sleep(6)  # a scores and checkpoints (every 2 s here) its share
         assert a.alive() and b.alive()
         a.kill9()
         producer.join(120)
