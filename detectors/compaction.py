@@ -92,17 +92,23 @@ def remap_ids(r: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return out
 
 
-def remap_pairs(keys: np.ndarray, ra: np.ndarray | None, rb: np.ndarray | None) -> np.ndarray:
-    """A sorted pair(a, b) set with a and/or b renumbered; pairs with a dropped half are dropped."""
-    if keys.size == 0 or (ra is None and rb is None):
-        return keys
+def _remap_pair_keys(keys: np.ndarray, ra: np.ndarray | None,
+                     rb: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """pair(a, b) keys with a and/or b renumbered: (the surviving keys, in input order; which survived)."""
     a, b = keys >> 31, keys & _LOW
     if ra is not None:
         a = remap_ids(ra, a)
     if rb is not None:
         b = remap_ids(rb, b)
     ok = (a >= 0) & (b >= 0)
-    return np.sort((a[ok] << 31) | b[ok])
+    return (a[ok] << 31) | b[ok], ok
+
+
+def remap_pairs(keys: np.ndarray, ra: np.ndarray | None, rb: np.ndarray | None) -> np.ndarray:
+    """A sorted pair(a, b) set with a and/or b renumbered; pairs with a dropped half are dropped."""
+    if keys.size == 0 or (ra is None and rb is None):
+        return keys
+    return np.sort(_remap_pair_keys(keys, ra, rb)[0])
 
 
 def _take(x: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -194,15 +200,10 @@ def _compact_pairs(s: Any, rp: np.ndarray | None, rd: np.ndarray | None) -> None
     ids = np.fromiter(s.pairs.values(), dtype=np.int64, count=len(s.pairs))
     order = np.argsort(ids)
     keys, ids = keys[order], ids[order]
-    a, b = keys >> 31, keys & _LOW
-    if rp is not None:
-        a = remap_ids(rp, a)
-    if rd is not None:
-        b = remap_ids(rd, b)
-    ok = (a >= 0) & (b >= 0)
+    kept, ok = _remap_pair_keys(keys, rp, rd)
     for k, col in s.pair.a.items():
         s.pair.a[k] = _take(col, ids[ok])
-    s.pairs = dict(zip(((a[ok] << 31) | b[ok]).tolist(), range(int(ok.sum())), strict=True))
+    s.pairs = dict(zip(kept.tolist(), range(kept.size), strict=True))
 
 
 def least_recent(s: Any, n: int) -> dict[str, np.ndarray]:

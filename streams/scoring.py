@@ -84,15 +84,6 @@ class Part:
 
 
 @dataclass
-class BatchReport:
-    events: int = 0
-    dead: int = 0
-    alerts: int = 0
-    skipped: int = 0
-    seconds: float = 0.0
-
-
-@dataclass
 class Snapshot:
     """A partition's engine state right after its records below ``offset`` were scored."""
 
@@ -164,27 +155,33 @@ class Scorer:
         self._health_rows: dict[str, list[Any]] = {}
         self._health_at = 0.0
 
-    # -- store access (blocking calls on one I/O thread, retried while the store is down) -----
-    async def _io_call(self, fn: Callable[[], Any], what: str, where: dict[str, Any] | None = None) -> Any:
+    # -- blocking calls on one I/O thread, retried while the store (or broker) is away --------
+    async def _io_call(self, fn: Callable[[], Any], what: str, where: dict[str, Any] | None = None,
+                       retry: tuple[type[Exception], ...] = (StoreError,)) -> Any:
+        """``fn()`` on the I/O thread, retried with backoff on ``retry`` errors (consumption waits meanwhile)."""
         loop = asyncio.get_running_loop()
+        store = StoreError in retry
         delay = 0.2
         while True:
             try:
                 out = await loop.run_in_executor(self._io, fn)
-            except StoreError as exc:
+            except retry as exc:
                 if self.stopping or self._failed is not None:  # give up: the next owner re-scores
                     raise
-                self.health.store_error = f"{what}: {exc}"
-                m.STORE_UP.set(0)
-                log.error("store write failed; retrying (consumption paused)",
+                if isinstance(exc, StoreError):
+                    self.health.store_error = f"{what}: {exc}"
+                    m.STORE_UP.set(0)
+                log.error(("store write" if isinstance(exc, StoreError) else what) + " failed; retrying "
+                          "(consumption paused)",
                           extra={"stage": what, "error": str(exc), "retry_in_s": delay, **(where or {})})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            if self.health.store_error is not None:
-                log.info("store is back", extra={"stage": what})
-            self.health.store_error = None
-            m.STORE_UP.set(1)
+            if store:
+                if self.health.store_error is not None:
+                    log.info("store is back", extra={"stage": what})
+                self.health.store_error = None
+                m.STORE_UP.set(1)
             return out
 
     # -- partitions ------------------------------------------------------------------------
@@ -230,19 +227,9 @@ class Scorer:
         cached = self._scan_cache
         if cached is not None and cached[0] <= since_ms and self.clock() - cached[1] < 10.0:
             return cached[2]  # partitions assigned together share one scan
-        loop = asyncio.get_running_loop()
-        delay = 0.2
-        while True:  # the scan must finish before re-scoring (no alert twice): retried while the broker is away
-            try:
-                ids = await loop.run_in_executor(self._io, lambda: self._published_alerts(since_ms))
-                break
-            except KafkaError as exc:
-                if self.stopping:
-                    raise
-                log.error("alerts topic scan failed; retrying (consumption paused)",
-                          extra={"error": str(exc), "retry_in_s": delay, **where})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        # the scan must finish before re-scoring (no alert twice): retried while the broker is away
+        ids = await self._io_call(lambda: self._published_alerts(since_ms), "alerts topic scan", where,
+                                  retry=(KafkaError,))
         self._scan_cache = (since_ms, self.clock(), ids)
         return ids
 
@@ -392,12 +379,12 @@ class Scorer:
             await self._health(w.touched, seconds)
 
     # -- one batch -------------------------------------------------------------------------
-    async def handle(self, records: Sequence[Record]) -> BatchReport:
+    async def handle(self, records: Sequence[Record]) -> None:
         """Score a batch and queue its writes; its records are acked once a checkpoint covers them."""
         async with self._lock:
             if self._failed is not None:
                 raise self._failed
-            rep, w = await self._score(records)
+            w = await self._score(records)
             if w.events or w.dead or w.snapshots or w.touched:
                 try:
                     await self._enqueue(w)
@@ -405,11 +392,9 @@ class Scorer:
                     self._fail(RuntimeError("a scored batch was cancelled before its writes were queued; "
                                             "no later checkpoint is stored, its records are re-scored"), w.where)
                     raise
-            return rep
 
-    async def _score(self, records: Sequence[Record]) -> tuple[BatchReport, Writes]:
+    async def _score(self, records: Sequence[Record]) -> Writes:
         t0 = time.perf_counter()
-        rep = BatchReport()
         w = Writes(where={"topic": records[0].topic, "partition": records[0].partition, "offset": records[0].offset})
         by_tp: dict[TP, list[Record]] = {}
         for r in records:
@@ -422,7 +407,6 @@ class Scorer:
         for (topic, partition), recs in by_tp.items():
             part = parts[(topic, partition)]
             fresh = [r for r in recs if r.offset >= part.offset]
-            rep.skipped += len(recs) - len(fresh)
             covered = [r for r in recs if r.offset < part.checkpoint_offset]
             if covered:  # a stored checkpoint reflects them already
                 self._ack(covered)
@@ -469,9 +453,8 @@ class Scorer:
         now = self.clock()
         w.snapshots = [self._snapshot(part) for part, *_ in w.touched
                        if now - part.snapshot_at >= self.settings.worker_checkpoint_s]
-        rep.events, rep.dead, rep.alerts = len(w.events), len(w.dead), len(w.publish)
-        rep.seconds = w.scored_s = time.perf_counter() - t0
-        return rep, w
+        w.scored_s = time.perf_counter() - t0
+        return w
 
     async def _health(self, touched: list[tuple[Part, int, int, int]], seconds: float) -> None:
         """Per-partition health rows, written at most once a second (best effort, never holds the stream)."""

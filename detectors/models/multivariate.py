@@ -77,6 +77,20 @@ def _score_slots(slots: np.ndarray, counts: np.ndarray, total: float, g: float, 
 
 
 @njit(cache=True)
+def _learn_slots(slots: np.ndarray, counts: np.ndarray, total: float, g: float, growth: float) -> tuple[float, float]:
+    """Add one row (its bin in every projection) to the count tables; returns the new ``(total, g)``."""
+    for j in range(slots.shape[0]):
+        counts[j, slots[j]] += g
+    total += g
+    g *= growth
+    if g > _RENORM:
+        counts /= g
+        total /= g
+        g = 1.0
+    return total, g
+
+
+@njit(cache=True)
 def _score_learn_kernel(X: np.ndarray, center: np.ndarray, scale: np.ndarray, log_transform: bool,
                         w: np.ndarray, width: np.ndarray, shift: np.ndarray, counts: np.ndarray,
                         acc: np.ndarray, alpha: float, growth: float, learn: bool, out: np.ndarray) -> None:
@@ -97,14 +111,7 @@ def _score_learn_kernel(X: np.ndarray, center: np.ndarray, scale: np.ndarray, lo
         _bins(z, w, width, shift, mask, slots)
         out[i] = _score_slots(slots, counts, total, g, alpha)
         if learn:
-            for j in range(k):
-                counts[j, slots[j]] += g
-            total += g
-            g *= growth
-            if g > _RENORM:
-                counts /= g
-                total /= g
-                g = 1.0
+            total, g = _learn_slots(slots, counts, total, g, growth)
     acc[0] = total
     acc[1] = g
 
@@ -412,13 +419,6 @@ def _gated_kernel(X: np.ndarray, center: np.ndarray, scale: np.ndarray, log_tran
         if seen + 1.0 >= hist_cap:
             for bb in range(nb):
                 hist[bb] *= 0.5
-        for j in range(k):
-            counts[j, slots[j]] += g
-        total += g
-        g *= growth
-        if g > _RENORM:
-            counts /= g
-            total /= g
-            g = 1.0
+        total, g = _learn_slots(slots, counts, total, g, growth)
     acc[0] = total
     acc[1] = g
