@@ -76,15 +76,24 @@ class CheckpointStore:
 
     def save_state(self, topic: str, partition: int, offset: int, state: bytes, entities: int) -> int:
         """Store a snapshot ``Engine.state()`` taken when the engine had seen every record below ``offset``."""
-        blob = zlib.compress(state, 1)
-        self.store.insert("engine_checkpoints", {
-            "group_id": [self.group_id], "topic": [topic], "partition": [partition], "offset": [offset],
-            "state": [base64.b64encode(blob).decode("ascii")],
-            "digest": [self._digest(topic, partition, offset, blob)],
-            "entities": [entities], "bytes": [len(blob)], "worker": [self.worker],
-            "written_at": [datetime.now(UTC).replace(microsecond=0)],
-        })
-        return len(blob)
+        return self.save_states([(topic, partition, offset, state, entities)])[0]
+
+    def save_states(self, snaps: list[tuple[str, int, int, bytes, int]]) -> list[int]:
+        """Store several (topic, partition, offset, state, entities) snapshots in one insert (each insert
+        costs the server a new part, tens of milliseconds on 18.16); returns each blob's size in bytes."""
+        cols: dict[str, list] = {k: [] for k in ("group_id", "topic", "partition", "offset", "state", "digest",
+                                                 "entities", "bytes", "worker", "written_at")}
+        now = datetime.now(UTC).replace(microsecond=0)
+        for topic, partition, offset, state, entities in snaps:
+            blob = zlib.compress(state, 1)
+            for k, v in (("group_id", self.group_id), ("topic", topic), ("partition", partition),
+                         ("offset", offset), ("state", base64.b64encode(blob).decode("ascii")),
+                         ("digest", self._digest(topic, partition, offset, blob)), ("entities", entities),
+                         ("bytes", len(blob)), ("worker", self.worker), ("written_at", now)):
+                cols[k].append(v)
+        if snaps:
+            self.store.insert("engine_checkpoints", cols)
+        return cols["bytes"]
 
     def load(self, topic: str, partition: int) -> Checkpoint | None:
         """The newest checkpoint of a partition, or None. Raises CheckpointError if it fails its check."""

@@ -53,17 +53,16 @@ TP = tuple[str, int]
 Publish = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]] | None], Awaitable[Awaitable[Any]]]
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
-    """One Kafka record as the worker sees it; ``handle`` is what the transport acks."""
+    """One Kafka record as the worker sees it (acked by topic, partition and offset)."""
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
-    timestamp: float | None = None  # producer timestamp, seconds
-    handle: Any = None
+    timestamp: int | None = None  # producer timestamp, ms
 
 
 @dataclass
@@ -240,10 +239,10 @@ class Scorer:
                 # the rebalance waits for this; past half the session timeout (store down, say) this
                 # worker gives up its writes instead of finishing them later for partitions it lost
                 await asyncio.wait_for(self.flush(), timeout=max(self.settings.worker_session_timeout_s / 2, 1.0))
-                for tp in tps:
-                    part = self.parts.get(tp)
-                    if part is not None and part.pending:
-                        await self._save(self._snapshot(part))
+                snaps = [self._snapshot(part) for part in (self.parts.get(tp) for tp in tps)
+                         if part is not None and part.pending]
+                if snaps:
+                    await self._save(snaps)
             except TimeoutError:
                 self._fail(TimeoutError("writes still pending when partitions were revoked; given up so the new "
                                         "owners re-score them"))
@@ -276,18 +275,23 @@ class Scorer:
         part.snapshot_at = self.clock()
         return snap
 
-    async def _save(self, snap: Snapshot) -> None:
-        if self._failed is not None:  # writes before this snapshot may be missing: never store it
+    async def _save(self, snaps: list[Snapshot]) -> None:
+        """Store checkpoints (one insert), then ack the records each one covers."""
+        if self._failed is not None:  # writes before these snapshots may be missing: never store them
             raise self._failed
-        part = snap.part
-        where = {"topic": part.topic, "partition": part.partition, "offset": snap.offset}
-        size = await self._io_call(lambda: self.checkpoints.save_state(part.topic, part.partition, snap.offset,
-                                                                       snap.state, snap.entities),
-                                   "checkpoint.save", where)
-        part.checkpoint_offset = max(part.checkpoint_offset, snap.offset)
-        part.checkpoint_at = self.clock()
-        log.debug("checkpoint", extra={**where, "bytes": size, "entities": snap.entities})
-        self._ack(snap.records)
+        first = snaps[0].part
+        where = {"topic": first.topic, "partition": first.partition, "offset": snaps[0].offset}
+        sizes = await self._io_call(lambda: self.checkpoints.save_states(
+            [(s.part.topic, s.part.partition, s.offset, s.state, s.entities) for s in snaps]),
+            "checkpoint.save", where)
+        now = self.clock()
+        for snap, size in zip(snaps, sizes, strict=True):
+            part = snap.part
+            part.checkpoint_offset = max(part.checkpoint_offset, snap.offset)
+            part.checkpoint_at = now
+            log.debug("checkpoint", extra={"topic": part.topic, "partition": part.partition, "offset": snap.offset,
+                                           "bytes": size, "entities": snap.entities})
+            self._ack(snap.records)
 
     # -- the writer stage --------------------------------------------------------------------
     async def _enqueue(self, w: Writes) -> None:
@@ -369,8 +373,8 @@ class Scorer:
         t2 = time.perf_counter()
         m.STAGE_SECONDS.labels("store").inc(t2 - t1)
         # 3. checkpoints taken after this batch was scored: stored now, then their records acked
-        for snap in w.snapshots:
-            await self._save(snap)
+        if w.snapshots:
+            await self._save(w.snapshots)
         m.STAGE_SECONDS.labels("checkpoint").inc(time.perf_counter() - t2)
         if w.touched:
             seconds = w.scored_s + time.perf_counter() - t0

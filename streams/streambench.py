@@ -99,11 +99,30 @@ def _start_worker(settings: Settings, name: str, tmp: Path, **updates: Any) -> s
 STAGES = ("decode", "score", "snapshot", "publish", "store", "checkpoint")
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _service_pids(settings: Settings) -> dict[str, int]:
+    """Pids of the local stack's broker and ClickHouse server (state.json), for CPU accounting."""
+    from streams.stack.manager import read_state
+
+    state = read_state(settings.stack_dir) or {}
+    return {name: int(svc["pid"]) for name, svc in state.get("services", {}).items()
+            if name in ("kafka", "clickhouse") and svc.get("pid")}
+
+
 def _workers(settings: Settings, db: str, group: str, n_workers: int, n: int, tmp: Path,
              timeout_s: float = 600) -> tuple[float, float, list[float], dict[str, float]]:
     """Start workers, wait until they scored n events.
 
-    Returns (seconds first->last event, max lag seen, rss MB per worker, seconds per pipeline stage).
+    Returns (seconds first->last event, max lag seen, rss MB per worker, seconds per pipeline stage
+    plus ``cpu:<process>``: CPU seconds each process used between the first and the last stored event).
     """
     from streams.stack.base import free_port
 
@@ -113,6 +132,13 @@ def _workers(settings: Settings, db: str, group: str, n_workers: int, n: int, tm
              for i, port in enumerate(ports)]
     first = last = None
     lag = 0.0
+    services = _service_pids(settings)
+    cpu0: dict[str, float] = {}
+    cpu1: dict[str, float] = {}
+
+    def cpu() -> dict[str, float]:
+        return {"workers": sum(_cpu_s(p.pid) for p in procs), **{k: _cpu_s(v) for k, v in services.items()}}
+
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
@@ -120,9 +146,9 @@ def _workers(settings: Settings, db: str, group: str, n_workers: int, n: int, tm
             lag = max(lag, sum(max(_metric(p, "spyglass_consumer_lag"), 0) for p in ports))
             now = time.perf_counter()
             if done > 0 and first is None:
-                first = now
+                first, cpu0 = now, cpu()
             if done >= n:
-                last = now
+                last, cpu1 = now, cpu()
                 break
             time.sleep(0.25)  # polling /metrics costs the worker a little: not too often
         rss = [_rss_mb(p.pid) for p in procs]
@@ -132,6 +158,8 @@ def _workers(settings: Settings, db: str, group: str, n_workers: int, n: int, tm
                 if k.startswith("spyglass_stage_seconds_total{"):
                     stage = k.split('"')[1]
                     stages[stage] = stages.get(stage, 0.0) + v
+        if cpu0 and cpu1:
+            stages.update({f"cpu:{k}": cpu1[k] - cpu0[k] for k in cpu1})
     finally:
         for p in procs:
             p.terminate()
@@ -263,7 +291,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         n = stats.events
         plain = _plain_consumer(s, n, args.partitions)
         one, lag1, rss1, stages1 = _workers(s, dbs["one"], f"{s.worker_group}-one", 1, n, tmp)
-        two, lag2, _, _ = _workers(s, dbs["two"], f"{s.worker_group}-two", 2, n, tmp)
+        two, lag2, _, stages2 = _workers(s, dbs["two"], f"{s.worker_group}-two", 2, n, tmp)
         rate1 = n / one
         lat, lat_send = _latency(s, dbs["lat"], rate1 / 2, args.latency_events, args.seed + 1, tmp) \
             if args.latency_events else ([], [])
@@ -289,6 +317,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                        "event loop" if k in ("decode", "score", "snapshot") else "writer (awaits Kafka / store)")
         st.add_row("wall, first to last event", f"{one:.2f}", f"{one / n * 1e6:,.1f}", "")
         console.print(st)
+        ct = Table(title="CPU used between the first and the last stored event (/proc, user + system)")
+        ct.add_column("process")
+        ct.add_column("1 worker: µs per event", justify="right")
+        ct.add_column("2 workers: µs per event", justify="right")
+        for k, label in (("workers", "worker process(es), all threads"), ("clickhouse", "ClickHouse server"),
+                         ("kafka", "Kafka broker")):
+            ct.add_row(label, *(f"{st_[f'cpu:{k}'] / n * 1e6:,.1f}" if f"cpu:{k}" in st_ else "-"
+                                for st_ in (stages1, stages2)))
+        console.print(ct)
+        if "cpu:workers" in stages1:
+            per_core = n / stages1["cpu:workers"]
+            console.print(f"one worker on a core of its own (events per CPU-second of the 1-worker run): "
+                          f"{per_core:,.0f} events/s, {per_core / (n / plain):.2f} of the plain consumer; "
+                          "derived from CPU time, not measured wall time")
         if lat:
             for label, xs in (("event in Kafka (broker ack)", lat), ("producer send() call", lat_send)):
                 q = np.percentile(np.array(xs) * 1000, [50, 90, 99, 100])

@@ -18,6 +18,7 @@ from typing import Any
 
 import faust
 import msgspec
+from faust.types import TP
 from prometheus_client import generate_latest
 
 from streams import metrics as m
@@ -25,7 +26,7 @@ from streams.checkpoints import CheckpointStore, checkpoint_key
 from streams.scoring import Record, Scorer
 from streams.settings import Settings
 from streams.sinks.clickhouse import apply_ddl, open_store
-from streams.transport import BatchApp
+from streams.transport import BatchApp, Fetch
 
 log = logging.getLogger("spyglass.worker")
 
@@ -67,9 +68,11 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
         return await app.producer.send(topic, key_, value, None, None, headers)
 
     def ack(recs: list[Record]) -> None:  # Faust commits offsets up to the highest contiguous acked one
-        ack_ = app.consumer.ack
+        by_tp: dict[TP, list[int]] = {}
         for r in recs:
-            ack_(r.handle)
+            by_tp.setdefault(TP(r.topic, r.partition), []).append(r.offset)
+        for tp, offsets in by_tp.items():
+            app.consumer.ack_offsets(tp, offsets)
 
     def crash(exc: BaseException) -> None:  # the writer failed: exit (non-zero) and let the group move on
         asyncio.get_running_loop().create_task(app.crash(exc))
@@ -82,13 +85,15 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
     app.topics.add(topics)  # subscribed and acked through Faust's conductor; fetches come to score()
     started: list[bool] = []
 
-    async def score(messages: list[Any]) -> None:
+    async def score(fetch: Fetch) -> None:
         """One fetch: score it and queue its writes; records are acked when a checkpoint covers them."""
         started[:] = [True]
         owned = app.consumer.assignment()
-        recs = [Record(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.timestamp, msg)
-                for msg in messages if msg.tp in owned]  # a fetch can outlive a rebalance: the new owner reads those
-        for tp in {msg.tp for msg in messages}:
+        recs = []
+        for tp, records in fetch.items():
+            if tp not in owned:  # a fetch can outlive a rebalance: the new owner reads those
+                continue
+            recs += [Record(tp.topic, tp.partition, r.offset, r.key, r.value, r.timestamp) for r in records]
             part = scorer.parts.get((tp.topic, tp.partition))
             if part is not None:
                 part.highwater = app.consumer.highwater(tp) or -1
