@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,12 +35,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from kafka.errors import KafkaError
 
 from detectors.alerts import Alert, encode_alert
 from detectors.engine import Engine
 from schemas.errors import EventError
-from schemas.events import Event
+from schemas.events import MAX_RECORD_BYTES, Event
 from schemas.rows import alert_columns, event_columns
 from streams import metrics as m
 from streams.checkpoints import CheckpointError, CheckpointStore
@@ -48,6 +50,36 @@ from streams.settings import Settings
 from streams.sinks.clickhouse import Store, StoreError, sql_string
 
 log = logging.getLogger("spyglass.worker")
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_.:@/+=-]{1,128}$")  # ids safe to quote in a query (others: not checked)
+
+
+class _IdTs(msgspec.Struct):
+    event_id: str = ""
+    ts: str = ""
+
+
+_id_ts = msgspec.json.Decoder(_IdTs)
+
+
+def ids_and_span(records: Sequence[Record]) -> tuple[list[str], int, int]:
+    """The (query-safe) event ids of raw records and the span of their times, epoch seconds."""
+    ids: list[str] = []
+    lo, hi = 2**62, 0
+    for r in records:
+        if not r.value or len(r.value) > MAX_RECORD_BYTES:  # a dead letter anyway
+            continue
+        try:
+            x = _id_ts.decode(r.value)
+            t = datetime.fromisoformat(x.ts)
+        except (msgspec.DecodeError, ValueError, RecursionError):  # bad input: a dead letter, never a crash
+            continue
+        if t.tzinfo is None or not _SAFE_ID.match(x.event_id):
+            continue
+        ids.append(x.event_id)
+        sec = int(t.timestamp())
+        lo, hi = min(lo, sec), max(hi, sec)
+    return ids, lo, hi
 
 TP = tuple[str, int]
 Publish = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]] | None], Awaitable[Awaitable[Any]]]
@@ -80,6 +112,10 @@ class Part:
     stored_alerts: set[str] = field(default_factory=set)  # stored by an earlier owner: neither published nor stored
     published_alerts: set[str] = field(default_factory=set)  # on the alerts topic already: stored, not published
     highwater: int = -1
+    # an earlier owner may have stored events past the checkpoint before it died: until a batch shows one
+    # that is not stored (its writes were in offset order), check which are, and do not insert those again
+    # (``events`` would dedupe them, but its per-minute view would count them twice)
+    recheck_stored: bool = True
 
 
 @dataclass
@@ -232,6 +268,28 @@ class Scorer:
         self._scan_cache = (since_ms, self.clock(), ids)
         return ids
 
+    def _stored_events(self, kind: str, ids: list[str], lo: int, hi: int, chunk: int = 1_000) -> set[str]:
+        """Which of ``ids`` (events of ``kind`` between ``lo`` and ``hi``, epoch seconds) ``events`` holds."""
+        found: set[str] = set()
+        for i in range(0, len(ids), chunk):
+            quoted = ", ".join(sql_string(x) for x in ids[i:i + chunk])  # ids matched _SAFE_ID
+            found.update(r[0] for r in self.store.query(
+                f"SELECT event_id FROM {self.store.database}.events WHERE kind = {sql_string(kind)} "  # noqa: S608
+                f"AND ts >= toDateTime({int(lo)}) AND ts <= toDateTime({int(hi)}) AND event_id IN ({quoted})"))
+        return found
+
+    def _not_stored(self, rows: list[tuple[Event, bytes, float]]) -> list[tuple[Event, bytes, float]]:
+        """The rows whose events ``events`` does not hold yet (an insert retried after an error)."""
+        by_kind: dict[str, list[Event]] = {}
+        for ev, _, _ in rows:
+            if _SAFE_ID.match(ev.event_id):
+                by_kind.setdefault(type(ev).__struct_config__.tag, []).append(ev)
+        found: set[str] = set()
+        for kind, evs in by_kind.items():
+            secs = [int(ev.ts.timestamp()) for ev in evs]
+            found |= self._stored_events(kind, [ev.event_id for ev in evs], min(secs), max(secs))
+        return [row for row in rows if row[0].event_id not in found]
+
     async def revoke(self, tps: Sequence[TP]) -> None:
         """Partitions leave this worker: write and checkpoint what they scored, then forget them."""
         async with self._lock:
@@ -365,8 +423,15 @@ class Scorer:
             await self._io_call(lambda: self.store.insert("alerts", acols), "alerts.insert", w.where)
         if w.events:  # the columns are built on the I/O thread too, off the event loop
             now = datetime.now(UTC)
-            await self._io_call(lambda: self.store.insert("events", event_columns(w.events, now)), "events.insert",
-                                w.where)
+            tries = [0]
+
+            def insert_events() -> None:
+                rows = w.events if tries[0] == 0 else self._not_stored(w.events)  # a failed try may have landed
+                tries[0] += 1
+                if rows:
+                    self.store.insert("events", event_columns(rows, now))
+
+            await self._io_call(insert_events, "events.insert", w.where)
             m.EVENTS_STORED.inc(len(w.events))
         for a in w.publish:
             m.ALERTS.labels(a.detector, a.severity).inc()
@@ -405,9 +470,17 @@ class Scorer:
             by_tp.setdefault((r.topic, r.partition), []).append(r)
         alerts_out: list[tuple[Alert, Record]] = []
         parts = {}
+        stored: dict[TP, set[str]] = {}  # events an earlier owner stored already (see Part.recheck_stored)
         for (topic, partition), recs in by_tp.items():  # every await before any state changes: a cancel
             recs.sort(key=lambda r: r.offset)            # here leaves no partition half scored
-            parts[(topic, partition)] = await self._part(topic, partition, recs[0].offset)
+            part = parts[(topic, partition)] = await self._part(topic, partition, recs[0].offset)
+            kind = self._kinds.get(topic)
+            if part.recheck_stored and kind:
+                ids, lo, hi = ids_and_span([r for r in recs if r.offset >= part.offset])
+                if ids:
+                    stored[(topic, partition)] = await self._io_call(
+                        lambda k=kind, i=ids, a=lo, b=hi: self._stored_events(k, i, a, b), "events.known",
+                        {"topic": topic, "partition": partition, "offset": recs[0].offset})
         for (topic, partition), recs in by_tp.items():
             part = parts[(topic, partition)]
             fresh = [r for r in recs if r.offset >= part.offset]
@@ -439,7 +512,21 @@ class Scorer:
             m.STAGE_SECONDS.labels("decode").inc(t_eng - t_dec)
             m.STAGE_SECONDS.labels("score").inc(t_end - t_eng)
             scores = part.engine.scores
-            w.events += [(ev, raw, scores.get(ev.event_id, 0.0)) for ev, raw in zip(events, raws, strict=True)]
+            known = stored.get((topic, partition))
+            if known is not None:  # scored again (the state needs them), not stored again
+                if len(known) < len(events):
+                    part.recheck_stored = False  # past what the earlier owner stored
+                if known:
+                    log.info("events already stored by an earlier owner are not inserted again",
+                             extra={"topic": topic, "partition": partition, "offset": fresh[0].offset,
+                                    "events": len(known)})
+                    events_raws = [(ev, raw) for ev, raw in zip(events, raws, strict=True)
+                                   if ev.event_id not in known]
+                else:
+                    events_raws = list(zip(events, raws, strict=True))
+            else:
+                events_raws = list(zip(events, raws, strict=True))
+            w.events += [(ev, raw, scores.get(ev.event_id, 0.0)) for ev, raw in events_raws]
             for a in alerts:
                 alerts_out.append((a, by_id.get(a.evidence.event_ids[0], fresh[0])))
             part.offset = fresh[-1].offset + 1

@@ -15,6 +15,7 @@ from tests.fault.harness import (
     Run,
     WorkerProc,
     dead_letters,
+    minute_event_count,
     produce_in_background,
     published_alert_ids,
     reference_alert_ids,
@@ -39,6 +40,8 @@ def _sim(seed: int = 13) -> Simulation:
 
 def _check_accounting_and_alerts(run: Run, expected_events: int, reference: set[str]) -> set[str]:
     assert stored_event_ids(run) + len(dead_letters(run)) == expected_events
+    # events an earlier owner stored are not inserted again, so the dashboards' counts are right too
+    assert minute_event_count(run) == stored_event_ids(run), "events_minute counted re-delivered events twice"
     stored = stored_alerts(run)
     assert stored, "the run has attacks: it must raise alerts"
     assert max(stored.values()) == 1, "an alert_id appears twice in the alerts table"
