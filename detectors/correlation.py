@@ -93,6 +93,7 @@ class Correlator:
         self.horizon_ms = int(horizon_days * DAY)
         self.windows: dict[tuple[str, str, int], Window] = {}  # (tenant, principal, window index) -> Window
         self.newest = -1  # highest evidence ts seen, ms
+        self.pruned_to = -(1 << 62)  # windows ending before this were forgotten
         self.evidence_seen = 0
         self.alerts_emitted = 0
         self.evicted: dict[str, int] = {"idle": 0, "late": 0}
@@ -106,7 +107,8 @@ class Correlator:
             return None  # incidents are not evidence of a kind; the detector's own kind is the one counted
         if e.ts > self.newest:
             self.newest = e.ts
-            self._prune()
+            if self._horizon() > self.pruned_to:  # at most once per window of event time
+                self._prune()
         if e.ts < self._horizon():  # its window is forgotten already: cannot be judged the same on every run
             self.evicted["late"] += 1
             return None
@@ -135,7 +137,7 @@ class Correlator:
         return (self.newest - self.horizon_ms) // self.window_ms * self.window_ms
 
     def _prune(self) -> None:
-        horizon = self._horizon()
+        horizon = self.pruned_to = self._horizon()
         old = [k for k, w in self.windows.items() if (k[2] + 1) * self.window_ms <= horizon]
         for k in old:
             del self.windows[k]
@@ -162,7 +164,8 @@ class Correlator:
     # -- the engine's interface for checkpoints and health ----------------------------------
     def state(self) -> bytes:
         return pickle.dumps({"correlator": 1, "window_ms": self.window_ms, "horizon_ms": self.horizon_ms,
-                             "windows": self.windows, "newest": self.newest, "evidence_seen": self.evidence_seen,
+                             "windows": self.windows, "newest": self.newest, "pruned_to": self.pruned_to,
+                             "evidence_seen": self.evidence_seen,
                              "alerts_emitted": self.alerts_emitted, "evicted": self.evicted}, protocol=5)
 
     @classmethod
@@ -172,7 +175,7 @@ class Correlator:
             raise ValueError("not a correlator state")
         c = cls()
         c.window_ms, c.horizon_ms = d["window_ms"], d["horizon_ms"]
-        c.windows, c.newest = d["windows"], d["newest"]
+        c.windows, c.newest, c.pruned_to = d["windows"], d["newest"], d.get("pruned_to", c.pruned_to)
         c.evidence_seen, c.alerts_emitted, c.evicted = d["evidence_seen"], d["alerts_emitted"], dict(d["evicted"])
         return c
 

@@ -154,6 +154,59 @@ def produce_in_background(run: Run, sim: Simulation, rate: float) -> threading.T
     return t
 
 
+def cross_kind_rows(principals: int) -> list[dict]:
+    """Hand-made cross-kind activity, in event-time order: each principal's burst of denied reads (data_access)
+    and, for two in three of them, an agent acting for them runs a high-risk refund without approval half an
+    hour later (agent_execution). Principals start 15 minutes apart from 2026-11-02T00:00Z."""
+    t0 = 1_793_577_600_000
+    out: list[tuple[int, dict]] = []
+
+    def iso(ms: int) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+    for i in range(principals):
+        t = t0 + i * 900_000
+        who = f"p{i:04d}"
+        out += [(t + j * 5_000, {
+            "event_id": f"xk-{who}-d{j}", "kind": "data_access", "ts": iso(t + j * 5_000), "tenant": "acme",
+            "principal": who, "principal_department": "sales", "dataset": f"hr/file{j}",
+            "dataset_owner_department": "hr", "sensitivity": "restricted", "operation": "read", "rows": 0,
+            "granted": False}) for j in range(8)]
+        if i % 3:
+            out.append((t + 1_800_000, {
+                "event_id": f"xk-{who}-g", "kind": "agent_execution", "ts": iso(t + 1_800_000), "tenant": "acme",
+                "agent_id": f"agt-{who}", "agent_type": "helper", "session_id": f"s-{who}", "principal": who,
+                "action": "refund", "target_system": "billing", "privilege": "write", "risk_level": "high",
+                "approval": "bypassed", "triggered_by": "user", "outcome": "success"}))
+    return [r for _, r in sorted(out, key=lambda x: x[0])]
+
+
+def produce_rows(run: Run, rows: list[dict], rate: float) -> threading.Thread:
+    """Produce hand-made rows to their kinds' topics (keyed like the simulator), paced at ``rate`` rows/s."""
+    import msgspec
+    from kafka import KafkaProducer
+
+    from streams.simulator.output import PARTITION_KEY
+
+    def go() -> None:
+        producer = KafkaProducer(bootstrap_servers=run.settings.kafka_bootstrap, acks="all",
+                                 client_id="fault-rows")
+        enc = msgspec.json.Encoder()
+        t0 = time.monotonic()
+        for n, row in enumerate(rows):
+            kind = row["kind"]
+            producer.send(run.settings.topics()[kind], key=row[PARTITION_KEY[kind]].encode(), value=enc.encode(row))
+            ahead = n / rate - (time.monotonic() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+        producer.flush()
+        producer.close()
+
+    th = threading.Thread(target=go, daemon=True)
+    th.start()
+    return th
+
+
 def end_offsets(run: Run, topics: list[str]) -> dict[tuple[str, int], int]:
     c = KafkaConsumer(bootstrap_servers=run.settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
     try:
