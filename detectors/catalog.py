@@ -17,6 +17,7 @@ class Spec:
     title: str
     tags: tuple[str, ...]
     cooldown_s: int = 3600  # one alert per episode: hits less than this apart are folded into it
+    engine: bool = True  # raised by the engine; False: by the worker's correlator (detectors/correlation.py)
 
 
 CATALOG: dict[str, Spec] = {s.name: s for s in (
@@ -56,4 +57,6 @@ CATALOG: dict[str, Spec] = {s.name: s for s in (
          ("atlas:AML.T0034", "owasp-llm:LLM10")),
     Spec("risk.incident", "cross", "principal", "Risk accumulated across streams",
          ("atlas:AML.T0025",), cooldown_s=21_600),
+    Spec("risk.cross_kind", "cross", "principal", "Risk across streams: one principal's alerts in two or more kinds",
+         ("atlas:AML.T0025",), cooldown_s=21_600, engine=False),
 )}

@@ -196,6 +196,7 @@ class Engine:
         self.events_seen = 0
         self.alerts_emitted = 0
         self.scores: dict[str, float] = {}  # event_id -> highest detector score, for the last batch only
+        self.alert_principals: dict[str, str] = {}  # alert_id -> principal name, for the last batch's alerts only
         self.evicted: dict[str, int] = {"idle": 0, "cap": 0}  # entities forgotten, by reason
 
     # -- public API -------------------------------------------------------------------------
@@ -212,6 +213,7 @@ class Engine:
             return []
         alerts: list[Alert] = []
         scores: dict[str, float] = {}
+        self.alert_principals = {}
         start = 0
         for i, day_start, cap in [*self._cuts(events), (len(events), None, False)]:
             if i > start:
@@ -951,8 +953,16 @@ class Engine:
             a = self._alert(f)
             open_[key] = a
             out.append(a)
+            name = self._principal_name(f.principal)
+            if name:
+                self.alert_principals[a.alert_id] = name
             self._risk(f, a, out, open_)
         return out
+
+    def _principal_name(self, principal: int) -> str:
+        """The name of a principal id (without its tenant), '' if it has none."""
+        names = self.s.vocabs.principal.names
+        return names[principal].split(SEP, 1)[1] if 0 <= principal < len(names) else ""
 
     def _alert(self, f: Finding, detector: str | None = None) -> Alert:
         spec = CATALOG[detector or f.detector]
@@ -975,7 +985,7 @@ class Engine:
         dets = dets | {f.detector}
         s.risk[f.principal] = (risk, f.ts, dets)
         if risk >= cfg.risk_threshold or len(dets) >= cfg.risk_min_detectors:
-            name = s.vocabs.principal.names[f.principal].split(SEP, 1)[1]
+            name = self._principal_name(f.principal)
             key = ("risk.incident", name, f.tenant)
             last_inc = s.cooldown.get(key)
             if last_inc is not None and f.ts - last_inc < CATALOG["risk.incident"].cooldown_s * 1000:
@@ -990,6 +1000,8 @@ class Engine:
             alert = self._alert(inc)
             alert.tags = sorted({t for d in dets for t in CATALOG[d].tags})
             out.append(alert)
+            if name:
+                self.alert_principals[alert.alert_id] = name
             open_[key] = alert
 
 

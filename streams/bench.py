@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     base_rate = n_base / base_s
 
     t = Table("", "events", "events/s", "ratio to baseline", title="spyglass bench replay (same run, same input)")
-    active = len(CATALOG) - (0 if engine.config.behaviour else 1)  # api.behaviour_outlier is off by default
+    active = sum(s.engine for s in CATALOG.values()) - (0 if engine.config.behaviour else 1)  # behaviour: off
     t.add_row(f"engine (decode + {active} detectors, batches of {args.batch})", f"{len(raw):,}",
               f"{engine_rate:,.0f}", f"{engine_rate / base_rate:.1f}x")
     t.add_row("River MinMaxScaler|HalfSpaceTrees per event (decode + score + learn)", f"{n_base:,}",

@@ -20,10 +20,13 @@ import logging
 import os
 import secrets
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from detectors.correlation import Correlator
 from detectors.engine import Engine
 from schemas.errors import SpyglassError
 from streams.sinks.clickhouse import Store, sql_string
@@ -40,7 +43,7 @@ class Checkpoint:
     topic: str
     partition: int
     offset: int
-    engine: Engine
+    engine: Engine | Correlator  # a correlator for a partition of the risk-evidence topic
     written_at: datetime
 
 
@@ -95,8 +98,11 @@ class CheckpointStore:
             self.store.insert("engine_checkpoints", cols)
         return cols["bytes"]
 
-    def load(self, topic: str, partition: int) -> Checkpoint | None:
-        """The newest checkpoint of a partition, or None. Raises CheckpointError if it fails its check."""
+    def load(self, topic: str, partition: int,
+             restore: Callable[[bytes], Any] = Engine.from_state) -> Checkpoint | None:
+        """The newest checkpoint of a partition, or None. Raises CheckpointError if it fails its check.
+
+        ``restore`` turns the state back into its object (``Correlator.from_state`` for risk evidence)."""
         rows = self.store.query(
             "SELECT argMax(offset, offset), argMax(state, offset), argMax(digest, offset), count(), "  # noqa: S608
             "toUnixTimestamp(argMax(written_at, offset)) "
@@ -113,7 +119,7 @@ class CheckpointStore:
         if not hmac.compare_digest(self._digest(topic, partition, offset, blob), str(digest)):
             raise CheckpointError(f"checkpoint {topic}[{partition}]@{offset}: signature check failed; refusing it")
         try:
-            engine = Engine.from_state(zlib.decompress(blob))
+            engine = restore(zlib.decompress(blob))
         except Exception as exc:  # a signed blob that does not load: a version change, say
             raise CheckpointError(f"checkpoint {topic}[{partition}]@{offset}: cannot load ({exc})") from None
         return Checkpoint(topic, partition, offset, engine, datetime.fromtimestamp(int(rows[0][4]), UTC))

@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--no-migrate", action="store_true", help="do not create or upgrade the store's tables at start")
     w.set_defaults(func=_worker)
 
-    t = sub.add_parser("topics", help="create the event, alerts and dead-letter topics (idempotent)",
+    t = sub.add_parser("topics", help="create the event, alerts, dead-letter and risk-evidence topics (idempotent)",
                        description="Create the Kafka topics Spyglass uses, if missing.", epilog=EPILOG)
     ts = t.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
     tc = ts.add_parser("create", help="create missing topics with SPYGLASS_TOPIC_PARTITIONS partitions",

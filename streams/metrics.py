@@ -26,7 +26,8 @@ STORE_UP = Gauge("spyglass_store_up", "1 when the last store write succeeded, 0 
 EVENTS_STORED = Counter("spyglass_events_stored_total", "Events inserted into ClickHouse by the writer",
                         registry=REGISTRY)
 STAGE_SECONDS = Counter("spyglass_stage_seconds_total", "Seconds spent in each stage of the pipeline: decode, score "
-                        "(engine), publish (Kafka acks), store (ClickHouse inserts), checkpoint", ["stage"],
+                        "(engine), correlate (risk evidence), publish (Kafka acks), store (ClickHouse inserts), "
+                        "checkpoint", ["stage"],
                         registry=REGISTRY)
 PARTITIONS = Gauge("spyglass_partitions_owned", "Topic partitions this worker scores", registry=REGISTRY)
 ENTITIES = Gauge("spyglass_entities_tracked", "Entities with state in this worker's engines", registry=REGISTRY)

@@ -39,6 +39,7 @@ import msgspec
 from kafka.errors import KafkaError
 
 from detectors.alerts import Alert, encode_alert
+from detectors.correlation import Correlator, RiskEvidence, decode_evidence, encode_evidence, evidence_of
 from detectors.engine import Engine
 from schemas.errors import EventError
 from schemas.events import MAX_RECORD_BYTES, Event
@@ -99,11 +100,12 @@ class Record:
 
 @dataclass
 class Part:
-    """One topic partition this worker scores."""
+    """One topic partition this worker scores: an event topic's (an Engine) or the risk-evidence topic's
+    (a Correlator, which has the same small interface: state, entities, memory_bytes, evicted)."""
 
     topic: str
     partition: int
-    engine: Engine
+    engine: Engine | Correlator
     offset: int  # next offset the engine has not seen
     checkpoint_offset: int  # next offset the stored checkpoint has not seen
     checkpoint_at: float = field(default_factory=time.monotonic)  # when the last checkpoint was stored
@@ -136,6 +138,7 @@ class Writes:
     dead: list[tuple[Record, EventError]] = field(default_factory=list)
     alerts: list[tuple[Alert, Record]] = field(default_factory=list)  # to store (not stored before)
     publish: list[Alert] = field(default_factory=list)  # to publish (not on the alerts topic before)
+    evidence: list[RiskEvidence] = field(default_factory=list)  # to the risk-evidence topic, with the alerts
     events: list[tuple[Event, bytes, float]] = field(default_factory=list)
     touched: list[tuple[Part, int, int, int]] = field(default_factory=list)  # part, events, dead, alerts
     snapshots: list[Snapshot] = field(default_factory=list)
@@ -153,6 +156,7 @@ class Writes:
             out.dead += j.dead
             out.alerts += j.alerts
             out.publish += j.publish
+            out.evidence += j.evidence
             out.events += j.events
             out.touched += j.touched
             out.snapshots += j.snapshots
@@ -180,6 +184,7 @@ class Scorer:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spyglass-store")
         self._lock = asyncio.Lock()
         self._kinds = {t: k for k, t in settings.topics().items()}
+        self._evidence_topic = settings.topic_risk_evidence
         self._published_alerts = published_alerts
         self._scan_cache: tuple[int, float, set[str]] | None = None
         self._ack = ack
@@ -226,19 +231,25 @@ class Scorer:
         if part is not None:
             return part
         where = {"topic": topic, "partition": partition, "offset": first_offset}
+        evidence = topic == self._evidence_topic
+        restore = Correlator.from_state if evidence else Engine.from_state
         try:
-            cp = await self._io_call(lambda: self.checkpoints.load(topic, partition), "checkpoint.load", where)
+            cp = await self._io_call(lambda: self.checkpoints.load(topic, partition, restore), "checkpoint.load",
+                                     where)
         except CheckpointError as exc:
             log.error("checkpoint refused; this partition starts cold", extra={**where, "error": str(exc)})
             cp = None
         if cp is None:
-            part = Part(topic, partition, Engine(self.settings.engine_config()), offset=first_offset,
-                        checkpoint_offset=first_offset)
+            s = self.settings
+            fresh = (Correlator(s.correlation_window_hours, s.correlation_horizon_days) if evidence
+                     else Engine(s.engine_config()))
+            part = Part(topic, partition, fresh, offset=first_offset, checkpoint_offset=first_offset)
             since = 0
         else:
-            # the state bounds follow the settings, not the checkpoint: an operator can tighten them
-            cp.engine.config = replace(cp.engine.config, max_entities=self.settings.engine_max_entities,
-                                       idle_evict_days=self.settings.engine_idle_evict_days)
+            if isinstance(cp.engine, Engine):
+                # the state bounds follow the settings, not the checkpoint: an operator can tighten them
+                cp.engine.config = replace(cp.engine.config, max_entities=self.settings.engine_max_entities,
+                                           idle_evict_days=self.settings.engine_idle_evict_days)
             part = Part(topic, partition, cp.engine, offset=cp.offset, checkpoint_offset=cp.offset)
             since = int(cp.written_at.timestamp() - 120) * 1000
         # alerts an earlier owner raised from the records about to be re-scored: stored ones, and
@@ -408,6 +419,8 @@ class Scorer:
                 for r, err in w.dead]
         futs += [await self.publish(self.settings.topic_alerts, f"{a.tenant}/{a.entity}".encode(), encode_alert(a),
                                     None) for a in w.publish]
+        futs += [await self.publish(self._evidence_topic, f"{e.tenant}/{e.principal}".encode(), encode_evidence(e),
+                                    None) for e in w.evidence]
         if futs:
             await asyncio.gather(*futs)
         t1 = time.perf_counter()
@@ -468,7 +481,7 @@ class Scorer:
         by_tp: dict[TP, list[Record]] = {}
         for r in records:
             by_tp.setdefault((r.topic, r.partition), []).append(r)
-        alerts_out: list[tuple[Alert, Record]] = []
+        alerts_out: list[tuple[Alert, Record, str | None]] = []  # alert, its record, its principal (evidence)
         parts = {}
         stored: dict[TP, set[str]] = {}  # events an earlier owner stored already (see Part.recheck_stored)
         for (topic, partition), recs in by_tp.items():  # every await before any state changes: a cancel
@@ -488,6 +501,9 @@ class Scorer:
             if covered:  # a stored checkpoint reflects them already
                 self._ack(covered)
             if not fresh:
+                continue
+            if isinstance(part.engine, Correlator):
+                self._correlate(part, fresh, w, alerts_out)
                 continue
             kind = self._kinds.get(topic)
             events: list[Event] = []
@@ -527,25 +543,55 @@ class Scorer:
             else:
                 events_raws = list(zip(events, raws, strict=True))
             w.events += [(ev, raw, scores.get(ev.event_id, 0.0)) for ev, raw in events_raws]
+            principals = part.engine.alert_principals
             for a in alerts:
-                alerts_out.append((a, by_id.get(a.evidence.event_ids[0], fresh[0])))
+                alerts_out.append((a, by_id.get(a.evidence.event_ids[0], fresh[0]),
+                                   None if a.kind == "cross" else principals.get(a.alert_id)))
             part.offset = fresh[-1].offset + 1
             part.pending += fresh
             w.touched.append((part, len(events), n_dead, len(alerts)))
             if kind:
                 m.EVENTS_IN.labels(kind).inc(len(events))
         # after a crash, an alert the earlier owner published but did not store is stored, not published again
-        for a, r in alerts_out:
+        # its evidence goes out again with it (re-delivered evidence is ignored by the correlator)
+        for a, r, principal in alerts_out:
             part = self.parts[(r.topic, r.partition)]
             if a.alert_id not in part.stored_alerts:
                 w.alerts.append((a, r))
                 if a.alert_id not in part.published_alerts:
                     w.publish.append(a)
+                if principal:
+                    w.evidence.append(evidence_of(a, principal))
         now = self.clock()
         w.snapshots = [self._snapshot(part) for part, *_ in w.touched
                        if now - part.snapshot_at >= self.settings.worker_checkpoint_s]
         w.scored_s = time.perf_counter() - t0
         return w
+
+    def _correlate(self, part: Part, fresh: list[Record], w: Writes,
+                   alerts_out: list[tuple[Alert, Record, str | None]]) -> None:
+        """Records of a risk-evidence partition: to its correlator (they are not events, nothing is stored)."""
+        corr = part.engine
+        assert isinstance(corr, Correlator)
+        n_dead = n_alerts = 0
+        t0 = time.perf_counter()
+        evicted = dict(corr.evicted)
+        for r in fresh:
+            try:
+                ev = decode_evidence(r.value)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                w.dead.append((r, EventError("$", f"not a risk evidence record: {exc}")))
+                n_dead += 1
+                continue
+            a = corr.add(ev)
+            if a is not None:
+                alerts_out.append((a, r, None))
+                n_alerts += 1
+        m.count_evictions(evicted, corr.evicted)
+        m.STAGE_SECONDS.labels("correlate").inc(time.perf_counter() - t0)
+        part.offset = fresh[-1].offset + 1
+        part.pending += fresh
+        w.touched.append((part, 0, n_dead, n_alerts))
 
     async def _health(self, touched: list[tuple[Part, int, int, int]], seconds: float) -> None:
         """Per-partition health rows, written at most once a second (best effort, never holds the stream)."""

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     topic_agent_execution: str = Field("spyglass.agent-execution", description="Topic of agent_execution events")
     topic_alerts: str = Field("spyglass.alerts", description="Topic the alerts are published to")
     topic_dead_letter: str = Field("spyglass.dead-letter", description="Topic of records that failed decoding")
+    topic_risk_evidence: str = Field("spyglass.risk-evidence", description="Topic of the worker's risk evidence "
+                                     "(one record per engine alert with a principal, for cross-kind correlation)")
     topic_partitions: int = Field(4, ge=1, le=1024, description="Partitions per topic when Spyglass creates them")
 
     # --- Events ------------------------------------------------------------------------
@@ -87,6 +89,10 @@ class Settings(BaseSettings):
                                      "tracks at most; least recently seen are forgotten first (0: no cap)")
     engine_idle_evict_days: float = Field(30.0, ge=0, description="Entities unseen this long (event time) are "
                                           "forgotten (0: never)")
+    correlation_window_hours: float = Field(6.0, gt=0, le=168, description="risk.cross_kind: fixed event-time "
+                                            "window in which one principal's alerts of two kinds correlate")
+    correlation_horizon_days: float = Field(7.0, gt=0, description="risk.cross_kind: evidence this far (event "
+                                            "time) behind the newest of its partition is dropped")
     checkpoint_key: SecretStr | None = Field(
         None, description="HMAC key signing engine checkpoints (default: one generated in the stack dir)")
 

@@ -41,7 +41,8 @@ def _topics(settings: Settings, tag: str) -> Settings:
     return settings.model_copy(update={
         "topic_api_usage": f"bench-{tag}.api-usage", "topic_data_access": f"bench-{tag}.data-access",
         "topic_agent_execution": f"bench-{tag}.agent-execution", "topic_alerts": f"bench-{tag}.alerts",
-        "topic_dead_letter": f"bench-{tag}.dead-letter", "worker_group": f"bench-{tag}",
+        "topic_dead_letter": f"bench-{tag}.dead-letter", "topic_risk_evidence": f"bench-{tag}.risk-evidence",
+        "worker_group": f"bench-{tag}",
     })
 
 
@@ -197,7 +198,8 @@ def _latency(settings: Settings, db: str, rate: float, events: int, seed: int,
     port = free_port()
     url = settings.store().with_database(db)
     lat = settings.model_copy(update={k: getattr(settings, k) + "-lat"
-                                      for k in ("topic_api_usage", "topic_data_access", "topic_agent_execution")})
+                                      for k in ("topic_api_usage", "topic_data_access", "topic_agent_execution",
+                                                "topic_risk_evidence")})
     from streams.stack.kafka import ensure_topics
 
     ensure_topics(lat)
@@ -345,7 +347,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         for db in dbs.values():
             admin.execute(f"DROP DATABASE IF EXISTS {db}")
         admin.close()
-        lat_names = [f"{x}-lat" for x in s.topics().values()]
+        lat_names = [f"{x}-lat" for x in (*s.topics().values(), s.topic_risk_evidence)]
         delete_topics(s, names + lat_names)
     return 0
 

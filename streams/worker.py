@@ -1,4 +1,5 @@
-"""``spyglass worker``: the Faust app. Every fetch of the three event topics goes to one scoring handler.
+"""``spyglass worker``: the Faust app. Every fetch of the three event topics (and of the risk-evidence
+topic, correlated across kinds) goes to one scoring handler.
 
 Workers share partitions through Kafka's consumer group (the Faust app id). Each fetch of
 Faust's consumer comes whole to ``score`` (:mod:`streams.transport`), without Faust's
@@ -79,7 +80,8 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
 
     scorer = Scorer(settings, store, checkpoints, publish, ack=ack, worker=name, on_failure=crash,
                     published_alerts=lambda since_ms: published_alert_ids(settings, since_ms))
-    topics = app.topic(*settings.topics().values(), key_type=bytes, value_type=bytes,
+    # the event topics, and the risk evidence the engines publish (correlated across kinds: risk.cross_kind)
+    topics = app.topic(*settings.topics().values(), settings.topic_risk_evidence, key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw", internal=False)
 
     app.topics.add(topics)  # subscribed and acked through Faust's conductor; fetches come to score()

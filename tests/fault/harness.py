@@ -17,6 +17,7 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
+from detectors.correlation import Correlator, evidence_of
 from detectors.engine import Engine
 from schemas.errors import EventError
 from schemas.events import decode
@@ -45,7 +46,8 @@ class Run:
         settings = base.model_copy(update={
             "topic_api_usage": f"f-{tag}.api-usage", "topic_data_access": f"f-{tag}.data-access",
             "topic_agent_execution": f"f-{tag}.agent-execution", "topic_alerts": f"f-{tag}.alerts",
-            "topic_dead_letter": f"f-{tag}.dead-letter", "worker_group": f"f-{tag}",
+            "topic_dead_letter": f"f-{tag}.dead-letter", "topic_risk_evidence": f"f-{tag}.risk-evidence",
+            "worker_group": f"f-{tag}",
         })
         run = cls(settings, tmp)
         run.names = ensure_topics(settings, partitions=partitions)
@@ -57,6 +59,7 @@ class Run:
         s = self.settings
         settings = s.model_copy(update={"topic_alerts": f"{s.topic_alerts}-{suffix}",
                                         "topic_dead_letter": f"{s.topic_dead_letter}-{suffix}",
+                                        "topic_risk_evidence": f"{s.topic_risk_evidence}-{suffix}",
                                         "worker_group": f"{s.worker_group}-{suffix}"})
         other = Run(settings, self.tmp)
         other.names = ensure_topics(settings, partitions=3)
@@ -151,6 +154,59 @@ def produce_in_background(run: Run, sim: Simulation, rate: float) -> threading.T
     return t
 
 
+def cross_kind_rows(principals: int) -> list[dict]:
+    """Hand-made cross-kind activity, in event-time order: each principal's burst of denied reads (data_access)
+    and, for two in three of them, an agent acting for them runs a high-risk refund without approval half an
+    hour later (agent_execution). Principals start 15 minutes apart from 2026-11-02T00:00Z."""
+    t0 = 1_793_577_600_000
+    out: list[tuple[int, dict]] = []
+
+    def iso(ms: int) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+    for i in range(principals):
+        t = t0 + i * 900_000
+        who = f"p{i:04d}"
+        out += [(t + j * 5_000, {
+            "event_id": f"xk-{who}-d{j}", "kind": "data_access", "ts": iso(t + j * 5_000), "tenant": "acme",
+            "principal": who, "principal_department": "sales", "dataset": f"hr/file{j}",
+            "dataset_owner_department": "hr", "sensitivity": "restricted", "operation": "read", "rows": 0,
+            "granted": False}) for j in range(8)]
+        if i % 3:
+            out.append((t + 1_800_000, {
+                "event_id": f"xk-{who}-g", "kind": "agent_execution", "ts": iso(t + 1_800_000), "tenant": "acme",
+                "agent_id": f"agt-{who}", "agent_type": "helper", "session_id": f"s-{who}", "principal": who,
+                "action": "refund", "target_system": "billing", "privilege": "write", "risk_level": "high",
+                "approval": "bypassed", "triggered_by": "user", "outcome": "success"}))
+    return [r for _, r in sorted(out, key=lambda x: x[0])]
+
+
+def produce_rows(run: Run, rows: list[dict], rate: float) -> threading.Thread:
+    """Produce hand-made rows to their kinds' topics (keyed like the simulator), paced at ``rate`` rows/s."""
+    import msgspec
+    from kafka import KafkaProducer
+
+    from streams.simulator.output import PARTITION_KEY
+
+    def go() -> None:
+        producer = KafkaProducer(bootstrap_servers=run.settings.kafka_bootstrap, acks="all",
+                                 client_id="fault-rows")
+        enc = msgspec.json.Encoder()
+        t0 = time.monotonic()
+        for n, row in enumerate(rows):
+            kind = row["kind"]
+            producer.send(run.settings.topics()[kind], key=row[PARTITION_KEY[kind]].encode(), value=enc.encode(row))
+            ahead = n / rate - (time.monotonic() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+        producer.flush()
+        producer.close()
+
+    th = threading.Thread(target=go, daemon=True)
+    th.start()
+    return th
+
+
 def end_offsets(run: Run, topics: list[str]) -> dict[tuple[str, int], int]:
     c = KafkaConsumer(bootstrap_servers=run.settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
     try:
@@ -165,17 +221,21 @@ def committed(run: Run) -> dict[tuple[str, int], int]:
 
 
 def wait_committed(run: Run, expected: int, workers: list[WorkerProc], timeout_s: float = 240) -> None:
-    """Until the group has committed every record of the event topics (and all were produced)."""
+    """Until the group has committed every record of the event topics (and all were produced), and every
+    record of the risk-evidence topic their alerts gave (no end offset moved while the commits were read)."""
     deadline = time.monotonic() + timeout_s
     last = None
+    topics = [*run.event_topics(), run.settings.topic_risk_evidence]
+    events = set(run.event_topics())
     while time.monotonic() < deadline:
-        ends = end_offsets(run, run.event_topics())
-        if sum(ends.values()) >= expected:
+        ends = end_offsets(run, topics)
+        if sum(n for (t, _p), n in ends.items() if t in events) >= expected:
             try:
                 last = committed(run)
             except Exception:  # noqa: BLE001 - the broker may be restarting
                 last = None
-            if last is not None and all(last.get(tp, 0) >= end for tp, end in ends.items()):
+            if last is not None and all(last.get(tp, 0) >= end for tp, end in ends.items()) \
+                    and end_offsets(run, topics) == ends:
                 return
         time.sleep(1.0)
     logs = "\n\n".join(f"--- {w.name} ---\n{w.tail()}" for w in workers)
@@ -201,8 +261,10 @@ def read_topic(run: Run, topic: str, timeout_s: float = 30) -> list:
 
 
 def reference_alert_ids(run: Run) -> set[str]:
-    """What a fault-free run must give: one engine per partition over its records, offline."""
+    """What a fault-free run must give: one engine per partition over its records, offline, and the
+    correlator over the evidence of their alerts (in any order: it does not depend on it)."""
     ids: set[str] = set()
+    correlator = Correlator(run.settings.correlation_window_hours, run.settings.correlation_horizon_days)
     by_tp: dict[tuple[str, int], list] = {}
     for m in read_topic(run, run.settings.topic_api_usage) + read_topic(run, run.settings.topic_data_access) + \
             read_topic(run, run.settings.topic_agent_execution):
@@ -218,7 +280,11 @@ def reference_alert_ids(run: Run) -> set[str]:
             events.append(ev)
         eng = Engine()
         for i in range(0, len(events), 2_000):
-            ids.update(a.alert_id for a in eng.process(events[i: i + 2_000]))
+            alerts = eng.process(events[i: i + 2_000])
+            ids.update(a.alert_id for a in alerts)
+            ids.update(a.alert_id for a in correlator.process(
+                [evidence_of(a, eng.alert_principals[a.alert_id]) for a in alerts
+                 if a.kind != "cross" and a.alert_id in eng.alert_principals]))
     return ids
 
 

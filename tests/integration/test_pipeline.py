@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 
@@ -25,7 +26,7 @@ def fresh_topics(stack_settings: Settings):
     settings = stack_settings.model_copy(update={
         "topic_api_usage": f"t-{tag}.api-usage", "topic_data_access": f"t-{tag}.data-access",
         "topic_agent_execution": f"t-{tag}.agent-execution", "topic_alerts": f"t-{tag}.alerts",
-        "topic_dead_letter": f"t-{tag}.dead-letter",
+        "topic_dead_letter": f"t-{tag}.dead-letter", "topic_risk_evidence": f"t-{tag}.risk-evidence",
     })
     names = ensure_topics(settings, partitions=3)
     yield settings
@@ -157,3 +158,68 @@ def test_ingest_stores_good_events_and_dead_letters_bad_ones(fresh_topics: Setti
         assert h["spyglass.error.reason"]
     fields = [dict(m.headers)["spyglass.error.field"].decode() for m in dead]
     assert fields == ["$", "$.api_key_id", "$", "$.ts"]
+
+
+def _cross_kind_rows() -> tuple[list[dict], list[dict]]:
+    """mallory: a burst of denied reads (data_access), then an agent acting for her runs a high-risk refund
+    without approval (agent_execution) an hour later; bob: the same denials only (one kind)."""
+    data = [{"event_id": f"x-{who}-d{i}", "kind": "data_access", "ts": f"2026-11-02T10:00:{i * 5:02d}.000Z",
+             "tenant": "acme", "principal": who, "principal_department": "sales", "dataset": f"hr/file{i}",
+             "dataset_owner_department": "hr", "sensitivity": "restricted", "operation": "read", "rows": 0,
+             "granted": False} for who in ("mallory", "bob") for i in range(8)]
+    agent = [{"event_id": "x-g1", "kind": "agent_execution", "ts": "2026-11-02T11:00:00.000Z", "tenant": "acme",
+              "agent_id": "agt-x", "agent_type": "helper", "session_id": "sx", "principal": "mallory",
+              "action": "refund", "target_system": "billing", "privilege": "write", "risk_level": "high",
+              "approval": "bypassed", "triggered_by": "user", "outcome": "success"}]
+    return data, agent
+
+
+def test_the_worker_raises_cross_kind_risk_from_alerts_of_two_event_topics(stack_settings: Settings, tmp_path):
+    """One engine per topic partition never sees both kinds: the risk-evidence topic and the correlator do."""
+    from kafka import KafkaProducer
+
+    from detectors.alerts import alert_id
+    from detectors.correlation import HOUR, decode_evidence
+    from tests.fault.harness import Run, WorkerProc, read_topic, wait_committed
+
+    run = Run.create(stack_settings, tmp_path)
+    try:
+        data, agent = _cross_kind_rows()
+        producer = KafkaProducer(bootstrap_servers=run.settings.kafka_bootstrap, acks="all")
+        for r in data:
+            producer.send(run.settings.topic_data_access, key=r["principal"].encode(), value=json.dumps(r).encode())
+        for r in agent:
+            producer.send(run.settings.topic_agent_execution, key=r["agent_id"].encode(), value=json.dumps(r).encode())
+        producer.flush()
+        producer.close()
+        w = WorkerProc(run, "correlating").start()
+        try:
+            wait_committed(run, len(data) + len(agent), [w], timeout_s=120)
+        finally:
+            assert w.terminate() == 0, w.tail()
+
+        evidence = [decode_evidence(m.value) for m in read_topic(run, run.settings.topic_risk_evidence)]
+        assert {(e.principal, e.kind, e.detector) for e in evidence} >= {
+            ("mallory", "data_access", "data.denied_burst"), ("mallory", "agent_execution", "agent.approval_bypass"),
+            ("bob", "data_access", "data.denied_burst")}
+        st = run.store()
+        try:
+            rows = st.query(f"SELECT alert_id, detector, kind, entity_type, entity, tenant, source_topic "  # noqa: S608
+                            f"FROM {run.db}.alerts FINAL WHERE detector = 'risk.cross_kind'")
+            within = st.query(f"SELECT detector, entity FROM {run.db}.alerts FINAL "  # noqa: S608
+                              f"WHERE detector != 'risk.cross_kind' ORDER BY detector, entity")
+        finally:
+            st.close()
+        window = 1_793_613_600_000 // (6 * HOUR)  # 2026-11-02T10:00Z, in 6-hour windows
+        assert [tuple(r) for r in rows] == [(alert_id("risk.cross_kind", "acme", "mallory", f"bucket-{window}"),
+                                             "risk.cross_kind", "cross", "principal", "mallory", "acme",
+                                             run.settings.topic_risk_evidence)]
+        # the engines' own alerts are unchanged: each kind's, nothing across kinds from them
+        assert [tuple(r) for r in within] == [("agent.approval_bypass", "agt-x"), ("data.denied_burst", "bob"),
+                                              ("data.denied_burst", "mallory")]
+    finally:
+        run.cleanup()
+        with contextlib.suppress(Exception):
+            st = run.store()
+            st.execute(f"DROP DATABASE IF EXISTS {run.db}")
+            st.close()

@@ -569,7 +569,9 @@ PATTERNS = {  # detector -> its injected pattern: (minimal) -> (alerts, injected
     "agent.runaway": lambda m: _runaway(m),
     "risk.incident": lambda m: _incident("bypassed", m),
 }
-ON_BY_DEFAULT = [d for d in CATALOG if d != "api.behaviour_outlier" or EngineConfig().behaviour]
+# risk.cross_kind is the worker's correlator's (tests/unit/test_correlation.py), not the engine's
+ON_BY_DEFAULT = [d for d, spec in CATALOG.items()
+                 if spec.engine and (d != "api.behaviour_outlier" or EngineConfig().behaviour)]
 # detectors whose pattern is carried by an optional field: without it there is nothing to see
 NEEDS_OPTIONAL = {
     "api.new_scope": "scope_used",
