@@ -21,6 +21,7 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
 
@@ -43,7 +44,8 @@ class RiskEvidence(msgspec.Struct, kw_only=True, frozen=True):
     detector: str
     kind: str
     score: float
-    ts: int  # event time of the alert's first event, ms
+    ts: Annotated[int, msgspec.Meta(ge=0, le=253_402_300_799_999)]  # event time of the alert's first event, ms
+    # (bounded to years 1970-9999: a wild value can neither overflow the alert's times nor crash the writer)
     event_id: str
 
 

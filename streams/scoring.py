@@ -42,7 +42,7 @@ from detectors.alerts import Alert, encode_alert
 from detectors.correlation import Correlator, RiskEvidence, decode_evidence, encode_evidence, evidence_of
 from detectors.engine import Engine
 from schemas.errors import EventError
-from schemas.events import MAX_RECORD_BYTES, Event
+from schemas.events import ENTITY_FIELD, Event
 from schemas.rows import alert_columns, event_columns
 from streams import metrics as m
 from streams.checkpoints import CheckpointError, CheckpointStore
@@ -52,35 +52,35 @@ from streams.sinks.clickhouse import Store, StoreError, sql_string
 
 log = logging.getLogger("spyglass.worker")
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_.:@/+=-]{1,128}$")  # ids safe to quote in a query (others: not checked)
+_SAFE_ID = re.compile(r"[A-Za-z0-9_.:@/+=-]{1,128}")  # ids safe to quote in a query (others: not checked)
+EventKey = tuple[str, str, str]  # tenant, entity, event id: what identifies a stored event
 
 
-class _IdTs(msgspec.Struct):
-    event_id: str = ""
-    ts: str = ""
+def event_key(ev: Event) -> EventKey:
+    kind = type(ev).__struct_config__.tag
+    return ev.tenant, getattr(ev, ENTITY_FIELD[kind]), ev.event_id
 
 
-_id_ts = msgspec.json.Decoder(_IdTs)
-
-
-def ids_and_span(records: Sequence[Record]) -> tuple[list[str], int, int]:
-    """The (query-safe) event ids of raw records and the span of their times, epoch seconds."""
-    ids: list[str] = []
-    lo, hi = 2**62, 0
-    for r in records:
-        if not r.value or len(r.value) > MAX_RECORD_BYTES:  # a dead letter anyway
-            continue
-        try:
-            x = _id_ts.decode(r.value)
-            t = datetime.fromisoformat(x.ts)
-        except (msgspec.DecodeError, ValueError, RecursionError):  # bad input: a dead letter, never a crash
-            continue
-        if t.tzinfo is None or not _SAFE_ID.match(x.event_id):
-            continue
-        ids.append(x.event_id)
-        sec = int(t.timestamp())
-        lo, hi = min(lo, sec), max(hi, sec)
-    return ids, lo, hi
+def stored_event_keys(store: Store, events: Sequence[Event], chunk: int = 1_000) -> set[EventKey]:
+    """The keys of ``events`` that the ``events`` table holds already. Events whose id is not safe to
+    quote are not looked up (so never reported stored): at worst such an event is inserted twice."""
+    by_kind: dict[str, list[Event]] = {}
+    for ev in events:
+        if _SAFE_ID.fullmatch(ev.event_id):
+            by_kind.setdefault(type(ev).__struct_config__.tag, []).append(ev)
+    wanted = {event_key(ev) for evs in by_kind.values() for ev in evs}
+    found: set[EventKey] = set()
+    for kind, evs in by_kind.items():
+        secs = [int(ev.ts.timestamp()) for ev in evs]  # as stored: whole seconds
+        lo, hi = min(secs), max(secs)
+        for i in range(0, len(evs), chunk):
+            quoted = ", ".join(sql_string(ev.event_id) for ev in evs[i:i + chunk])
+            rows = store.query(
+                f"SELECT tenant, entity, event_id FROM {store.database}.events "  # noqa: S608 - ids checked, quoted
+                f"WHERE kind = {sql_string(kind)} AND ts >= toDateTime({lo}) AND ts <= toDateTime({hi}) "
+                f"AND event_id IN ({quoted})")
+            found.update(k for k in ((str(t), str(e), str(i_)) for t, e, i_ in rows) if k in wanted)
+    return found
 
 TP = tuple[str, int]
 Publish = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]] | None], Awaitable[Awaitable[Any]]]
@@ -279,27 +279,10 @@ class Scorer:
         self._scan_cache = (since_ms, self.clock(), ids)
         return ids
 
-    def _stored_events(self, kind: str, ids: list[str], lo: int, hi: int, chunk: int = 1_000) -> set[str]:
-        """Which of ``ids`` (events of ``kind`` between ``lo`` and ``hi``, epoch seconds) ``events`` holds."""
-        found: set[str] = set()
-        for i in range(0, len(ids), chunk):
-            quoted = ", ".join(sql_string(x) for x in ids[i:i + chunk])  # ids matched _SAFE_ID
-            found.update(r[0] for r in self.store.query(
-                f"SELECT event_id FROM {self.store.database}.events WHERE kind = {sql_string(kind)} "  # noqa: S608
-                f"AND ts >= toDateTime({int(lo)}) AND ts <= toDateTime({int(hi)}) AND event_id IN ({quoted})"))
-        return found
-
     def _not_stored(self, rows: list[tuple[Event, bytes, float]]) -> list[tuple[Event, bytes, float]]:
         """The rows whose events ``events`` does not hold yet (an insert retried after an error)."""
-        by_kind: dict[str, list[Event]] = {}
-        for ev, _, _ in rows:
-            if _SAFE_ID.match(ev.event_id):
-                by_kind.setdefault(type(ev).__struct_config__.tag, []).append(ev)
-        found: set[str] = set()
-        for kind, evs in by_kind.items():
-            secs = [int(ev.ts.timestamp()) for ev in evs]
-            found |= self._stored_events(kind, [ev.event_id for ev in evs], min(secs), max(secs))
-        return [row for row in rows if row[0].event_id not in found]
+        found = stored_event_keys(self.store, [ev for ev, _, _ in rows])
+        return [row for row in rows if event_key(row[0]) not in found]
 
     async def revoke(self, tps: Sequence[TP]) -> None:
         """Partitions leave this worker: write and checkpoint what they scored, then forget them."""
@@ -483,16 +466,20 @@ class Scorer:
             by_tp.setdefault((r.topic, r.partition), []).append(r)
         alerts_out: list[tuple[Alert, Record, str | None]] = []  # alert, its record, its principal (evidence)
         parts = {}
-        stored: dict[TP, set[str]] = {}  # events an earlier owner stored already (see Part.recheck_stored)
+        stored: dict[TP, set[EventKey]] = {}  # events an earlier owner stored already (see Part.recheck_stored)
+        decoded: dict[TP, list[tuple[Record, Event | EventError]]] = {}
         for (topic, partition), recs in by_tp.items():  # every await before any state changes: a cancel
             recs.sort(key=lambda r: r.offset)            # here leaves no partition half scored
             part = parts[(topic, partition)] = await self._part(topic, partition, recs[0].offset)
             kind = self._kinds.get(topic)
-            if part.recheck_stored and kind:
-                ids, lo, hi = ids_and_span([r for r in recs if r.offset >= part.offset])
-                if ids:
+            if part.recheck_stored and kind:  # decoding changes no state: done here, used below
+                dec = decoded[(topic, partition)] = [
+                    (r, decode_record(r.value, self.settings.default_tenant, kind))
+                    for r in recs if r.offset >= part.offset]
+                evs = [ev for _, ev in dec if not isinstance(ev, EventError)]
+                if evs:
                     stored[(topic, partition)] = await self._io_call(
-                        lambda k=kind, i=ids, a=lo, b=hi: self._stored_events(k, i, a, b), "events.known",
+                        lambda e=evs: stored_event_keys(self.store, e), "events.known",
                         {"topic": topic, "partition": partition, "offset": recs[0].offset})
         for (topic, partition), recs in by_tp.items():
             part = parts[(topic, partition)]
@@ -511,8 +498,9 @@ class Scorer:
             raws: list[bytes] = []
             n_dead = 0
             t_dec = time.perf_counter()
-            for r in fresh:
-                ev = decode_record(r.value, self.settings.default_tenant, kind)
+            pairs = decoded.get((topic, partition)) or [
+                (r, decode_record(r.value, self.settings.default_tenant, kind)) for r in fresh]
+            for r, ev in pairs:
                 if isinstance(ev, EventError):
                     w.dead.append((r, ev))
                     n_dead += 1
@@ -529,19 +517,16 @@ class Scorer:
             m.STAGE_SECONDS.labels("score").inc(t_end - t_eng)
             scores = part.engine.scores
             known = stored.get((topic, partition))
+            events_raws = list(zip(events, raws, strict=True))
             if known is not None:  # scored again (the state needs them), not stored again
-                if len(known) < len(events):
-                    part.recheck_stored = False  # past what the earlier owner stored
+                looked_up = {event_key(ev) for ev in events if _SAFE_ID.fullmatch(ev.event_id)}
+                if not looked_up <= known:
+                    part.recheck_stored = False  # past what the earlier owner stored (it wrote in offset order)
                 if known:
                     log.info("events already stored by an earlier owner are not inserted again",
                              extra={"topic": topic, "partition": partition, "offset": fresh[0].offset,
                                     "events": len(known)})
-                    events_raws = [(ev, raw) for ev, raw in zip(events, raws, strict=True)
-                                   if ev.event_id not in known]
-                else:
-                    events_raws = list(zip(events, raws, strict=True))
-            else:
-                events_raws = list(zip(events, raws, strict=True))
+                    events_raws = [(ev, raw) for ev, raw in events_raws if event_key(ev) not in known]
             w.events += [(ev, raw, scores.get(ev.event_id, 0.0)) for ev, raw in events_raws]
             principals = part.engine.alert_principals
             for a in alerts:
@@ -583,7 +568,12 @@ class Scorer:
                 w.dead.append((r, EventError("$", f"not a risk evidence record: {exc}")))
                 n_dead += 1
                 continue
-            a = corr.add(ev)
+            try:
+                a = corr.add(ev)
+            except (ValueError, OverflowError) as exc:  # never a poison pill: the record is refused, the stream goes on
+                w.dead.append((r, EventError("$", f"risk evidence refused: {exc}")))
+                n_dead += 1
+                continue
             if a is not None:
                 alerts_out.append((a, r, None))
                 n_alerts += 1

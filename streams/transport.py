@@ -61,8 +61,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 if records and not self.should_stop:
                     if self.flow_active:
                         batch = await self._take(records, active, read_offset)
-                    else:  # what Faust's getmany does when flow stopped during the fetch (a rebalance)
-                        await self.perform_seek()
+                    else:  # what Faust's getmany does when flow stopped during the fetch (a rebalance),
+                        try:  # and as it does, a failed seek (partitions gone mid-rebalance) is only logged
+                            await self.perform_seek()
+                        except Exception as exc:
+                            self.log.warning(f"exception performing seek when flow not active {exc}")
                 self.diag.unset_flag(CONSUMER_FETCHING)
                 await asyncio.sleep(0)  # let the loop breathe between fetches (health, timers, rebalances)
                 if not batch or self.should_stop:

@@ -115,22 +115,3 @@ def test_published_schema_requires_what_the_decoder_requires(kind, field):
     del d[field]
     assert list(validator(kind).iter_errors(d))
 
-
-def test_ids_and_span_reads_only_id_and_time_and_skips_what_it_cannot_quote():
-    from streams.scoring import Record, ids_and_span
-
-    def rec(value: bytes) -> Record:
-        return Record("t", 0, 0, None, value)
-
-    ids, lo, hi = ids_and_span([
-        rec(b'{"event_id":"e-1","ts":"2026-11-21T10:00:05.250Z","kind":"api_usage","extra":{"x":1}}'),
-        rec(b'{"event_id":"e-2","ts":"2026-11-21T10:00:01+00:00"}'),
-        rec(b'{"event_id":"it\'s","ts":"2026-11-21T10:00:00Z"}'),  # not query-safe: not checked
-        rec(b'{"event_id":"e-3","ts":"2026-11-21T09:00:00"}'),  # naive time: a dead letter anyway
-        rec(b'not json'),
-        rec(b''),
-        rec(b'{"event_id":"e-4","ts":"2026-11-21T10:00:00Z","x":' + b"[" * 5_000 + b"]" * 5_000 + b"}"),  # too deep
-        rec(b'{"event_id":"e-5","ts":"2026-11-21T10:00:00Z","k":"\xff\xfe"}'),  # bad UTF-8 in a field not read
-    ])
-    assert ids == ["e-1", "e-2", "e-5"]  # e-5 is checked (harmless): the full decoder makes it a dead letter
-    assert (lo, hi) == (1795255200, 1795255205)  # e-5 at 10:00:00 .. e-1 at 10:00:05.250, whole seconds

@@ -250,3 +250,32 @@ def test_prune_drops_only_expired_day_partitions(store):
     left = store.query(f"SELECT DISTINCT toYYYYMMDD(ts) FROM {store.database}.events ORDER BY 1")
     assert [str(r[0]) for r in left] == days[1:]
     assert prune(store, {"events": 1, "aggregates": 1}, today=today) == []
+
+
+def test_stored_event_keys_match_tenant_entity_and_id_not_the_id_alone(store):
+    """The worker's re-delivery check (``Part.recheck_stored``): which events of a batch are stored already."""
+    from datetime import UTC, datetime
+
+    from schemas.events import decode
+    from schemas.rows import event_columns
+    from streams.scoring import event_key, stored_event_keys
+
+    apply_ddl(store)
+
+    def ev(event_id: str, tenant: str, principal: str, ts: str = "2026-11-21T10:00:05.750Z"):
+        raw = (f'{{"kind":"data_access","event_id":"{event_id}","tenant":"{tenant}","ts":"{ts}",'
+               f'"principal":"{principal}","principal_department":"hr","dataset":"d","dataset_owner_department":"hr",'
+               f'"sensitivity":"internal","operation":"read","granted":true}}').encode()
+        e = decode(raw)
+        assert not hasattr(e, "field"), e
+        return e, raw
+
+    stored = [ev("e-1", "acme", "ana"), ev("e-2", "acme", "ana", "2026-11-21T10:00:00Z")]
+    store.insert("events", event_columns([(e, raw, 0.0) for e, raw in stored], datetime.now(UTC)))
+    batch = [e for e, _ in stored] + [
+        ev("e-1", "globex", "ana")[0],  # the same id from another tenant: a different event
+        ev("e-1", "acme", "bob")[0],  # ... or another entity
+        ev("e-3", "acme", "ana")[0],  # not stored
+        ev("it's", "acme", "ana")[0],  # not safe to quote: never looked up
+    ]
+    assert stored_event_keys(store, batch, chunk=2) == {event_key(e) for e, _ in stored}
