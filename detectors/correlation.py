@@ -19,6 +19,8 @@ the newest evidence of its partition is dropped (counted in ``evicted["late"]``)
 from __future__ import annotations
 
 import pickle
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated
@@ -33,6 +35,7 @@ DETECTOR = "risk.cross_kind"
 HOUR = 3_600_000
 DAY = 86_400_000
 MAX_EVIDENCE = 50
+MAX_WINDOW_ALERTS = 256  # alert ids a window remembers (re-delivery shortcut)
 
 
 class RiskEvidence(msgspec.Struct, kw_only=True, frozen=True):
@@ -95,15 +98,18 @@ class Window:
 class Correlator:
     """Raises ``risk.cross_kind`` from evidence records; the small interface of an engine for the worker."""
 
-    def __init__(self, window_hours: float = 6.0, horizon_days: float = 7.0) -> None:
+    def __init__(self, window_hours: float = 6.0, horizon_days: float = 7.0, *, max_windows: int = 1_000_000,
+                 clock: Callable[[], float] = time.time) -> None:
         self.window_ms = int(window_hours * HOUR)
         self.horizon_ms = int(horizon_days * DAY)
+        self.max_windows = max_windows  # beyond it the oldest tenth is forgotten (evicted["cap"])
+        self.clock = clock  # evidence more than a day ahead of it is refused: it would move the horizon
         self.windows: dict[tuple[str, str, int], Window] = {}  # (tenant, principal, window index) -> Window
         self.newest = -1  # highest evidence ts seen, ms
         self.pruned_to = -(1 << 62)  # windows ending before this were forgotten
         self.evidence_seen = 0
         self.alerts_emitted = 0
-        self.evicted: dict[str, int] = {"idle": 0, "late": 0}
+        self.evicted: dict[str, int] = {"idle": 0, "late": 0, "cap": 0}
         self.scores: dict[str, float] = {}  # an engine's per-event scores: a correlator scores no events
 
     def add(self, e: RiskEvidence) -> Alert | None:
@@ -112,6 +118,8 @@ class Correlator:
         spec = CATALOG.get(e.detector)
         if spec is None or spec.kind == "cross":
             return None  # incidents are not evidence of a kind; the detector's own kind is the one counted
+        if e.ts > self.clock() * 1000 + DAY:  # a wrong clock upstream must not forget every window here
+            raise ValueError(f"evidence time {_iso(e.ts)} is more than a day ahead of this worker's clock")
         if e.ts > self.newest:
             self.newest = e.ts
             if self._horizon() > self.pruned_to:  # at most once per window of event time
@@ -123,9 +131,12 @@ class Correlator:
         w = self.windows.get(key)
         if w is None:
             w = self.windows[key] = Window(first=e.ts, last=e.ts)
+            if len(self.windows) > self.max_windows:
+                self._cap()
         if e.alert_id in w.alerts:
             return None  # re-delivered
-        w.alerts.add(e.alert_id)
+        if len(w.alerts) < MAX_WINDOW_ALERTS:  # only a shortcut: every update below is idempotent anyway
+            w.alerts.add(e.alert_id)
         w.kinds[spec.kind] = max(w.kinds.get(spec.kind, 0.0), e.score)
         w.detectors.add(e.detector)
         if len(w.event_ids) < MAX_EVIDENCE:
@@ -149,6 +160,13 @@ class Correlator:
         for k in old:
             del self.windows[k]
         self.evicted["idle"] += len(old)
+
+    def _cap(self) -> None:
+        """Over ``max_windows``: forget the oldest tenth (a flood of principals; counted, never silent)."""
+        drop = sorted(self.windows, key=lambda k: k[2])[:max(1, self.max_windows // 10)]
+        for k in drop:
+            del self.windows[k]
+        self.evicted["cap"] = self.evicted.get("cap", 0) + len(drop)
 
     def _alert(self, key: tuple[str, str, int], w: Window) -> Alert:
         tenant, principal, index = key
@@ -183,7 +201,8 @@ class Correlator:
         c = cls()
         c.window_ms, c.horizon_ms = d["window_ms"], d["horizon_ms"]
         c.windows, c.newest, c.pruned_to = d["windows"], d["newest"], d.get("pruned_to", c.pruned_to)
-        c.evidence_seen, c.alerts_emitted, c.evicted = d["evidence_seen"], d["alerts_emitted"], dict(d["evicted"])
+        c.evidence_seen, c.alerts_emitted = d["evidence_seen"], d["alerts_emitted"]
+        c.evicted = {**c.evicted, **d["evicted"]}
         return c
 
     def entities(self) -> int:

@@ -148,3 +148,16 @@ def test_the_engine_names_the_principal_of_its_alerts():
     assert (e.kind, e.principal, e.event_id, e.alert_id) == ("agent_execution", "ana", bypass.evidence.event_ids[0],
                                                              bypass.alert_id)
     assert e.ts == int((t + timedelta(minutes=30)).timestamp() * 1000)
+
+
+def test_evidence_from_a_wrong_clock_is_refused_and_a_flood_of_windows_is_capped():
+    c = Correlator(clock=lambda: T0 / 1000)
+    with pytest.raises(ValueError, match="ahead of this worker's clock"):
+        c.add(ev(1, "data.volume_spike", T0 + 2 * 86_400_000))
+    assert c.newest == -1  # the horizon did not move
+    capped = Correlator(max_windows=100, clock=lambda: T0 / 1000)
+    for i in range(150):  # 150 principals, one window each
+        capped.add(RiskEvidence(alert_id=f"a{i}", tenant="t", principal=f"p{i}", detector="data.volume_spike",
+                                kind="data_access", score=0.5, ts=T0 - i * 60_000, event_id=f"e{i}"))
+    assert len(capped.windows) <= 100
+    assert capped.evicted["cap"] >= 50
