@@ -286,24 +286,32 @@ class Scorer:
 
     async def revoke(self, tps: Sequence[TP]) -> None:
         """Partitions leave this worker: write and checkpoint what they scored, then forget them."""
-        async with self._lock:
-            try:
-                # the rebalance waits for this; past half the session timeout (store down, say) this
-                # worker gives up its writes instead of finishing them later for partitions it lost
-                await asyncio.wait_for(self.flush(), timeout=max(self.settings.worker_session_timeout_s / 2, 1.0))
-                snaps = [self._snapshot(part) for part in (self.parts.get(tp) for tp in tps)
-                         if part is not None and part.pending]
-                if snaps:
-                    await self._save(snaps)
-            except TimeoutError:
-                self._fail(TimeoutError("writes still pending when partitions were revoked; given up so the new "
-                                        "owners re-score them"))
-            except Exception as exc:  # no checkpoint past writes that did not happen: the next owner re-scores
-                log.error("writes or checkpoint before revoke failed; the next owner re-scores from the last "
-                          "stored checkpoint", extra={"error": repr(exc)})
-            finally:
-                for tp in tps:
-                    self.parts.pop(tp, None)
+        # the rebalance waits for this; past half the session timeout (store down, say) this worker gives
+        # up its writes instead of finishing them later for partitions it lost. The wait for the scorer's
+        # lock is bounded the same way: the batch holding it may be retrying a store call.
+        timeout = max(self.settings.worker_session_timeout_s / 2, 1.0)
+        try:
+            await asyncio.wait_for(self._lock.acquire(), timeout=timeout)
+        except TimeoutError:  # the batch still holds its partitions: fail (no later checkpoint), never pull them
+            self._fail(TimeoutError("a batch was still being scored or queued when partitions were revoked; "
+                                    "given up so the new owners re-score it"))
+            return
+        try:
+            await asyncio.wait_for(self.flush(), timeout=timeout)
+            snaps = [self._snapshot(part) for part in (self.parts.get(tp) for tp in tps)
+                     if part is not None and part.pending]
+            if snaps:
+                await self._save(snaps)
+        except TimeoutError:
+            self._fail(TimeoutError("writes still pending when partitions were revoked; given up so the new "
+                                    "owners re-score them"))
+        except Exception as exc:  # no checkpoint past writes that did not happen: the next owner re-scores
+            log.error("writes or checkpoint before revoke failed; the next owner re-scores from the last "
+                      "stored checkpoint", extra={"error": repr(exc)})
+        finally:
+            for tp in tps:
+                self.parts.pop(tp, None)
+            self._lock.release()
 
     async def checkpoint_all(self) -> None:
         """Checkpoint every partition with pending records and wait until stored (clean shutdown)."""

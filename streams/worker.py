@@ -212,6 +212,26 @@ def warm_up() -> float:
     return seconds
 
 
+def _with_store_retries(fn: Any, what: str, give_up_after_s: float = 120.0) -> Any:
+    """``fn()`` retried with backoff while the store fails (a worker started while ClickHouse restarts
+    waits for it, as a running one does); past ``give_up_after_s`` the last error is raised (exit)."""
+    import time
+
+    from streams.sinks.clickhouse import StoreError
+
+    deadline = time.monotonic() + give_up_after_s
+    delay = 0.5
+    while True:
+        try:
+            return fn()
+        except StoreError as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.error(f"{what} failed; retrying", extra={"error": str(exc), "retry_in_s": delay})
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 def run_worker(settings: Settings, *, migrate: bool = True, loglevel: str = "INFO",
                worker_name: str | None = None) -> int:
     """Start a worker in the foreground until SIGTERM/SIGINT; returns its exit code."""
@@ -220,7 +240,7 @@ def run_worker(settings: Settings, *, migrate: bool = True, loglevel: str = "INF
     logging.config.dictConfig(m.logging_config(loglevel))
     store = open_store(settings.store())
     if migrate:
-        apply_ddl(store)
+        _with_store_retries(lambda: apply_ddl(store), "migrations")
     warm_up()
     app, scorer = build_app(settings, worker_name=worker_name, store=store)
     worker = faust.Worker(app, loglevel=loglevel, logging_config=m.logging_config(loglevel), quiet=True,

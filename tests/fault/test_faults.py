@@ -157,7 +157,11 @@ def test_clickhouse_down_30s_and_broker_restart_mid_run(run: Run, stack_settings
     w = WorkerProc(run, "survivor").start()
     try:
         producer = produce_in_background(run, sim, rate=3_000)
-        time.sleep(4)
+        deadline = time.monotonic() + 120  # mid-run: the worker has started and owns partitions (a busy
+        while not _owns_partitions(w) and time.monotonic() < deadline:  # machine starts it slower)
+            time.sleep(0.5)
+        assert _owns_partitions(w), w.tail()
+        time.sleep(2)
         stack.down(("clickhouse",))
         try:
             time.sleep(30)
