@@ -59,6 +59,7 @@ KINDS: Final = ("api_usage", "data_access", "agent_execution")
 ENTITY_FIELD: Final = {"api_usage": "api_key_id", "data_access": "principal", "agent_execution": "agent_id"}
 
 
+
 class Envelope(Struct, tag_field="kind", kw_only=True, omit_defaults=True):
     """Fields every event carries. ``kind`` is the tag that selects the struct."""
 
@@ -129,6 +130,13 @@ class AgentExecution(Envelope, tag="agent_execution"):
 
 
 Event = ApiUsage | DataAccess | AgentExecution
+
+
+def entity_of(event: Event) -> str:
+    """The entity an event is about (its kind's :data:`ENTITY_FIELD`): how its topic is keyed and stored."""
+    return getattr(event, ENTITY_FIELD[type(event).__struct_config__.tag])
+
+
 EVENT_TYPES: Final[dict[str, type[Envelope]]] = {
     "api_usage": ApiUsage,
     "data_access": DataAccess,

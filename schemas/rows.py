@@ -44,7 +44,7 @@ EVENT_COLUMNS = ("event_id", "kind", "ts", "ts_ms", "tenant", "source", "entity"
 
 def event_columns(rows: Sequence[tuple[Any, bytes, float]], ingested_at: datetime) -> dict[str, list[Any]]:
     """The ``events`` columns of (decoded event, its raw JSON, the highest score it got) rows."""
-    from schemas.events import ENTITY_FIELD
+    from schemas.events import entity_of
 
     cols: dict[str, list[Any]] = {name: [] for name in EVENT_COLUMNS}
     # DateTime columns get epoch seconds: both stores take them, and clickhouse-driver skips its
@@ -59,7 +59,7 @@ def event_columns(rows: Sequence[tuple[Any, bytes, float]], ingested_at: datetim
         cols["ts_ms"].append(ts.microsecond // 1000)
         cols["tenant"].append(ev.tenant)
         cols["source"].append(ev.source if isinstance(ev.source, str) else "")
-        cols["entity"].append(getattr(ev, ENTITY_FIELD[kind]))
+        cols["entity"].append(entity_of(ev))
         cols["principal"].append(ev.principal)
         cols["payload"].append(raw.decode("utf-8"))
         cols["ingested_at"].append(ingested)

@@ -42,7 +42,7 @@ from detectors.alerts import Alert, encode_alert
 from detectors.correlation import Correlator, RiskEvidence, decode_evidence, encode_evidence, evidence_of
 from detectors.engine import Engine
 from schemas.errors import EventError
-from schemas.events import ENTITY_FIELD, Event
+from schemas.events import Event, entity_of
 from schemas.rows import alert_columns, event_columns
 from streams import metrics as m
 from streams.checkpoints import CheckpointError, CheckpointStore
@@ -57,8 +57,7 @@ EventKey = tuple[str, str, str]  # tenant, entity, event id: what identifies a s
 
 
 def event_key(ev: Event) -> EventKey:
-    kind = type(ev).__struct_config__.tag
-    return ev.tenant, getattr(ev, ENTITY_FIELD[kind]), ev.event_id
+    return ev.tenant, entity_of(ev), ev.event_id
 
 
 def stored_event_keys(store: Store, events: Sequence[Event], chunk: int = 1_000) -> set[EventKey]:
@@ -95,7 +94,6 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
-    timestamp: int | None = None  # producer timestamp, ms
 
 
 @dataclass
@@ -110,7 +108,7 @@ class Part:
     checkpoint_offset: int  # next offset the stored checkpoint has not seen
     checkpoint_at: float = field(default_factory=time.monotonic)  # when the last checkpoint was stored
     snapshot_at: float = field(default_factory=time.monotonic)  # when the last checkpoint was taken
-    pending: list[Record] = field(default_factory=list)  # scored, not yet in a checkpoint
+    pending: list[int] = field(default_factory=list)  # offsets scored, not yet in a checkpoint (acked after it)
     stored_alerts: set[str] = field(default_factory=set)  # stored by an earlier owner: neither published nor stored
     published_alerts: set[str] = field(default_factory=set)  # on the alerts topic already: stored, not published
     highwater: int = -1
@@ -128,7 +126,7 @@ class Snapshot:
     offset: int
     state: bytes
     entities: int
-    records: list[Record]  # acked once the snapshot is stored
+    offsets: list[int]  # acked once the snapshot is stored
 
 
 @dataclass
@@ -168,7 +166,7 @@ class Scorer:
     """Owns one engine per assigned topic partition and drives the sinks for each batch."""
 
     def __init__(self, settings: Settings, store: Store, checkpoints: CheckpointStore, publish: Publish,
-                 *, ack: Callable[[list[Record]], None], worker: str = "worker",
+                 *, ack: Callable[[str, int, list[int]], None], worker: str = "worker",
                  on_failure: Callable[[BaseException], Any] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  published_alerts: Callable[[int], set[str]] | None = None) -> None:
@@ -351,7 +349,7 @@ class Scorer:
             part.checkpoint_at = now
             log.debug("checkpoint", extra={"topic": part.topic, "partition": part.partition, "offset": snap.offset,
                                            "bytes": size, "entities": snap.entities})
-            self._ack(snap.records)
+            self._ack(part.topic, part.partition, snap.offsets)
 
     # -- the writer stage --------------------------------------------------------------------
     async def _enqueue(self, w: Writes) -> None:
@@ -494,7 +492,7 @@ class Scorer:
             fresh = [r for r in recs if r.offset >= part.offset]
             covered = [r for r in recs if r.offset < part.checkpoint_offset]
             if covered:  # a stored checkpoint reflects them already
-                self._ack(covered)
+                self._ack(topic, partition, [r.offset for r in covered])
             if not fresh:
                 continue
             if isinstance(part.engine, Correlator):
@@ -541,7 +539,7 @@ class Scorer:
                 alerts_out.append((a, by_id.get(a.evidence.event_ids[0], fresh[0]),
                                    None if a.kind == "cross" else principals.get(a.alert_id)))
             part.offset = fresh[-1].offset + 1
-            part.pending += fresh
+            part.pending += [r.offset for r in fresh]
             w.touched.append((part, len(events), n_dead, len(alerts)))
             if kind:
                 m.EVENTS_IN.labels(kind).inc(len(events))
@@ -588,7 +586,7 @@ class Scorer:
         m.count_evictions(evicted, corr.evicted)
         m.STAGE_SECONDS.labels("correlate").inc(time.perf_counter() - t0)
         part.offset = fresh[-1].offset + 1
-        part.pending += fresh
+        part.pending += [r.offset for r in fresh]
         w.touched.append((part, 0, n_dead, n_alerts))
 
     async def _health(self, touched: list[tuple[Part, int, int, int]], seconds: float) -> None:

@@ -92,11 +92,13 @@ class BatchConsumer(faust_aiokafka.Consumer):
             if not recs or not (active is None or tp in active or tp in self._buffered_partitions):
                 continue
             r_offset = read_offset.get(tp)
-            if r_offset is not None:
+            if r_offset is not None and recs[0].offset < r_offset:  # records come in offset order
                 recs = [r for r in recs if r.offset >= r_offset]
                 if not recs:
                     continue
-            if self.app.topics.acks_enabled_for(tp.topic):
+            contiguous = recs[-1].offset - recs[0].offset == len(recs) - 1 and not (
+                r_offset and recs[0].offset - r_offset > 1)
+            if not contiguous and self.app.topics.acks_enabled_for(tp.topic):
                 # offsets that will never come (compaction, retention, aborted transactions): Faust's
                 # commit skips a registered gap instead of waiting for acks of them forever
                 prev = r_offset

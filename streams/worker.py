@@ -68,12 +68,8 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
     async def publish(topic: str, key_: bytes | None, value: bytes, headers: list | None) -> Any:
         return await app.producer.send(topic, key_, value, None, None, headers)
 
-    def ack(recs: list[Record]) -> None:  # Faust commits offsets up to the highest contiguous acked one
-        by_tp: dict[TP, list[int]] = {}
-        for r in recs:
-            by_tp.setdefault(TP(r.topic, r.partition), []).append(r.offset)
-        for tp, offsets in by_tp.items():
-            app.consumer.ack_offsets(tp, offsets)
+    def ack(topic: str, partition: int, offsets: list[int]) -> None:  # Faust commits up to the highest
+        app.consumer.ack_offsets(TP(topic, partition), offsets)               # contiguous acked offset
 
     def crash(exc: BaseException) -> None:  # the writer failed: exit (non-zero) and let the group move on
         asyncio.get_running_loop().create_task(app.crash(exc))
@@ -95,7 +91,7 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
         for tp, records in fetch.items():
             if tp not in owned:  # a fetch can outlive a rebalance: the new owner reads those
                 continue
-            recs += [Record(tp.topic, tp.partition, r.offset, r.key, r.value, r.timestamp) for r in records]
+            recs += [Record(tp.topic, tp.partition, r.offset, r.key, r.value) for r in records]
             part = scorer.parts.get((tp.topic, tp.partition))
             if part is not None:
                 part.highwater = app.consumer.highwater(tp) or -1

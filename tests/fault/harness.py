@@ -297,21 +297,21 @@ def stored_alerts(run: Run) -> Counter:
         st.close()
 
 
-def stored_event_ids(run: Run) -> int:
+def _count(run: Run, sql: str) -> int:
     st = run.store()
     try:
-        return int(st.query(f"SELECT uniqExact(event_id) FROM {run.db}.events")[0][0])  # noqa: S608
+        return int(st.query(sql)[0][0])
     finally:
         st.close()
+
+
+def stored_event_ids(run: Run) -> int:
+    return _count(run, f"SELECT uniqExact(event_id) FROM {run.db}.events")  # noqa: S608
 
 
 def minute_event_count(run: Run) -> int:
     """Events the per-minute view counted (each insert is counted: a row inserted twice counts twice)."""
-    st = run.store()
-    try:
-        return int(st.query(f"SELECT sum(events) FROM {run.db}.events_minute")[0][0])  # noqa: S608
-    finally:
-        st.close()
+    return _count(run, f"SELECT sum(events) FROM {run.db}.events_minute")  # noqa: S608
 
 
 def dead_letters(run: Run) -> list:

@@ -27,7 +27,7 @@ def test_revoke_gives_up_when_a_batch_holds_the_scorer_past_half_the_session_tim
 
     async def run() -> Scorer:
         store = _NoStore()
-        scorer = Scorer(settings, store, CheckpointStore(store, "g", b"k"), publish, ack=lambda _r: None,
+        scorer = Scorer(settings, store, CheckpointStore(store, "g", b"k"), publish, ack=lambda *_a: None,
                         on_failure=failures.append)
         await scorer._lock.acquire()  # a batch stuck in a store retry holds it
         t0 = asyncio.get_running_loop().time()
