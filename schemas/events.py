@@ -60,7 +60,7 @@ ENTITY_FIELD: Final = {"api_usage": "api_key_id", "data_access": "principal", "a
 
 
 
-class Envelope(Struct, tag_field="kind", kw_only=True, omit_defaults=True):
+class Envelope(Struct, tag_field="kind", kw_only=True, omit_defaults=True, gc=False):
     """Fields every event carries. ``kind`` is the tag that selects the struct."""
 
     event_id: EventId

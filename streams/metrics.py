@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -34,6 +36,38 @@ ENTITIES = Gauge("spyglass_entities_tracked", "Entities with state in this worke
 EVICTED = Counter("spyglass_entities_evicted_total", "Entities the engines forgot: idle past the horizon, or over "
                   "the cap (least recently seen first)", ["reason"], registry=REGISTRY)
 STATE_BYTES = Gauge("spyglass_state_bytes", "Bytes of per-entity state in this worker's engines", registry=REGISTRY)
+
+
+class _GcTime:
+    """Seconds the interpreter spent in garbage collection, per generation (every thread: the GIL is held).
+
+    Summed by a ``gc.callbacks`` hook into plain floats (a collection can start inside any allocation,
+    so the hook takes no lock) and exported as ``spyglass_gc_seconds_total`` when scraped."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self._t0 = 0.0
+
+    def _hook(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.seconds[info["generation"]] += time.perf_counter() - self._t0
+
+    def start(self) -> None:
+        if self._hook not in gc.callbacks:
+            gc.callbacks.append(self._hook)
+
+    def collect(self):  # the prometheus_client collector interface
+        c = CounterMetricFamily("spyglass_gc_seconds", "Seconds spent in garbage collection, by generation",
+                                labels=["generation"])
+        for gen, s in enumerate(self.seconds):
+            c.add_metric([str(gen)], s)
+        yield c
+
+
+GC_TIME = _GcTime()
+REGISTRY.register(GC_TIME)
 
 
 def count_evictions(before: dict[str, int], after: dict[str, int]) -> None:

@@ -29,11 +29,12 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from operator import attrgetter
+from typing import Any, Protocol
 
 import msgspec
 from kafka.errors import KafkaError
@@ -82,12 +83,24 @@ def stored_event_keys(store: Store, events: Sequence[Event], chunk: int = 1_000)
     return found
 
 TP = tuple[str, int]
+_OFFSET, _VALUE, _EVENT_ID = attrgetter("offset"), attrgetter("value"), attrgetter("event_id")
 Publish = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]] | None], Awaitable[Awaitable[Any]]]
 
 
+class Record(Protocol):
+    """One Kafka record as the worker sees it (acked by topic, partition and offset): aiokafka's own
+    ``ConsumerRecord`` as fetched, not copied (see :class:`KafkaRecord` to make one)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
 @dataclass(slots=True)
-class Record:
-    """One Kafka record as the worker sees it (acked by topic, partition and offset)."""
+class KafkaRecord:
+    """A :class:`Record` made by hand (tests, tools)."""
 
     topic: str
     partition: int
@@ -137,7 +150,9 @@ class Writes:
     alerts: list[tuple[Alert, Record]] = field(default_factory=list)  # to store (not stored before)
     publish: list[Alert] = field(default_factory=list)  # to publish (not on the alerts topic before)
     evidence: list[RiskEvidence] = field(default_factory=list)  # to the risk-evidence topic, with the alerts
-    events: list[tuple[Event, bytes, float]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)  # to store: the events, their raw JSON and scores
+    raws: list[bytes] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
     touched: list[tuple[Part, int, int, int]] = field(default_factory=list)  # part, events, dead, alerts
     snapshots: list[Snapshot] = field(default_factory=list)
     where: dict[str, Any] = field(default_factory=dict)
@@ -156,6 +171,8 @@ class Writes:
             out.publish += j.publish
             out.evidence += j.evidence
             out.events += j.events
+            out.raws += j.raws
+            out.scores += j.scores
             out.touched += j.touched
             out.snapshots += j.snapshots
             out.scored_s = max(out.scored_s, j.scored_s)
@@ -277,10 +294,11 @@ class Scorer:
         self._scan_cache = (since_ms, self.clock(), ids)
         return ids
 
-    def _not_stored(self, rows: list[tuple[Event, bytes, float]]) -> list[tuple[Event, bytes, float]]:
-        """The rows whose events ``events`` does not hold yet (an insert retried after an error)."""
-        found = stored_event_keys(self.store, [ev for ev, _, _ in rows])
-        return [row for row in rows if event_key(row[0]) not in found]
+    def _not_stored(self, w: Writes) -> tuple[list[Event], list[bytes], list[float]]:
+        """The events (with payloads and scores) ``events`` does not hold yet (an insert retried after an error)."""
+        found = stored_event_keys(self.store, w.events)
+        keep = [i for i, ev in enumerate(w.events) if event_key(ev) not in found]
+        return [w.events[i] for i in keep], [w.raws[i] for i in keep], [w.scores[i] for i in keep]
 
     async def revoke(self, tps: Sequence[TP]) -> None:
         """Partitions leave this worker: write and checkpoint what they scored, then forget them."""
@@ -428,10 +446,10 @@ class Scorer:
             tries = [0]
 
             def insert_events() -> None:
-                rows = w.events if tries[0] == 0 else self._not_stored(w.events)  # a failed try may have landed
-                tries[0] += 1
-                if rows:
-                    self.store.insert("events", event_columns(rows, now))
+                rows = (w.events, w.raws, w.scores) if tries[0] == 0 else self._not_stored(w)  # a failed try
+                tries[0] += 1                                                                   # may have landed
+                if rows[0]:
+                    self.store.insert("events", event_columns(*rows, now))
 
             await self._io_call(insert_events, "events.insert", w.where)
             m.EVENTS_STORED.inc(len(w.events))
@@ -450,12 +468,13 @@ class Scorer:
             await self._health(w.touched, seconds)
 
     # -- one batch -------------------------------------------------------------------------
-    async def handle(self, records: Sequence[Record]) -> None:
-        """Score a batch and queue its writes; its records are acked once a checkpoint covers them."""
+    async def handle(self, batches: Mapping[TP, Sequence[Record]]) -> None:
+        """Score a fetch (records by topic partition) and queue its writes; its records are acked once a
+        checkpoint covers them."""
         async with self._lock:
             if self._failed is not None:
                 raise self._failed
-            w = await self._score(records)
+            w = await self._score(batches)
             if w.events or w.dead or w.snapshots or w.touched:
                 try:
                     await self._enqueue(w)
@@ -464,56 +483,54 @@ class Scorer:
                                             "no later checkpoint is stored, its records are re-scored"), w.where)
                     raise
 
-    async def _score(self, records: Sequence[Record]) -> Writes:
+    async def _score(self, batches: Mapping[TP, Sequence[Record]]) -> Writes:
         t0 = time.perf_counter()
-        w = Writes(where={"topic": records[0].topic, "partition": records[0].partition, "offset": records[0].offset})
-        by_tp: dict[TP, list[Record]] = {}
-        for r in records:
-            by_tp.setdefault((r.topic, r.partition), []).append(r)
+        first = next(iter(batches.values()))[0]
+        w = Writes(where={"topic": first.topic, "partition": first.partition, "offset": first.offset})
         alerts_out: list[tuple[Alert, Record, str | None]] = []  # alert, its record, its principal (evidence)
         parts = {}
+        by_tp: dict[TP, list[Record]] = {}
         stored: dict[TP, set[EventKey]] = {}  # events an earlier owner stored already (see Part.recheck_stored)
-        decoded: dict[TP, list[tuple[Record, Event | EventError]]] = {}
-        for (topic, partition), recs in by_tp.items():  # every await before any state changes: a cancel
-            recs.sort(key=lambda r: r.offset)            # here leaves no partition half scored
+        decoded: dict[TP, list[Event | EventError]] = {}
+        tenant = self.settings.default_tenant
+        for (topic, partition), batch in batches.items():  # every await before any state changes: a cancel
+            if not batch:                                   # here leaves no partition half scored
+                continue
+            recs = by_tp[(topic, partition)] = sorted(batch, key=_OFFSET)
             part = parts[(topic, partition)] = await self._part(topic, partition, recs[0].offset)
             kind = self._kinds.get(topic)
             if part.recheck_stored and kind:  # decoding changes no state: done here, used below
-                dec = decoded[(topic, partition)] = [
-                    (r, decode_record(r.value, self.settings.default_tenant, kind))
-                    for r in recs if r.offset >= part.offset]
-                evs = [ev for _, ev in dec if not isinstance(ev, EventError)]
+                dec = decoded[(topic, partition)] = [decode_record(r.value, tenant, kind)
+                                                     for r in recs if r.offset >= part.offset]
+                evs = [ev for ev in dec if not isinstance(ev, EventError)]
                 if evs:
                     stored[(topic, partition)] = await self._io_call(
                         lambda e=evs: stored_event_keys(self.store, e), "events.known",
                         {"topic": topic, "partition": partition, "offset": recs[0].offset})
         for (topic, partition), recs in by_tp.items():
             part = parts[(topic, partition)]
-            fresh = [r for r in recs if r.offset >= part.offset]
-            covered = [r for r in recs if r.offset < part.checkpoint_offset]
-            if covered:  # a stored checkpoint reflects them already
-                self._ack(topic, partition, [r.offset for r in covered])
+            fresh = recs if recs[0].offset >= part.offset else [r for r in recs if r.offset >= part.offset]
+            if recs[0].offset < part.checkpoint_offset:  # a stored checkpoint reflects these already
+                self._ack(topic, partition, [r.offset for r in recs if r.offset < part.checkpoint_offset])
             if not fresh:
                 continue
             if isinstance(part.engine, Correlator):
                 self._correlate(part, fresh, w, alerts_out)
                 continue
             kind = self._kinds.get(topic)
-            events: list[Event] = []
-            by_id: dict[str, Record] = {}
-            raws: list[bytes] = []
-            n_dead = 0
             t_dec = time.perf_counter()
-            pairs = decoded.get((topic, partition)) or [
-                (r, decode_record(r.value, self.settings.default_tenant, kind)) for r in fresh]
-            for r, ev in pairs:
-                if isinstance(ev, EventError):
-                    w.dead.append((r, ev))
-                    n_dead += 1
-                    continue
-                events.append(ev)
-                raws.append(r.value or b"")
-                by_id.setdefault(ev.event_id, r)
+            decs = decoded.get((topic, partition)) or [decode_record(v, tenant, kind) for v in map(_VALUE, fresh)]
+            bad = [i for i, ev in enumerate(decs) if isinstance(ev, EventError)]
+            if bad:
+                for i in bad:
+                    w.dead.append((fresh[i], decs[i]))
+                ok = [i for i, ev in enumerate(decs) if not isinstance(ev, EventError)]
+                events: list[Event] = [decs[i] for i in ok]  # type: ignore[misc]
+                good = [fresh[i] for i in ok]
+            else:
+                events, good = decs, fresh  # type: ignore[assignment]
+            n_dead = len(bad)
+            raws = [v or b"" for v in map(_VALUE, good)]
             t_eng = time.perf_counter()
             evicted = dict(part.engine.evicted)
             alerts = part.engine.process(events) if events else []
@@ -521,9 +538,8 @@ class Scorer:
             t_end = time.perf_counter()
             m.STAGE_SECONDS.labels("decode").inc(t_eng - t_dec)
             m.STAGE_SECONDS.labels("score").inc(t_end - t_eng)
-            scores = part.engine.scores
             known = stored.get((topic, partition))
-            events_raws = list(zip(events, raws, strict=True))
+            keep_events, keep_raws = events, raws
             if known is not None:  # scored again (the state needs them), not stored again
                 looked_up = {event_key(ev) for ev in events if _SAFE_ID.fullmatch(ev.event_id)}
                 if not looked_up <= known:
@@ -532,8 +548,16 @@ class Scorer:
                     log.info("events already stored by an earlier owner are not inserted again",
                              extra={"topic": topic, "partition": partition, "offset": fresh[0].offset,
                                     "events": len(known)})
-                    events_raws = [(ev, raw) for ev, raw in events_raws if event_key(ev) not in known]
-            w.events += [(ev, raw, scores.get(ev.event_id, 0.0)) for ev, raw in events_raws]
+                    keep = [i for i, ev in enumerate(events) if event_key(ev) not in known]
+                    keep_events, keep_raws = [events[i] for i in keep], [raws[i] for i in keep]
+            score_of = part.engine.scores.get
+            w.events += keep_events
+            w.raws += keep_raws
+            w.scores += [score_of(i, 0.0) for i in map(_EVENT_ID, keep_events)]
+            if alerts:  # an alert's record: its first evidence event's (the first record with that id)
+                by_id: dict[str, Record] = {}
+                for ev, r in zip(events, good, strict=True):
+                    by_id.setdefault(ev.event_id, r)
             principals = part.engine.alert_principals
             for a in alerts:
                 alerts_out.append((a, by_id.get(a.evidence.event_ids[0], fresh[0]),

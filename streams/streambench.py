@@ -159,6 +159,8 @@ def _workers(settings: Settings, db: str, group: str, n_workers: int, n: int, tm
                 if k.startswith("spyglass_stage_seconds_total{"):
                     stage = k.split('"')[1]
                     stages[stage] = stages.get(stage, 0.0) + v
+                elif k.startswith("spyglass_gc_seconds_total{"):
+                    stages["gc"] = stages.get("gc", 0.0) + v
         if cpu0 and cpu1:
             stages.update({f"cpu:{k}": cpu1[k] - cpu0[k] for k in cpu1})
     finally:
@@ -317,6 +319,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         for k in STAGES:
             st.add_row(k, f"{stages1.get(k, 0.0):.2f}", f"{stages1.get(k, 0.0) / n * 1e6:,.1f}",
                        "event loop" if k in ("decode", "score", "snapshot") else "writer (awaits Kafka / store)")
+        if "gc" in stages1:
+            st.add_row("garbage collection", f"{stages1['gc']:.2f}", f"{stages1['gc'] / n * 1e6:,.1f}",
+                       "any (inside the stages above)")
         st.add_row("wall, first to last event", f"{one:.2f}", f"{one / n * 1e6:,.1f}", "")
         console.print(st)
         ct = Table(title="CPU used between the first and the last stored event (/proc, user + system)")

@@ -24,7 +24,7 @@ from prometheus_client import generate_latest
 
 from streams import metrics as m
 from streams.checkpoints import CheckpointStore, checkpoint_key
-from streams.scoring import Record, Scorer
+from streams.scoring import Scorer
 from streams.settings import Settings
 from streams.sinks.clickhouse import apply_ddl, open_store
 from streams.transport import BatchApp, Fetch
@@ -87,16 +87,16 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
         """One fetch: score it and queue its writes; records are acked when a checkpoint covers them."""
         started[:] = [True]
         owned = app.consumer.assignment()
-        recs = []
+        batches = {}
         for tp, records in fetch.items():
-            if tp not in owned:  # a fetch can outlive a rebalance: the new owner reads those
+            if tp not in owned or not records:  # a fetch can outlive a rebalance: the new owner reads those
                 continue
-            recs += [Record(tp.topic, tp.partition, r.offset, r.key, r.value) for r in records]
+            batches[tp] = records  # aiokafka's records as they are (a TP is a (topic, partition) tuple)
             part = scorer.parts.get((tp.topic, tp.partition))
             if part is not None:
                 part.highwater = app.consumer.highwater(tp) or -1
-        if recs:
-            await scorer.handle(recs)
+        if batches:
+            await scorer.handle(batches)
 
     app.batch_handler = score
 
@@ -208,6 +208,19 @@ def warm_up() -> float:
     return seconds
 
 
+def tune_gc(threshold: tuple[int, int, int] = (20_000, 20, 50)) -> None:
+    """Garbage collection for a long-running stream: what start-up built is frozen out of it, and
+    collections run less often. Every batch allocates thousands of short-lived objects; with Python's
+    default (700, 10, 10) collections took 10-15 µs of a worker's 36-44 µs of CPU per event in
+    ``spyglass bench stream``, about 3 µs with this (``spyglass_gc_seconds_total`` tracks it)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*threshold)
+    m.GC_TIME.start()
+
+
 def _with_store_retries(fn: Any, what: str, give_up_after_s: float = 120.0) -> Any:
     """``fn()`` retried with backoff while the store fails (a worker started while ClickHouse restarts
     waits for it, as a running one does); past ``give_up_after_s`` the last error is raised (exit)."""
@@ -239,6 +252,7 @@ def run_worker(settings: Settings, *, migrate: bool = True, loglevel: str = "INF
         _with_store_retries(lambda: apply_ddl(store), "migrations")
     warm_up()
     app, scorer = build_app(settings, worker_name=worker_name, store=store)
+    tune_gc()
     worker = faust.Worker(app, loglevel=loglevel, logging_config=m.logging_config(loglevel), quiet=True,
                           override_logging=False, redirect_stdouts=False)
     try:

@@ -125,9 +125,10 @@ class ChdbStore:
         if any(v and isinstance(v[0], list | tuple) for v in columns.values()):
             return self._insert_json(table, names, columns, n)
         # chDB's Python() table function reads a dict of lists from this frame, column by column.
-        # It takes no datetime objects: those go as epoch seconds, cast by the INSERT.
+        # It takes no datetime objects (they go as epoch seconds, cast by the INSERT) and no bytes.
         spyglass_batch = {  # noqa: F841 - read by chDB by name
-            k: [int(x.timestamp()) for x in v] if v and isinstance(v[0], datetime) else list(v)
+            k: [int(x.timestamp()) for x in v] if v and isinstance(v[0], datetime)
+            else [x.decode("utf-8") for x in v] if v and isinstance(v[0], bytes) else list(v)
             for k, v in columns.items()
         }
         cols = ", ".join(names)
@@ -225,7 +226,8 @@ class EventsSink:
             return
         from schemas.rows import event_columns
 
-        cols = event_columns([(ev, raw, 0.0) for ev, raw in batch], datetime.now(UTC))
+        cols = event_columns([ev for ev, _ in batch], [raw for _, raw in batch], [0.0] * len(batch),
+                             datetime.now(UTC))
         self.rows_written += self.store.insert("events", cols)
 
     def flush(self) -> None:

@@ -271,7 +271,8 @@ def test_stored_event_keys_match_tenant_entity_and_id_not_the_id_alone(store):
         return e, raw
 
     stored = [ev("e-1", "acme", "ana"), ev("e-2", "acme", "ana", "2026-11-21T10:00:00Z")]
-    store.insert("events", event_columns([(e, raw, 0.0) for e, raw in stored], datetime.now(UTC)))
+    store.insert("events", event_columns([e for e, _ in stored], [raw for _, raw in stored], [0.0, 0.0],
+                                         datetime.now(UTC)))
     batch = [e for e, _ in stored] + [
         ev("e-1", "globex", "ana")[0],  # the same id from another tenant: a different event
         ev("e-1", "acme", "bob")[0],  # ... or another entity
