@@ -8,6 +8,8 @@ directly and a checkpoint restores the same ids.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
+from operator import attrgetter
 
 import numpy as np
 
@@ -58,7 +60,12 @@ class Vocabs:
 
 
 def _ts_ms(events: list) -> np.ndarray:
-    return np.fromiter((int(e.ts.timestamp() * 1000) for e in events), dtype=np.int64, count=len(events))
+    """Event times in epoch milliseconds (truncated, as ``int(ts.timestamp() * 1000)``)."""
+    seconds = np.fromiter(map(_TIMESTAMP, map(_TS, events)), dtype=np.float64, count=len(events))
+    return (seconds * 1000).astype(np.int64)
+
+
+_TS, _TIMESTAMP = attrgetter("ts"), datetime.timestamp
 
 
 @dataclass
@@ -141,36 +148,37 @@ def _opt(vocab: Vocab, values: list[str | None]) -> np.ndarray:
     return np.fromiter((-1 if v is None else vocab.id(v) for v in values), dtype=np.int64, count=len(values))
 
 
-def to_batch(events: list[Event], v: Vocabs) -> Batch:
-    """Split decoded events by kind and intern strings into columns.
+def to_batch(events: list[Event], v: Vocabs, ts: np.ndarray | None = None) -> Batch:
+    """Split decoded events by kind and intern strings into columns (``ts``: their times, if known).
 
     Events keep their arrival order (no sort by event time): the engine's result must not depend
     on where a stream is cut into batches, and a per-batch sort would make it depend on that
     whenever a stream arrives slightly out of order. The kernels tolerate out-of-order time.
     """
-    parts: dict[type, tuple[list, list[int]]] = {ApiUsage: ([], []), DataAccess: ([], []), AgentExecution: ([], [])}
-    for i, e in enumerate(events):
-        evs, pos = parts[type(e)]
-        evs.append(e)
-        pos.append(i)
+    if ts is None:
+        ts = _ts_ms(events)
+    types = set(map(type, events))
+    if len(types) == 1:  # one kind (a worker's partition holds one topic's events): no split
+        kind = types.pop()
+        parts = {kind: (events, np.arange(len(events), dtype=np.int64))}
+    else:
+        idx: dict[type, list[int]] = {ApiUsage: [], DataAccess: [], AgentExecution: []}
+        for i, t in enumerate(map(type, events)):
+            idx[t].append(i)
+        parts = {k: ([events[i] for i in p], np.asarray(p, dtype=np.int64)) for k, p in idx.items() if p}
     cols = []
     for kind, build in ((ApiUsage, _api), (DataAccess, _data), (AgentExecution, _agent)):
-        evs, pos = parts[kind]
-        if evs:
-            c = build(evs, v)
-            c.pos = np.asarray(pos, dtype=np.int64)
+        if kind in parts:
+            evs, pos = parts[kind]
+            c = build(evs, ts[pos], v)
+            c.pos = pos
             cols.append(c)
         else:
             cols.append(None)
     return Batch(*cols)
 
 
-def _sorted(events: list) -> tuple[list, np.ndarray]:
-    return events, _ts_ms(events)
-
-
-def _api(events: list[ApiUsage], v: Vocabs) -> ApiColumns:
-    events, ts = _sorted(events)
+def _api(events: list[ApiUsage], ts: np.ndarray, v: Vocabs) -> ApiColumns:
     return ApiColumns(
         ts=ts,
         tenant=v.tenant.many([e.tenant for e in events]),
@@ -191,8 +199,7 @@ def _api(events: list[ApiUsage], v: Vocabs) -> ApiColumns:
     )
 
 
-def _data(events: list[DataAccess], v: Vocabs) -> DataColumns:
-    events, ts = _sorted(events)
+def _data(events: list[DataAccess], ts: np.ndarray, v: Vocabs) -> DataColumns:
     n = len(events)
     return DataColumns(
         ts=ts,
@@ -210,8 +217,7 @@ def _data(events: list[DataAccess], v: Vocabs) -> DataColumns:
     )
 
 
-def _agent(events: list[AgentExecution], v: Vocabs) -> AgentColumns:
-    events, ts = _sorted(events)
+def _agent(events: list[AgentExecution], ts: np.ndarray, v: Vocabs) -> AgentColumns:
     n = len(events)
     return AgentColumns(
         ts=ts,

@@ -215,9 +215,10 @@ class Engine:
         scores: dict[str, float] = {}
         self.alert_principals = {}
         start = 0
-        for i, day_start, cap in [*self._cuts(events), (len(events), None, False)]:
+        ts = _ts_ms(events)  # once: the cuts and the columns both need it
+        for i, day_start, cap in [*self._cuts(events, ts), (len(events), None, False)]:
             if i > start:
-                alerts += self._process(events[start:i])
+                alerts += self._process(events[start:i], ts[start:i])
                 for k, v in self.scores.items():
                     if v > scores.get(k, 0.0):
                         scores[k] = v
@@ -227,9 +228,9 @@ class Engine:
         self.scores = scores
         return alerts
 
-    def _process(self, events: list[Event]) -> list[Alert]:
-        """Score and learn events between two compaction points."""
-        batch = to_batch(events, self.s.vocabs)
+    def _process(self, events: list[Event], ts: np.ndarray | None = None) -> list[Alert]:
+        """Score and learn events between two compaction points (``ts``: their times, if known)."""
+        batch = to_batch(events, self.s.vocabs, ts)
         self.events_seen += len(batch)
         findings: list[Finding] = []
         if batch.api is not None:
@@ -289,7 +290,7 @@ class Engine:
         return unused_scopes(self.s, _iso)
 
     # -- bounded state ----------------------------------------------------------------------
-    def _cuts(self, events: list[Event]) -> list[tuple[int, int | None, bool]]:
+    def _cuts(self, events: list[Event], ts: np.ndarray) -> list[tuple[int, int | None, bool]]:
         """Where in ``events`` to compact: (index to compact before, day start or None, check the cap).
 
         Positions are fixed by the stream, not by the batch: before the first event whose running
@@ -300,7 +301,7 @@ class Engine:
         cfg = self.config
         cuts: dict[int, tuple[int | None, bool]] = {}
         if cfg.idle_evict_days > 0 or cfg.session_idle_hours > 0:
-            run = np.maximum(np.maximum.accumulate(_ts_ms(events)), self.s.watermark)
+            run = np.maximum(np.maximum.accumulate(ts), self.s.watermark)
             day = run // DAY
             prev = np.concatenate(([self.s.watermark // DAY], day[:-1]))
             for i in np.flatnonzero(day > prev).tolist():
@@ -738,9 +739,10 @@ class Engine:
         p_tot = p_hist[c.principal].sum(axis=1) + p_rank
         t_share = (t_hist[c.tenant, how] + _rank(pair(c.tenant, how))) / np.maximum(t_tot, 1) * 24
         p_share = (p_hist[c.principal, how] + _rank(pair(c.principal, how))) / np.maximum(p_tot, 1) * 24
-        for t in np.unique(c.tenant).tolist():
+        tenants, t_inv = np.unique(c.tenant, return_inverse=True)  # one dict look-up per tenant, not per event
+        for t in tenants.tolist():
             s.tenant_first.setdefault(t, int(c.ts[c.tenant == t][0]))
-        t_first = np.array([s.tenant_first[t] for t in c.tenant.tolist()], dtype=np.int64)
+        t_first = np.array([s.tenant_first[t] for t in tenants.tolist()], dtype=np.int64)[t_inv]
         history = (c.ts - t_first >= DAY) & (t_tot >= 500) & (p_before >= cfg.off_hours_min_events)
         # the principal's own share of this hour, starting from its peer group's (the tenant's) as a prior worth
         # `off_hours_prior` events: a thin profile is judged by the tenant, a rich one by itself (one stray event

@@ -71,7 +71,7 @@ def event_columns(events: Sequence[Any], raws: Sequence[bytes], scores: Sequence
         "principal": list(map(_PRINCIPAL, events)),
         "payload": list(raws),
         "ingested_at": [ingested] * len(events),
-        "score": [round(float(x), 4) for x in scores],
+        "score": [round(float(x), 4) if x else 0.0 for x in scores],  # most events score 0
     }
 
 

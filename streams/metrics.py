@@ -19,6 +19,9 @@ ALERTS = Counter("spyglass_alerts_total", "Alerts raised (first delivery only)",
                  registry=REGISTRY)
 BATCH_SECONDS = Histogram("spyglass_batch_seconds", "Batch latency: decode, score, publish and store",
                           buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=REGISTRY)
+ENGINE_BATCH = Histogram(
+    "spyglass_engine_batch_records", "Records one engine scores at a time (a partition's share of a fetch): its "
+    "per-call costs are spread over these", buckets=(10, 100, 250, 500, 1000, 2000, 5000, 10000), registry=REGISTRY)
 LAG = Gauge("spyglass_consumer_lag", "Records behind the partition's high-water mark", ["topic", "partition"],
             registry=REGISTRY)
 CHECKPOINT_AGE = Gauge("spyglass_checkpoint_age_seconds", "Seconds since the partition's state was checkpointed",

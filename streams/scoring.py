@@ -518,6 +518,7 @@ class Scorer:
                 self._correlate(part, fresh, w, alerts_out)
                 continue
             kind = self._kinds.get(topic)
+            m.ENGINE_BATCH.observe(len(fresh))
             t_dec = time.perf_counter()
             decs = decoded.get((topic, partition)) or [decode_record(v, tenant, kind) for v in map(_VALUE, fresh)]
             bad = [i for i, ev in enumerate(decs) if isinstance(ev, EventError)]
