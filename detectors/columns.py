@@ -41,8 +41,18 @@ class Vocab:
         return i
 
     def many(self, names: list[str]) -> np.ndarray:
-        get, add = self.ids.get, self.id
-        return np.fromiter(((get(n) if n in self.ids else add(n)) for n in names), dtype=np.int64, count=len(names))
+        """Ids of ``names``, new names added in order of first appearance."""
+        return self.many_opt(names)
+
+    def many_opt(self, names: list[str | None]) -> np.ndarray:
+        """As :meth:`many`, with -1 for a ``None`` (an optional field left out)."""
+        ids = list(map(self.ids.get, names))  # one C-level pass; the misses (new or None) are few
+        if None in ids:
+            for i, x in enumerate(ids):
+                if x is None:
+                    n = names[i]
+                    ids[i] = -1 if n is None else self.id(n)
+        return np.array(ids, dtype=np.int64)
 
 
 @dataclass
@@ -65,7 +75,7 @@ def _ts_ms(events: list) -> np.ndarray:
     return (seconds * 1000).astype(np.int64)
 
 
-_TS, _TIMESTAMP = attrgetter("ts"), datetime.timestamp
+_TS, _TENANT, _TIMESTAMP = attrgetter("ts"), attrgetter("tenant"), datetime.timestamp
 
 
 @dataclass
@@ -141,11 +151,11 @@ SEP = "\x1f"
 
 def scoped(events: list, attr: str) -> list[str]:
     """Entity names qualified by tenant: the same dataset name in two tenants is two entities."""
-    return [f"{e.tenant}{SEP}{getattr(e, attr)}" for e in events]
+    return [f"{t}{SEP}{x}" for t, x in zip(map(_TENANT, events), map(attrgetter(attr), events), strict=True)]
 
 
 def _opt(vocab: Vocab, values: list[str | None]) -> np.ndarray:
-    return np.fromiter((-1 if v is None else vocab.id(v) for v in values), dtype=np.int64, count=len(values))
+    return vocab.many_opt(values)
 
 
 def to_batch(events: list[Event], v: Vocabs, ts: np.ndarray | None = None) -> Batch:

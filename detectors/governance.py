@@ -12,6 +12,8 @@ grants are forgotten with it).
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 import msgspec
 import numpy as np
 
@@ -36,6 +38,9 @@ class UnusedScopes(msgspec.Struct, frozen=True):
     last_seen: str
 
 
+_GRANTED = attrgetter("scopes_granted")
+
+
 def learn_scopes(s, c: ApiColumns | None) -> None:
     """Add a batch's granted and used scopes to the ledger in ``s.scopes``."""
     if c is None:
@@ -43,17 +48,18 @@ def learn_scopes(s, c: ApiColumns | None) -> None:
     tok = s.vocabs.token
     combos: dict[tuple[str, ...], int] = {}
     combo_toks: list[np.ndarray] = []
-    cid = np.full(len(c.events), -1, dtype=np.int64)
-    for i, e in enumerate(c.events):
-        g = e.scopes_granted
+    ids: list[int] = []  # per event: its granted combination's index, -1 without one
+    for g in map(_GRANTED, c.events):
         if not g:
+            ids.append(-1)
             continue
         t = tuple(g)
         j = combos.get(t)
         if j is None:
             j = combos[t] = len(combo_toks)
             combo_toks.append(np.unique(tok.many(list(t))))
-        cid[i] = j
+        ids.append(j)
+    cid = np.array(ids, dtype=np.int64)
     sel = np.flatnonzero(cid >= 0)
     if sel.size:
         kc = np.unique(pair(c.key[sel], cid[sel]))
