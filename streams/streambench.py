@@ -143,8 +143,9 @@ def _workers(settings: Settings, db: str, group: str, n_workers: int, n: int, tm
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
-            done = sum(max(_metric(p, "spyglass_events_stored_total"), 0) for p in ports)  # stored, not just scored
-            lag = max(lag, sum(max(_metric(p, "spyglass_consumer_lag"), 0) for p in ports))
+            scraped = [scrape(p) or {} for p in ports]  # one scrape per worker and tick: it costs the worker CPU
+            done = sum(v.get("spyglass_events_stored_total", 0.0) for v in scraped)  # stored, not just scored
+            lag = max(lag, sum(v.get("spyglass_consumer_lag", 0.0) for v in scraped))
             now = time.perf_counter()
             if done > 0 and first is None:
                 first, cpu0 = now, cpu()
