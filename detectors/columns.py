@@ -40,12 +40,9 @@ class Vocab:
             self.names.append(name)
         return i
 
-    def many(self, names: list[str]) -> np.ndarray:
-        """Ids of ``names``, new names added in order of first appearance."""
-        return self.many_opt(names)
-
-    def many_opt(self, names: list[str | None]) -> np.ndarray:
-        """As :meth:`many`, with -1 for a ``None`` (an optional field left out)."""
+    def many(self, names: list[str] | list[str | None]) -> np.ndarray:
+        """Ids of ``names``, new names added in order of first appearance; -1 for a ``None`` (an optional
+        field left out)."""
         ids = list(map(self.ids.get, names))  # one C-level pass; the misses (new or None) are few
         if None in ids:
             for i, x in enumerate(ids):
@@ -154,19 +151,13 @@ def scoped(events: list, attr: str) -> list[str]:
     return [f"{t}{SEP}{x}" for t, x in zip(map(_TENANT, events), map(attrgetter(attr), events), strict=True)]
 
 
-def _opt(vocab: Vocab, values: list[str | None]) -> np.ndarray:
-    return vocab.many_opt(values)
-
-
-def to_batch(events: list[Event], v: Vocabs, ts: np.ndarray | None = None) -> Batch:
-    """Split decoded events by kind and intern strings into columns (``ts``: their times, if known).
+def to_batch(events: list[Event], v: Vocabs, ts: np.ndarray) -> Batch:
+    """Split decoded events (``ts``: their times, from :func:`_ts_ms`) by kind and intern strings into columns.
 
     Events keep their arrival order (no sort by event time): the engine's result must not depend
     on where a stream is cut into batches, and a per-batch sort would make it depend on that
     whenever a stream arrives slightly out of order. The kernels tolerate out-of-order time.
     """
-    if ts is None:
-        ts = _ts_ms(events)
     types = set(map(type, events))
     if len(types) == 1:  # one kind (a worker's partition holds one topic's events): no split
         kind = types.pop()
@@ -195,9 +186,9 @@ def _api(events: list[ApiUsage], ts: np.ndarray, v: Vocabs) -> ApiColumns:
         key=v.key.many(scoped(events, "api_key_id")),
         principal=v.principal.many(scoped(events, "principal")),
         ip=v.ip.many(scoped(events, "client_ip")),
-        agent_tok=_opt(v.token, [e.user_agent for e in events]),
-        scope=_opt(v.token, [e.scope_used for e in events]),
-        model=_opt(v.token, [e.model for e in events]),
+        agent_tok=v.token.many([e.user_agent for e in events]),
+        scope=v.token.many([e.scope_used for e in events]),
+        model=v.token.many([e.model for e in events]),
         auth_fail=np.fromiter((e.auth_result != "ok" for e in events), dtype=np.bool_, count=len(events)),
         tokens=np.fromiter(((e.tokens_in or 0) + (e.tokens_out or 0) for e in events), dtype=np.float64,
                            count=len(events)),
@@ -222,7 +213,7 @@ def _data(events: list[DataAccess], ts: np.ndarray, v: Vocabs) -> DataColumns:
         operation=np.fromiter((OPERATION[e.operation] for e in events), dtype=np.int64, count=n),
         rows=np.fromiter((float(e.rows or 0) for e in events), dtype=np.float64, count=n),
         granted=np.fromiter((e.granted for e in events), dtype=np.bool_, count=n),
-        ip=_opt(v.ip, [None if e.client_ip is None else f"{e.tenant}{SEP}{e.client_ip}" for e in events]),
+        ip=v.ip.many([None if e.client_ip is None else f"{e.tenant}{SEP}{e.client_ip}" for e in events]),
         events=events,
     )
 

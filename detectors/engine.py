@@ -228,8 +228,8 @@ class Engine:
         self.scores = scores
         return alerts
 
-    def _process(self, events: list[Event], ts: np.ndarray | None = None) -> list[Alert]:
-        """Score and learn events between two compaction points (``ts``: their times, if known)."""
+    def _process(self, events: list[Event], ts: np.ndarray) -> list[Alert]:
+        """Score and learn events between two compaction points (``ts``: their times)."""
         batch = to_batch(events, self.s.vocabs, ts)
         self.events_seen += len(batch)
         findings: list[Finding] = []

@@ -59,7 +59,6 @@ KINDS: Final = ("api_usage", "data_access", "agent_execution")
 ENTITY_FIELD: Final = {"api_usage": "api_key_id", "data_access": "principal", "agent_execution": "agent_id"}
 
 
-
 class Envelope(Struct, tag_field="kind", kw_only=True, omit_defaults=True, gc=False):
     """Fields every event carries. ``kind`` is the tag that selects the struct."""
 

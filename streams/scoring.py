@@ -82,6 +82,13 @@ def stored_event_keys(store: Store, events: Sequence[Event], chunk: int = 1_000)
             found.update(k for k in ((str(t), str(e), str(i_)) for t, e, i_ in rows) if k in wanted)
     return found
 
+def _without(keys: set[EventKey], events: list[Event], raws: list[bytes],
+             scores: list[float]) -> tuple[list[Event], list[bytes], list[float]]:
+    """The events (with their payloads and scores) whose keys are not in ``keys``."""
+    keep = [i for i, ev in enumerate(events) if event_key(ev) not in keys]
+    return [events[i] for i in keep], [raws[i] for i in keep], [scores[i] for i in keep]
+
+
 TP = tuple[str, int]
 _OFFSET, _VALUE, _EVENT_ID = attrgetter("offset"), attrgetter("value"), attrgetter("event_id")
 Publish = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]] | None], Awaitable[Awaitable[Any]]]
@@ -89,18 +96,7 @@ Publish = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]] | None], A
 
 class Record(Protocol):
     """One Kafka record as the worker sees it (acked by topic, partition and offset): aiokafka's own
-    ``ConsumerRecord`` as fetched, not copied (see :class:`KafkaRecord` to make one)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-@dataclass(slots=True)
-class KafkaRecord:
-    """A :class:`Record` made by hand (tests, tools)."""
+    ``ConsumerRecord`` as fetched, not copied."""
 
     topic: str
     partition: int
@@ -296,9 +292,7 @@ class Scorer:
 
     def _not_stored(self, w: Writes) -> tuple[list[Event], list[bytes], list[float]]:
         """The events (with payloads and scores) ``events`` does not hold yet (an insert retried after an error)."""
-        found = stored_event_keys(self.store, w.events)
-        keep = [i for i, ev in enumerate(w.events) if event_key(ev) not in found]
-        return [w.events[i] for i in keep], [w.raws[i] for i in keep], [w.scores[i] for i in keep]
+        return _without(stored_event_keys(self.store, w.events), w.events, w.raws, w.scores)
 
     async def revoke(self, tps: Sequence[TP]) -> None:
         """Partitions leave this worker: write and checkpoint what they scored, then forget them."""
@@ -540,7 +534,8 @@ class Scorer:
             m.STAGE_SECONDS.labels("decode").inc(t_eng - t_dec)
             m.STAGE_SECONDS.labels("score").inc(t_end - t_eng)
             known = stored.get((topic, partition))
-            keep_events, keep_raws = events, raws
+            score_of = part.engine.scores.get
+            keep = events, raws, [score_of(i, 0.0) for i in map(_EVENT_ID, events)]
             if known is not None:  # scored again (the state needs them), not stored again
                 looked_up = {event_key(ev) for ev in events if _SAFE_ID.fullmatch(ev.event_id)}
                 if not looked_up <= known:
@@ -549,12 +544,10 @@ class Scorer:
                     log.info("events already stored by an earlier owner are not inserted again",
                              extra={"topic": topic, "partition": partition, "offset": fresh[0].offset,
                                     "events": len(known)})
-                    keep = [i for i, ev in enumerate(events) if event_key(ev) not in known]
-                    keep_events, keep_raws = [events[i] for i in keep], [raws[i] for i in keep]
-            score_of = part.engine.scores.get
-            w.events += keep_events
-            w.raws += keep_raws
-            w.scores += [score_of(i, 0.0) for i in map(_EVENT_ID, keep_events)]
+                    keep = _without(known, *keep)
+            w.events += keep[0]
+            w.raws += keep[1]
+            w.scores += keep[2]
             if alerts:  # an alert's record: its first evidence event's (the first record with that id)
                 by_id: dict[str, Record] = {}
                 for ev, r in zip(events, good, strict=True):
