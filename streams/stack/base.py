@@ -68,8 +68,36 @@ class Service(Protocol):
 # --- ports -------------------------------------------------------------------------------
 
 
+_TCP_LISTEN = "0A"  # the LISTEN state in /proc/net/tcp
+
+
+def port_listening(port: int) -> bool | None:
+    """Whether a socket on this host listens on TCP ``port`` (any address), from ``/proc/net/tcp*``;
+    ``None`` where the kernel does not expose those tables."""
+    found = False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f, None)  # header
+                for line in f:
+                    fields = line.split(None, 4)
+                    if fields[3] == _TCP_LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        return True
+            found = True
+        except (OSError, IndexError, ValueError):
+            continue
+    return False if found else None
+
+
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
-    """Whether something accepts TCP connections on ``host:port``."""
+    """Whether something accepts TCP connections on ``host:port``.
+
+    Nothing connects while no socket listens on the port: a connect to a local port in the ephemeral
+    range can be given that same port as its source and connect to itself (a TCP simultaneous open),
+    and the port then stays taken (TIME_WAIT) so the server about to start cannot bind it.
+    """
+    if port_listening(port) is False:
+        return False
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True

@@ -22,6 +22,7 @@ from streams.stack.base import (
     ServiceStatus,
     pid_alive,
     pid_matches,
+    port_listening,
     port_open,
     read_pid,
     spawn,
@@ -264,6 +265,8 @@ class ClickHouseServerService:
         if pid is None:
             detail = f"port {port} is used by another process" if port_open(LOOPBACK, port) else "stopped"
             return ServiceStatus(self.name, False, None, self.endpoint, detail)
+        if self._version is None and port_listening(port) is False:
+            return ServiceStatus(self.name, False, pid, self.endpoint, "starting (port not listening yet)")
         if self._version is None:
             # query directly rather than probing the port: a bare probe logs a warning in the server log
             try:
@@ -283,6 +286,10 @@ class ClickHouseServerService:
                     f"the ClickHouse server exited during start-up; last log lines ({self.error_log}):\n"
                     + (tail(self.error_log, 10) + "\n" + tail(self.stdout_log, 10)).strip()
                 )
+            if port_listening(self.settings.clickhouse_tcp_port) is False:  # see port_open: no self-connects
+                last = "port not listening yet"
+                time.sleep(0.1)
+                continue
             try:
                 self._version = self._query_version()
                 return time.monotonic() - t0
