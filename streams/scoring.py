@@ -61,13 +61,17 @@ def event_key(ev: Event) -> EventKey:
     return ev.tenant, entity_of(ev), ev.event_id
 
 
+def _lookable(events: Sequence[Event]) -> list[Event]:
+    """The events whose id is safe to quote in a query: the only ones :func:`stored_event_keys` looks up."""
+    return [ev for ev in events if _SAFE_ID.fullmatch(ev.event_id)]
+
+
 def stored_event_keys(store: Store, events: Sequence[Event], chunk: int = 1_000) -> set[EventKey]:
     """The keys of ``events`` that the ``events`` table holds already. Events whose id is not safe to
     quote are not looked up (so never reported stored): at worst such an event is inserted twice."""
     by_kind: dict[str, list[Event]] = {}
-    for ev in events:
-        if _SAFE_ID.fullmatch(ev.event_id):
-            by_kind.setdefault(type(ev).__struct_config__.tag, []).append(ev)
+    for ev in _lookable(events):
+        by_kind.setdefault(type(ev).__struct_config__.tag, []).append(ev)
     wanted = {event_key(ev) for evs in by_kind.values() for ev in evs}
     found: set[EventKey] = set()
     for kind, evs in by_kind.items():
@@ -81,6 +85,7 @@ def stored_event_keys(store: Store, events: Sequence[Event], chunk: int = 1_000)
                 f"AND event_id IN ({quoted})")
             found.update(k for k in ((str(t), str(e), str(i_)) for t, e, i_ in rows) if k in wanted)
     return found
+
 
 def _without(keys: set[EventKey], events: list[Event], raws: list[bytes],
              scores: list[float]) -> tuple[list[Event], list[bytes], list[float]]:
@@ -537,7 +542,7 @@ class Scorer:
             score_of = part.engine.scores.get
             keep = events, raws, [score_of(i, 0.0) for i in map(_EVENT_ID, events)]
             if known is not None:  # scored again (the state needs them), not stored again
-                looked_up = {event_key(ev) for ev in events if _SAFE_ID.fullmatch(ev.event_id)}
+                looked_up = set(map(event_key, _lookable(events)))
                 if not looked_up <= known:
                     part.recheck_stored = False  # past what the earlier owner stored (it wrote in offset order)
                 if known:

@@ -246,9 +246,12 @@ class ClickHouseServerService:
     def _query_version(self, connect_timeout: float = 1.0) -> str:
         from clickhouse_driver import Client
 
+        port = self.settings.clickhouse_tcp_port
+        if port_listening(port) is False:  # no connect before the server listens: see port_open (self-connects)
+            raise ConnectionRefusedError(f"nothing listens on port {port} yet")
         client = Client(
             host=LOOPBACK,
-            port=self.settings.clickhouse_tcp_port,
+            port=port,
             connect_timeout=connect_timeout,
             send_receive_timeout=5,
             sync_request_timeout=5,
@@ -265,8 +268,6 @@ class ClickHouseServerService:
         if pid is None:
             detail = f"port {port} is used by another process" if port_open(LOOPBACK, port) else "stopped"
             return ServiceStatus(self.name, False, None, self.endpoint, detail)
-        if self._version is None and port_listening(port) is False:
-            return ServiceStatus(self.name, False, pid, self.endpoint, "starting (port not listening yet)")
         if self._version is None:
             # query directly rather than probing the port: a bare probe logs a warning in the server log
             try:
@@ -286,10 +287,6 @@ class ClickHouseServerService:
                     f"the ClickHouse server exited during start-up; last log lines ({self.error_log}):\n"
                     + (tail(self.error_log, 10) + "\n" + tail(self.stdout_log, 10)).strip()
                 )
-            if port_listening(self.settings.clickhouse_tcp_port) is False:  # see port_open: no self-connects
-                last = "port not listening yet"
-                time.sleep(0.1)
-                continue
             try:
                 self._version = self._query_version()
                 return time.monotonic() - t0

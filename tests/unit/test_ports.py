@@ -38,7 +38,7 @@ def test_ipv6_listener_seen() -> None:
 
 
 def test_closed_port_not_connected_to() -> None:
-    # With no listener, port_open must not even connect: a connect could self-connect and hold the port.
+    # With no listener, port_open answers False and leaves the port free for the server to bind.
     port = free_port()
     assert port_open(LOOPBACK, port) is False
     with socket.socket() as s:
