@@ -40,13 +40,48 @@ def _utc_seconds(ts: datetime | str) -> datetime:
 
 
 _TS, _EVENT_ID, _TENANT, _SOURCE, _PRINCIPAL = map(attrgetter, ("ts", "event_id", "tenant", "source", "principal"))
+MEASURES = ("flags", "rows", "bytes", "request_bytes", "response_bytes", "tokens_in", "tokens_out")
 EVENT_COLUMNS = ("event_id", "kind", "ts", "ts_ms", "tenant", "source", "entity", "principal", "payload",
-                 "ingested_at", "score")
+                 "ingested_at", "score", *MEASURES)
+
+# Bits of the ``flags`` column (migration 010): one per counter of ``events_minute``.
+AUTH_FAILURE, DENIED, SENSITIVE, CROSS_DEPARTMENT, PRIVILEGED, BYPASSED, UNTRUSTED, FAILED = (1 << i for i in range(8))
+
+
+def _api_flags(e: Any) -> int:
+    return AUTH_FAILURE if e.auth_result != "ok" else 0
+
+
+def _data_flags(e: Any) -> int:
+    return ((0 if e.granted else DENIED) | (SENSITIVE if e.sensitivity in ("confidential", "restricted") else 0)
+            | (CROSS_DEPARTMENT if e.principal_department != e.dataset_owner_department else 0))
+
+
+def _agent_flags(e: Any) -> int:
+    return ((PRIVILEGED if e.privilege == "admin" else 0) | (BYPASSED if e.approval == "bypassed" else 0)
+            | (UNTRUSTED if e.untrusted_input else 0) | (FAILED if e.outcome != "success" else 0))
+
+
+_FLAGS = {"api_usage": _api_flags, "data_access": _data_flags, "agent_execution": _agent_flags}
+
+
+def event_measures(events: Sequence[Any], kinds: Sequence[str]) -> dict[str, list[int]]:
+    """The typed measure columns of ``events`` (``flags`` and the volumes the per-minute view sums).
+
+    The rules are those of the DEFAULT expressions in migration 010, which compute the same values
+    from the payload for writers that leave these columns out; a test holds the two to each other.
+    """
+    out = {"flags": list(map(lambda e, k: _FLAGS[k](e), events, kinds))}
+    for name in MEASURES[1:]:  # column by column: no tuple per event for the collector to trace
+        out[name] = [getattr(e, name, None) or 0 for e in events]  # 0 where absent or the kind lacks it
+    return out
 
 
 def event_columns(events: Sequence[Any], raws: Sequence[bytes], scores: Sequence[float],
-                  ingested_at: datetime) -> dict[str, list[Any]]:
+                  ingested_at: datetime, *, measures: bool = True) -> dict[str, list[Any]]:
     """The ``events`` columns of decoded events, their raw JSON and the highest score each got.
+
+    ``measures=False`` leaves out :data:`MEASURES`, as a writer older than migration 010 does.
 
     Built column by column (one C-level pass per column, not eleven appends per event): the worker
     calls this for every event it stores. ``payload`` stays bytes (clickhouse-driver writes them
@@ -72,6 +107,7 @@ def event_columns(events: Sequence[Any], raws: Sequence[bytes], scores: Sequence
         "payload": list(raws),
         "ingested_at": [ingested] * len(events),
         "score": [round(float(x), 4) if x else 0.0 for x in scores],  # most events score 0
+        **(event_measures(events, kinds) if measures else {}),
     }
 
 

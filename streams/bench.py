@@ -178,8 +178,10 @@ def register(subparsers: Any) -> None:
     r.set_defaults(func=lambda args, settings: run(args))
 
     from streams.panelbench import register as register_panels
+    from streams.storebench import register as register_store
     from streams.streambench import register as register_stream
 
     register_stream(sub)
+    register_store(sub)
 
     register_panels(sub)

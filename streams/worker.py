@@ -22,6 +22,8 @@ import msgspec
 from faust.types import TP
 from prometheus_client import generate_latest
 
+from schemas.errors import ConfigError
+from schemas.migrate import pending
 from streams import metrics as m
 from streams.checkpoints import CheckpointStore, checkpoint_key
 from streams.scoring import Scorer
@@ -250,6 +252,13 @@ def run_worker(settings: Settings, *, migrate: bool = True, loglevel: str = "INF
     store = open_store(settings.store())
     if migrate:
         _with_store_retries(lambda: apply_ddl(store), "migrations")
+    else:  # the worker writes the newest columns: an older schema would fail every insert
+        behind = _with_store_retries(lambda: pending(store), "schema check")
+        if behind:
+            store.close()
+            raise ConfigError(f"the store's schema lacks migration(s) "
+                              f"{', '.join(f'{m.version:03d}_{m.name}' for m in behind)}: run `spyglass db migrate` "
+                              f"(or start the worker without --no-migrate)")
     warm_up()
     app, scorer = build_app(settings, worker_name=worker_name, store=store)
     tune_gc()

@@ -10,11 +10,20 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from schemas.migrate import load_migrations, migrate, prune
+from schemas.migrate import load_migrations, migrate, pending, prune
 from schemas.rows import alert_columns
 from streams.settings import Settings, StoreURL
 from streams.sinks.clickhouse import ChdbStore, EventsSink, NativeStore
-from tests.unit.storage_contract import CREATED, check_contract, sample_alerts, sample_events
+from tests.unit.storage_contract import (
+    CREATED,
+    MEASURE_QUERY,
+    MINUTE_TOTALS,
+    check_contract,
+    odd_events,
+    sample_alerts,
+    sample_events,
+    write_events,
+)
 
 PLAIN = [m for m in load_migrations() if not m.requires]  # what 18.16 gets (no roles: no RBAC)
 MINUTE_QUERY = (
@@ -64,6 +73,59 @@ def test_migrations_on_the_server_give_the_contract_and_the_views_agree_with_chd
         chdb.close()
     assert len(server[0]) > 100 and len(server[1]) == 3
     assert server == embedded  # same statements' results on 18.16 and on current ClickHouse
+
+
+def _measured(store, batches: list[tuple[list, bool]]) -> tuple[list, list]:
+    for batch, with_measures in batches:
+        write_events(store, batch, with_measures=with_measures)
+    return (store.query(MEASURE_QUERY.format(db=store.database)),
+            store.query(MINUTE_TOTALS.format(db=store.database)))
+
+
+def test_measures_on_the_server_equal_its_defaults_and_chdb(server_store, stack_settings: Settings, tmp_path):
+    """Migration 010 on 18.16: the worker's measures, the DEFAULT expressions (for writers that omit them) and chDB
+    agree."""
+    batch = sample_events() + odd_events()
+    migrate(server_store)
+    worker = _measured(server_store, [(batch, True)])
+    other = NativeStore(StoreURL.parse(
+        f"clickhouse://default@127.0.0.1:{stack_settings.clickhouse_tcp_port}/st_{uuid.uuid4().hex[:8]}"))
+    try:
+        migrate(other)
+        defaults = _measured(other, [(batch, False)])
+    finally:
+        other.execute(f"DROP DATABASE IF EXISTS {other.database}")
+        other.close()
+    chdb = ChdbStore(StoreURL.parse(f"chdb://{tmp_path / 'chdb'}"), database="st")
+    try:
+        migrate(chdb)
+        embedded = _measured(chdb, [(batch, True)])
+    finally:
+        chdb.close()
+    assert len(worker[0]) == len(batch) and len(worker[1]) == 3
+    assert worker == defaults == embedded
+
+
+def test_upgrade_to_the_measure_columns_on_the_server(server_store, stack_settings: Settings, tmp_path):
+    """A worker refuses a schema it cannot write; events written before, during and after the upgrade all count."""
+    batch = sample_events() + odd_events()
+    migrate(server_store, target=9)
+    assert [m.version for m in pending(server_store)] == [10]
+    url = f"clickhouse://default@127.0.0.1:{stack_settings.clickhouse_tcp_port}/{server_store.database}"
+    r = subprocess.run([sys.executable, "-m", "streams.cli", "worker", "--no-migrate"], capture_output=True,
+                       text=True, timeout=120, check=False, env={**os.environ, "SPYGLASS_CLICKHOUSE_URL": url})
+    assert r.returncode == 1 and "010_events_measures" in r.stderr and "spyglass db migrate" in r.stderr, r.stderr
+    write_events(server_store, batch[:1000], with_measures=False)  # an old worker, old schema
+    migrate(server_store)
+    assert pending(server_store) == []
+    upgraded = _measured(server_store, [(batch[1000:2000], False), (batch[2000:], True)])  # old and new workers
+    chdb = ChdbStore(StoreURL.parse(f"chdb://{tmp_path / 'chdb'}"), database="st")
+    try:
+        migrate(chdb)
+        fresh = _measured(chdb, [(batch, True)])
+    finally:
+        chdb.close()
+    assert upgraded == fresh
 
 
 def _migrate_cli(settings: Settings, url: str) -> subprocess.Popen:

@@ -15,7 +15,9 @@ CONTRACT: dict[str, list[tuple[str, str]]] = {
     "events": [
         ("event_id", "String"), ("kind", "String"), ("ts", "DateTime"), ("ts_ms", "UInt16"), ("tenant", "String"),
         ("source", "String"), ("entity", "String"), ("principal", "String"), ("payload", "String"),
-        ("ingested_at", "DateTime"), ("score", "Float32"),
+        ("ingested_at", "DateTime"), ("score", "Float32"), ("flags", "UInt8"), ("rows", "UInt64"),
+        ("bytes", "UInt64"), ("request_bytes", "UInt64"), ("response_bytes", "UInt64"), ("tokens_in", "UInt64"),
+        ("tokens_out", "UInt64"),
     ],
     "alerts": [
         ("alert_id", "String"), ("tenant", "String"), ("detector", "String"), ("kind", "String"),
@@ -88,6 +90,22 @@ def sample_alerts() -> list[Alert]:
 CREATED = datetime(2026, 11, 2, 11, 0, 0, tzinfo=UTC)
 
 
+MEASURE_QUERY = ("SELECT event_id, kind, flags, rows, bytes, request_bytes, response_bytes, tokens_in, tokens_out "
+                 "FROM {db}.events ORDER BY event_id, kind")
+MINUTE_TOTALS = (
+    "SELECT kind, sum(events), sum(auth_failures), sum(denied), sum(sensitive), sum(cross_department), "
+    "sum(privileged), sum(bypassed), sum(untrusted), sum(agent_failures), sum(rows), sum(bytes), sum(request_bytes), "
+    "sum(response_bytes), sum(tokens_in), sum(tokens_out) FROM {db}.events_minute GROUP BY kind ORDER BY kind")
+
+
+def write_events(store, batch: list[tuple[object, bytes]], *, with_measures: bool) -> None:
+    """Insert ``batch`` into ``events`` as the worker does, or as an older writer that omits the measures."""
+    from schemas.rows import event_columns
+
+    store.insert("events", event_columns([e for e, _ in batch], [r for _, r in batch], [0.0] * len(batch), CREATED,
+                                         measures=with_measures))
+
+
 def sample_events(n: int = 3000, seed: int = 9, days: int = 1) -> list[tuple[object, bytes]]:
     """(decoded event, raw JSON) pairs from the simulator; raw JSON has spaces after colons (json.dumps)."""
     from schemas.events import decode
@@ -97,3 +115,31 @@ def sample_events(n: int = 3000, seed: int = 9, days: int = 1) -> list[tuple[obj
     rows = [r for chunk in sim.chunks() for r in chunk.rows]
     return [(decode(json.dumps(r).encode()), json.dumps(r).encode()) for r in rows]
 
+
+
+def odd_events() -> list[tuple[object, bytes]]:
+    """Events for every ``flags`` bit and for absent optional fields, half with spaces after colons, half without."""
+    from schemas.events import decode
+
+    base = {json.loads(raw)["kind"]: json.loads(raw) for _e, raw in sample_events(n=600)}
+    assert set(base) == {"api_usage", "data_access", "agent_execution"}
+    changes = [
+        ("api_usage", {"auth_result": "expired"}, ("tokens_in", "tokens_out", "request_bytes")),
+        ("api_usage", {"auth_result": "ok", "tokens_in": 7, "response_bytes": 2**40}, ()),
+        ("data_access", {"granted": False, "sensitivity": "restricted", "principal_department": "hr",
+                         "dataset_owner_department": "finance"}, ("rows", "bytes")),
+        ("data_access", {"granted": True, "sensitivity": "confidential", "principal_department": "hr",
+                         "dataset_owner_department": "hr", "rows": 5, "bytes": 0}, ()),
+        ("agent_execution", {"privilege": "admin", "approval": "bypassed", "untrusted_input": True,
+                             "outcome": "blocked", "tokens_in": 3}, ("tokens_out",)),
+        ("agent_execution", {"privilege": "read", "approval": "approved", "outcome": "success"},
+         ("untrusted_input", "tokens_in", "tokens_out")),
+    ]
+    out = []
+    for i, (kind, set_, drop) in enumerate(changes):
+        for compact in (False, True):
+            r = {k: v for k, v in base[kind].items() if k not in drop} | set_
+            r["event_id"] = f"odd-{i}-{int(compact)}"
+            raw = json.dumps(r, separators=(",", ":") if compact else None).encode()
+            out.append((decode(raw), raw))
+    return out

@@ -18,12 +18,22 @@ from schemas.migrate import (
     apply_retention,
     load_migrations,
     migrate,
+    pending,
     prune,
 )
-from schemas.rows import ALERT_COLUMNS, alert_columns, alert_status_columns
+from schemas.rows import ALERT_COLUMNS, alert_columns, alert_status_columns, event_columns
 from streams.settings import StoreURL
 from streams.sinks.clickhouse import ChdbStore, EventsSink, apply_ddl, ddl_statements
-from tests.unit.storage_contract import CREATED, check_contract, sample_alerts, sample_events
+from tests.unit.storage_contract import (
+    CREATED,
+    MEASURE_QUERY,
+    MINUTE_TOTALS,
+    check_contract,
+    odd_events,
+    sample_alerts,
+    sample_events,
+    write_events,
+)
 
 ALL = frozenset(FEATURE_SINCE)
 
@@ -168,6 +178,51 @@ def test_events_minute_view_matches_the_raw_events(store):
     assert sum(want["data_access"].values()) > 0 and want["api_usage"]["auth_failures"] > 0
     per_minute = store.query(f"SELECT count() FROM (SELECT minute FROM {db}.events_minute GROUP BY minute)")[0][0]
     assert per_minute == len({json.loads(raw)["ts"][:16] for _e, raw in batch})
+
+
+def test_measures_the_worker_writes_equal_the_ones_the_server_computes_without_them(store):
+    """Migration 010: the worker's ``event_measures`` and the DEFAULT expressions for writers that omit them."""
+    batch = sample_events() + odd_events()
+    flags = [f for f in event_columns([e for e, _ in batch], [r for _, r in batch], [0.0] * len(batch),
+                                      CREATED)["flags"]]
+    assert all(any(f >> bit & 1 for f in flags) for bit in range(8))  # the sample sets every bit
+    migrate(store)
+    got = {}
+    for with_measures in (True, False):
+        store.database = f"{store.database}_{int(with_measures)}"
+        try:
+            migrate(store)
+            write_events(store, batch, with_measures=with_measures)
+            got[with_measures] = (store.query(MEASURE_QUERY.format(db=store.database)),
+                                  store.query(MINUTE_TOTALS.format(db=store.database)))
+        finally:
+            store.execute(f"DROP DATABASE IF EXISTS {store.database}")
+            store.database = store.database.rsplit("_", 1)[0]
+    assert len(got[True][0]) == len(batch) and len(got[True][1]) == 3
+    assert got[True] == got[False]
+
+
+def test_a_schema_upgraded_under_old_writers_keeps_every_count(store):
+    """Events written before migration 010 (no measure columns), and after it by old and new writers alike,
+    all reach the per-minute view with the same counts as the raw events give."""
+    batch = sample_events() + odd_events()
+    migrate(store, target=9)
+    assert [m.version for m in pending(store)] == [10]
+    write_events(store, batch[:1000], with_measures=False)  # an old worker, old schema
+    migrate(store)
+    assert pending(store) == []
+    write_events(store, batch[1000:2000], with_measures=False)  # an old worker, new schema
+    write_events(store, batch[2000:], with_measures=True)  # a new worker
+    db = store.database
+    rows = store.query(f"SELECT kind, {', '.join(f'sum({c})' for c in MINUTE_COLS)} "
+                       f"FROM {db}.events_minute GROUP BY kind ORDER BY kind")
+    want = _expected_minute_totals(batch)
+    for r in rows:
+        assert dict(zip(MINUTE_COLS, r[1:], strict=True)) == {c: want[r[0]][c] for c in MINUTE_COLS}, r[0]
+    assert [r[0] for r in rows] == sorted(want)
+    before = store.query(f"SELECT sum(flags > 0), sum(tokens_in) FROM {db}.events WHERE event_id IN "
+                         f"({', '.join(repr(json.loads(r)['event_id']) for _, r in batch[:1000])})")[0]
+    assert before[0] > 0 and before[1] > 0  # rows stored before the upgrade read their measures from payload
 
 
 def test_alerts_round_trip_and_feed_entity_risk(store):
