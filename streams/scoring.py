@@ -440,6 +440,7 @@ class Scorer:
             acols = alert_columns([a for a, _ in w.alerts], datetime.now(UTC).replace(microsecond=0),
                                   [(r.topic, r.partition, r.offset) for _, r in w.alerts])
             await self._io_call(lambda: self.store.insert("alerts", acols), "alerts.insert", w.where)
+            m.STORE_INSERTS.labels("alerts").inc()
         if w.events:  # the columns are built on the I/O thread too, off the event loop
             now = datetime.now(UTC)
             tries = [0]
@@ -451,6 +452,7 @@ class Scorer:
                     self.store.insert("events", event_columns(*rows, now))
 
             await self._io_call(insert_events, "events.insert", w.where)
+            m.STORE_INSERTS.labels("events").inc()
             m.EVENTS_STORED.inc(len(w.events))
         for a in w.publish:
             m.ALERTS.labels(a.detector, a.severity).inc()

@@ -162,6 +162,8 @@ def _workers(settings: Settings, db: str, group: str, n_workers: int, n: int, tm
                     stages[stage] = stages.get(stage, 0.0) + v
                 elif k.startswith("spyglass_gc_seconds_total{"):
                     stages["gc"] = stages.get("gc", 0.0) + v
+                elif k == 'spyglass_store_inserts_total{table="events"}':
+                    stages["inserts"] = stages.get("inserts", 0.0) + v
         if cpu0 and cpu1:
             stages.update({f"cpu:{k}": cpu1[k] - cpu0[k] for k in cpu1})
     finally:
@@ -325,6 +327,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                        "any (inside the stages above)")
         st.add_row("wall, first to last event", f"{one:.2f}", f"{one / n * 1e6:,.1f}", "")
         console.print(st)
+        if stages1.get("inserts"):
+            console.print(f"events inserts: {stages1['inserts']:,.0f}, {n / stages1['inserts']:,.0f} rows each "
+                          "on average (the writer merges the batches waiting for it)")
         ct = Table(title="CPU used between the first and the last stored event (/proc, user + system)")
         ct.add_column("process")
         ct.add_column("1 worker: µs per event", justify="right")

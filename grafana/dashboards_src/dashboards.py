@@ -321,25 +321,24 @@ def data_access() -> Board:
           .override_by_name("bytes", [dm.DynamicConfigValue(id_val="unit", value="bytes")]),
           f"""
           SELECT principal, {_p('dataset')} AS dataset, any({_p('sensitivity')}) AS sensitivity,
-                 count() AS accesses, sum(visitParamExtractUInt(payload, 'rows')) AS rows,
-                 sum(visitParamExtractUInt(payload, 'bytes')) AS bytes
+                 count() AS accesses, sum(rows) AS rows, sum(bytes) AS bytes
           FROM events
           WHERE $__timeFilter(ts) AND {da}
           GROUP BY principal, dataset
           ORDER BY bytes DESC, principal, dataset
           LIMIT 50
           """, ["principal", "dataset", "sensitivity", "accesses", "rows", "bytes"])
+    # flags (events, migration 010): 2 denied, 4 sensitive (confidential or restricted), 8 cross-department
     b.add(table.Panel().title("Cross-department access to confidential and restricted data").span(12).height(10)
           .override_by_name("bytes", [dm.DynamicConfigValue(id_val="unit", value="bytes")]),
           f"""
           SELECT principal, {_p('principal_department')} AS department, {_p('dataset')} AS dataset,
                  {_p('dataset_owner_department')} AS owner_department, {_p('sensitivity')} AS sensitivity,
-                 count() AS accesses, countIf(visitParamExtractBool(payload, 'granted') = 0) AS denied,
-                 sum(visitParamExtractUInt(payload, 'bytes')) AS bytes, max(ts) AS last_seen
+                 count() AS accesses, countIf(bitAnd(flags, 2) != 0) AS denied,
+                 sum(bytes) AS bytes, max(ts) AS last_seen
           FROM events
           WHERE $__timeFilter(ts) AND {da}
-            AND {_p('sensitivity')} IN ('confidential', 'restricted')
-            AND {_p('principal_department')} != {_p('dataset_owner_department')}
+            AND bitAnd(flags, 12) = 12
           GROUP BY principal, department, dataset, owner_department, sensitivity
           ORDER BY accesses DESC, principal, dataset
           LIMIT 100
