@@ -237,7 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--name", default=None, help="worker name in logs, metrics and checkpoints (default host-pid)")
     w.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    w.add_argument("--no-migrate", action="store_true", help="do not create or upgrade the store's tables at start")
+    w.add_argument("--no-migrate", action="store_true",
+                   help="do not create or upgrade the store's tables at start (a schema that lacks a migration "
+                   "is refused)")
     w.set_defaults(func=_worker)
 
     t = sub.add_parser("topics", help="create the event, alerts, dead-letter and risk-evidence topics (idempotent)",

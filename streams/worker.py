@@ -256,8 +256,8 @@ def run_worker(settings: Settings, *, migrate: bool = True, loglevel: str = "INF
         behind = _with_store_retries(lambda: pending(store), "schema check")
         if behind:
             store.close()
-            raise ConfigError(f"the store's schema lacks migration(s) "
-                              f"{', '.join(f'{m.version:03d}_{m.name}' for m in behind)}: run `spyglass db migrate` "
+            names = ", ".join(f"{mig.version:03d}_{mig.name}" for mig in behind)
+            raise ConfigError(f"the store's schema lacks migration(s) {names}: run `spyglass db migrate` "
                               f"(or start the worker without --no-migrate)")
     warm_up()
     app, scorer = build_app(settings, worker_name=worker_name, store=store)
