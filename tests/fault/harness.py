@@ -21,7 +21,7 @@ from detectors.correlation import Correlator, evidence_of
 from detectors.engine import Engine
 from schemas.errors import EventError
 from schemas.events import decode
-from streams.settings import Settings
+from streams.settings import Settings, StoreURL
 from streams.simulator.output import produce_kafka
 from streams.simulator.run import Simulation
 from streams.sinks.clickhouse import NativeStore
@@ -87,8 +87,15 @@ class Run:
         return list(self.settings.topics().values())
 
     def cleanup(self) -> None:
+        """Delete the run's topics and database (a reused stack would otherwise gather them)."""
         with contextlib.suppress(Exception):  # best effort
             delete_topics(self.settings, self.names)
+        with contextlib.suppress(Exception):
+            store = NativeStore(StoreURL.parse(self.store_url))
+            try:
+                store.execute(f"DROP DATABASE IF EXISTS {self.db}")
+            finally:
+                store.close()
 
 
 class WorkerProc:
