@@ -1,9 +1,10 @@
 """Least-privilege ClickHouse users for servers without SQL access control (ClickHouse < 20.4, e.g. 18.16).
 
-Servers with RBAC get roles from a migration (``schemas/clickhouse/migrations/009_roles.sql``);
-18.16 has no ``CREATE USER``/``GRANT``, so its users live in a ``users.d`` XML file that the
-local stack writes (``streams/stack/clickhouse.py``) and that operators can copy for their own
-servers. Only sha256 hashes of the passwords go into the file.
+Servers with RBAC get roles from a migration (``schemas/clickhouse/migrations/009_roles.sql``) and
+users holding them from :func:`rbac_user_statements` (``spyglass db users``). 18.16 has no
+``CREATE USER``/``GRANT``, so its users live in a ``users.d`` XML file that the local stack writes
+(``streams/stack/clickhouse.py``) and that operators can copy for their own servers. Only sha256
+hashes of the passwords go into the file.
 
 What 18.16 can enforce, and what it cannot (checked on the real server by the integration tests):
 
@@ -23,6 +24,8 @@ from xml.sax.saxutils import escape
 
 WRITER = "spyglass_writer"
 GRAFANA = "spyglass_grafana"
+# Users on servers with SQL access control, each holding the role of the same purpose (migration 009).
+RBAC_USERS = {"worker": WRITER, "grafana": GRAFANA}
 GRAFANA_MAX_EXECUTION_TIME_S = 60
 GRAFANA_MAX_MEMORY_USAGE = 2_000_000_000
 WRITER_MAX_MEMORY_USAGE = 4_000_000_000
@@ -75,3 +78,21 @@ def users_xml(database: str, passwords: dict[str, str], *, networks: tuple[str, 
 {user(writer)}{user(grafana)}    </users>
 </yandex>
 """
+
+
+def rbac_user_statements(database: str, passwords: dict[str, str]) -> list[str]:
+    """Create (or update) the :data:`RBAC_USERS` on a server with SQL access control, each with its role.
+
+    ``passwords`` maps ``writer``/``grafana`` (the roles' purposes, as :func:`users_xml` takes them) to
+    the plain passwords; only their sha256 hashes appear in the statements. Running them again sets
+    the passwords again, so a changed password takes effect.
+    """
+    if not _NAME.match(database):
+        raise ValueError(f"not a valid ClickHouse name: {database!r}")
+    out = []
+    for user, role in RBAC_USERS.items():
+        digest = password_sha256(passwords[role])
+        auth = f"IDENTIFIED WITH sha256_hash BY '{digest}' DEFAULT DATABASE {database}"
+        out += [f"CREATE USER IF NOT EXISTS {user} {auth}", f"ALTER USER {user} {auth}",
+                f"GRANT {role} TO {user}", f"ALTER USER {user} DEFAULT ROLE {role}"]
+    return out

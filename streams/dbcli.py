@@ -22,7 +22,7 @@ def register(subparsers: Any) -> None:
         description="Manage the schema of the store SPYGLASS_CLICKHOUSE_URL names (server or chDB). Migrations "
         "are versioned and idempotent: safe to run twice and from two processes at once.",
     )
-    sub = db.add_subparsers(dest="db_command", metavar="{migrate,status,prune}", required=True)
+    sub = db.add_subparsers(dest="db_command", metavar="{migrate,status,prune,users}", required=True)
     m = sub.add_parser(
         "migrate",
         help="apply pending migrations and set retention TTLs (where the server has TTL)",
@@ -46,6 +46,16 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="only list what would be dropped")
     p.set_defaults(func=cmd_prune)
+    u = sub.add_parser(
+        "users",
+        help="create the worker and grafana users with their roles (servers with SQL access control)",
+        description="On a server with SQL access control (ClickHouse >= 20.4), after `db migrate` created the "
+        "roles: create or update the users worker (role spyglass_writer) and grafana (role spyglass_grafana), "
+        "with the passwords in SPYGLASS_CLICKHOUSE_WRITER_PASSWORD and SPYGLASS_CLICKHOUSE_GRAFANA_PASSWORD "
+        "(never an argument; only their sha256 hashes reach the server). Run it as an administrator. "
+        "ClickHouse 18.16 has no SQL users: there `spyglass stack up` writes them into users.d.",
+    )
+    u.set_defaults(func=cmd_users)
 
     alerts = subparsers.add_parser("alerts", help="triage alerts: set an alert's status",
                                    description="Work with stored alerts.")
@@ -92,6 +102,40 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
         out.print("  retention: this server has no TTL; run `spyglass db prune` daily", highlight=False)
     out.print(f"{len(rep.applied)} applied, {len(rep.already)} already applied, {len(rep.skipped)} skipped",
               highlight=False)
+    return 0
+
+
+def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
+    """Handle ``spyglass db users``."""
+    from schemas.migrate import detect_features
+    from schemas.users import GRAFANA, RBAC_USERS, WRITER, password_sha256, rbac_user_statements
+
+    passwords = {WRITER: settings.clickhouse_writer_password, GRAFANA: settings.clickhouse_grafana_password}
+    missing = [f"SPYGLASS_CLICKHOUSE_{role.removeprefix('spyglass_').upper()}_PASSWORD"
+               for role, pw in passwords.items() if pw is None or not pw.get_secret_value()]
+    if missing:
+        raise SpyglassError(f"db users: set {' and '.join(missing)} (a password is never taken as an argument)")
+    plain = {role: pw.get_secret_value() for role, pw in passwords.items() if pw is not None}
+    store = _open(settings)
+    try:
+        if "rbac" not in detect_features(store):
+            raise SpyglassError(
+                f"db users: {store.database} on this server has no SQL access control this user may manage "
+                "(ClickHouse < 20.4, chDB, or not an administrator); on 18.16 `spyglass stack up` writes the "
+                "users into users.d (schemas/users.py)")
+        hashes = [password_sha256(pw) for pw in plain.values()]
+        for sql in rbac_user_statements(store.database, plain):
+            try:
+                store.execute(sql)
+            except SpyglassError as exc:
+                text = str(exc)
+                for h in hashes:  # the error may quote the statement: never print a hash
+                    text = text.replace(h, "<sha256>")
+                raise SpyglassError(f"db users: {text}") from None
+    finally:
+        store.close()
+    Console().print(", ".join(f"{user} (role {role})" for user, role in RBAC_USERS.items())
+                    + f": created or updated, default database {store.database}")
     return 0
 
 

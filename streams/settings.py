@@ -56,10 +56,12 @@ class Settings(BaseSettings):
     )
 
     clickhouse_writer_password: SecretStr | None = Field(
-        None, description="Password of the local server's spyglass_writer user (default: generated into the stack dir)"
+        None, description="Password of the worker's ClickHouse user (local server: generated into the stack dir "
+        "if unset; `db users`: required)"
     )
     clickhouse_grafana_password: SecretStr | None = Field(
-        None, description="Password of the local server's spyglass_grafana user (default: generated into the stack dir)"
+        None, description="Password of Grafana's ClickHouse user (local server: generated into the stack dir "
+        "if unset; `db users`: required)"
     )
     retention_events_days: int = Field(
         30, ge=1, le=36500, description="Days raw events are kept (TTL where the server has it, else db prune)"

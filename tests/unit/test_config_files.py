@@ -45,6 +45,22 @@ def test_compose_commits_no_password():
     assert not re.search(r"PASSWORD:\s*[\"']?[A-Za-z0-9]", text.replace("${CLICKHOUSE_PASSWORD", ""))
 
 
+def test_compose_gives_the_administrator_password_to_init_only():
+    """The worker and Grafana connect as the least-privilege users `spyglass db users` creates in init."""
+    services = compose()["services"]
+    worker_url = services["worker"]["environment"]["SPYGLASS_CLICKHOUSE_URL"]
+    assert worker_url.startswith("clickhouse://worker:${SPYGLASS_CLICKHOUSE_WRITER_PASSWORD:?")
+    assert services["grafana"]["environment"]["SPYGLASS_GRAFANA_CH_USER"] == "grafana"
+    grafana_pw = services["grafana"]["environment"]["SPYGLASS_GRAFANA_CH_PASSWORD"]
+    assert grafana_pw.startswith("${SPYGLASS_CLICKHOUSE_GRAFANA_PASSWORD:?")
+    assert "&& spyglass db users" in services["init"]["command"][-1]
+    for name, svc in services.items():
+        admin = "${CLICKHOUSE_PASSWORD:?" in yaml.safe_dump(svc, width=1000)
+        assert admin == (name in ("init", "clickhouse")), name
+    for name in ("worker", "grafana"):
+        assert services[name]["depends_on"]["init"]["condition"] == "service_completed_successfully"
+
+
 def test_compose_mounts_grafana_provisioning_from_the_repo():
     vols = compose()["services"]["grafana"]["volumes"]
     for v in vols:
