@@ -229,13 +229,18 @@ def migrate(
 
 def pending(store: Any) -> list[Migration]:
     """Migrations this server could take that ``store``'s database has not recorded (all, if none is)."""
+    recorded = recorded_versions(store)
+    features = detect_features(store)
+    return [m for m in load_migrations() if m.version not in recorded and not m.requires - features]
+
+
+def recorded_versions(store: Any) -> dict[int, tuple[str, str, str]]:
+    """:func:`applied_versions`, or nothing while the database has no ``schema_migrations`` table."""
     db = store.database
     _check_ident(db)
     exists = store.query(f"SELECT count() FROM system.tables WHERE database = '{db}' "  # noqa: S608
                          f"AND name = '{MIGRATIONS_TABLE}'")[0][0]
-    recorded = applied_versions(store) if exists else {}
-    features = detect_features(store)
-    return [m for m in load_migrations() if m.version not in recorded and not m.requires - features]
+    return applied_versions(store) if exists else {}
 
 
 def applied_versions(store: Any) -> dict[int, tuple[str, str, str]]:

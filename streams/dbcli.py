@@ -141,15 +141,13 @@ def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """Handle ``spyglass db status``; exit 1 when migrations are pending or an applied one was edited."""
-    from schemas.migrate import MIGRATIONS_TABLE, applied_versions, detect_features, load_migrations
+    from schemas.migrate import detect_features, load_migrations, recorded_versions
 
     store = _open(settings)
     try:
         server = str(store.query("SELECT version()")[0][0])
         feats = detect_features(store)
-        exists = store.query(f"SELECT count() FROM system.tables WHERE database = '{store.database}' "  # noqa: S608
-                             f"AND name = '{MIGRATIONS_TABLE}'")[0][0]
-        recorded = applied_versions(store) if exists else {}
+        recorded = recorded_versions(store)
     finally:
         store.close()
     table = Table(title=f"{store.database} on ClickHouse {server} (features: {', '.join(sorted(feats)) or 'none'})",

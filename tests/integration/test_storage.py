@@ -82,6 +82,16 @@ def _measured(store, batches: list[tuple[list, bool]]) -> tuple[list, list]:
             store.query(MINUTE_TOTALS.format(db=store.database)))
 
 
+def _measured_on_chdb(tmp_path, batch: list) -> tuple[list, list]:
+    """:func:`_measured` of ``batch`` written as the worker writes it, on a fresh chDB database."""
+    chdb = ChdbStore(StoreURL.parse(f"chdb://{tmp_path / 'chdb'}"), database="st")
+    try:
+        migrate(chdb)
+        return _measured(chdb, [(batch, True)])
+    finally:
+        chdb.close()
+
+
 def test_measures_on_the_server_equal_its_defaults_and_chdb(server_store, stack_settings: Settings, tmp_path):
     """Migration 010 on 18.16: the worker's measures, the DEFAULT expressions (for writers that omit them) and chDB
     agree."""
@@ -96,12 +106,7 @@ def test_measures_on_the_server_equal_its_defaults_and_chdb(server_store, stack_
     finally:
         other.execute(f"DROP DATABASE IF EXISTS {other.database}")
         other.close()
-    chdb = ChdbStore(StoreURL.parse(f"chdb://{tmp_path / 'chdb'}"), database="st")
-    try:
-        migrate(chdb)
-        embedded = _measured(chdb, [(batch, True)])
-    finally:
-        chdb.close()
+    embedded = _measured_on_chdb(tmp_path, batch)
     assert len(worker[0]) == len(batch) and len(worker[1]) == 3
     assert worker == defaults == embedded
 
@@ -119,13 +124,7 @@ def test_upgrade_to_the_measure_columns_on_the_server(server_store, stack_settin
     migrate(server_store)
     assert pending(server_store) == []
     upgraded = _measured(server_store, [(batch[1000:2000], False), (batch[2000:], True)])  # old and new workers
-    chdb = ChdbStore(StoreURL.parse(f"chdb://{tmp_path / 'chdb'}"), database="st")
-    try:
-        migrate(chdb)
-        fresh = _measured(chdb, [(batch, True)])
-    finally:
-        chdb.close()
-    assert upgraded == fresh
+    assert upgraded == _measured_on_chdb(tmp_path, batch)
 
 
 def _migrate_cli(settings: Settings, url: str) -> subprocess.Popen:
