@@ -21,6 +21,7 @@ from detectors.columns import SEP, ApiColumns
 from detectors.kernels import first_seen, pair
 
 _LOW = 0x7FFFFFFF
+_NONE = np.zeros(0, dtype=np.int64)
 
 
 class UnusedScopes(msgspec.Struct, frozen=True):
@@ -46,25 +47,19 @@ def learn_scopes(s, c: ApiColumns | None) -> None:
     if c is None:
         return
     tok = s.vocabs.token
-    combos: dict[tuple[str, ...], int] = {}
-    combo_toks: list[np.ndarray] = []
-    ids: list[int] = []  # per event: its granted combination's index, -1 without one
-    for g in map(_GRANTED, c.events):
-        if not g:
-            ids.append(-1)
-            continue
-        t = tuple(g)
-        j = combos.get(t)
-        if j is None:
-            j = combos[t] = len(combo_toks)
-            combo_toks.append(np.unique(tok.many(list(t))))
-        ids.append(j)
-    cid = np.array(ids, dtype=np.int64)
-    sel = np.flatnonzero(cid >= 0)
-    if sel.size:
-        kc = np.unique(pair(c.key[sel], cid[sel]))
-        keys = np.concatenate([pair(np.full(combo_toks[j].size, k, dtype=np.int64), combo_toks[j])
-                               for k, j in zip((kc >> 31).tolist(), (kc & _LOW).tolist(), strict=True)])
+    combos = [tuple(g) if g else () for g in map(_GRANTED, c.events)]  # per event: its granted scopes
+    index = {t: j for j, t in enumerate(dict.fromkeys(combos))}  # each distinct one, by first appearance
+    cid = np.fromiter(map(index.__getitem__, combos), dtype=np.int64, count=len(combos))
+    # every combination's scope tokens in one flat array: combination j is flat[start[j]:start[j] + size[j]]
+    toks = [np.unique(tok.many(list(t))) if t else _NONE for t in index]
+    size = np.array([t.size for t in toks], dtype=np.int64)
+    flat, start = np.concatenate(toks), np.cumsum(size) - size
+    kc = np.unique(pair(c.key, cid))  # each (key, combination) of the batch once
+    k, j = kc >> 31, kc & _LOW
+    n = size[j]
+    if n.sum():  # each key paired with every scope of its combinations
+        at = np.repeat(start[j] - (np.cumsum(n) - n), n) + np.arange(n.sum())
+        keys = pair(np.repeat(k, n), flat[at])
         _, s.scopes["granted"] = first_seen(keys, s.scopes.get("granted", np.zeros(0, dtype=np.int64)))
     used = np.flatnonzero((c.scope >= 0) & ~c.auth_fail)
     if used.size:

@@ -521,18 +521,19 @@ class Scorer:
             kind = self._kinds.get(topic)
             m.ENGINE_BATCH.observe(len(fresh))
             t_dec = time.perf_counter()
-            decs = decoded.get((topic, partition)) or [decode_record(v, tenant, kind) for v in map(_VALUE, fresh)]
-            bad = [i for i, ev in enumerate(decs) if isinstance(ev, EventError)]
-            if bad:
+            values = list(map(_VALUE, fresh))
+            decs = decoded.get((topic, partition)) or [decode_record(v, tenant, kind) for v in values]
+            if EventError in set(map(type, decs)):
+                bad = [i for i, ev in enumerate(decs) if isinstance(ev, EventError)]
                 for i in bad:
                     w.dead.append((fresh[i], decs[i]))
                 ok = [i for i, ev in enumerate(decs) if not isinstance(ev, EventError)]
                 events: list[Event] = [decs[i] for i in ok]  # type: ignore[misc]
                 good = [fresh[i] for i in ok]
-            else:
-                events, good = decs, fresh  # type: ignore[assignment]
+                raws: list[bytes] = [values[i] for i in ok]  # type: ignore[misc]
+            else:  # every record an event: each value is its raw JSON
+                events, good, raws, bad = decs, fresh, values, []  # type: ignore[assignment]
             n_dead = len(bad)
-            raws = [v or b"" for v in map(_VALUE, good)]
             t_eng = time.perf_counter()
             evicted = dict(part.engine.evicted)
             alerts = part.engine.process(events) if events else []
