@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,9 +119,37 @@ def _service_pids(settings: Settings) -> dict[str, int]:
             if name in ("kafka", "clickhouse") and svc.get("pid")}
 
 
+def _set_affinity(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` on ``cpus`` (threads it starts later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that just ended
+            os.sched_setaffinity(int(task.name), cpus)
+
+
+@contextlib.contextmanager
+def _pinned(worker: int, others: list[int], core: int = 0) -> Iterator[None]:
+    """``worker`` (and the children it starts) on ``core``; ``others`` and this process on the other cores,
+    put back on every core afterwards."""
+    every = os.sched_getaffinity(0)
+    rest = every - {core}
+    if core not in every or not rest:
+        raise SystemExit(f"--pin needs CPU {core} and at least one other; this process may use {sorted(every)}")
+    _set_affinity(worker, {core})
+    for pid in [*others, os.getpid()]:
+        _set_affinity(pid, rest)
+    try:
+        yield
+    finally:
+        for pid in [*others, os.getpid()]:
+            with contextlib.suppress(OSError):
+                _set_affinity(pid, every)
+
+
 def _workers(settings: Settings, db: str, group: str, n_workers: int, n: int, tmp: Path,
-             timeout_s: float = 600) -> tuple[float, float, list[float], dict[str, float]]:
+             timeout_s: float = 600, pin: bool = False) -> tuple[float, float, list[float], dict[str, float]]:
     """Start workers, wait until they scored n events.
+
+    ``pin`` (one worker): the worker on a core of its own, everything else on the others (:func:`_pinned`).
 
     Returns (seconds first->last event, max lag seen, rss MB per worker, seconds per pipeline stage
     plus ``cpu:<process>``: CPU seconds each process used between the first and the last stored event).
@@ -131,16 +160,25 @@ def _workers(settings: Settings, db: str, group: str, n_workers: int, n: int, tm
     procs = [_start_worker(settings, f"{group}-{i}", tmp, worker_group=group, worker_web_port=port,
                            clickhouse_url=settings.store().with_database(db).secret_url())
              for i, port in enumerate(ports)]
-    first = last = None
-    lag = 0.0
     services = _service_pids(settings)
-    cpu0: dict[str, float] = {}
-    cpu1: dict[str, float] = {}
 
     def cpu() -> dict[str, float]:
         return {"workers": sum(_cpu_s(p.pid) for p in procs), **{k: _cpu_s(v) for k, v in services.items()}}
 
     deadline = time.monotonic() + timeout_s
+    with contextlib.ExitStack() as stack:
+        if pin:
+            assert n_workers == 1
+            stack.enter_context(_pinned(procs[0].pid, list(services.values())))
+        return _wait(procs, ports, n, deadline, cpu, tmp, timeout_s)
+
+
+def _wait(procs: list[subprocess.Popen], ports: list[int], n: int, deadline: float, cpu: Any, tmp: Path,
+          timeout_s: float) -> tuple[float, float, list[float], dict[str, float]]:
+    first = last = None
+    lag = 0.0
+    cpu0: dict[str, float] = {}
+    cpu1: dict[str, float] = {}
     try:
         while time.monotonic() < deadline:
             scraped = [scrape(p) or {} for p in ports]  # one scrape per worker and tick: it costs the worker CPU
@@ -297,7 +335,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         stats = produce_kafka(sim, s.kafka_bootstrap, s.topics())
         n = stats.events
         plain = _plain_consumer(s, n, args.partitions)
-        one, lag1, rss1, stages1 = _workers(s, dbs["one"], f"{s.worker_group}-one", 1, n, tmp)
+        one, lag1, rss1, stages1 = _workers(s, dbs["one"], f"{s.worker_group}-one", 1, n, tmp, pin=args.pin)
         two, lag2, _, stages2 = _workers(s, dbs["two"], f"{s.worker_group}-two", 2, n, tmp)
         rate1 = n / one
         lat, lat_send = _latency(s, dbs["lat"], rate1 / 2, args.latency_events, args.seed + 1, tmp) \
@@ -352,8 +390,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                               f"max {q[3]:,.0f} ms")
         else:
             console.print("latency: no alerts in the latency run")
-        console.print(f"[dim]cores: {os.cpu_count()}; broker, ClickHouse server, workers and this process share "
-                      f"them; logs in {tmp}[/]")
+        shared = ("the 1-worker run's worker had CPU 0 to itself (broker, ClickHouse server and this process the "
+                  "others); the other runs share every core" if args.pin
+                  else "broker, ClickHouse server, workers and this process share them")
+        console.print(f"[dim]cores: {os.cpu_count()}; {shared}; logs in {tmp}[/]")
     finally:
         for db in dbs.values():
             admin.execute(f"DROP DATABASE IF EXISTS {db}")
@@ -372,4 +412,7 @@ def register(sub: Any) -> None:
     r.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
     r.add_argument("--latency-events", type=int, default=30_000,
                    help="events of the real-time latency run (default 30000; 0 skips it)")
+    r.add_argument("--pin", action="store_true",
+                   help="the 1-worker run on CPU 0 alone (its events writer too), the broker, ClickHouse and "
+                        "this process on the other CPUs: events/s of one worker on one core, on the wall")
     r.set_defaults(func=run)
