@@ -12,9 +12,13 @@ Scoring and writing are two stages: :meth:`Scorer.handle` decodes and scores a b
 event loop and queues what it produced; one writer task publishes, stores and checkpoints the
 queued batches strictly in order, on the store's I/O thread. While the writer waits on Kafka
 and ClickHouse the next batch is being scored; the queue holds ``worker_write_ahead`` batches,
-so a slow or absent store stops scoring (and so fetching) instead of filling memory. A
-checkpoint is a snapshot of the engine's state taken right after the batch it covers was
-scored, queued behind that batch's writes, so it is stored only once they are.
+so a slow or absent store stops scoring (and so fetching) instead of filling memory. The
+alerts are inserted at once; the events are held until ``worker_insert_min_rows`` of them
+wait, ``worker_insert_linger_s`` has passed, or a checkpoint or flush needs them, and go in
+one insert (an insert costs the ClickHouse 18.16 server about 0.1 s of CPU whatever its size),
+still one at a time and in offset order. A checkpoint is a snapshot of the engine's state
+taken right after the batch it covers was scored, queued behind that batch's writes, so it
+is stored only once they are (held events included).
 
 After a crash the next owner of a partition restores its checkpoint, skips the records the
 checkpoint already reflects and re-scores the rest. The engine gives the same alerts (same
@@ -158,6 +162,7 @@ class Writes:
     snapshots: list[Snapshot] = field(default_factory=list)
     where: dict[str, Any] = field(default_factory=dict)
     scored_s: float = 0.0
+    flush: bool = False  # store the events held back for a bigger insert now (see Scorer._write)
 
     @classmethod
     def merge(cls, jobs: list[Writes]) -> Writes:
@@ -177,6 +182,7 @@ class Writes:
             out.touched += j.touched
             out.snapshots += j.snapshots
             out.scored_s = max(out.scored_s, j.scored_s)
+            out.flush |= j.flush
         return out
 
 
@@ -210,6 +216,8 @@ class Scorer:
         self._on_failure = on_failure
         self._health_rows: dict[str, list[Any]] = {}
         self._health_at = 0.0
+        self._held = Writes()  # events scored and not stored yet, held for one bigger insert
+        self._held_since = 0.0
 
     # -- blocking calls on one I/O thread, retried while the store (or broker) is away --------
     async def _io_call(self, fn: Callable[[], Any], what: str, where: dict[str, Any] | None = None,
@@ -393,8 +401,9 @@ class Scorer:
             self._on_failure(exc)
 
     async def flush(self) -> None:
-        """Wait until every queued batch is published, stored and its checkpoints saved."""
+        """Wait until every queued batch is published, stored (held events too) and its checkpoints saved."""
         if self._queue is not None:
+            await self._queue.put(Writes(flush=True))
             await self._queue.join()
         if self._failed is not None:
             raise self._failed
@@ -402,7 +411,26 @@ class Scorer:
     async def _write_loop(self) -> None:
         assert self._queue is not None
         while True:
-            jobs = [await self._queue.get()]
+            if self._held.events:  # held events wait for more at most worker_insert_linger_s
+                wait = self._held_since + self.settings.worker_insert_linger_s - time.monotonic()
+                try:
+                    job = await asyncio.wait_for(self._queue.get(), timeout=max(wait, 0.0))
+                except TimeoutError:
+                    job = None
+                if job is None:
+                    try:
+                        if self._failed is None:
+                            t0 = time.perf_counter()
+                            await self._store_held()
+                            m.STAGE_SECONDS.labels("store").inc(time.perf_counter() - t0)
+                    except BaseException as exc:
+                        self._fail(exc, self._held.where)
+                        if isinstance(exc, asyncio.CancelledError):
+                            raise
+                    continue
+                jobs = [job]
+            else:
+                jobs = [await self._queue.get()]
             while not self._queue.empty():  # every batch already waiting goes out in the same inserts
                 jobs.append(self._queue.get_nowait())
             w = Writes.merge(jobs)
@@ -441,19 +469,18 @@ class Scorer:
                                   [(r.topic, r.partition, r.offset) for _, r in w.alerts])
             await self._io_call(lambda: self.store.insert("alerts", acols), "alerts.insert", w.where)
             m.STORE_INSERTS.labels("alerts").inc()
-        if w.events:  # the columns are built on the I/O thread too, off the event loop
-            now = datetime.now(UTC)
-            tries = [0]
-
-            def insert_events() -> None:
-                rows = (w.events, w.raws, w.scores) if tries[0] == 0 else self._not_stored(w)  # a failed try
-                tries[0] += 1                                                                   # may have landed
-                if rows[0]:
-                    self.store.insert("events", event_columns(*rows, now))
-
-            await self._io_call(insert_events, "events.insert", w.where)
-            m.STORE_INSERTS.labels("events").inc()
-            m.EVENTS_STORED.inc(len(w.events))
+        # the events wait for more (an insert costs the 18.16 server about 0.1 s of CPU whatever its size), up
+        # to worker_insert_min_rows or worker_insert_linger_s; a checkpoint or a flush stores them first
+        if w.events:
+            if not self._held.events:
+                self._held_since = time.monotonic()
+                self._held.where = w.where
+            self._held.events += w.events
+            self._held.raws += w.raws
+            self._held.scores += w.scores
+        if self._held.events and (w.snapshots or w.flush
+                                  or len(self._held.events) >= self.settings.worker_insert_min_rows):
+            await self._store_held()
         for a in w.publish:
             m.ALERTS.labels(a.detector, a.severity).inc()
         t2 = time.perf_counter()
@@ -467,6 +494,26 @@ class Scorer:
             m.BATCH_SECONDS.observe(seconds)
             self.health.last_batch = time.monotonic()
             await self._health(w.touched, seconds)
+
+    async def _store_held(self) -> None:
+        """Insert the held events (one insert; a retry first asks which of them the failed try stored)."""
+        w, self._held = self._held, Writes()
+        now = datetime.now(UTC)
+        tries = [0]
+
+        def insert_events() -> None:  # the columns are built on the I/O thread too, off the event loop
+            rows = (w.events, w.raws, w.scores) if tries[0] == 0 else self._not_stored(w)  # a failed try
+            tries[0] += 1                                                                   # may have landed
+            if rows[0]:
+                self.store.insert("events", event_columns(*rows, now))
+
+        try:
+            await self._io_call(insert_events, "events.insert", w.where)
+        except BaseException:
+            self._held = w  # not stored: nothing after them is checkpointed (the writer fails)
+            raise
+        m.STORE_INSERTS.labels("events").inc()
+        m.EVENTS_STORED.inc(len(w.events))
 
     # -- one batch -------------------------------------------------------------------------
     async def handle(self, batches: Mapping[TP, Sequence[Record]]) -> None:

@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     worker_batch_max: int = Field(5_000, ge=1, le=100_000, description="Records per scoring batch, at most")
     worker_write_ahead: int = Field(8, ge=1, le=64, description="Scored batches that may wait for the store "
                                     "(beyond that, scoring and fetching wait: backpressure)")
+    worker_insert_min_rows: int = Field(40_000, ge=1, le=1_000_000,
+                                        description="Scored events held back for one `events` insert, at most "
+                                        "(fewer when worker_insert_linger_s passes or a checkpoint is due)")
+    worker_insert_linger_s: float = Field(0.5, ge=0, le=60, description="How long scored events may wait for "
+                                          "more before they are inserted (alerts never wait)")
     worker_checkpoint_s: float = Field(5.0, gt=0, le=3600,
                                        description="Checkpoint each partition's state (and commit) this often")
     worker_session_timeout_s: float = Field(10.0, ge=6, le=300,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from streams.checkpoints import CheckpointStore
 from streams.scoring import Scorer
@@ -68,3 +69,88 @@ def test_a_worker_starting_while_the_store_is_away_retries_then_gives_up(monkeyp
         assert "refused" in str(exc)
     else:
         raise AssertionError("a store that never comes back must end the worker")
+
+
+@dataclass
+class _Rec:
+    """A Kafka record as the scorer reads it (topic, partition, offset, key, value)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def test_events_are_held_for_one_bigger_insert_and_stored_before_any_checkpoint(tmp_path):
+    """Scored events wait for ``worker_insert_min_rows`` (or the linger time, or a checkpoint, or a flush) and go in
+    one insert; a checkpoint is never stored before the events it covers (chDB, the embedded store)."""
+    import msgspec
+
+    from schemas.events import decode
+    from schemas.migrate import migrate
+    from streams.settings import StoreURL
+    from streams.simulator.run import Simulation
+    from streams.sinks.clickhouse import ChdbStore
+
+    enc = msgspec.json.Encoder()
+    raws = [r for r in (enc.encode(row) for ch in Simulation(seed=5, events=6000, days=1).chunks() for row in ch.rows)
+            if decode(r).__struct_config__.tag == "api_usage"][:1500]
+    settings = Settings(stack_dir=tmp_path, worker_insert_min_rows=1000, worker_insert_linger_s=0.3,
+                        worker_checkpoint_s=3600)
+    topic = settings.topics()["api_usage"]
+    store = ChdbStore(StoreURL.parse(f"chdb://{tmp_path / 'chdb'}"), database="held")
+    acked: list[int] = []
+
+    async def publish(*_a):
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    def stored() -> tuple[int, int]:
+        return (store.query("SELECT count() FROM held.events")[0][0],
+                store.query("SELECT count() FROM held.engine_checkpoints")[0][0])
+
+    at_checkpoint: list[int] = []
+
+    class Watched(CheckpointStore):  # the real checkpoint store, noting what events held when it was called
+        def save_states(self, states):
+            at_checkpoint.append(stored()[0])
+            return super().save_states(states)
+
+    async def run() -> list[tuple[int, int]]:
+        scorer = Scorer(settings, store, Watched(store, "g", b"k"), publish,
+                        ack=lambda _t, _p, offsets: acked.extend(offsets))
+        seen = []
+        recs = [_Rec(topic, 0, i, None, raw) for i, raw in enumerate(raws)]
+        try:
+            for lo, hi in ((0, 400), (400, 800)):
+                await scorer.handle({(topic, 0): recs[lo:hi]})
+                await asyncio.sleep(0.05)  # the writer has taken the batch
+                seen.append(stored())
+            await scorer.handle({(topic, 0): recs[800:1200]})  # 1200 held >= 1000: one insert
+            await asyncio.sleep(0.5)
+            seen.append(stored())
+            await scorer.handle({(topic, 0): recs[1200:1300]})
+            await asyncio.sleep(0.05)
+            seen.append(stored())
+            await asyncio.sleep(0.6)  # past the linger time: stored without more records
+            seen.append(stored())
+            await scorer.handle({(topic, 0): recs[1300:1500]})
+            await scorer.checkpoint_due(min_age_s=0.0)  # a checkpoint stores the held events first
+            await asyncio.sleep(0.5)
+            seen.append(stored())
+            await scorer.checkpoint_all()  # nothing pending: nothing more
+        finally:
+            scorer.close()
+        return seen
+
+    try:
+        migrate(store)
+        seen = asyncio.run(run())
+        assert seen == [(0, 0), (0, 0), (1200, 0), (1200, 0), (1300, 0), (1500, 1)], seen
+        assert at_checkpoint == [1500]  # every event the checkpoint covers was stored before it
+        assert sorted(acked) == list(range(1500))  # acked only once the checkpoint covering them was stored
+        assert store.query("SELECT uniqExact(event_id) FROM held.events")[0][0] == 1500
+    finally:
+        store.close()
