@@ -418,11 +418,13 @@ class Scorer:
                 except TimeoutError:
                     job = None
                 if job is None:
+                    if self._failed is not None:  # nothing more is stored here: the next owner re-scores them
+                        self._held = Writes()
+                        continue
                     try:
-                        if self._failed is None:
-                            t0 = time.perf_counter()
-                            await self._store_held()
-                            m.STAGE_SECONDS.labels("store").inc(time.perf_counter() - t0)
+                        t0 = time.perf_counter()
+                        await self._store_held()
+                        m.STAGE_SECONDS.labels("store").inc(time.perf_counter() - t0)
                     except BaseException as exc:
                         self._fail(exc, self._held.where)
                         if isinstance(exc, asyncio.CancelledError):
@@ -507,11 +509,8 @@ class Scorer:
             if rows[0]:
                 self.store.insert("events", event_columns(*rows, now))
 
-        try:
-            await self._io_call(insert_events, "events.insert", w.where)
-        except BaseException:
-            self._held = w  # not stored: nothing after them is checkpointed (the writer fails)
-            raise
+        # on an error the writer fails: no later checkpoint, so the next owner re-scores these events
+        await self._io_call(insert_events, "events.insert", w.where)
         m.STORE_INSERTS.labels("events").inc()
         m.EVENTS_STORED.inc(len(w.events))
 
