@@ -411,31 +411,17 @@ class Scorer:
     async def _write_loop(self) -> None:
         assert self._queue is not None
         while True:
-            if self._held.events:  # held events wait for more at most worker_insert_linger_s
+            if self._held.events and self._failed is None:  # held events wait for more, up to the linger time
                 wait = self._held_since + self.settings.worker_insert_linger_s - time.monotonic()
                 try:
-                    job = await asyncio.wait_for(self._queue.get(), timeout=max(wait, 0.0))
-                except TimeoutError:
-                    job = None
-                if job is None:
-                    if self._failed is not None:  # nothing more is stored here: the next owner re-scores them
-                        self._held = Writes()
-                        continue
-                    try:
-                        t0 = time.perf_counter()
-                        await self._store_held()
-                        m.STAGE_SECONDS.labels("store").inc(time.perf_counter() - t0)
-                    except BaseException as exc:
-                        self._fail(exc, self._held.where)
-                        if isinstance(exc, asyncio.CancelledError):
-                            raise
-                    continue
-                jobs = [job]
+                    jobs = [await asyncio.wait_for(self._queue.get(), timeout=max(wait, 0.0))]
+                except TimeoutError:  # nothing came: store them (a write of nothing but the flush)
+                    jobs = []
             else:
                 jobs = [await self._queue.get()]
             while not self._queue.empty():  # every batch already waiting goes out in the same inserts
                 jobs.append(self._queue.get_nowait())
-            w = Writes.merge(jobs)
+            w = Writes.merge(jobs) if jobs else Writes(flush=True, where=self._held.where)
             try:
                 if self._failed is None:
                     await self._write(w)

@@ -165,32 +165,26 @@ def _workers(settings: Settings, db: str, group: str, n_workers: int, n: int, tm
     def cpu() -> dict[str, float]:
         return {"workers": sum(_cpu_s(p.pid) for p in procs), **{k: _cpu_s(v) for k, v in services.items()}}
 
-    deadline = time.monotonic() + timeout_s
-    with contextlib.ExitStack() as stack:
-        if pin:
-            assert n_workers == 1
-            stack.enter_context(_pinned(procs[0].pid, list(services.values())))
-        return _wait(procs, ports, n, deadline, cpu, tmp, timeout_s)
-
-
-def _wait(procs: list[subprocess.Popen], ports: list[int], n: int, deadline: float, cpu: Any, tmp: Path,
-          timeout_s: float) -> tuple[float, float, list[float], dict[str, float]]:
     first = last = None
     lag = 0.0
     cpu0: dict[str, float] = {}
     cpu1: dict[str, float] = {}
+    assert not pin or n_workers == 1
+    pinning = _pinned(procs[0].pid, list(services.values())) if pin else contextlib.nullcontext()
+    deadline = time.monotonic() + timeout_s
     try:
-        while time.monotonic() < deadline:
-            scraped = [scrape(p) or {} for p in ports]  # one scrape per worker and tick: it costs the worker CPU
-            done = sum(v.get("spyglass_events_stored_total", 0.0) for v in scraped)  # stored, not just scored
-            lag = max(lag, sum(v.get("spyglass_consumer_lag", 0.0) for v in scraped))
-            now = time.perf_counter()
-            if done > 0 and first is None:
-                first, cpu0 = now, cpu()
-            if done >= n:
-                last, cpu1 = now, cpu()
-                break
-            time.sleep(0.25)  # polling /metrics costs the worker a little: not too often
+        with pinning:
+            while time.monotonic() < deadline:
+                scraped = [scrape(p) or {} for p in ports]  # one scrape per worker and tick: it costs the worker CPU
+                done = sum(v.get("spyglass_events_stored_total", 0.0) for v in scraped)  # stored, not just scored
+                lag = max(lag, sum(v.get("spyglass_consumer_lag", 0.0) for v in scraped))
+                now = time.perf_counter()
+                if done > 0 and first is None:
+                    first, cpu0 = now, cpu()
+                if done >= n:
+                    last, cpu1 = now, cpu()
+                    break
+                time.sleep(0.25)  # polling /metrics costs the worker a little: not too often
         rss = [_rss_mb(p.pid) for p in procs]
         stages = {k: 0.0 for k in STAGES}
         for p in ports:
@@ -413,6 +407,6 @@ def register(sub: Any) -> None:
     r.add_argument("--latency-events", type=int, default=30_000,
                    help="events of the real-time latency run (default 30000; 0 skips it)")
     r.add_argument("--pin", action="store_true",
-                   help="the 1-worker run on CPU 0 alone (its events writer too), the broker, ClickHouse and "
+                   help="the 1-worker run on CPU 0 alone, the broker, ClickHouse and "
                         "this process on the other CPUs: events/s of one worker on one core, on the wall")
     r.set_defaults(func=run)
