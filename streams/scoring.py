@@ -9,16 +9,19 @@ Delivery promise (at-least-once from Kafka, exactly-once at the edges):
    reflects, and only then are that partition's records acknowledged for commit.
 
 Scoring and writing are two stages: :meth:`Scorer.handle` decodes and scores a batch on the
-event loop and queues what it produced; one writer task publishes, stores and checkpoints the
-queued batches strictly in order, on the store's I/O thread. While the writer waits on Kafka
-and ClickHouse the next batch is being scored; the queue holds ``worker_write_ahead`` batches,
-so a slow or absent store stops scoring (and so fetching) instead of filling memory. The
-alerts are inserted at once; the events are held until ``worker_insert_min_rows`` of them
-wait, ``worker_insert_linger_s`` has passed, or a checkpoint or flush needs them, and go in
-one insert (an insert costs the ClickHouse 18.16 server about 0.1 s of CPU whatever its size),
-still one at a time and in offset order. A checkpoint is a snapshot of the engine's state
-taken right after the batch it covers was scored, queued behind that batch's writes, so it
-is stored only once they are (held events included).
+event loop and queues what it produced; one writer task publishes and stores the queued batches
+strictly in order, on the store's I/O thread. While the writer waits on Kafka and ClickHouse
+the next batch is being scored; the queue holds ``worker_write_ahead`` batches, so a slow or
+absent store stops scoring (and so fetching) instead of filling memory. The alerts are
+inserted at once; the events are held until ``worker_insert_min_rows`` of them wait,
+``worker_insert_linger_s`` has passed, or a checkpoint or flush needs them, and go in one
+insert (an insert costs the ClickHouse 18.16 server about 0.1 s of CPU whatever its size).
+Those inserts and the checkpoints run in the *events lane*: one at a time, in offset order,
+on a connection of their own when the worker has one (the server's), so the next batches'
+alerts are stored while a big events insert runs instead of waiting behind it. A checkpoint
+is a snapshot of the engine's state taken right after the batch it covers was scored, queued
+in the lane behind that batch's events and after its alerts were stored, so it is stored
+only once they are.
 
 After a crash the next owner of a partition restores its checkpoint, skips the records the
 checkpoint already reflects and re-scores the rest. The engine gives the same alerts (same
@@ -193,7 +196,8 @@ class Scorer:
                  *, ack: Callable[[str, int, list[int]], None], worker: str = "worker",
                  on_failure: Callable[[BaseException], Any] | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 published_alerts: Callable[[int], set[str]] | None = None) -> None:
+                 published_alerts: Callable[[int], set[str]] | None = None,
+                 events_store: Store | None = None) -> None:
         self.settings = settings
         self.store = store
         self.checkpoints = checkpoints
@@ -204,6 +208,13 @@ class Scorer:
         self.health = m.Health()
         self.stopping = False
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spyglass-store")
+        # the events inserts on a connection (and I/O thread) of their own when given one: an alert never
+        # waits behind them. Without one (the embedded store: one session per process) they share the thread.
+        self.events_store = events_store if events_store is not None else store
+        self._events_io = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="spyglass-store-events")
+                           if events_store is not None else self._io)
+        self._lane: asyncio.Queue[tuple[Callable[[], Awaitable[Any]], dict[str, Any]]] | None = None
+        self._lane_task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
         self._kinds = {t: k for k, t in settings.topics().items()}
         self._evidence_topic = settings.topic_risk_evidence
@@ -221,14 +232,15 @@ class Scorer:
 
     # -- blocking calls on one I/O thread, retried while the store (or broker) is away --------
     async def _io_call(self, fn: Callable[[], Any], what: str, where: dict[str, Any] | None = None,
-                       retry: tuple[type[Exception], ...] = (StoreError,)) -> Any:
-        """``fn()`` on the I/O thread, retried with backoff on ``retry`` errors (consumption waits meanwhile)."""
+                       retry: tuple[type[Exception], ...] = (StoreError,), *, events: bool = False) -> Any:
+        """``fn()`` on the I/O thread (``events``: the events lane's), retried with backoff on ``retry`` errors
+        (consumption waits meanwhile)."""
         loop = asyncio.get_running_loop()
         store = StoreError in retry
         delay = 0.2
         while True:
             try:
-                out = await loop.run_in_executor(self._io, fn)
+                out = await loop.run_in_executor(self._events_io if events else self._io, fn)
             except retry as exc:
                 if self.stopping or self._failed is not None:  # give up: the next owner re-scores
                     raise
@@ -305,7 +317,7 @@ class Scorer:
 
     def _not_stored(self, w: Writes) -> tuple[list[Event], list[bytes], list[float]]:
         """The events (with payloads and scores) ``events`` does not hold yet (an insert retried after an error)."""
-        return _without(stored_event_keys(self.store, w.events), w.events, w.raws, w.scores)
+        return _without(stored_event_keys(self.events_store, w.events), w.events, w.raws, w.scores)
 
     async def revoke(self, tps: Sequence[TP]) -> None:
         """Partitions leave this worker: write and checkpoint what they scored, then forget them."""
@@ -401,7 +413,8 @@ class Scorer:
             self._on_failure(exc)
 
     async def flush(self) -> None:
-        """Wait until every queued batch is published, stored (held events too) and its checkpoints saved."""
+        """Wait until every queued batch is published, stored (held events too) and its checkpoints saved
+        (the events lane drained: see :meth:`_write`)."""
         if self._queue is not None:
             await self._queue.put(Writes(flush=True))
             await self._queue.join()
@@ -421,7 +434,7 @@ class Scorer:
                 jobs = [await self._queue.get()]
             while not self._queue.empty():  # every batch already waiting goes out in the same inserts
                 jobs.append(self._queue.get_nowait())
-            w = Writes.merge(jobs) if jobs else Writes(flush=True, where=self._held.where)
+            w = Writes.merge(jobs) if jobs else Writes(where=self._held.where)  # _write sees they lingered
             try:
                 if self._failed is None:
                     await self._write(w)
@@ -451,14 +464,21 @@ class Scorer:
             log.warning("dead letter", extra={"topic": r.topic, "partition": r.partition, "offset": r.offset,
                                               "field": err.field, "reason": err.reason})
             m.DEAD_LETTERS.labels(r.topic).inc()
-        # 2. ClickHouse: the alerts first (what on-call waits for), then the events with their scores
+        # 2. ClickHouse: the alerts at once (what on-call waits for), on this writer's connection
         if w.alerts:
             acols = alert_columns([a for a, _ in w.alerts], datetime.now(UTC).replace(microsecond=0),
                                   [(r.topic, r.partition, r.offset) for _, r in w.alerts])
             await self._io_call(lambda: self.store.insert("alerts", acols), "alerts.insert", w.where)
             m.STORE_INSERTS.labels("alerts").inc()
-        # the events wait for more (an insert costs the 18.16 server about 0.1 s of CPU whatever its size), up
-        # to worker_insert_min_rows or worker_insert_linger_s; a checkpoint or a flush stores them first
+        for a in w.publish:
+            m.ALERTS.labels(a.detector, a.severity).inc()
+        t2 = time.perf_counter()
+        m.STAGE_SECONDS.labels("store").inc(t2 - t1)
+        # 3. the events lane (one at a time, in offset order, on its own connection when there is one): the
+        # events wait for more (an insert costs the 18.16 server about 0.1 s of CPU whatever its size), up to
+        # worker_insert_min_rows or worker_insert_linger_s; a checkpoint or a flush sends them first. The
+        # checkpoints taken after this batch was scored follow them (its alerts are stored by now), and their
+        # records are acked once they are stored.
         if w.events:
             if not self._held.events:
                 self._held_since = time.monotonic()
@@ -466,26 +486,49 @@ class Scorer:
             self._held.events += w.events
             self._held.raws += w.raws
             self._held.scores += w.scores
-        if self._held.events and (w.snapshots or w.flush
-                                  or len(self._held.events) >= self.settings.worker_insert_min_rows):
-            await self._store_held()
-        for a in w.publish:
-            m.ALERTS.labels(a.detector, a.severity).inc()
-        t2 = time.perf_counter()
-        m.STAGE_SECONDS.labels("store").inc(t2 - t1)
-        # 3. checkpoints taken after this batch was scored: stored now, then their records acked
+        s = self.settings
+        if self._held.events and (w.snapshots or w.flush or len(self._held.events) >= s.worker_insert_min_rows
+                                  or time.monotonic() - self._held_since >= s.worker_insert_linger_s):
+            held, self._held = self._held, Writes()
+            await self._to_lane(lambda: self._store_events(held), held.where)
         if w.snapshots:
-            await self._save(w.snapshots)
-        m.STAGE_SECONDS.labels("checkpoint").inc(time.perf_counter() - t2)
+            await self._to_lane(lambda snaps=w.snapshots: self._save(snaps), w.where)
+        if w.flush and self._lane is not None:
+            await self._lane.join()
+            if self._failed is not None:
+                raise self._failed
+        m.STAGE_SECONDS.labels("checkpoint").inc(time.perf_counter() - t2)  # waits for the lane included
         if w.touched:
             seconds = w.scored_s + time.perf_counter() - t0
             m.BATCH_SECONDS.observe(seconds)
             self.health.last_batch = time.monotonic()
             await self._health(w.touched, seconds)
 
-    async def _store_held(self) -> None:
-        """Insert the held events (one insert; a retry first asks which of them the failed try stored)."""
-        w, self._held = self._held, Writes()
+    async def _to_lane(self, op: Callable[[], Awaitable[Any]], where: dict[str, Any]) -> None:
+        """Queue ``op`` in the events lane, behind the inserts and checkpoints already there; waits while
+        the lane is one op behind (backpressure, as the writer's own queue)."""
+        if self._lane is None:
+            self._lane = asyncio.Queue(maxsize=1)
+            self._lane_task = asyncio.get_running_loop().create_task(self._lane_loop(), name="spyglass-events-lane")
+        await self._lane.put((op, where))
+
+    async def _lane_loop(self) -> None:
+        assert self._lane is not None
+        while True:
+            op, where = await self._lane.get()
+            try:
+                if self._failed is None:
+                    await op()
+            except BaseException as exc:  # nothing after it is stored, checkpointed or acked
+                self._fail(exc, where)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+            finally:
+                self._lane.task_done()
+
+    async def _store_events(self, w: Writes) -> None:
+        """Insert held events (one insert; a retry first asks which of them the failed try stored)."""
+        t0 = time.perf_counter()
         now = datetime.now(UTC)
         tries = [0]
 
@@ -493,12 +536,13 @@ class Scorer:
             rows = (w.events, w.raws, w.scores) if tries[0] == 0 else self._not_stored(w)  # a failed try
             tries[0] += 1                                                                   # may have landed
             if rows[0]:
-                self.store.insert("events", event_columns(*rows, now))
+                self.events_store.insert("events", event_columns(*rows, now))
 
         # on an error the writer fails: no later checkpoint, so the next owner re-scores these events
-        await self._io_call(insert_events, "events.insert", w.where)
+        await self._io_call(insert_events, "events.insert", w.where, events=True)
         m.STORE_INSERTS.labels("events").inc()
         m.EVENTS_STORED.inc(len(w.events))
+        m.STAGE_SECONDS.labels("store.events").inc(time.perf_counter() - t0)
 
     # -- one batch -------------------------------------------------------------------------
     async def handle(self, batches: Mapping[TP, Sequence[Record]]) -> None:
@@ -676,6 +720,8 @@ class Scorer:
         return sum(max(p.highwater - p.offset, 0) for p in self.parts.values() if p.highwater >= 0)
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
+        for task in (self._writer, self._lane_task):
+            if task is not None:
+                task.cancel()
         self._io.shutdown(wait=True)
+        self._events_io.shutdown(wait=True)

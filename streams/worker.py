@@ -63,6 +63,9 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
         datadir=str(datadir / name),
     )
     store = store if store is not None else open_store(settings.store())
+    # the events inserts get a connection of their own on a server, so an alert never waits behind one; the
+    # embedded store is one session per process, shared
+    events_store = open_store(settings.store()) if settings.store().scheme == "clickhouse" else None
     key = checkpoint_key(settings.checkpoint_key.get_secret_value() if settings.checkpoint_key else None,
                          settings.stack_dir)
     checkpoints = CheckpointStore(store, settings.worker_group, key, worker=name)
@@ -77,7 +80,8 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
         asyncio.get_running_loop().create_task(app.crash(exc))
 
     scorer = Scorer(settings, store, checkpoints, publish, ack=ack, worker=name, on_failure=crash,
-                    published_alerts=lambda since_ms: published_alert_ids(settings, since_ms))
+                    published_alerts=lambda since_ms: published_alert_ids(settings, since_ms),
+                    events_store=events_store)
     # the event topics, and the risk evidence the engines publish (correlated across kinds: risk.cross_kind)
     topics = app.topic(*settings.topics().values(), settings.topic_risk_evidence, key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw", internal=False)
@@ -135,6 +139,7 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
         return web.bytes(generate_latest(m.REGISTRY), content_type="text/plain; version=0.0.4")
 
     app.spyglass_store = store  # type: ignore[attr-defined]
+    app.spyglass_events_store = events_store  # type: ignore[attr-defined]
     return app, scorer
 
 
@@ -271,4 +276,6 @@ def run_worker(settings: Settings, *, migrate: bool = True, loglevel: str = "INF
     finally:
         scorer.close()
         store.close()
+        if app.spyglass_events_store is not None:  # type: ignore[attr-defined]
+            app.spyglass_events_store.close()  # type: ignore[attr-defined]
     return 0

@@ -154,3 +154,97 @@ def test_events_are_held_for_one_bigger_insert_and_stored_before_any_checkpoint(
         assert store.query("SELECT uniqExact(event_id) FROM held.events")[0][0] == 1500
     finally:
         store.close()
+
+
+def test_alerts_are_stored_while_an_events_insert_runs_and_no_checkpoint_passes_it(tmp_path):
+    """With a connection of its own for the events (the events lane), a slow events insert holds back neither
+    the next batch's alerts nor anything that must come after it: the checkpoint and the acks wait for it."""
+    import threading
+
+    import msgspec
+
+    from schemas.events import decode
+    from schemas.migrate import migrate
+    from streams.settings import StoreURL
+    from streams.simulator.run import Simulation
+    from streams.sinks.clickhouse import ChdbStore
+
+    enc = msgspec.json.Encoder()
+    raws = [r for r in (enc.encode(row) for ch in Simulation(seed=5, events=6000, days=1).chunks() for row in ch.rows)
+            if decode(r).__struct_config__.tag == "agent_execution"][:300]
+    settings = Settings(stack_dir=tmp_path, worker_insert_min_rows=1, worker_checkpoint_s=3600)
+    topic = settings.topics()["agent_execution"]
+    chdb = ChdbStore(StoreURL.parse(f"chdb://{tmp_path / 'chdb'}"), database="lane")
+    lock = threading.Lock()  # one chDB session: the two threads take turns (a server has two connections)
+    release, entered = threading.Event(), threading.Event()
+
+    class Shared:
+        database = "lane"
+
+        def insert(self, table, columns):
+            with lock:
+                return chdb.insert(table, columns)
+
+        def query(self, sql):
+            with lock:
+                return chdb.query(sql)
+
+    class SlowEvents(Shared):  # the events lane's connection: its insert waits until the test lets it go
+        def insert(self, table, columns):
+            entered.set()
+            assert release.wait(60)
+            return super().insert(table, columns)
+
+    store = Shared()
+    acked: list[int] = []
+    at_checkpoint: list[int] = []
+
+    def stored() -> tuple[int, int, int]:
+        return tuple(store.query(f"SELECT count() FROM lane.{t}")[0][0]  # type: ignore[return-value]
+                     for t in ("events", "alerts", "engine_checkpoints"))
+
+    class Watched(CheckpointStore):
+        def save_states(self, states):
+            at_checkpoint.append(stored()[0])
+            return super().save_states(states)
+
+    async def publish(*_a):
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    async def run() -> list[tuple[int, int, int]]:
+        scorer = Scorer(settings, store, Watched(store, "g", b"k"), publish, events_store=SlowEvents(),
+                        ack=lambda _t, _p, offsets: acked.extend(offsets))
+        recs = [_Rec(topic, 0, i, None, raw) for i, raw in enumerate(raws)]
+        seen = []
+        loop = asyncio.get_running_loop()
+        try:
+            await scorer.handle({(topic, 0): recs[:100]})  # its 5 alerts stored, its events insert stuck
+            assert await loop.run_in_executor(None, entered.wait, 60)
+            await scorer.handle({(topic, 0): recs[100:300]})  # one more alert
+            for _ in range(200):
+                if stored()[1] == 6:
+                    break
+                await asyncio.sleep(0.05)
+            seen.append(stored())
+            await scorer.checkpoint_due(min_age_s=0.0)
+            await asyncio.sleep(0.3)
+            seen.append(stored())
+            assert acked == []
+            release.set()
+            await scorer.flush()
+            seen.append(stored())
+        finally:
+            release.set()
+            scorer.close()
+        return seen
+
+    try:
+        migrate(chdb)
+        seen = asyncio.run(run())
+        assert seen == [(0, 6, 0), (0, 6, 0), (300, 6, 1)], seen
+        assert at_checkpoint == [300]  # the checkpoint waited for every event it covers
+        assert sorted(acked) == list(range(300))
+    finally:
+        chdb.close()
