@@ -16,9 +16,10 @@ absent store stops scoring (and so fetching) instead of filling memory. The aler
 inserted at once; the events are held until ``worker_insert_min_rows`` of them wait,
 ``worker_insert_linger_s`` has passed, or a checkpoint or flush needs them, and go in one
 insert (an insert costs the ClickHouse 18.16 server about 0.1 s of CPU whatever its size).
-Those inserts and the checkpoints run in the *events lane*: one at a time, in offset order,
-on a connection of their own when the worker has one (the server's), so the next batches'
-alerts are stored while a big events insert runs instead of waiting behind it. A checkpoint
+Those inserts run in the *events lane*: one at a time, in offset order, on a connection of
+their own when the worker has one (the server's), so the next batches' alerts are stored
+while a big events insert runs instead of waiting behind it. The checkpoints are queued in
+the same lane (stored, on the writer's connection, once the events before them are). A checkpoint
 is a snapshot of the engine's state taken right after the batch it covers was scored, queued
 in the lane behind that batch's events and after its alerts were stored, so it is stored
 only once they are.
@@ -229,6 +230,7 @@ class Scorer:
         self._health_at = 0.0
         self._held = Writes()  # events scored and not stored yet, held for one bigger insert
         self._held_since = 0.0
+        self._store_errors: dict[bool, str] = {}  # by connection (True: the events lane's): the last error
 
     # -- blocking calls on one I/O thread, retried while the store (or broker) is away --------
     async def _io_call(self, fn: Callable[[], Any], what: str, where: dict[str, Any] | None = None,
@@ -245,7 +247,8 @@ class Scorer:
                 if self.stopping or self._failed is not None:  # give up: the next owner re-scores
                     raise
                 if isinstance(exc, StoreError):
-                    self.health.store_error = f"{what}: {exc}"
+                    self._store_errors[events] = f"{what}: {exc}"
+                    self.health.store_error = "; ".join(self._store_errors.values())
                     m.STORE_UP.set(0)
                 log.error(("store write" if isinstance(exc, StoreError) else what) + " failed; retrying "
                           "(consumption paused)",
@@ -253,10 +256,11 @@ class Scorer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            if store:
-                if self.health.store_error is not None:
-                    log.info("store is back", extra={"stage": what})
-                self.health.store_error = None
+            if store and self._store_errors.pop(events, None) is not None:  # up once both connections are
+                log.info("store is back", extra={"stage": what})
+                self.health.store_error = "; ".join(self._store_errors.values()) or None
+                m.STORE_UP.set(0 if self._store_errors else 1)
+            elif store and not self._store_errors:
                 m.STORE_UP.set(1)
             return out
 
@@ -379,6 +383,8 @@ class Scorer:
         sizes = await self._io_call(lambda: self.checkpoints.save_states(
             [(s.part.topic, s.part.partition, s.offset, s.state, s.entities) for s in snaps]),
             "checkpoint.save", where)
+        if self._failed is not None:  # failed meanwhile (the other connection): ack nothing more
+            raise self._failed
         now = self.clock()
         for snap, size in zip(snaps, sizes, strict=True):
             part = snap.part
@@ -405,6 +411,8 @@ class Scorer:
         """
         if self._failed is not None:
             return
+        if isinstance(exc, asyncio.CancelledError):  # raised again by flush() and _enqueue: not a cancel there
+            exc = RuntimeError("the writer was cancelled (shutdown) with writes pending")
         self._failed = exc
         self.health.failed = repr(exc)
         log.error("the writer failed; nothing more is stored or checkpointed by this worker",
@@ -465,6 +473,8 @@ class Scorer:
                                               "field": err.field, "reason": err.reason})
             m.DEAD_LETTERS.labels(r.topic).inc()
         # 2. ClickHouse: the alerts at once (what on-call waits for), on this writer's connection
+        if self._failed is not None:  # the events lane failed meanwhile
+            raise self._failed
         if w.alerts:
             acols = alert_columns([a for a, _ in w.alerts], datetime.now(UTC).replace(microsecond=0),
                                   [(r.topic, r.partition, r.offset) for _, r in w.alerts])
@@ -498,7 +508,7 @@ class Scorer:
             if self._failed is not None:
                 raise self._failed
         m.STAGE_SECONDS.labels("checkpoint").inc(time.perf_counter() - t2)  # waits for the lane included
-        if w.touched:
+        if w.touched and self._failed is None:
             seconds = w.scored_s + time.perf_counter() - t0
             m.BATCH_SECONDS.observe(seconds)
             self.health.last_batch = time.monotonic()

@@ -1,11 +1,12 @@
 """``spyglass bench stream``: the worker on the real broker, beside a plain consumer (the ceiling).
 
 1. Produce N simulated events into fresh topics of the running local Kafka.
-2. Ceiling: a plain consumer (kafka-python) reads and decodes every record of those topics.
+2. Ceiling: a plain consumer (aiokafka) reads and decodes every record of those topics.
 3. One worker (``spyglass worker``, its own process and consumer group) scores the same
    records: sustained events/s from its first scored event to the last, and consumer lag.
 4. Two workers in one group over the same records: the speed-up over one.
-5. Latency: events produced in real time at half the one-worker rate; for every alert, the
+5. Latency: events produced in real time at ``--latency-rate`` of the one-worker rate (half by
+   default, the target's); for every alert, the
    time from the production of its triggering event to the alert being readable in ClickHouse.
 
 Needs the stack (``spyglass stack up``) and a store URL that several processes can share

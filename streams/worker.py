@@ -28,7 +28,7 @@ from streams import metrics as m
 from streams.checkpoints import CheckpointStore, checkpoint_key
 from streams.scoring import Scorer
 from streams.settings import Settings
-from streams.sinks.clickhouse import apply_ddl, open_store
+from streams.sinks.clickhouse import NativeStore, apply_ddl, open_store
 from streams.transport import BatchApp, Fetch
 
 log = logging.getLogger("spyglass.worker")
@@ -65,7 +65,7 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
     store = store if store is not None else open_store(settings.store())
     # the events inserts get a connection of their own on a server, so an alert never waits behind one; the
     # embedded store is one session per process, shared
-    events_store = open_store(settings.store()) if settings.store().scheme == "clickhouse" else None
+    events_store = open_store(store.url) if isinstance(store, NativeStore) else None
     key = checkpoint_key(settings.checkpoint_key.get_secret_value() if settings.checkpoint_key else None,
                          settings.stack_dir)
     checkpoints = CheckpointStore(store, settings.worker_group, key, worker=name)

@@ -248,3 +248,100 @@ def test_alerts_are_stored_while_an_events_insert_runs_and_no_checkpoint_passes_
         assert sorted(acked) == list(range(300))
     finally:
         chdb.close()
+
+
+def test_a_failed_events_insert_stops_the_worker_before_any_checkpoint_or_ack(tmp_path):
+    """An events insert that fails for good in the events lane fails the writer: flush() raises, no checkpoint
+    is stored and nothing is acked (the next owner re-scores), and the worker is told to crash."""
+    import msgspec
+
+    from schemas.events import decode
+    from schemas.migrate import migrate
+    from streams.settings import StoreURL
+    from streams.simulator.run import Simulation
+    from streams.sinks.clickhouse import ChdbStore
+
+    enc = msgspec.json.Encoder()
+    raws = [r for r in (enc.encode(row) for ch in Simulation(seed=5, events=6000, days=1).chunks() for row in ch.rows)
+            if decode(r).__struct_config__.tag == "api_usage"][:200]
+    settings = Settings(stack_dir=tmp_path, worker_insert_min_rows=1, worker_checkpoint_s=3600)
+    topic = settings.topics()["api_usage"]
+    store = ChdbStore(StoreURL.parse(f"chdb://{tmp_path / 'chdb'}"), database="broken")
+    acked: list[int] = []
+    failures: list[BaseException] = []
+
+    class Broken:  # the events lane's connection: refuses every events insert (not a retried StoreError)
+        database = "broken"
+
+        def insert(self, table, columns):
+            raise RuntimeError(f"{table}: refused")
+
+    async def publish(*_a):
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    async def run() -> BaseException | None:
+        scorer = Scorer(settings, store, CheckpointStore(store, "g", b"k"), publish, events_store=Broken(),
+                        ack=lambda _t, _p, offsets: acked.extend(offsets), on_failure=failures.append)
+        recs = [_Rec(topic, 0, i, None, raw) for i, raw in enumerate(raws)]
+        try:
+            await scorer.handle({(topic, 0): recs})
+            await scorer.checkpoint_due(min_age_s=0.0)
+            try:
+                await scorer.flush()
+            except RuntimeError as exc:
+                return exc
+            return None
+        finally:
+            scorer.close()
+
+    try:
+        migrate(store)
+        err = asyncio.run(run())
+        assert err is not None and "refused" in str(err)
+        assert failures and failures[0] is err
+        assert acked == []
+        assert store.query("SELECT count() FROM broken.engine_checkpoints")[0][0] == 0
+        assert store.query("SELECT count() FROM broken.events")[0][0] == 0
+    finally:
+        store.close()
+
+
+def test_the_store_is_reported_up_only_when_both_connections_are(tmp_path):
+    """A working alerts connection does not hide an events lane that keeps failing (health stays degraded)."""
+    from streams.sinks.clickhouse import StoreError
+
+    settings = Settings(stack_dir=tmp_path)
+    tries: list[int] = []
+
+    def flaky() -> str:
+        tries.append(1)
+        if len(tries) < 3:
+            raise StoreError("events: too many parts")
+        return "stored"
+
+    async def publish(*_a):  # pragma: no cover - not reached
+        raise AssertionError("published")
+
+    async def run() -> list[str | None]:
+        store = _NoStore()
+        scorer = Scorer(settings, store, CheckpointStore(store, "g", b"k"), publish, ack=lambda *_a: None,
+                        events_store=_NoStore())
+        seen = []
+        try:
+            lane = asyncio.create_task(scorer._io_call(flaky, "events.insert", events=True))
+            await asyncio.sleep(0.1)  # the first try failed; retried after 0.2 s
+            seen.append(scorer.health.store_error)
+            assert await scorer._io_call(lambda: "ok", "alerts.insert") == "ok"  # the other connection works
+            seen.append(scorer.health.store_error)
+            assert await lane == "stored"
+            seen.append(scorer.health.store_error)
+        finally:
+            scorer.close()
+        return seen
+
+    seen = asyncio.run(run())
+    assert seen[0] == seen[1] == "events.insert: events: too many parts", seen
+    assert seen[2] is None
+    assert len(tries) == 3
