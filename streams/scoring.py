@@ -41,6 +41,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from operator import attrgetter
 from typing import Any, Protocol
 
@@ -248,21 +249,23 @@ class Scorer:
                     raise
                 if isinstance(exc, StoreError):
                     self._store_errors[events] = f"{what}: {exc}"
-                    self.health.store_error = "; ".join(self._store_errors.values())
-                    m.STORE_UP.set(0)
+                    self._store_health()
                 log.error(("store write" if isinstance(exc, StoreError) else what) + " failed; retrying "
                           "(consumption paused)",
                           extra={"stage": what, "error": str(exc), "retry_in_s": delay, **(where or {})})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            if store and self._store_errors.pop(events, None) is not None:  # up once both connections are
-                log.info("store is back", extra={"stage": what})
-                self.health.store_error = "; ".join(self._store_errors.values()) or None
-                m.STORE_UP.set(0 if self._store_errors else 1)
-            elif store and not self._store_errors:
-                m.STORE_UP.set(1)
+            if store:
+                if self._store_errors.pop(events, None) is not None:
+                    log.info("store is back", extra={"stage": what})
+                self._store_health()
             return out
+
+    def _store_health(self) -> None:
+        """The store is up once both connections are (the writer's and the events lane's)."""
+        self.health.store_error = "; ".join(self._store_errors.values()) or None
+        m.STORE_UP.set(0 if self._store_errors else 1)
 
     # -- partitions ------------------------------------------------------------------------
     async def _part(self, topic: str, partition: int, first_offset: int) -> Part:
@@ -444,15 +447,21 @@ class Scorer:
                 jobs.append(self._queue.get_nowait())
             w = Writes.merge(jobs) if jobs else Writes(where=self._held.where)  # _write sees they lingered
             try:
-                if self._failed is None:
-                    await self._write(w)
-            except BaseException as exc:  # nothing after it is written, checkpointed or acked
-                self._fail(exc, w.where)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
+                await self._unless_failed(partial(self._write, w), w.where)
             finally:
                 for _ in jobs:
                     self._queue.task_done()
+
+    async def _unless_failed(self, step: Callable[[], Awaitable[Any]], where: dict[str, Any]) -> None:
+        """One step of the writer or the events lane, skipped once either failed; a step that fails fails the
+        scorer (nothing after it is written, checkpointed or acked)."""
+        try:
+            if self._failed is None:
+                await step()
+        except BaseException as exc:
+            self._fail(exc, where)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
 
     async def _write(self, w: Writes) -> None:
         t0 = time.perf_counter()
@@ -500,9 +509,9 @@ class Scorer:
         if self._held.events and (w.snapshots or w.flush or len(self._held.events) >= s.worker_insert_min_rows
                                   or time.monotonic() - self._held_since >= s.worker_insert_linger_s):
             held, self._held = self._held, Writes()
-            await self._to_lane(lambda: self._store_events(held), held.where)
+            await self._to_lane(partial(self._store_events, held), held.where)
         if w.snapshots:
-            await self._to_lane(lambda snaps=w.snapshots: self._save(snaps), w.where)
+            await self._to_lane(partial(self._save, w.snapshots), w.where)
         if w.flush and self._lane is not None:
             await self._lane.join()
             if self._failed is not None:
@@ -527,12 +536,7 @@ class Scorer:
         while True:
             op, where = await self._lane.get()
             try:
-                if self._failed is None:
-                    await op()
-            except BaseException as exc:  # nothing after it is stored, checkpointed or acked
-                self._fail(exc, where)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
+                await self._unless_failed(op, where)
             finally:
                 self._lane.task_done()
 

@@ -19,16 +19,51 @@ class _NoStore:
         raise AssertionError(f"the store was used: {name}")
 
 
+async def _unreached(*_a):  # pragma: no cover - a publish these tests must not make
+    raise AssertionError("published")
+
+
+async def _acked(*_a):
+    """A publish Kafka acknowledged at once: a future already resolved."""
+    fut = asyncio.get_running_loop().create_future()
+    fut.set_result(None)
+    return fut
+
+
+def _raws(kind: str, n: int) -> list[bytes]:
+    """The first ``n`` records of ``kind`` of a small simulated run (seed 5), as JSON."""
+    import msgspec
+
+    from schemas.events import decode
+    from streams.simulator.run import Simulation
+
+    enc = msgspec.json.Encoder()
+    raws = (enc.encode(row) for ch in Simulation(seed=5, events=6000, days=1).chunks() for row in ch.rows)
+    return [r for r in raws if decode(r).__struct_config__.tag == kind][:n]
+
+
+def _fails_then(result: str, failures: int, error: str) -> tuple[list[int], object]:
+    """(calls, fn): ``fn`` raises ``StoreError(error)`` on its first ``failures`` calls, then returns ``result``."""
+    from streams.sinks.clickhouse import StoreError
+
+    calls: list[int] = []
+
+    def fn() -> str:
+        calls.append(1)
+        if len(calls) <= failures:
+            raise StoreError(error)
+        return result
+
+    return calls, fn
+
+
 def test_revoke_gives_up_when_a_batch_holds_the_scorer_past_half_the_session_timeout(tmp_path):
     settings = Settings(worker_session_timeout_s=6, stack_dir=tmp_path)
     failures: list[BaseException] = []
 
-    async def publish(*_a):  # pragma: no cover - not reached
-        raise AssertionError("published")
-
     async def run() -> Scorer:
         store = _NoStore()
-        scorer = Scorer(settings, store, CheckpointStore(store, "g", b"k"), publish, ack=lambda *_a: None,
+        scorer = Scorer(settings, store, CheckpointStore(store, "g", b"k"), _unreached, ack=lambda *_a: None,
                         on_failure=failures.append)
         await scorer._lock.acquire()  # a batch stuck in a store retry holds it
         t0 = asyncio.get_running_loop().time()
@@ -49,13 +84,7 @@ def test_a_worker_starting_while_the_store_is_away_retries_then_gives_up(monkeyp
     from streams.sinks.clickhouse import StoreError
 
     monkeypatch.setattr("time.sleep", lambda s: None)
-    calls: list[int] = []
-
-    def flaky() -> str:
-        calls.append(1)
-        if len(calls) < 3:
-            raise StoreError("connection refused")
-        return "migrated"
+    calls, flaky = _fails_then("migrated", 2, "connection refused")
 
     assert worker._with_store_retries(flaky, "migrations") == "migrated"
     assert len(calls) == 3
@@ -85,27 +114,16 @@ class _Rec:
 def test_events_are_held_for_one_bigger_insert_and_stored_before_any_checkpoint(tmp_path):
     """Scored events wait for ``worker_insert_min_rows`` (or the linger time, or a checkpoint, or a flush) and go in
     one insert; a checkpoint is never stored before the events it covers (chDB, the embedded store)."""
-    import msgspec
-
-    from schemas.events import decode
     from schemas.migrate import migrate
     from streams.settings import StoreURL
-    from streams.simulator.run import Simulation
     from streams.sinks.clickhouse import ChdbStore
 
-    enc = msgspec.json.Encoder()
-    raws = [r for r in (enc.encode(row) for ch in Simulation(seed=5, events=6000, days=1).chunks() for row in ch.rows)
-            if decode(r).__struct_config__.tag == "api_usage"][:1500]
+    raws = _raws("api_usage", 1500)
     settings = Settings(stack_dir=tmp_path, worker_insert_min_rows=1000, worker_insert_linger_s=0.3,
                         worker_checkpoint_s=3600)
     topic = settings.topics()["api_usage"]
     store = ChdbStore(StoreURL.parse(f"chdb://{tmp_path / 'chdb'}"), database="held")
     acked: list[int] = []
-
-    async def publish(*_a):
-        fut = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
 
     def stored() -> tuple[int, int]:
         return (store.query("SELECT count() FROM held.events")[0][0],
@@ -119,7 +137,7 @@ def test_events_are_held_for_one_bigger_insert_and_stored_before_any_checkpoint(
             return super().save_states(states)
 
     async def run() -> list[tuple[int, int]]:
-        scorer = Scorer(settings, store, Watched(store, "g", b"k"), publish,
+        scorer = Scorer(settings, store, Watched(store, "g", b"k"), _acked,
                         ack=lambda _t, _p, offsets: acked.extend(offsets))
         seen = []
         recs = [_Rec(topic, 0, i, None, raw) for i, raw in enumerate(raws)]
@@ -161,17 +179,11 @@ def test_alerts_are_stored_while_an_events_insert_runs_and_no_checkpoint_passes_
     the next batch's alerts nor anything that must come after it: the checkpoint and the acks wait for it."""
     import threading
 
-    import msgspec
-
-    from schemas.events import decode
     from schemas.migrate import migrate
     from streams.settings import StoreURL
-    from streams.simulator.run import Simulation
     from streams.sinks.clickhouse import ChdbStore
 
-    enc = msgspec.json.Encoder()
-    raws = [r for r in (enc.encode(row) for ch in Simulation(seed=5, events=6000, days=1).chunks() for row in ch.rows)
-            if decode(r).__struct_config__.tag == "agent_execution"][:300]
+    raws = _raws("agent_execution", 300)
     settings = Settings(stack_dir=tmp_path, worker_insert_min_rows=1, worker_checkpoint_s=3600)
     topic = settings.topics()["agent_execution"]
     chdb = ChdbStore(StoreURL.parse(f"chdb://{tmp_path / 'chdb'}"), database="lane")
@@ -208,13 +220,8 @@ def test_alerts_are_stored_while_an_events_insert_runs_and_no_checkpoint_passes_
             at_checkpoint.append(stored()[0])
             return super().save_states(states)
 
-    async def publish(*_a):
-        fut = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
-
     async def run() -> list[tuple[int, int, int]]:
-        scorer = Scorer(settings, store, Watched(store, "g", b"k"), publish, events_store=SlowEvents(),
+        scorer = Scorer(settings, store, Watched(store, "g", b"k"), _acked, events_store=SlowEvents(),
                         ack=lambda _t, _p, offsets: acked.extend(offsets))
         recs = [_Rec(topic, 0, i, None, raw) for i, raw in enumerate(raws)]
         seen = []
@@ -253,17 +260,11 @@ def test_alerts_are_stored_while_an_events_insert_runs_and_no_checkpoint_passes_
 def test_a_failed_events_insert_stops_the_worker_before_any_checkpoint_or_ack(tmp_path):
     """An events insert that fails for good in the events lane fails the writer: flush() raises, no checkpoint
     is stored and nothing is acked (the next owner re-scores), and the worker is told to crash."""
-    import msgspec
-
-    from schemas.events import decode
     from schemas.migrate import migrate
     from streams.settings import StoreURL
-    from streams.simulator.run import Simulation
     from streams.sinks.clickhouse import ChdbStore
 
-    enc = msgspec.json.Encoder()
-    raws = [r for r in (enc.encode(row) for ch in Simulation(seed=5, events=6000, days=1).chunks() for row in ch.rows)
-            if decode(r).__struct_config__.tag == "api_usage"][:200]
+    raws = _raws("api_usage", 200)
     settings = Settings(stack_dir=tmp_path, worker_insert_min_rows=1, worker_checkpoint_s=3600)
     topic = settings.topics()["api_usage"]
     store = ChdbStore(StoreURL.parse(f"chdb://{tmp_path / 'chdb'}"), database="broken")
@@ -276,13 +277,8 @@ def test_a_failed_events_insert_stops_the_worker_before_any_checkpoint_or_ack(tm
         def insert(self, table, columns):
             raise RuntimeError(f"{table}: refused")
 
-    async def publish(*_a):
-        fut = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
-
     async def run() -> BaseException | None:
-        scorer = Scorer(settings, store, CheckpointStore(store, "g", b"k"), publish, events_store=Broken(),
+        scorer = Scorer(settings, store, CheckpointStore(store, "g", b"k"), _acked, events_store=Broken(),
                         ack=lambda _t, _p, offsets: acked.extend(offsets), on_failure=failures.append)
         recs = [_Rec(topic, 0, i, None, raw) for i, raw in enumerate(raws)]
         try:
@@ -310,23 +306,13 @@ def test_a_failed_events_insert_stops_the_worker_before_any_checkpoint_or_ack(tm
 
 def test_the_store_is_reported_up_only_when_both_connections_are(tmp_path):
     """A working alerts connection does not hide an events lane that keeps failing (health stays degraded)."""
-    from streams.sinks.clickhouse import StoreError
 
     settings = Settings(stack_dir=tmp_path)
-    tries: list[int] = []
-
-    def flaky() -> str:
-        tries.append(1)
-        if len(tries) < 3:
-            raise StoreError("events: too many parts")
-        return "stored"
-
-    async def publish(*_a):  # pragma: no cover - not reached
-        raise AssertionError("published")
+    tries, flaky = _fails_then("stored", 2, "events: too many parts")
 
     async def run() -> list[str | None]:
         store = _NoStore()
-        scorer = Scorer(settings, store, CheckpointStore(store, "g", b"k"), publish, ack=lambda *_a: None,
+        scorer = Scorer(settings, store, CheckpointStore(store, "g", b"k"), _unreached, ack=lambda *_a: None,
                         events_store=_NoStore())
         seen = []
         try:
