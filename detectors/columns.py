@@ -7,13 +7,14 @@ directly and a checkpoint restores the same ids.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from operator import attrgetter
+from typing import Any
 
 import numpy as np
 
-from schemas.events import AgentExecution, ApiUsage, DataAccess, Event
+from schemas.block import EventBlock, blocks_of, code
+from schemas.events import Event
 
 SENSITIVITY = {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}
 PRIVILEGE = {"read": 0, "write": 1, "admin": 2}
@@ -66,15 +67,6 @@ class Vocabs:
     token: Vocab = field(default_factory=Vocab)  # scopes, user agents, models, actions, agent types
 
 
-def _ts_ms(events: list) -> np.ndarray:
-    """Event times in epoch milliseconds (truncated, as ``int(ts.timestamp() * 1000)``)."""
-    seconds = np.fromiter(map(_TIMESTAMP, map(_TS, events)), dtype=np.float64, count=len(events))
-    return (seconds * 1000).astype(np.int64)
-
-
-_TS, _TENANT, _TIMESTAMP = attrgetter("ts"), attrgetter("tenant"), datetime.timestamp
-
-
 @dataclass
 class ApiColumns:
     ts: np.ndarray
@@ -90,7 +82,7 @@ class ApiColumns:
     endpoint: np.ndarray  # route template (token)
     bytes: np.ndarray  # float: request_bytes + response_bytes
     error: np.ndarray  # bool: status >= 400
-    events: list[ApiUsage]
+    block: EventBlock  # the contract's columns (event ids, names, ...) and, decoded when asked, the structs
     pos: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # index in the input batch
 
 
@@ -107,7 +99,7 @@ class DataColumns:
     rows: np.ndarray  # float
     granted: np.ndarray
     ip: np.ndarray  # -1 when absent
-    events: list[DataAccess]
+    block: EventBlock
     pos: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # index in the input batch
 
 
@@ -127,8 +119,25 @@ class AgentColumns:
     untrusted: np.ndarray
     tokens: np.ndarray
     session: list[str]
-    events: list[AgentExecution]
+    block: EventBlock
     pos: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # index in the input batch
+
+
+class _Events:
+    """``c.events``: a kind's structs (decoded when first asked for) and ``c.event_id``."""
+
+    @property
+    def events(self: Any) -> Sequence[Event]:
+        return self.block.events
+
+    @property
+    def event_id(self: Any) -> list[str]:
+        return self.block.cols["event_id"]
+
+
+for _cls in (ApiColumns, DataColumns, AgentColumns):
+    _cls.events = _Events.events  # type: ignore[attr-defined]
+    _cls.event_id = _Events.event_id  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -140,100 +149,137 @@ class Batch:
     agent: AgentColumns | None
 
     def __len__(self) -> int:
-        return sum(len(c.events) for c in (self.api, self.data, self.agent) if c is not None)
+        return sum(len(c.ts) for c in (self.api, self.data, self.agent) if c is not None)
 
 
 SEP = "\x1f"
+_SCOPED = ("{}" + SEP + "{}").format
 
 
-def scoped(events: list, attr: str) -> list[str]:
+def scoped(tenants: list[str], names: list[str]) -> list[str]:
     """Entity names qualified by tenant: the same dataset name in two tenants is two entities."""
-    return [f"{t}{SEP}{x}" for t, x in zip(map(_TENANT, events), map(attrgetter(attr), events), strict=True)]
+    return list(map(_SCOPED, tenants, names))
 
 
-def to_batch(events: list[Event], v: Vocabs, ts: np.ndarray) -> Batch:
-    """Split decoded events (``ts``: their times, from :func:`_ts_ms`) by kind and intern strings into columns.
+Parts = list[tuple[EventBlock, np.ndarray | None]]  # blocks by kind, each event's index in the batch (None: all)
+
+
+def parts_of(events: Sequence[Event] | EventBlock) -> Parts:
+    """A batch as blocks by kind: a decoded block as it is, structs turned into columns."""
+    if isinstance(events, EventBlock):
+        return [(events, None)]
+    return blocks_of(events)
+
+
+def ts_ms(parts: Parts, n: int) -> np.ndarray:
+    """Event times (epoch milliseconds) in arrival order."""
+    if len(parts) == 1 and parts[0][1] is None:
+        return parts[0][0].ts_ms()
+    ts = np.empty(n, dtype=np.int64)
+    for b, pos in parts:
+        ts[pos] = b.ts_ms()
+    return ts
+
+
+def window(parts: Parts, start: int, stop: int) -> Parts:
+    """The events at positions ``start`` to ``stop`` of the batch, positions counted from ``start``."""
+    out: Parts = []
+    for b, pos in parts:
+        if pos is None:
+            out.append((b.slice(start, stop), None))
+            continue
+        m = (pos >= start) & (pos < stop)
+        if m.any():
+            out.append((b.take(np.flatnonzero(m)), pos[m] - start))
+    return out
+
+
+def to_batch(parts: Parts, v: Vocabs, ts: np.ndarray) -> Batch:
+    """Intern a batch's strings into columns, by kind (``ts``: the batch's times in arrival order).
 
     Events keep their arrival order (no sort by event time): the engine's result must not depend
     on where a stream is cut into batches, and a per-batch sort would make it depend on that
     whenever a stream arrives slightly out of order. The kernels tolerate out-of-order time.
     """
-    types = set(map(type, events))
-    if len(types) == 1:  # one kind (a worker's partition holds one topic's events): no split
-        kind = types.pop()
-        parts = {kind: (events, np.arange(len(events), dtype=np.int64))}
-    else:
-        idx: dict[type, list[int]] = {ApiUsage: [], DataAccess: [], AgentExecution: []}
-        for i, t in enumerate(map(type, events)):
-            idx[t].append(i)
-        parts = {k: ([events[i] for i in p], np.asarray(p, dtype=np.int64)) for k, p in idx.items() if p}
-    cols = []
-    for kind, build in ((ApiUsage, _api), (DataAccess, _data), (AgentExecution, _agent)):
-        if kind in parts:
-            evs, pos = parts[kind]
-            c = build(evs, ts[pos], v)
-            c.pos = pos
-            cols.append(c)
-        else:
-            cols.append(None)
-    return Batch(*cols)
+    cols: dict[str, Any] = {}
+    for b, pos in parts:
+        p = np.arange(len(b), dtype=np.int64) if pos is None else pos
+        c = _BUILD[b.kind](b, ts if pos is None else ts[pos], v)
+        c.pos = p
+        cols[b.kind] = c
+    return Batch(cols.get("api_usage"), cols.get("data_access"), cols.get("agent_execution"))
 
 
-def _api(events: list[ApiUsage], ts: np.ndarray, v: Vocabs) -> ApiColumns:
+def _api(b: EventBlock, ts: np.ndarray, v: Vocabs) -> ApiColumns:
+    c = b.cols
+    t = c["tenant"]
     return ApiColumns(
         ts=ts,
-        tenant=v.tenant.many([e.tenant for e in events]),
-        key=v.key.many(scoped(events, "api_key_id")),
-        principal=v.principal.many(scoped(events, "principal")),
-        ip=v.ip.many(scoped(events, "client_ip")),
-        agent_tok=v.token.many([e.user_agent for e in events]),
-        scope=v.token.many([e.scope_used for e in events]),
-        model=v.token.many([e.model for e in events]),
-        auth_fail=np.fromiter((e.auth_result != "ok" for e in events), dtype=np.bool_, count=len(events)),
-        tokens=np.fromiter(((e.tokens_in or 0) + (e.tokens_out or 0) for e in events), dtype=np.float64,
-                           count=len(events)),
-        endpoint=v.token.many([e.endpoint for e in events]),
-        bytes=np.fromiter(((e.request_bytes or 0) + (e.response_bytes or 0) for e in events), dtype=np.float64,
-                          count=len(events)),
-        error=np.fromiter((e.status >= 400 for e in events), dtype=np.bool_, count=len(events)),
-        events=events,
+        tenant=v.tenant.many(t),
+        key=v.key.many(scoped(t, c["api_key_id"])),
+        principal=v.principal.many(scoped(t, c["principal"])),
+        ip=v.ip.many(scoped(t, c["client_ip"])),
+        agent_tok=v.token.many(c["user_agent"]),
+        scope=v.token.many(c["scope_used"]),
+        model=v.token.many(c["model"]),
+        auth_fail=c["auth_result"] != _OK,
+        tokens=c["tokens_in"].astype(np.float64) + c["tokens_out"],
+        endpoint=v.token.many(c["endpoint"]),
+        bytes=c["request_bytes"].astype(np.float64) + c["response_bytes"],
+        error=c["status"] >= 400,
+        block=b,
     )
 
 
-def _data(events: list[DataAccess], ts: np.ndarray, v: Vocabs) -> DataColumns:
-    n = len(events)
+def _data(b: EventBlock, ts: np.ndarray, v: Vocabs) -> DataColumns:
+    c = b.cols
+    t = c["tenant"]
     return DataColumns(
         ts=ts,
-        tenant=v.tenant.many([e.tenant for e in events]),
-        principal=v.principal.many(scoped(events, "principal")),
-        dept=v.dept.many(scoped(events, "principal_department")),
-        dataset=v.dataset.many(scoped(events, "dataset")),
-        owner=v.dept.many(scoped(events, "dataset_owner_department")),
-        sensitivity=np.fromiter((SENSITIVITY[e.sensitivity] for e in events), dtype=np.int64, count=n),
-        operation=np.fromiter((OPERATION[e.operation] for e in events), dtype=np.int64, count=n),
-        rows=np.fromiter((float(e.rows or 0) for e in events), dtype=np.float64, count=n),
-        granted=np.fromiter((e.granted for e in events), dtype=np.bool_, count=n),
-        ip=v.ip.many([None if e.client_ip is None else f"{e.tenant}{SEP}{e.client_ip}" for e in events]),
-        events=events,
+        tenant=v.tenant.many(t),
+        principal=v.principal.many(scoped(t, c["principal"])),
+        dept=v.dept.many(scoped(t, c["principal_department"])),
+        dataset=v.dataset.many(scoped(t, c["dataset"])),
+        owner=v.dept.many(scoped(t, c["dataset_owner_department"])),
+        sensitivity=c["sensitivity"].astype(np.int64),
+        operation=c["operation"].astype(np.int64),
+        rows=c["rows"].astype(np.float64),
+        granted=c["granted"],
+        ip=v.ip.many([None if ip is None else _SCOPED(tn, ip) for tn, ip in zip(t, c["client_ip"], strict=True)]),
+        block=b,
     )
 
 
-def _agent(events: list[AgentExecution], ts: np.ndarray, v: Vocabs) -> AgentColumns:
-    n = len(events)
+def _agent(b: EventBlock, ts: np.ndarray, v: Vocabs) -> AgentColumns:
+    c = b.cols
+    t = c["tenant"]
+    approval = c["approval"]
     return AgentColumns(
         ts=ts,
-        tenant=v.tenant.many([e.tenant for e in events]),
-        agent=v.agent.many(scoped(events, "agent_id")),
-        agent_type=v.token.many([e.agent_type for e in events]),
-        principal=v.principal.many(scoped(events, "principal")),
-        action=v.token.many([e.action for e in events]),
-        privilege=np.fromiter((PRIVILEGE[e.privilege] for e in events), dtype=np.int64, count=n),
-        risk=np.fromiter((RISK[e.risk_level] for e in events), dtype=np.int64, count=n),
-        bypassed=np.fromiter((e.approval == "bypassed" for e in events), dtype=np.bool_, count=n),
-        unapproved=np.fromiter((e.approval in ("not_required", "pending") for e in events), dtype=np.bool_, count=n),
-        external=np.fromiter((e.triggered_by == "external_content" for e in events), dtype=np.bool_, count=n),
-        untrusted=np.fromiter((bool(e.untrusted_input) for e in events), dtype=np.bool_, count=n),
-        tokens=np.fromiter(((e.tokens_in or 0) + (e.tokens_out or 0) for e in events), dtype=np.float64, count=n),
-        session=[e.session_id for e in events],
-        events=events,
+        tenant=v.tenant.many(t),
+        agent=v.agent.many(scoped(t, c["agent_id"])),
+        agent_type=v.token.many(c["agent_type"]),
+        principal=v.principal.many(scoped(t, c["principal"])),
+        action=v.token.many(c["action"]),
+        privilege=c["privilege"].astype(np.int64),
+        risk=np.maximum(c["risk_level"], 0).astype(np.int64),  # absent counts as low
+        bypassed=approval == _BYPASSED,
+        unapproved=(approval == _NOT_REQUIRED) | (approval == _PENDING),
+        external=c["triggered_by"] == _EXTERNAL,
+        untrusted=c["untrusted_input"],
+        tokens=c["tokens_in"].astype(np.float64) + c["tokens_out"],
+        session=c["session_id"],
+        block=b,
     )
+
+
+_BUILD: dict[str, Any] = {"api_usage": _api, "data_access": _data, "agent_execution": _agent}
+_OK = code("api_usage", "auth_result", "ok")
+_BYPASSED, _NOT_REQUIRED, _PENDING = (code("agent_execution", "approval", a) for a in ("bypassed", "not_required",
+                                                                                         "pending"))
+_EXTERNAL = code("agent_execution", "triggered_by", "external_content")
+# the engine's codes are the contract's literal order: checked once here
+assert [code("data_access", "sensitivity", x) for x in SENSITIVITY] == list(SENSITIVITY.values())
+assert [code("data_access", "operation", x) for x in OPERATION] == list(OPERATION.values())
+assert [code("agent_execution", "privilege", x) for x in PRIVILEGE] == list(PRIVILEGE.values())
+assert [code("agent_execution", "risk_level", x) for x in ("low", "medium", "high", "critical")] == [0, 1, 2, 3]

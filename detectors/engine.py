@@ -14,6 +14,7 @@ type, tenant) meanwhile.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,11 +22,24 @@ import numpy as np
 
 from detectors.alerts import Alert, Evidence, Feature, alert_id, severity_of
 from detectors.catalog import CATALOG
-from detectors.columns import SEP, AgentColumns, ApiColumns, Batch, DataColumns, Vocabs, _ts_ms, to_batch
+from detectors.columns import (
+    SEP,
+    AgentColumns,
+    ApiColumns,
+    Batch,
+    DataColumns,
+    Parts,
+    Vocabs,
+    parts_of,
+    to_batch,
+    ts_ms,
+    window,
+)
 from detectors.compaction import MAX_NEW_PER_EVENT, NAMESPACES, compact, footprint, least_recent
 from detectors.governance import UnusedScopes, learn_scopes, unused_scopes
 from detectors.kernels import burst_vs_baseline, cusum, decayed_count, first_seen, log_zscore, pair
 from detectors.models.multivariate import Loda
+from schemas.block import EventBlock
 from schemas.events import Event
 
 MIN = 60_000
@@ -200,7 +214,7 @@ class Engine:
         self.evicted: dict[str, int] = {"idle": 0, "cap": 0}  # entities forgotten, by reason
 
     # -- public API -------------------------------------------------------------------------
-    def process(self, events: list[Event]) -> list[Alert]:
+    def process(self, events: Sequence[Event] | EventBlock) -> list[Alert]:
         """Score a batch, learn it, and return the alerts it raised (in arrival order).
 
         The result does not depend on how a stream is cut into batches: every per-entity count,
@@ -209,28 +223,30 @@ class Engine:
         State is compacted (idle entities forgotten, the entity cap enforced) at fixed points of
         the stream, between events, wherever the batches happen to be cut (see ``_cuts``).
         """
-        if not events:
+        n = len(events)
+        if not n:
             return []
         alerts: list[Alert] = []
         scores: dict[str, float] = {}
         self.alert_principals = {}
         start = 0
-        ts = _ts_ms(events)  # once: the cuts and the columns both need it
-        for i, day_start, cap in [*self._cuts(events, ts), (len(events), None, False)]:
+        parts = parts_of(events)
+        ts = ts_ms(parts, n)  # once: the cuts and the columns both need it
+        for i, day_start, cap in [*self._cuts(n, ts), (n, None, False)]:
             if i > start:
-                alerts += self._process(events[start:i], ts[start:i])
+                alerts += self._process(window(parts, start, i), ts[start:i])
                 for k, v in self.scores.items():
                     if v > scores.get(k, 0.0):
                         scores[k] = v
                 start = i
-            if i < len(events):
+            if i < n:
                 self._compact(day_start, cap)
         self.scores = scores
         return alerts
 
-    def _process(self, events: list[Event], ts: np.ndarray) -> list[Alert]:
+    def _process(self, parts: Parts, ts: np.ndarray) -> list[Alert]:
         """Score and learn events between two compaction points (``ts``: their times)."""
-        batch = to_batch(events, self.s.vocabs, ts)
+        batch = to_batch(parts, self.s.vocabs, ts)
         self.events_seen += len(batch)
         findings: list[Finding] = []
         if batch.api is not None:
@@ -290,8 +306,8 @@ class Engine:
         return unused_scopes(self.s, _iso)
 
     # -- bounded state ----------------------------------------------------------------------
-    def _cuts(self, events: list[Event], ts: np.ndarray) -> list[tuple[int, int | None, bool]]:
-        """Where in ``events`` to compact: (index to compact before, day start or None, check the cap).
+    def _cuts(self, n_events: int, ts: np.ndarray) -> list[tuple[int, int | None, bool]]:
+        """Where in a batch of ``n_events`` to compact: (index to compact before, day start or None, check the cap).
 
         Positions are fixed by the stream, not by the batch: before the first event whose running
         event-time maximum enters a new UTC day (forget what went idle), and before every
@@ -308,7 +324,7 @@ class Engine:
                 cuts[i] = (int(day[i]) * DAY, False)
         if cfg.max_entities > 0 and cfg.cap_check_events > 0:
             every, n = cfg.cap_check_events, self.entities()
-            for i in range((-self.events_seen) % every, len(events), every):
+            for i in range((-self.events_seen) % every, n_events, every):
                 if self.events_seen + i > 0 and n + MAX_NEW_PER_EVENT * i > cfg.max_entities:
                     cuts[i] = (cuts.get(i, (None, False))[0], True)
         return [(i, d, c) for i, (d, c) in sorted(cuts.items())]
@@ -928,7 +944,7 @@ class Engine:
     def _f(self, detector: str, c: Any, i: int, entity: str, principal: str, score: float,
            features: list[Feature], explanation: str) -> Finding:
         return Finding(detector, CATALOG[detector].kind, int(c.tenant[i]), entity, int(c.ts[i]), int(c.pos[i]),
-                       c.events[i].event_id, self.s.vocabs.principal.id(f"{c.events[i].tenant}{SEP}{principal}"),
+                       c.event_id[i], self.s.vocabs.principal.id(f"{c.block.cols['tenant'][i]}{SEP}{principal}"),
                        float(score), features,
                        explanation)
 

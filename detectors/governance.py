@@ -12,8 +12,6 @@ grants are forgotten with it).
 
 from __future__ import annotations
 
-from operator import attrgetter
-
 import msgspec
 import numpy as np
 
@@ -39,7 +37,6 @@ class UnusedScopes(msgspec.Struct, frozen=True):
     last_seen: str
 
 
-_GRANTED = attrgetter("scopes_granted")
 
 
 def learn_scopes(s, c: ApiColumns | None) -> None:
@@ -47,7 +44,7 @@ def learn_scopes(s, c: ApiColumns | None) -> None:
     if c is None:
         return
     tok = s.vocabs.token
-    combos = [tuple(g) if g else () for g in map(_GRANTED, c.events)]  # per event: its granted scopes
+    combos = c.block.cols["scopes_granted"]  # per event: its granted scopes (a tuple, () when none)
     index = {t: j for j, t in enumerate(dict.fromkeys(combos))}  # each distinct one, by first appearance
     cid = np.fromiter(map(index.__getitem__, combos), dtype=np.int64, count=len(combos))
     # every combination's scope tokens in one flat array: combination j is flat[start[j]:start[j] + size[j]]

@@ -199,6 +199,19 @@ def decode(raw: bytes | str, *, default_tenant: str = DEFAULT_TENANT) -> Event |
     return event
 
 
+def decode_as(value: bytes | None, default_tenant: str, kind: str | None = None) -> Event | EventError:
+    """Decode a Kafka record's value; ``kind``, when given, is the only event kind its topic carries."""
+    if value is None:
+        return EventError("$", "empty record (null value)")
+    ev = decode(value, default_tenant=default_tenant)
+    if isinstance(ev, EventError) or kind is None:
+        return ev
+    tag = type(ev).__struct_config__.tag
+    if tag != kind:
+        return EventError("$.kind", f"a {tag} event on the {kind} topic")
+    return ev
+
+
 def decode_batch(
     raws: list[bytes], *, default_tenant: str = DEFAULT_TENANT
 ) -> tuple[list[Event], list[tuple[int, EventError]]]:

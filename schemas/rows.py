@@ -1,6 +1,6 @@
 """Python objects -> the columns of the ClickHouse tables (``Store.insert`` takes whole columns).
 
-The worker calls :func:`event_columns` and :func:`alert_columns` for the ``events`` and ``alerts``
+The worker calls :func:`block_columns` and :func:`alert_columns` for the ``events`` and ``alerts``
 tables; the CLI calls
 :func:`alert_status_columns` for ``alert_status``. Times become timezone-aware UTC datetimes
 with whole seconds (the tables use ``DateTime``, valid on ClickHouse 18.16 and current releases).
@@ -9,13 +9,15 @@ with whole seconds (the tables use ``DateTime``, valid on ClickHouse 18.16 and c
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+import numpy as np
 
+from schemas.block import EventBlock, blocks_of, code
 from schemas.errors import SpyglassError
 
 if TYPE_CHECKING:
@@ -39,7 +41,6 @@ def _utc_seconds(ts: datetime | str) -> datetime:
     return ts.astimezone(UTC).replace(microsecond=0)
 
 
-_TS, _EVENT_ID, _TENANT, _SOURCE, _PRINCIPAL = map(attrgetter, ("ts", "event_id", "tenant", "source", "principal"))
 MEASURES = ("flags", "rows", "bytes", "request_bytes", "response_bytes", "tokens_in", "tokens_out")
 EVENT_COLUMNS = ("event_id", "kind", "ts", "ts_ms", "tenant", "source", "entity", "principal", "payload",
                  "ingested_at", "score", *MEASURES)
@@ -48,67 +49,91 @@ EVENT_COLUMNS = ("event_id", "kind", "ts", "ts_ms", "tenant", "source", "entity"
 AUTH_FAILURE, DENIED, SENSITIVE, CROSS_DEPARTMENT, PRIVILEGED, BYPASSED, UNTRUSTED, FAILED = (1 << i for i in range(8))
 
 
-def _api_flags(e: Any) -> int:
-    return AUTH_FAILURE if e.auth_result != "ok" else 0
+def _is(b: EventBlock, field: str, *values: str) -> np.ndarray:
+    col = b.cols[field]
+    return np.isin(col, [code(b.kind, field, v) for v in values])
 
 
-def _data_flags(e: Any) -> int:
-    return ((0 if e.granted else DENIED) | (SENSITIVE if e.sensitivity in ("confidential", "restricted") else 0)
-            | (CROSS_DEPARTMENT if e.principal_department != e.dataset_owner_department else 0))
+def _flags(b: EventBlock) -> np.ndarray:
+    c = b.cols
+    if b.kind == "api_usage":
+        return np.where(c["auth_result"] != code(b.kind, "auth_result", "ok"), AUTH_FAILURE, 0)
+    if b.kind == "data_access":
+        cross = np.fromiter(map(operator.ne, c["principal_department"], c["dataset_owner_department"]),
+                            dtype=np.bool_, count=len(b))
+        return (np.where(c["granted"], 0, DENIED) | np.where(_is(b, "sensitivity", "confidential", "restricted"),
+                                                             SENSITIVE, 0) | np.where(cross, CROSS_DEPARTMENT, 0))
+    return (np.where(_is(b, "privilege", "admin"), PRIVILEGED, 0)
+            | np.where(_is(b, "approval", "bypassed"), BYPASSED, 0)
+            | np.where(c["untrusted_input"], UNTRUSTED, 0)
+            | np.where(_is(b, "outcome", "success"), 0, FAILED))
 
 
-def _agent_flags(e: Any) -> int:
-    return ((PRIVILEGED if e.privilege == "admin" else 0) | (BYPASSED if e.approval == "bypassed" else 0)
-            | (UNTRUSTED if e.untrusted_input else 0) | (FAILED if e.outcome != "success" else 0))
-
-
-_FLAGS = {"api_usage": _api_flags, "data_access": _data_flags, "agent_execution": _agent_flags}
-
-
-def event_measures(events: Sequence[Any], kinds: Sequence[str]) -> dict[str, list[int]]:
-    """The typed measure columns of ``events`` (``flags`` and the volumes the per-minute view sums).
+def event_measures(b: EventBlock) -> dict[str, list[int]]:
+    """The typed measure columns of a block (``flags`` and the volumes the per-minute view sums).
 
     The rules are those of the DEFAULT expressions in migration 010, which compute the same values
     from the payload for writers that leave these columns out; a test holds the two to each other.
     """
-    out = {"flags": list(map(lambda e, k: _FLAGS[k](e), events, kinds))}
-    for name in MEASURES[1:]:  # column by column: no tuple per event for the collector to trace
-        out[name] = [getattr(e, name, None) or 0 for e in events]  # 0 where absent or the kind lacks it
+    zeros = [0] * len(b)
+    out = {"flags": _flags(b).tolist()}
+    for name in MEASURES[1:]:  # 0 where absent or the kind lacks it
+        col = b.cols.get(name)
+        out[name] = zeros if col is None else col.tolist()
+    return out
+
+
+def block_columns(blocks: Sequence[EventBlock], ingested_at: datetime, *,
+                  measures: bool = True) -> dict[str, list[Any]]:
+    """The ``events`` columns of decoded blocks (each with its raw JSON and, once scored, its ``scores``).
+
+    ``measures=False`` leaves out :data:`MEASURES`, as a writer older than migration 010 does.
+
+    Built a whole column at a time, from the block's columns: the worker calls this for every event
+    it stores. ``payload`` stays bytes (clickhouse-driver writes them as they are; the embedded store
+    decodes them). DateTime columns get epoch seconds: both stores take them, and clickhouse-driver
+    skips its per-value time-zone conversion of datetime objects (the costliest part of the insert).
+    """
+    from schemas.events import ENTITY_FIELD
+
+    ingested = int(_utc_seconds(ingested_at).timestamp())
+    out: dict[str, list[Any]] = {name: [] for name in EVENT_COLUMNS if measures or name not in MEASURES}
+    for b in blocks:
+        n, c = len(b), b.cols
+        if b.raws is None or len(b.raws) != n:
+            raise SpyglassError(f"event_columns: a block of {n} {b.kind} events without its payloads")
+        scores = b.scores if b.scores is not None else [0.0] * n
+        if len(scores) != n:
+            raise SpyglassError(f"event_columns: {n} events, {len(scores)} scores")
+        ts_ms = c["ts"] // 1000
+        out["event_id"] += c["event_id"]
+        out["kind"] += [b.kind] * n
+        out["ts"] += (ts_ms // 1000).tolist()
+        out["ts_ms"] += (ts_ms % 1000).tolist()
+        out["tenant"] += c["tenant"]
+        out["source"] += c["source"]
+        out["entity"] += c[ENTITY_FIELD[b.kind]]
+        out["principal"] += c["principal"]
+        out["payload"] += b.raws
+        out["ingested_at"] += [ingested] * n
+        out["score"] += [round(float(x), 4) if x else 0.0 for x in scores]  # most events score 0
+        if measures:
+            for name, col in event_measures(b).items():
+                out[name] += col
     return out
 
 
 def event_columns(events: Sequence[Any], raws: Sequence[bytes], scores: Sequence[float],
                   ingested_at: datetime, *, measures: bool = True) -> dict[str, list[Any]]:
-    """The ``events`` columns of decoded events, their raw JSON and the highest score each got.
-
-    ``measures=False`` leaves out :data:`MEASURES`, as a writer older than migration 010 does.
-
-    Built column by column (one C-level pass per column, not eleven appends per event): the worker
-    calls this for every event it stores. ``payload`` stays bytes (clickhouse-driver writes them
-    as they are; the embedded store decodes them).
-    """
-    from schemas.events import ENTITY_FIELD
-
+    """The ``events`` columns of decoded structs (any kinds), their raw JSON and the highest score each got:
+    :func:`block_columns` of their blocks (rows grouped by kind)."""
     if not len(events) == len(raws) == len(scores):
         raise SpyglassError(f"event_columns: {len(events)} events, {len(raws)} payloads, {len(scores)} scores")
-    kinds = [type(ev).__struct_config__.tag for ev in events]
-    # DateTime columns get epoch seconds: both stores take them, and clickhouse-driver skips its
-    # per-value time-zone conversion of datetime objects (the costliest part of the insert)
-    ingested = int(_utc_seconds(ingested_at).timestamp())
-    return {
-        "event_id": list(map(_EVENT_ID, events)),
-        "kind": kinds,
-        "ts": [int(ts.timestamp()) for ts in map(_TS, events)],  # aware (the decoder refuses naive times)
-        "ts_ms": [ts.microsecond // 1000 for ts in map(_TS, events)],
-        "tenant": list(map(_TENANT, events)),
-        "source": [src if isinstance(src, str) else "" for src in map(_SOURCE, events)],
-        "entity": [getattr(ev, ENTITY_FIELD[k]) for ev, k in zip(events, kinds, strict=True)],
-        "principal": list(map(_PRINCIPAL, events)),
-        "payload": list(raws),
-        "ingested_at": [ingested] * len(events),
-        "score": [round(float(x), 4) if x else 0.0 for x in scores],  # most events score 0
-        **(event_measures(events, kinds) if measures else {}),
-    }
+    blocks = []
+    for b, pos in blocks_of(events, raws):
+        b.scores = list(scores) if pos is None else [scores[i] for i in pos.tolist()]
+        blocks.append(b)
+    return block_columns(blocks, ingested_at, measures=measures)
 
 
 def alert_columns(

@@ -42,6 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
+from itertools import repeat
 from operator import attrgetter
 from typing import Any, Protocol
 
@@ -51,12 +52,13 @@ from kafka.errors import KafkaError
 from detectors.alerts import Alert, encode_alert
 from detectors.correlation import Correlator, RiskEvidence, decode_evidence, encode_evidence, evidence_of
 from detectors.engine import Engine
+from schemas.block import EventBlock, blocks_of, concat_kinds, decode_block
 from schemas.errors import EventError
-from schemas.events import Event, entity_of
-from schemas.rows import alert_columns, event_columns
+from schemas.events import Event, decode_as
+from schemas.rows import alert_columns, block_columns
 from streams import metrics as m
 from streams.checkpoints import CheckpointError, CheckpointStore
-from streams.records import dead_letter_headers, decode_record
+from streams.records import dead_letter_headers
 from streams.settings import Settings
 from streams.sinks.clickhouse import Store, StoreError, sql_string
 
@@ -66,28 +68,26 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9_.:@/+=-]{1,128}")  # ids safe to quote in a q
 EventKey = tuple[str, str, str]  # tenant, entity, event id: what identifies a stored event
 
 
-def event_key(ev: Event) -> EventKey:
-    return ev.tenant, entity_of(ev), ev.event_id
-
-
-def _lookable(events: Sequence[Event]) -> list[Event]:
+def _lookable(b: EventBlock) -> EventBlock:
     """The events whose id is safe to quote in a query: the only ones :func:`stored_event_keys` looks up."""
-    return [ev for ev in events if _SAFE_ID.fullmatch(ev.event_id)]
+    ids = b.cols["event_id"]
+    safe = [i for i, x in enumerate(ids) if _SAFE_ID.fullmatch(x)]
+    return b if len(safe) == len(ids) else b.take(safe)
 
 
-def stored_event_keys(store: Store, events: Sequence[Event], chunk: int = 1_000) -> set[EventKey]:
-    """The keys of ``events`` that the ``events`` table holds already. Events whose id is not safe to
-    quote are not looked up (so never reported stored): at worst such an event is inserted twice."""
-    by_kind: dict[str, list[Event]] = {}
-    for ev in _lookable(events):
-        by_kind.setdefault(type(ev).__struct_config__.tag, []).append(ev)
-    wanted = {event_key(ev) for evs in by_kind.values() for ev in evs}
+def stored_event_keys(store: Store, blocks: Sequence[EventBlock], chunk: int = 1_000) -> set[EventKey]:
+    """The keys of the blocks' events that the ``events`` table holds already. Events whose id is not safe
+    to quote are not looked up (so never reported stored): at worst such an event is inserted twice."""
     found: set[EventKey] = set()
-    for kind, evs in by_kind.items():
-        secs = [int(ev.ts.timestamp()) for ev in evs]  # as stored: whole seconds
-        lo, hi = min(secs), max(secs)
-        for i in range(0, len(evs), chunk):
-            quoted = ", ".join(sql_string(ev.event_id) for ev in evs[i:i + chunk])
+    for b in concat_kinds(_lookable(b) for b in blocks if len(b)):
+        if not len(b):
+            continue
+        kind, ids = b.kind, b.cols["event_id"]
+        wanted = set(b.event_keys())
+        secs = b.cols["ts"] // 1_000_000  # as stored: whole seconds
+        lo, hi = int(secs.min()), int(secs.max())
+        for i in range(0, len(ids), chunk):
+            quoted = ", ".join(sql_string(x) for x in ids[i:i + chunk])
             rows = store.query(
                 f"SELECT tenant, entity, event_id FROM {store.database}.events "  # noqa: S608 - ids checked, quoted
                 f"WHERE kind = {sql_string(kind)} AND ts >= toDateTime({lo}) AND ts <= toDateTime({hi}) "
@@ -96,11 +96,30 @@ def stored_event_keys(store: Store, events: Sequence[Event], chunk: int = 1_000)
     return found
 
 
-def _without(keys: set[EventKey], events: list[Event], raws: list[bytes],
-             scores: list[float]) -> tuple[list[Event], list[bytes], list[float]]:
-    """The events (with their payloads and scores) whose keys are not in ``keys``."""
-    keep = [i for i, ev in enumerate(events) if event_key(ev) not in keys]
-    return [events[i] for i in keep], [raws[i] for i in keep], [scores[i] for i in keep]
+def _without(keys: set[EventKey], b: EventBlock) -> EventBlock:
+    """The block's events (with their payloads and scores) whose keys are not in ``keys``."""
+    return b.take([i for i, k in enumerate(b.event_keys()) if k not in keys])
+
+
+# a topic's decoded records: what the engine scores (a block, or structs of several kinds), the blocks to
+# store, the indices of the records decoded, [(index, error)] of the others
+Decoded = tuple[EventBlock | list[Event], list[EventBlock], list[int], list[tuple[int, EventError]]]
+
+
+def _decode(values: list[bytes | None], tenant: str, kind: str | None) -> Decoded:
+    """Decode a batch of one topic's records: straight into a block's columns when the topic has one kind."""
+    if kind is not None:
+        block, ok, bad = decode_block(values, kind, tenant)
+        return block, [block], ok, bad
+    decs = [decode_as(v, tenant) for v in values]
+    ok = [i for i, ev in enumerate(decs) if not isinstance(ev, EventError)]
+    events: list[Event] = [decs[i] for i in ok]  # type: ignore[misc]
+    blocks = [b for b, _ in blocks_of(events, [values[i] for i in ok], tenant)] if events else []  # type: ignore[misc]
+    return events, blocks, ok, [(i, ev) for i, ev in enumerate(decs) if isinstance(ev, EventError)]
+
+
+def _event_ids(events: EventBlock | list[Event]) -> list[str]:
+    return events.cols["event_id"] if isinstance(events, EventBlock) else list(map(_EVENT_ID, events))
 
 
 TP = tuple[str, int]
@@ -160,9 +179,7 @@ class Writes:
     alerts: list[tuple[Alert, Record]] = field(default_factory=list)  # to store (not stored before)
     publish: list[Alert] = field(default_factory=list)  # to publish (not on the alerts topic before)
     evidence: list[RiskEvidence] = field(default_factory=list)  # to the risk-evidence topic, with the alerts
-    events: list[Event] = field(default_factory=list)  # to store: the events, their raw JSON and scores
-    raws: list[bytes] = field(default_factory=list)
-    scores: list[float] = field(default_factory=list)
+    events: list[EventBlock] = field(default_factory=list)  # to store: the events, their raw JSON and scores
     touched: list[tuple[Part, int, int, int]] = field(default_factory=list)  # part, events, dead, alerts
     snapshots: list[Snapshot] = field(default_factory=list)
     where: dict[str, Any] = field(default_factory=dict)
@@ -182,8 +199,6 @@ class Writes:
             out.publish += j.publish
             out.evidence += j.evidence
             out.events += j.events
-            out.raws += j.raws
-            out.scores += j.scores
             out.touched += j.touched
             out.snapshots += j.snapshots
             out.scored_s = max(out.scored_s, j.scored_s)
@@ -322,9 +337,10 @@ class Scorer:
         self._scan_cache = (since_ms, self.clock(), ids)
         return ids
 
-    def _not_stored(self, w: Writes) -> tuple[list[Event], list[bytes], list[float]]:
+    def _not_stored(self, w: Writes) -> list[EventBlock]:
         """The events (with payloads and scores) ``events`` does not hold yet (an insert retried after an error)."""
-        return _without(stored_event_keys(self.events_store, w.events), w.events, w.raws, w.scores)
+        known = stored_event_keys(self.events_store, w.events)
+        return [_without(known, b) for b in w.events]
 
     async def revoke(self, tps: Sequence[TP]) -> None:
         """Partitions leave this worker: write and checkpoint what they scored, then forget them."""
@@ -503,10 +519,8 @@ class Scorer:
                 self._held_since = time.monotonic()
                 self._held.where = w.where
             self._held.events += w.events
-            self._held.raws += w.raws
-            self._held.scores += w.scores
         s = self.settings
-        if self._held.events and (w.snapshots or w.flush or len(self._held.events) >= s.worker_insert_min_rows
+        if self._held.events and (w.snapshots or w.flush or sum(map(len, self._held.events)) >= s.worker_insert_min_rows
                                   or time.monotonic() - self._held_since >= s.worker_insert_linger_s):
             held, self._held = self._held, Writes()
             await self._to_lane(partial(self._store_events, held), held.where)
@@ -547,15 +561,15 @@ class Scorer:
         tries = [0]
 
         def insert_events() -> None:  # the columns are built on the I/O thread too, off the event loop
-            rows = (w.events, w.raws, w.scores) if tries[0] == 0 else self._not_stored(w)  # a failed try
-            tries[0] += 1                                                                   # may have landed
-            if rows[0]:
-                self.events_store.insert("events", event_columns(*rows, now))
+            blocks = w.events if tries[0] == 0 else self._not_stored(w)  # a failed try may have landed
+            tries[0] += 1
+            if any(map(len, blocks)):
+                self.events_store.insert("events", block_columns(blocks, now))
 
         # on an error the writer fails: no later checkpoint, so the next owner re-scores these events
         await self._io_call(insert_events, "events.insert", w.where, events=True)
         m.STORE_INSERTS.labels("events").inc()
-        m.EVENTS_STORED.inc(len(w.events))
+        m.EVENTS_STORED.inc(sum(map(len, w.events)))
         m.STAGE_SECONDS.labels("store.events").inc(time.perf_counter() - t0)
 
     # -- one batch -------------------------------------------------------------------------
@@ -582,7 +596,7 @@ class Scorer:
         parts = {}
         by_tp: dict[TP, list[Record]] = {}
         stored: dict[TP, set[EventKey]] = {}  # events an earlier owner stored already (see Part.recheck_stored)
-        decoded: dict[TP, list[Event | EventError]] = {}
+        decoded: dict[TP, Decoded] = {}
         tenant = self.settings.default_tenant
         for (topic, partition), batch in batches.items():  # every await before any state changes: a cancel
             if not batch:                                   # here leaves no partition half scored
@@ -591,12 +605,11 @@ class Scorer:
             part = parts[(topic, partition)] = await self._part(topic, partition, recs[0].offset)
             kind = self._kinds.get(topic)
             if part.recheck_stored and kind:  # decoding changes no state: done here, used below
-                dec = decoded[(topic, partition)] = [decode_record(r.value, tenant, kind)
-                                                     for r in recs if r.offset >= part.offset]
-                evs = [ev for ev in dec if not isinstance(ev, EventError)]
-                if evs:
+                dec = decoded[(topic, partition)] = _decode([r.value for r in recs if r.offset >= part.offset],
+                                                            tenant, kind)
+                if len(dec[0]):
                     stored[(topic, partition)] = await self._io_call(
-                        lambda e=evs: stored_event_keys(self.store, e), "events.known",
+                        partial(stored_event_keys, self.store, dec[1]), "events.known",
                         {"topic": topic, "partition": partition, "offset": recs[0].offset})
         for (topic, partition), recs in by_tp.items():
             part = parts[(topic, partition)]
@@ -611,54 +624,46 @@ class Scorer:
             kind = self._kinds.get(topic)
             m.ENGINE_BATCH.observe(len(fresh))
             t_dec = time.perf_counter()
-            values = list(map(_VALUE, fresh))
-            decs = decoded.get((topic, partition)) or [decode_record(v, tenant, kind) for v in values]
-            if EventError in set(map(type, decs)):
-                bad = [i for i, ev in enumerate(decs) if isinstance(ev, EventError)]
-                for i in bad:
-                    w.dead.append((fresh[i], decs[i]))
-                ok = [i for i, ev in enumerate(decs) if not isinstance(ev, EventError)]
-                events: list[Event] = [decs[i] for i in ok]  # type: ignore[misc]
-                good = [fresh[i] for i in ok]
-                raws: list[bytes] = [values[i] for i in ok]  # type: ignore[misc]
-            else:  # every record an event: each value is its raw JSON
-                events, good, raws, bad = decs, fresh, values, []  # type: ignore[assignment]
-            n_dead = len(bad)
+            events, blocks, ok, bad = decoded.get((topic, partition)) or _decode(list(map(_VALUE, fresh)), tenant,
+                                                                                    kind)
+            for i, err in bad:
+                w.dead.append((fresh[i], err))
+            good = fresh if len(ok) == len(fresh) else [fresh[i] for i in ok]
+            n_dead, n = len(bad), len(ok)
             t_eng = time.perf_counter()
             evicted = dict(part.engine.evicted)
-            alerts = part.engine.process(events) if events else []
+            alerts = part.engine.process(events) if n else []
             m.count_evictions(evicted, part.engine.evicted)
             t_end = time.perf_counter()
             m.STAGE_SECONDS.labels("decode").inc(t_eng - t_dec)
             m.STAGE_SECONDS.labels("score").inc(t_end - t_eng)
             known = stored.get((topic, partition))
-            score_of = part.engine.scores.get
-            keep = events, raws, [score_of(i, 0.0) for i in map(_EVENT_ID, events)]
+            score_of, zero = part.engine.scores.get, repeat(0.0)
+            for b in blocks:
+                b.scores = list(map(score_of, b.cols["event_id"], zero))
             if known is not None:  # scored again (the state needs them), not stored again
-                looked_up = set(map(event_key, _lookable(events)))
+                looked_up = {k for b in blocks for k in _lookable(b).event_keys()}
                 if not looked_up <= known:
                     part.recheck_stored = False  # past what the earlier owner stored (it wrote in offset order)
                 if known:
                     log.info("events already stored by an earlier owner are not inserted again",
                              extra={"topic": topic, "partition": partition, "offset": fresh[0].offset,
                                     "events": len(known)})
-                    keep = _without(known, *keep)
-            w.events += keep[0]
-            w.raws += keep[1]
-            w.scores += keep[2]
+                    blocks = [_without(known, b) for b in blocks]
+            w.events += [b for b in blocks if len(b)]
             if alerts:  # an alert's record: its first evidence event's (the first record with that id)
                 by_id: dict[str, Record] = {}
-                for ev, r in zip(events, good, strict=True):
-                    by_id.setdefault(ev.event_id, r)
+                for eid, r in zip(_event_ids(events), good, strict=True):
+                    by_id.setdefault(eid, r)
             principals = part.engine.alert_principals
             for a in alerts:
                 alerts_out.append((a, by_id.get(a.evidence.event_ids[0], fresh[0]),
                                    None if a.kind == "cross" else principals.get(a.alert_id)))
             part.offset = fresh[-1].offset + 1
             part.pending += [r.offset for r in fresh]
-            w.touched.append((part, len(events), n_dead, len(alerts)))
+            w.touched.append((part, n, n_dead, len(alerts)))
             if kind:
-                m.EVENTS_IN.labels(kind).inc(len(events))
+                m.EVENTS_IN.labels(kind).inc(n)
         # after a crash, an alert the earlier owner published but did not store is stored, not published again
         # its evidence goes out again with it (re-delivered evidence is ignored by the correlator)
         for a, r, principal in alerts_out:

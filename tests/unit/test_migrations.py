@@ -311,9 +311,10 @@ def test_stored_event_keys_match_tenant_entity_and_id_not_the_id_alone(store):
     """The worker's re-delivery check (``Part.recheck_stored``): which events of a batch are stored already."""
     from datetime import UTC, datetime
 
+    from schemas.block import blocks_of
     from schemas.events import decode
     from schemas.rows import event_columns
-    from streams.scoring import event_key, stored_event_keys
+    from streams.scoring import stored_event_keys
 
     apply_ddl(store)
 
@@ -328,10 +329,11 @@ def test_stored_event_keys_match_tenant_entity_and_id_not_the_id_alone(store):
     stored = [ev("e-1", "acme", "ana"), ev("e-2", "acme", "ana", "2026-11-21T10:00:00Z")]
     store.insert("events", event_columns([e for e, _ in stored], [raw for _, raw in stored], [0.0, 0.0],
                                          datetime.now(UTC)))
-    batch = [e for e, _ in stored] + [
-        ev("e-1", "globex", "ana")[0],  # the same id from another tenant: a different event
-        ev("e-1", "acme", "bob")[0],  # ... or another entity
-        ev("e-3", "acme", "ana")[0],  # not stored
-        ev("it's", "acme", "ana")[0],  # not safe to quote: never looked up
+    batch = stored + [
+        ev("e-1", "globex", "ana"),  # the same id from another tenant: a different event
+        ev("e-1", "acme", "bob"),  # ... or another entity
+        ev("e-3", "acme", "ana"),  # not stored
+        ev("it's", "acme", "ana"),  # not safe to quote: never looked up
     ]
-    assert stored_event_keys(store, batch, chunk=2) == {event_key(e) for e, _ in stored}
+    [(block, _)] = blocks_of([e for e, _ in batch], [r for _, r in batch])
+    assert stored_event_keys(store, [block], chunk=2) == {("acme", "ana", "e-1"), ("acme", "ana", "e-2")}

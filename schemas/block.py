@@ -1,0 +1,351 @@
+"""Decoded events of one kind, column by column: what the engine scores and the ``events`` table stores.
+
+A Kafka fetch of one topic decodes into one :class:`EventBlock`: a column per contract field, so the
+engine and the row builder read whole columns instead of an attribute of every event. The native
+decoder (``schemas/native``, Rust) parses raw JSON straight into these columns; without it, or for a
+record it leaves to msgspec, the same columns are built from msgspec structs (:func:`block_of`). A
+test holds the two to each other on every field.
+
+Column types (:data:`SPECS` gives each field's):
+
+- required strings: ``list[str]``; optional strings: ``list[str | None]``; ``tenant`` and
+  ``source`` hold the default tenant and ``""`` where absent;
+- literals: ``int8`` codes, the index in the ``Literal``'s own order (``-1`` where absent);
+- integers: ``int64`` (0 where absent); floats: ``float64`` (NaN where absent);
+- booleans: ``bool`` (False where absent); ``scopes_granted``: ``list[tuple[str, ...]]``;
+- ``ts``: ``int64`` epoch microseconds (UTC).
+
+The structs themselves are decoded only when asked for (:attr:`EventBlock.events`): for the few
+events an alert explains.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import chain
+from operator import attrgetter
+from typing import Any, Final
+
+import msgspec
+import numpy as np
+
+from schemas.errors import EventError
+from schemas.events import DEFAULT_TENANT, EVENT_TYPES, MAX_RECORD_BYTES, Event, decode, decode_as
+
+Column = list[Any] | np.ndarray
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """How one contract field is decoded into its column.
+
+    ``type`` is one of ``str``, ``ostr`` (optional), ``dstr`` (absent: ``default``), ``enum``,
+    ``oenum``, ``int``, ``oint``, ``ofloat``, ``bool``, ``obool``, ``strs``, ``ts``. ``lo``/``hi``
+    bound a string's length (in characters), an integer's value, or a list's length (``hi``);
+    ``values`` are an enum's literals, in code order.
+    """
+
+    name: str
+    type: str
+    lo: int | float | None = None
+    hi: int | None = None
+    values: tuple[str, ...] = ()
+
+
+def _literals(cls: type) -> dict[str, tuple[str, ...]]:
+    """Each Literal field's values in their declared order (msgspec.inspect sorts them)."""
+    out = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        members = [hint] if typing.get_origin(hint) is typing.Literal else typing.get_args(hint)
+        for lit in members:
+            if typing.get_origin(lit) is typing.Literal:
+                out[name] = typing.get_args(lit)
+    return out
+
+
+def _unwrap(t: Any) -> Any:
+    return t.type if isinstance(t, msgspec.inspect.Metadata) else t
+
+
+def _spec(name: str, t: Any, required: bool, literals: dict[str, tuple[str, ...]]) -> FieldSpec:
+    t = _unwrap(t)
+    optional = False
+    if isinstance(t, msgspec.inspect.UnionType):
+        inner = [_unwrap(x) for x in t.types if not isinstance(x, msgspec.inspect.NoneType)]
+        optional, t = True, inner[0]
+    i = msgspec.inspect
+    if isinstance(t, i.DateTimeType):
+        return FieldSpec(name, "ts")
+    if isinstance(t, i.StrType):
+        if not required and not optional:  # str | UNSET: tenant, source
+            return FieldSpec(name, "dstr", t.min_length or 0, t.max_length)
+        return FieldSpec(name, "ostr" if optional else "str", t.min_length or 0, t.max_length)
+    if isinstance(t, i.LiteralType):
+        return FieldSpec(name, "oenum" if optional else "enum", values=literals[name])
+    if isinstance(t, i.IntType):
+        return FieldSpec(name, "oint" if optional else "int", t.ge, t.le)
+    if isinstance(t, i.FloatType) and optional:
+        return FieldSpec(name, "ofloat", t.ge)
+    if isinstance(t, i.BoolType):
+        return FieldSpec(name, "obool" if optional else "bool")
+    if isinstance(t, i.ListType) and optional and isinstance(_unwrap(t.item_type), i.StrType):
+        item = _unwrap(t.item_type)
+        return FieldSpec(name, "strs", item.min_length or 0, item.max_length)  # list length: LIST_MAX
+    raise TypeError(f"{name}: no column type for {t!r}")  # a new contract type needs one here and natively
+
+
+def _specs(cls: type) -> tuple[FieldSpec, ...]:
+    info = msgspec.inspect.type_info(cls)
+    literals = _literals(cls)
+    return tuple(_spec(f.name, f.type, f.required, literals) for f in info.fields)
+
+
+SPECS: Final[dict[str, tuple[FieldSpec, ...]]] = {kind: _specs(cls) for kind, cls in EVENT_TYPES.items()}
+LIST_MAX: Final = 256  # scopes_granted: at most this many (the contract's Scopes)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def code(kind: str, field: str, value: str) -> int:
+    """The int8 code of an enum field's ``value``."""
+    return next(s for s in SPECS[kind] if s.name == field).values.index(value)
+
+
+# -- the block ----------------------------------------------------------------------------------------
+class LazyEvents(Sequence[Event]):
+    """The structs of a block's events, decoded from their raw JSON when first asked for."""
+
+    __slots__ = ("_cache", "kind", "raws", "tenant")
+
+    def __init__(self, raws: Sequence[bytes], kind: str, tenant: str) -> None:
+        self.raws, self.kind, self.tenant = raws, kind, tenant
+        self._cache: dict[int, Event] = {}
+
+    def __len__(self) -> int:
+        return len(self.raws)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = int(i)
+        ev = self._cache.get(i)
+        if ev is None:
+            ev = decode(self.raws[i], default_tenant=self.tenant)
+            if isinstance(ev, EventError):  # the decoders agree on what is valid: a bug if reached
+                raise ValueError(f"a {self.kind} record in a block does not decode: {ev}")
+            self._cache[i] = ev
+        return ev
+
+
+class EventBlock:
+    """Events of one kind as columns (``cols``, by contract field), their raw JSON and, once scored,
+    the highest score each got (``scores``)."""
+
+    __slots__ = ("_events", "cols", "kind", "raws", "scores", "tenant")
+
+    def __init__(self, kind: str, cols: dict[str, Column], raws: Sequence[bytes] | None,
+                 events: Sequence[Event] | None = None, tenant: str = DEFAULT_TENANT) -> None:
+        self.kind, self.cols, self.raws, self.tenant = kind, cols, raws, tenant
+        self._events = events
+        self.scores: list[float] | None = None
+
+    def __len__(self) -> int:
+        return len(self.cols["event_id"])
+
+    def __repr__(self) -> str:
+        return f"EventBlock({self.kind}, {len(self)} events)"
+
+    @property
+    def events(self) -> Sequence[Event]:
+        if self._events is None:
+            if self.raws is None:
+                raise ValueError("a block without raw JSON or structs has no events to give")
+            self._events = LazyEvents(self.raws, self.kind, self.tenant)
+        return self._events
+
+    def ts_ms(self) -> np.ndarray:
+        return self.cols["ts"] // 1000
+
+    def take(self, idx: Sequence[int] | np.ndarray) -> EventBlock:
+        """The events at ``idx``, in that order."""
+        idx = np.asarray(idx, dtype=np.int64)
+        il = idx.tolist()
+        cols = {k: (v[idx] if isinstance(v, np.ndarray) else [v[i] for i in il]) for k, v in self.cols.items()}
+        raws = None if self.raws is None else [self.raws[i] for i in il]
+        evs = None if self._events is None or isinstance(self._events, LazyEvents) else [self._events[i] for i in il]
+        out = EventBlock(self.kind, cols, raws, evs, self.tenant)
+        if self.scores is not None:
+            out.scores = [self.scores[i] for i in il]
+        return out
+
+    def slice(self, start: int, stop: int) -> EventBlock:
+        if start == 0 and stop >= len(self):
+            return self
+        cols = {k: v[start:stop] for k, v in self.cols.items()}
+        raws = None if self.raws is None else self.raws[start:stop]
+        evs = None if self._events is None or isinstance(self._events, LazyEvents) else self._events[start:stop]
+        out = EventBlock(self.kind, cols, raws, evs, self.tenant)
+        if self.scores is not None:
+            out.scores = self.scores[start:stop]
+        return out
+
+    @classmethod
+    def concat(cls, blocks: Sequence[EventBlock]) -> EventBlock:
+        """Blocks of one kind, one after the other."""
+        if len(blocks) == 1:
+            return blocks[0]
+        first = blocks[0]
+        cols = {k: (np.concatenate([b.cols[k] for b in blocks]) if isinstance(v, np.ndarray)
+                    else list(chain.from_iterable(b.cols[k] for b in blocks))) for k, v in first.cols.items()}
+        raws = None if any(b.raws is None for b in blocks) else list(chain.from_iterable(b.raws for b in blocks))
+        evs = None
+        if raws is None or all(b._events is not None and not isinstance(b._events, LazyEvents) for b in blocks):
+            evs = list(chain.from_iterable(b.events for b in blocks))
+        out = cls(first.kind, cols, raws, evs, first.tenant)
+        if all(b.scores is not None for b in blocks):
+            out.scores = list(chain.from_iterable(b.scores for b in blocks))  # type: ignore[arg-type]
+        return out
+
+    def event_keys(self) -> list[tuple[str, str, str]]:
+        """(tenant, entity, event id) of each event: what identifies a stored event."""
+        from schemas.events import ENTITY_FIELD
+
+        c = self.cols
+        return list(zip(c["tenant"], c[ENTITY_FIELD[self.kind]], c["event_id"], strict=True))
+
+
+# -- building blocks from msgspec structs ----------------------------------------------------------------
+def _us(ts: datetime) -> int:
+    return (ts - _EPOCH) // _US
+
+
+def _column(s: FieldSpec, values: list[Any], tenant: str) -> Column:
+    t = s.type
+    if t in ("str", "ostr"):
+        return values
+    if t == "dstr":
+        default = tenant if s.name == "tenant" else ""
+        return [default if not isinstance(v, str) else v for v in values]
+    if t in ("enum", "oenum"):
+        codes = {v: i for i, v in enumerate(s.values)}
+        codes[None] = -1  # type: ignore[index]
+        return np.fromiter(map(codes.__getitem__, values), dtype=np.int8, count=len(values))
+    if t in ("int", "oint"):
+        return np.fromiter((v or 0 for v in values), dtype=np.int64, count=len(values))
+    if t == "ofloat":
+        return np.fromiter((np.nan if v is None else v for v in values), dtype=np.float64, count=len(values))
+    if t in ("bool", "obool"):
+        return np.fromiter((bool(v) for v in values), dtype=np.bool_, count=len(values))
+    if t == "strs":
+        return [tuple(v) if v else () for v in values]
+    if t == "ts":
+        return np.fromiter(map(_us, values), dtype=np.int64, count=len(values))
+    raise TypeError(t)
+
+
+def block_from_events(kind: str, events: Sequence[Event], raws: Sequence[bytes] | None,
+                      tenant: str = DEFAULT_TENANT) -> EventBlock:
+    """A block of decoded structs, all of ``kind`` (``raws``: their JSON, when the block will be stored)."""
+    evs = list(events)
+    cols = {s.name: _column(s, list(map(attrgetter(s.name), evs)), tenant) for s in SPECS[kind]}
+    return EventBlock(kind, cols, None if raws is None else list(raws), evs, tenant)
+
+
+def blocks_of(events: Sequence[Event], raws: Sequence[bytes] | None = None,
+              tenant: str = DEFAULT_TENANT) -> list[tuple[EventBlock, np.ndarray | None]]:
+    """Structs of any kinds as one block per kind, with each event's index in ``events`` (``None``: the
+    block is all of them, in order)."""
+    kinds = [type(e).__struct_config__.tag for e in events]
+    present = dict.fromkeys(kinds)
+    if len(present) == 1:
+        return [(block_from_events(kinds[0], events, raws, tenant), None)]
+    out = []
+    for kind in present:
+        idx = [i for i, k in enumerate(kinds) if k == kind]
+        out.append((block_from_events(kind, [events[i] for i in idx], None if raws is None else
+                                      [raws[i] for i in idx], tenant), np.asarray(idx, dtype=np.int64)))
+    return out
+
+
+# -- decoding records into a block ----------------------------------------------------------------------
+def _native_decoder(kind: str) -> Any:
+    try:
+        import spyglass_native as _native
+    except ImportError:
+        return None
+    return _native.Decoder(kind, [(s.name, s.type, s.lo, s.hi, list(s.values)) for s in SPECS[kind]],
+                           MAX_RECORD_BYTES, LIST_MAX)
+
+
+_DECODERS: dict[str, Any] = {}
+
+
+def native_available() -> bool:
+    """Whether the native decoder (``schemas._native``) is built and importable."""
+    try:
+        import spyglass_native  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def decode_block(values: Sequence[bytes | None], kind: str, tenant: str = DEFAULT_TENANT, *,
+                 native: bool = True) -> tuple[EventBlock, list[int], list[tuple[int, EventError]]]:
+    """Decode a topic's records (all meant to be ``kind``): (the block of the valid ones, their indices in
+    ``values``, [(index, error)] of the others). Never raises on bad input.
+
+    The native decoder takes every record it can prove valid; the rest (and all of them without it)
+    go to msgspec, which gives a refused record its error naming the field.
+    """
+    dec = None
+    if native:
+        dec = _DECODERS.get(kind)
+        if dec is None and kind not in _DECODERS:
+            dec = _DECODERS[kind] = _native_decoder(kind)
+    if dec is None:
+        rest = range(len(values))
+        block, ok = None, []
+    else:
+        cols, ok, rest = dec.decode(values, tenant)
+        for s in SPECS[kind]:  # numeric columns come as bytes: viewed, not copied
+            v = cols[s.name]
+            if isinstance(v, bytes):
+                cols[s.name] = np.frombuffer(v, dtype=_DTYPES[s.type])
+        block = EventBlock(kind, cols, [values[i] for i in ok], None, tenant)  # type: ignore[misc]
+    errors: list[tuple[int, EventError]] = []
+    slow: list[int] = []
+    slow_events: list[Event] = []
+    for i in rest:
+        ev = decode_as(values[i], tenant, kind)
+        if isinstance(ev, EventError):
+            errors.append((i, ev))
+        else:
+            slow.append(i)
+            slow_events.append(ev)
+    if slow:
+        extra = block_from_events(kind, slow_events, [values[i] for i in slow], tenant)  # type: ignore[misc]
+        if block is None or not ok:
+            block, ok = extra, slow
+        else:  # both kinds of record: back in arrival order
+            merged, idx = EventBlock.concat([block, extra]), ok + slow
+            order = np.argsort(np.asarray(idx), kind="stable")
+            block, ok = merged.take(order), [idx[j] for j in order.tolist()]
+    if block is None:
+        block = block_from_events(kind, [], [], tenant)
+    return block, ok, errors
+
+
+_DTYPES: Final = {"enum": np.int8, "oenum": np.int8, "int": np.int64, "oint": np.int64, "ofloat": np.float64,
+                  "bool": np.bool_, "obool": np.bool_, "ts": np.int64}
+
+
+def concat_kinds(blocks: Iterable[EventBlock]) -> list[EventBlock]:
+    """Blocks of several kinds: one per kind, in order of first appearance."""
+    by: dict[str, list[EventBlock]] = {}
+    for b in blocks:
+        by.setdefault(b.kind, []).append(b)
+    return [EventBlock.concat(bs) for bs in by.values()]

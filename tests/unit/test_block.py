@@ -1,0 +1,227 @@
+"""Decoding into blocks: the native decoder (schemas/native) against msgspec, field by field.
+
+The rule the native decoder keeps: a record it accepts is one msgspec accepts, with the same values; it
+may leave a valid record to msgspec (which then decodes it). Every test compares the whole
+``decode_block`` result with the native decoder and without it: the records decoded, the errors, and
+every column.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from schemas.block import SPECS, EventBlock, block_from_events, decode_block, native_available
+from schemas.events import decode
+from tests.unit.samples import SAMPLES
+
+KINDS = list(SAMPLES)
+
+
+native = pytest.mark.skipif(not native_available(), reason="the native decoder is not built")
+
+
+def same(a: EventBlock, b: EventBlock) -> None:
+    assert a.kind == b.kind and len(a) == len(b)
+    assert list(a.raws) == list(b.raws)
+    for name in a.cols:
+        x, y = a.cols[name], b.cols[name]
+        if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+            x, y = np.asarray(x), np.asarray(y)
+            assert x.dtype == y.dtype, name
+            assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), (name, x, y)
+        else:
+            assert x == y, name
+            assert [type(v) for v in x] == [type(v) for v in y], name
+
+
+def both(values: list[bytes | None], kind: str, tenant: str = "dflt"):
+    fast = decode_block(values, kind, tenant)
+    slow = decode_block(values, kind, tenant, native=False)
+    assert fast[1] == slow[1], "decoded different records"
+    assert [(i, e.field, e.reason) for i, e in fast[2]] == [(i, e.field, e.reason) for i, e in slow[2]]
+    same(fast[0], slow[0])
+    return fast
+
+
+def _sim(n: int = 6000) -> dict[str, list[bytes]]:
+    from streams.simulator.run import Simulation
+
+    enc = msgspec.json.Encoder()
+    by: dict[str, list[bytes]] = {k: [] for k in KINDS}
+    for chunk in Simulation(seed=3, events=n, days=2).chunks():
+        for r in chunk.rows:
+            by[r["kind"]].append(enc.encode(r))
+    return by
+
+
+@native
+@pytest.mark.parametrize("kind", KINDS)
+def test_simulated_traffic_is_decoded_natively_and_equals_msgspec(kind):
+    import spyglass_native
+
+    from schemas.block import LIST_MAX
+    from schemas.events import MAX_RECORD_BYTES
+
+    values = _sim()[kind]
+    dec = spyglass_native.Decoder(kind, [(s.name, s.type, s.lo, s.hi, list(s.values)) for s in SPECS[kind]],
+                                  MAX_RECORD_BYTES, LIST_MAX)
+    _, ok, rest = dec.decode(values, "dflt")
+    assert rest == [] and len(ok) == len(values)  # the fast path takes all of them
+    block, ok, errors = both(values, kind)
+    assert len(block) == len(values) and not errors
+    # and the structs the engine asks for are the ones msgspec decodes
+    assert [block.events[i] for i in (0, len(block) // 2, len(block) - 1)] == [
+        decode(values[i], default_tenant="dflt") for i in (0, len(block) // 2, len(block) - 1)]
+
+
+def test_a_block_from_structs_holds_every_field_in_its_column_type():
+    kind = "agent_execution"
+    raw = json.dumps({**SAMPLES[kind], "risk_level": None, "untrusted_input": None}).encode()
+    b = block_from_events(kind, [decode(raw)], [raw])
+    c = b.cols
+    assert c["risk_level"].tolist() == [-1] and c["untrusted_input"].tolist() == [False]
+    assert c["privilege"].tolist() == [0] and c["tokens_in"].tolist() == [1] and c["duration_ms"].tolist() == [5.0]
+    assert c["ts"].tolist() == [int(datetime(2026, 11, 21, 13, 45, tzinfo=UTC).timestamp()) * 1_000_000]
+    assert c["tenant"] == ["default"] and c["source"] == [""]
+
+
+def _mixed_batch() -> list[bytes | None]:
+    s = SAMPLES["api_usage"]
+    good = json.dumps(s).encode()
+    return [
+        good,
+        None,  # a tombstone
+        b"not json",
+        json.dumps({**s, "status": "200"}).encode(),  # wrong type
+        json.dumps({**s, "ts": "2026-11-21 13:45:00Z"}).encode(),  # valid; a form only msgspec takes
+        json.dumps({**s, "kind": "data_access"}).encode(),  # another kind on this topic
+        json.dumps(s, ensure_ascii=True).replace('"ok"', '"\\u006fk"').encode(),  # escapes
+        b'\xff' + good,  # invalid UTF-8
+        good[:-1] + b', "kind": "api_usage"}',  # duplicate key
+        json.dumps({**s, "tokens_in": 2**63}).encode(),  # past int64
+        json.dumps({**s, "scopes_granted": ["a"] * 257}).encode(),  # too many scopes
+        json.dumps({**s, "user_agent": "é" * 1024}).encode(),  # at the limit in characters, not in bytes
+        json.dumps({**s, "user_agent": "é" * 1025}).encode(),  # past it
+        json.dumps({**s, "latency_ms": -0.0, "tenant": None}).encode(),  # a null tenant is refused
+        good,
+    ]
+
+
+def test_a_mixed_batch_keeps_arrival_order_and_every_error():
+    block, ok, errors = both(_mixed_batch(), "api_usage")
+    assert ok == [0, 4, 6, 8, 11, 14]
+    assert [i for i, _ in errors] == [1, 2, 3, 5, 7, 9, 10, 12, 13]
+    assert dict((i, e.field) for i, e in errors)[3] == "$.status"
+
+
+# -- generated input -----------------------------------------------------------------------------------------
+def _ts_text(dt: datetime, digits: int, sep: str, zone: str) -> str:
+    frac = f"{dt.microsecond:06d}{dt.microsecond % 7}{dt.microsecond % 3}9"[:digits]
+    return dt.strftime(f"%Y-%m-%d{sep}%H:%M:%S") + (f".{frac}" if digits else "") + zone
+
+
+timestamps = st.builds(
+    _ts_text,
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+    st.integers(0, 10),
+    st.sampled_from(["T", "t", " ", "x"]),
+    st.one_of(st.sampled_from(["Z", "z", "", "+00:00", "-00:00", "+0100", "+24:00", "-23:59", "+05:30", "+01:60"]),
+              st.builds(lambda h, m, s: f"{s}{h:02d}:{m:02d}", st.integers(0, 23), st.integers(0, 59),
+                        st.sampled_from("+-"))),
+) | st.sampled_from(["2026-02-29T00:00:00Z", "2024-02-29T00:00:00Z", "2026-04-31T00:00:00Z", "0000-01-01T00:00:00Z",
+                     "2026-11-21T24:00:00Z", "2026-11-21T13:45:60Z", "2026-11-21T13:45:00.Z",
+                     "9999-12-31T23:59:59.9999995Z", "0001-01-01T00:00:00+00:01", "2026-11-21T13:45:00.1234565Z",
+                     "２０26-11-21T13:45:00Z"])
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.integers(-5, 700),
+    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=40), st.text(min_size=250, max_size=300),
+    st.sampled_from(["ok", "expired", "read", "admin", "public", "restricted", "bypassed", "external_content",
+                     "success", "low", "critical", "", "OK", "read ", "\u0000", "\ud7ff", "x" * 1025]),
+    timestamps,
+    st.lists(st.text(max_size=6), max_size=4), st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+@st.composite
+def records(draw, kind: str) -> bytes | None:
+    rec = dict(SAMPLES[kind])
+    names = [s.name for s in SPECS[kind]] + ["kind", "extra", "nested"]
+    for _ in range(draw(st.integers(0, 2))):
+        name = draw(st.sampled_from(names))
+        if draw(st.integers(0, 4)) == 0:
+            rec.pop(name, None)
+        else:
+            rec[name] = draw(scalars)
+    if draw(st.integers(0, 2)) == 0:
+        rec["ts"] = draw(timestamps)
+    text = json.dumps(rec, ensure_ascii=draw(st.booleans()), separators=draw(st.sampled_from([(",", ":"),
+                                                                                              (", ", ": ")])))
+    raw = text.encode("utf-8", "surrogatepass")
+    tweak = draw(st.integers(0, 14))
+    if tweak == 0:  # a key twice
+        again = json.dumps(draw(scalars)).encode()
+        raw = raw[:-1] + b',"' + draw(st.sampled_from(names)).encode() + b'":' + again + b"}"
+    elif tweak == 1:  # cut short, or bytes spliced in
+        cut = draw(st.integers(0, len(raw)))
+        raw = raw[:cut] + draw(st.binary(max_size=3))
+    elif tweak == 2:  # a key written with escapes
+        raw = raw.replace(b'"principal"', b'"princip\\u0061l"')
+    elif tweak == 3:  # trailing whitespace or garbage
+        raw += draw(st.sampled_from([b" ", b"\n", b" x", b"}"]))
+    return raw
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_generated_records_decode_the_same_with_and_without_the_native_decoder(kind, data):
+    values = data.draw(st.lists(records(kind), min_size=1, max_size=12))
+    both(values, kind)
+
+
+@settings(max_examples=400, deadline=None)
+@given(ts=timestamps)
+def test_timestamps_the_native_decoder_takes_are_msgspecs_to_the_microsecond(ts):
+    raw = json.dumps({**SAMPLES["data_access"], "ts": ts}).encode()
+    block, ok, _ = both([raw], "data_access")
+    if ok:
+        expect = decode(raw).ts
+        assert block.cols["ts"][0] == (expect - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+def test_a_fraction_past_microseconds_rounds_half_up_like_msgspec():
+    values = [json.dumps({**SAMPLES["data_access"], "ts": t}).encode() for t in (
+        "2026-11-21T13:45:00.1234565Z", "2026-11-21T13:45:00.1234564999Z", "2026-11-21T23:59:59.9999995+01:00")]
+    block, ok, _ = both(values, "data_access")
+    assert ok == [0, 1, 2]
+    us = block.cols["ts"].tolist()
+    assert us[0] % 1_000_000 == 123457 and us[1] % 1_000_000 == 123456
+    assert datetime.fromtimestamp(us[2] / 1e6, UTC) == datetime(2026, 11, 21, 23, 0, tzinfo=UTC)
+
+
+def test_hostile_records_are_errors_in_both_decoders():
+    from tests.fault.test_faults import BAD
+
+    values = [v for v, _ in BAD]
+    for kind in KINDS:
+        block, ok, errors = both(values, kind)
+        assert ok == [] and len(errors) == len(values) and len(block) == 0
+
+
+def test_missing_optional_values_fill_their_columns_as_documented():
+    s = {k: v for k, v in SAMPLES["api_usage"].items()
+         if k not in ("user_agent", "latency_ms", "tokens_in", "scopes_granted", "tenant", "source")}
+    block, ok, _ = both([json.dumps(s).encode()], "api_usage", tenant="fallback")
+    c = block.cols
+    assert c["user_agent"] == [None] and math.isnan(c["latency_ms"][0]) and c["tokens_in"].tolist() == [0]
+    assert c["scopes_granted"] == [()] and c["tenant"] == ["fallback"] and c["source"] == [""]
