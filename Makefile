@@ -3,7 +3,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+NATIVE := $(VENV)/.spyglass-native
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# rustup's cargo, when it is there, before Debian's
+export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 .PHONY: help demo test unit integration lint deps system-deps stack-up stack-down stack-status schemas dashboards clean
 
@@ -16,7 +19,13 @@ $(BIN)/spyglass: pyproject.toml constraints.txt
 	PIP_CONSTRAINT=constraints.txt $(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
-deps: $(BIN)/spyglass system-deps ## Python venv + system packages + Kafka jars (cached in ~/.cache/spyglass)
+# the native event decoder (schemas/native, Rust): built by maturin into the venv
+$(NATIVE): $(BIN)/spyglass schemas/native/Cargo.toml schemas/native/Cargo.lock schemas/native/pyproject.toml schemas/native/src/lib.rs
+	@command -v cargo >/dev/null || { echo "cargo is missing: make system-deps installs it (Debian package cargo)"; exit 1; }
+	PIP_CONSTRAINT=constraints.txt $(BIN)/pip install -q -c constraints.txt ./schemas/native
+	touch $@
+
+deps: $(BIN)/spyglass system-deps $(NATIVE) ## Python venv + native decoder + system packages + Kafka jars (cached in ~/.cache/spyglass)
 	$(BIN)/spyglass stack fetch
 
 system-deps: ## Debian packages the local stack needs (clickhouse-server, java, maven); installs only what is missing
@@ -24,18 +33,19 @@ system-deps: ## Debian packages the local stack needs (clickhouse-server, java, 
 	command -v clickhouse-server >/dev/null || [ -x /usr/sbin/clickhouse-server ] || missing="$$missing clickhouse-server clickhouse-client"; \
 	command -v java >/dev/null || missing="$$missing default-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
+	command -v cargo >/dev/null || missing="$$missing cargo"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else echo "missing Debian packages:$$missing (run: sudo apt-get install$$missing)"; exit 1; fi; \
 	fi
 
-demo: $(BIN)/spyglass ## the main job end to end: local Kafka, simulated traffic, embedded store, live view
+demo: $(BIN)/spyglass $(NATIVE) ## the main job end to end: local Kafka, simulated traffic, embedded store, live view
 	$(BIN)/spyglass demo
 
 test: deps ## all tests: unit, then integration against a real Kafka broker and ClickHouse server
 	$(BIN)/pytest -q
 
-unit: $(BIN)/spyglass ## unit tests only (no services)
+unit: $(BIN)/spyglass $(NATIVE) ## unit tests only (no services)
 	$(BIN)/pytest -q tests/unit
 
 integration: deps ## integration tests only

@@ -177,11 +177,13 @@ def register(subparsers: Any) -> None:
     r.add_argument("--max-entities", type=int, default=100_000, help="the cap for --flood (default 100000)")
     r.set_defaults(func=lambda args, settings: run(args))
 
+    from streams.decodebench import register as register_decode
     from streams.panelbench import register as register_panels
     from streams.storebench import register as register_store
     from streams.streambench import register as register_stream
 
     register_stream(sub)
     register_store(sub)
+    register_decode(sub)
 
     register_panels(sub)

@@ -328,7 +328,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             apply_ddl(st)
             st.close()
         sim = Simulation(seed=args.seed, events=args.events, days=max(1, min(7, args.events // 30_000)))
-        console.print(f"producing {sim.total:,} events into {args.partitions} partitions per topic ...")
+        from schemas.block import native_available
+
+        console.print(f"producing {sim.total:,} events into {args.partitions} partitions per topic ... "
+                      f"(workers decode with {'the native decoder' if native_available() else 'msgspec'})")
         stats = produce_kafka(sim, s.kafka_bootstrap, s.topics())
         n = stats.events
         plain = _plain_consumer(s, n, args.partitions)

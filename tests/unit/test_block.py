@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -23,6 +24,13 @@ from schemas.events import decode
 from tests.unit.samples import SAMPLES
 
 KINDS = list(SAMPLES)
+
+
+def test_the_native_decoder_is_built():
+    """``make deps`` builds it (cargo, maturin); without it the worker falls back to msgspec, slower."""
+    if os.environ.get("SPYGLASS_NATIVE") == "off":
+        pytest.skip("SPYGLASS_NATIVE=off: the msgspec fallback is what is under test")
+    assert native_available(), "schemas/native is not built: run `make deps` (it needs cargo)"
 
 
 native = pytest.mark.skipif(not native_available(), reason="the native decoder is not built")

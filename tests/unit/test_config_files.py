@@ -68,6 +68,13 @@ def test_compose_mounts_grafana_provisioning_from_the_repo():
         assert (ROOT / src).exists(), v
 
 
+def test_compose_workers_install_the_native_decoder_init_builds():
+    services = compose()["services"]
+    assert "pip wheel -q -c constraints.txt -w /wheels ./schemas/native" in services["init"]["command"][-1]
+    assert "/wheels/spyglass_native-*.whl" in services["worker"]["command"][-1]
+    assert (ROOT / "schemas/native/pyproject.toml").exists()
+
+
 def test_compose_commands_are_real_cli_commands():
     from streams.cli import build_parser
 
