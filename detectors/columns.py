@@ -67,8 +67,23 @@ class Vocabs:
     token: Vocab = field(default_factory=Vocab)  # scopes, user agents, models, actions, agent types
 
 
+class _KindColumns:
+    """What every kind's columns give beside their arrays: ``events``, the structs (decoded when first asked
+    for), and ``event_id``, read from the block."""
+
+    block: EventBlock
+
+    @property
+    def events(self) -> Sequence[Event]:
+        return self.block.events
+
+    @property
+    def event_id(self) -> list[str]:
+        return self.block.cols["event_id"]
+
+
 @dataclass
-class ApiColumns:
+class ApiColumns(_KindColumns):
     ts: np.ndarray
     tenant: np.ndarray
     key: np.ndarray
@@ -87,7 +102,7 @@ class ApiColumns:
 
 
 @dataclass
-class DataColumns:
+class DataColumns(_KindColumns):
     ts: np.ndarray
     tenant: np.ndarray
     principal: np.ndarray
@@ -104,7 +119,7 @@ class DataColumns:
 
 
 @dataclass
-class AgentColumns:
+class AgentColumns(_KindColumns):
     ts: np.ndarray
     tenant: np.ndarray
     agent: np.ndarray
@@ -122,22 +137,6 @@ class AgentColumns:
     block: EventBlock
     pos: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # index in the input batch
 
-
-class _Events:
-    """``c.events``: a kind's structs (decoded when first asked for) and ``c.event_id``."""
-
-    @property
-    def events(self: Any) -> Sequence[Event]:
-        return self.block.events
-
-    @property
-    def event_id(self: Any) -> list[str]:
-        return self.block.cols["event_id"]
-
-
-for _cls in (ApiColumns, DataColumns, AgentColumns):
-    _cls.events = _Events.events  # type: ignore[attr-defined]
-    _cls.event_id = _Events.event_id  # type: ignore[attr-defined]
 
 
 @dataclass

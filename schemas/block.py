@@ -21,8 +21,9 @@ events an alert explains.
 
 from __future__ import annotations
 
+import operator
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import chain
@@ -174,23 +175,22 @@ class EventBlock:
         """The events at ``idx``, in that order."""
         idx = np.asarray(idx, dtype=np.int64)
         il = idx.tolist()
-        cols = {k: (v[idx] if isinstance(v, np.ndarray) else [v[i] for i in il]) for k, v in self.cols.items()}
-        raws = None if self.raws is None else [self.raws[i] for i in il]
-        evs = None if self._events is None or isinstance(self._events, LazyEvents) else [self._events[i] for i in il]
-        out = EventBlock(self.kind, cols, raws, evs, self.tenant)
-        if self.scores is not None:
-            out.scores = [self.scores[i] for i in il]
-        return out
+        return self._select(lambda v: [v[i] for i in il], lambda a: a[idx])
 
     def slice(self, start: int, stop: int) -> EventBlock:
         if start == 0 and stop >= len(self):
             return self
-        cols = {k: v[start:stop] for k, v in self.cols.items()}
-        raws = None if self.raws is None else self.raws[start:stop]
-        evs = None if self._events is None or isinstance(self._events, LazyEvents) else self._events[start:stop]
-        out = EventBlock(self.kind, cols, raws, evs, self.tenant)
+        cut = operator.itemgetter(slice(start, stop))
+        return self._select(cut, cut)
+
+    def _select(self, pick: Callable[[Sequence[Any]], list[Any]],
+                pick_array: Callable[[np.ndarray], np.ndarray]) -> EventBlock:
+        """A block of the events ``pick`` selects from every list (``pick_array`` from every array)."""
+        cols = {k: (pick_array(v) if isinstance(v, np.ndarray) else pick(v)) for k, v in self.cols.items()}
+        evs = None if self._events is None or isinstance(self._events, LazyEvents) else pick(self._events)
+        out = EventBlock(self.kind, cols, None if self.raws is None else pick(self.raws), evs, self.tenant)
         if self.scores is not None:
-            out.scores = self.scores[start:stop]
+            out.scores = pick(self.scores)
         return out
 
     @classmethod
@@ -272,25 +272,22 @@ def blocks_of(events: Sequence[Event], raws: Sequence[bytes] | None = None,
 
 
 # -- decoding records into a block ----------------------------------------------------------------------
-def _native_decoder(kind: str) -> Any:
+def native_decoder(kind: str) -> Any:
+    """The native decoder of ``kind``'s records, or ``None`` when ``spyglass_native`` is not built."""
     try:
-        import spyglass_native as _native
+        import spyglass_native
     except ImportError:
         return None
-    return _native.Decoder(kind, [(s.name, s.type, s.lo, s.hi, list(s.values)) for s in SPECS[kind]],
-                           MAX_RECORD_BYTES, LIST_MAX)
+    return spyglass_native.Decoder(kind, [(s.name, s.type, s.lo, s.hi, list(s.values)) for s in SPECS[kind]],
+                                   MAX_RECORD_BYTES, LIST_MAX)
 
 
 _DECODERS: dict[str, Any] = {}
 
 
 def native_available() -> bool:
-    """Whether the native decoder (``schemas._native``) is built and importable."""
-    try:
-        import spyglass_native  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether the native decoder (``spyglass_native``, built from schemas/native) is importable."""
+    return native_decoder("api_usage") is not None
 
 
 def decode_block(values: Sequence[bytes | None], kind: str, tenant: str = DEFAULT_TENANT, *,
@@ -305,7 +302,7 @@ def decode_block(values: Sequence[bytes | None], kind: str, tenant: str = DEFAUL
     if native:
         dec = _DECODERS.get(kind)
         if dec is None and kind not in _DECODERS:
-            dec = _DECODERS[kind] = _native_decoder(kind)
+            dec = _DECODERS[kind] = native_decoder(kind)
     if dec is None:
         rest = range(len(values))
         block, ok = None, []

@@ -73,15 +73,10 @@ def _sim(n: int = 6000) -> dict[str, list[bytes]]:
 @native
 @pytest.mark.parametrize("kind", KINDS)
 def test_simulated_traffic_is_decoded_natively_and_equals_msgspec(kind):
-    import spyglass_native
-
-    from schemas.block import LIST_MAX
-    from schemas.events import MAX_RECORD_BYTES
+    from schemas.block import native_decoder
 
     values = _sim()[kind]
-    dec = spyglass_native.Decoder(kind, [(s.name, s.type, s.lo, s.hi, list(s.values)) for s in SPECS[kind]],
-                                  MAX_RECORD_BYTES, LIST_MAX)
-    _, ok, rest = dec.decode(values, "dflt")
+    _, ok, rest = native_decoder(kind).decode(values, "dflt")
     assert rest == [] and len(ok) == len(values)  # the fast path takes all of them
     block, ok, errors = both(values, kind)
     assert len(block) == len(values) and not errors
