@@ -160,6 +160,32 @@ def scoped(tenants: list[str], names: list[str]) -> list[str]:
     return list(map(_SCOPED, tenants, names))
 
 
+def interned(vocab: Vocab, b: EventBlock, name: str, by_tenant: bool = False) -> np.ndarray:
+    """Ids of string column ``name`` of ``b`` in ``vocab`` (-1 where absent; ``by_tenant``: the names
+    qualified by tenant, see :func:`scoped`). Each distinct value is interned once, in order of first
+    appearance, so new names get the ids interning event by event would give them."""
+    codes, names = b.factor(name)
+    if by_tenant and names:
+        t_codes, tenants = b.factor("tenant")
+        if len(tenants) == 1:  # the usual batch: one tenant
+            names = [_SCOPED(tenants[0], x) for x in names]
+        else:  # distinct (tenant, name) pairs, in order of first appearance
+            pairs = np.where(codes >= 0, t_codes.astype(np.int64) * len(names) + codes, -1)
+            present = pairs >= 0
+            used, first, inverse = np.unique(pairs[present], return_index=True, return_inverse=True)
+            order = np.argsort(first, kind="stable")
+            rank = np.empty(len(order), dtype=np.int64)
+            rank[order] = np.arange(len(order))
+            codes = np.full(len(pairs), -1, dtype=np.int64)
+            codes[present] = rank[inverse]
+            n = len(names)
+            names = [_SCOPED(tenants[p // n], names[p % n]) for p in used[order].tolist()]
+    if not names:
+        return np.full(len(codes), -1, dtype=np.int64)
+    ids = np.append(vocab.many(names), -1)  # the last slot: an absent value's code (-1) reads -1
+    return ids[codes]
+
+
 Parts = list[tuple[EventBlock, np.ndarray | None]]  # blocks by kind, each event's index in the batch (None: all)
 
 
@@ -211,19 +237,18 @@ def to_batch(parts: Parts, v: Vocabs, ts: np.ndarray) -> Batch:
 
 def _api(b: EventBlock, ts: np.ndarray, v: Vocabs) -> ApiColumns:
     c = b.cols
-    t = c["tenant"]
     return ApiColumns(
         ts=ts,
-        tenant=v.tenant.many(t),
-        key=v.key.many(scoped(t, c["api_key_id"])),
-        principal=v.principal.many(scoped(t, c["principal"])),
-        ip=v.ip.many(scoped(t, c["client_ip"])),
-        agent_tok=v.token.many(c["user_agent"]),
-        scope=v.token.many(c["scope_used"]),
-        model=v.token.many(c["model"]),
+        tenant=interned(v.tenant, b, "tenant"),
+        key=interned(v.key, b, "api_key_id", by_tenant=True),
+        principal=interned(v.principal, b, "principal", by_tenant=True),
+        ip=interned(v.ip, b, "client_ip", by_tenant=True),
+        agent_tok=interned(v.token, b, "user_agent"),
+        scope=interned(v.token, b, "scope_used"),
+        model=interned(v.token, b, "model"),
         auth_fail=c["auth_result"] != _OK,
         tokens=c["tokens_in"].astype(np.float64) + c["tokens_out"],
-        endpoint=v.token.many(c["endpoint"]),
+        endpoint=interned(v.token, b, "endpoint"),
         bytes=c["request_bytes"].astype(np.float64) + c["response_bytes"],
         error=c["status"] >= 400,
         block=b,
@@ -232,34 +257,32 @@ def _api(b: EventBlock, ts: np.ndarray, v: Vocabs) -> ApiColumns:
 
 def _data(b: EventBlock, ts: np.ndarray, v: Vocabs) -> DataColumns:
     c = b.cols
-    t = c["tenant"]
     return DataColumns(
         ts=ts,
-        tenant=v.tenant.many(t),
-        principal=v.principal.many(scoped(t, c["principal"])),
-        dept=v.dept.many(scoped(t, c["principal_department"])),
-        dataset=v.dataset.many(scoped(t, c["dataset"])),
-        owner=v.dept.many(scoped(t, c["dataset_owner_department"])),
+        tenant=interned(v.tenant, b, "tenant"),
+        principal=interned(v.principal, b, "principal", by_tenant=True),
+        dept=interned(v.dept, b, "principal_department", by_tenant=True),
+        dataset=interned(v.dataset, b, "dataset", by_tenant=True),
+        owner=interned(v.dept, b, "dataset_owner_department", by_tenant=True),
         sensitivity=c["sensitivity"].astype(np.int64),
         operation=c["operation"].astype(np.int64),
         rows=c["rows"].astype(np.float64),
         granted=c["granted"],
-        ip=v.ip.many([None if ip is None else _SCOPED(tn, ip) for tn, ip in zip(t, c["client_ip"], strict=True)]),
+        ip=interned(v.ip, b, "client_ip", by_tenant=True),
         block=b,
     )
 
 
 def _agent(b: EventBlock, ts: np.ndarray, v: Vocabs) -> AgentColumns:
     c = b.cols
-    t = c["tenant"]
     approval = c["approval"]
     return AgentColumns(
         ts=ts,
-        tenant=v.tenant.many(t),
-        agent=v.agent.many(scoped(t, c["agent_id"])),
-        agent_type=v.token.many(c["agent_type"]),
-        principal=v.principal.many(scoped(t, c["principal"])),
-        action=v.token.many(c["action"]),
+        tenant=interned(v.tenant, b, "tenant"),
+        agent=interned(v.agent, b, "agent_id", by_tenant=True),
+        agent_type=interned(v.token, b, "agent_type"),
+        principal=interned(v.principal, b, "principal", by_tenant=True),
+        action=interned(v.token, b, "action"),
         privilege=c["privilege"].astype(np.int64),
         risk=np.maximum(c["risk_level"], 0).astype(np.int64),  # absent counts as low
         bypassed=approval == _BYPASSED,

@@ -17,6 +17,11 @@ Column types (:data:`SPECS` gives each field's):
 
 The structs themselves are decoded only when asked for (:attr:`EventBlock.events`): for the few
 events an alert explains.
+
+String columns can also be had factorized (:meth:`EventBlock.factor`): their distinct values in order
+of first appearance and each event's index among them, which the native decoder gives for free (it
+builds one Python string per distinct value anyway). The engine interns names through it, once per
+distinct value instead of once per event.
 """
 
 from __future__ import annotations
@@ -117,6 +122,24 @@ def code(kind: str, field: str, value: str) -> int:
 
 
 # -- the block ----------------------------------------------------------------------------------------
+class Factor(typing.NamedTuple):
+    """A string column as codes into ``names`` (-1: absent). ``exact``: ``names`` are the values present, in
+    order of first appearance; otherwise (a selection of a block) a superset in that order."""
+
+    codes: np.ndarray
+    names: list[str]
+    exact: bool
+
+    def compact(self) -> Factor:
+        """The exact factor: only the names the codes use, in order of first appearance."""
+        present = self.codes >= 0
+        used, first = np.unique(self.codes[present], return_index=True)
+        order = used[np.argsort(first, kind="stable")]
+        renum = np.full(len(self.names) + 1, -1, dtype=np.int64)  # the last slot: absent (-1) stays -1
+        renum[order] = np.arange(len(order))
+        return Factor(renum[self.codes], [self.names[j] for j in order.tolist()], True)
+
+
 class LazyEvents(Sequence[Event]):
     """The structs of a block's events, decoded from their raw JSON when first asked for."""
 
@@ -146,13 +169,15 @@ class EventBlock:
     """Events of one kind as columns (``cols``, by contract field), their raw JSON and, once scored,
     the highest score each got (``scores``)."""
 
-    __slots__ = ("_events", "cols", "kind", "raws", "scores", "tenant")
+    __slots__ = ("_events", "cols", "factors", "kind", "raws", "scores", "tenant")
 
     def __init__(self, kind: str, cols: dict[str, Column], raws: Sequence[bytes] | None,
-                 events: Sequence[Event] | None = None, tenant: str = DEFAULT_TENANT) -> None:
+                 events: Sequence[Event] | None = None, tenant: str = DEFAULT_TENANT,
+                 factors: dict[str, Factor] | None = None) -> None:
         self.kind, self.cols, self.raws, self.tenant = kind, cols, raws, tenant
         self._events = events
         self.scores: list[float] | None = None
+        self.factors: dict[str, Factor] = factors or {}  # by field; see factor()
 
     def __len__(self) -> int:
         return len(self.cols["event_id"])
@@ -171,6 +196,21 @@ class EventBlock:
     def ts_ms(self) -> np.ndarray:
         return self.cols["ts"] // 1000
 
+    def factor(self, name: str) -> tuple[np.ndarray, list[str]]:
+        """String column ``name`` factorized: (each event's code, -1 where absent; the distinct values the codes
+        index, in order of first appearance). Interning the values in that order gives new names the same
+        ids as interning the column event by event."""
+        f = self.factors.get(name)
+        if f is None:  # built here (msgspec's blocks): one dict pass
+            seen: dict[str, int] = {}
+            col = self.cols[name]
+            codes = np.fromiter((-1 if x is None else seen.setdefault(x, len(seen)) for x in col), dtype=np.int64,
+                                count=len(col))
+            f = self.factors[name] = Factor(codes, list(seen), True)
+        elif not f.exact:  # a selection's codes index its parent's values: keep the used ones, renumbered
+            f = self.factors[name] = f.compact()
+        return f.codes, f.names
+
     def take(self, idx: Sequence[int] | np.ndarray) -> EventBlock:
         """The events at ``idx``, in that order."""
         idx = np.asarray(idx, dtype=np.int64)
@@ -188,7 +228,8 @@ class EventBlock:
         """A block of the events ``pick`` selects from every list (``pick_array`` from every array)."""
         cols = {k: (pick_array(v) if isinstance(v, np.ndarray) else pick(v)) for k, v in self.cols.items()}
         evs = None if self._events is None or isinstance(self._events, LazyEvents) else pick(self._events)
-        out = EventBlock(self.kind, cols, None if self.raws is None else pick(self.raws), evs, self.tenant)
+        factors = {k: Factor(pick_array(f.codes), f.names, False) for k, f in self.factors.items()}
+        out = EventBlock(self.kind, cols, None if self.raws is None else pick(self.raws), evs, self.tenant, factors)
         if self.scores is not None:
             out.scores = pick(self.scores)
         return out
@@ -307,12 +348,13 @@ def decode_block(values: Sequence[bytes | None], kind: str, tenant: str = DEFAUL
         rest = range(len(values))
         block, ok = None, []
     else:
-        cols, ok, rest = dec.decode(values, tenant)
+        cols, factored, ok, rest = dec.decode(values, tenant)
         for s in SPECS[kind]:  # numeric columns come as bytes: viewed, not copied
             v = cols[s.name]
             if isinstance(v, bytes):
                 cols[s.name] = np.frombuffer(v, dtype=_DTYPES[s.type])
-        block = EventBlock(kind, cols, [values[i] for i in ok], None, tenant)  # type: ignore[misc]
+        factors = {k: Factor(np.frombuffer(c, dtype=np.int32), names, True) for k, (c, names) in factored.items()}
+        block = EventBlock(kind, cols, [values[i] for i in ok], None, tenant, factors)  # type: ignore[misc]
     errors: list[tuple[int, EventError]] = []
     slow: list[int] = []
     slow_events: list[Event] = []

@@ -197,6 +197,8 @@ def _workers(settings: Settings, db: str, group: str, n_workers: int, n: int, tm
                     stages["gc"] = stages.get("gc", 0.0) + v
                 elif k == 'spyglass_store_inserts_total{table="events"}':
                     stages["inserts"] = stages.get("inserts", 0.0) + v
+                elif k in ("spyglass_engine_batch_records_sum", "spyglass_engine_batch_records_count"):
+                    stages[k] = stages.get(k, 0.0) + v
         if cpu0 and cpu1:
             stages.update({f"cpu:{k}": cpu1[k] - cpu0[k] for k in cpu1})
     finally:
@@ -370,6 +372,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if stages1.get("inserts"):
             console.print(f"events inserts: {stages1['inserts']:,.0f}, {n / stages1['inserts']:,.0f} rows each "
                           "on average (the writer merges the batches waiting for it)")
+        if stages1.get("spyglass_engine_batch_records_count"):
+            calls = stages1["spyglass_engine_batch_records_count"]
+            console.print(f"engine calls: {calls:,.0f}, {stages1['spyglass_engine_batch_records_sum'] / calls:,.0f} "
+                          "records each on average (a partition's share of a fetch, up to worker_batch_max "
+                          f"{s.worker_batch_max:,} per fetch)")
         ct = Table(title="CPU used between the first and the last stored event (/proc, user + system)")
         ct.add_column("process")
         ct.add_column("1 worker: µs per event", justify="right")

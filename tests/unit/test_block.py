@@ -48,6 +48,10 @@ def same(a: EventBlock, b: EventBlock) -> None:
         else:
             assert x == y, name
             assert [type(v) for v in x] == [type(v) for v in y], name
+    for name in set(a.factors) | set(b.factors):  # the native decoder's codes, against ones built in Python
+        (ca, na), (cb, nb) = a.factor(name), b.factor(name)
+        assert na == nb and np.array_equal(ca.astype(np.int64), cb.astype(np.int64)), name
+        assert [None if k < 0 else na[k] for k in ca.tolist()] == a.cols[name], name
 
 
 def both(values: list[bytes | None], kind: str, tenant: str = "dflt"):
@@ -76,8 +80,10 @@ def test_simulated_traffic_is_decoded_natively_and_equals_msgspec(kind):
     from schemas.block import native_decoder
 
     values = _sim()[kind]
-    _, ok, rest = native_decoder(kind).decode(values, "dflt")
+    _, factored, ok, rest = native_decoder(kind).decode(values, "dflt")
     assert rest == [] and len(ok) == len(values)  # the fast path takes all of them
+    assert set(factored) == {s.name for s in SPECS[kind] if s.type in ("str", "ostr", "dstr")} - {
+        "event_id", "parent_event_id"}  # every string field but the ids comes factorized
     block, ok, errors = both(values, kind)
     assert len(block) == len(values) and not errors
     # and the structs the engine asks for are the ones msgspec decodes
@@ -228,3 +234,46 @@ def test_missing_optional_values_fill_their_columns_as_documented():
     c = block.cols
     assert c["user_agent"] == [None] and math.isnan(c["latency_ms"][0]) and c["tokens_in"].tolist() == [0]
     assert c["scopes_granted"] == [()] and c["tenant"] == ["fallback"] and c["source"] == [""]
+
+
+_names = st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "c", "d\u00e9", ""])), min_size=0, max_size=40)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), names=_names, known=st.lists(st.sampled_from(["a", "t1\x1fb", "c"]), max_size=3))
+def test_interning_distinct_values_gives_the_ids_of_interning_each_event(data, names, known):
+    """The engine interns each distinct value once (``interned``), in order of first appearance; the ids, and
+    the vocabulary it leaves, are those of interning the column event by event, whatever the tenants, the
+    absent values, or the selection (a window of the batch) the codes come through."""
+    from detectors.columns import Vocab, interned, scoped
+
+    n = len(names)
+    tenants = data.draw(st.lists(st.sampled_from(["t1", "t2"]), min_size=n, max_size=n))
+    block = EventBlock("api_usage", {"event_id": [str(i) for i in range(n)], "tenant": tenants, "x": names}, None)
+    if data.draw(st.booleans()):  # a window: the codes of a selection index the parent's names
+        idx = data.draw(st.lists(st.integers(0, max(n - 1, 0)), max_size=n)) if n else []
+        block.factor("x"), block.factor("tenant")
+        block = block.take(idx)
+        names, tenants = block.cols["x"], block.cols["tenant"]
+    for by_tenant in (False, True):
+        fast, slow = Vocab(known), Vocab(known)
+        want = slow.many([None if x is None else y for x, y in zip(names, scoped(tenants, names), strict=True)]
+                         if by_tenant else names)
+        got = interned(fast, block, "x", by_tenant=by_tenant)
+        assert got.tolist() == want.tolist() and fast.names == slow.names
+
+
+@native
+def test_a_window_of_a_natively_decoded_block_interns_as_the_whole_batch_would():
+    from detectors.columns import Vocab, interned, scoped
+
+    values = _sim()["api_usage"]
+    block = decode_block(values, "api_usage", "dflt")[0]
+    assert block.factors["endpoint"].exact and len(set(block.cols["tenant"])) > 1
+    part = block.take(np.arange(len(block))[::-3])  # later events first: first appearance changes
+    assert not part.factors["endpoint"].exact
+    for name, by_tenant in (("endpoint", False), ("user_agent", False), ("api_key_id", True)):
+        v1, v2 = Vocab(), Vocab()
+        got = interned(v1, part, name, by_tenant=by_tenant)
+        want = v2.many(scoped(part.cols["tenant"], part.cols[name]) if by_tenant else part.cols[name])
+        assert got.tolist() == want.tolist() and v1.names == v2.names, name

@@ -10,10 +10,40 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+/// FxHash (rustc's): fast and unkeyed. Only for the field-name index, a fixed table no record can add to, so
+/// colliding names cost a record a few comparisons at most; the per-batch string caches, which records do fill,
+/// keep std's keyed SipHash (a flood of colliding values cannot make a batch quadratic).
+#[derive(Default, Clone, Copy)]
+struct Fx(u64);
+
+impl Hasher for Fx {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut h = self.0;
+        let mut b = bytes;
+        while b.len() >= 8 {
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(b[..8].try_into().unwrap())).wrapping_mul(K);
+            b = &b[8..];
+        }
+        for &x in b {
+            h = (h.rotate_left(5) ^ x as u64).wrapping_mul(K);
+        }
+        self.0 = h;
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
 
 #[derive(Clone)]
 enum Ty {
@@ -31,7 +61,9 @@ struct Field {
     ty: Ty,
     lo: usize, // string length bounds (characters), for strings and list items
     hi: usize,
-    cache: bool, // values repeat (names, routes): one Python string per distinct value per batch
+    // values repeat (names, routes): one Python string per distinct value per batch, and a code per event (its
+    // value's index among the batch's distinct values, in order of first appearance; -1 where absent)
+    cache: bool,
 }
 
 /// One JSON value as the decoder needs it (strings borrowed from the record when unescaped).
@@ -326,7 +358,7 @@ fn valid(dec: &Decoder, slots: &[Option<Val>]) -> bool {
 struct Decoder {
     kind: String,
     fields: Vec<Field>,
-    index: HashMap<String, usize>,
+    index: FxMap<String, usize>,
     max_bytes: usize,
     list_max: usize,
 }
@@ -367,10 +399,13 @@ impl Decoder {
         Ok(Decoder { kind, fields, index, max_bytes, list_max })
     }
 
-    /// Decode `values` (bytes or None): ({field: column}, indices decoded, indices left to msgspec).
-    /// String columns are lists; the others are bytes of little-endian int8/int64/float64/bool values.
+    /// Decode `values` (bytes or None): ({field: column}, {field: (codes, distinct values)}, indices decoded,
+    /// indices left to msgspec). String columns are lists; the others are bytes of little-endian
+    /// int8/int64/float64/bool values. Every string field but the event ids is also given factorized: its
+    /// distinct values in order of first appearance, and each event's index among them as little-endian int32
+    /// bytes (-1 where absent), so the engine interns each distinct value once, not each event's.
     fn decode<'py>(&self, py: Python<'py>, values: Vec<Option<Bound<'py, PyBytes>>>, tenant: &str)
-                   -> PyResult<(Bound<'py, PyDict>, Vec<usize>, Vec<usize>)> {
+                   -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyDict>, Vec<usize>, Vec<usize>)> {
         let n = values.len();
         let mut cols: Vec<Col> = self.fields.iter().map(|f| match f.ty {
             Ty::Str { .. } | Ty::Strs => Col::Obj(Vec::with_capacity(n)),
@@ -379,10 +414,13 @@ impl Decoder {
             Ty::Float { .. } => Col::F64(Vec::with_capacity(n)),
             Ty::Bool { .. } => Col::Bool(Vec::with_capacity(n)),
         }).collect();
-        let mut caches: Vec<HashMap<String, PyObject>> = self.fields.iter().map(|_| HashMap::new()).collect();
+        // per cached field: value -> code, the distinct values (Python strings) by code, each event's code
+        let mut caches: Vec<HashMap<String, i32>> = self.fields.iter().map(|_| HashMap::new()).collect();
+        let mut distinct: Vec<Vec<PyObject>> = self.fields.iter().map(|_| Vec::new()).collect();
+        let mut codes: Vec<Vec<i32>> = self.fields.iter()
+            .map(|f| if f.cache && matches!(f.ty, Ty::Str { .. }) { Vec::with_capacity(n) } else { Vec::new() })
+            .collect();
         let (mut ok, mut rest) = (Vec::with_capacity(n), Vec::new());
-        let tenant_obj: PyObject = PyString::new_bound(py, tenant).into_any().unbind();
-        let empty_obj: PyObject = PyString::new_bound(py, "").into_any().unbind();
         let empty_tuple: PyObject = PyTuple::empty_bound(py).into_any().unbind();
         for (i, v) in values.iter().enumerate() {
             let raw = match v {
@@ -410,23 +448,37 @@ impl Decoder {
                     continue;
                 }
             };
-            for ((f, slot), (col, cache)) in self.fields.iter().zip(slots).zip(cols.iter_mut().zip(caches.iter_mut())) {
-                match (col, &f.ty, slot) {
-                    (Col::Obj(c), Ty::Str { .. }, Some(Val::Str(s))) => {
-                        if f.cache && s.len() <= 128 {
-                            if let Some(o) = cache.get(s.as_ref()) {
-                                c.push(o.clone_ref(py));
-                            } else {
-                                let o: PyObject = PyString::new_bound(py, &s).into_any().unbind();
-                                cache.insert(s.into_owned(), o.clone_ref(py));
-                                c.push(o);
+            for (j, (f, slot)) in self.fields.iter().zip(slots).enumerate() {
+                match (&mut cols[j], &f.ty, slot) {
+                    (Col::Obj(c), Ty::Str { default, .. }, slot) if f.cache => {
+                        let s: Option<Cow<str>> = match slot {
+                            Some(Val::Str(s)) => Some(s),
+                            None if *default => Some(Cow::Borrowed(if f.name == "tenant" { tenant } else { "" })),
+                            _ => None,
+                        };
+                        match s {
+                            Some(s) => {
+                                let code = match caches[j].get(s.as_ref()) {
+                                    Some(&k) => k,
+                                    None => {
+                                        let k = distinct[j].len() as i32;
+                                        distinct[j].push(PyString::new_bound(py, &s).into_any().unbind());
+                                        caches[j].insert(s.into_owned(), k);
+                                        k
+                                    }
+                                };
+                                c.push(distinct[j][code as usize].clone_ref(py));
+                                codes[j].push(code);
                             }
-                        } else {
-                            c.push(PyString::new_bound(py, &s).into_any().unbind());
+                            None => {
+                                c.push(py.None());
+                                codes[j].push(-1);
+                            }
                         }
                     }
+                    (Col::Obj(c), Ty::Str { .. }, Some(Val::Str(s))) => c.push(PyString::new_bound(py, &s).into_any().unbind()),
                     (Col::Obj(c), Ty::Str { default: true, .. }, None) => {
-                        c.push(if f.name == "tenant" { tenant_obj.clone_ref(py) } else { empty_obj.clone_ref(py) })
+                        c.push(PyString::new_bound(py, if f.name == "tenant" { tenant } else { "" }).into_any().unbind())
                     }
                     (Col::Obj(c), Ty::Str { .. }, _) => c.push(py.None()),
                     (Col::Obj(c), Ty::Strs, Some(Val::Strs(items))) if !items.is_empty() => {
@@ -452,7 +504,8 @@ impl Decoder {
             ok.push(i);
         }
         let out = PyDict::new_bound(py);
-        for (f, col) in self.fields.iter().zip(cols) {
+        let factors = PyDict::new_bound(py);
+        for (((f, col), d), k) in self.fields.iter().zip(cols).zip(distinct).zip(codes) {
             let v: PyObject = match col {
                 Col::Obj(c) => PyList::new_bound(py, c).into_any().unbind(),
                 Col::I8(c) => PyBytes::new_bound(py, &c.iter().map(|x| *x as u8).collect::<Vec<u8>>()).into_any().unbind(),
@@ -463,8 +516,12 @@ impl Decoder {
                 Col::Bool(c) => PyBytes::new_bound(py, &c).into_any().unbind(),
             };
             out.set_item(&f.name, v)?;
+            if f.cache && matches!(f.ty, Ty::Str { .. }) {
+                let kb = PyBytes::new_bound(py, &k.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>());
+                factors.set_item(&f.name, (kb, PyList::new_bound(py, d)))?;
+            }
         }
-        Ok((out, ok, rest))
+        Ok((out, factors, ok, rest))
     }
 }
 
