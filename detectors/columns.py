@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from schemas.block import EventBlock, blocks_of, code
+from schemas.block import EventBlock, blocks_of, code, first_appearance
 from schemas.events import Event
 
 SENSITIVITY = {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}
@@ -170,16 +170,9 @@ def interned(vocab: Vocab, b: EventBlock, name: str, by_tenant: bool = False) ->
         if len(tenants) == 1:  # the usual batch: one tenant
             names = [_SCOPED(tenants[0], x) for x in names]
         else:  # distinct (tenant, name) pairs, in order of first appearance
-            pairs = np.where(codes >= 0, t_codes.astype(np.int64) * len(names) + codes, -1)
-            present = pairs >= 0
-            used, first, inverse = np.unique(pairs[present], return_index=True, return_inverse=True)
-            order = np.argsort(first, kind="stable")
-            rank = np.empty(len(order), dtype=np.int64)
-            rank[order] = np.arange(len(order))
-            codes = np.full(len(pairs), -1, dtype=np.int64)
-            codes[present] = rank[inverse]
             n = len(names)
-            names = [_SCOPED(tenants[p // n], names[p % n]) for p in used[order].tolist()]
+            codes, used = first_appearance(np.where(codes >= 0, t_codes.astype(np.int64) * n + codes, -1))
+            names = [_SCOPED(tenants[p // n], names[p % n]) for p in used.tolist()]
     if not names:
         return np.full(len(codes), -1, dtype=np.int64)
     ids = np.append(vocab.many(names), -1)  # the last slot: an absent value's code (-1) reads -1

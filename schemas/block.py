@@ -132,12 +132,19 @@ class Factor(typing.NamedTuple):
 
     def compact(self) -> Factor:
         """The exact factor: only the names the codes use, in order of first appearance."""
-        present = self.codes >= 0
-        used, first = np.unique(self.codes[present], return_index=True)
-        order = used[np.argsort(first, kind="stable")]
-        renum = np.full(len(self.names) + 1, -1, dtype=np.int64)  # the last slot: absent (-1) stays -1
-        renum[order] = np.arange(len(order))
-        return Factor(renum[self.codes], [self.names[j] for j in order.tolist()], True)
+        codes, used = first_appearance(self.codes)
+        return Factor(codes, [self.names[j] for j in used.tolist()], True)
+
+
+def first_appearance(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``codes`` renumbered 0, 1, ... in order of first appearance (-1, absent, stays -1), and the old code of
+    each new one."""
+    present = codes >= 0
+    used, first = np.unique(codes[present], return_index=True)
+    used = used[np.argsort(first, kind="stable")]
+    renum = np.full(int(codes.max(initial=-1)) + 2, -1, dtype=np.int64)  # the last slot: absent (-1) stays -1
+    renum[used] = np.arange(len(used))
+    return renum[codes], used
 
 
 class LazyEvents(Sequence[Event]):
