@@ -55,7 +55,7 @@ from detectors.engine import Engine
 from schemas.block import EventBlock, blocks_of, concat_kinds, decode_block
 from schemas.errors import EventError
 from schemas.events import Event, decode_as
-from schemas.rows import alert_columns, block_columns
+from schemas.rows import alert_columns, block_columns, block_packed
 from streams import metrics as m
 from streams.checkpoints import CheckpointError, CheckpointStore
 from streams.records import dead_letter_headers
@@ -563,7 +563,13 @@ class Scorer:
         def insert_events() -> None:  # the columns are built on the I/O thread too, off the event loop
             blocks = w.events if tries[0] == 0 else self._not_stored(w)  # a failed try may have landed
             tries[0] += 1
-            if any(map(len, blocks)):
+            if not any(map(len, blocks)):
+                return
+            insert_packed = getattr(self.events_store, "insert_packed", None)  # the server's store has it
+            packed = block_packed(blocks, now) if insert_packed is not None else None  # None: no native module
+            if packed is not None:
+                insert_packed("events", packed)
+            else:
                 self.events_store.insert("events", block_columns(blocks, now))
 
         # on an error the writer fails: no later checkpoint, so the next owner re-scores these events

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from schemas.errors import ConfigError, SpyglassError
+from schemas.rows import Packed
 from streams.settings import StoreURL
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -40,11 +41,11 @@ class NativeStore:
     """ClickHouse server over the native protocol (clickhouse-driver), columnar inserts."""
 
     def __init__(self, url: StoreURL, *, connect_timeout: float = 5.0, send_receive_timeout: float = 60.0) -> None:
-        from clickhouse_driver import Client
+        from streams.sinks.native import PackedClient
 
         self.url = url
         self.database = url.database
-        self._client = Client(
+        self._client = PackedClient(
             host=url.host, port=url.port, user=url.user, password=url.password.get_secret_value(),
             # no database at connect: a user restricted to its own (allow_databases) is refused "default"
             database="", connect_timeout=connect_timeout, send_receive_timeout=send_receive_timeout,
@@ -77,6 +78,21 @@ class NativeStore:
         except Exception as exc:
             raise StoreError(f"{self.url}: insert into {table}: {exc}") from None
         return n
+
+    def insert_packed(self, table: str, packed: Packed) -> int:
+        """Insert whole columns already in the Native wire form (:func:`schemas.rows.block_packed`) as they
+        are; the server's column types must be the packed ones. Returns rows inserted."""
+        _check_ident(table)
+        if packed.rows == 0:
+            return 0
+        names = ", ".join(name for name, _, _ in packed.columns)
+        for name, _, _ in packed.columns:
+            _check_ident(name)
+        try:
+            self._client.execute(f"INSERT INTO {self.database}.{table} ({names}) VALUES", packed)
+        except Exception as exc:
+            raise StoreError(f"{self.url}: insert into {table}: {exc}") from None
+        return packed.rows
 
     def version(self) -> str:
         return str(self.query("SELECT version()")[0][0])

@@ -11,9 +11,9 @@ from datetime import UTC, date, datetime
 import pytest
 
 from schemas.migrate import load_migrations, migrate, pending, prune
-from schemas.rows import alert_columns
+from schemas.rows import Packed, alert_columns, block_columns, block_packed
 from streams.settings import Settings, StoreURL
-from streams.sinks.clickhouse import ChdbStore, EventsSink, NativeStore
+from streams.sinks.clickhouse import ChdbStore, EventsSink, NativeStore, StoreError
 from tests.unit.storage_contract import (
     CREATED,
     MEASURE_QUERY,
@@ -125,6 +125,39 @@ def test_upgrade_to_the_measure_columns_on_the_server(server_store, stack_settin
     assert pending(server_store) == []
     upgraded = _measured(server_store, [(batch[1000:2000], False), (batch[2000:], True)])  # old and new workers
     assert upgraded == _measured_on_chdb(tmp_path, batch)
+
+
+def test_packed_events_insert_stores_what_the_driver_writers_store(server_store, stack_settings: Settings):
+    """The worker's events insert in Native form (block_packed, insert_packed) gives 18.16 the same rows, and the
+    per-minute view the same aggregates, as clickhouse-driver's own writers given block_columns; a packed column
+    of the wrong type is refused, naming it, and the connection goes on."""
+    from tests.unit.test_packed import _blocks
+
+    pytest.importorskip("spyglass_native")
+    blocks = _blocks(True)
+    other = NativeStore(StoreURL.parse(
+        f"clickhouse://default@127.0.0.1:{stack_settings.clickhouse_tcp_port}/st_{uuid.uuid4().hex[:8]}"))
+    try:
+        migrate(server_store)
+        migrate(other)
+        server_store.insert("events", block_columns(blocks, CREATED))
+        packed = block_packed(blocks, CREATED)
+        assert packed is not None and other.insert_packed("events", packed) == packed.rows
+        def read(store: NativeStore, sql: str) -> list[tuple]:  # NaN scores as text: NaN != NaN
+            return [tuple("NaN" if x != x else x for x in r) for r in store.query(sql.format(db=store.database))]
+
+        every = "SELECT * FROM {db}.events ORDER BY kind, entity, event_id"
+        rows = read(server_store, every)
+        assert len(rows) == packed.rows and any(r[7] == "zoë@例え.jp" for r in rows) and any("NaN" in r for r in rows)
+        assert read(other, every) == rows
+        assert read(other, MINUTE_QUERY) == read(server_store, MINUTE_QUERY)
+        wrong = Packed([(n, "UInt32" if n == "ts_ms" else t, d) for n, t, d in packed.columns], packed.rows)
+        with pytest.raises(StoreError, match=r"\('ts_ms', 'UInt32'\) packed, the server expects \('ts_ms', 'UInt16'\)"):
+            other.insert_packed("events", wrong)
+        assert other.query(f"SELECT count() FROM {other.database}.events") == [(packed.rows,)]
+    finally:
+        other.execute(f"DROP DATABASE IF EXISTS {other.database}")
+        other.close()
 
 
 def _migrate_cli(settings: Settings, url: str) -> subprocess.Popen:

@@ -525,8 +525,48 @@ impl Decoder {
     }
 }
 
+/// `items` (str or bytes) as a ClickHouse Native-format `String` column: each item's UTF-8 bytes after
+/// their length as an unsigned LEB128 varint, as clickhouse-driver writes them, without a Python object
+/// per item. A str that is not valid UTF-8 (a lone surrogate) or an item of another type is refused, naming it.
+#[pyfunction]
+fn pack_strings<'py>(py: Python<'py>, items: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyBytes>> {
+    let held: Vec<Bound<'py, PyAny>> = items.iter().collect();
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(held.len());
+    for (i, item) in held.iter().enumerate() {
+        if let Ok(s) = item.downcast::<PyString>() {
+            parts.push(s.to_str().map_err(|e| {
+                pyo3::exceptions::PyValueError::new_err(format!("item {i}: not encodable as UTF-8: {e}"))
+            })?.as_bytes());
+        } else if let Ok(b) = item.downcast::<PyBytes>() {
+            parts.push(b.as_bytes());
+        } else {
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "item {i}: expected str or bytes, got {}", item.get_type().name()?)));
+        }
+    }
+    let varint_len = |n: usize| (usize::BITS - (n | 1).leading_zeros()).div_ceil(7) as usize;
+    let total: usize = parts.iter().map(|p| varint_len(p.len()) + p.len()).sum();
+    PyBytes::new_bound_with(py, total, |out| {
+        let mut at = 0;
+        for p in &parts {
+            let mut n = p.len();
+            while n >= 0x80 {
+                out[at] = (n as u8 & 0x7f) | 0x80;
+                n >>= 7;
+                at += 1;
+            }
+            out[at] = n as u8;
+            at += 1;
+            out[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        Ok(())
+    })
+}
+
 #[pymodule]
 fn spyglass_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Decoder>()?;
+    m.add_function(wrap_pyfunction!(pack_strings, m)?)?;
     Ok(())
 }
