@@ -1,7 +1,7 @@
 """Python objects -> the columns of the ClickHouse tables (``Store.insert`` takes whole columns).
 
-The worker calls :func:`block_columns` and :func:`alert_columns` for the ``events`` and ``alerts``
-tables; the CLI calls
+The worker calls :func:`block_packed` (:func:`block_columns` on chDB or without the native module)
+and :func:`alert_columns` for the ``events`` and ``alerts`` tables; the CLI calls
 :func:`alert_status_columns` for ``alert_status``. Times become timezone-aware UTC datetimes
 with whole seconds (the tables use ``DateTime``, valid on ClickHouse 18.16 and current releases).
 """
