@@ -42,8 +42,20 @@ def _utc_seconds(ts: datetime | str) -> datetime:
 
 
 MEASURES = ("flags", "rows", "bytes", "request_bytes", "response_bytes", "tokens_in", "tokens_out")
-EVENT_COLUMNS = ("event_id", "kind", "ts", "ts_ms", "tenant", "source", "entity", "principal", "payload",
-                 "ingested_at", "score", *MEASURES)
+# The ``events`` columns the worker writes, in order, with their ClickHouse types; the numpy types of the
+# fixed-width ones in the Native format (little-endian)
+EVENT_TYPES = {"event_id": "String", "kind": "String", "ts": "DateTime", "ts_ms": "UInt16", "tenant": "String",
+               "source": "String", "entity": "String", "principal": "String", "payload": "String",
+               "ingested_at": "DateTime", "score": "Float32", "flags": "UInt8", "rows": "UInt64", "bytes": "UInt64",
+               "request_bytes": "UInt64", "response_bytes": "UInt64", "tokens_in": "UInt64", "tokens_out": "UInt64"}
+NATIVE_DTYPES = {"DateTime": "<u4", "UInt8": "<u1", "UInt16": "<u2", "UInt64": "<u8", "Float32": "<f4"}
+EVENT_COLUMNS = tuple(EVENT_TYPES)
+
+
+def _event_names(measures: bool) -> list[str]:
+    """The ``events`` columns written: all, or without :data:`MEASURES` (a writer older than migration 010)."""
+    return [name for name in EVENT_COLUMNS if measures or name not in MEASURES]
+
 
 # Bits of the ``flags`` column (migration 010): one per counter of ``events_minute``.
 AUTH_FAILURE, DENIED, SENSITIVE, CROSS_DEPARTMENT, PRIVILEGED, BYPASSED, UNTRUSTED, FAILED = (1 << i for i in range(8))
@@ -80,14 +92,6 @@ def event_measures(b: EventBlock) -> dict[str, np.ndarray]:
         col = b.cols.get(name)
         out[name] = np.zeros(len(b), dtype=np.int64) if col is None else col
     return out
-
-
-# The ``events`` columns' ClickHouse types, and the numpy types of the fixed-width ones (Native format: little-endian)
-EVENT_TYPES = {"event_id": "String", "kind": "String", "ts": "DateTime", "ts_ms": "UInt16", "tenant": "String",
-               "source": "String", "entity": "String", "principal": "String", "payload": "String",
-               "ingested_at": "DateTime", "score": "Float32", "flags": "UInt8", "rows": "UInt64", "bytes": "UInt64",
-               "request_bytes": "UInt64", "response_bytes": "UInt64", "tokens_in": "UInt64", "tokens_out": "UInt64"}
-NATIVE_DTYPES = {"DateTime": "<u4", "UInt8": "<u1", "UInt16": "<u2", "UInt64": "<u8", "Float32": "<f4"}
 
 
 class Packed(NamedTuple):
@@ -140,7 +144,7 @@ def block_columns(blocks: Sequence[EventBlock], ingested_at: datetime, *,
     skips its per-value time-zone conversion of datetime objects (the costliest part of the insert).
     """
     ingested = int(_utc_seconds(ingested_at).timestamp())
-    out: dict[str, list[Any]] = {name: [] for name in EVENT_COLUMNS if measures or name not in MEASURES}
+    out: dict[str, list[Any]] = {name: [] for name in _event_names(measures)}
     for b in blocks:
         for name, piece in _event_pieces(b, ingested, measures).items():
             out[name] += piece if isinstance(piece, list) else piece.tolist()
@@ -158,16 +162,13 @@ def block_packed(blocks: Sequence[EventBlock], ingested_at: datetime, *, measure
     ingested = int(_utc_seconds(ingested_at).timestamp())
     pieces = [_event_pieces(b, ingested, measures) for b in blocks]
     columns = []
-    for name in (n for n in EVENT_COLUMNS if measures or n not in MEASURES):
+    for name in _event_names(measures):
         ty = EVENT_TYPES[name]
         parts = [p[name] for p in pieces]
-        if name == "kind":  # one value per block
-            data = b"".join(pack_strings(part[:1]) * len(part) for part in parts)
-        elif ty == "String":
+        if ty == "String":
             data = b"".join(map(pack_strings, parts))
         else:
-            whole = np.concatenate(parts) if parts else np.zeros(0)
-            data = np.asarray(whole).astype(NATIVE_DTYPES[ty]).tobytes()
+            data = (np.concatenate(parts) if parts else np.zeros(0)).astype(NATIVE_DTYPES[ty]).tobytes()
         columns.append((name, ty, data))
     return Packed(columns, sum(map(len, blocks)))
 
