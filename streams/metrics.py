@@ -35,7 +35,8 @@ EVENTS_STORED = Counter("spyglass_events_stored_total", "Events inserted into Cl
 STAGE_SECONDS = Counter("spyglass_stage_seconds_total", "Seconds spent in each stage of the pipeline: decode, score "
                         "(engine), correlate (risk evidence), publish (Kafka acks), store (the alerts inserts), "
                         "checkpoint (handing writes to the events lane, waiting for it), store.events (the events "
-                        "inserts, in the events lane)", ["stage"],
+                        "inserts, in the events lane); and the event loop's waits: fetch.wait (for the next fetch "
+                        "from Kafka), backpressure (for room in the writer's queue)", ["stage"],
                         registry=REGISTRY)
 PARTITIONS = Gauge("spyglass_partitions_owned", "Topic partitions this worker scores", registry=REGISTRY)
 ENTITIES = Gauge("spyglass_entities_tracked", "Entities with state in this worker's engines", registry=REGISTRY)

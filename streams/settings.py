@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     worker_group: str = Field("spyglass-worker", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$",
                               description="Consumer group (Faust app id) the workers share")
     worker_batch_max: int = Field(5_000, ge=1, le=100_000, description="Records per scoring batch, at most")
+    worker_fetch_max_wait_ms: int = Field(
+        100, ge=1, le=1500,
+        description="How long the broker may hold a fetch for partitions with nothing new (Faust sets 1500). One "
+        "fetch is in flight per broker, so while it waits on caught-up partitions the others cannot be fetched: "
+        "a worker catching up stalled up to this long, several times a run")
     worker_write_ahead: int = Field(8, ge=1, le=64, description="Scored batches that may wait for the store "
                                     "(beyond that, scoring and fetching wait: backpressure)")
     worker_insert_min_rows: int = Field(40_000, ge=1, le=1_000_000,

@@ -60,7 +60,8 @@ def _plain_consumer(settings: Settings, n: int, partitions: int) -> float:
 
     async def read() -> float:
         c = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","), group_id=None,
-                             enable_auto_commit=False, auto_offset_reset="earliest")  # fetch sizes as the worker's
+                             enable_auto_commit=False, auto_offset_reset="earliest",  # fetch sizes as the worker's
+                             fetch_max_wait_ms=settings.worker_fetch_max_wait_ms)
         await c.start()
         try:
             parts = [TopicPartition(t, p) for t in settings.topics().values() for p in range(partitions)]
@@ -99,7 +100,7 @@ def _start_worker(settings: Settings, name: str, tmp: Path, **updates: Any) -> s
                                 stdout=log, stderr=log, env=env, start_new_session=True)
 
 
-STAGES = ("decode", "score", "snapshot", "publish", "store", "checkpoint", "store.events")
+STAGES = ("fetch.wait", "decode", "score", "snapshot", "backpressure", "publish", "store", "checkpoint", "store.events")
 
 
 def _cpu_s(pid: int) -> float:
@@ -366,6 +367,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         for k in STAGES:
             st.add_row(k, f"{stages1.get(k, 0.0):.2f}", f"{stages1.get(k, 0.0) / n * 1e6:,.1f}",
                        "event loop" if k in ("decode", "score", "snapshot") else
+                       "event loop, waiting" if k in ("fetch.wait", "backpressure") else
                        "events lane (its own connection)" if k == "store.events" else "writer (awaits Kafka / store)")
         if "gc" in stages1:
             st.add_row("garbage collection", f"{stages1['gc']:.2f}", f"{stages1['gc'] / n * 1e6:,.1f}",

@@ -105,6 +105,7 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
             await scorer.handle(batches)
 
     app.batch_handler = score
+    app.fetch_max_wait_ms = settings.worker_fetch_max_wait_ms
 
     @app.timer(max(settings.worker_checkpoint_s / 2, 0.5))
     async def checkpoint_idle() -> None:

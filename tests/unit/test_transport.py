@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections import defaultdict
 
+import pytest
 from faust.transport.consumer import Consumer
 from faust.types import TP
 from intervaltree import IntervalTree
@@ -55,3 +58,30 @@ def test_a_duplicate_ack_is_never_mistaken_for_a_run():
     c._acked[TP0] = [1, 1, 3]  # as if acked twice: 3 offsets spanning 1..3, offset 2 missing
     assert BatchConsumer._new_offset(c, TP0) == 2  # Faust's walk: only 1 is committable
     assert not one_run([1, 3]) and one_run([4, 5, 6]) and not one_run([])
+
+
+_CREATE = """
+import asyncio, sys
+from streams.transport import BatchApp, BatchConsumerThread
+
+async def created():
+    app = BatchApp("spyglass-test-fetch-wait", broker="kafka://127.0.0.1:9", store="memory://", web_enabled=False)
+    app.fetch_max_wait_ms = None if sys.argv[1] == "-" else int(sys.argv[1])
+    thread = app.consumer._thread
+    assert isinstance(thread, BatchConsumerThread), type(thread)
+    consumer = thread._create_worker_consumer(app.transport)
+    print(consumer._fetch_max_wait_ms)
+    await consumer.stop()
+
+asyncio.run(created())
+"""
+
+
+@pytest.mark.parametrize("wait_ms", [None, 100])
+def test_the_worker_consumer_asks_the_broker_to_hold_a_fetch_only_as_long_as_the_app_says(wait_ms: int | None) -> None:
+    """The aiokafka consumer Faust's consumer thread creates (not started: no broker needed) carries the
+    app's fetch_max_wait_ms, which its fetcher puts in every fetch request; without one, Faust's 1500. In a
+    child process: Faust's consumer thread makes an event loop of its own, which it closes only when run."""
+    out = subprocess.run([sys.executable, "-c", _CREATE, "-" if wait_ms is None else str(wait_ms)],  # noqa: S603
+                         capture_output=True, text=True, timeout=60, check=True)
+    assert int(out.stdout.split()[-1]) == (1500 if wait_ms is None else wait_ms)
