@@ -420,12 +420,9 @@ class Scorer:
         if self._queue is None:
             self._queue = asyncio.Queue(maxsize=self.settings.worker_write_ahead)
             self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="spyglass-writer")
-        if self._queue.full():  # the writer is behind: scoring (and so fetching) waits, backpressure
-            t0 = time.perf_counter()
-            await self._queue.put(w)
-            m.STAGE_SECONDS.labels("backpressure").inc(time.perf_counter() - t0)
-        else:
-            self._queue.put_nowait(w)
+        t0 = time.perf_counter()
+        await self._queue.put(w)  # waits while the writer is behind: backpressure (scoring and fetching wait)
+        m.STAGE_SECONDS.labels("backpressure").inc(time.perf_counter() - t0)
 
     def _fail(self, exc: BaseException, where: dict[str, Any] | None = None) -> None:
         """Stop storing and checkpointing for good; the worker is crashed (if it said how) and restarts.
