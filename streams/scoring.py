@@ -128,11 +128,9 @@ Publish = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]] | None], A
 
 
 class Record(Protocol):
-    """One Kafka record as the worker sees it (acked by topic, partition and offset): aiokafka's own
-    ``ConsumerRecord`` as fetched, not copied."""
+    """One Kafka record as the worker sees it: the record aiokafka parsed, not copied
+    (:class:`streams.transport.RawPartitionRecords`). Its topic and partition are the fetch's key."""
 
-    topic: str
-    partition: int
     offset: int
     key: bytes | None
     value: bytes | None
@@ -175,8 +173,8 @@ class Snapshot:
 class Writes:
     """What one scored batch leaves to the writer, in the order the writer carries it out."""
 
-    dead: list[tuple[Record, EventError]] = field(default_factory=list)
-    alerts: list[tuple[Alert, Record]] = field(default_factory=list)  # to store (not stored before)
+    dead: list[tuple[TP, Record, EventError]] = field(default_factory=list)  # its partition, the record, why
+    alerts: list[tuple[Alert, TP, int]] = field(default_factory=list)  # to store (not stored before), its source
     publish: list[Alert] = field(default_factory=list)  # to publish (not on the alerts topic before)
     evidence: list[RiskEvidence] = field(default_factory=list)  # to the risk-evidence topic, with the alerts
     events: list[EventBlock] = field(default_factory=list)  # to store: the events, their raw JSON and scores
@@ -485,8 +483,8 @@ class Scorer:
         t0 = time.perf_counter()
         # 1. Kafka: dead letters and new alerts, acknowledged before anything is stored
         futs = [await self.publish(self.settings.topic_dead_letter, r.key, r.value or b"",
-                                   dead_letter_headers(r.topic, r.partition, r.offset, err, "worker"))
-                for r, err in w.dead]
+                                   dead_letter_headers(topic, partition, r.offset, err, "worker"))
+                for (topic, partition), r, err in w.dead]
         futs += [await self.publish(self.settings.topic_alerts, f"{a.tenant}/{a.entity}".encode(), encode_alert(a),
                                     None) for a in w.publish]
         futs += [await self.publish(self._evidence_topic, f"{e.tenant}/{e.principal}".encode(), encode_evidence(e),
@@ -495,16 +493,16 @@ class Scorer:
             await asyncio.gather(*futs)
         t1 = time.perf_counter()
         m.STAGE_SECONDS.labels("publish").inc(t1 - t0)
-        for r, err in w.dead:
-            log.warning("dead letter", extra={"topic": r.topic, "partition": r.partition, "offset": r.offset,
+        for (topic, partition), r, err in w.dead:
+            log.warning("dead letter", extra={"topic": topic, "partition": partition, "offset": r.offset,
                                               "field": err.field, "reason": err.reason})
-            m.DEAD_LETTERS.labels(r.topic).inc()
+            m.DEAD_LETTERS.labels(topic).inc()
         # 2. ClickHouse: the alerts at once (what on-call waits for), on this writer's connection
         if self._failed is not None:  # the events lane failed meanwhile
             raise self._failed
         if w.alerts:
-            acols = alert_columns([a for a, _ in w.alerts], datetime.now(UTC).replace(microsecond=0),
-                                  [(r.topic, r.partition, r.offset) for _, r in w.alerts])
+            acols = alert_columns([a for a, _, _ in w.alerts], datetime.now(UTC).replace(microsecond=0),
+                                  [(topic, partition, offset) for _, (topic, partition), offset in w.alerts])
             await self._io_call(lambda: self.store.insert("alerts", acols), "alerts.insert", w.where)
             m.STORE_INSERTS.labels("alerts").inc()
         for a in w.publish:
@@ -598,9 +596,10 @@ class Scorer:
 
     async def _score(self, batches: Mapping[TP, Sequence[Record]]) -> Writes:
         t0 = time.perf_counter()
-        first = next(iter(batches.values()))[0]
-        w = Writes(where={"topic": first.topic, "partition": first.partition, "offset": first.offset})
-        alerts_out: list[tuple[Alert, Record, str | None]] = []  # alert, its record, its principal (evidence)
+        (topic, partition), batch = next(iter(batches.items()))
+        w = Writes(where={"topic": topic, "partition": partition, "offset": batch[0].offset})
+        alerts_out: list[tuple[Alert, TP, int, str | None]] = []  # alert, its record's partition and offset, its
+        #                                                             principal (evidence)
         parts = {}
         by_tp: dict[TP, list[Record]] = {}
         stored: dict[TP, set[EventKey]] = {}  # events an earlier owner stored already (see Part.recheck_stored)
@@ -635,7 +634,7 @@ class Scorer:
             events, blocks, ok, bad = decoded.get((topic, partition)) or _decode(list(map(_VALUE, fresh)), tenant,
                                                                                     kind)
             for i, err in bad:
-                w.dead.append((fresh[i], err))
+                w.dead.append(((topic, partition), fresh[i], err))
             good = fresh if len(ok) == len(fresh) else [fresh[i] for i in ok]
             n_dead, n = len(bad), len(ok)
             t_eng = time.perf_counter()
@@ -660,12 +659,12 @@ class Scorer:
                     blocks = [_without(known, b) for b in blocks]
             w.events += [b for b in blocks if len(b)]
             if alerts:  # an alert's record: its first evidence event's (the first record with that id)
-                by_id: dict[str, Record] = {}
+                by_id: dict[str, int] = {}
                 for eid, r in zip(_event_ids(events), good, strict=True):
-                    by_id.setdefault(eid, r)
+                    by_id.setdefault(eid, r.offset)
             principals = part.engine.alert_principals
             for a in alerts:
-                alerts_out.append((a, by_id.get(a.evidence.event_ids[0], fresh[0]),
+                alerts_out.append((a, (topic, partition), by_id.get(a.evidence.event_ids[0], fresh[0].offset),
                                    None if a.kind == "cross" else principals.get(a.alert_id)))
             part.offset = fresh[-1].offset + 1
             part.pending += [r.offset for r in fresh]
@@ -674,10 +673,10 @@ class Scorer:
                 m.EVENTS_IN.labels(kind).inc(n)
         # after a crash, an alert the earlier owner published but did not store is stored, not published again
         # its evidence goes out again with it (re-delivered evidence is ignored by the correlator)
-        for a, r, principal in alerts_out:
-            part = self.parts[(r.topic, r.partition)]
+        for a, tp, offset, principal in alerts_out:
+            part = self.parts[tp]
             if a.alert_id not in part.stored_alerts:
-                w.alerts.append((a, r))
+                w.alerts.append((a, tp, offset))
                 if a.alert_id not in part.published_alerts:
                     w.publish.append(a)
                 if principal:
@@ -689,9 +688,9 @@ class Scorer:
         return w
 
     def _correlate(self, part: Part, fresh: list[Record], w: Writes,
-                   alerts_out: list[tuple[Alert, Record, str | None]]) -> None:
+                   alerts_out: list[tuple[Alert, TP, int, str | None]]) -> None:
         """Records of a risk-evidence partition: to its correlator (they are not events, nothing is stored)."""
-        corr = part.engine
+        corr, tp = part.engine, (part.topic, part.partition)
         assert isinstance(corr, Correlator)
         n_dead = n_alerts = 0
         t0 = time.perf_counter()
@@ -700,17 +699,17 @@ class Scorer:
             try:
                 ev = decode_evidence(r.value)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                w.dead.append((r, EventError("$", f"not a risk evidence record: {exc}")))
+                w.dead.append((tp, r, EventError("$", f"not a risk evidence record: {exc}")))
                 n_dead += 1
                 continue
             try:
                 a = corr.add(ev)
             except (ValueError, OverflowError) as exc:  # never a poison pill: the record is refused, the stream goes on
-                w.dead.append((r, EventError("$", f"risk evidence refused: {exc}")))
+                w.dead.append((tp, r, EventError("$", f"risk evidence refused: {exc}")))
                 n_dead += 1
                 continue
             if a is not None:
-                alerts_out.append((a, r, None))
+                alerts_out.append((a, tp, r.offset, None))
                 n_alerts += 1
         m.count_evictions(evicted, corr.evicted)
         m.STAGE_SECONDS.labels("correlate").inc(time.perf_counter() - t0)

@@ -51,17 +51,22 @@ def _topics(settings: Settings, tag: str) -> Settings:
 def _plain_consumer(settings: Settings, n: int, partitions: int) -> float:
     """Seconds a plain consumer needs to read and decode n records of the event topics.
 
-    aiokafka, the client under Faust, fetching in batches with its C record parser: the
-    fastest plain read + decode available here, so the worker is compared with the real ceiling.
+    aiokafka, the client under Faust, fetching in batches with its C record parser and handing on
+    the records as parsed, as the worker's consumer does (:class:`streams.transport.RawPartitionRecords`):
+    the fastest plain read + decode available here, so the worker is compared with the real ceiling.
     """
     import asyncio
 
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    from streams.transport import install_raw_records, raw_values
+
+    install_raw_records()
+
     async def read() -> float:
         c = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","), group_id=None,
                              enable_auto_commit=False, auto_offset_reset="earliest",  # fetch sizes as the worker's
-                             fetch_max_wait_ms=settings.worker_fetch_max_wait_ms)
+                             fetch_max_wait_ms=settings.worker_fetch_max_wait_ms, value_deserializer=raw_values)
         await c.start()
         try:
             parts = [TopicPartition(t, p) for t in settings.topics().values() for p in range(partitions)]

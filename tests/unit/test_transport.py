@@ -12,7 +12,7 @@ from faust.transport.consumer import Consumer
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from streams.transport import BatchConsumer, one_run
+from streams.transport import BatchConsumer, RawPartitionRecords, install_raw_records, one_run, raw_values
 
 TP0 = TP("spyglass.api-usage", 0)
 
@@ -62,7 +62,8 @@ def test_a_duplicate_ack_is_never_mistaken_for_a_run():
 
 _CREATE = """
 import asyncio, sys
-from streams.transport import BatchApp, BatchConsumerThread
+from aiokafka.consumer import fetcher
+from streams.transport import BatchApp, BatchConsumerThread, raw_values
 
 async def created():
     app = BatchApp("spyglass-test-fetch-wait", broker="kafka://127.0.0.1:9", store="memory://", web_enabled=False)
@@ -70,6 +71,7 @@ async def created():
     thread = app.consumer._thread
     assert isinstance(thread, BatchConsumerThread), type(thread)
     consumer = thread._create_worker_consumer(app.transport)
+    print(consumer._value_deserializer is raw_values, fetcher.PartitionRecords.__name__)
     print(consumer._fetch_max_wait_ms)
     await consumer.stop()
 
@@ -85,3 +87,73 @@ def test_the_worker_consumer_asks_the_broker_to_hold_a_fetch_only_as_long_as_the
     out = subprocess.run([sys.executable, "-c", _CREATE, "-" if wait_ms is None else str(wait_ms)],  # noqa: S603
                          capture_output=True, text=True, timeout=60, check=True)
     assert int(out.stdout.split()[-1]) == (1500 if wait_ms is None else wait_ms)
+    assert out.stdout.split()[:2] == ["True", "_partition_records"]  # and it asks for the records as parsed
+
+
+def _memory_records(batches: list[list[tuple[int, bytes | None, bytes | None, list]]]):
+    """aiokafka's MemoryRecords of these record batches (offset, key, value, headers), as a fetch holds them."""
+    import struct
+
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+    from aiokafka.record.memory_records import MemoryRecords
+
+    data = b""
+    for batch in batches:
+        builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=0, producer_id=-1,
+                                            producer_epoch=-1, base_sequence=-1, batch_size=1 << 30)
+        base = batch[0][0]
+        for offset, key, value, headers in batch:  # a gap inside a batch: what compaction leaves
+            builder.append(offset - base, timestamp=1_700_000_000_000 + offset, key=key, value=value,
+                           headers=headers)
+        buf = builder.build()
+        buf[0:8] = struct.pack(">q", base)
+        data += bytes(buf)
+    return MemoryRecords(data)
+
+
+def test_raw_records_are_the_records_aiokafka_would_copy_into_consumer_records():
+    """The fetcher's records of a partition, read as Faust's consumer thread reads them (aiokafka's
+    ``FetchResult.getall``: up to max_records at a time, iterating again where it stopped), raw and as
+    ``ConsumerRecord``: the same offsets, keys, values, timestamps and headers, and the same next fetch
+    offset (what the consumer's position moves to) after every read."""
+    from aiokafka.consumer import fetcher
+    from aiokafka.structs import ConsumerRecord, TopicPartition
+
+    rng = random.Random(3)
+    batches, offset = [], 40
+    for _ in range(4):
+        batch = []
+        for _ in range(rng.randrange(1, 30)):
+            offset += rng.choice([1, 1, 1, 3])
+            batch.append((offset, rng.choice([None, b"k%d" % offset]), rng.choice([None, b"", b"v" * offset]),
+                          rng.choice([[], [("h", b"x"), ("e", None)]])))
+        batches.append(batch)
+    tp = TopicPartition("spyglass.api-usage", 2)
+    fetch_from = batches[0][2][0]  # a fetch from inside the first batch: the records before it are skipped
+    install_raw_records()
+    install_raw_records()  # idempotent
+
+    def read(deserializer) -> tuple[list, list[int], type]:
+        records = fetcher.PartitionRecords(tp, _memory_records(batches), None, fetch_from, None, deserializer,
+                                           True, 0)
+        got, positions = [], []
+        while True:
+            n = len(got)
+            for r in records:  # what getall does, max_records 7; it drops the records once they end
+                got.append(r)
+                if len(got) - n >= 7:
+                    break
+            else:
+                return got, positions + [records.next_fetch_offset], type(records)
+            positions.append(records.next_fetch_offset)
+
+    copied, copied_at, copied_cls = read(None)
+    raw, raw_at, raw_cls = read(raw_values)
+    assert copied_cls is not RawPartitionRecords and isinstance(copied[0], ConsumerRecord)
+    assert raw_cls is RawPartitionRecords and not isinstance(raw[0], ConsumerRecord)
+    fields = ("offset", "key", "value", "timestamp", "timestamp_type")
+    assert [[getattr(r, f) for f in fields] + [list(r.headers)] for r in raw] == [
+        [getattr(r, f) for f in fields] + [list(r.headers)] for r in copied]
+    want = [o for b in batches for o, *_ in b if o >= fetch_from]
+    assert [r.offset for r in raw] == want and [r.value for r in raw][-1] == batches[-1][-1][2]
+    assert raw_at == copied_at and raw_at[-1] == batches[-1][-1][0] + 1
