@@ -113,10 +113,11 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
+        # both read when the consumer starts its fetcher
         install_raw_records()
-        consumer._value_deserializer = raw_values  # read when the consumer starts its fetcher, as the wait
+        consumer._value_deserializer = raw_values
         wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
-        if wait_ms is not None:  # read when the consumer starts its fetcher
+        if wait_ms is not None:
             consumer._fetch_max_wait_ms = int(wait_ms)
         return consumer
 
