@@ -185,6 +185,9 @@ impl<'de> DeserializeSeed<'de> for StrSeed {
 /// One record's fields, by index in the spec (`None`: absent).
 struct RecordSeed<'s> {
     dec: &'s Decoder,
+    // the field index each key position had in the records before (usize::MAX: none), since a producer writes
+    // its keys in one order: a key is compared with that field's name first, and looked up only when it differs
+    order: &'s mut Vec<usize>,
 }
 
 impl<'de, 's> DeserializeSeed<'de> for RecordSeed<'s> {
@@ -204,14 +207,32 @@ impl<'de, 's> Visitor<'de> for RecordSeed<'s> {
         let mut slots: Vec<Option<Val<'de>>> = Vec::with_capacity(dec.fields.len());
         slots.resize_with(dec.fields.len(), || None);
         let mut kind_seen = false;
+        let mut pos = 0;
         while let Some(key) = map.next_key_seed(StrSeed)? {
+            pos += 1;
             if key == "kind" {
                 let v = map.next_value_seed(StrSeed)?;
                 if kind_seen || v != dec.kind {
                     return Err(de::Error::custom(Reject)); // a duplicate, or another kind: msgspec says which
                 }
                 kind_seen = true;
-            } else if let Some(&i) = dec.index.get(key.as_ref()) {
+                continue;
+            }
+            let hint = self.order.get(pos).copied().unwrap_or(usize::MAX);
+            let found = match dec.fields.get(hint) {
+                Some(f) if f.name == key.as_ref() => Some(hint),
+                _ => {
+                    let found = dec.index.get(key.as_ref()).copied();
+                    if pos < self.order.len() {
+                        self.order[pos] = found.unwrap_or(usize::MAX);
+                    } else if pos <= 2 * dec.fields.len() {
+                        self.order.resize(pos, usize::MAX);
+                        self.order.push(found.unwrap_or(usize::MAX));
+                    }
+                    found
+                }
+            };
+            if let Some(i) = found {
                 if slots[i].is_some() {
                     return Err(de::Error::custom(Reject)); // a duplicate key
                 }
@@ -421,6 +442,7 @@ impl Decoder {
             .map(|f| if f.cache && matches!(f.ty, Ty::Str { .. }) { Vec::with_capacity(n) } else { Vec::new() })
             .collect();
         let (mut ok, mut rest) = (Vec::with_capacity(n), Vec::new());
+        let mut order: Vec<usize> = Vec::new();
         let empty_tuple: PyObject = PyTuple::empty_bound(py).into_any().unbind();
         for (i, v) in values.iter().enumerate() {
             let raw = match v {
@@ -440,7 +462,7 @@ impl Decoder {
                 }
             };
             let mut de = serde_json::Deserializer::from_str(text);
-            let parsed = RecordSeed { dec: self }.deserialize(&mut de).and_then(|s| de.end().map(|_| s));
+            let parsed = RecordSeed { dec: self, order: &mut order }.deserialize(&mut de).and_then(|s| de.end().map(|_| s));
             let slots = match parsed {
                 Ok(s) if valid(self, &s) => s,
                 _ => {
@@ -448,22 +470,24 @@ impl Decoder {
                     continue;
                 }
             };
-            for (j, (f, slot)) in self.fields.iter().zip(slots).enumerate() {
+            // the slots are read in place: moving each (a 32-byte enum) out of the vector cost about a fifth of
+            // this function's time (perf), in a store the next load could not forward from
+            for (j, (f, slot)) in self.fields.iter().zip(slots.iter()).enumerate() {
                 match (&mut cols[j], &f.ty, slot) {
                     (Col::Obj(c), Ty::Str { default, .. }, slot) if f.cache => {
-                        let s: Option<Cow<str>> = match slot {
+                        let s: Option<&str> = match slot {
                             Some(Val::Str(s)) => Some(s),
-                            None if *default => Some(Cow::Borrowed(if f.name == "tenant" { tenant } else { "" })),
+                            None if *default => Some(if f.name == "tenant" { tenant } else { "" }),
                             _ => None,
                         };
                         match s {
                             Some(s) => {
-                                let code = match caches[j].get(s.as_ref()) {
+                                let code = match caches[j].get(s) {
                                     Some(&k) => k,
                                     None => {
                                         let k = distinct[j].len() as i32;
-                                        distinct[j].push(PyString::new_bound(py, &s).into_any().unbind());
-                                        caches[j].insert(s.into_owned(), k);
+                                        distinct[j].push(PyString::new_bound(py, s).into_any().unbind());
+                                        caches[j].insert(s.to_owned(), k);
                                         k
                                     }
                                 };
@@ -476,7 +500,7 @@ impl Decoder {
                             }
                         }
                     }
-                    (Col::Obj(c), Ty::Str { .. }, Some(Val::Str(s))) => c.push(PyString::new_bound(py, &s).into_any().unbind()),
+                    (Col::Obj(c), Ty::Str { .. }, Some(Val::Str(s))) => c.push(PyString::new_bound(py, s).into_any().unbind()),
                     (Col::Obj(c), Ty::Str { default: true, .. }, None) => {
                         c.push(PyString::new_bound(py, if f.name == "tenant" { tenant } else { "" }).into_any().unbind())
                     }
@@ -488,16 +512,16 @@ impl Decoder {
                     (Col::Obj(c), Ty::Strs, _) => c.push(empty_tuple.clone_ref(py)),
                     (Col::Obj(c), _, _) => c.push(py.None()), // no other type has an object column
                     (Col::I8(c), Ty::Enum { values, .. }, Some(Val::Str(s))) => {
-                        c.push(values.iter().position(|v| v == &s).unwrap_or(0) as i8)
+                        c.push(values.iter().position(|v| v == s).unwrap_or(0) as i8)
                     }
                     (Col::I8(c), _, _) => c.push(-1),
-                    (Col::I64(c), Ty::Ts, Some(Val::Str(s))) => c.push(parse_ts(&s).unwrap_or(0)),
-                    (Col::I64(c), _, Some(Val::Int(x))) => c.push(x),
+                    (Col::I64(c), Ty::Ts, Some(Val::Str(s))) => c.push(parse_ts(s).unwrap_or(0)),
+                    (Col::I64(c), _, Some(Val::Int(x))) => c.push(*x),
                     (Col::I64(c), _, _) => c.push(0),
-                    (Col::F64(c), _, Some(Val::Int(x))) => c.push(x as f64),
-                    (Col::F64(c), _, Some(Val::Float(x))) => c.push(x),
+                    (Col::F64(c), _, Some(Val::Int(x))) => c.push(*x as f64),
+                    (Col::F64(c), _, Some(Val::Float(x))) => c.push(*x),
                     (Col::F64(c), _, _) => c.push(f64::NAN),
-                    (Col::Bool(c), _, Some(Val::Bool(x))) => c.push(x as u8),
+                    (Col::Bool(c), _, Some(Val::Bool(x))) => c.push(*x as u8),
                     (Col::Bool(c), _, _) => c.push(0),
                 }
             }
