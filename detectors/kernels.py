@@ -105,6 +105,38 @@ def cusum(ent, z, s, k, gate_learn):
     return out
 
 
+@njit(cache=True)
+def distinct_recent(ent, ts, val, at, window, prior_ent, prior_val, prior_last):  # pragma: no cover - compiled
+    """For each event index ``i`` in ``at``: how many distinct values ``val`` (``>= 0``; -1 is none) its entity
+    had in the ``window`` up to it. That is, over the batch's events ``j <= i`` of entity ``ent[i]`` with
+    ``ts[j] >= ts[i] - window``, and the earlier batches' (entity, value, last time) rows ``prior_*`` whose
+    last time is in the window."""
+    n_vals = 0
+    for x in val:
+        n_vals = max(n_vals, x + 1)
+    for x in prior_val:
+        n_vals = max(n_vals, x + 1)
+    stamp = np.full(n_vals, -1, dtype=np.int64)  # stamp[v] == c: v already counted for the c-th index
+    out = np.zeros(at.shape[0], dtype=np.int64)
+    for c in range(at.shape[0]):
+        i = at[c]
+        e = ent[i]
+        lo = ts[i] - window
+        k = 0
+        for r in range(prior_ent.shape[0]):
+            v = prior_val[r]
+            if prior_ent[r] == e and prior_last[r] >= lo and v >= 0 and stamp[v] != c:
+                stamp[v] = c
+                k += 1
+        for j in range(i + 1):
+            v = val[j]
+            if ent[j] == e and ts[j] >= lo and v >= 0 and stamp[v] != c:
+                stamp[v] = c
+                k += 1
+        out[c] = k
+    return out
+
+
 def first_seen(keys: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Which events carry a key never seen before (first occurrence in the batch only).
 

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.kernels import cusum, decayed_count, first_seen, log_zscore
+from detectors.kernels import cusum, decayed_count, distinct_recent, first_seen, log_zscore
 
 events = st.lists(st.tuples(st.integers(0, 4), st.integers(0, 120_000), st.floats(0, 1e6)), min_size=1, max_size=60)
 
@@ -74,3 +74,24 @@ def test_first_seen_marks_first_occurrences_of_unseen_keys(keys, seen):
         known.add(k)
     assert mask.tolist() == expected
     assert new_seen.tolist() == sorted(set(seen) | set(keys))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 20).map(lambda x: x * 100), st.integers(-1, 6)),
+                min_size=1, max_size=60),
+       st.data())
+def test_distinct_recent_counts_values_per_entity_in_the_window(evs, data):
+    # event times are not sorted (a batch can hold late events: "up to the event" is by position), and are
+    # whole hundreds, so some fall on the window's edge
+    ent, ts, val = (np.array(x, dtype=np.int64) for x in zip(*evs, strict=True))
+    times = st.integers(-500, 2_000) | st.sampled_from([t - 300 + d for t in ts.tolist() for d in (-1, 0, 1)])
+    prior = data.draw(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 6), times), max_size=12))
+    at = np.array(sorted(data.draw(st.sets(st.integers(0, len(evs) - 1)))), dtype=np.int64)
+    pe, pv, pt = (np.array(x, dtype=np.int64) for x in zip(*prior, strict=True)) if prior else (
+        np.zeros(0, dtype=np.int64),) * 3
+    got = distinct_recent(ent, ts, val, at, 300, pe, pv, pt)
+    for c, i in enumerate(at.tolist()):
+        lo = ts[i] - 300
+        want = {v for e, v, t in prior if e == ent[i] and t >= lo}
+        want |= {int(val[j]) for j in range(i + 1) if ent[j] == ent[i] and ts[j] >= lo and val[j] >= 0}
+        assert got[c] == len(want)
