@@ -37,7 +37,17 @@ from detectors.columns import (
 )
 from detectors.compaction import MAX_NEW_PER_EVENT, NAMESPACES, compact, footprint, least_recent
 from detectors.governance import UnusedScopes, learn_scopes, unused_scopes
-from detectors.kernels import burst_vs_baseline, cusum, decayed_count, distinct_recent, first_seen, log_zscore, pair
+from detectors.kernels import (
+    after_mark,
+    burst_vs_baseline,
+    cusum,
+    decayed_count,
+    distinct_recent,
+    first_seen,
+    log_zscore,
+    pair,
+    session_runaway,
+)
 from detectors.models.multivariate import Loda
 from schemas.block import EventBlock
 from schemas.events import Event
@@ -45,6 +55,8 @@ from schemas.events import Event
 MIN = 60_000
 HOUR = 3_600_000
 DAY = 86_400_000
+_NO_TIME = np.iinfo(np.int64).min  # a session never marked
+_NO_LENGTHS = np.zeros(1024, dtype=np.int64)  # an agent type's session lengths before its first session
 
 
 @dataclass(frozen=True)
@@ -859,13 +871,11 @@ class Engine:
                                f"with approval '{e.approval}'."))
         # privileged actions triggered by (or right after) untrusted content
         sessions = s.untrusted_sessions
-        after_untrusted = np.zeros(len(c.events), dtype=np.bool_)
-        for i, sid in enumerate(c.session):
-            t0 = sessions.get(sid)
-            if t0 is not None and c.ts[i] - t0 <= HOUR:
-                after_untrusted[i] = True
-            if c.untrusted[i]:
-                sessions[sid] = int(c.ts[i])
+        sid, names = c.block.factor("session_id")  # per event, its session's index in names (first appearance)
+        marked = np.array([sessions.get(x, _NO_TIME) for x in names], dtype=np.int64)
+        after_untrusted = after_mark(sid, c.ts, c.untrusted, marked, marked != _NO_TIME, HOUR)
+        for j in np.unique(sid[c.untrusted]).tolist():
+            sessions[names[j]] = int(marked[j])
         priv = c.privilege >= 1
         # agent-type novelty: an action (with privilege) this agent type never took
         new_ta = self._novel("type_action", pair(c.agent_type, c.action))
@@ -893,33 +903,21 @@ class Engine:
                                f"Agent {e.agent_id} took {e.privilege} action {e.action} on {e.target_system}, "
                                f"which no {e.agent_type} agent took in {int(type_n[i])} earlier steps."))
         # runaway: a session far longer than any its agent type has run, or an action-rate explosion
+        # (the longest length at least two sessions of a type reached: one runaway session cannot raise it)
         steps = s.session_steps
-        long_session = np.zeros(len(c.events), dtype=np.bool_)
-        step_n = np.zeros(len(c.events), dtype=np.int64)
-        for i, sid in enumerate(c.session):
-            n = steps.get(sid, 0) + 1
-            steps[sid] = n
-            step_n[i] = n
-            t = int(c.agent_type[i])
-            hist = s.type_lengths.get(t)
-            if hist is None:
-                hist = s.type_lengths[t] = np.zeros(1024, dtype=np.int64)
-            # the longest length at least two sessions reached: one runaway session cannot raise it
-            longest = s.type_longest.get(t, 0)
-            if n > max(1.5 * longest, cfg.runaway_session_steps) and type_warm[i]:
-                long_session[i] = True
-                if sid not in s.runaway_sessions:
-                    # one runaway session must not make the next look normal: forget the steps it was
-                    # learned from before it stood out, and learn none of the rest
-                    s.runaway_sessions.add(sid)
-                    hist[1: min(n, 1024)] -= 1
-                    np.maximum(hist, 0, out=hist)
-                    reached = np.flatnonzero(hist[1:] >= 2)
-                    s.type_longest[t] = int(reached[-1]) + 1 if reached.size else 0
-                continue
-            hist[min(n, 1023)] += 1
-            if n > longest and hist[min(n, 1023)] >= 2:
-                s.type_longest[t] = n
+        n_steps = np.array([steps.get(x, 0) for x in names], dtype=np.int64)
+        flagged = np.array([x in s.runaway_sessions for x in names], dtype=np.bool_)
+        was_flagged = flagged.copy()
+        hists = np.stack([s.type_lengths.get(t, _NO_LENGTHS) for t in types.tolist()])
+        longest_of = np.array([s.type_longest.get(t, 0) for t in types.tolist()], dtype=np.int64)
+        step_n, long_session = session_runaway(sid, inv, type_warm, n_steps, flagged, hists, longest_of,
+                                               cfg.runaway_session_steps)
+        steps.update(zip(names, n_steps.tolist(), strict=True))
+        s.runaway_sessions.update(names[j] for j in np.flatnonzero(flagged & ~was_flagged).tolist())
+        for t, h, top in zip(types.tolist(), hists, longest_of.tolist(), strict=True):
+            s.type_lengths[t] = h
+            if top != s.type_longest.get(t, 0):
+                s.type_longest[t] = top
         for i in np.flatnonzero(long_session):
             e = c.events[i]
             longest = s.type_longest.get(int(c.agent_type[i]), 0)

@@ -137,21 +137,78 @@ def distinct_recent(ent, ts, val, at, window, prior_ent, prior_val, prior_last):
     return out
 
 
+@njit(cache=True)
+def after_mark(ent, ts, mark, last, has, window):  # pragma: no cover - compiled
+    """Whether each event comes at most ``window`` after its entity's latest marked event (``mark``), earlier
+    batches included (``last``/``has`` per entity, updated in place). An event's own mark counts from the next."""
+    n = ent.shape[0]
+    out = np.zeros(n, dtype=np.bool_)
+    for i in range(n):
+        e = ent[i]
+        if has[e] and ts[i] - last[e] <= window:
+            out[i] = True
+        if mark[i]:
+            last[e] = ts[i]
+            has[e] = True
+    return out
+
+
+@njit(cache=True)
+def session_runaway(session, kind, warm, steps, flagged, hist, longest, min_steps):  # pragma: no cover - compiled
+    """Steps per session, and which steps make a session a runaway for its kind (agent type).
+
+    ``steps``/``flagged`` per session and ``hist`` (sessions of each kind that reached each length, capped at
+    1023) / ``longest`` (the longest length two sessions of the kind reached) per kind are updated in place.
+    A step is a runaway's when the session is longer than 1.5x its kind's longest and than ``min_steps``, and the
+    kind is ``warm``. A session flagged so is not learned: the lengths it was counted at before are taken
+    back, and none of its later steps count, so one runaway cannot make the next look normal.
+    Returns (each event's session length, whether it is a runaway's step).
+    """
+    n = session.shape[0]
+    long_step = np.zeros(n, dtype=np.bool_)
+    step_n = np.zeros(n, dtype=np.int64)
+    for i in range(n):
+        k = session[i]
+        t = kind[i]
+        m = steps[k] + 1
+        steps[k] = m
+        step_n[i] = m
+        top = longest[t]
+        if m > max(1.5 * top, min_steps) and warm[i]:
+            long_step[i] = True
+            if not flagged[k]:
+                flagged[k] = True
+                for x in range(1, min(m, 1024)):
+                    hist[t, x] = max(hist[t, x] - 1, 0)
+                top = 0
+                for x in range(1023, 0, -1):
+                    if hist[t, x] >= 2:
+                        top = x
+                        break
+                longest[t] = top
+            continue
+        x = min(m, 1023)
+        hist[t, x] += 1
+        if m > top and hist[t, x] >= 2:
+            longest[t] = m
+    return step_n, long_step
+
+
 def first_seen(keys: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Which events carry a key never seen before (first occurrence in the batch only).
 
     ``seen`` is a sorted int64 array; returns (mask, the updated sorted array).
     """
-    if keys.size == 0:
-        return np.zeros(0, dtype=np.bool_), seen
-    uniq, first_ix = np.unique(keys, return_index=True)
-    pos = np.searchsorted(seen, uniq)
-    pos = np.minimum(pos, max(seen.size - 1, 0))
-    known = (seen.size > 0) & (seen[pos] == uniq) if seen.size else np.zeros(uniq.size, dtype=np.bool_)
     mask = np.zeros(keys.size, dtype=np.bool_)
-    mask[first_ix[~known]] = True
-    if (~known).any():
-        seen = np.union1d(seen, uniq[~known])
+    if keys.size == 0:
+        return mask, seen
+    # most keys are known: look each up in ``seen`` first, and sort only the new ones
+    unknown = np.flatnonzero(seen[np.minimum(np.searchsorted(seen, keys), seen.size - 1)] != keys) if seen.size else (
+        np.arange(keys.size))
+    if unknown.size:
+        uniq, first_ix = np.unique(keys[unknown], return_index=True)
+        mask[unknown[first_ix]] = True
+        seen = np.insert(seen, np.searchsorted(seen, uniq), uniq)
     return mask, seen
 
 

@@ -8,7 +8,15 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.kernels import cusum, decayed_count, distinct_recent, first_seen, log_zscore
+from detectors.kernels import (
+    after_mark,
+    cusum,
+    decayed_count,
+    distinct_recent,
+    first_seen,
+    log_zscore,
+    session_runaway,
+)
 
 events = st.lists(st.tuples(st.integers(0, 4), st.integers(0, 120_000), st.floats(0, 1e6)), min_size=1, max_size=60)
 
@@ -95,3 +103,60 @@ def test_distinct_recent_counts_values_per_entity_in_the_window(evs, data):
         want = {v for e, v, t in prior if e == ent[i] and t >= lo}
         want |= {int(val[j]) for j in range(i + 1) if ent[j] == ent[i] and ts[j] >= lo and val[j] >= 0}
         assert got[c] == len(want)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 20).map(lambda x: x * 100), st.booleans()),
+                max_size=60),
+       st.dictionaries(st.integers(0, 3), st.integers(-500, 2_000), max_size=4))
+def test_after_mark_matches_reference(evs, prior):
+    ent, ts, mark = (np.array(x, dtype=d) for x, d in zip(zip(*evs, strict=True), (np.int64, np.int64, np.bool_),
+                                                            strict=True)) if evs else (np.zeros(0, np.int64),) * 3
+    last = np.array([prior.get(e, 0) for e in range(4)], dtype=np.int64)
+    has = np.array([e in prior for e in range(4)], dtype=np.bool_)
+    got = after_mark(ent, ts, mark.astype(np.bool_), last, has, 300)
+    marks = dict(prior)
+    for i, (e, t, m) in enumerate(evs):
+        assert got[i] == (e in marks and t - marks[e] <= 300)
+        if m:
+            marks[e] = t
+    assert {e: int(last[e]) for e in range(4) if has[e]} == marks
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 1), st.booleans()), max_size=400),
+       st.lists(st.integers(0, 40), min_size=6, max_size=6), st.sets(st.integers(0, 5)),
+       st.lists(st.integers(0, 3), min_size=2, max_size=2))
+def test_session_runaway_matches_reference(evs, prior_steps, prior_flagged, lengths):
+    # sessions 0-5 of two agent types; min_steps small so runaways, and their taking back, happen
+    hist = np.zeros((2, 1024), dtype=np.int64)
+    for t, k in enumerate(lengths):  # some sessions of each type already reached a few lengths
+        hist[t, 1:3 + k] = 2
+    longest = np.array([2 + k for k in lengths], dtype=np.int64)
+    steps = np.array(prior_steps, dtype=np.int64)
+    flagged = np.array([k in prior_flagged for k in range(6)], dtype=np.bool_)
+    ref_hist, ref_longest, ref_steps, ref_flagged = hist.copy(), longest.copy(), list(prior_steps), set(prior_flagged)
+    session = np.array([e[0] for e in evs], dtype=np.int64)
+    kind = np.array([e[1] for e in evs], dtype=np.int64)
+    warm = np.array([e[2] for e in evs], dtype=np.bool_)
+    step_n, long_step = session_runaway(session, kind, warm, steps, flagged, hist, longest, 5)
+    for i, (k, t, w) in enumerate(evs):  # the engine's rule before it was compiled, step by step
+        n = ref_steps[k] + 1
+        ref_steps[k] = n
+        assert step_n[i] == n
+        top = int(ref_longest[t])
+        if n > max(1.5 * top, 5) and w:
+            assert long_step[i]
+            if k not in ref_flagged:
+                ref_flagged.add(k)
+                ref_hist[t, 1: min(n, 1024)] -= 1
+                np.maximum(ref_hist[t], 0, out=ref_hist[t])
+                reached = np.flatnonzero(ref_hist[t, 1:] >= 2)
+                ref_longest[t] = int(reached[-1]) + 1 if reached.size else 0
+            continue
+        assert not long_step[i]
+        ref_hist[t, min(n, 1023)] += 1
+        if n > top and ref_hist[t, min(n, 1023)] >= 2:
+            ref_longest[t] = n
+    assert steps.tolist() == ref_steps and set(np.flatnonzero(flagged).tolist()) == ref_flagged
+    assert (hist == ref_hist).all() and longest.tolist() == ref_longest.tolist()
