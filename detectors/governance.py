@@ -44,11 +44,10 @@ def learn_scopes(s, c: ApiColumns | None) -> None:
     if c is None:
         return
     tok = s.vocabs.token
-    combos = c.block.cols["scopes_granted"]  # per event: its granted scopes (a tuple, () when none)
-    index = {t: j for j, t in enumerate(dict.fromkeys(combos))}  # each distinct one, by first appearance
-    cid = np.fromiter(map(index.__getitem__, combos), dtype=np.int64, count=len(combos))
+    # per event, the index of its granted scopes (a tuple, () when none) among the distinct ones of the batch
+    cid, combos = c.block.factor("scopes_granted")
     # every combination's scope tokens in one flat array: combination j is flat[start[j]:start[j] + size[j]]
-    toks = [np.unique(tok.many(list(t))) if t else _NONE for t in index]
+    toks = [np.unique(tok.many(list(t))) if t else _NONE for t in combos]
     size = np.array([t.size for t in toks], dtype=np.int64)
     flat, start = np.concatenate(toks), np.cumsum(size) - size
     kc = np.unique(pair(c.key, cid))  # each (key, combination) of the batch once

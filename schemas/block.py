@@ -123,11 +123,12 @@ def code(kind: str, field: str, value: str) -> int:
 
 # -- the block ----------------------------------------------------------------------------------------
 class Factor(typing.NamedTuple):
-    """A string column as codes into ``names`` (-1: absent). ``exact``: ``names`` are the values present, in
-    order of first appearance; otherwise (a selection of a block) a superset in that order."""
+    """A string column (or a string-list column, as tuples) as codes into ``names`` (-1: absent). ``exact``:
+    ``names`` are the values present, in order of first appearance; otherwise (a selection of a block) a superset
+    in that order."""
 
     codes: np.ndarray
-    names: list[str]
+    names: list[Any]
     exact: bool
 
     def compact(self) -> Factor:
@@ -203,10 +204,10 @@ class EventBlock:
     def ts_ms(self) -> np.ndarray:
         return self.cols["ts"] // 1000
 
-    def factor(self, name: str) -> tuple[np.ndarray, list[str]]:
-        """String column ``name`` factorized: (each event's code, -1 where absent; the distinct values the codes
-        index, in order of first appearance). Interning the values in that order gives new names the same
-        ids as interning the column event by event."""
+    def factor(self, name: str) -> tuple[np.ndarray, list[Any]]:
+        """String (or string-list) column ``name`` factorized: (each event's code, -1 where absent; the distinct
+        values the codes index, in order of first appearance). Interning the values in that order gives new names
+        the same ids as interning the column event by event."""
         f = self.factors.get(name)
         if f is None:  # built here (msgspec's blocks): one dict pass
             seen: dict[str, int] = {}

@@ -82,8 +82,8 @@ def test_simulated_traffic_is_decoded_natively_and_equals_msgspec(kind):
     values = _sim()[kind]
     _, factored, ok, rest = native_decoder(kind).decode(values, "dflt")
     assert rest == [] and len(ok) == len(values)  # the fast path takes all of them
-    assert set(factored) == {s.name for s in SPECS[kind] if s.type in ("str", "ostr", "dstr")} - {
-        "event_id", "parent_event_id"}  # every string field but the ids comes factorized
+    assert set(factored) == {s.name for s in SPECS[kind] if s.type in ("str", "ostr", "dstr", "strs")} - {
+        "event_id", "parent_event_id"}  # every string (or string-list) field but the ids comes factorized
     block, ok, errors = both(values, kind)
     assert len(block) == len(values) and not errors
     # and the structs the engine asks for are the ones msgspec decodes
@@ -227,6 +227,19 @@ def test_hostile_records_are_errors_in_both_decoders():
     for kind in KINDS:
         block, ok, errors = both(values, kind)
         assert ok == [] and len(errors) == len(values) and len(block) == 0
+
+
+@native
+def test_lists_that_concatenate_alike_stay_distinct_values():
+    lists = [["ab"], ["a", "b"], ["a", "b"], [], None, ["1:a"], ["a"], ["1:a", "b"], ["a", "1:b"], ["ab"], "absent"]
+    values = [json.dumps({k: v for k, v in {**SAMPLES["api_usage"], "scopes_granted": x}.items()
+                          if v != "absent"}).encode() for x in lists]
+    block, ok, _ = both(values, "api_usage")
+    assert ok == list(range(len(lists)))
+    want = [() if x in (None, "absent") else tuple(x) for x in lists]
+    assert block.cols["scopes_granted"] == want
+    codes, names = block.factor("scopes_granted")
+    assert names == list(dict.fromkeys(want)) and [names[k] for k in codes.tolist()] == want
 
 
 def test_missing_optional_values_fill_their_columns_as_documented():

@@ -422,9 +422,10 @@ impl Decoder {
 
     /// Decode `values` (bytes or None): ({field: column}, {field: (codes, distinct values)}, indices decoded,
     /// indices left to msgspec). String columns are lists; the others are bytes of little-endian
-    /// int8/int64/float64/bool values. Every string field but the event ids is also given factorized: its
-    /// distinct values in order of first appearance, and each event's index among them as little-endian int32
-    /// bytes (-1 where absent), so the engine interns each distinct value once, not each event's.
+    /// int8/int64/float64/bool values. Every string field but the event ids, and every list of strings, is also
+    /// given factorized: its distinct values in order of first appearance, and each event's index among them as
+    /// little-endian int32 bytes (-1 where absent; a list is never absent, it is then ()), so the engine interns
+    /// each distinct value once, not each event's.
     fn decode<'py>(&self, py: Python<'py>, values: Vec<Option<Bound<'py, PyBytes>>>, tenant: &str)
                    -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyDict>, Vec<usize>, Vec<usize>)> {
         let n = values.len();
@@ -439,10 +440,11 @@ impl Decoder {
         let mut caches: Vec<HashMap<String, i32>> = self.fields.iter().map(|_| HashMap::new()).collect();
         let mut distinct: Vec<Vec<PyObject>> = self.fields.iter().map(|_| Vec::new()).collect();
         let mut codes: Vec<Vec<i32>> = self.fields.iter()
-            .map(|f| if f.cache && matches!(f.ty, Ty::Str { .. }) { Vec::with_capacity(n) } else { Vec::new() })
+            .map(|f| if f.cache { Vec::with_capacity(n) } else { Vec::new() })
             .collect();
         let (mut ok, mut rest) = (Vec::with_capacity(n), Vec::new());
         let mut order: Vec<usize> = Vec::new();
+        let mut key = String::new(); // a list's cache key
         let empty_tuple: PyObject = PyTuple::empty_bound(py).into_any().unbind();
         for (i, v) in values.iter().enumerate() {
             let raw = match v {
@@ -505,6 +507,37 @@ impl Decoder {
                         c.push(PyString::new_bound(py, if f.name == "tenant" { tenant } else { "" }).into_any().unbind())
                     }
                     (Col::Obj(c), Ty::Str { .. }, _) => c.push(py.None()),
+                    (Col::Obj(c), Ty::Strs, slot) if f.cache => {
+                        // lists repeat too (a key's granted scopes): one tuple per distinct list, keyed by its
+                        // items each after its byte length (unambiguous); absent, null and [] are all ()
+                        let items: &[Cow<str>] = match slot {
+                            Some(Val::Strs(items)) => items,
+                            _ => &[],
+                        };
+                        key.clear();
+                        for s in items {
+                            key.push_str(&s.len().to_string());
+                            key.push(':');
+                            key.push_str(s);
+                        }
+                        let code = match caches[j].get(key.as_str()) {
+                            Some(&k) => k,
+                            None => {
+                                let k = distinct[j].len() as i32;
+                                distinct[j].push(if items.is_empty() {
+                                    empty_tuple.clone_ref(py)
+                                } else {
+                                    let strs: Vec<Bound<PyString>> =
+                                        items.iter().map(|s| PyString::new_bound(py, s)).collect();
+                                    PyTuple::new_bound(py, strs).into_any().unbind()
+                                });
+                                caches[j].insert(key.clone(), k);
+                                k
+                            }
+                        };
+                        c.push(distinct[j][code as usize].clone_ref(py));
+                        codes[j].push(code);
+                    }
                     (Col::Obj(c), Ty::Strs, Some(Val::Strs(items))) if !items.is_empty() => {
                         let strs: Vec<Bound<PyString>> = items.iter().map(|s| PyString::new_bound(py, s)).collect();
                         c.push(PyTuple::new_bound(py, strs).into_any().unbind());
@@ -540,7 +573,7 @@ impl Decoder {
                 Col::Bool(c) => PyBytes::new_bound(py, &c).into_any().unbind(),
             };
             out.set_item(&f.name, v)?;
-            if f.cache && matches!(f.ty, Ty::Str { .. }) {
+            if f.cache && matches!(f.ty, Ty::Str { .. } | Ty::Strs) {
                 let kb = PyBytes::new_bound(py, &k.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>());
                 factors.set_item(&f.name, (kb, PyList::new_bound(py, d)))?;
             }
