@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
+use std::fmt::Write as _;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use pyo3::prelude::*;
@@ -516,9 +517,7 @@ impl Decoder {
                         };
                         key.clear();
                         for s in items {
-                            key.push_str(&s.len().to_string());
-                            key.push(':');
-                            key.push_str(s);
+                            let _ = write!(key, "{}:{}", s.len(), s); // writing to a String cannot fail
                         }
                         let code = match caches[j].get(key.as_str()) {
                             Some(&k) => k,
