@@ -140,10 +140,12 @@ class Factor(typing.NamedTuple):
 def first_appearance(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``codes`` renumbered 0, 1, ... in order of first appearance (-1, absent, stays -1), and the old code of
     each new one."""
-    present = codes >= 0
-    used, first = np.unique(codes[present], return_index=True)
-    used = used[np.argsort(first, kind="stable")]
-    renum = np.full(int(codes.max(initial=-1)) + 2, -1, dtype=np.int64)  # the last slot: absent (-1) stays -1
+    n, size = codes.size, int(codes.max(initial=-1)) + 1
+    first = np.full(size + 1, n, dtype=np.int64)  # each code's first position (n: none); the last slot: absent
+    np.minimum.at(first, codes, np.arange(n))  # no sort of the events: one pass, then a sort of the codes used
+    used = np.flatnonzero(first[:size] < n)
+    used = used[np.argsort(first[used], kind="stable")]
+    renum = np.full(size + 1, -1, dtype=np.int64)  # absent (-1) reads the last slot and stays -1
     renum[used] = np.arange(len(used))
     return renum[codes], used
 

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.block import SPECS, EventBlock, block_from_events, decode_block, native_available
+from schemas.block import SPECS, EventBlock, block_from_events, decode_block, first_appearance, native_available
 from schemas.events import decode
 from tests.unit.samples import SAMPLES
 
@@ -227,6 +227,15 @@ def test_hostile_records_are_errors_in_both_decoders():
     for kind in KINDS:
         block, ok, errors = both(values, kind)
         assert ok == [] and len(errors) == len(values) and len(block) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(-1, 30), max_size=80), st.sampled_from([np.int32, np.int64]))
+def test_first_appearance_renumbers_codes_in_order_of_first_appearance(codes, dtype):
+    new, used = first_appearance(np.array(codes, dtype=dtype))
+    order = list(dict.fromkeys(c for c in codes if c >= 0))
+    assert used.tolist() == order
+    assert new.tolist() == [-1 if c < 0 else order.index(c) for c in codes]
 
 
 @native
