@@ -465,7 +465,8 @@ impl Decoder {
                 }
             };
             let mut de = serde_json::Deserializer::from_str(text);
-            let parsed = RecordSeed { dec: self, order: &mut order }.deserialize(&mut de).and_then(|s| de.end().map(|_| s));
+            let parsed = RecordSeed { dec: self, order: &mut order }.deserialize(&mut de)
+                .and_then(|s| de.end().map(|_| s));
             let slots = match parsed {
                 Ok(s) if valid(self, &s) => s,
                 _ => {
