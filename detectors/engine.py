@@ -915,7 +915,7 @@ class Engine:
         steps.update(zip(names, n_steps.tolist(), strict=True))
         s.runaway_sessions.update(names[j] for j in np.flatnonzero(flagged & ~was_flagged).tolist())
         for t, h, top in zip(types.tolist(), hists, longest_of.tolist(), strict=True):
-            s.type_lengths[t] = h
+            s.type_lengths[t] = h.copy()  # its own array, not a view keeping this batch's stack alive
             if top != s.type_longest.get(t, 0):
                 s.type_longest[t] = top
         for i in np.flatnonzero(long_session):
