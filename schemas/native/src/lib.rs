@@ -62,8 +62,8 @@ struct Field {
     ty: Ty,
     lo: usize, // string length bounds (characters), for strings and list items
     hi: usize,
-    // values repeat (names, routes): one Python string per distinct value per batch, and a code per event (its
-    // value's index among the batch's distinct values, in order of first appearance; -1 where absent)
+    // values repeat (names, routes, scope lists): one Python object per distinct value per batch, and a code per
+    // event (its value's index among the batch's distinct values, in order of first appearance; -1 where absent)
     cache: bool,
 }
 
@@ -414,7 +414,8 @@ impl Decoder {
                     return Err(pyo3::exceptions::PyValueError::new_err(format!("{name}: unknown column type {other}")))
                 }
             };
-            let cache = !matches!(name.as_str(), "event_id" | "parent_event_id");
+            // lists are always factorized (their column is built that way); strings all but the event ids
+            let cache = matches!(ty, Ty::Strs) || !matches!(name.as_str(), "event_id" | "parent_event_id");
             fields.push(Field { name, ty, lo: slo, hi: shi, cache });
         }
         let index = fields.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
@@ -509,7 +510,7 @@ impl Decoder {
                         c.push(PyString::new_bound(py, if f.name == "tenant" { tenant } else { "" }).into_any().unbind())
                     }
                     (Col::Obj(c), Ty::Str { .. }, _) => c.push(py.None()),
-                    (Col::Obj(c), Ty::Strs, slot) if f.cache => {
+                    (Col::Obj(c), Ty::Strs, slot) => {
                         // lists repeat too (a key's granted scopes): one tuple per distinct list, keyed by its
                         // items each after its byte length (unambiguous); absent, null and [] are all ()
                         let items: &[Cow<str>] = match slot {
@@ -538,11 +539,6 @@ impl Decoder {
                         c.push(distinct[j][code as usize].clone_ref(py));
                         codes[j].push(code);
                     }
-                    (Col::Obj(c), Ty::Strs, Some(Val::Strs(items))) if !items.is_empty() => {
-                        let strs: Vec<Bound<PyString>> = items.iter().map(|s| PyString::new_bound(py, s)).collect();
-                        c.push(PyTuple::new_bound(py, strs).into_any().unbind());
-                    }
-                    (Col::Obj(c), Ty::Strs, _) => c.push(empty_tuple.clone_ref(py)),
                     (Col::Obj(c), _, _) => c.push(py.None()), // no other type has an object column
                     (Col::I8(c), Ty::Enum { values, .. }, Some(Val::Str(s))) => {
                         c.push(values.iter().position(|v| v == s).unwrap_or(0) as i8)
