@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -32,3 +33,24 @@ def test_pinning_gives_the_worker_cpu_0_and_puts_the_others_back():
         for p in (worker, service):
             p.kill()
             p.wait()
+
+
+def test_cpu_time_splits_off_the_kernel_part():
+    from pathlib import Path
+
+    from streams.streambench import _cpu_s
+
+    pid = os.getpid()
+    all0, kernel0 = _cpu_s(pid), _cpu_s(pid, kernel=True)
+    for _ in range(200_000):  # system calls: time in the kernel
+        Path("/").stat()
+    all1, kernel1 = _cpu_s(pid), _cpu_s(pid, kernel=True)
+    assert 0 <= kernel0 <= all0 and 0 <= kernel1 <= all1
+    assert kernel1 > kernel0
+    assert all1 - all0 >= kernel1 - kernel0
+    t = time.process_time()
+    while time.process_time() - t < 0.3:  # pure Python: time in user space
+        sum(range(1000))
+    all2, kernel2 = _cpu_s(pid), _cpu_s(pid, kernel=True)
+    assert (all2 - all1) - (kernel2 - kernel1) >= 0.2
+    assert _cpu_s(2**22 + 12345) == 0.0  # a pid that does not exist
