@@ -82,11 +82,12 @@ class Settings(BaseSettings):
         "a worker catching up stalled up to this long, several times a run")
     worker_write_ahead: int = Field(8, ge=1, le=64, description="Scored batches that may wait for the store "
                                     "(beyond that, scoring and fetching wait: backpressure)")
-    worker_insert_min_rows: int = Field(40_000, ge=1, le=1_000_000,
+    worker_insert_min_rows: int = Field(100_000, ge=1, le=1_000_000,
                                         description="Scored events held back for one `events` insert, at most "
                                         "(fewer when worker_insert_linger_s passes or a checkpoint is due)")
-    worker_insert_linger_s: float = Field(0.5, ge=0, le=60, description="How long scored events may wait for "
-                                          "more before they are inserted (alerts never wait)")
+    worker_insert_linger_s: float = Field(1.0, ge=0, le=60, description="How long scored events may wait for "
+                                          "more before they are inserted (alerts never wait); ClickHouse advises "
+                                          "about one insert a second per table")
     worker_checkpoint_s: float = Field(5.0, gt=0, le=3600,
                                        description="Checkpoint each partition's state (and commit) this often")
     worker_session_timeout_s: float = Field(10.0, ge=6, le=300,
