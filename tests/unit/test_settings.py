@@ -9,6 +9,8 @@ from streams.settings import Settings, StoreURL
 
 
 def test_env_prefix_and_defaults(monkeypatch):
+    for name in ("SPYGLASS_CLICKHOUSE_URL", "SPYGLASS_TOPIC_API_USAGE"):  # defaults, whatever the shell exports
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SPYGLASS_KAFKA_BOOTSTRAP", "10.0.0.1:9092")
     monkeypatch.setenv("SPYGLASS_TOPIC_ALERTS", "x.alerts")
     s = Settings()
