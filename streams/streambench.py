@@ -112,13 +112,19 @@ def _start_worker(settings: Settings, name: str, tmp: Path, **updates: Any) -> s
 STAGES = ("fetch.wait", "decode", "score", "snapshot", "backpressure", "publish", "store", "checkpoint", "store.events")
 
 
-def _cpu_s(pid: int, *, kernel: bool = False) -> float:
-    """CPU seconds (user + system, or with ``kernel`` system only) a process has used so far; 0 if it is gone."""
+def _cpu_times(pid: int) -> tuple[float, float]:
+    """CPU seconds a process has used so far: (user + system, system), from one read; zeros if it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return 0.0
-    return ((0 if kernel else int(fields[11])) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, int(fields[12]) / tick
+
+
+def _cpu_s(pid: int, *, kernel: bool = False) -> float:
+    """CPU seconds (user + system, or with ``kernel`` system only) a process has used so far; 0 if it is gone."""
+    return _cpu_times(pid)[kernel]
 
 
 def _service_pids(settings: Settings) -> dict[str, int]:
@@ -175,9 +181,11 @@ def _workers(settings: Settings, db: str, group: str, n_workers: int, n: int, tm
     services = _service_pids(settings)
 
     def cpu() -> dict[str, float]:
-        pids = {"workers": [p.pid for p in procs], **{k: [v] for k, v in services.items()}}
-        return {f"{part}{k}": sum(_cpu_s(pid, kernel=part == "kernel:") for pid in ps)
-                for k, ps in pids.items() for part in ("", "kernel:")}
+        out: dict[str, float] = {}
+        for k, pids in {"workers": [p.pid for p in procs], **{k: [v] for k, v in services.items()}}.items():
+            times = [_cpu_times(pid) for pid in pids]  # one read of each process for both figures
+            out[k], out[f"kernel:{k}"] = sum(t[0] for t in times), sum(t[1] for t in times)
+        return out
 
     first = last = None
     lag = 0.0
