@@ -1,0 +1,5 @@
+"""Rewrite the behaviour fixture (only when a change is meant to alter detection)."""
+
+from tests.golden import write
+
+write()
