@@ -32,6 +32,8 @@ class Label:
     event_ids: list[str] = field(default_factory=list)
     start_ms: int = 0
     end_ms: int = 0
+    params: dict[str, object] = field(default_factory=dict)  # the variant's drawn shape (varied worlds)
+    detect_from_ms: int = 0  # when a slow attack becomes unusual (0: its start)
 
 
 @dataclass
@@ -64,7 +66,8 @@ class Context:
         self._tenant = {t.name: t for t in world.tenants}
 
     def pick(self, items: list, pred: Callable[[object], bool] = lambda _x: True):
-        pool = [x for x in items if pred(x)]
+        """A random item that fits ``pred`` among those present from the run's start (no new joiners)."""
+        pool = [x for x in items if pred(x) and getattr(x, "join_day", 0) == 0]
         if not pool:
             raise LookupError("no entity fits this scenario")
         return pool[int(self.rng.integers(len(pool)))]
