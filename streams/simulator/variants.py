@@ -205,10 +205,11 @@ def credential_stuffing(ctx: VariantContext, n: int) -> Injection:
         ids.append(kid)
         rows.append((t, api_row(ctx, k, route="/v1/chat/completions", ip=ips[int(ctx.rng.integers(len(ips)))],
                                 ua="Go-http-client/1.1", auth="invalid_credentials", status=401, key_id=kid)))
-    entities = [("client_ip", ip) for ip in ips] + [("api_key", k) for k in sorted(set(ids))]
+    used = sorted({row["client_ip"] for _, row in rows})
+    entities = [("client_ip", ip) for ip in used] + [("api_key", k) for k in sorted(set(ids))]
     inj = _label(ctx, "credential_stuffing", n, tenant, "burst", entities,
-                 f"{tries} invalid-credential attempts from {len(ips)} IPs in {minutes} min",
-                 ips=len(ips), attempts=tries, minutes=minutes)
+                 f"{tries} invalid-credential attempts from {len(used)} IPs in {minutes} min",
+                 ips=len(used), attempts=tries, minutes=minutes)
     for ts, row in rows:
         inj.add(ts, row)
     return inj.finish()
