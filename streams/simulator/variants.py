@@ -26,6 +26,7 @@ from streams.simulator.attacks import (
     approval_bypassed,
     bulk_exfiltration,
     data_row,
+    denied_reads,
     leaked_api_key,
     new_scope_use,
 )
@@ -386,10 +387,7 @@ def access_probing(ctx: VariantContext, n: int) -> Injection:
                  f"{p.name} was denied {count} times on sensitive datasets in {minutes} min",
                  denied=count, minutes=minutes)
     t = ctx.at_local(p.tenant, ctx.weekday_day(), ctx.work_hour())
-    for i in range(count):
-        t += int(ctx.rng.exponential(minutes * MIN_MS / count))
-        inj.add(t, data_row(ctx, p, targets[i % len(targets)], op="read", rows=0, granted=False))
-    return inj.finish()
+    return denied_reads(ctx, inj, p, targets, t, count, minutes * MIN_MS / count)
 
 
 VARIANTS: dict[str, Callable[[VariantContext, int], Injection]] = {
