@@ -15,7 +15,7 @@ Those inserts run in the *events lane*: one at a time, in offset order, on a con
 own when the worker has one, so the next batches' alerts are stored while a big events insert runs
 instead of waiting behind it. The checkpoints are queued in the same lane, behind the events they
 cover and after their alerts were stored, so a checkpoint is stored (and its records acked) only
-once everything before it is. A write that fails for good fails the worker (:class:`StoreIO.fail`):
+once everything before it is. A write that fails for good fails the worker (:meth:`StoreIO.fail`):
 nothing after it is written, checkpointed or acked.
 """
 

@@ -16,7 +16,7 @@ from detectors.models.multivariate import Loda
 from detectors.models.univariate import UnivariateDetector
 
 
-def _parameters(fn: object) -> list[tuple[str, inspect._ParameterKind, bool]]:
+def _parameters(fn: object) -> list[tuple[str, object, bool]]:
     """Name, kind and whether it has a default, of each parameter but the bound ``self``/``cls``."""
     params = list(inspect.signature(fn).parameters.values())  # type: ignore[arg-type]
     if params and params[0].name in ("self", "cls"):
