@@ -181,7 +181,8 @@ def test_events_minute_view_matches_the_raw_events(store):
 
 
 def test_measures_the_worker_writes_equal_the_ones_the_server_computes_without_them(store):
-    """Migration 010: the worker's ``event_measures`` and the DEFAULT expressions for writers that omit them."""
+    """Migrations 010 and 012: the worker's ``event_measures`` and ``event_fields``, and the DEFAULT expressions
+    for writers that omit them (equal on payloads without nested decoys)."""
     batch = sample_events() + odd_events()
     flags = [f for f in event_columns([e for e, _ in batch], [r for _, r in batch], [0.0] * len(batch),
                                       CREATED)["flags"]]
@@ -207,7 +208,7 @@ def test_a_schema_upgraded_under_old_writers_keeps_every_count(store):
     all reach the per-minute view with the same counts as the raw events give."""
     batch = sample_events() + odd_events()
     migrate(store, target=9)
-    assert [m.version for m in pending(store)] == [10]
+    assert [m.version for m in pending(store)][:1] == [10]
     write_events(store, batch[:1000], with_measures=False)  # an old worker, old schema
     migrate(store)
     assert pending(store) == []
