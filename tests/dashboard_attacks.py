@@ -16,7 +16,7 @@ from grafana.dashboards_src.kit import PanelSpec
 
 START = datetime(2026, 11, 21, 10, tzinfo=UTC)
 TENANT, OTHER_TENANT = "acme", "globex"
-REAL_IP, DECOY_IP = "10.0.0.1", "203.0.113.66"
+REAL_IP, DECOY_IP, OTHER_IP = "10.0.0.1", "203.0.113.66", "10.9.9.9"
 # Tenant values that close the string literal under Grafana's ``sqlstring`` format (which doubles ' and
 # leaves \): the backslash escapes the first quote of a doubled pair, the second one ends the literal, and
 # the rest of the value is SQL. A newline (``%0A`` in a URL) lets ``--`` comment out the leftovers.
@@ -37,8 +37,7 @@ def hostile_events() -> list[tuple[Any, bytes]]:
     """(decoded event, raw JSON) of the two tenants' failed requests, the first with the nested decoy."""
     from schemas.events import decode
 
-    raws = [_event("evt-decoy", TENANT, REAL_IP, decoy=True), _event("evt-other", OTHER_TENANT, "10.9.9.9",
-                                                                     decoy=False)]
+    raws = [_event("evt-decoy", TENANT, REAL_IP, decoy=True), _event("evt-other", OTHER_TENANT, OTHER_IP, decoy=False)]
     return [(decode(r), r) for r in raws]
 
 

@@ -19,11 +19,13 @@ from streams.settings import StoreURL
 from streams.sinks.clickhouse import ChdbStore
 from tests.dashboard_attacks import (
     DECOY_IP,
+    OTHER_IP,
     OTHER_TENANT,
     REAL_IP,
     START,
     TENANT,
     TENANT_ESCAPES,
+    hostile_events,
     panel,
     write_hostile_events,
 )
@@ -48,7 +50,10 @@ def _auth_failures(store, tenant: str) -> list[tuple]:
 def test_the_fixture_has_a_failure_of_each_tenant(store):
     assert store.query("SELECT tenant, count() FROM events GROUP BY tenant ORDER BY tenant") == [
         (TENANT, 1), (OTHER_TENANT, 1)]
-    assert [r["client_ip"] for r in _auth_failures(store, OTHER_TENANT)] == ["10.9.9.9"]
+    # the raw JSON is stored as it came, decoy included (the investigation board shows it as evidence)
+    assert store.query("SELECT payload FROM events ORDER BY event_id") == [
+        (raw.decode(),) for _e, raw in hostile_events()]
+    assert [r["client_ip"] for r in _auth_failures(store, OTHER_TENANT)] == [OTHER_IP]
 
 
 @pytest.mark.parametrize("crafted", TENANT_ESCAPES)
