@@ -117,6 +117,8 @@ def event_fields(b: EventBlock) -> dict[str, list[Any]]:
             out[name] = names[np.asarray(col)].tolist()
         elif spec.type == "strs":
             out[name] = [v or () for v in col]
+        elif spec.type == "str":  # required: a list of str already
+            out[name] = col
         else:
             out[name] = ["" if v is None else v for v in col]
     return out
