@@ -12,12 +12,13 @@ import math
 import operator
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from itertools import chain
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 import numpy as np
 
-from schemas.block import EventBlock, blocks_of, code
+from schemas.block import SPECS, EventBlock, blocks_of, code
 from schemas.errors import SpyglassError
 
 if TYPE_CHECKING:
@@ -42,19 +43,24 @@ def _utc_seconds(ts: datetime | str) -> datetime:
 
 
 MEASURES = ("flags", "rows", "bytes", "request_bytes", "response_bytes", "tokens_in", "tokens_out")
+# Contract fields the dashboards show, stored as decoded (migration 012): '' where the kind lacks the field
+FIELDS = ("client_ip", "auth_result", "user_agent", "scope_used", "dataset", "principal_department",
+          "dataset_owner_department", "sensitivity", "operation", "purpose", "agent_type", "session_id", "action",
+          "target_system", "privilege", "approval", "triggered_by", "scopes_granted")
 # The ``events`` columns the worker writes, in order, with their ClickHouse types; the numpy types of the
 # fixed-width ones in the Native format (little-endian)
 EVENT_TYPES = {"event_id": "String", "kind": "String", "ts": "DateTime", "ts_ms": "UInt16", "tenant": "String",
                "source": "String", "entity": "String", "principal": "String", "payload": "String",
                "ingested_at": "DateTime", "score": "Float32", "flags": "UInt8", "rows": "UInt64", "bytes": "UInt64",
-               "request_bytes": "UInt64", "response_bytes": "UInt64", "tokens_in": "UInt64", "tokens_out": "UInt64"}
+               "request_bytes": "UInt64", "response_bytes": "UInt64", "tokens_in": "UInt64", "tokens_out": "UInt64",
+               **{name: "String" for name in FIELDS[:-1]}, "scopes_granted": "Array(String)"}
 NATIVE_DTYPES = {"DateTime": "<u4", "UInt8": "<u1", "UInt16": "<u2", "UInt64": "<u8", "Float32": "<f4"}
 EVENT_COLUMNS = tuple(EVENT_TYPES)
 
 
 def _event_names(measures: bool) -> list[str]:
-    """The ``events`` columns written: all, or without :data:`MEASURES` (a writer older than migration 010)."""
-    return [name for name in EVENT_COLUMNS if measures or name not in MEASURES]
+    """The ``events`` columns written: all, or those of the schema before migration 010 (an older writer)."""
+    return [name for name in EVENT_COLUMNS if measures or (name not in MEASURES and name not in FIELDS)]
 
 
 # Bits of the ``flags`` column (migration 010): one per counter of ``events_minute``.
@@ -94,6 +100,30 @@ def event_measures(b: EventBlock) -> dict[str, np.ndarray]:
     return out
 
 
+def event_fields(b: EventBlock) -> dict[str, list[Any]]:
+    """The :data:`FIELDS` columns of a block: the decoded values (enums as their names), '' or () where absent.
+
+    Values come from the decoder, which reads the event's own top-level fields, the ones the detectors use.
+    """
+    n = len(b)
+    specs = {s.name: s for s in SPECS[b.kind]}
+    out: dict[str, list[Any]] = {}
+    for name in FIELDS:
+        spec, col = specs.get(name), b.cols.get(name)
+        if spec is None or col is None:
+            out[name] = [()] * n if name == "scopes_granted" else [""] * n
+        elif spec.type in ("enum", "oenum"):
+            names = np.array([*spec.values, ""], dtype=object)  # code -1 (absent) picks the last
+            out[name] = names[np.asarray(col)].tolist()
+        elif spec.type == "strs":
+            out[name] = [v or () for v in col]
+        elif spec.type == "str":  # required: a list of str already
+            out[name] = col
+        else:
+            out[name] = ["" if v is None else v for v in col]
+    return out
+
+
 class Packed(NamedTuple):
     """Whole columns already in ClickHouse's Native wire form, for ``NativeStore.insert_packed``: each column's
     (name, ClickHouse type, bytes), and the number of rows."""
@@ -129,6 +159,7 @@ def _event_pieces(b: EventBlock, ingested: int, measures: bool) -> dict[str, Any
            "score": _rounded(scores)}
     if measures:
         out.update(event_measures(b))
+        out.update(event_fields(b))
     return out
 
 
@@ -136,7 +167,7 @@ def block_columns(blocks: Sequence[EventBlock], ingested_at: datetime, *,
                   measures: bool = True) -> dict[str, list[Any]]:
     """The ``events`` columns of decoded blocks (each with its raw JSON and, once scored, its ``scores``).
 
-    ``measures=False`` leaves out :data:`MEASURES`, as a writer older than migration 010 does.
+    ``measures=False`` leaves out :data:`MEASURES` and :data:`FIELDS`, as a writer older than migration 010 does.
 
     Built a whole column at a time, from the block's columns: the worker calls this for every event
     it stores. ``payload`` stays bytes (clickhouse-driver writes them as they are; the embedded store
@@ -167,6 +198,10 @@ def block_packed(blocks: Sequence[EventBlock], ingested_at: datetime, *, measure
         parts = [p[name] for p in pieces]
         if ty == "String":
             data = b"".join(map(pack_strings, parts))
+        elif ty == "Array(String)":  # each row's end offset into the items (UInt64), then the items
+            rows = list(chain.from_iterable(parts))
+            ends = np.cumsum(np.fromiter(map(len, rows), dtype=np.uint64, count=len(rows)), dtype=np.uint64)
+            data = ends.astype("<u8").tobytes() + pack_strings(list(chain.from_iterable(rows)))
         else:
             data = (np.concatenate(parts) if parts else np.zeros(0)).astype(NATIVE_DTYPES[ty]).tobytes()
         columns.append((name, ty, data))

@@ -1,6 +1,7 @@
 """The six Spyglass dashboards, as code. ``python -m grafana.dashboards_src`` writes them to grafana/dashboards/.
 
-Tables (the storage contract, /schemas/clickhouse): ``events`` (raw audit trail, payload JSON),
+Tables (the storage contract, /schemas/clickhouse): ``events`` (raw audit trail: payload JSON, and the contract
+fields the worker decoded as typed columns, which panels read instead of re-parsing payload),
 ``events_minute`` and ``entity_risk_minute`` (per-minute aggregates kept by materialized views:
 time series read these, never raw events), ``alerts`` (ReplacingMergeTree: read with FINAL),
 ``alert_status`` (latest row wins, no row = open), ``pipeline_health``, ``engine_checkpoints``.
@@ -14,7 +15,7 @@ from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as dm
 
-from .kit import ALL, DS, Board, bucket, minute_bucket, var_filter
+from .kit import ALL, DS, Board, bucket, minute_bucket, var_filter, var_value
 
 INVESTIGATION_UID = "spyglass-alert-investigation"
 SEVERITY_RANK = "indexOf(['info', 'low', 'medium', 'high', 'critical'], severity)"
@@ -25,14 +26,6 @@ ALERT_RANGE = "first_seen <= $__toTime AND last_seen >= $__fromTime"
 LATEST_STATUS = "(SELECT alert_id, argMax(status, updated_at) AS st FROM alert_status GROUP BY alert_id)"
 NOT_CLOSED = ("alert_id NOT IN (SELECT alert_id FROM alert_status GROUP BY alert_id "
               "HAVING argMax(status, updated_at) != 'open')")
-# payload fields (contract v1) read without JSON functions 18.16 lacks
-P = "visitParamExtractString(payload, '{}')"
-
-
-def _p(name: str) -> str:
-    return P.format(name)
-
-
 def _steps(*pairs: tuple[float | None, str]) -> cb.Builder:  # type: ignore[name-defined]
     return db.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps(
         [dm.Threshold(value=v, color=c) for v, c in pairs])
@@ -238,10 +231,10 @@ def api_governance() -> Board:
           """, ["api_key", "tenant", "requests", "peak_per_min", "avg_per_active_min", "burst_ratio"])
     b.add(table.Panel().title("Auth failures by client IP").span(12).height(9),
           f"""
-          SELECT {_p('client_ip')} AS client_ip, {_p('auth_result')} AS auth_result, count() AS failures,
+          SELECT client_ip, auth_result, count() AS failures,
                  uniqExact(entity) AS keys_tried, min(ts) AS first_seen, max(ts) AS last_seen
           FROM events
-          WHERE $__timeFilter(ts) AND {api} AND {_p('auth_result')} != 'ok'
+          WHERE $__timeFilter(ts) AND {api} AND auth_result != 'ok'
           GROUP BY client_ip, auth_result
           ORDER BY failures DESC, client_ip
           LIMIT 50
@@ -249,8 +242,8 @@ def api_governance() -> Board:
     b.add(table.Panel().title("New client IPs per key (first seen in the range, 30-day lookback)").span(12)
           .height(9),
           f"""
-          SELECT entity AS api_key, {_p('client_ip')} AS client_ip, min(ts) AS first_seen, count() AS requests,
-                 any({_p('user_agent')}) AS user_agent
+          SELECT entity AS api_key, client_ip, min(ts) AS first_seen, count() AS requests,
+                 any(user_agent) AS user_agent
           FROM events
           WHERE ts > $__toTime - 2592000 AND ts <= $__toTime AND {api}
           GROUP BY api_key, client_ip
@@ -266,9 +259,8 @@ def api_governance() -> Board:
                  arrayFilter(x -> NOT has(granted, x), used) AS used_without_grant
           FROM (
               SELECT entity AS api_key,
-                     groupUniqArrayArray(extractAll(visitParamExtractRaw(payload, 'scopes_granted'), '"([^"]+)"'))
-                         AS granted,
-                     groupUniqArrayIf({_p('scope_used')}, {_p('scope_used')} != '') AS used
+                     groupUniqArrayArray(scopes_granted) AS granted,
+                     groupUniqArrayIf(scope_used, scope_used != '') AS used
               FROM events
               WHERE $__timeFilter(ts) AND {api}
               GROUP BY api_key
@@ -320,7 +312,7 @@ def data_access() -> Board:
     b.add(table.Panel().title("Volume by principal and dataset").span(12).height(10)
           .override_by_name("bytes", [dm.DynamicConfigValue(id_val="unit", value="bytes")]),
           f"""
-          SELECT principal, {_p('dataset')} AS dataset, any({_p('sensitivity')}) AS sensitivity,
+          SELECT principal, dataset, any(sensitivity) AS sensitivity,
                  count() AS accesses, sum(rows) AS rows, sum(bytes) AS bytes
           FROM events
           WHERE $__timeFilter(ts) AND {da}
@@ -332,8 +324,8 @@ def data_access() -> Board:
     b.add(table.Panel().title("Cross-department access to confidential and restricted data").span(12).height(10)
           .override_by_name("bytes", [dm.DynamicConfigValue(id_val="unit", value="bytes")]),
           f"""
-          SELECT principal, {_p('principal_department')} AS department, {_p('dataset')} AS dataset,
-                 {_p('dataset_owner_department')} AS owner_department, {_p('sensitivity')} AS sensitivity,
+          SELECT principal, principal_department AS department, dataset,
+                 dataset_owner_department AS owner_department, sensitivity,
                  count() AS accesses, countIf(bitAnd(flags, 2) != 0) AS denied,
                  sum(bytes) AS bytes, max(ts) AS last_seen
           FROM events
@@ -350,13 +342,13 @@ def data_access() -> Board:
     b.add(table.Panel().title("Training-data writes").span(12).height(9)
           .description("Writes and train operations on datasets used for model training (purpose or operation)."),
           f"""
-          SELECT ts, principal, {_p('principal_department')} AS department, {_p('dataset')} AS dataset,
-                 {_p('dataset_owner_department')} AS owner_department, {_p('operation')} AS operation,
-                 visitParamExtractUInt(payload, 'rows') AS rows, event_id
+          SELECT ts, principal, principal_department AS department, dataset,
+                 dataset_owner_department AS owner_department, operation,
+                 rows, event_id
           FROM events
           WHERE $__timeFilter(ts) AND {da}
-            AND {_p('operation')} IN ('write', 'train')
-            AND ({_p('purpose')} = 'model-training' OR {_p('operation')} = 'train')
+            AND operation IN ('write', 'train')
+            AND (purpose = 'model-training' OR operation = 'train')
           ORDER BY ts DESC, event_id
           LIMIT 200
           """, ["ts", "principal", "department", "dataset", "owner_department", "operation", "rows", "event_id"])
@@ -385,10 +377,10 @@ def agent_execution() -> Board:
           """, ["time", "actions_per_min", "failed_or_blocked_per_min"], timeseries=True)
     b.add(table.Panel().title("Actions by agent and privilege").span(12).height(8),
           f"""
-          SELECT entity AS agent, {_p('agent_type')} AS agent_type,
-                 countIf({_p('privilege')} = 'read') AS read,
-                 countIf({_p('privilege')} = 'write') AS write,
-                 countIf({_p('privilege')} = 'admin') AS admin, count() AS total
+          SELECT entity AS agent, agent_type,
+                 countIf(privilege = 'read') AS read,
+                 countIf(privilege = 'write') AS write,
+                 countIf(privilege = 'admin') AS admin, count() AS total
           FROM events
           WHERE $__timeFilter(ts) AND {ag}
           GROUP BY agent, agent_type
@@ -398,10 +390,10 @@ def agent_execution() -> Board:
     b.add(table.Panel().title("Approvals bypassed").span(12).height(9)
           .thresholds(_steps((None, "red"))),
           f"""
-          SELECT ts, entity AS agent, principal, {_p('action')} AS action, {_p('target_system')} AS target_system,
-                 {_p('privilege')} AS privilege, {_p('session_id')} AS session_id, event_id
+          SELECT ts, entity AS agent, principal, action, target_system,
+                 privilege, session_id, event_id
           FROM events
-          WHERE $__timeFilter(ts) AND {ag} AND {_p('approval')} = 'bypassed'
+          WHERE $__timeFilter(ts) AND {ag} AND approval = 'bypassed'
           ORDER BY ts DESC, event_id
           LIMIT 200
           """, ["ts", "agent", "principal", "action", "target_system", "privilege", "session_id", "event_id"])
@@ -410,13 +402,13 @@ def agent_execution() -> Board:
           SELECT session_id, agent, principal, untrusted_inputs, privileged_after_untrusted, first_untrusted,
                  last_action
           FROM (
-              SELECT {_p('session_id')} AS session_id, any(entity) AS agent, any(principal) AS principal,
-                     countIf(visitParamExtractBool(payload, 'untrusted_input') = 1
-                             OR {_p('triggered_by')} = 'external_content') AS untrusted_inputs,
-                     countIf({_p('triggered_by')} = 'external_content'
-                             AND {_p('privilege')} IN ('write', 'admin')) AS privileged_after_untrusted,
-                     minIf(ts, visitParamExtractBool(payload, 'untrusted_input') = 1
-                               OR {_p('triggered_by')} = 'external_content') AS first_untrusted,
+              SELECT session_id, any(entity) AS agent, any(principal) AS principal,
+                     countIf(bitAnd(flags, 64) != 0
+                             OR triggered_by = 'external_content') AS untrusted_inputs,
+                     countIf(triggered_by = 'external_content'
+                             AND privilege IN ('write', 'admin')) AS privileged_after_untrusted,
+                     minIf(ts, bitAnd(flags, 64) != 0
+                               OR triggered_by = 'external_content') AS first_untrusted,
                      max(ts) AS last_action
               FROM events
               WHERE $__timeFilter(ts) AND {ag}
@@ -433,9 +425,9 @@ def agent_execution() -> Board:
                                                               value={"type": "color-background"})])
           .thresholds(_steps((None, "green"), (100, "orange"), (500, "red"))),
           f"""
-          SELECT {_p('session_id')} AS session_id, any(entity) AS agent, any({_p('agent_type')}) AS agent_type,
+          SELECT session_id, any(entity) AS agent, any(agent_type) AS agent_type,
                  count() AS actions, dateDiff('second', min(ts), max(ts)) AS duration_s,
-                 uniqExact({_p('action')}) AS distinct_actions
+                 uniqExact(action) AS distinct_actions
           FROM events
           WHERE $__timeFilter(ts) AND {ag}
           GROUP BY session_id
@@ -457,7 +449,7 @@ def alert_investigation() -> Board:
     _variable(b, "alert", "Alert",
               f"SELECT alert_id FROM alerts FINAL WHERE {ALERT_RANGE} AND {TENANT} "
               f"ORDER BY {SEVERITY_RANK} DESC, last_seen DESC LIMIT 500", include_all=False)
-    the_alert = "alert_id = ${alert:sqlstring}"
+    the_alert = f"alert_id = {var_value('alert')}"
     b.add(table.Panel().title("Alert").span(24).height(4),
           f"""
           SELECT alert_id, severity, score, detector, tenant, entity_type, entity, first_seen, last_seen,

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import variants as cogvariants
@@ -122,9 +123,20 @@ def minute_bucket(col: str) -> str:
     return (f"toDateTime(intDiv(toUInt32({col}), greatest($__interval_s, 60)) * greatest($__interval_s, 60))")
 
 
+def var_value(var: str) -> str:
+    """The value of dashboard variable ``var`` as a ClickHouse string expression that no value can escape.
+
+    Grafana's ``percentencode`` format leaves only ``A-Z a-z 0-9 - _ . ~`` and ``%XX`` escapes, none of which
+    ends or escapes a string literal; ``decodeURLComponent`` (ClickHouse 18.16 and current) gives the value
+    back byte for byte. ``sqlstring`` would not do: it doubles ``'`` but leaves ``\\``, which ClickHouse
+    reads as an escape, so ``\\'`` ends the literal and the rest of the value is SQL.
+    """
+    return f"decodeURLComponent('${{{var}:percentencode}}')"
+
+
 def var_filter(var: str, col: str) -> str:
-    """``col`` equals the variable, or the variable is All (``:sqlstring`` quotes and escapes the value)."""
-    return f"(${{{var}:sqlstring}} = '{ALL}' OR {col} = ${{{var}:sqlstring}})"
+    """``col`` equals the variable, or the variable is All (see :func:`var_value`)."""
+    return f"({var_value(var)} = '{ALL}' OR {col} = {var_value(var)})"
 
 
 # --- macro and variable expansion: what Grafana and the plugin do before the SQL reaches ClickHouse ----------
@@ -141,9 +153,9 @@ def expand(sql: str, *, start: datetime, end: datetime, interval_s: int = 60,
     --------
     >>> from datetime import UTC
     >>> t0, t1 = datetime(2026, 11, 2, tzinfo=UTC), datetime(2026, 11, 3, tzinfo=UTC)
-    >>> expand("SELECT 1 FROM t WHERE $__timeFilter(ts) AND tenant = ${tenant:sqlstring}", start=t0, end=t1,
-    ...        variables={"tenant": "acme"})
-    "SELECT 1 FROM t WHERE ts >= toDateTime(1793577600) AND ts <= toDateTime(1793664000) AND tenant = 'acme'"
+    >>> expand("SELECT 1 FROM t WHERE $__timeFilter(ts) AND tenant = '${tenant:percentencode}'", start=t0, end=t1,
+    ...        variables={"tenant": "O'Brien"})
+    "SELECT 1 FROM t WHERE ts >= toDateTime(1793577600) AND ts <= toDateTime(1793664000) AND tenant = 'O%27Brien'"
     """
     f, t = int(start.timestamp()), int(end.timestamp())
 
@@ -166,8 +178,8 @@ def expand(sql: str, *, start: datetime, end: datetime, interval_s: int = 60,
         name, fmt = m.group(1) or m.group(3), m.group(2)
         if name.startswith("__") or name not in values:
             return m.group(0)
-        if fmt == "sqlstring":  # Grafana's sqlstring format: quoted, quotes doubled
-            return "'" + values[name].replace("'", "''") + "'"
+        if fmt == "percentencode":  # Grafana's: encodeURIComponent, and !'()* too (RFC 3986 unreserved stay)
+            return quote(values[name], safe="")
         return values[name]
 
     return _VAR.sub(var, out)

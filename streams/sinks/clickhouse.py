@@ -138,19 +138,26 @@ class ChdbStore:
         n = len(columns[names[0]]) if names else 0
         if n == 0:
             return 0
-        if any(v and isinstance(v[0], list | tuple) for v in columns.values()):
+        import msgspec
+
+        arrays = [k for k, v in columns.items() if v and isinstance(v[0], list | tuple)]
+        if not all(isinstance(x, str) for k in arrays for row in columns[k] for x in row):
             return self._insert_json(table, names, columns, n)
         # chDB's Python() table function reads a dict of lists from this frame, column by column.
-        # It takes no datetime objects (they go as epoch seconds, cast by the INSERT) and no bytes.
+        # It takes no datetime objects (they go as epoch seconds, cast by the INSERT), no bytes and no
+        # arrays (string arrays go as JSON text, parsed back by the SELECT).
+        enc = msgspec.json.Encoder()
         spyglass_batch = {  # noqa: F841 - read by chDB by name
             k: [int(x.timestamp()) for x in v] if v and isinstance(v[0], datetime)
-            else [x.decode("utf-8") for x in v] if v and isinstance(v[0], bytes) else list(v)
+            else [x.decode("utf-8") for x in v] if v and isinstance(v[0], bytes)
+            else [enc.encode(x).decode("utf-8") for x in v] if k in arrays else list(v)
             for k, v in columns.items()
         }
         cols = ", ".join(names)
+        select = ", ".join(f"JSONExtract({k}, 'Array(String)') AS {k}" if k in arrays else k for k in names)
         try:
             self._session.query(  # identifiers checked by _check_ident
-                f"INSERT INTO {self.database}.{table} ({cols}) SELECT {cols} FROM Python(spyglass_batch)"  # noqa: S608
+                f"INSERT INTO {self.database}.{table} ({cols}) SELECT {select} FROM Python(spyglass_batch)"  # noqa: S608
             )
         except Exception as exc:
             raise StoreError(f"{self.url}: insert into {table}: {exc}") from None
@@ -165,6 +172,8 @@ class ChdbStore:
                 return int(v.timestamp())
             if isinstance(v, float) and v != v:
                 return "nan"  # JSON has no NaN; ClickHouse reads the quoted form
+            if isinstance(v, bytes):
+                return v.decode("utf-8")  # a String column's text (msgspec would write bytes as base64)
             if isinstance(v, list | tuple):
                 return [cell(x) for x in v]
             return v

@@ -10,9 +10,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from grafana.dashboards_src.fill import Filled, ensure_tables, fill
+from grafana.dashboards_src.fill import Filled, ensure_tables, fill, run_panel
+from grafana.dashboards_src.kit import ALL
 from streams.settings import StoreURL
 from streams.sinks.clickhouse import NativeStore
+from tests import dashboard_attacks as attack
 from tests.panelcheck import check, run_all
 
 
@@ -56,6 +58,32 @@ def test_no_panel_errors_on_an_empty_server_database(ch_server_url):
         empty = Filled(start=t1 - timedelta(days=1), end=t1, events=0, alerts=0, tenant="acme", alert_id="",
                        seconds=0.0)
         assert check(run_all(store, empty), want_data=False) == []
+    finally:
+        store.execute(f"DROP DATABASE IF EXISTS {db}")
+        store.close()
+
+
+def test_hostile_variables_and_nested_decoys_on_the_server(ch_server_url):
+    """tests/unit/test_dashboard_security.py's cases on 18.16: decodeURLComponent and the typed columns exist
+    there too, a crafted tenant value matches no tenant, and the panel shows the field the worker decoded."""
+    db = f"gf_attacks_{uuid.uuid4().hex[:8]}"
+    store = _store(ch_server_url, db)
+    try:
+        ensure_tables(store)
+        attack.write_hostile_events(store)
+        window = {"start": attack.START, "end": attack.START + timedelta(hours=1)}
+        spec = attack.panel("Auth failures by client IP")
+
+        def ips(tenant: str) -> list[tuple[str, str]]:
+            cols, rows = run_panel(store, spec, variables={"tenant": tenant, "entity": ALL}, **window)
+            return [(r[cols.index("client_ip")], r[cols.index("auth_result")]) for r in rows]
+
+        assert sorted(ips(ALL)) == [(attack.REAL_IP, "forbidden"), (attack.OTHER_IP, "forbidden")]
+        assert ips(attack.TENANT) == [(attack.REAL_IP, "forbidden")]
+        assert ips(attack.OTHER_TENANT) == [(attack.OTHER_IP, "forbidden")]
+        for crafted in attack.TENANT_ESCAPES:
+            assert ips(crafted) == []
+        assert attack.DECOY_IP not in store.query(f"SELECT groupArray(client_ip) FROM {db}.events")[0][0]
     finally:
         store.execute(f"DROP DATABASE IF EXISTS {db}")
         store.close()

@@ -59,7 +59,8 @@ def test_migrations_on_the_server_give_the_contract_and_the_views_agree_with_chd
     rep = migrate(server_store, retention={"events": 30, "aggregates": 90})
     assert rep.server.startswith("18.16") and rep.features == frozenset()
     assert rep.versions_applied == [m.version for m in load_migrations() if not m.requires]
-    assert [m.name for m, _why in rep.skipped] == ["roles", "writer_reads"] and rep.ttl_changes == []
+    assert [m.name for m, _why in rep.skipped] == ["roles", "writer_reads", "row_policies"]
+    assert rep.ttl_changes == []
     assert check_contract(server_store) == []
     assert migrate(server_store).applied == []
     server = _fill_and_read(server_store)
@@ -115,7 +116,7 @@ def test_upgrade_to_the_measure_columns_on_the_server(server_store, stack_settin
     """A worker refuses a schema it cannot write; events written before, during and after the upgrade all count."""
     batch = sample_events() + odd_events()
     migrate(server_store, target=9)
-    assert [m.version for m in pending(server_store)] == [10]
+    assert [m.version for m in pending(server_store)][:1] == [10]
     url = f"clickhouse://default@127.0.0.1:{stack_settings.clickhouse_tcp_port}/{server_store.database}"
     r = subprocess.run([sys.executable, "-m", "streams.cli", "worker", "--no-migrate"], capture_output=True,
                        text=True, timeout=120, check=False, env={**os.environ, "SPYGLASS_CLICKHOUSE_URL": url})

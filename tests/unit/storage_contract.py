@@ -9,6 +9,7 @@ import json
 from datetime import UTC, datetime
 
 from detectors.alerts import Alert, Evidence, Feature
+from schemas.rows import FIELDS
 
 # table -> [(column, type)] exactly as the contract fixes them (extra columns are allowed).
 CONTRACT: dict[str, list[tuple[str, str]]] = {
@@ -17,7 +18,7 @@ CONTRACT: dict[str, list[tuple[str, str]]] = {
         ("source", "String"), ("entity", "String"), ("principal", "String"), ("payload", "String"),
         ("ingested_at", "DateTime"), ("score", "Float32"), ("flags", "UInt8"), ("rows", "UInt64"),
         ("bytes", "UInt64"), ("request_bytes", "UInt64"), ("response_bytes", "UInt64"), ("tokens_in", "UInt64"),
-        ("tokens_out", "UInt64"),
+        ("tokens_out", "UInt64"), *((name, "String") for name in FIELDS[:-1]), ("scopes_granted", "Array(String)"),
     ],
     "alerts": [
         ("alert_id", "String"), ("tenant", "String"), ("detector", "String"), ("kind", "String"),
@@ -90,8 +91,9 @@ def sample_alerts() -> list[Alert]:
 CREATED = datetime(2026, 11, 2, 11, 0, 0, tzinfo=UTC)
 
 
-MEASURE_QUERY = ("SELECT event_id, kind, flags, rows, bytes, request_bytes, response_bytes, tokens_in, tokens_out "
-                 "FROM {db}.events ORDER BY event_id, kind")
+# the columns a writer may leave to their DEFAULT expressions (migrations 010 and 012)
+MEASURE_QUERY = ("SELECT event_id, kind, flags, rows, bytes, request_bytes, response_bytes, tokens_in, tokens_out, "
+                 f"{', '.join(FIELDS)} FROM {{db}}.events ORDER BY event_id, kind")
 MINUTE_TOTALS = (
     "SELECT kind, sum(events), sum(auth_failures), sum(denied), sum(sensitive), sum(cross_department), "
     "sum(privileged), sum(bypassed), sum(untrusted), sum(agent_failures), sum(rows), sum(bytes), sum(request_bytes), "

@@ -11,6 +11,7 @@ import yaml
 
 from grafana.dashboards_src import DASHBOARD_DIR, GRAFANA_DIR, boards, render
 from grafana.dashboards_src.dashboards import INVESTIGATION_UID
+from grafana.dashboards_src.kit import var_value
 
 PROVISIONING = GRAFANA_DIR / "provisioning"
 RENDERED = render()
@@ -111,12 +112,13 @@ def test_tenant_and_entity_variables():
 
 def test_every_alert_table_links_to_the_investigation():
     n = 0
+    the_alert = f"alert_id = {var_value('alert')}"
     for d in DASHBOARDS.values():
         for p in panels(d):
             sql = p["targets"][0]["rawSql"]
             if p["type"] != "table" or not sql.startswith("SELECT alert_id,"):
                 continue
-            if d["uid"] == INVESTIGATION_UID and "FROM alerts FINAL WHERE alert_id = ${alert:sqlstring}\n)" in sql:
+            if d["uid"] == INVESTIGATION_UID and f"FROM alerts FINAL WHERE {the_alert}\n)" in sql:
                 continue  # the investigated alert itself
             n += 1
             links = [prop["value"] for o in p["fieldConfig"]["overrides"] if o["matcher"]["options"] == "alert_id"
@@ -161,3 +163,18 @@ def test_committed_dashboards_match_the_files_grafana_reads():
     # the provisioning path in the repository holds exactly the generated dashboards, parseable as JSON
     for p in Path(DASHBOARD_DIR).glob("*.json"):
         assert json.loads(p.read_text())["uid"].startswith("spyglass-")
+
+
+def test_every_variable_reaches_sql_percent_encoded_and_decoded():
+    """A dashboard variable in SQL is only ever ``decodeURLComponent('${name:percentencode}')`` (kit.var_value):
+    any other form (bare, ``:sqlstring``, ``:singlequote``) lets a value from the URL end its string literal."""
+    found = 0
+    for d in DASHBOARDS.values():
+        sqls = [p["targets"][0]["rawSql"] for p in panels(d)]
+        sqls += [v["query"] for v in d["templating"]["list"] if v.get("type") == "query"]
+        for sql in sqls:
+            refs = re.findall(r"\$\{?(?!__)\w+(?::\w+)?\}?", sql)
+            safe = re.findall(r"decodeURLComponent\('\$\{(\w+):percentencode\}'\)", sql)
+            assert len(refs) == len(safe), sql
+            found += len(safe)
+    assert found >= 50

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
-from itertools import chain
+from itertools import accumulate, chain
 
 import pytest
 
@@ -36,6 +36,9 @@ def reference(name: str, values: list) -> bytes:
     ty = EVENT_TYPES[name]
     if ty == "String":
         return b"".join(varint(len(v)) + v for v in (x if isinstance(x, bytes) else x.encode() for x in values))
+    if ty == "Array(String)":  # each row's end offset (UInt64) into the items, then the items as a String column
+        ends = list(accumulate(map(len, values)))
+        return struct.pack(f"<{len(ends)}Q", *ends) + reference("event_id", [x for v in values for x in v])
     return b"".join(struct.pack(FORMATS[ty], v) for v in values)
 
 

@@ -8,9 +8,21 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
+import pytest
 from pydantic import SecretStr
 
-from schemas.users import GRAFANA, RBAC_USERS, WRITER, password_sha256, rbac_user_statements, users_xml
+from schemas.users import (
+    GRAFANA,
+    RBAC_USERS,
+    TENANT_GRAFANA,
+    TENANT_TABLES,
+    WRITER,
+    password_sha256,
+    rbac_user_statements,
+    sql_string,
+    tenant_grafana_statements,
+    users_xml,
+)
 from streams.settings import Settings
 from streams.stack.clickhouse import ClickHouseServerService
 
@@ -84,3 +96,27 @@ def test_db_users_refuses_a_store_without_access_management(tmp_path):
                   SPYGLASS_CLICKHOUSE_GRAFANA_PASSWORD="g-secret-2")
     assert r.returncode == 1 and "no SQL access control" in r.stderr, r.stderr
     assert "secret" not in r.stderr + r.stdout
+
+
+def test_tenant_grafana_user_gets_a_row_policy_per_table_and_parses_on_current_clickhouse(tmp_path):
+    """The statements a per-tenant Grafana user needs (migration 013's role and policies on RBAC servers); chDB's
+    user may not run them, so: the parser accepts each, a hostile tenant stays one literal, no plain password."""
+    from streams.settings import StoreURL
+    from streams.sinks.clickhouse import ChdbStore
+
+    hostile = "acme\\' OR 1 = 1 OR tenant = '"
+    stmts = tenant_grafana_statements("spyglass", hostile, "grafana_acme", "t-secret-3")
+    assert "t-secret-3" not in "\n".join(stmts) and password_sha256("t-secret-3") in stmts[0]
+    assert f"GRANT {TENANT_GRAFANA} TO grafana_acme" in stmts
+    policies = [s for s in stmts if s.startswith("CREATE ROW POLICY")]
+    assert [p.split(" ON ")[1].split()[0] for p in policies] == [f"spyglass.{t}" for t in TENANT_TABLES]
+    with pytest.raises(ValueError, match="not a valid ClickHouse name"):
+        tenant_grafana_statements("spyglass", "acme", "grafana acme", "pw")
+    store = ChdbStore(StoreURL.parse(f"chdb://{tmp_path / 'chdb'}"), database="spyglass")
+    try:
+        for sql in stmts:
+            store.query(f"EXPLAIN AST {sql}")
+        for tenant in (hostile, "a\\", "'", "zoë\n例え", "\\\\'\\"):
+            assert store.query(f"SELECT {sql_string(tenant)}") == [(tenant,)]
+    finally:
+        store.close()
