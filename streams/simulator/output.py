@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import msgspec
 
@@ -71,17 +71,19 @@ def produce_kafka(
     rate: float = 0.0,
     on_sent: Callable[[str, int], None] | None = None,
     client_id: str = "spyglass-simulator",
+    client_config: Mapping[str, Any] | None = None,
 ) -> RunStats:
     """Produce the run into the per-kind topics, paced at ``rate`` events/s (0 = as fast as possible).
 
     The message key is the entity (key, principal, agent) so per-entity order holds;
-    the producer waits for every acknowledgement (acks=all) before returning.
+    the producer waits for every acknowledgement (acks=all) before returning. ``client_config``:
+    how to connect (:func:`streams.kafka_security.kafka_client_config`; PLAINTEXT when None).
     """
     from kafka import KafkaProducer  # imported here: file output needs no Kafka client
 
     producer = KafkaProducer(
         bootstrap_servers=bootstrap.split(","), client_id=client_id, acks="all", linger_ms=20,
-        batch_size=256 * 1024, max_request_size=4 * 1024 * 1024, retries=10,
+        batch_size=256 * 1024, max_request_size=4 * 1024 * 1024, retries=10, **(client_config or {}),
     )
     enc = msgspec.json.Encoder()
     stats = RunStats()
