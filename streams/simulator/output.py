@@ -12,6 +12,7 @@ from typing import IO, Any
 
 import msgspec
 
+from schemas.errors import SpyglassError
 from schemas.events import ENTITY_FIELD
 from streams.simulator.run import Simulation, encode_lines
 
@@ -76,8 +77,10 @@ def produce_kafka(
     """Produce the run into the per-kind topics, paced at ``rate`` events/s (0 = as fast as possible).
 
     The message key is the entity (key, principal, agent) so per-entity order holds;
-    the producer waits for every acknowledgement (acks=all) before returning. ``client_config``:
-    how to connect (:func:`streams.kafka_security.kafka_client_config`; PLAINTEXT when None).
+    the producer waits for every acknowledgement (acks=all) before returning, and raises
+    :class:`~schemas.errors.SpyglassError` naming the broker's reason if any record was refused (e.g. a
+    principal without WRITE on a topic). ``client_config``: how to connect
+    (:func:`streams.kafka_security.kafka_client_config`; PLAINTEXT when None).
     """
     from kafka import KafkaProducer  # imported here: file output needs no Kafka client
 
@@ -87,13 +90,15 @@ def produce_kafka(
     )
     enc = msgspec.json.Encoder()
     stats = RunStats()
+    refused: list[BaseException] = []  # the producer reports failed sends only to their futures
     t0 = time.perf_counter()
     try:
         for chunk in sim.chunks():
             for row in chunk.rows:
                 kind = row["kind"]
                 value = enc.encode(row)
-                producer.send(topics[kind], key=row[PARTITION_KEY[kind]].encode(), value=value)
+                sent = producer.send(topics[kind], key=row[PARTITION_KEY[kind]].encode(), value=value)
+                sent.add_errback(refused.append)
                 stats.events += 1
                 stats.bytes += len(value)
                 stats.by_kind[kind] = stats.by_kind.get(kind, 0) + 1
@@ -106,5 +111,8 @@ def produce_kafka(
         producer.flush()
     finally:
         producer.close(timeout=30)
+    if refused:
+        raise SpyglassError(f"Kafka refused {len(refused):,} of {stats.events:,} events "
+                            f"(first: {type(refused[0]).__name__}: {refused[0]})")
     stats.seconds = time.perf_counter() - t0
     return stats
