@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from schemas.errors import SpyglassError
+from streams.kafka_security import kafka_client_config
 from streams.settings import Settings
 
 EPILOG = "Configuration comes from SPYGLASS_* environment variables; see the README's configuration table."
@@ -38,6 +39,7 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
         task = progress.add_task("events", total=sim.total)
         if args.kafka:
             stats = produce_kafka(sim, settings.kafka_bootstrap, settings.topics(), rate=args.rate,
+                                  client_config=kafka_client_config(settings),
                                   on_sent=lambda _k, n: progress.advance(task, n))
             where = f"Kafka {settings.kafka_bootstrap}"
         else:

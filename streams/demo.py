@@ -21,6 +21,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from schemas.errors import SpyglassError
+from streams.kafka_security import kafka_client_config
 from streams.metrics import scrape
 from streams.settings import Settings
 from streams.simulator.run import Simulation
@@ -76,7 +77,7 @@ def _all_committed(settings: Settings, ends: dict) -> bool:
     from streams.stack.kafka import group_offsets
 
     try:
-        have = group_offsets(settings.kafka_bootstrap, settings.worker_group)
+        have = group_offsets(settings.kafka_bootstrap, settings.worker_group, **kafka_client_config(settings))
     except Exception:  # noqa: BLE001 - the group may not exist yet
         return False
     return all(have.get((tp.topic, tp.partition), 0) >= end for tp, end in ends.items())
@@ -104,7 +105,8 @@ def run_demo(settings: Settings, *, events: int, rate: float, seed: int, keep_st
     log_path = settings.stack_dir / "demo-worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     alerts_in = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","), group_id=None,
-                              enable_auto_commit=False, client_id="spyglass-demo-view")
+                              enable_auto_commit=False, client_id="spyglass-demo-view",
+                              **kafka_client_config(settings))
     parts = [TopicPartition(settings.topic_alerts, p)
              for p in sorted(alerts_in.partitions_for_topic(settings.topic_alerts) or [])]
     alerts_in.assign(parts)

@@ -16,6 +16,7 @@ from typing import Any
 
 from schemas.errors import EventError
 from schemas.events import Event
+from streams.kafka_security import kafka_client_config
 from streams.records import dead_letter_headers, decode_record
 from streams.settings import Settings
 from streams.sinks.clickhouse import EventsSink
@@ -46,6 +47,7 @@ class Ingestor:
         self.consumer = KafkaConsumer(
             bootstrap_servers=servers, client_id=client_id, group_id=group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=5000, fetch_max_bytes=32 * 1024 * 1024,
+            **kafka_client_config(settings),
         )
         if group_id is None:  # no group: read this run's records only, from the current end
             parts = [TopicPartition(t, p) for t in self.topics
@@ -57,7 +59,8 @@ class Ingestor:
         else:
             self.consumer.subscribe(self.topics)
         self.group_id = group_id
-        self.producer = KafkaProducer(bootstrap_servers=servers, client_id=f"{client_id}-dlq", acks="all")
+        self.producer = KafkaProducer(bootstrap_servers=servers, client_id=f"{client_id}-dlq", acks="all",
+                                      **kafka_client_config(settings))
 
     def poll(self, timeout_ms: int = 250, on_event: Callable[[Event], Any] | None = None) -> BatchResult:
         """Consume one batch, store it, dead-letter the bad records, then commit."""

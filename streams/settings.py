@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, IPvAnyAddress, SecretStr, field_validator
+from pydantic import Field, IPvAnyAddress, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.errors import ConfigError
@@ -40,6 +40,23 @@ class Settings(BaseSettings):
     topic_risk_evidence: str = Field("spyglass.risk-evidence", description="Topic of the worker's risk evidence "
                                      "(one record per engine alert with a principal, for cross-kind correlation)")
     topic_partitions: int = Field(4, ge=1, le=1024, description="Partitions per topic when Spyglass creates them")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How every Kafka client of Spyglass connects: PLAINTEXT, SSL, SASL_PLAINTEXT or "
+        "SASL_SSL")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism (SASL_* protocols): PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+    kafka_sasl_username: str | None = Field(None, description="SASL user name (SASL_* protocols)")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (or kafka_sasl_password_file)")
+    kafka_sasl_password_file: Path | None = Field(
+        None, description="File holding the SASL password (one line), instead of kafka_sasl_password")
+    kafka_ssl_ca_file: Path | None = Field(
+        None, description="PEM file of the CA(s) the broker's certificate is verified against (SSL, SASL_SSL); "
+        "default: the system's CAs")
+    kafka_ssl_cert_file: Path | None = Field(None, description="PEM client certificate (mutual TLS)")
+    kafka_ssl_key_file: Path | None = Field(None, description="PEM private key of the client certificate")
+    kafka_ssl_key_password: SecretStr | None = Field(None, description="Password of the client certificate's key")
+    kafka_ssl_check_hostname: bool = Field(
+        True, description="Whether the broker's certificate must name the host connected to")
 
     # --- Events ------------------------------------------------------------------------
     default_tenant: str = Field(
@@ -127,6 +144,32 @@ class Settings(BaseSettings):
     def _check_url(cls, v: SecretStr) -> SecretStr:
         StoreURL.parse(v.get_secret_value())
         return v
+
+    @model_validator(mode="after")
+    def _check_kafka_security(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL_"):
+            if not self.kafka_sasl_username:
+                raise ConfigError(f"SPYGLASS_KAFKA_SASL_USERNAME is required with {self.kafka_security_protocol}")
+            if (self.kafka_sasl_password is None) == (self.kafka_sasl_password_file is None):
+                raise ConfigError("set one of SPYGLASS_KAFKA_SASL_PASSWORD and SPYGLASS_KAFKA_SASL_PASSWORD_FILE "
+                                  f"with {self.kafka_security_protocol}")
+            self.kafka_sasl_secret()  # a missing or unreadable file fails here, not at the first connection
+        if self.kafka_ssl_key_file is not None and self.kafka_ssl_cert_file is None:
+            raise ConfigError("SPYGLASS_KAFKA_SSL_KEY_FILE needs SPYGLASS_KAFKA_SSL_CERT_FILE")
+        return self
+
+    def kafka_sasl_secret(self) -> SecretStr | None:
+        """The SASL password: ``kafka_sasl_password``, or the first line of ``kafka_sasl_password_file``."""
+        if self.kafka_sasl_password is not None or self.kafka_sasl_password_file is None:
+            return self.kafka_sasl_password
+        path = self.kafka_sasl_password_file.expanduser()
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as exc:
+            raise ConfigError(f"SPYGLASS_KAFKA_SASL_PASSWORD_FILE: cannot read {path} ({exc.strerror})") from None
+        if not lines or not lines[0]:
+            raise ConfigError(f"SPYGLASS_KAFKA_SASL_PASSWORD_FILE: {path} is empty")
+        return SecretStr(lines[0])
 
     def topics(self) -> dict[str, str]:
         """Event kind -> topic."""

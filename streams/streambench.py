@@ -33,6 +33,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from streams.kafka_security import kafka_client_config
 from streams.metrics import scrape
 from streams.settings import Settings
 from streams.simulator.output import produce_kafka
@@ -71,7 +72,8 @@ def _plain_consumer(settings: Settings, n: int, partitions: int) -> float:
     async def read() -> float:
         c = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","), group_id=None,
                              enable_auto_commit=False, auto_offset_reset="earliest",  # fetch sizes as the worker's
-                             fetch_max_wait_ms=settings.worker_fetch_max_wait_ms, value_deserializer=raw_values)
+                             fetch_max_wait_ms=settings.worker_fetch_max_wait_ms, value_deserializer=raw_values,
+                             **kafka_client_config(settings, "aiokafka"))
         await c.start()
         try:
             parts = [TopicPartition(t, p) for t in settings.topics().values() for p in range(partitions)]
@@ -275,7 +277,8 @@ def _latency(settings: Settings, db: str, rate: float, events: int, seed: int,
         while _metric(port, "spyglass_partitions_owned") < 1:  # the worker has joined its group
             time.sleep(0.2)
         sim = Simulation(seed=seed, events=events, days=1)
-        producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","), acks="all", linger_ms=5)
+        producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","), acks="all", linger_ms=5,
+                                 **kafka_client_config(settings))
         enc = msgspec.json.Encoder()
         stop = threading.Event()
         store = open_store(url)
@@ -358,7 +361,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
         console.print(f"producing {sim.total:,} events into {args.partitions} partitions per topic ... "
                       f"(workers decode with {'the native decoder' if native_available() else 'msgspec'})")
-        stats = produce_kafka(sim, s.kafka_bootstrap, s.topics())
+        stats = produce_kafka(sim, s.kafka_bootstrap, s.topics(), client_config=kafka_client_config(s))
         n = stats.events
         plain = _plain_consumer(s, n, args.partitions)
         one, lag1, rss1, stages1 = _workers(s, dbs["one"], f"{s.worker_group}-one", 1, n, tmp, pin=args.pin)

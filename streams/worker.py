@@ -26,6 +26,7 @@ from schemas.errors import ConfigError
 from schemas.migrate import pending
 from streams import metrics as m
 from streams.checkpoints import CheckpointStore, checkpoint_key
+from streams.kafka_security import kafka_client_config
 from streams.scoring import Scorer
 from streams.settings import Settings
 from streams.sinks.clickhouse import NativeStore, apply_ddl, open_store
@@ -61,6 +62,7 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
         consumer_auto_offset_reset="earliest",
         broker_client_id=f"spyglass-{name}",
         datadir=str(datadir / name),
+        **kafka_client_config(settings, "faust"),
     )
     store = store if store is not None else open_store(settings.store())
     # the events inserts get a connection of their own on a server, so an alert never waits behind one; the
@@ -158,7 +160,8 @@ def published_alert_ids(settings: Settings, since_ms: int) -> set[str]:
     from kafka import KafkaConsumer, TopicPartition
 
     c = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","), enable_auto_commit=False,
-                      client_id="spyglass-worker-alert-scan", group_id=None, consumer_timeout_ms=2000)
+                      client_id="spyglass-worker-alert-scan", group_id=None, consumer_timeout_ms=2000,
+                      **kafka_client_config(settings))
     try:
         parts = [TopicPartition(settings.topic_alerts, p) for p in sorted(
             c.partitions_for_topic(settings.topic_alerts) or [])]

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import msgspec
 
+from schemas.errors import SpyglassError
 from schemas.events import ENTITY_FIELD
 from streams.simulator.run import Simulation, encode_lines
 
@@ -71,27 +72,33 @@ def produce_kafka(
     rate: float = 0.0,
     on_sent: Callable[[str, int], None] | None = None,
     client_id: str = "spyglass-simulator",
+    client_config: Mapping[str, Any] | None = None,
 ) -> RunStats:
     """Produce the run into the per-kind topics, paced at ``rate`` events/s (0 = as fast as possible).
 
     The message key is the entity (key, principal, agent) so per-entity order holds;
-    the producer waits for every acknowledgement (acks=all) before returning.
+    the producer waits for every acknowledgement (acks=all) before returning, and raises
+    :class:`~schemas.errors.SpyglassError` naming the broker's reason if any record was refused (e.g. a
+    principal without WRITE on a topic). ``client_config``: how to connect
+    (:func:`streams.kafka_security.kafka_client_config`; PLAINTEXT when None).
     """
     from kafka import KafkaProducer  # imported here: file output needs no Kafka client
 
     producer = KafkaProducer(
         bootstrap_servers=bootstrap.split(","), client_id=client_id, acks="all", linger_ms=20,
-        batch_size=256 * 1024, max_request_size=4 * 1024 * 1024, retries=10,
+        batch_size=256 * 1024, max_request_size=4 * 1024 * 1024, retries=10, **(client_config or {}),
     )
     enc = msgspec.json.Encoder()
     stats = RunStats()
+    refused: list[BaseException] = []  # the producer reports failed sends only to their futures
     t0 = time.perf_counter()
     try:
         for chunk in sim.chunks():
             for row in chunk.rows:
                 kind = row["kind"]
                 value = enc.encode(row)
-                producer.send(topics[kind], key=row[PARTITION_KEY[kind]].encode(), value=value)
+                sent = producer.send(topics[kind], key=row[PARTITION_KEY[kind]].encode(), value=value)
+                sent.add_errback(refused.append)
                 stats.events += 1
                 stats.bytes += len(value)
                 stats.by_kind[kind] = stats.by_kind.get(kind, 0) + 1
@@ -104,5 +111,8 @@ def produce_kafka(
         producer.flush()
     finally:
         producer.close(timeout=30)
+    if refused:
+        raise SpyglassError(f"Kafka refused {len(refused):,} of {stats.events:,} events "
+                            f"(first: {type(refused[0]).__name__}: {refused[0]})")
     stats.seconds = time.perf_counter() - t0
     return stats

@@ -43,6 +43,11 @@ def register(subparsers: Any) -> None:
     )
     up.add_argument("--fresh", action="store_true", help="stop the services and wipe their data before starting")
     up.add_argument(
+        "--secure", action="store_true",
+        help="run Kafka with a SASL_SSL listener (a CA made for this stack, SCRAM-SHA-512 users) and ACLs; "
+        "passwords are written to SPYGLASS_STACK_DIR/kafka/secure, mode 0600, never printed",
+    )
+    up.add_argument(
         "--only", choices=("kafka", "clickhouse"), help="start just this service instead of all of them"
     )
     up.set_defaults(func=cmd_up)
@@ -101,11 +106,14 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     """Handle ``spyglass stack up``."""
     console, err = Console(), Console(stderr=True)
     services = (args.only,) if getattr(args, "only", None) else _ALL
-    stack = Stack(settings)
+    fresh = bool(getattr(args, "fresh", False))
+    # without --secure a broker keeps the mode it was set up in, unless --fresh wipes it (PLAINTEXT then)
+    secure = True if getattr(args, "secure", False) else (False if fresh else None)
+    stack = Stack(settings, secure_kafka=secure)
     t0 = time.monotonic()
     try:
         with console.status("starting the local stack ..."):
-            ready = stack.up(services, fresh=bool(getattr(args, "fresh", False)))
+            ready = stack.up(services, fresh=fresh)
     except StackError as exc:
         return _fail(err, exc)
     console.print(_table(stack.status(services), ready))
@@ -118,6 +126,14 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
             f"not the local broker {bootstrap}",
             highlight=False,
         )
+    if "kafka" in services and stack.kafka.secure:
+        from streams.stack.kafka_secure import EMITTER_USER, WORKER_USER
+
+        console.print("kafka: SASL_SSL with ACLs; connect the worker and the emitters with (no secret here):",
+                      highlight=False)
+        for user in (WORKER_USER, EMITTER_USER):
+            env = " ".join(f"{k}={v}" for k, v in stack.kafka.secure_material.client_env(user).items())
+            console.print(f"  {user}: {env}", highlight=False, soft_wrap=True)
     if "clickhouse" in services:
         ch = stack.clickhouse
         console.print(f"clickhouse users: spyglass_writer, spyglass_grafana (database {ch.users_database}); "

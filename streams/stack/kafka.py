@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import os
 import shutil
 import subprocess
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from schemas.errors import StackError
+from streams.kafka_security import kafka_client_config
 from streams.settings import Settings
 from streams.stack.base import (
     LOOPBACK,
@@ -32,6 +34,7 @@ from streams.stack.base import (
     tail,
     terminate,
 )
+from streams.stack.kafka_secure import ADMIN_USER, SecureMaterial
 
 if TYPE_CHECKING:
     from kafka.admin import KafkaAdminClient
@@ -73,14 +76,15 @@ log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
 """
 
 
-def _server_properties(settings: Settings, data_dir: Path) -> str:
+def _server_properties(settings: Settings, data_dir: Path, secure: SecureMaterial | None = None) -> str:
     port, ctrl = settings.kafka_port, settings.kafka_controller_port
+    listener = "SASL_SSL" if secure is not None else "PLAINTEXT"
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@{LOOPBACK}:{ctrl}",
-        "listeners": f"PLAINTEXT://{LOOPBACK}:{port},CONTROLLER://{LOOPBACK}:{ctrl}",
-        "advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{port}",
+        "listeners": f"{listener}://{LOOPBACK}:{port},CONTROLLER://{LOOPBACK}:{ctrl}",
+        "advertised.listeners": f"{listener}://{LOOPBACK}:{port}",
         "controller.listener.names": "CONTROLLER",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "inter.broker.listener.name": "PLAINTEXT",
@@ -94,6 +98,8 @@ def _server_properties(settings: Settings, data_dir: Path) -> str:
         "auto.create.topics.enable": "false",
         "delete.topic.enable": "true",
     }
+    if secure is not None:
+        props.update(secure.server_properties())
     lines = ["# Written by spyglass stack on every start; edit the SPYGLASS_KAFKA_* settings instead."]
     lines += [f"{k}={v}" for k, v in props.items()]
     return "\n".join(lines) + "\n"
@@ -122,11 +128,15 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 class KafkaService:
-    """A single-node KRaft broker (broker and controller in one JVM) on 127.0.0.1."""
+    """A single-node KRaft broker (broker and controller in one JVM) on 127.0.0.1.
+
+    ``secure``: a SASL_SSL listener with SCRAM users and ACLs (:mod:`streams.stack.kafka_secure`) instead
+    of PLAINTEXT; None: as the stack directory was set up (secure if its secure material exists).
+    """
 
     name = "kafka"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, secure: bool | None = None) -> None:
         self.settings = settings
         self.cache = settings.cache_dir.expanduser().resolve() / "kafka" / settings.kafka_version
         self.libs_dir = self.cache / "libs"
@@ -137,6 +147,15 @@ class KafkaService:
         self.pid_file = self.home / "kafka.pid"
         self.stdout_log = self.logs_dir / "stdout.log"
         self.server_log = self.logs_dir / "server.log"
+        self.secure_material = SecureMaterial(self.home / "secure")
+        self.secure = self.secure_material.exists() if secure is None else secure
+
+    @property
+    def admin_settings(self) -> Settings:
+        """The settings the stack tooling connects with: as the admin (super user) on a secure stack."""
+        if not self.secure:
+            return self.settings
+        return self.secure_material.client_settings(self.settings, ADMIN_USER)
 
     @property
     def bootstrap(self) -> str:
@@ -220,7 +239,10 @@ class KafkaService:
         """Write server.properties and log4j.properties for the current settings."""
         for d in (self.config_dir, self.data_dir, self.logs_dir):
             d.mkdir(parents=True, exist_ok=True)
-        self.server_properties.write_text(_server_properties(self.settings, self.data_dir))
+        self.server_properties.touch(mode=0o600)  # in secure mode it holds the keystore's and admin's passwords
+        self.server_properties.chmod(0o600)
+        secure = self.secure_material if self.secure else None
+        self.server_properties.write_text(_server_properties(self.settings, self.data_dir, secure))
         (self.config_dir / "log4j.properties").write_text(_LOG4J.format(log_file=self.server_log))
 
     def _jvm(self) -> list[str]:
@@ -244,9 +266,21 @@ class KafkaService:
         if self.formatted():
             return
         # "--cluster-id=ID", not "-t ID": a base64 id can start with "-" and would parse as an option
-        cmd = [*self._jvm(), "kafka.tools.StorageTool", "format", f"--cluster-id={_cluster_id()}",
-               f"--config={self.server_properties}"]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        args = ["format", f"--cluster-id={_cluster_id()}", f"--config={self.server_properties}"]
+        if not self.secure:
+            done = subprocess.run([*self._jvm(), "kafka.tools.StorageTool", *args], capture_output=True, text=True,
+                                  timeout=120, check=False)
+        else:  # the SCRAM users' passwords go in a Java argument file (0600), never on the command line
+            argfile = self.secure_material.dir / "format.args"
+            argfile.unlink(missing_ok=True)
+            fd = os.open(argfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write("\n".join([*args, *self.secure_material.scram_format_args()]) + "\n")
+            try:
+                done = subprocess.run([*self._jvm(), "kafka.tools.StorageTool", f"@{argfile}"], capture_output=True,
+                                      text=True, timeout=120, check=False)
+            finally:
+                argfile.unlink(missing_ok=True)
         if done.returncode != 0:
             out = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
             raise StackError(f"formatting Kafka storage in {self.data_dir} failed (exit {done.returncode}):\n{out}")
@@ -260,6 +294,12 @@ class KafkaService:
         """Write the config, format storage if new, and launch the broker JVM detached."""
         if not self.jars_cached():
             raise StackError(f"Kafka jars are not in {self.libs_dir}; run `spyglass stack fetch` first")
+        if self.formatted() and self.secure != self.secure_material.exists():
+            mode = "secure" if self.secure_material.exists() else "PLAINTEXT"
+            raise StackError(f"the broker in {self.home} was set up {mode}; start it as it was, or wipe it with "
+                             "`spyglass stack up --fresh` (add --secure for the secure mode)")
+        if self.secure:
+            self.secure_material.create()
         self.write_config()
         self.format_storage()
         cmd = [*self._jvm(), "kafka.Kafka", str(self.server_properties)]
@@ -277,6 +317,7 @@ class KafkaService:
         if self.pid() is not None:
             raise StackError("stop Kafka before wiping its data")
         shutil.rmtree(self.data_dir, ignore_errors=True)
+        shutil.rmtree(self.secure_material.dir, ignore_errors=True)  # the users live in the data: new ones
 
     def status(self) -> ServiceStatus:
         """Running if our broker process is alive and its port accepts connections."""
@@ -287,7 +328,7 @@ class KafkaService:
         elif not listening:
             detail = "starting (port not open yet)"
         else:
-            detail = f"KRaft, Kafka {self.settings.kafka_version}"
+            detail = f"KRaft, Kafka {self.settings.kafka_version}" + (", SASL_SSL + ACLs" if self.secure else "")
         return ServiceStatus(self.name, pid is not None and listening, pid, self.bootstrap, detail)
 
     def wait_ready(self, timeout: float = 60.0) -> float:
@@ -304,7 +345,8 @@ class KafkaService:
                 )
             if port_open(LOOPBACK, self.settings.kafka_port):
                 try:
-                    admin = admin_client(self.bootstrap, request_timeout_ms=5000, bootstrap_timeout_ms=3000)
+                    admin = admin_client(self.bootstrap, request_timeout_ms=5000, bootstrap_timeout_ms=3000,
+                                         **kafka_client_config(self.admin_settings))
                 except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
                     last = exc
                 else:
@@ -346,16 +388,17 @@ def admin_client(bootstrap: str, **config: Any) -> KafkaAdminClient:
     return admin
 
 
-def _admin(bootstrap: str) -> KafkaAdminClient:
+def _admin(settings: Settings, bootstrap: str) -> KafkaAdminClient:
     try:
-        return admin_client(bootstrap, request_timeout_ms=15000)
+        return admin_client(bootstrap, request_timeout_ms=15000, **kafka_client_config(settings))
     except Exception as exc:  # noqa: BLE001
         raise StackError(f"cannot reach Kafka at {bootstrap} ({exc}); is `spyglass stack up` running?") from exc
 
 
-def group_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
-    """The committed offset of every (topic, partition) of a consumer group (empty if it has none)."""
-    admin = admin_client(bootstrap)
+def group_offsets(bootstrap: str, group: str, **client_config: Any) -> dict[tuple[str, int], int]:
+    """The committed offset of every (topic, partition) of a consumer group (empty if it has none);
+    ``client_config``: how to connect (:func:`streams.kafka_security.kafka_client_config`)."""
+    admin = admin_client(bootstrap, **client_config)
     try:
         offs = admin.list_group_offsets(group).get(group, {})
     finally:
@@ -374,7 +417,7 @@ def ensure_topics(settings: Settings, partitions: int | None = None, *, bootstra
              settings.topic_risk_evidence]
     n = partitions or settings.topic_partitions
     server = bootstrap or settings.kafka_bootstrap
-    admin = _admin(server)
+    admin = _admin(settings, server)
     try:
         existing = set(admin.list_topics())
         missing = [t for t in names if t not in existing]
@@ -403,7 +446,7 @@ def delete_topics(settings: Settings, names: Iterable[str], *, bootstrap: str | 
     if not wanted:
         return []
     server = bootstrap or settings.kafka_bootstrap
-    admin = _admin(server)
+    admin = _admin(settings, server)
     try:
         existing = set(admin.list_topics())
         present = [t for t in wanted if t in existing]

@@ -16,18 +16,23 @@ from streams.settings import Settings
 from streams.stack.base import LOOPBACK, Service, ServiceStatus, port_open, wait_port_closed
 from streams.stack.clickhouse import ChdbService, ClickHouseServerService
 from streams.stack.kafka import KafkaService, ensure_topics
+from streams.stack.kafka_secure import grant_pipeline_acls
 
 SERVICE_NAMES = ("kafka", "clickhouse", "chdb")
 STATE_FILE = "state.json"
 
 
 class Stack:
-    """The local stack: a KRaft Kafka broker, a ClickHouse server and the chDB directory."""
+    """The local stack: a KRaft Kafka broker, a ClickHouse server and the chDB directory.
 
-    def __init__(self, settings: Settings) -> None:
+    ``secure_kafka``: run the broker with SASL_SSL, SCRAM users and ACLs (``stack up --secure``); None: as
+    the stack directory was set up.
+    """
+
+    def __init__(self, settings: Settings, *, secure_kafka: bool | None = None) -> None:
         self.settings = settings
         self.stack_dir = settings.stack_dir.expanduser().resolve()
-        self.kafka = KafkaService(settings)
+        self.kafka = KafkaService(settings, secure=secure_kafka)
         self.clickhouse = ClickHouseServerService(settings)
         self.chdb = ChdbService(settings)
         self.services: dict[str, Service] = {"kafka": self.kafka, "clickhouse": self.clickhouse, "chdb": self.chdb}
@@ -87,7 +92,9 @@ class Stack:
                 svc.start()
             ready = self._wait_all(chosen, started)
             if any(svc.name == "kafka" for svc in chosen):
-                self.topics = ensure_topics(self.settings, bootstrap=self.kafka.bootstrap)
+                self.topics = ensure_topics(self.kafka.admin_settings, bootstrap=self.kafka.bootstrap)
+                if self.kafka.secure:
+                    grant_pipeline_acls(self.kafka.admin_settings, bootstrap=self.kafka.bootstrap)
         except BaseException:
             for name in reversed(list(started)):  # do not leave half a stack behind
                 self.services[name].stop()
@@ -136,6 +143,7 @@ class Stack:
                 "clickhouse_http_port": s.clickhouse_http_port,
             },
             "kafka_version": s.kafka_version,
+            "kafka_secure": self.kafka.secure,
             "topics": self.topics,
             "services": {
                 st.name: {"running": st.running, "pid": st.pid, "endpoint": st.endpoint, "detail": st.detail}

@@ -21,6 +21,7 @@ from detectors.correlation import Correlator, evidence_of
 from detectors.engine import Engine
 from schemas.errors import EventError
 from schemas.events import decode
+from streams.kafka_security import kafka_client_config
 from streams.settings import Settings, StoreURL
 from streams.simulator.output import produce_kafka
 from streams.simulator.run import Simulation
@@ -156,7 +157,8 @@ class WorkerProc:
 
 def produce_in_background(run: Run, sim: Simulation, rate: float) -> threading.Thread:
     t = threading.Thread(target=produce_kafka, args=(sim, run.settings.kafka_bootstrap, run.settings.topics()),
-                         kwargs={"rate": rate, "client_id": "fault-producer"}, daemon=True)
+                         kwargs={"rate": rate, "client_id": "fault-producer",
+                                 "client_config": kafka_client_config(run.settings)}, daemon=True)
     t.start()
     return t
 
@@ -197,7 +199,7 @@ def produce_rows(run: Run, rows: list[dict], rate: float) -> threading.Thread:
 
     def go() -> None:
         producer = KafkaProducer(bootstrap_servers=run.settings.kafka_bootstrap, acks="all",
-                                 client_id="fault-rows")
+                                 client_id="fault-rows", **kafka_client_config(run.settings))
         enc = msgspec.json.Encoder()
         t0 = time.monotonic()
         for n, row in enumerate(rows):
@@ -215,7 +217,8 @@ def produce_rows(run: Run, rows: list[dict], rate: float) -> threading.Thread:
 
 
 def end_offsets(run: Run, topics: list[str]) -> dict[tuple[str, int], int]:
-    c = KafkaConsumer(bootstrap_servers=run.settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
+    c = KafkaConsumer(bootstrap_servers=run.settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
+                      **kafka_client_config(run.settings))
     try:
         parts = [TopicPartition(t, p) for t in topics for p in sorted(c.partitions_for_topic(t) or [])]
         return {(tp.topic, tp.partition): off for tp, off in c.end_offsets(parts).items()}
@@ -224,7 +227,7 @@ def end_offsets(run: Run, topics: list[str]) -> dict[tuple[str, int], int]:
 
 
 def committed(run: Run) -> dict[tuple[str, int], int]:
-    return group_offsets(run.settings.kafka_bootstrap, run.settings.worker_group)
+    return group_offsets(run.settings.kafka_bootstrap, run.settings.worker_group, **kafka_client_config(run.settings))
 
 
 def wait_committed(run: Run, expected: int, workers: list[WorkerProc], timeout_s: float = 240) -> None:
@@ -252,7 +255,7 @@ def wait_committed(run: Run, expected: int, workers: list[WorkerProc], timeout_s
 def read_topic(run: Run, topic: str, timeout_s: float = 30) -> list:
     ends = end_offsets(run, [topic])
     c = KafkaConsumer(bootstrap_servers=run.settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
-                      auto_offset_reset="earliest")
+                      auto_offset_reset="earliest", **kafka_client_config(run.settings))
     try:
         parts = [TopicPartition(t, p) for t, p in ends]
         c.assign(parts)
