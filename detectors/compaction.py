@@ -11,75 +11,39 @@ a key that comes back is counted once, as a new key.
 
 Departments, tenants and tokens (scopes, user agents, models, actions, agent types) are
 peer groups and vocabularies, few and long-lived, and are never evicted. ``FIELDS`` says how
-every field of the engine's ``State`` is bounded; tests/unit/test_state.py fails on a field it
-does not list.
+every field of the engine's ``State`` is bounded and ``SEEN`` which namespaces each novelty set
+holds: both are derived from the families' declarations (``detectors.registry``).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from detectors.columns import SEP, Vocab
+from detectors.families import REGISTRY
+from detectors.registry import Registry
+from detectors.state import CORE_FIELDS, NAMESPACES
 
-NAMESPACES = ("key", "principal", "agent", "ip", "dataset")
+__all__ = ["FIELDS", "MAX_NEW_PER_EVENT", "NAMESPACES", "SCOPES", "SEEN", "compact", "footprint", "least_recent"]
+
 MAX_NEW_PER_EVENT = 3  # most counted entities one event can add (api: key, principal, IP; data: principal, dataset, IP)
-
-# every novelty set of the engine: the namespace of each half of its pair(a, b) keys (None: never evicted);
-# tests/unit/test_state.py fails when a detector adds a set that is not listed here
-SEEN: dict[str, tuple[str | None, str | None]] = {
-    "key_ip": ("key", "ip"),
-    "key_ua": ("key", None),
-    "key_scope": ("key", None),
-    "key_model": ("key", None),
-    "principal_dataset": ("principal", "dataset"),
-    "dept_dataset": (None, "dataset"),
-    "dataset_writer": ("dataset", "principal"),
-    "principal_ip": ("principal", "ip"),
-    "type_action": (None, None),
-    "tenant_key": (None, "key"),
-    # api.behaviour_outlier: what each key's open window used so far, pair(key, token * 4 + kind) and pair(key, ip)
-    "key_window": ("key", None),
-    "key_window_ip": ("key", "ip"),  # bare key ids (= pair(0, key)): keys counted in their tenant's tenant_keys
-}
 SCOPES: tuple[str | None, str | None] = ("key", None)  # the scope ledger's pair(key, scope token) sets
 
-# every field of detectors.engine.State and how it is kept bounded when entities go (tests/unit/test_state.py
-# fails when State gains a field that is not listed here)
-FIELDS: dict[str, str] = {
-    "vocabs": "entity names: evicted ids dropped, survivors renumbered (tenant, dept and token never evicted)",
-    "key": "per-key rows (the open behaviour window's sums included): taken with their ids",
-    "ip": "per-IP rows: taken with their ids",
-    "principal": "per-principal rows: taken with their ids",
-    "agent": "per-agent rows: taken with their ids",
-    "dataset": "per-dataset rows: taken with their ids",
-    "dept": "per-department rows: departments are peer groups, never evicted",
-    "pairs": "(principal, dataset) -> pair id: remapped, pairs with an evicted half dropped (_compact_pairs)",
-    "pair": "per-pair rows: taken with their pair ids (_compact_pairs)",
-    "seen": "novelty sets: remapped through SEEN, an unlisted set dropped",
-    "tenant_first": "tenant -> first event time: tenants are never evicted",
-    "tow_tenant": "per-tenant hour-of-day histograms: tenants are never evicted",
-    "tow_principal": "per-principal hour-of-day histograms: taken with their ids",
-    "type_events": "agent type (token) -> events: not entity-keyed",
-    "untrusted_sessions": "session name -> ts: dropped with the session (Engine._compact, session_idle_hours)",
-    "session_steps": "session name -> steps: dropped with the session (Engine._compact, session_idle_hours)",
-    "type_lengths": "agent type (token) -> session length histogram: not entity-keyed",
-    "type_longest": "agent type (token) -> longest session: not entity-keyed",
-    "runaway_sessions": "session names: dropped with the session (Engine._compact, session_idle_hours)",
-    "risk": "principal id -> risk: remapped; dropped once idle past the horizon",
-    "cooldown": "(detector, entity name, tenant) -> ts: names, not ids; dropped once past every cooldown",
-    "key_models": "key id -> model -> ts: remapped; dropped once idle past the horizon",
-    "scope_keys": "(tenant, scope) -> tracked keys that used it: evicted keys uncounted (uncount_keys)",
-    "tenant_keys": "tenant -> tracked keys: evicted keys uncounted (uncount_keys)",
-    "watermark": "highest event time: not entity-keyed",
-    "last_seen": "namespace -> last event time per id: taken with their ids",
-    "session_last": "session name -> ts: the session idle clock (Engine._compact)",
-    "scopes": "scope ledger, pair(key, scope token): remapped through SCOPES",
-    "behaviour": "tenant -> Loda model of key windows: tenants are never evicted",
-    "behaviour_hist": "tenant -> histogram of learned window scores: tenants are never evicted",
-}
+
+def fields_of(registry: Registry) -> dict[str, str]:
+    """Every field of ``State`` and how it is kept bounded: the engine's own and the families' tables."""
+    return {**CORE_FIELDS, **{name: t.eviction for name, t in registry.tables().items()}}
+
+
+# every novelty set of the registered families: the namespace of each half of its pair(a, b) keys (None: never
+# evicted); compaction drops a set that is not listed
+SEEN: dict[str, tuple[str | None, str | None]] = REGISTRY.seen()
+# every field of State and how it is kept bounded (tests/unit/test_state.py fails on a field not listed)
+FIELDS: dict[str, str] = fields_of(REGISTRY)
 
 _LOW = 0x7FFFFFFF
 
@@ -116,8 +80,12 @@ def _take(x: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return x[keep[keep < x.shape[0]]]
 
 
-def compact(s: Any, drop: dict[str, np.ndarray]) -> None:
-    """Drop the ids marked True in ``drop[namespace]`` from every part of the engine state ``s``."""
+def compact(s: Any, drop: dict[str, np.ndarray], seen: Mapping[str, tuple[str | None, str | None]] = SEEN) -> None:
+    """Drop the ids marked True in ``drop[namespace]`` from every part of the engine state ``s``.
+
+    ``seen``: the namespaces of the halves of every novelty set (``Registry.seen()``); a set it does not
+    list is dropped.
+    """
     v = s.vocabs
     if "key" in drop:
         uncount_keys(s, drop["key"])
@@ -135,14 +103,14 @@ def compact(s: Any, drop: dict[str, np.ndarray]) -> None:
         for k, col in arrays.a.items():
             arrays.a[k] = _take(col, keep)
         if ns == "principal":
-            s.tow_principal = _take(s.tow_principal, keep)
+            s.hours_principal = _take(s.hours_principal, keep)
     if not remap:
         return
     for name in list(s.seen):
-        if name not in SEEN:  # a set this module does not know: forgetting it is wrong but never mislabels ids
+        if name not in seen:  # a set this module does not know: forgetting it is wrong but never mislabels ids
             del s.seen[name]
             continue
-        na, nb = SEEN[name]
+        na, nb = seen[name]
         s.seen[name] = remap_pairs(s.seen[name], remap.get(na) if na else None, remap.get(nb) if nb else None)
     for name in list(s.scopes):
         s.scopes[name] = remap_pairs(s.scopes[name], remap.get("key"), None)
@@ -241,7 +209,7 @@ def footprint(s: Any) -> dict[str, int]:
     out["last-seen times"] = sum(x.nbytes for x in s.last_seen.values())
     out["novelty sets"] = sum(x.nbytes for x in s.seen.values())
     out["scope ledger"] = sum(x.nbytes for x in s.scopes.values())
-    out["hour-of-day histograms"] = s.tow_tenant.nbytes + s.tow_principal.nbytes
+    out["hour-of-day histograms"] = s.hours_tenant.nbytes + s.hours_principal.nbytes
     out["(principal, dataset) pair map"] = size(s.pairs) + sum(size(k) + size(i) for k, i in s.pairs.items())
     sessions = set(s.session_steps) | set(s.untrusted_sessions) | set(s.session_last) | s.runaway_sessions
     out["agent sessions"] = (size(s.session_steps) + size(s.untrusted_sessions) + size(s.session_last)
