@@ -223,27 +223,27 @@ def test_a_second_runaway_session_of_the_same_agent_type_is_caught_as_early():
         assert datetime.fromisoformat(hits[0].first_seen.replace("Z", "+00:00")) <= when + timedelta(seconds=40)
 
 
-def _runaway(minimal: bool = False) -> tuple[list, set[str]]:
-    """Normal sessions of four helper agents, then one session looping 200 steps in 200 seconds."""
+def _helper_sessions() -> Stream:
+    """400 normal sessions of 3 to 10 steps of four helper agents."""
     rng = np.random.default_rng(2)
     s = Stream()
     for i in range(400):
         t = T0 + timedelta(minutes=15 * i)
         for j in range(int(rng.integers(3, 11))):
             s.agent(t + timedelta(seconds=5 * j), f"agt{i % 4}", f"s{i}")
+    return s
+
+
+def _runaway(minimal: bool = False) -> tuple[list, set[str]]:
+    """Normal sessions of four helper agents, then one session looping 200 steps in 200 seconds."""
+    s = _helper_sessions()
     when = T0 + timedelta(days=5)
     ids = {s.agent(when + timedelta(seconds=j), "agt0", "loop") for j in range(200)}
     return s.run(minimal=minimal), ids
 
 
 def test_normal_sessions_are_not_runaway():
-    rng = np.random.default_rng(2)
-    s = Stream()
-    for i in range(400):
-        t = T0 + timedelta(minutes=15 * i)
-        for j in range(int(rng.integers(3, 11))):
-            s.agent(t + timedelta(seconds=5 * j), f"agt{i % 4}", f"s{i}")
-    assert not _hits(s.run(), "agent.runaway")
+    assert not _hits(_helper_sessions().run(), "agent.runaway")
 
 
 # -- shared warm-up histories ------------------------------------------------------------------
@@ -572,17 +572,6 @@ PATTERNS = {  # detector -> its injected pattern: (minimal) -> (alerts, injected
 
 
 
-def _normal_sessions(minimal: bool = False) -> tuple[list, None]:
-    """The runaway pattern's normal sessions alone."""
-    rng = np.random.default_rng(2)
-    s = Stream()
-    for i in range(400):
-        t = T0 + timedelta(minutes=15 * i)
-        for j in range(int(rng.integers(3, 11))):
-            s.agent(t + timedelta(seconds=5 * j), f"agt{i % 4}", f"s{i}")
-    return s.run(minimal=minimal), None
-
-
 BENIGN = {  # detector -> its pattern's benign twin: () -> (alerts, the twin's event ids; None: the whole stream)
     "api.new_client": lambda: (_new_client("10.1.0.1", "sdk/1.0")[0], None),
     "api.new_scope": lambda: _scope("models:read"),
@@ -598,7 +587,7 @@ BENIGN = {  # detector -> its pattern's benign twin: () -> (alerts, the twin's e
     "agent.untrusted_privileged": lambda: (_untrusted_trigger("user")[0], None),
     "agent.approval_bypass": lambda: (_bypass("approved")[0], None),
     "agent.new_privileged_action": lambda: (_new_action("update_ticket", "write")[0], None),
-    "agent.runaway": _normal_sessions,
+    "agent.runaway": lambda: (_helper_sessions().run(), None),
     "risk.incident": lambda: (_incident("approved")[0], None),
 }
 # risk.cross_kind is the worker's correlator's (tests/unit/test_correlation.py), not the engine's

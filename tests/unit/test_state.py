@@ -196,6 +196,22 @@ def test_an_old_checkpoint_without_the_new_fields_restores(sim):
     assert process(events[5_000:10_000], restored, 5_000) is not None
 
 
+def test_a_checkpoint_with_the_old_hour_histogram_names_restores(sim):
+    import pickle
+
+    _, events = sim
+    eng = Engine()
+    process(events[:5_000], eng, 5_000)
+    d = pickle.loads(eng.state())  # noqa: S301 - our own
+    st = d["state"].__dict__
+    st["tow_tenant"], st["tow_principal"] = st.pop("hours_tenant"), st.pop("hours_principal")
+    restored = Engine.from_state(pickle.dumps(d))
+    assert restored.tables.hours_principal.sum() > 0
+    assert (restored.tables.hours_principal == eng.tables.hours_principal).all()
+    assert (restored.tables.hours_tenant == eng.tables.hours_tenant).all()
+    assert not hasattr(restored.tables, "tow_tenant")
+
+
 # -- governance: unused scopes --------------------------------------------------------------------
 def test_unused_scopes_lists_what_a_key_never_used():
     three = ["inference:chat", "files:write", "admin:keys"]
