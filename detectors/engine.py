@@ -26,7 +26,7 @@ from detectors.alerts import Alert
 from detectors.columns import Batch, Parts, parts_of, to_batch, ts_ms, window
 from detectors.compaction import MAX_NEW_PER_EVENT, NAMESPACES, compact, footprint, least_recent
 from detectors.families import REGISTRY
-from detectors.families.common import DAY, HOUR
+from detectors.families.common import DAY, idle_cutoff
 from detectors.governance import UnusedScopes, learn_scopes, unused_scopes
 from detectors.registry import Context, Registry, option
 from detectors.state import Arrays, State
@@ -77,6 +77,7 @@ class Engine:
         self._stages = [(_BATCH_PART[f.kind], f.stage) for f in registry.families
                         if f.stage is not None and (f.switch is None or getattr(self.config, f.switch))]
         self._escalations = [f.escalate for f in registry.families if f.escalate is not None]
+        self._expiries = [f.expire for f in registry.families if f.expire is not None]
 
     # -- public API -------------------------------------------------------------------------
     def process(self, events: Sequence[Event] | EventBlock) -> list[Alert]:
@@ -203,7 +204,7 @@ class Engine:
         cfg, s = self.config, self.tables
         drop: dict[str, np.ndarray] = {}
         if day_start is not None and cfg.idle_evict_days > 0:
-            cutoff = day_start - int(cfg.idle_evict_days * DAY)
+            cutoff = idle_cutoff(day_start, cfg)
             for ns in NAMESPACES:
                 n = len(getattr(s.vocabs, ns))
                 last = s.last_seen.get(ns)
@@ -211,22 +212,13 @@ class Engine:
                     m = last[:n] < cutoff
                     if m.any():
                         drop[ns] = m
-            # time-stamped dict state past every use it has (risk decays in hours, model sets look back 10
-            # minutes). Cooldowns are keyed by entity name, not id, and hold the time of an episode's latest
-            # hit (each hit extends it): one is kept while it can still fold a hit, whatever the horizon
+            # cooldowns are keyed by entity name, not id, and hold the time of an episode's latest hit (each
+            # hit extends it): one is kept while it can still fold a hit, whatever the horizon
             live = min(cutoff, day_start - self._longest_cooldown_ms)
             s.cooldown = {k: t for k, t in s.cooldown.items() if t >= live}
-            s.risk = {p: x for p, x in s.risk.items() if x[1] >= cutoff}
-            s.key_models = {k: d2 for k, d in s.key_models.items()
-                            if (d2 := {m: t for m, t in d.items() if t >= cutoff})}
-        if day_start is not None and cfg.session_idle_hours > 0:
-            cut = day_start - int(cfg.session_idle_hours * HOUR)
-            gone = [sid for sid, t in s.session_last.items() if t < cut]
-            for sid in gone:
-                del s.session_last[sid]
-                s.session_steps.pop(sid, None)
-                s.untrusted_sessions.pop(sid, None)
-                s.runaway_sessions.discard(sid)
+        if day_start is not None:
+            for expire in self._expiries:  # the families' time-stamped state past every use it has
+                expire(s, day_start, cfg)
         idle = sum(int(m.sum()) for m in drop.values())
         compact(s, drop, self._seen)
         self.evicted["idle"] += idle

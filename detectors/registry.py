@@ -116,6 +116,7 @@ class Family:
     config: type | None = None  # a dataclass of its options (``option`` fields), merged into EngineConfig
     stage: Callable[[Context, Any], list[Finding]] | None = None  # (context, the kind's columns) -> findings
     escalate: Callable[[Context, Finding], tuple[Finding, list[str]] | None] | None = None  # after each alert
+    expire: Callable[[State, int, Any], None] | None = None  # (tables, day start, config) at each new UTC day
     columns: tuple[Column, ...] = ()
     novelty: tuple[NoveltySet, ...] = ()
     tables: tuple[Table, ...] = ()

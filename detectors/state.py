@@ -63,7 +63,7 @@ CORE_FIELDS: dict[str, str] = {
     "cooldown": "(detector, entity name, tenant) -> ts: names, not ids; dropped once past every cooldown",
     "watermark": "highest event time: not entity-keyed",
     "last_seen": "namespace -> last event time per id: taken with their ids",
-    "session_last": "session name -> ts: the session idle clock (Engine compaction, session_idle_hours)",
+    "session_last": "session name -> ts: the session idle clock (the agent family's expire, session_idle_hours)",
     "scopes": "scope ledger (governance), pair(key, scope token): remapped through compaction.SCOPES",
 }
 # fields that changed name: old checkpoint name -> field

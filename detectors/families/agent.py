@@ -7,6 +7,7 @@ mark and step count, and each agent type's experience (events, actions, session 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from detectors.columns import AgentColumns
 from detectors.families.common import DAY, HOUR, rank_in_batch
 from detectors.kernels import after_mark, burst_vs_baseline, pair, session_runaway
 from detectors.registry import Column, Context, Detector, Family, NoveltySet, Table, option
+from detectors.state import State
 
 _NO_TIME = np.iinfo(np.int64).min  # a session never marked
 _NO_LENGTHS = np.zeros(1024, dtype=np.int64)  # an agent type's session lengths before its first session
@@ -129,6 +131,18 @@ def stage(ctx: Context, c: AgentColumns) -> list[Finding]:
     return out
 
 
+def expire(tables: State, day_start: int, config: Any) -> None:
+    """Forget the sessions idle for ``session_idle_hours``: their step counts, marks and idle clock."""
+    if config.session_idle_hours > 0:
+        cut = day_start - int(config.session_idle_hours * HOUR)
+        gone = [sid for sid, t in tables.session_last.items() if t < cut]
+        for sid in gone:
+            del tables.session_last[sid]
+            tables.session_steps.pop(sid, None)
+            tables.untrusted_sessions.pop(sid, None)
+            tables.runaway_sessions.discard(sid)
+
+
 _SESSION_EVICTION = "dropped with its session once idle past `session_idle_hours` (and bounded in size)"
 
 FAMILY = Family(
@@ -138,6 +152,7 @@ FAMILY = Family(
         "an agent type usually does and how long its sessions run.",
     config=AgentConfig,
     stage=stage,
+    expire=expire,
     detectors=(
         Detector(
             "agent.untrusted_privileged", "Privileged agent action driven by untrusted content", "agent",

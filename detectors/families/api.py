@@ -7,15 +7,17 @@ hours since first seen), its novelty sets, and its fast/slow request rates.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from detectors.alerting import Finding
 from detectors.alerts import Feature
 from detectors.columns import ApiColumns
-from detectors.families.common import HOUR, MIN, count_before, earlier_flagged
+from detectors.families.common import HOUR, MIN, count_before, earlier_flagged, idle_cutoff
 from detectors.kernels import burst_vs_baseline, decayed_count, distinct_recent, pair
 from detectors.registry import Column, Context, Detector, Family, NoveltySet, Table, option
+from detectors.state import State
 
 MODEL_WINDOW_MS = 10 * MIN  # look-back of "distinct models a key queried recently"
 BURST_EXTRACTION_MODELS = 3  # during a rate burst: this many recent models make it a model-extraction pattern
@@ -199,6 +201,14 @@ def _learn_key_models(ctx: Context, c: ApiColumns) -> None:
             d[m] = t
 
 
+def expire(tables: State, day_start: int, config: Any) -> None:
+    """Forget model times of keys idle past the horizon (the look-back is 10 minutes)."""
+    if config.idle_evict_days > 0:
+        cutoff = idle_cutoff(day_start, config)
+        tables.key_models = {k: d2 for k, d in tables.key_models.items()
+                             if (d2 := {m: t for m, t in d.items() if t >= cutoff})}
+
+
 FAMILY = Family(
     name="api",
     kind="api_usage",
@@ -206,6 +216,7 @@ FAMILY = Family(
         "models, and its request rate against its own slow baseline.",
     config=ApiConfig,
     stage=stage,
+    expire=expire,
     detectors=(
         Detector(
             "api.auth_failure_burst", "Authentication-failure burst (credential stuffing)", "client_ip",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from detectors.state import Arrays
@@ -9,6 +11,11 @@ from detectors.state import Arrays
 MIN = 60_000  # milliseconds
 HOUR = 3_600_000
 DAY = 86_400_000
+
+
+def idle_cutoff(day_start: int, config: Any) -> int:
+    """The event time before which an entity unseen since is idle, at the compaction of ``day_start``."""
+    return day_start - int(config.idle_evict_days * DAY)
 
 
 def count_before(arrays: Arrays, ids: np.ndarray, ts: np.ndarray, rank: np.ndarray | None = None) -> np.ndarray:

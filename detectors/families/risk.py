@@ -9,12 +9,15 @@ correlator raises it (detectors/correlation.py), the engine does not.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from detectors.alerting import Finding, principal_name
 from detectors.alerts import Feature
+from detectors.families.common import idle_cutoff
 from detectors.registry import Context, Detector, Family, Table, option
+from detectors.state import State
 
 NEW_EPISODE_DECAY = 0.05  # risk decayed below this share of itself starts a new set of detectors
 
@@ -53,12 +56,20 @@ def escalate(ctx: Context, f: Finding) -> tuple[Finding, list[str]] | None:
     return None
 
 
+def expire(tables: State, day_start: int, config: Any) -> None:
+    """Forget the risk of principals idle past the horizon (it has decayed for weeks)."""
+    if config.idle_evict_days > 0:
+        cutoff = idle_cutoff(day_start, config)
+        tables.risk = {p: x for p, x in tables.risk.items() if x[1] >= cutoff}
+
+
 FAMILY = Family(
     name="risk",
     kind="cross",
     doc="Risk-based alerting over every other detector's alerts, per principal.",
     config=RiskConfig,
     escalate=escalate,
+    expire=expire,
     detectors=(
         Detector(
             "risk.incident", "Risk accumulated across streams", "principal", ("atlas:AML.T0025",),
