@@ -11,75 +11,38 @@ a key that comes back is counted once, as a new key.
 
 Departments, tenants and tokens (scopes, user agents, models, actions, agent types) are
 peer groups and vocabularies, few and long-lived, and are never evicted. ``FIELDS`` says how
-every field of the engine's ``State`` is bounded; tests/unit/test_state.py fails on a field it
-does not list.
+every field of the engine's ``State`` is bounded and ``SEEN`` which namespaces each novelty set
+holds: both are derived from the families' declarations (``detectors.registry``).
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 
 from detectors.columns import SEP, Vocab
+from detectors.families import REGISTRY
+from detectors.registry import Registry
+from detectors.state import CORE_FIELDS, NAMESPACES, State
 
-NAMESPACES = ("key", "principal", "agent", "ip", "dataset")
+__all__ = ["FIELDS", "MAX_NEW_PER_EVENT", "NAMESPACES", "SCOPES", "SEEN", "compact", "footprint", "least_recent"]
+
 MAX_NEW_PER_EVENT = 3  # most counted entities one event can add (api: key, principal, IP; data: principal, dataset, IP)
-
-# every novelty set of the engine: the namespace of each half of its pair(a, b) keys (None: never evicted);
-# tests/unit/test_state.py fails when a detector adds a set that is not listed here
-SEEN: dict[str, tuple[str | None, str | None]] = {
-    "key_ip": ("key", "ip"),
-    "key_ua": ("key", None),
-    "key_scope": ("key", None),
-    "key_model": ("key", None),
-    "principal_dataset": ("principal", "dataset"),
-    "dept_dataset": (None, "dataset"),
-    "dataset_writer": ("dataset", "principal"),
-    "principal_ip": ("principal", "ip"),
-    "type_action": (None, None),
-    "tenant_key": (None, "key"),
-    # api.behaviour_outlier: what each key's open window used so far, pair(key, token * 4 + kind) and pair(key, ip)
-    "key_window": ("key", None),
-    "key_window_ip": ("key", "ip"),  # bare key ids (= pair(0, key)): keys counted in their tenant's tenant_keys
-}
 SCOPES: tuple[str | None, str | None] = ("key", None)  # the scope ledger's pair(key, scope token) sets
 
-# every field of detectors.engine.State and how it is kept bounded when entities go (tests/unit/test_state.py
-# fails when State gains a field that is not listed here)
-FIELDS: dict[str, str] = {
-    "vocabs": "entity names: evicted ids dropped, survivors renumbered (tenant, dept and token never evicted)",
-    "key": "per-key rows (the open behaviour window's sums included): taken with their ids",
-    "ip": "per-IP rows: taken with their ids",
-    "principal": "per-principal rows: taken with their ids",
-    "agent": "per-agent rows: taken with their ids",
-    "dataset": "per-dataset rows: taken with their ids",
-    "dept": "per-department rows: departments are peer groups, never evicted",
-    "pairs": "(principal, dataset) -> pair id: remapped, pairs with an evicted half dropped (_compact_pairs)",
-    "pair": "per-pair rows: taken with their pair ids (_compact_pairs)",
-    "seen": "novelty sets: remapped through SEEN, an unlisted set dropped",
-    "tenant_first": "tenant -> first event time: tenants are never evicted",
-    "tow_tenant": "per-tenant hour-of-day histograms: tenants are never evicted",
-    "tow_principal": "per-principal hour-of-day histograms: taken with their ids",
-    "type_events": "agent type (token) -> events: not entity-keyed",
-    "untrusted_sessions": "session name -> ts: dropped with the session (Engine._compact, session_idle_hours)",
-    "session_steps": "session name -> steps: dropped with the session (Engine._compact, session_idle_hours)",
-    "type_lengths": "agent type (token) -> session length histogram: not entity-keyed",
-    "type_longest": "agent type (token) -> longest session: not entity-keyed",
-    "runaway_sessions": "session names: dropped with the session (Engine._compact, session_idle_hours)",
-    "risk": "principal id -> risk: remapped; dropped once idle past the horizon",
-    "cooldown": "(detector, entity name, tenant) -> ts: names, not ids; dropped once past every cooldown",
-    "key_models": "key id -> model -> ts: remapped; dropped once idle past the horizon",
-    "scope_keys": "(tenant, scope) -> tracked keys that used it: evicted keys uncounted (uncount_keys)",
-    "tenant_keys": "tenant -> tracked keys: evicted keys uncounted (uncount_keys)",
-    "watermark": "highest event time: not entity-keyed",
-    "last_seen": "namespace -> last event time per id: taken with their ids",
-    "session_last": "session name -> ts: the session idle clock (Engine._compact)",
-    "scopes": "scope ledger, pair(key, scope token): remapped through SCOPES",
-    "behaviour": "tenant -> Loda model of key windows: tenants are never evicted",
-    "behaviour_hist": "tenant -> histogram of learned window scores: tenants are never evicted",
-}
+
+def fields_of(registry: Registry) -> dict[str, str]:
+    """Every field of ``State`` and how it is kept bounded: the engine's own and the families' tables."""
+    return {**CORE_FIELDS, **{name: t.eviction for name, t in registry.tables().items()}}
+
+
+# every novelty set of the registered families: the namespace of each half of its pair(a, b) keys (None: never
+# evicted); compaction drops a set that is not listed
+SEEN: dict[str, tuple[str | None, str | None]] = REGISTRY.seen()
+# every field of State and how it is kept bounded (tests/unit/test_state.py fails on a field not listed)
+FIELDS: dict[str, str] = fields_of(REGISTRY)
 
 _LOW = 0x7FFFFFFF
 
@@ -116,11 +79,16 @@ def _take(x: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return x[keep[keep < x.shape[0]]]
 
 
-def compact(s: Any, drop: dict[str, np.ndarray]) -> None:
-    """Drop the ids marked True in ``drop[namespace]`` from every part of the engine state ``s``."""
-    v = s.vocabs
+def compact(tables: State, drop: dict[str, np.ndarray],
+            seen: Mapping[str, tuple[str | None, str | None]] = SEEN) -> None:
+    """Drop the ids marked True in ``drop[namespace]`` from every part of the engine state ``tables``.
+
+    ``seen``: the namespaces of the halves of every novelty set (``Registry.seen()``); a set it does not
+    list is dropped.
+    """
+    v = tables.vocabs
     if "key" in drop:
-        uncount_keys(s, drop["key"])
+        uncount_keys(tables, drop["key"])
     remap: dict[str, np.ndarray] = {}
     for ns, mask in drop.items():
         voc: Vocab = getattr(v, ns)
@@ -130,33 +98,34 @@ def compact(s: Any, drop: dict[str, np.ndarray]) -> None:
         remap[ns] = r
         voc.names = [voc.names[i] for i in keep.tolist()]
         voc.ids = {n: i for i, n in enumerate(voc.names)}
-        s.last_seen[ns] = _take(s.last_seen[ns], keep)
-        arrays = getattr(s, ns)
+        tables.last_seen[ns] = _take(tables.last_seen[ns], keep)
+        arrays = getattr(tables, ns)
         for k, col in arrays.a.items():
             arrays.a[k] = _take(col, keep)
         if ns == "principal":
-            s.tow_principal = _take(s.tow_principal, keep)
+            tables.hours_principal = _take(tables.hours_principal, keep)
     if not remap:
         return
-    for name in list(s.seen):
-        if name not in SEEN:  # a set this module does not know: forgetting it is wrong but never mislabels ids
-            del s.seen[name]
+    for name in list(tables.seen):
+        if name not in seen:  # a set this module does not know: forgetting it is wrong but never mislabels ids
+            del tables.seen[name]
             continue
-        na, nb = SEEN[name]
-        s.seen[name] = remap_pairs(s.seen[name], remap.get(na) if na else None, remap.get(nb) if nb else None)
-    for name in list(s.scopes):
-        s.scopes[name] = remap_pairs(s.scopes[name], remap.get("key"), None)
+        na, nb = seen[name]
+        tables.seen[name] = remap_pairs(tables.seen[name], remap.get(na) if na else None,
+                                        remap.get(nb) if nb else None)
+    for name in list(tables.scopes):
+        tables.scopes[name] = remap_pairs(tables.scopes[name], remap.get("key"), None)
     if "principal" in remap or "dataset" in remap:
-        _compact_pairs(s, remap.get("principal"), remap.get("dataset"))
+        _compact_pairs(tables, remap.get("principal"), remap.get("dataset"))
     if "principal" in remap:
         r = remap["principal"]
-        s.risk = {int(r[p]): x for p, x in s.risk.items() if p < r.size and r[p] >= 0}
+        tables.risk = {int(r[p]): x for p, x in tables.risk.items() if p < r.size and r[p] >= 0}
     if "key" in remap:
         r = remap["key"]
-        s.key_models = {int(r[k]): x for k, x in s.key_models.items() if k < r.size and r[k] >= 0}
+        tables.key_models = {int(r[k]): x for k, x in tables.key_models.items() if k < r.size and r[k] >= 0}
 
 
-def uncount_keys(s: Any, mask: np.ndarray) -> None:
+def uncount_keys(tables: State, mask: np.ndarray) -> None:
     """Take the keys marked True in ``mask`` out of their tenant's peer counts, before they are dropped.
 
     A key counts in ``tenant_keys`` of its tenant (the prefix of its name) once it is in the
@@ -167,20 +136,20 @@ def uncount_keys(s: Any, mask: np.ndarray) -> None:
     gone = np.flatnonzero(mask)
     if gone.size == 0:
         return
-    v = s.vocabs
+    v = tables.vocabs
     tenant_of = {}
     for k in gone.tolist():
         t = v.tenant.ids.get(v.key.names[k].split(SEP, 1)[0])
         if t is not None:
             tenant_of[k] = t
     empty = np.zeros(0, dtype=np.int64)
-    counted = gone[np.isin(gone, s.seen.get("tenant_key", empty))]
-    _uncount(s.tenant_keys, [tenant_of[k] for k in counted.tolist() if k in tenant_of])
-    ks = s.seen.get("key_scope", empty)
+    counted = gone[np.isin(gone, tables.seen.get("tenant_key", empty))]
+    _uncount(tables.tenant_keys, [tenant_of[k] for k in counted.tolist() if k in tenant_of])
+    ks = tables.seen.get("key_scope", empty)
     a = ks >> 31
     sel = np.isin(a, gone)
-    _uncount(s.scope_keys, [(tenant_of[k] << 31) | sc for k, sc in zip(a[sel].tolist(), (ks[sel] & _LOW).tolist(),
-                                                                       strict=True) if k in tenant_of])
+    pairs = zip(a[sel].tolist(), (ks[sel] & _LOW).tolist(), strict=True)
+    _uncount(tables.scope_keys, [(tenant_of[k] << 31) | sc for k, sc in pairs if k in tenant_of])
 
 
 def _uncount(counts: dict[int, int], xs: list[int]) -> None:
@@ -192,27 +161,27 @@ def _uncount(counts: dict[int, int], xs: list[int]) -> None:
             counts.pop(x, None)
 
 
-def _compact_pairs(s: Any, rp: np.ndarray | None, rd: np.ndarray | None) -> None:
+def _compact_pairs(tables: State, rp: np.ndarray | None, rd: np.ndarray | None) -> None:
     """The (principal, dataset) pair ids and their arrays, renumbered in their old order."""
-    if not s.pairs:
+    if not tables.pairs:
         return
-    keys = np.fromiter(s.pairs.keys(), dtype=np.int64, count=len(s.pairs))
-    ids = np.fromiter(s.pairs.values(), dtype=np.int64, count=len(s.pairs))
+    keys = np.fromiter(tables.pairs.keys(), dtype=np.int64, count=len(tables.pairs))
+    ids = np.fromiter(tables.pairs.values(), dtype=np.int64, count=len(tables.pairs))
     order = np.argsort(ids)
     keys, ids = keys[order], ids[order]
     kept, ok = _remap_pair_keys(keys, rp, rd)
-    for k, col in s.pair.a.items():
-        s.pair.a[k] = _take(col, ids[ok])
-    s.pairs = dict(zip(kept.tolist(), range(kept.size), strict=True))
+    for k, col in tables.pair.a.items():
+        tables.pair.a[k] = _take(col, ids[ok])
+    tables.pairs = dict(zip(kept.tolist(), range(kept.size), strict=True))
 
 
-def least_recent(s: Any, n: int) -> dict[str, np.ndarray]:
+def least_recent(tables: State, n: int) -> dict[str, np.ndarray]:
     """The ``n`` least recently seen entities of all namespaces, as drop masks.
 
     Ties on last-seen time are broken by (namespace, name), never by id: ids depend on how
     the stream was cut into batches, names do not.
     """
-    lasts = [(ns, s.last_seen.get(ns, np.zeros(0, dtype=np.int64))[: len(getattr(s.vocabs, ns))])
+    lasts = [(ns, tables.last_seen.get(ns, np.zeros(0, dtype=np.int64))[: len(getattr(tables.vocabs, ns))])
              for ns in NAMESPACES]
     allt = np.concatenate([x for _, x in lasts])
     if n <= 0 or allt.size == 0:
@@ -221,38 +190,38 @@ def least_recent(s: Any, n: int) -> dict[str, np.ndarray]:
     t_star = np.partition(allt, n - 1)[n - 1]
     drop = {ns: last < t_star for ns, last in lasts}
     need = n - sum(int(m.sum()) for m in drop.values())
-    tied = sorted((ns, getattr(s.vocabs, ns).names[i], i) for ns, last in lasts
+    tied = sorted((ns, getattr(tables.vocabs, ns).names[i], i) for ns, last in lasts
                   for i in np.flatnonzero(last == t_star).tolist())
     for ns, _, i in tied[:need]:
         drop[ns][i] = True
     return {ns: m for ns, m in drop.items() if m.any()}
 
 
-def footprint(s: Any) -> dict[str, int]:
+def footprint(tables: State) -> dict[str, int]:
     """Bytes held by each part of the engine state, strings and dict entries included (``sys.getsizeof``)."""
     size = sys.getsizeof
-    v = s.vocabs
+    v = tables.vocabs
     out: dict[str, int] = {}
     out["vocab names and id maps"] = sum(
         size(voc.names) + size(voc.ids) + sum(size(n) for n in voc.names)
         for voc in (getattr(v, f) for f in v.__dataclass_fields__))
-    out["per-entity arrays"] = sum(getattr(s, f).nbytes() for f in ("key", "ip", "principal", "agent", "dataset",
-                                                                      "dept", "pair"))
-    out["last-seen times"] = sum(x.nbytes for x in s.last_seen.values())
-    out["novelty sets"] = sum(x.nbytes for x in s.seen.values())
-    out["scope ledger"] = sum(x.nbytes for x in s.scopes.values())
-    out["hour-of-day histograms"] = s.tow_tenant.nbytes + s.tow_principal.nbytes
-    out["(principal, dataset) pair map"] = size(s.pairs) + sum(size(k) + size(i) for k, i in s.pairs.items())
-    sessions = set(s.session_steps) | set(s.untrusted_sessions) | set(s.session_last) | s.runaway_sessions
-    out["agent sessions"] = (size(s.session_steps) + size(s.untrusted_sessions) + size(s.session_last)
-                             + size(s.runaway_sessions) + sum(size(x) for x in sessions)
-                             + 32 * (len(s.session_steps) + len(s.session_last) + len(s.untrusted_sessions)
-                                     + len(s.runaway_sessions)))
-    out["cooldowns"] = size(s.cooldown) + sum(size(k) + size(k[1]) + 32 for k in s.cooldown)
-    out["risk ledger"] = size(s.risk) + sum(size(x) + size(x[2]) + 64 for x in s.risk.values())
-    out["tenant peer counts of keys"] = (size(s.scope_keys) + size(s.tenant_keys)
-                                         + 64 * (len(s.scope_keys) + len(s.tenant_keys)))
-    out["key model times"] = size(s.key_models) + sum(size(d) + 64 * len(d) for d in s.key_models.values())
-    out["agent-type tables"] = (sum(x.nbytes for x in s.type_lengths.values()) + size(s.type_events)
-                                + size(s.type_longest) + size(s.tenant_first))
+    out["per-entity arrays"] = sum(getattr(tables, f).nbytes() for f in ("key", "ip", "principal", "agent",
+                                                                           "dataset", "dept", "pair"))
+    out["last-seen times"] = sum(x.nbytes for x in tables.last_seen.values())
+    out["novelty sets"] = sum(x.nbytes for x in tables.seen.values())
+    out["scope ledger"] = sum(x.nbytes for x in tables.scopes.values())
+    out["hour-of-day histograms"] = tables.hours_tenant.nbytes + tables.hours_principal.nbytes
+    out["(principal, dataset) pair map"] = size(tables.pairs) + sum(size(k) + size(i)
+                                                                    for k, i in tables.pairs.items())
+    kept = (tables.session_steps, tables.untrusted_sessions, tables.session_last, tables.runaway_sessions)
+    names = set().union(*kept)
+    out["agent sessions"] = (sum(size(x) for x in kept) + sum(size(x) for x in names)
+                             + 32 * sum(len(x) for x in kept))
+    out["cooldowns"] = size(tables.cooldown) + sum(size(k) + size(k[1]) + 32 for k in tables.cooldown)
+    out["risk ledger"] = size(tables.risk) + sum(size(x) + size(x[2]) + 64 for x in tables.risk.values())
+    out["tenant peer counts of keys"] = (size(tables.scope_keys) + size(tables.tenant_keys)
+                                         + 64 * (len(tables.scope_keys) + len(tables.tenant_keys)))
+    out["key model times"] = size(tables.key_models) + sum(size(d) + 64 * len(d) for d in tables.key_models.values())
+    out["agent-type tables"] = (sum(x.nbytes for x in tables.type_lengths.values()) + size(tables.type_events)
+                                + size(tables.type_longest) + size(tables.tenant_first))
     return out

@@ -27,9 +27,9 @@ from typing import Annotated
 
 import msgspec
 
+from detectors.alerting import iso
 from detectors.alerts import Alert, Evidence, Feature, alert_id, severity_of
 from detectors.catalog import CATALOG
-from detectors.engine import _iso
 
 DETECTOR = "risk.cross_kind"
 HOUR = 3_600_000
@@ -119,7 +119,7 @@ class Correlator:
         if spec is None or spec.kind == "cross":
             return None  # incidents are not evidence of a kind; the detector's own kind is the one counted
         if e.ts > self.clock() * 1000 + DAY:  # a wrong clock upstream must not forget every window here
-            raise ValueError(f"evidence time {_iso(e.ts)} is more than a day ahead of this worker's clock")
+            raise ValueError(f"evidence time {iso(e.ts)} is more than a day ahead of this worker's clock")
         if e.ts > self.newest:
             self.newest = e.ts
             if self._horizon() > self.pruned_to:  # at most once per window of event time
@@ -173,11 +173,11 @@ class Correlator:
         spec = CATALOG[DETECTOR]
         score = min(1.0, 0.5 + sum(w.kinds.values()) / 4)
         kinds = sorted(w.kinds)
-        start = _iso(index * self.window_ms)
+        start = iso(index * self.window_ms)
         return Alert(
             alert_id=alert_id(DETECTOR, tenant, principal, f"bucket-{index}"), tenant=tenant, detector=DETECTOR,
             kind=spec.kind, entity_type="principal", entity=principal, severity=severity_of(score),
-            score=round(score, 3), first_seen=_iso(w.first), last_seen=_iso(w.last), title=spec.title,
+            score=round(score, 3), first_seen=iso(w.first), last_seen=iso(w.last), title=spec.title,
             explanation=f"{principal} raised alerts in {len(kinds)} event streams ({', '.join(kinds)}) within the "
                         f"{self.window_ms / HOUR:g}-hour window from {start}: {', '.join(sorted(w.detectors))}.",
             evidence=Evidence(features=[Feature(name="kinds", value=float(len(kinds)), baseline=2.0),

@@ -12,11 +12,14 @@ grants are forgotten with it).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 import numpy as np
 
 from detectors.columns import SEP, ApiColumns
 from detectors.kernels import first_seen, pair
+from detectors.state import State
 
 _LOW = 0x7FFFFFFF
 _NONE = np.zeros(0, dtype=np.int64)
@@ -39,11 +42,11 @@ class UnusedScopes(msgspec.Struct, frozen=True):
 
 
 
-def learn_scopes(s, c: ApiColumns | None) -> None:
-    """Add a batch's granted and used scopes to the ledger in ``s.scopes``."""
+def learn_scopes(tables: State, c: ApiColumns | None) -> None:
+    """Add a batch's granted and used scopes to the ledger in ``tables.scopes``."""
     if c is None:
         return
-    tok = s.vocabs.token
+    tok = tables.vocabs.token
     # per event, the index of its granted scopes (a tuple, () when none) among the distinct ones of the batch
     cid, combos = c.block.factor("scopes_granted")
     # every combination's scope tokens in one flat array: combination j is flat[start[j]:start[j] + size[j]]
@@ -56,25 +59,25 @@ def learn_scopes(s, c: ApiColumns | None) -> None:
     if n.sum():  # each key paired with every scope of its combinations
         at = np.repeat(start[j] - (np.cumsum(n) - n), n) + np.arange(n.sum())
         keys = pair(np.repeat(k, n), flat[at])
-        _, s.scopes["granted"] = first_seen(keys, s.scopes.get("granted", np.zeros(0, dtype=np.int64)))
+        _, tables.scopes["granted"] = first_seen(keys, tables.scopes.get("granted", np.zeros(0, dtype=np.int64)))
     used = np.flatnonzero((c.scope >= 0) & ~c.auth_fail)
     if used.size:
-        _, s.scopes["used"] = first_seen(pair(c.key[used], c.scope[used]),
-                                         s.scopes.get("used", np.zeros(0, dtype=np.int64)))
+        _, tables.scopes["used"] = first_seen(pair(c.key[used], c.scope[used]),
+                                              tables.scopes.get("used", np.zeros(0, dtype=np.int64)))
 
 
-def unused_scopes(s, iso) -> list[UnusedScopes]:
+def unused_scopes(tables: State, iso: Callable[[int], str]) -> list[UnusedScopes]:
     """Every key with granted scopes it never used, by tenant then key; ``iso`` formats event times."""
-    granted = s.scopes.get("granted", np.zeros(0, dtype=np.int64))
-    used = s.scopes.get("used", np.zeros(0, dtype=np.int64))
+    granted = tables.scopes.get("granted", np.zeros(0, dtype=np.int64))
+    used = tables.scopes.get("used", np.zeros(0, dtype=np.int64))
     if granted.size == 0:
         return []
     unused = ~np.isin(granted, used)
     gk, uk = granted >> 31, used >> 31
-    names = s.vocabs.token.names
-    keys = s.vocabs.key.names
-    k = s.key
-    last = s.last_seen.get("key", np.zeros(0, dtype=np.int64))
+    names = tables.vocabs.token.names
+    keys = tables.vocabs.key.names
+    k = tables.key
+    last = tables.last_seen.get("key", np.zeros(0, dtype=np.int64))
     out = []
     for key in np.unique(gk[unused]).tolist():
         lo, hi = np.searchsorted(gk, key), np.searchsorted(gk, key, side="right")

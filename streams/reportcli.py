@@ -37,7 +37,7 @@ def _scopes(args: argparse.Namespace, settings: Settings) -> int:
             t.add_row(r.tenant, r.api_key_id, ", ".join(r.unused), f"{r.used_count} / {r.granted_count}",
                       f"{r.requests:,}", r.first_seen[:16].replace("T", " "), r.last_seen[:16].replace("T", " "))
         Console(width=max(Console().width, 140)).print(t)
-    granted = engine.s.scopes.get("granted")
+    granted = engine.tables.scopes.get("granted")
     keys = 0 if granted is None else len(set((granted >> 31).tolist()))
     err.print(f"{stats.events:,} events ({stats.invalid:,} invalid lines skipped): {len(rows):,} of {keys:,} keys "
               f"with granted scopes hold {sum(len(r.unused) for r in rows):,} scopes they never used")

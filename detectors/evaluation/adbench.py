@@ -29,8 +29,7 @@ DATASETS: dict[str, tuple[str, float]] = {
     "shuttle": ("32_shuttle.npz", 0.98),
 }
 
-# River's HalfSpaceTrees costs ~85 us per row in Python: the full http pass (567k rows) measured
-# ~48 s on a 2-core machine, under the ~60 s budget, so every baseline is a full pass. Set a row
+# Rows of each data set the River baseline (pure Python, slow per row) runs over; None: every row. Set a
 # count here to cap it on slower machines (the table then says "first N rows").
 BASELINE_MAX_ROWS: int | None = None
 

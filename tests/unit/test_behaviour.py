@@ -55,6 +55,16 @@ def stream(attack: bool) -> tuple[list[ApiUsage], str]:
     return out + [closing], closing.event_id
 
 
+def _pattern(attack: bool) -> tuple[list, set[str]]:
+    events, closing = stream(attack)
+    return run(events)[1], {closing}
+
+
+# the detector's pattern and its benign twin (tests/unit/test_registry.py holds every detector to having both)
+PATTERNS = {"api.behaviour_outlier": lambda: _pattern(True)}
+BENIGN = {"api.behaviour_outlier": lambda: _pattern(False)}
+
+
 def run(events, engine=None, size=1_000):
     engine = engine or Engine(CFG)
     alerts = []
@@ -106,16 +116,16 @@ def test_batch_cuts_and_checkpoints_do_not_change_the_alerts(size):
 def test_an_alerted_window_is_not_learned():
     events, _ = stream(attack=True)
     eng, _ = run(events)
-    model = eng.s.behaviour[0]
+    model = eng.tables.behaviour[0]
     learned = model._acc[0]
     eng2, _ = run(stream(attack=False)[0])
-    assert learned == eng2.s.behaviour[0]._acc[0] - 1  # the benign twin learned its last window, the attack not
+    assert learned == eng2.tables.behaviour[0]._acc[0] - 1  # the benign twin learned its last window, the attack not
 
 
 def test_compaction_drops_an_evicted_keys_open_window():
     events, _ = stream(attack=True)
     eng, _ = run(events[:-1])  # key_07's attack window is still open
-    s = eng.s
+    s = eng.tables
     k7 = s.vocabs.key.ids["acme\x1fkey_07"]
     assert s.key["bw_n"][k7] == 400 and (s.seen["key_window"] >> 31 == k7).any()
     n_open = int((s.seen["key_window"] >> 31 == k7).sum())
@@ -142,5 +152,11 @@ def test_an_old_checkpoint_without_the_detectors_state_restores():
         del st.key.spec[col]
         del st.key.a[col]
     restored = Engine.from_state(pickle.dumps(d))
-    assert restored.s.behaviour == {} and (restored.s.key["bw_win"] == -1).all()
+    assert restored.tables.behaviour == {} and (restored.tables.key["bw_win"] == -1).all()
     run(events[3_000:], restored)
+
+
+def test_the_pattern_alerts_on_its_closing_event_and_its_twin_does_not():
+    for table, want in ((PATTERNS, True), (BENIGN, False)):
+        alerts, ids = table["api.behaviour_outlier"]()
+        assert bool([a for a in behaviour(alerts) if ids & set(a.evidence.event_ids)]) == want

@@ -223,27 +223,27 @@ def test_a_second_runaway_session_of_the_same_agent_type_is_caught_as_early():
         assert datetime.fromisoformat(hits[0].first_seen.replace("Z", "+00:00")) <= when + timedelta(seconds=40)
 
 
-def _runaway(minimal: bool = False) -> tuple[list, set[str]]:
-    """Normal sessions of four helper agents, then one session looping 200 steps in 200 seconds."""
+def _helper_sessions() -> Stream:
+    """400 normal sessions of 3 to 10 steps of four helper agents."""
     rng = np.random.default_rng(2)
     s = Stream()
     for i in range(400):
         t = T0 + timedelta(minutes=15 * i)
         for j in range(int(rng.integers(3, 11))):
             s.agent(t + timedelta(seconds=5 * j), f"agt{i % 4}", f"s{i}")
+    return s
+
+
+def _runaway(minimal: bool = False) -> tuple[list, set[str]]:
+    """Normal sessions of four helper agents, then one session looping 200 steps in 200 seconds."""
+    s = _helper_sessions()
     when = T0 + timedelta(days=5)
     ids = {s.agent(when + timedelta(seconds=j), "agt0", "loop") for j in range(200)}
     return s.run(minimal=minimal), ids
 
 
 def test_normal_sessions_are_not_runaway():
-    rng = np.random.default_rng(2)
-    s = Stream()
-    for i in range(400):
-        t = T0 + timedelta(minutes=15 * i)
-        for j in range(int(rng.integers(3, 11))):
-            s.agent(t + timedelta(seconds=5 * j), f"agt{i % 4}", f"s{i}")
-    assert not _hits(s.run(), "agent.runaway")
+    assert not _hits(_helper_sessions().run(), "agent.runaway")
 
 
 # -- shared warm-up histories ------------------------------------------------------------------
@@ -569,6 +569,27 @@ PATTERNS = {  # detector -> its injected pattern: (minimal) -> (alerts, injected
     "agent.runaway": lambda m: _runaway(m),
     "risk.incident": lambda m: _incident("bypassed", m),
 }
+
+
+
+BENIGN = {  # detector -> its pattern's benign twin: () -> (alerts, the twin's event ids; None: the whole stream)
+    "api.new_client": lambda: (_new_client("10.1.0.1", "sdk/1.0")[0], None),
+    "api.new_scope": lambda: _scope("models:read"),
+    "api.auth_failure_burst": lambda: (_stuffing(600.0)[0], None),
+    "api.rate_burst": lambda: (_rate(240.0)[0], None),
+    "api.model_extraction": lambda: _extraction(["llm-small"])[:2],
+    "data.volume_spike": lambda: (_spike(120)[0], None),
+    "data.volume_drift": lambda: (_drip(False)[0], None),
+    "data.segmentation": lambda: (_segmentation("finance/budget", "finance", "confidential")[0], None),
+    "data.off_hours": lambda: _night("10.0.0.1"),
+    "data.training_write": lambda: (_training("ml-eng", "ml")[0], None),
+    "data.denied_burst": lambda: (_denied(7200.0)[0], None),
+    "agent.untrusted_privileged": lambda: (_untrusted_trigger("user")[0], None),
+    "agent.approval_bypass": lambda: (_bypass("approved")[0], None),
+    "agent.new_privileged_action": lambda: (_new_action("update_ticket", "write")[0], None),
+    "agent.runaway": lambda: (_helper_sessions().run(), None),
+    "risk.incident": lambda: (_incident("approved")[0], None),
+}
 # risk.cross_kind is the worker's correlator's (tests/unit/test_correlation.py), not the engine's
 ON_BY_DEFAULT = [d for d, spec in CATALOG.items()
                  if spec.engine and (d != "api.behaviour_outlier" or EngineConfig().behaviour)]
@@ -588,6 +609,13 @@ NEEDS_OPTIONAL = {
 def test_every_detector_on_by_default_has_a_pattern():
     assert set(PATTERNS) == set(ON_BY_DEFAULT)
     assert set(NEEDS_OPTIONAL) <= set(PATTERNS)
+    assert set(BENIGN) == set(PATTERNS)
+
+
+@pytest.mark.parametrize("detector", ON_BY_DEFAULT)
+def test_benign_twins_stay_quiet(detector):
+    alerts, ids = BENIGN[detector]()
+    assert not _hits(alerts, detector, ids)
 
 
 def _check_contract(alerts) -> None:

@@ -56,7 +56,7 @@ def test_every_novelty_set_is_known_to_compaction(sim):
     _, events = sim
     eng = Engine()
     process(events, eng, 10_000)
-    assert set(eng.s.seen) <= set(SEEN), set(eng.s.seen) - set(SEEN)
+    assert set(eng.tables.seen) <= set(SEEN), set(eng.tables.seen) - set(SEEN)
 
 
 def test_every_state_field_says_how_compaction_bounds_it():
@@ -92,12 +92,12 @@ def test_peer_counts_of_keys_follow_eviction(sim, cfg):
     process(events, eng, 5_000)
     if cfg is TIGHT:
         assert eng.evicted["idle"] > 0 and eng.evicted["cap"] > 0
-    tenant_keys, scope_keys = _peer_counts(eng.s)
-    assert eng.s.tenant_keys == tenant_keys
-    assert _real_scopes(eng.s.scope_keys) == _real_scopes(scope_keys)
-    assert sum(eng.s.tenant_keys.values()) <= len(eng.s.vocabs.key)
+    tenant_keys, scope_keys = _peer_counts(eng.tables)
+    assert eng.tables.tenant_keys == tenant_keys
+    assert _real_scopes(eng.tables.scope_keys) == _real_scopes(scope_keys)
+    assert sum(eng.tables.tenant_keys.values()) <= len(eng.tables.vocabs.key)
     # runaway marks go with their sessions
-    assert eng.s.runaway_sessions <= set(eng.s.session_last)
+    assert eng.tables.runaway_sessions <= set(eng.tables.session_last)
 
 
 def test_default_bounds_change_nothing_on_a_week(sim):
@@ -121,7 +121,7 @@ def test_eviction_does_not_depend_on_where_the_stream_is_cut_into_batches(sim, s
     assert ea.evicted == eb.evicted
     assert ids(a) == ids(b)
     for ns in ("key", "principal", "agent", "ip", "dataset"):
-        assert sorted(getattr(ea.s.vocabs, ns).names) == sorted(getattr(eb.s.vocabs, ns).names), ns
+        assert sorted(getattr(ea.tables.vocabs, ns).names) == sorted(getattr(eb.tables.vocabs, ns).names), ns
     assert len(a) > 5
 
 
@@ -135,9 +135,10 @@ def test_the_cap_bounds_tracked_entities_and_keeps_the_most_recent():
         peak = max(peak, eng.entities())
     assert peak <= cfg.max_entities + 3 * cfg.cap_check_events
     assert eng.evicted["cap"] > 6_000
-    keys = set(eng.s.vocabs.key.names)
+    keys = set(eng.tables.vocabs.key.names)
     assert "acme\x1fk3999" in keys and "acme\x1fk0" not in keys
-    assert "acme\x1fana@acme.example" in eng.s.vocabs.principal.names  # seen by every event: never the least recent
+    # seen by every event: never the least recent
+    assert "acme\x1fana@acme.example" in eng.tables.vocabs.principal.names
 
 
 def _warm_then_gone(cfg):
@@ -156,10 +157,10 @@ def test_an_evicted_entity_comes_back_cold():
     assert hits, "without eviction the returning warm key's new IP is an alert"
     eng, hits = _warm_then_gone(EngineConfig(idle_evict_days=7))
     assert not hits, "after eviction the key is new again: cold, no baseline to be new against"
-    k = eng.s.vocabs.key.ids["acme\x1fkey_1"]
-    assert eng.s.key["n"][k] == 1
+    k = eng.tables.vocabs.key.ids["acme\x1fkey_1"]
+    assert eng.tables.key["n"][k] == 1
     assert eng.evicted["idle"] >= 2  # key_1 and its IP
-    assert "acme\x1f10.0.0.1" not in eng.s.vocabs.ip.ids
+    assert "acme\x1f10.0.0.1" not in eng.tables.vocabs.ip.ids
 
 
 def test_checkpoint_after_eviction_gives_identical_alerts(sim):
@@ -189,10 +190,26 @@ def test_an_old_checkpoint_without_the_new_fields_restores(sim):
         del d["state"].__dict__[f]
     del d["evicted"]
     restored = Engine.from_state(pickle.dumps(d))
-    assert len(restored.s.last_seen["key"]) == len(restored.s.vocabs.key)
-    assert (restored.s.last_seen["key"] == restored.s.watermark).all()
-    assert restored.s.scope_keys == {} and restored.s.runaway_sessions == set()
+    assert len(restored.tables.last_seen["key"]) == len(restored.tables.vocabs.key)
+    assert (restored.tables.last_seen["key"] == restored.tables.watermark).all()
+    assert restored.tables.scope_keys == {} and restored.tables.runaway_sessions == set()
     assert process(events[5_000:10_000], restored, 5_000) is not None
+
+
+def test_a_checkpoint_with_the_old_hour_histogram_names_restores(sim):
+    import pickle
+
+    _, events = sim
+    eng = Engine()
+    process(events[:5_000], eng, 5_000)
+    d = pickle.loads(eng.state())  # noqa: S301 - our own
+    st = d["state"].__dict__
+    st["tow_tenant"], st["tow_principal"] = st.pop("hours_tenant"), st.pop("hours_principal")
+    restored = Engine.from_state(pickle.dumps(d))
+    assert restored.tables.hours_principal.sum() > 0
+    assert (restored.tables.hours_principal == eng.tables.hours_principal).all()
+    assert (restored.tables.hours_tenant == eng.tables.hours_tenant).all()
+    assert not hasattr(restored.tables, "tow_tenant")
 
 
 # -- governance: unused scopes --------------------------------------------------------------------
@@ -241,7 +258,7 @@ def test_the_scope_ledger_follows_its_keys_through_compaction(sim):
     eng = Engine(NO_EVICTION)
     process(events, eng, 10_000)
     before = eng.unused_scopes()
-    s = eng.s
+    s = eng.tables
     # evict every other IP and the first key with unused scopes: the ledger is renumbered, not scrambled
     victim = s.vocabs.key.ids[f"{before[0].tenant}\x1f{before[0].api_key_id}"]
     drop_key = np.zeros(len(s.vocabs.key), dtype=np.bool_)
