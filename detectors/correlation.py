@@ -27,9 +27,9 @@ from typing import Annotated
 
 import msgspec
 
-from detectors.alerts import Alert, Evidence, Feature, alert_id, severity_of
 from detectors.catalog import CATALOG
 from detectors.engine import _iso
+from schemas.alerts import Alert, Evidence, Feature, alert_id, severity_of
 
 DETECTOR = "risk.cross_kind"
 HOUR = 3_600_000

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from detectors.alerts import Alert, Evidence, Feature, alert_id, severity_of
 from detectors.catalog import CATALOG
 from detectors.columns import (
     SEP,
@@ -49,6 +48,7 @@ from detectors.kernels import (
     session_runaway,
 )
 from detectors.models.multivariate import Loda
+from schemas.alerts import Alert, Evidence, Feature, alert_id, severity_of
 from schemas.block import EventBlock
 from schemas.events import Event
 

@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, BinaryIO
 
-from detectors.alerts import Alert, encode_alert
 from detectors.engine import Engine
+from schemas.alerts import Alert, encode_alert
 from schemas.errors import EventError
 from schemas.events import DEFAULT_TENANT, Event, decode
 

@@ -49,9 +49,9 @@ from typing import Any, Protocol
 import msgspec
 from kafka.errors import KafkaError
 
-from detectors.alerts import Alert, encode_alert
 from detectors.correlation import Correlator, RiskEvidence, decode_evidence, encode_evidence, evidence_of
 from detectors.engine import Engine
+from schemas.alerts import Alert, encode_alert
 from schemas.block import EventBlock, blocks_of, concat_kinds, decode_block
 from schemas.errors import EventError
 from schemas.events import Event, decode_as

@@ -16,8 +16,8 @@ from datetime import datetime
 
 import msgspec
 
-from detectors.alerts import Alert
 from detectors.engine import Engine
+from schemas.alerts import Alert
 
 TARGET_DETECTION = 0.95
 TARGET_FALSE_PER_100K = 1.0
