@@ -84,7 +84,8 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from rich.progress import BarColumn, Progress, TextColumn
 
     from detectors.engine import Engine
-    from streams.replay import open_in, open_out, replay
+    from schemas.jsonl import open_in, open_out
+    from streams.replay import replay
 
     err = Console(stderr=True)
     show = sys.stderr.isatty() and args.input != "-"
