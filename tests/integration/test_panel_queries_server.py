@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from grafana.dashboards_src.fill import Filled, ensure_tables, fill
+from streams.bench.panelfill import Filled, ensure_tables, fill
 from streams.settings import StoreURL
 from streams.sinks.clickhouse import NativeStore
 from tests.panelcheck import check, run_all

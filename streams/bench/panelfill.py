@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from .kit import PanelSpec, expand
+from grafana.dashboards_src.kit import PanelSpec, expand
 
 PARTITIONS = 4
 TOPICS = ("spyglass.api-usage", "spyglass.data-access", "spyglass.agent-execution")

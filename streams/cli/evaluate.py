@@ -8,7 +8,7 @@ from typing import Any
 
 from streams.settings import Settings
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 
 
 def _nab(args: argparse.Namespace, settings: Settings) -> int:
