@@ -60,7 +60,8 @@ from streams import metrics as m
 from streams.checkpoints import CheckpointError, CheckpointStore
 from streams.records import dead_letter_headers
 from streams.settings import Settings
-from streams.sinks.clickhouse import Store, StoreError, sql_string
+from streams.sinks.base import Store, StoreError
+from streams.sinks.clickhouse import sql_string
 
 log = logging.getLogger("spyglass.worker")
 

@@ -239,7 +239,7 @@ def _with_store_retries(fn: Any, what: str, give_up_after_s: float = 120.0) -> A
     waits for it, as a running one does); past ``give_up_after_s`` the last error is raised (exit)."""
     import time
 
-    from streams.sinks.clickhouse import StoreError
+    from streams.sinks.base import StoreError
 
     deadline = time.monotonic() + give_up_after_s
     delay = 0.5
