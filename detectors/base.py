@@ -1,24 +1,67 @@
-"""The detector protocol, after River's: score before learn, higher is more anomalous."""
+"""What the worker drives: the interface of :class:`~detectors.engine.Engine` and
+:class:`~detectors.correlation.Correlator` as the scorer (:mod:`streams.scoring`) uses it.
+
+One object scores one topic partition. The worker restores it from a checkpoint, feeds it the
+partition's records in offset order, snapshots its state with the offset it reflects, and reports
+its size; it never reaches past these members, so an implementation that has them can be driven.
+``tests/unit/test_protocols.py`` checks that the engine and the correlator do, signatures included.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from detectors.correlation import RiskEvidence
+    from schemas.alerts import Alert
+    from schemas.block import EventBlock
+    from schemas.events import Event
 
 
-class Detector(Protocol):
-    """A per-entity anomaly detector with a stable ``name`` (it appears in alerts, logs and metrics).
+@runtime_checkable
+class PartitionEngine(Protocol):
+    """The part of a partition's scoring state the worker checkpoints and reports on."""
 
-    Hyper-parameters are ``__init__`` arguments stored under the same names; randomness only
-    through ``seed``; mutable state in private attributes, so the whole state pickles.
-    """
+    evicted: dict[str, int]  # entities forgotten so far, by reason (counted into a metric)
 
-    name: str
+    def state(self) -> bytes:
+        """The whole state as bytes: ``from_state`` of them scores the next records identically."""
+        ...
 
-    def learn_one(self, x: dict[str, float]) -> None:
-        """Update the model with one observation (never one that raised an alert)."""
+    @classmethod
+    def from_state(cls, blob: bytes) -> Self:
+        """The object ``state()`` gave these bytes of."""
+        ...
 
-    def score_one(self, x: dict[str, float]) -> float:
-        """Anomaly score of one observation; higher is more anomalous. Does not learn."""
+    def entities(self) -> int:
+        """Entities tracked (health and checkpoint rows)."""
+        ...
 
-    def state(self) -> dict[str, Any]:
-        """Everything needed to restore identical scores (checkpointing)."""
+    def memory_bytes(self) -> int:
+        """Bytes the state holds, cheap enough for every batch (a gauge)."""
+        ...
+
+
+@runtime_checkable
+class EventEngine(PartitionEngine, Protocol):
+    """Scores an event topic's partition (:class:`~detectors.engine.Engine`)."""
+
+    scores: dict[str, float]  # event id -> its score, for the events of the last ``process`` call
+    alert_principals: dict[str, str]  # alert id -> principal, for the alerts of the last ``process`` call
+
+    def process(self, events: Sequence[Event] | EventBlock) -> list[Alert]:
+        """Score a batch, learn it, and return the alerts it raised, in arrival order."""
+        ...
+
+
+@runtime_checkable
+class EvidenceEngine(PartitionEngine, Protocol):
+    """Correlates the risk-evidence topic's partition (:class:`~detectors.correlation.Correlator`)."""
+
+    def add(self, e: RiskEvidence) -> Alert | None:
+        """Take one evidence record; the alert it completes, if any. Raises ValueError or OverflowError
+        for a record it refuses (the worker dead-letters it)."""
+        ...

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from schemas.errors import EventError
 from schemas.events import decode_as as decode_record  # noqa: F401 - the one rule, kept under its old name
 
@@ -15,3 +17,15 @@ def dead_letter_headers(topic: str, partition: int, offset: int, err: EventError
             ("spyglass.error.field", err.field.encode()),
             ("spyglass.error.reason", err.reason.encode()[:1024]),
             ("spyglass.stage", stage.encode())]
+
+
+TP = tuple[str, int]  # a topic partition
+
+
+class Record(Protocol):
+    """One Kafka record as the worker sees it: the record aiokafka parsed, not copied
+    (:class:`streams.transport.RawPartitionRecords`). Its topic and partition are the fetch's key."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None

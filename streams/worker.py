@@ -223,9 +223,8 @@ def warm_up() -> float:
 
 def tune_gc(threshold: tuple[int, int, int] = (20_000, 20, 50)) -> None:
     """Garbage collection for a long-running stream: what start-up built is frozen out of it, and
-    collections run less often. Every batch allocates thousands of short-lived objects; with Python's
-    default (700, 10, 10) collections took 10-15 µs of a worker's 36-44 µs of CPU per event in
-    ``spyglass bench stream``, about 3 µs with this (``spyglass_gc_seconds_total`` tracks it)."""
+    collections run less often. Every batch allocates thousands of short-lived objects, so Python's
+    default thresholds would collect many times a batch (``spyglass_gc_seconds_total`` tracks the time)."""
     import gc
 
     gc.collect()

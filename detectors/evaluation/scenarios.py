@@ -1,10 +1,11 @@
 """``spyglass eval scenarios``: per-scenario detection on a labelled simulator run.
 
-An alert is *true* when its evidence includes at least one event of an attack instance;
-the instance is *detected on the right entity* when such an alert names one of the
-entities the label lists. Time to detect is event time from the instance's first event
-to the first such alert's ``first_seen``. Every other alert is false; false alerts are
-reported per 100k benign events.
+Alerts are matched to labelled instances with the rule of :mod:`detectors.evaluation.worlds`
+(an alert above ``info`` counts for an instance when it names one of its entities while it
+runs, or carries one of its events as evidence); an instance is *detected on the right
+entity* when such an alert names one of the entities the label lists. Time to detect is
+event time from the instance's first event to that alert's ``first_seen``. Every other alert
+above ``info`` is false; false alerts are reported per 100k benign events.
 """
 
 from __future__ import annotations
@@ -12,64 +13,21 @@ from __future__ import annotations
 import argparse
 import time
 from collections import defaultdict
-from dataclasses import dataclass
-from datetime import datetime
 
 import msgspec
 
 from detectors.engine import Engine
+from detectors.evaluation.worlds import AttackResult, attack_results, match
 from schemas.alerts import Alert
 
 TARGET_DETECTION = 0.95
 TARGET_FALSE_PER_100K = 1.0
-BURST_S = 60.0
-SLOW_S = 86_400.0
 
 
-@dataclass
-class InstanceResult:
-    scenario: str
-    instance: str
-    speed: str
-    detected: bool
-    right_entity: bool
-    ttd_s: float | None
-    detectors: list[str]
-
-    @property
-    def in_time(self) -> bool:
-        limit = BURST_S if self.speed == "burst" else SLOW_S
-        return self.right_entity and self.ttd_s is not None and self.ttd_s <= limit
-
-
-def _t(s: str) -> float:
-    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
-
-
-def score(alerts: list[Alert], labels: list[dict], total_events: int) -> tuple[list[InstanceResult], list[Alert], int]:
+def score(alerts: list[Alert], labels: list[dict], total_events: int) -> tuple[list[AttackResult], list[Alert], int]:
     """Match alerts to labelled instances; returns (per instance, false alerts, benign event count)."""
-    owner: dict[str, int] = {}
-    for j, lab in enumerate(labels):
-        for eid in lab["event_ids"]:
-            owner[eid] = j
-    hits: dict[int, list[Alert]] = defaultdict(list)
-    false: list[Alert] = []
-    for a in alerts:
-        insts = {owner[e] for e in a.evidence.event_ids if e in owner}
-        if not insts:
-            false.append(a)
-        for j in insts:
-            hits[j].append(a)
-    results = []
-    for j, lab in enumerate(labels):
-        ents = {(x["type"], x["id"]) for x in lab["entities"]}
-        mine = sorted(hits.get(j, []), key=lambda a: a.first_seen)
-        right = [a for a in mine if (a.entity_type, a.entity) in ents]
-        ttd = (_t(right[0].first_seen) - _t(lab["start"])) if right else None
-        results.append(InstanceResult(lab["scenario"], lab["instance"], lab["speed"], bool(mine), bool(right), ttd,
-                                      sorted({a.detector for a in mine})))
-    benign = total_events - len(owner)
-    return results, false, benign
+    matched = match(alerts, labels)
+    return attack_results(matched, labels), matched.false, total_events - matched.attack_events
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             f.write(msgspec.json.Encoder().encode_lines(alerts))
     results, false, benign = score(alerts, labels, events)
 
-    by_s: dict[str, list[InstanceResult]] = defaultdict(list)
+    by_s: dict[str, list[AttackResult]] = defaultdict(list)
     for r in results:
         by_s[r.scenario].append(r)
     t = Table("scenario", "instances", "detected", "right entity", "in time", "median time to detect", "detectors",
@@ -104,11 +62,11 @@ def run(args: argparse.Namespace) -> int:
     for name, rs in sorted(by_s.items()):
         ttd = sorted(r.ttd_s for r in rs if r.ttd_s is not None)
         med = f"{ttd[len(ttd) // 2]:,.0f} s" if ttd else "-"
-        t.add_row(name, str(len(rs)), str(sum(r.detected for r in rs)), str(sum(r.right_entity for r in rs)),
+        t.add_row(name, str(len(rs)), str(sum(r.detected for r in rs)), str(sum(r.caught for r in rs)),
                   str(sum(r.in_time for r in rs)), med, ", ".join(sorted({d for r in rs for d in r.detectors})))
     console.print(t)
     n = len(results)
-    right = sum(r.right_entity for r in results)
+    right = sum(r.caught for r in results)
     in_time = sum(r.in_time for r in results)
     per_100k = 100_000 * len(false) / max(benign, 1)
     console.print(f"detected on the right entity: {right}/{n} ({100 * right / max(n, 1):.1f}%), in time: {in_time}/{n} "

@@ -8,6 +8,7 @@ other command group has its module beside it (``db``, ``evaluate``, ``grafana``,
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -32,7 +33,7 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     start = datetime.fromisoformat(args.start.replace("Z", "+00:00")) if args.start else None
     kwargs = {"start": start} if start else {}
     sim = Simulation(seed=args.seed, events=args.events, days=args.days, instances=args.instances,
-                     scenarios=args.scenario or None, **kwargs)
+                     scenarios=args.scenario or None, world_seed=args.world_seed, **kwargs)
     if not args.kafka and not args.out:
         err.print("[red]give --out PATH (or -) for a JSONL file, or --kafka to produce to the topics[/]")
         return 2
@@ -47,6 +48,8 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
         else:
             stats = write_jsonl(sim, args.out, on_chunk=lambda n: progress.advance(task, n))
             where = args.out
+    if args.world_out:
+        Path(args.world_out).write_text(json.dumps(sim.metadata(), indent=1))
     if args.labels:
         n_labels = write_labels(sim, args.labels)
         err.print(f"labels: {n_labels} attack instances of {len({i.label.scenario for i in sim.injections})} "
@@ -173,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--start", help="event time of the run's start, RFC 3339 with offset (default 2026-11-02T00:00:00Z)")
     s.add_argument("--instances", type=int, default=2, help="instances of each attack scenario (default 2)")
     s.add_argument("--scenario", action="append", help="only this scenario (repeatable); default all")
+    s.add_argument("--world-seed", type=int, help="draw a different organisation (size, time zones, habits) and "
+                   "attack variants from this seed; without it, the default organisation")
+    s.add_argument("--world-out", help="write the run's metadata (seeds, size, the world's traits) here as JSON")
     s.add_argument("--out", help="JSONL output path, or - for stdout")
     s.add_argument("--labels", help="where to write the ground truth (JSONL, one attack instance a line)")
     s.add_argument("--kafka", action="store_true", help="produce to the Kafka topics instead of a file")

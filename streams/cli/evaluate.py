@@ -31,7 +31,7 @@ def _scenarios(args: argparse.Namespace, settings: Settings) -> int:
 
 def register(subparsers: Any) -> None:
     ev = subparsers.add_parser(
-        "eval", help="measure detection quality: simulator scenarios, NAB, ADBench",
+        "eval", help="measure detection quality: simulator scenarios, generated worlds, NAB, ADBench",
         description="Run the engine's detectors over labelled data and score them with the published rules.",
     )
     sub = ev.add_subparsers(dest="eval_command", required=True, metavar="SUITE")
@@ -57,3 +57,7 @@ def register(subparsers: Any) -> None:
     a.add_argument("--data", type=Path, default=SHARED / "adbench", help="folder with the .npz files")
     a.add_argument("--only", action="append", choices=("http", "smtp", "shuttle"), help="just this data set")
     a.set_defaults(func=_adbench)
+
+    from streams.cli.worlds import register as register_worlds
+
+    register_worlds(sub)

@@ -32,6 +32,8 @@ class Label:
     event_ids: list[str] = field(default_factory=list)
     start_ms: int = 0
     end_ms: int = 0
+    params: dict[str, object] = field(default_factory=dict)  # the variant's drawn shape (varied worlds)
+    detect_from_ms: int = 0  # when a slow attack becomes unusual (0: its start)
 
 
 @dataclass
@@ -64,7 +66,8 @@ class Context:
         self._tenant = {t.name: t for t in world.tenants}
 
     def pick(self, items: list, pred: Callable[[object], bool] = lambda _x: True):
-        pool = [x for x in items if pred(x)]
+        """A random item that fits ``pred`` among those present from the run's start (no new joiners)."""
+        pool = [x for x in items if pred(x) and getattr(x, "join_day", 0) == 0]
         if not pool:
             raise LookupError("no entity fits this scenario")
         return pool[int(self.rng.integers(len(pool)))]
@@ -387,8 +390,14 @@ def access_probing(ctx: Context, n: int) -> Injection:
                           [{"type": "principal", "id": p.name}],
                           f"{p.name} was denied access to many sensitive datasets in a few minutes (probing)"))
     t = ctx.at_local(p.tenant, ctx.weekday_day(), ctx.work_hour())
-    for i in range(int(ctx.rng.integers(20, 40))):
-        t += int(ctx.rng.exponential(8_000))
+    return denied_reads(ctx, inj, p, targets, t, int(ctx.rng.integers(20, 40)), 8_000.0)
+
+
+def denied_reads(ctx: Context, inj: Injection, p: Principal, targets: list[int], t: int, count: int,
+                 mean_gap_ms: float) -> Injection:
+    """``count`` refused reads by ``p`` cycling over ``targets`` from ``t``, ``mean_gap_ms`` apart on average."""
+    for i in range(count):
+        t += int(ctx.rng.exponential(mean_gap_ms))
         inj.add(t, data_row(ctx, p, targets[i % len(targets)], op="read", rows=0, granted=False))
     return inj.finish()
 

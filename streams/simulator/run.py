@@ -17,7 +17,9 @@ import numpy as np
 from schemas.errors import SpyglassError
 from streams.simulator.attacks import Injection, Label, inject
 from streams.simulator.traffic import DAY_MS, KIND_SHARE, MEAN_SESSION_STEPS, DayPlan, Traffic
+from streams.simulator.variants import Rates, inject_variants
 from streams.simulator.world import build_world
+from streams.simulator.worlds import WorldTraits, varied
 
 DEFAULT_START = datetime(2026, 11, 2, tzinfo=UTC)  # a Monday
 
@@ -40,7 +42,9 @@ class Simulation:
     """A deterministic, labelled run of ``events`` events over ``days`` days from ``start``."""
 
     def __init__(self, *, seed: int, events: int, days: int = 7, start: datetime = DEFAULT_START,
-                 instances: int = 2, scenarios: list[str] | None = None) -> None:
+                 instances: int = 2, scenarios: list[str] | None = None, world_seed: int | None = None) -> None:
+        """Without ``world_seed``: the default organisation. With it: an organisation drawn from that
+        seed (:mod:`streams.simulator.worlds`) with attack variants (:mod:`streams.simulator.variants`)."""
         if start.tzinfo is None:
             raise SpyglassError("--start must carry a timezone offset (e.g. 2026-11-02T00:00:00Z)")
         if days < 1:
@@ -48,9 +52,20 @@ class Simulation:
         self.seed = seed
         self.days = days
         self.start_ms = int(start.timestamp() * 1000)
-        self.world = build_world(seed)
-        self.traffic = Traffic(self.world, seed)
-        self.injections: list[Injection] = inject(self.world, seed, self.start_ms, days, instances, scenarios)
+        self.world_seed = world_seed
+        self.traits: WorldTraits | None = None
+        self.kind_share = KIND_SHARE
+        if world_seed is None:
+            self.world = build_world(seed)
+            self.traffic = Traffic(self.world, seed)
+            self.injections: list[Injection] = inject(self.world, seed, self.start_ms, days, instances, scenarios)
+        else:
+            self.traits, self.world, self.traffic = varied(world_seed, seed, self.start_ms, days)
+            self.kind_share = {"data_access": self.traits.data_share, "agent_execution": self.traits.agent_share}
+            api_share = 1.0 - self.traits.data_share - self.traits.agent_share
+            rates = Rates(self.traffic, self.start_ms, days, events / days, api_share, self.traits.agent_share)
+            self.injections = inject_variants(self.world, rates, seed, self.start_ms, days, instances,
+                                              cap=max(200, events // 40), scenarios=scenarios)
         attack_events = sum(len(inj.rows) for inj in self.injections)
         benign = events - attack_events
         if benign < days * 100:
@@ -71,8 +86,8 @@ class Simulation:
         per_day = rng.multinomial(benign, weights / weights.sum())
         return [
             DayPlan(d, epoch0 + d, self.start_ms + d * DAY_MS, budget=n,
-                    data_access=int(round(n * KIND_SHARE["data_access"])),
-                    agent_sessions=int(round(n * KIND_SHARE["agent_execution"] / MEAN_SESSION_STEPS)))
+                    data_access=int(round(n * self.kind_share["data_access"])),
+                    agent_sessions=int(round(n * self.kind_share["agent_execution"] / MEAN_SESSION_STEPS)))
             for d, n in enumerate(per_day.tolist())
         ]
 
@@ -96,11 +111,23 @@ class Simulation:
         return Chunk(day, ts, rows)
 
     def labels(self) -> list[dict]:
-        return [label_dict(inj.label) for inj in self.injections]
+        """One dict per attack instance; in a varied world each also carries the world's seed."""
+        out = [label_dict(inj.label) for inj in self.injections]
+        if self.world_seed is not None:
+            for lab in out:
+                lab["world_seed"] = self.world_seed
+        return out
+
+    def metadata(self) -> dict:
+        """What the run was: its seeds and size, and in a varied world the world's traits."""
+        meta: dict = {"seed": self.seed, "events": self.total, "days": self.days, "attacks": len(self.injections)}
+        if self.traits is not None:
+            meta["world"] = self.traits.summary()
+        return meta
 
 
 def label_dict(label: Label) -> dict:
-    return {
+    out = {
         "scenario": label.scenario,
         "instance": label.instance,
         "tenant": label.tenant,
@@ -112,6 +139,11 @@ def label_dict(label: Label) -> dict:
         "event_ids": label.event_ids,
         "description": label.description,
     }
+    if label.params:
+        out["params"] = label.params
+    if label.detect_from_ms:
+        out["detect_from"] = iso_ms(np.array([label.detect_from_ms]))[0]
+    return out
 
 
 def encode_lines(rows: list[dict]) -> bytes:

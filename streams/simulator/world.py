@@ -80,6 +80,29 @@ TOOLS: dict[str, dict[str, tuple[str, str, str, bool]]] = {
         "summarize": ("llm", "read", "low", False),
         "write_note": ("notes", "write", "low", False),
     },
+    # agents whose normal work is reading untrusted content and acting on it (varied worlds only)
+    "inbox-assistant": {
+        "read_email": ("email", "read", "low", True),
+        "search_kb": ("knowledge-base", "read", "low", False),
+        "draft_reply": ("email", "write", "medium", False),
+        "send_email": ("email", "write", "medium", False),
+        "create_ticket": ("helpdesk", "write", "low", False),
+        "forward_invoice": ("finance", "write", "high", False),
+    },
+    "ticket-triage": {
+        "read_ticket": ("helpdesk", "read", "low", True),
+        "classify": ("llm", "read", "low", False),
+        "assign_ticket": ("helpdesk", "write", "low", False),
+        "update_crm": ("crm", "write", "medium", False),
+        "issue_refund": ("payments", "write", "high", False),
+    },
+    "browser-agent": {
+        "browse": ("web", "read", "low", True),
+        "download_file": ("web", "read", "low", True),
+        "summarize": ("llm", "read", "low", False),
+        "fill_form": ("web", "write", "medium", False),
+        "submit_order": ("procurement", "write", "high", False),
+    },
 }
 # Normal tool sequences: first-order transitions (None = session start / end).
 TRANSITIONS: dict[str, dict[str | None, dict[str | None, float]]] = {
@@ -123,13 +146,44 @@ TRANSITIONS: dict[str, dict[str | None, dict[str | None, float]]] = {
         "summarize": {"write_note": 0.7, "web_search": 0.3},
         "write_note": {None: 1.0},
     },
+    "inbox-assistant": {
+        None: {"read_email": 1.0},
+        "read_email": {"read_email": 0.3, "search_kb": 0.2, "draft_reply": 0.3, "create_ticket": 0.15,
+                       "forward_invoice": 0.05},
+        "search_kb": {"draft_reply": 1.0},
+        "draft_reply": {"send_email": 0.9, None: 0.1},
+        "send_email": {None: 0.6, "read_email": 0.4},
+        "create_ticket": {None: 0.5, "read_email": 0.5},
+        "forward_invoice": {None: 1.0},
+    },
+    "ticket-triage": {
+        None: {"read_ticket": 1.0},
+        "read_ticket": {"classify": 0.8, "read_ticket": 0.2},
+        "classify": {"assign_ticket": 0.7, "update_crm": 0.2, "issue_refund": 0.1},
+        "assign_ticket": {None: 0.6, "read_ticket": 0.4},
+        "update_crm": {None: 0.7, "read_ticket": 0.3},
+        "issue_refund": {None: 1.0},
+    },
+    "browser-agent": {
+        None: {"browse": 1.0},
+        "browse": {"browse": 0.4, "download_file": 0.15, "summarize": 0.3, "fill_form": 0.15},
+        "download_file": {"summarize": 1.0},
+        "summarize": {None: 0.5, "browse": 0.3, "fill_form": 0.2},
+        "fill_form": {None: 0.6, "submit_order": 0.2, "browse": 0.2},
+        "submit_order": {None: 1.0},
+    },
 }
+# Types whose normal work is acting on untrusted content (their writes are often triggered by it).
+UNTRUSTED_WORK_TYPES = ("inbox-assistant", "ticket-triage", "browser-agent")
 AGENT_DEPARTMENT = {
     "support-assistant": "support",
     "code-assistant": "engineering",
     "data-analyst": "data-science",
     "ops-automation": "engineering",
     "research-agent": "marketing",
+    "inbox-assistant": "finance",
+    "ticket-triage": "support",
+    "browser-agent": "sales",
 }
 
 
@@ -138,6 +192,8 @@ class Tenant:
     name: str
     utc_offset_h: int  # where most of its people work
     ip_prefix: str  # its corporate egress range
+    always_on: bool = False  # works around the clock (no office hours)
+    nat_pool: tuple[str, ...] = ()  # egress addresses its people's data access rotates through (empty: fixed IPs)
 
 
 @dataclass
@@ -150,6 +206,9 @@ class Principal:
     datasets: list[int]  # indices into World.datasets it normally touches
     rows_scale: float  # typical rows per read (log-normal median)
     weight: float  # share of activity (heavy-tailed)
+    join_day: int = 0  # run day it first appears (new joiners)
+    on_call_nights: tuple[int, ...] = ()  # run days whose local night it works
+    nightly_rows: float = 0.0  # rows per nightly batch read as a multiple of rows_scale (0: no batch)
 
 
 @dataclass
@@ -163,6 +222,10 @@ class ApiKey:
     user_agent: str
     model: str
     weight: float
+    join_day: int = 0  # run day it is first used
+    ip_pool: tuple[str, ...] = ()  # NAT pool / proxy: every call from a random one of these
+    models: tuple[str, ...] = ()  # model router: each call to a random one of these
+    token_scale: float = 1.0  # typical request size relative to the route's
 
 
 @dataclass
@@ -227,96 +290,119 @@ SENSITIVITY = {
 TRAINING_SETS = ("training/support-chat", "training/code-completion", "training/intent-classifier")
 
 
+# The agent types and service accounts of the default world (the varied worlds draw from wider sets).
+BASE_AGENT_TYPES = ("code-assistant", "data-analyst", "ops-automation", "research-agent", "support-assistant")
+# name stem, department, the departments whose datasets it touches ("training" = the training sets)
+SERVICE_ACCOUNTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("svc-ml-pipeline", "data-science", ("training", "data-science")),
+    ("svc-etl", "engineering", ("engineering", "sales")),
+    ("svc-support-bot", "support", ("support",)),
+    ("svc-reporting", "finance", ("finance",)),
+)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How activity is spread over an organisation's entities (Pareto tails of the weights)."""
+
+    people_alpha: float = 1.6
+    key_alpha: float = 1.3
+    agent_alpha: float = 1.5
+    rows_median_log: float = 5.0
+
+
 def build_world(seed: int, *, people_per_tenant: int = 60, keys_per_tenant: int = 24,
                 agents_per_tenant: int = 10) -> World:
     """Draw the organisation from ``seed``."""
     rng = np.random.default_rng([seed, 0xC0FFEE])
     w = World(tenants=list(TENANTS))
     for t in w.tenants:
-        # datasets: every department's, plus the training sets (owned by data-science)
-        ds_by_dept: dict[str, list[int]] = {}
-        for dept, stems in DATASET_STEMS.items():
-            for stem in stems:
-                ds_by_dept.setdefault(dept, []).append(len(w.datasets))
-                w.datasets.append(Dataset(f"{dept}/{stem}", t.name, dept, SENSITIVITY.get(stem, "internal"), False))
-        training = []
-        for name in TRAINING_SETS:
-            training.append(len(w.datasets))
-            w.datasets.append(Dataset(name, t.name, "data-science", "confidential", True))
-        shared = [i for i, d in enumerate(w.datasets) if d.tenant == t.name and d.sensitivity in ("public", "internal")]
-
-        # people: heavy-tailed activity; department sizes uneven
-        dept_p = rng.dirichlet(np.full(len(DEPARTMENTS), 2.0))
-        first_ix = len(w.principals)
-        used_names: set[str] = set()
-        for _ in range(people_per_tenant):
-            dept = DEPARTMENTS[int(rng.choice(len(DEPARTMENTS), p=dept_p))]
-            while True:
-                name = f"{FIRST[rng.integers(len(FIRST))]}.{LAST[rng.integers(len(LAST))]}@{t.name}.example"
-                if name not in used_names:
-                    used_names.add(name)
-                    break
-            own = ds_by_dept[dept]
-            n_own = int(rng.integers(1, len(own) + 1))
-            ds = list(rng.choice(own, size=n_own, replace=False)) + list(
-                rng.choice(shared, size=min(2, len(shared)), replace=False)
-            )
-            w.principals.append(Principal(
-                name, t.name, dept, "human",
-                ips=[f"{t.ip_prefix}.{rng.integers(1, 250)}.{rng.integers(2, 250)}"
-                     for _ in range(int(rng.integers(1, 3)))],
-                datasets=[int(x) for x in ds],
-                rows_scale=float(np.exp(rng.normal(5.0, 1.2))),
-                weight=float(rng.pareto(1.6) + 0.2),
-            ))
-        # service accounts: pipelines that write training data, ETL, gateways
-        for svc, dept, ds in (
-            ("svc-ml-pipeline", "data-science", training + ds_by_dept["data-science"]),
-            ("svc-etl", "engineering", ds_by_dept["engineering"] + ds_by_dept["sales"]),
-            ("svc-support-bot", "support", ds_by_dept["support"]),
-            ("svc-reporting", "finance", ds_by_dept["finance"]),
-        ):
-            w.principals.append(Principal(
-                f"{svc}@{t.name}.example", t.name, dept, "service",
-                ips=[f"{t.ip_prefix}.0.{rng.integers(10, 99)}"],
-                datasets=[int(x) for x in ds],
-                rows_scale=float(np.exp(rng.normal(8.0, 0.8))),
-                weight=float(rng.pareto(1.6) + 1.0),
-            ))
-        people = list(range(first_ix, len(w.principals)))
-
-        # API keys: a few scopes each; about a third are over-permissioned (granted >> used)
-        scopes = sorted(SCOPE_ENDPOINTS)
-        inference = ["inference:chat", "inference:embed", "inference:complete", "inference:moderate"]
-        for k in range(keys_per_tenant):
-            owner = int(rng.choice(people))
-            used = [str(s) for s in rng.choice(inference, size=int(rng.integers(1, 3)), replace=False)]
-            if rng.random() < 0.4:
-                used.append("models:read")
-            if rng.random() < 0.2:
-                used.append("files:read")
-            granted = list(used)
-            if rng.random() < 0.35:  # over-permissioned: admin or fine-tune scopes never used
-                granted += [str(s) for s in rng.choice(scopes, size=3, replace=False) if s not in granted]
-            p = w.principals[owner]
-            w.keys.append(ApiKey(
-                key_id=f"key_{t.name[:3]}_{k:03d}_{rng.integers(16**6):06x}",
-                tenant=t.name, owner=owner, granted=sorted(granted), used=sorted(used),
-                ips=p.ips if p.kind == "human" else [f"{t.ip_prefix}.0.{rng.integers(100, 200)}"],
-                user_agent=USER_AGENTS[int(rng.integers(len(USER_AGENTS)))],
-                model=MODELS[int(rng.integers(3))],
-                weight=float(rng.pareto(1.3) + 0.1),
-            ))
-        # agents
-        types = sorted(TOOLS)
-        for a in range(agents_per_tenant):
-            atype = types[a % len(types)]
-            dept = AGENT_DEPARTMENT[atype]
-            pool = [i for i in people if w.principals[i].department == dept] or people
-            w.agents.append(Agent(
-                agent_id=f"agt-{t.name[:3]}-{atype.split('-')[0]}-{a:02d}",
-                tenant=t.name, agent_type=atype,
-                principals=[int(x) for x in rng.choice(pool, size=min(3, len(pool)), replace=False)],
-                weight=float(rng.pareto(1.5) + 0.3),
-            ))
+        add_tenant(w, t, rng, people=people_per_tenant, keys=keys_per_tenant, agents=agents_per_tenant)
     return w
+
+
+def add_tenant(w: World, t: Tenant, rng: np.random.Generator, *, people: int, keys: int, agents: int,
+               services: tuple[tuple[str, str, tuple[str, ...]], ...] = SERVICE_ACCOUNTS,
+               agent_types: tuple[str, ...] = BASE_AGENT_TYPES, shape: Shape = Shape()) -> None:
+    """Add one tenant's datasets, people, service accounts, API keys and agents to ``w``."""
+    # datasets: every department's, plus the training sets (owned by data-science)
+    ds_by_dept: dict[str, list[int]] = {}
+    for dept, stems in DATASET_STEMS.items():
+        for stem in stems:
+            ds_by_dept.setdefault(dept, []).append(len(w.datasets))
+            w.datasets.append(Dataset(f"{dept}/{stem}", t.name, dept, SENSITIVITY.get(stem, "internal"), False))
+    training = []
+    for name in TRAINING_SETS:
+        training.append(len(w.datasets))
+        w.datasets.append(Dataset(name, t.name, "data-science", "confidential", True))
+    shared = [i for i, d in enumerate(w.datasets) if d.tenant == t.name and d.sensitivity in ("public", "internal")]
+
+    # people: heavy-tailed activity; department sizes uneven
+    dept_p = rng.dirichlet(np.full(len(DEPARTMENTS), 2.0))
+    first_ix = len(w.principals)
+    used_names: set[str] = set()
+    for _ in range(people):
+        dept = DEPARTMENTS[int(rng.choice(len(DEPARTMENTS), p=dept_p))]
+        while True:
+            name = f"{FIRST[rng.integers(len(FIRST))]}.{LAST[rng.integers(len(LAST))]}@{t.name}.example"
+            if name not in used_names:
+                used_names.add(name)
+                break
+        own = ds_by_dept[dept]
+        n_own = int(rng.integers(1, len(own) + 1))
+        ds = list(rng.choice(own, size=n_own, replace=False)) + list(
+            rng.choice(shared, size=min(2, len(shared)), replace=False)
+        )
+        w.principals.append(Principal(
+            name, t.name, dept, "human",
+            ips=[f"{t.ip_prefix}.{rng.integers(1, 250)}.{rng.integers(2, 250)}"
+                 for _ in range(int(rng.integers(1, 3)))],
+            datasets=[int(x) for x in ds],
+            rows_scale=float(np.exp(rng.normal(shape.rows_median_log, 1.2))),
+            weight=float(rng.pareto(shape.people_alpha) + 0.2),
+        ))
+    # service accounts: pipelines that write training data, ETL, gateways
+    for svc, dept, touches in services:
+        ds = [i for d in touches for i in (training if d == "training" else ds_by_dept[d])]
+        w.principals.append(Principal(
+            f"{svc}@{t.name}.example", t.name, dept, "service",
+            ips=[f"{t.ip_prefix}.0.{rng.integers(10, 99)}"],
+            datasets=[int(x) for x in ds],
+            rows_scale=float(np.exp(rng.normal(8.0, 0.8))),
+            weight=float(rng.pareto(shape.people_alpha) + 1.0),
+        ))
+    staff = list(range(first_ix, len(w.principals)))
+
+    # API keys: a few scopes each; about a third are over-permissioned (granted >> used)
+    scopes = sorted(SCOPE_ENDPOINTS)
+    inference = ["inference:chat", "inference:embed", "inference:complete", "inference:moderate"]
+    for k in range(keys):
+        owner = int(rng.choice(staff))
+        used = [str(s) for s in rng.choice(inference, size=int(rng.integers(1, 3)), replace=False)]
+        if rng.random() < 0.4:
+            used.append("models:read")
+        if rng.random() < 0.2:
+            used.append("files:read")
+        granted = list(used)
+        if rng.random() < 0.35:  # over-permissioned: admin or fine-tune scopes never used
+            granted += [str(s) for s in rng.choice(scopes, size=3, replace=False) if s not in granted]
+        p = w.principals[owner]
+        w.keys.append(ApiKey(
+            key_id=f"key_{t.name[:3]}_{k:03d}_{rng.integers(16**6):06x}",
+            tenant=t.name, owner=owner, granted=sorted(granted), used=sorted(used),
+            ips=p.ips if p.kind == "human" else [f"{t.ip_prefix}.0.{rng.integers(100, 200)}"],
+            user_agent=USER_AGENTS[int(rng.integers(len(USER_AGENTS)))],
+            model=MODELS[int(rng.integers(3))],
+            weight=float(rng.pareto(shape.key_alpha) + 0.1),
+        ))
+    # agents
+    for a in range(agents):
+        atype = agent_types[a % len(agent_types)]
+        dept = AGENT_DEPARTMENT[atype]
+        pool = [i for i in staff if w.principals[i].department == dept] or staff
+        w.agents.append(Agent(
+            agent_id=f"agt-{t.name[:3]}-{atype.split('-')[0]}-{a:02d}",
+            tenant=t.name, agent_type=atype,
+            principals=[int(x) for x in rng.choice(pool, size=min(3, len(pool)), replace=False)],
+            weight=float(rng.pareto(shape.agent_alpha) + 0.3),
+        ))

@@ -98,7 +98,7 @@ def test_every_scenario_is_caught_on_the_right_entity_with_few_false_alerts(run)
     sim, events = run
     _, alerts = process(events)
     results, false, benign = score(alerts, sim.labels(), len(events))
-    missed = [r.instance for r in results if not r.right_entity]
+    missed = [r.instance for r in results if not r.caught]
     assert len(missed) <= 2, missed
     assert len(false) <= 3, [a.explanation for a in false]
 

@@ -314,7 +314,7 @@ def test_stored_event_keys_match_tenant_entity_and_id_not_the_id_alone(store):
     from schemas.block import blocks_of
     from schemas.events import decode
     from schemas.rows import event_columns
-    from streams.scoring import stored_event_keys
+    from streams.dedup import stored_event_keys
 
     apply_ddl(store)
 

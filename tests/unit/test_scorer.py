@@ -73,8 +73,8 @@ def test_revoke_gives_up_when_a_batch_holds_the_scorer_past_half_the_session_tim
         return scorer
 
     scorer = asyncio.run(run())
-    assert isinstance(scorer._failed, TimeoutError)
-    assert failures and failures[0] is scorer._failed  # the worker is crashed: the group moves on
+    assert isinstance(scorer.failed, TimeoutError)
+    assert failures and failures[0] is scorer.failed  # the worker is crashed: the group moves on
     assert scorer.health.failed
     scorer.close()
 
@@ -316,10 +316,10 @@ def test_the_store_is_reported_up_only_when_both_connections_are(tmp_path):
                         events_store=_NoStore())
         seen = []
         try:
-            lane = asyncio.create_task(scorer._io_call(flaky, "events.insert", events=True))
+            lane = asyncio.create_task(scorer.io.call(flaky, "events.insert", events=True))
             await asyncio.sleep(0.1)  # the first try failed; retried after 0.2 s
             seen.append(scorer.health.store_error)
-            assert await scorer._io_call(lambda: "ok", "alerts.insert") == "ok"  # the other connection works
+            assert await scorer.io.call(lambda: "ok", "alerts.insert") == "ok"  # the other connection works
             seen.append(scorer.health.store_error)
             assert await lane == "stored"
             seen.append(scorer.health.store_error)
