@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from detectors.alerts import Alert, Evidence, Feature, alert_id, severity_of
 from detectors.columns import SEP
+from schemas.alerts import Alert, Evidence, Feature, alert_id, severity_of
 
 if TYPE_CHECKING:
     from detectors.registry import Spec

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from typing import Self
 
-    from detectors.alerts import Alert
     from detectors.correlation import RiskEvidence
+    from schemas.alerts import Alert
     from schemas.block import EventBlock
     from schemas.events import Event
 

@@ -28,8 +28,8 @@ from typing import Annotated
 import msgspec
 
 from detectors.alerting import iso
-from detectors.alerts import Alert, Evidence, Feature, alert_id, severity_of
 from detectors.catalog import CATALOG
+from schemas.alerts import Alert, Evidence, Feature, alert_id, severity_of
 
 DETECTOR = "risk.cross_kind"
 HOUR = 3_600_000

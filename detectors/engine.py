@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from detectors.alerting import Finding, emit, iso
-from detectors.alerts import Alert
 from detectors.columns import Batch, Parts, parts_of, to_batch, ts_ms, window
 from detectors.compaction import MAX_NEW_PER_EVENT, NAMESPACES, compact, footprint, least_recent
 from detectors.families import REGISTRY
@@ -30,6 +29,7 @@ from detectors.families.common import DAY, idle_cutoff
 from detectors.governance import UnusedScopes, learn_scopes, unused_scopes
 from detectors.registry import Context, Registry, option
 from detectors.state import Arrays, State
+from schemas.alerts import Alert
 from schemas.block import EventBlock
 from schemas.events import Event
 

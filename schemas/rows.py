@@ -13,16 +13,14 @@ import operator
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from itertools import chain
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
 
+from schemas.alerts import Alert
 from schemas.block import SPECS, EventBlock, blocks_of, code
 from schemas.errors import SpyglassError
-
-if TYPE_CHECKING:
-    from detectors.alerts import Alert
 
 ALERT_COLUMNS = (
     "alert_id", "tenant", "detector", "kind", "entity_type", "entity", "severity", "score", "first_seen",
@@ -231,7 +229,7 @@ def alert_columns(
 
     Examples
     --------
-    >>> from detectors.alerts import Alert, Evidence, Feature
+    >>> from schemas.alerts import Alert, Evidence, Feature
     >>> a = Alert(alert_id="a1", tenant="t", detector="api.new_client", kind="api_usage", entity_type="api_key",
     ...           entity="k1", severity="high", score=0.8, first_seen="2026-11-02T10:00:00.250Z",
     ...           last_seen="2026-11-02T10:05:00Z", title="New client", explanation="Key k1 used from a new IP.",

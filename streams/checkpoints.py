@@ -29,7 +29,8 @@ from typing import Any
 from detectors.correlation import Correlator
 from detectors.engine import Engine
 from schemas.errors import SpyglassError
-from streams.sinks.clickhouse import Store, sql_string
+from streams.sinks.base import Store
+from streams.sinks.clickhouse import sql_string
 
 log = logging.getLogger("spyglass.checkpoints")
 

@@ -13,7 +13,8 @@ import re
 from collections.abc import Sequence
 
 from schemas.block import EventBlock, concat_kinds
-from streams.sinks.clickhouse import Store, sql_string
+from streams.sinks.base import Store
+from streams.sinks.clickhouse import sql_string
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_.:@/+=-]{1,128}")  # ids safe to quote in a query (others: not checked)
 EventKey = tuple[str, str, str]  # tenant, entity, event id: what identifies a stored event

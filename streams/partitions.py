@@ -30,7 +30,7 @@ from streams.checkpoints import CheckpointError, CheckpointStore
 from streams.dedup import stored_alert_ids
 from streams.records import TP, Record
 from streams.settings import Settings
-from streams.sinks.clickhouse import Store
+from streams.sinks.base import Store
 from streams.storeio import StoreIO
 
 log = logging.getLogger("spyglass.worker")

@@ -37,16 +37,16 @@ from functools import partial
 from operator import attrgetter
 from typing import Any, cast
 
-from detectors.alerts import Alert
 from detectors.base import EventEngine, EvidenceEngine
 from detectors.correlation import evidence_of
+from schemas.alerts import Alert
 from streams import metrics as m
 from streams.checkpoints import CheckpointStore
 from streams.dedup import EventKey, stored_event_keys
 from streams.partitions import Part, Partitions
 from streams.records import TP, Record
 from streams.settings import Settings
-from streams.sinks.clickhouse import Store
+from streams.sinks.base import Store
 from streams.step import Decoded, correlate, decode, score_events
 from streams.storeio import StoreIO
 from streams.writer import Publish, Writer, Writes

@@ -18,9 +18,9 @@ from operator import attrgetter
 
 import msgspec
 
-from detectors.alerts import Alert
 from detectors.base import EventEngine, EvidenceEngine
 from detectors.correlation import decode_evidence
+from schemas.alerts import Alert
 from schemas.block import EventBlock, blocks_of, decode_block
 from schemas.errors import EventError
 from schemas.events import Event, decode_as

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from streams import metrics as m
-from streams.sinks.clickhouse import StoreError
+from streams.sinks.base import StoreError
 
 log = logging.getLogger("spyglass.worker")
 

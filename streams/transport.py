@@ -1,9 +1,9 @@
-"""Faust's Kafka consumer, delivering whole fetches to the worker instead of one message at a time.
+"""Faust's Kafka consumer, delivering whole fetches to the worker instead of one message at a time; and the
+one module where Spyglass touches Faust's and aiokafka's private names.
 
 Faust hands each fetched message to its agents on its own: per message it starts two tasks
 (``wait_first(callback(message), suspend_flow.wait())``), routes it through the conductor
-and queues it on a stream, which ``spyglass bench stream`` profiled at about half of the
-worker's main thread, more than decoding and scoring together. The scorer works on batches
+and queues it on a stream, a large share of the worker's main thread. The scorer works on batches
 anyway, so :class:`BatchConsumer` keeps everything else Faust's consumer does (group
 membership, rebalancing and its callbacks, flow control, read offsets, the ack bookkeeping
 that decides what is committed) and changes only that last step: each fetch (up to
@@ -15,32 +15,148 @@ for room in the writer's queue; the scorer then stores no later checkpoint (see
 
 The fetch is handed over as aiokafka's own records, grouped by partition, without Faust's
 per-record steps (a ``Message`` object, a high-water lookup through the consumer thread and a
-monitor call for every record: about a fifth of the worker's main thread in py-spy), and
-without aiokafka's last per-record step either: :class:`RawPartitionRecords` hands on the
-records its C parser made (offset, key, value, timestamp, headers; the partition is the
-fetch's key), not a ``ConsumerRecord`` copied from each.
+monitor call for every record), and without aiokafka's last per-record step either:
+:class:`RawPartitionRecords` hands on the records its C parser made (offset, key, value, timestamp,
+headers; the partition is the fetch's key), not a ``ConsumerRecord`` copied from each.
 Records are acknowledged in bulk with :meth:`BatchConsumer.ack_offsets`, which keeps the
 same bookkeeping as Faust's ``Consumer.ack`` (under the same lock), so Faust commits an
 offset only once the handler has said every record up to it is safe.
+
+None of that has a public seam, so this module overrides and reads private names of faust-streaming,
+aiokafka and mode-streaming. :data:`PRIVATE_NAMES` lists every one; at import :func:`check_private_names`
+verifies that each exists (with the parameter names expected, for a method) in the installed versions and
+raises :class:`AdapterError` naming what changed otherwise. :data:`SUPPORTED` holds the versions it was
+written and tested against (the bounds in pyproject.toml).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import inspect
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Iterable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, NamedTuple, cast
 
 import faust
-from aiokafka.consumer import fetcher as aiokafka_fetcher
-from faust.transport.consumer import CONSUMER_FETCHING
-from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
-from faust.types.tuples import ack_lock
-from mode import Service
-from mode.utils.futures import notify
 
+from schemas.errors import SpyglassError
 from streams import metrics as m
+
+# the versions this adapter was written and tested against; pyproject.toml bounds its dependencies the same
+SUPPORTED = {"faust-streaming": ">=0.15.3,<0.16", "aiokafka": ">=0.14.0,<0.15", "mode-streaming": ">=0.7.1,<0.8"}
+
+
+class AdapterError(SpyglassError):
+    """An installed faust-streaming, aiokafka or mode-streaming lacks a private name the adapter relies on."""
+
+
+class PrivateName(NamedTuple):
+    """A private name of a library: a method (with the parameter names it must have) or an attribute."""
+
+    distribution: str  # the package that ships it, as pip names it
+    owner: str  # dotted path of the module or class that has it
+    name: str
+    parameters: tuple[str, ...] | None = None  # None: an attribute (of the module or class, or set by its __init__)
+
+
+_MISSING = object()
+
+
+def _resolve(path: str) -> Any:
+    """The module or class at a dotted path (its longest importable module, then attributes), or _MISSING."""
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            found: Any = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for attr in parts[i:]:  # through a stand-in of ours to what it stands in for (install_raw_records)
+            found = inspect.unwrap(getattr(found, attr, _MISSING))
+        return found
+    return _MISSING
+
+
+def _sets(owner: type, name: str) -> bool:
+    """Whether ``__init__`` of ``owner`` or of a class it derives from assigns (or reads) ``self.<name>``."""
+    for cls in owner.__mro__:
+        code = getattr(cls.__dict__.get("__init__"), "__code__", None)
+        if code is not None and name in code.co_names:
+            return True
+    return False
+
+
+def _problem(p: PrivateName) -> str | None:
+    owner = _resolve(p.owner)
+    if owner is _MISSING:
+        return f"{p.owner} missing"
+    found = getattr(owner, p.name, _MISSING)
+    if found is _MISSING and not (isinstance(owner, type) and _sets(owner, p.name)):
+        return f"{p.owner}.{p.name} missing"
+    if p.parameters is not None:
+        have = tuple(inspect.signature(found).parameters)
+        if have != p.parameters:
+            return f"{p.owner}.{p.name}({', '.join(have)}) changed, expected ({', '.join(p.parameters)})"
+    return None
+
+
+def check_private_names(names: Iterable[PrivateName]) -> None:
+    """Raise :class:`AdapterError` naming every private name that is missing or whose parameters changed."""
+    problems = []
+    for p in names:
+        problem = _problem(p)
+        if problem is None:
+            continue
+        try:
+            installed = version(p.distribution)
+        except PackageNotFoundError:
+            installed = "(not installed)"
+        problems.append(f"{p.distribution} {installed}: {problem}; Spyglass's adapter (streams/transport.py) "
+                        f"supports {p.distribution} {SUPPORTED.get(p.distribution, '(not listed)')}")
+    if problems:
+        raise AdapterError("\n".join(problems))
+
+
+_FETCHED = "aiokafka.consumer.fetcher.PartitionRecords"
+_CONSUMER = "faust.transport.consumer.Consumer"
+PRIVATE_NAMES: tuple[PrivateName, ...] = (
+    # aiokafka: the fetcher's per-partition records, replaced by RawPartitionRecords for our consumers
+    PrivateName("aiokafka", "aiokafka.consumer.fetcher", "PartitionRecords"),
+    PrivateName("aiokafka", _FETCHED, "__init__", ("self", "tp", "records", "aborted_transactions", "fetch_offset",
+                                                   "key_deserializer", "value_deserializer", "check_crcs",
+                                                   "isolation_level")),
+    PrivateName("aiokafka", _FETCHED, "_records_iterator"),
+    PrivateName("aiokafka", _FETCHED, "_consumer_record", ("self", "tp", "record")),
+    PrivateName("aiokafka", "aiokafka.AIOKafkaConsumer", "_value_deserializer"),
+    PrivateName("aiokafka", "aiokafka.AIOKafkaConsumer", "_fetch_max_wait_ms"),
+    # faust-streaming: the consumer thread and consumer we subclass, and the commit bookkeeping we share
+    PrivateName("faust-streaming", "faust.transport.drivers.aiokafka.AIOKafkaConsumerThread",
+                "_create_worker_consumer", ("self", "transport")),
+    PrivateName("faust-streaming", "faust.transport.drivers.aiokafka.Consumer", "_new_consumer_thread", ("self",)),
+    PrivateName("faust-streaming", _CONSUMER, "_drain_messages", ("self", "fetcher")),
+    PrivateName("faust-streaming", _CONSUMER, "_wait_next_records", ("self", "timeout")),
+    PrivateName("faust-streaming", _CONSUMER, "_add_gap", ("self", "tp", "offset_from", "offset_to")),
+    PrivateName("faust-streaming", _CONSUMER, "_new_offset", ("self", "tp")),
+    *(PrivateName("faust-streaming", _CONSUMER, name) for name in (
+        "_read_offset", "_commit_every", "_n_acked", "_buffered_partitions", "_committed_offset", "_acked",
+        "_acked_index", "_gap", "_waiting_for_ack")),
+    PrivateName("faust-streaming", "faust.types.tuples", "ack_lock"),
+    PrivateName("faust-streaming", "faust.App", "_new_transport", ("self",)),
+    # mode-streaming: the services' stopped event, read on every fetch
+    PrivateName("mode-streaming", "mode.Service", "_stopped"),
+)
+check_private_names(PRIVATE_NAMES)
+
+from aiokafka.consumer import fetcher as aiokafka_fetcher  # noqa: E402 - after the check, which names what broke
+from faust.transport.consumer import CONSUMER_FETCHING  # noqa: E402
+from faust.transport.drivers import aiokafka as faust_aiokafka  # noqa: E402
+from faust.types.tuples import ack_lock  # noqa: E402
+from mode import Service  # noqa: E402
+from mode.utils.futures import notify  # noqa: E402
+
+_Fetched = aiokafka_fetcher.PartitionRecords  # aiokafka's own, kept for every consumer not asking for raw records
 
 # one fetch: each partition's records (as aiokafka parsed them: offset, key, value, timestamp in ms,
 # headers; no topic or partition, that is the key), in offset order
@@ -55,16 +171,13 @@ def raw_values(value: bytes | None) -> bytes | None:
     return value
 
 
-class RawPartitionRecords(aiokafka_fetcher.PartitionRecords):
+class RawPartitionRecords(_Fetched):
     """One partition's share of a fetch, yielding the records aiokafka's C parser made.
 
     aiokafka copies each parsed record into a ``ConsumerRecord`` (a dataclass of 11 fields, built in
     Python), and its iterator adds a Python ``__next__`` per record. Both cost the consumer thread, which
-    holds the GIL while it parses a fetch: iterating a 5,000-record fetch in memory took 2.4 µs a record
-    with them, 0.5 µs without; a consumer reading ``bench stream``'s topics used 3.8-4.3 µs of CPU a
-    record with them, 2.9-3.4 µs without (README, Results). ``tests/unit/test_transport.py`` shows both
-    yield the same records. Batches, control batches, aborted transactions and the next fetch offset are
-    aiokafka's own code.
+    holds the GIL while it parses a fetch. ``tests/unit/test_transport.py`` shows both yield the same
+    records. Batches, control batches, aborted transactions and the next fetch offset are aiokafka's own code.
     """
 
     def __iter__(self) -> Any:
@@ -74,13 +187,13 @@ class RawPartitionRecords(aiokafka_fetcher.PartitionRecords):
         return record
 
 
-_PartitionRecords = aiokafka_fetcher.PartitionRecords
-
-
 def _partition_records(tp: Any, records: Any, aborted: Any, fetch_offset: int, key_deserializer: Any,
                        value_deserializer: Any, *rest: Any) -> Any:
-    cls = RawPartitionRecords if value_deserializer is raw_values else _PartitionRecords
+    cls = RawPartitionRecords if value_deserializer is raw_values else _Fetched
     return cls(tp, records, aborted, fetch_offset, key_deserializer, value_deserializer, *rest)
+
+
+_partition_records.__wrapped__ = _Fetched  # type: ignore[attr-defined] - it stands in for aiokafka's class
 
 
 def install_raw_records() -> None:
@@ -105,10 +218,9 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     aiokafka keeps one fetch in flight per broker. Faust asks the broker to hold a fetch up to
     1.5 s when none of its partitions has anything new, and a fetch holds only the partitions
     whose fetched records are used up. So while a worker catches up, a fetch sent for
-    partitions that are at their end blocked every other partition until it timed out:
-    ``spyglass bench stream`` saw waits of 0.45-1.64 s for the next fetch where parsing a fetch
-    took its thread 12-16 ms. A short wait bounds that; an idle worker sends a few more empty
-    fetches a second.
+    partitions that are at their end blocks every other partition until it times out, far
+    longer than parsing a fetch takes. A short wait bounds that; an idle worker sends a few
+    more empty fetches a second.
     """
 
     def _create_worker_consumer(self, transport: Any) -> Any:

@@ -198,25 +198,26 @@ def published_alert_ids(settings: Settings, since_ms: int) -> set[str]:
 
 
 def warm_up() -> float:
-    """Score a small simulated batch of every kind on a throwaway engine; returns the seconds it took.
+    """Score a short stream of every kind (:func:`schemas.samples.sample_stream`) on a throwaway engine; returns
+    the seconds it took.
 
-    The first call of each compiled kernel loads it from Numba's cache (about a second here);
-    done before joining the group, the first real records do not wait for it.
+    The first call of each compiled kernel loads it from Numba's cache; done before joining the group, the first
+    real records do not wait for it.
     """
     import time
 
     from detectors.engine import Engine
+    from schemas.block import native_available
     from schemas.events import decode
-    from streams.simulator.run import Simulation
+    from schemas.samples import sample_stream
 
     t0 = time.perf_counter()
     enc = msgspec.json.Encoder()
-    events = [decode(enc.encode(row)) for chunk in Simulation(seed=0, events=5000, days=1).chunks()
-              for row in chunk.rows]
+    # as many events as a full fetch at the default SPYGLASS_WORKER_BATCH_MAX, so the first real batch also finds
+    # numpy's and the allocator's buffers grown to its size
+    events = [decode(enc.encode(row)) for row in sample_stream(per_kind=1700)]
     Engine().process(events)
     seconds = time.perf_counter() - t0
-    from schemas.block import native_available
-
     # the native decoder (schemas/native) is built by `make deps`; without it msgspec decodes, about half as fast
     log.info("engine warmed up", extra={"seconds": round(seconds, 3), "events": len(events),
                                         "decoder": "native" if native_available() else "msgspec"})
@@ -240,7 +241,7 @@ def _with_store_retries(fn: Any, what: str, give_up_after_s: float = 120.0) -> A
     waits for it, as a running one does); past ``give_up_after_s`` the last error is raised (exit)."""
     import time
 
-    from streams.sinks.clickhouse import StoreError
+    from streams.sinks.base import StoreError
 
     deadline = time.monotonic() + give_up_after_s
     delay = 0.5

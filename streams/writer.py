@@ -30,8 +30,8 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from detectors.alerts import Alert, encode_alert
 from detectors.correlation import RiskEvidence, encode_evidence
+from schemas.alerts import Alert, encode_alert
 from schemas.block import EventBlock
 from schemas.errors import EventError
 from schemas.rows import alert_columns, block_columns, block_packed
@@ -40,7 +40,7 @@ from streams.dedup import stored_event_keys, without
 from streams.partitions import Part, Partitions, Snapshot
 from streams.records import TP, Record, dead_letter_headers
 from streams.settings import Settings
-from streams.sinks.clickhouse import Store, StoreError
+from streams.sinks.base import Store, StoreError
 from streams.storeio import StoreIO
 
 log = logging.getLogger("spyglass.worker")

@@ -8,8 +8,8 @@ from typing import Any
 
 from grafana.dashboards_src import boards
 from grafana.dashboards_src.alerting import RULES
-from grafana.dashboards_src.fill import Filled, run_panel
 from grafana.dashboards_src.kit import ALL, PanelSpec
+from streams.bench.panelfill import Filled, run_panel
 
 
 @dataclass

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from detectors.alerts import Alert
+from schemas.alerts import Alert
 
 BURST_S = 60.0
 SLOW_S = 86_400.0

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 
 from detectors.alerting import Finding
-from detectors.alerts import Feature
 from detectors.columns import AgentColumns
 from detectors.families.common import DAY, HOUR, rank_in_batch
 from detectors.kernels import after_mark, burst_vs_baseline, pair, session_runaway
 from detectors.registry import Column, Context, Detector, Family, NoveltySet, Table, option
 from detectors.state import State
+from schemas.alerts import Feature
 
 _NO_TIME = np.iinfo(np.int64).min  # a session never marked
 _NO_LENGTHS = np.zeros(1024, dtype=np.int64)  # an agent type's session lengths before its first session

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 
 from detectors.alerting import Finding
-from detectors.alerts import Feature
 from detectors.columns import ApiColumns
 from detectors.families.common import HOUR, MIN, count_before, earlier_flagged, idle_cutoff
 from detectors.kernels import burst_vs_baseline, decayed_count, distinct_recent, pair
 from detectors.registry import Column, Context, Detector, Family, NoveltySet, Table, option
 from detectors.state import State
+from schemas.alerts import Feature
 
 MODEL_WINDOW_MS = 10 * MIN  # look-back of "distinct models a key queried recently"
 BURST_EXTRACTION_MODELS = 3  # during a rate burst: this many recent models make it a model-extraction pattern

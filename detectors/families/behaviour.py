@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from detectors.alerting import Finding, iso
-from detectors.alerts import Feature
 from detectors.columns import ApiColumns
 from detectors.families.common import fmt
 from detectors.models.multivariate import Loda
 from detectors.registry import Column, Context, Detector, Family, NoveltySet, Table, option
+from schemas.alerts import Feature
 
 # the open window of each key (window index, -1: none) and its running sums: columns of the key arrays
 WINDOW_SUMS = {"bw_win": -1.0, "bw_n": 0.0, "bw_fail": 0.0, "bw_err": 0.0, "bw_tok": 0.0, "bw_bytes": 0.0}

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from detectors.alerting import Finding
-from detectors.alerts import Feature
 from detectors.columns import DataColumns
 from detectors.families.common import DAY, HOUR, count_before, rank_in_batch
 from detectors.kernels import cusum, decayed_count, log_zscore, pair
 from detectors.registry import Column, Context, Detector, Family, NoveltySet, Table, option
+from schemas.alerts import Feature
 
 # log-volume baselines (kernels.log_zscore): learning rate, z above which an event is not learned, variance floor
 PRINCIPAL_VOLUME = (0.02, 4.0, 0.25)

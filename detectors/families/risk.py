@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from detectors.alerting import Finding, principal_name
-from detectors.alerts import Feature
 from detectors.families.common import idle_cutoff
 from detectors.registry import Context, Detector, Family, Table, option
 from detectors.state import State
+from schemas.alerts import Feature
 
 NEW_EPISODE_DECAY = 0.05  # risk decayed below this share of itself starts a new set of detectors
 

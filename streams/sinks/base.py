@@ -1,4 +1,9 @@
-"""The sink contract: batching writers with backpressure instead of unbounded retries."""
+"""The store contract: what Spyglass needs from ClickHouse, and the error every store raises.
+
+Two stores implement it (:mod:`streams.sinks.clickhouse`): a ClickHouse server over the native protocol and
+chDB in-process, picked by ``SPYGLASS_CLICKHOUSE_URL``. The worker's scorer, the checkpoints, the migrations
+and the sinks speak only this, so every SQL statement Spyglass ships runs on both.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +12,20 @@ from typing import Any, Protocol
 from schemas.errors import SpyglassError
 
 
-class SinkBackpressureError(SpyglassError):
-    """The destination cannot take more now; the caller pauses and retries the same batch later."""
-
-    def __init__(self, sink: str, retry_after: float, reason: str) -> None:
-        self.sink = sink
-        self.retry_after = retry_after
-        super().__init__(f"{sink}: {reason}; retry in {retry_after:.1f}s")
+class StoreError(SpyglassError):
+    """A statement failed on the store; the message names the store (never its password)."""
 
 
-class Sink(Protocol):
-    """A destination of batches. ``name`` appears in logs, metrics and stored rows."""
+class Store(Protocol):
+    """What Spyglass needs from ClickHouse. Every method raises :class:`StoreError` when the store fails."""
 
-    name: str
+    database: str
 
-    def write(self, batch: Any) -> None:
-        """Write one batch; raise :class:`SinkBackpressureError` when the destination is not ready."""
+    def execute(self, sql: str) -> None: ...
 
-    def flush(self) -> None:
-        """Make everything written so far durable (called before offsets are committed)."""
+    def query(self, sql: str) -> list[tuple[Any, ...]]: ...
+
+    def insert(self, table: str, columns: dict[str, list[Any]]) -> int:
+        """Insert whole columns (same length each) into ``database.table``; returns rows inserted."""
 
     def close(self) -> None: ...

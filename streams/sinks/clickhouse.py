@@ -1,40 +1,22 @@
 """ClickHouse as the store: the server over the native protocol, or chDB in-process.
 
 ``SPYGLASS_CLICKHOUSE_URL`` picks the implementation (``clickhouse://`` or ``chdb://``);
-everything above this module speaks the small :class:`Store` interface, and every SQL
-statement Spyglass ships must run on both (ClickHouse 18.16 and a current release).
+both implement the store contract (:class:`streams.sinks.base.Store`), and every SQL statement
+Spyglass ships must run on both (ClickHouse 18.16 and a current release).
 """
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
-from schemas.errors import ConfigError, SpyglassError
+from schemas.errors import ConfigError
 from schemas.rows import Packed
 from streams.settings import StoreURL
+from streams.sinks.base import Store, StoreError
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class StoreError(SpyglassError):
-    """A statement failed on the store; the message names the store (never its password)."""
-
-
-class Store(Protocol):
-    """What Spyglass needs from ClickHouse."""
-
-    database: str
-
-    def execute(self, sql: str) -> None: ...
-
-    def query(self, sql: str) -> list[tuple[Any, ...]]: ...
-
-    def insert(self, table: str, columns: dict[str, list[Any]]) -> int:
-        """Insert whole columns (same length each) into ``database.table``; returns rows inserted."""
-
-    def close(self) -> None: ...
 
 
 class NativeStore:

@@ -11,8 +11,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from detectors.alerts import encode_alert
 from detectors.engine import Engine, EngineConfig
+from schemas.alerts import encode_alert
 from schemas.events import decode
 from streams.simulator.run import Simulation
 

@@ -9,7 +9,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from grafana.dashboards_src.fill import Filled
+from streams.bench.panelfill import Filled
 from streams.settings import Settings, StoreURL
 from streams.sinks.clickhouse import ChdbStore
 from streams.stack.kafka import delete_topics

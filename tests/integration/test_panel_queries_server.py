@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from grafana.dashboards_src.fill import Filled, ensure_tables, fill, run_panel
 from grafana.dashboards_src.kit import ALL
+from streams.bench.panelfill import Filled, ensure_tables, fill, run_panel
 from streams.settings import StoreURL
 from streams.sinks.clickhouse import NativeStore
 from tests import dashboard_attacks as attack

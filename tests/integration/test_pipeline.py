@@ -178,8 +178,8 @@ def test_the_worker_raises_cross_kind_risk_from_alerts_of_two_event_topics(stack
     """One engine per topic partition never sees both kinds: the risk-evidence topic and the correlator do."""
     from kafka import KafkaProducer
 
-    from detectors.alerts import alert_id
     from detectors.correlation import HOUR, decode_evidence
+    from schemas.alerts import alert_id
     from tests.fault.harness import Run, WorkerProc, read_topic, wait_committed
 
     run = Run.create(stack_settings, tmp_path)

@@ -16,10 +16,10 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient
 
 from schemas.errors import StackError
+from streams.cli.stack import cmd_status
 from streams.settings import Settings
 from streams.stack import Stack
 from streams.stack.base import LOOPBACK, pid_alive, port_open
-from streams.stack.cli import cmd_status
 from streams.stack.kafka import delete_topics, ensure_topics
 
 MakeSettings = Callable[[Path], Settings]

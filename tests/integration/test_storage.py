@@ -13,7 +13,8 @@ import pytest
 from schemas.migrate import load_migrations, migrate, pending, prune
 from schemas.rows import Packed, alert_columns, block_columns, block_packed
 from streams.settings import Settings, StoreURL
-from streams.sinks.clickhouse import ChdbStore, EventsSink, NativeStore, StoreError
+from streams.sinks.base import StoreError
+from streams.sinks.clickhouse import ChdbStore, EventsSink, NativeStore
 from tests.unit.storage_contract import (
     CREATED,
     MEASURE_QUERY,

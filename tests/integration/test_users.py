@@ -13,7 +13,8 @@ from schemas.migrate import migrate
 from schemas.rows import alert_columns
 from schemas.users import users_xml
 from streams.settings import Settings, StoreURL
-from streams.sinks.clickhouse import EventsSink, NativeStore, StoreError
+from streams.sinks.base import StoreError
+from streams.sinks.clickhouse import EventsSink, NativeStore
 from streams.stack.clickhouse import ClickHouseServerService
 from tests.unit.storage_contract import CREATED, sample_alerts, sample_events
 

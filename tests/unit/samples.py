@@ -1,30 +1,7 @@
-"""Valid sample events of each kind, for tests to mutate."""
+"""Each kind's required fields and mistyped values, for tests to mutate the valid samples with
+(``schemas.samples.SAMPLES``)."""
 
 from __future__ import annotations
-
-SAMPLES: dict[str, dict] = {
-    "api_usage": {
-        "event_id": "evt-api-1", "kind": "api_usage", "ts": "2026-11-21T13:45:00.123Z", "tenant": "acme",
-        "source": "api-gateway", "api_key_id": "key_1", "principal": "ana@acme.example", "client_ip": "10.0.0.1",
-        "user_agent": "curl/8", "method": "POST", "endpoint": "/v1/chat/completions", "status": 200,
-        "latency_ms": 12.5, "request_bytes": 100, "response_bytes": 200, "auth_result": "ok",
-        "scopes_granted": ["inference:chat"], "scope_used": "inference:chat", "model": "llm", "tokens_in": 10,
-        "tokens_out": 20,
-    },
-    "data_access": {
-        "event_id": "evt-da-1", "kind": "data_access", "ts": "2026-11-21T13:45:00+01:00", "principal": "ana",
-        "principal_department": "hr", "dataset": "hr/payroll", "dataset_owner_department": "hr",
-        "sensitivity": "restricted", "operation": "read", "rows": 10, "bytes": 1000, "granted": True,
-        "client_ip": "10.0.0.2", "via_agent": "agt-1", "purpose": "audit", "encrypted": True,
-    },
-    "agent_execution": {
-        "event_id": "evt-ag-1", "kind": "agent_execution", "ts": "2026-11-21T13:45:00Z", "agent_id": "agt-1",
-        "agent_type": "support-assistant", "session_id": "s1", "principal": "ana", "action": "search_kb",
-        "target_system": "kb", "privilege": "read", "risk_level": "low", "approval": "not_required",
-        "triggered_by": "user", "untrusted_input": False, "outcome": "success", "duration_ms": 5.0,
-        "tokens_in": 1, "tokens_out": 2, "parent_event_id": "evt-ag-0",
-    },
-}
 
 REQUIRED: dict[str, list[str]] = {
     "api_usage": ["event_id", "kind", "ts", "api_key_id", "principal", "client_ip", "method", "endpoint", "status",

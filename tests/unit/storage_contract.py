@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from detectors.alerts import Alert, Evidence, Feature
+from schemas.alerts import Alert, Evidence, Feature
 from schemas.rows import FIELDS
 
 # table -> [(column, type)] exactly as the contract fixes them (extra columns are allowed).

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from schemas.block import SPECS, EventBlock, block_from_events, decode_block, first_appearance, native_available
 from schemas.events import decode
-from tests.unit.samples import SAMPLES
+from schemas.samples import SAMPLES
 
 KINDS = list(SAMPLES)
 

@@ -9,7 +9,6 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from detectors.alerts import alert_id
 from detectors.catalog import CATALOG
 from detectors.correlation import (
     DAY,
@@ -21,6 +20,7 @@ from detectors.correlation import (
     evidence_of,
 )
 from detectors.engine import Engine
+from schemas.alerts import alert_id
 from schemas.events import decode
 from tests.unit.test_detectors import T0 as T0_DT
 from tests.unit.test_detectors import Stream, _agent_history, _reads

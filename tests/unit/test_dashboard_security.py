@@ -13,8 +13,8 @@ from datetime import timedelta
 
 import pytest
 
-from grafana.dashboards_src.fill import ensure_tables, run_panel
 from grafana.dashboards_src.kit import ALL, expand, var_filter
+from streams.bench.panelfill import ensure_tables, run_panel
 from streams.settings import StoreURL
 from streams.sinks.clickhouse import ChdbStore
 from tests.dashboard_attacks import (

@@ -7,10 +7,10 @@ import json
 import msgspec
 import pytest
 
-from detectors.alerts import SEVERITIES, Alert
 from detectors.catalog import CATALOG
 from detectors.engine import Engine
 from detectors.evaluation.scenarios import score
+from schemas.alerts import SEVERITIES, Alert
 from schemas.events import decode
 from streams.simulator.run import Simulation
 

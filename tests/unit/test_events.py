@@ -8,7 +8,8 @@ import pytest
 from schemas.errors import EventError
 from schemas.events import EVENT_TYPES, KINDS, ApiUsage, decode, decode_batch, encode
 from schemas.publish import render, schema_path
-from tests.unit.samples import MISTYPED, REQUIRED, SAMPLES
+from schemas.samples import SAMPLES
+from tests.unit.samples import MISTYPED, REQUIRED
 
 
 def raw(d: dict) -> bytes:

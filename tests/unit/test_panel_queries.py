@@ -2,7 +2,7 @@
 
 The database is migrated and filled by a replay of simulated traffic (attacks included) through the real
 engine; pipeline_health / engine_checkpoints / alert_status rows are derived from that replay (see
-grafana/dashboards_src/fill.py). The same checks run on the ClickHouse 18.16 server in tests/integration.
+streams/bench/panelfill.py). The same checks run on the ClickHouse 18.16 server in tests/integration.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from grafana.dashboards_src.fill import Filled, ensure_tables, fill
+from streams.bench.panelfill import Filled, ensure_tables, fill
 from streams.settings import StoreURL
 from streams.sinks.clickhouse import ChdbStore
 from tests.panelcheck import all_specs, check, run_all

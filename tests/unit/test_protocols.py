@@ -37,7 +37,9 @@ def _assert_conforms(obj: object, protocol: type) -> None:
     assert methods, protocol
     for name in methods:
         want, got = _parameters(getattr(protocol, name)), _parameters(getattr(obj, name))
-        assert got == want, f"{type(obj).__name__}.{name}{got} does not match {protocol.__name__}.{name}{want}"
+        # the protocol's parameters first, as it declares them; an implementation may add optional ones after
+        ok = got[: len(want)] == want and all(has_default for _, _, has_default in got[len(want):])
+        assert ok, f"{type(obj).__name__}.{name}{got} does not match {protocol.__name__}.{name}{want}"
 
 
 @pytest.mark.parametrize(("make", "protocol"), [
@@ -77,11 +79,17 @@ def test_a_river_anomaly_model_satisfies_the_model_protocol():
 
 
 def test_the_signature_check_catches_a_drifted_method():
-    """A method renamed or given another parameter fails the check (the check could be false)."""
+    """A method given another required parameter fails the check (the check could be false); an optional
+    parameter after the protocol's is a compatible extension."""
 
     class Drifted(Loda):
-        def score_one(self, x: dict[str, float], learn: bool = False) -> float:  # a parameter more
+        def score_one(self, x: dict[str, float], learn: bool) -> float:  # a required parameter more
+            return 0.0
+
+    class Extended(Loda):
+        def score_one(self, x: dict[str, float], learn: bool = False) -> float:  # an optional one: callers unaffected
             return 0.0
 
     with pytest.raises(AssertionError, match="score_one"):
         _assert_conforms(Drifted(), AnomalyModel)
+    _assert_conforms(Extended(), AnomalyModel)

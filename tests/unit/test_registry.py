@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from detectors.alerting import Finding
-from detectors.alerts import Feature
 from detectors.catalog import CATALOG
 from detectors.columns import ApiColumns
 from detectors.compaction import FIELDS, SEEN, fields_of
@@ -28,9 +27,10 @@ from detectors.families.common import rank_in_batch
 from detectors.reference import DOC, render
 from detectors.registry import Column, Context, Detector, Family, Registry, option
 from detectors.state import CORE_FIELDS, NAMESPACES, State
+from schemas.alerts import Feature
 from schemas.events import decode
+from schemas.samples import SAMPLES
 from tests.unit import test_behaviour, test_detectors
-from tests.unit.samples import SAMPLES
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 

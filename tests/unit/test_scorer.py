@@ -44,7 +44,7 @@ def _raws(kind: str, n: int) -> list[bytes]:
 
 def _fails_then(result: str, failures: int, error: str) -> tuple[list[int], object]:
     """(calls, fn): ``fn`` raises ``StoreError(error)`` on its first ``failures`` calls, then returns ``result``."""
-    from streams.sinks.clickhouse import StoreError
+    from streams.sinks.base import StoreError
 
     calls: list[int] = []
 
@@ -81,7 +81,7 @@ def test_revoke_gives_up_when_a_batch_holds_the_scorer_past_half_the_session_tim
 
 def test_a_worker_starting_while_the_store_is_away_retries_then_gives_up(monkeypatch):
     from streams import worker
-    from streams.sinks.clickhouse import StoreError
+    from streams.sinks.base import StoreError
 
     monkeypatch.setattr("time.sleep", lambda s: None)
     calls, flaky = _fails_then("migrated", 2, "connection refused")

@@ -17,8 +17,8 @@ from detectors.columns import SEP
 from detectors.compaction import FIELDS, SEEN, compact
 from detectors.engine import Engine, EngineConfig, State
 from schemas.events import decode
+from schemas.samples import SAMPLES
 from streams.simulator.run import Simulation
-from tests.unit.samples import SAMPLES
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 NO_EVICTION = EngineConfig(idle_evict_days=0, session_idle_hours=0, max_entities=0)

@@ -1,4 +1,5 @@
-"""The worker's Faust consumer: its commit bookkeeping gives what Faust's own gives."""
+"""The worker's Faust consumer: its commit bookkeeping gives what Faust's own gives, and the guard over the
+private names of faust-streaming and aiokafka it relies on."""
 
 from __future__ import annotations
 
@@ -6,13 +7,26 @@ import random
 import subprocess
 import sys
 from collections import defaultdict
+from importlib.metadata import version
 
 import pytest
 from faust.transport.consumer import Consumer
 from faust.types import TP
 from intervaltree import IntervalTree
+from packaging.specifiers import SpecifierSet
 
-from streams.transport import BatchConsumer, RawPartitionRecords, install_raw_records, one_run, raw_values
+from streams.transport import (
+    PRIVATE_NAMES,
+    SUPPORTED,
+    AdapterError,
+    BatchConsumer,
+    PrivateName,
+    RawPartitionRecords,
+    check_private_names,
+    install_raw_records,
+    one_run,
+    raw_values,
+)
 
 TP0 = TP("spyglass.api-usage", 0)
 
@@ -157,3 +171,60 @@ def test_raw_records_are_the_records_aiokafka_would_copy_into_consumer_records()
     want = [o for b in batches for o, *_ in b if o >= fetch_from]
     assert [r.offset for r in raw] == want and [r.value for r in raw][-1] == batches[-1][-1][2]
     assert raw_at == copied_at and raw_at[-1] == batches[-1][-1][0] + 1
+
+
+class StandInConsumer:
+    """A faust-streaming consumer of another version, as the guard would find it."""
+
+    _n_acked = 0
+
+    def __init__(self) -> None:
+        self._acked: dict = {}
+
+    def _new_offset(self, tp, committed):  # a parameter more than the adapter's override takes
+        return None
+
+
+def _guard_message(name: str, parameters: tuple[str, ...] | None = None) -> str:
+    with pytest.raises(AdapterError) as err:
+        check_private_names([PrivateName("faust-streaming", f"{__name__}.StandInConsumer", name, parameters)])
+    return str(err.value)
+
+
+def test_the_guard_names_a_missing_private_name_the_installed_version_and_the_supported_ones():
+    installed = version("faust-streaming")
+    assert _guard_message("_drain_messages", ("self", "fetcher")) == (
+        f"faust-streaming {installed}: {__name__}.StandInConsumer._drain_messages missing; Spyglass's adapter "
+        f"(streams/transport.py) supports faust-streaming {SUPPORTED['faust-streaming']}")
+    assert f"{__name__}.StandInConsumer._gap missing" in _guard_message("_gap")
+    with pytest.raises(AdapterError, match=r"tests\.unit\.test_transport\.Gone missing"):
+        check_private_names([PrivateName("aiokafka", f"{__name__}.Gone", "_records_iterator")])
+
+
+def test_the_guard_names_a_changed_signature():
+    assert _guard_message("_new_offset", ("self", "tp")).split("; ")[0].endswith(
+        "StandInConsumer._new_offset(self, tp, committed) changed, expected (self, tp)")
+
+
+def test_the_guard_accepts_attributes_set_in_init_or_on_the_class_and_matching_methods():
+    check_private_names([PrivateName("faust-streaming", f"{__name__}.StandInConsumer", name, params) for name, params
+                         in (("_acked", None), ("_n_acked", None), ("_new_offset", ("self", "tp", "committed")))])
+
+
+def test_the_installed_libraries_have_every_private_name_the_adapter_uses():
+    check_private_names(PRIVATE_NAMES)
+    assert {p.distribution for p in PRIVATE_NAMES} == set(SUPPORTED)
+    for dist, spec in SUPPORTED.items():
+        assert SpecifierSet(spec).contains(version(dist)), (dist, version(dist), spec)
+
+
+def test_pyproject_bounds_the_adapted_libraries_as_the_adapter_says():
+    import tomllib
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text(encoding="utf-8"))
+    declared = {r.name: str(r.specifier) for r in map(Requirement, pyproject["project"]["dependencies"])}
+    assert {name: SpecifierSet(declared.get(name, "")) for name in SUPPORTED} == {
+        name: SpecifierSet(spec) for name, spec in SUPPORTED.items()}

@@ -10,14 +10,14 @@ import msgspec
 import numpy as np
 import pytest
 
-from detectors.alerts import Alert, Evidence, Feature
 from detectors.evaluation.worlds import GRACE_S, combine, score
+from schemas.alerts import Alert, Evidence, Feature
 from schemas.errors import EventError
 from schemas.events import decode
+from streams.cli.worlds import seeds
 from streams.simulator.run import Simulation, encode_lines
 from streams.simulator.variants import VARIANTS
 from streams.simulator.worlds import draw_traits
-from streams.worldscli import seeds
 
 # sha256 of the default run (seed 7, 30k events, 3 days: every chunk's JSONL, then the labels), taken on main
 # before world seeds existed: the default path must keep producing exactly these bytes.

@@ -43,9 +43,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from schemas.events import decode
     from schemas.migrate import migrate
     from schemas.rows import block_columns, block_packed
+    from streams.bench.stream import _cpu_s, _service_pids
     from streams.simulator.run import Simulation
     from streams.sinks.clickhouse import open_store
-    from streams.streambench import _cpu_s, _service_pids
 
     console = Console()
     url = settings.store()

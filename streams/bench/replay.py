@@ -159,10 +159,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any) -> None:
-    b = subparsers.add_parser("bench", help="benchmarks (throughput and memory, each beside its baseline)",
-                              description="Benchmarks print the baseline measured in the same run, as a ratio.")
-    sub = b.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
+def register(sub: Any) -> None:
     r = sub.add_parser("replay", help="engine events/s and memory on simulated traffic vs a per-event River model",
                        description="Simulate events, replay them through the full engine, and run River's "
                        "MinMaxScaler|HalfSpaceTrees per event on the same input; print both rates and the ratio.")
@@ -176,14 +173,3 @@ def register(subparsers: Any) -> None:
                    "capped at --max-entities and one without a cap (default 0: skip)")
     r.add_argument("--max-entities", type=int, default=100_000, help="the cap for --flood (default 100000)")
     r.set_defaults(func=lambda args, settings: run(args))
-
-    from streams.decodebench import register as register_decode
-    from streams.panelbench import register as register_panels
-    from streams.storebench import register as register_store
-    from streams.streambench import register as register_stream
-
-    register_stream(sub)
-    register_store(sub)
-    register_decode(sub)
-
-    register_panels(sub)

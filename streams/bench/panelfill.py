@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from .kit import PanelSpec, expand
+from grafana.dashboards_src.kit import PanelSpec, expand
 
 PARTITIONS = 4
 TOPICS = ("spyglass.api-usage", "spyglass.data-access", "spyglass.agent-execution")
@@ -147,7 +147,7 @@ def fill(store: Any, *, events: int = 60_000, seed: int = 7, days: int = 3, batc
 
 def query_named(store: Any, sql: str) -> tuple[list[str], list[tuple]]:
     """Column names and rows of a query, on either store (the Store protocol returns rows only)."""
-    from streams.sinks.clickhouse import StoreError
+    from streams.sinks.base import StoreError
 
     try:
         if hasattr(store, "_session"):  # chDB

@@ -89,7 +89,7 @@ def run_demo(settings: Settings, *, events: int, rate: float, seed: int, keep_st
     import msgspec
     from kafka import KafkaConsumer, TopicPartition
 
-    from detectors.alerts import Alert
+    from schemas.alerts import Alert
     from streams.stack import Stack
     from streams.stack.base import free_port
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from schemas.errors import ConfigError, SpyglassError
 
-GRAFANA_DIR = Path(__file__).resolve().parents[1] / "grafana"
+GRAFANA_DIR = Path(__file__).resolve().parents[2] / "grafana"
 TOKEN_ENV = "SPYGLASS_GRAFANA_TOKEN"  # noqa: S105 - the name of the variable, not a token
 _ENV_REF = re.compile(r"\$\{(\w+)\}")
 

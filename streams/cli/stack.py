@@ -186,7 +186,7 @@ def cmd_fetch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``stack`` on its own (``python -m streams.stack.cli up``)."""
+    """Run ``stack`` on its own (``python -m streams.cli.stack up``)."""
     parser = argparse.ArgumentParser(prog="spyglass")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["stack", *(sys.argv[1:] if argv is None else argv)])

@@ -16,7 +16,8 @@ def _scopes(args: argparse.Namespace, settings: Settings) -> int:
     from rich.table import Table
 
     from detectors.engine import Engine
-    from streams.replay import open_in, replay
+    from schemas.jsonl import open_in
+    from streams.replay import replay
 
     err = Console(stderr=True)
     engine = Engine(settings.engine_config())

@@ -1,6 +1,6 @@
 """``spyglass bench panels``: how long the dashboards' heaviest panel queries take on a large database.
 
-Fills a fresh database with a replay of simulated traffic through the engine (grafana/dashboards_src/fill.py),
+Fills a fresh database with a replay of simulated traffic through the engine (streams/bench/panelfill.py),
 then runs every panel query for the whole simulated range (All tenants, All entities), ``--repeat`` times,
 and prints the median milliseconds of the slowest ones: on chDB (embedded) and, with ``--server URL``, on a
 ClickHouse server.
@@ -18,8 +18,8 @@ from typing import Any
 
 def _bench_store(store: Any, label: str, args: argparse.Namespace, console: Any) -> list[tuple[str, float, int]]:
     from grafana.dashboards_src import boards
-    from grafana.dashboards_src.fill import fill, run_panel
     from grafana.dashboards_src.kit import ALL
+    from streams.bench.panelfill import fill, run_panel
 
     console.print(f"[bold]{label}[/]: filling {args.events:,} events over {args.days} days ...")
     filled = fill(store, events=args.events, seed=args.seed, days=args.days, batch=20_000)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from streams.streambench import _pinned
+from streams.bench.stream import _pinned
 
 needs_two = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or 0 not in os.sched_getaffinity(0),
                                reason="needs CPU 0 and another")
@@ -38,7 +38,7 @@ def test_pinning_gives_the_worker_cpu_0_and_puts_the_others_back():
 def test_cpu_time_splits_off_the_kernel_part():
     from pathlib import Path
 
-    from streams.streambench import _cpu_s
+    from streams.bench.stream import _cpu_s
 
     pid = os.getpid()
     all0, kernel0 = _cpu_s(pid), _cpu_s(pid, kernel=True)

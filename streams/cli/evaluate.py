@@ -8,7 +8,7 @@ from typing import Any
 
 from streams.settings import Settings
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 
 
 def _nab(args: argparse.Namespace, settings: Settings) -> int:
@@ -58,6 +58,6 @@ def register(subparsers: Any) -> None:
     a.add_argument("--only", action="append", choices=("http", "smtp", "shuttle"), help="just this data set")
     a.set_defaults(func=_adbench)
 
-    from streams.worldscli import register as register_worlds
+    from streams.cli.worlds import register as register_worlds
 
     register_worlds(sub)

@@ -1,4 +1,9 @@
-"""``spyglass``: the command line. Settings are built once here and passed down."""
+"""``spyglass``: the command line. Settings are built once here and passed down.
+
+The root parser and the runtime's commands (simulate, replay, ingest, worker, topics, schemas) are here; each
+other command group has its module beside it (``db``, ``evaluate``, ``grafana``, ``report``, ``demo``,
+``stack``), and the benchmarks theirs in :mod:`streams.bench`.
+"""
 
 from __future__ import annotations
 
@@ -79,7 +84,7 @@ def _schemas_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.demo import run_demo
+    from streams.cli.demo import run_demo
 
     return run_demo(settings, events=args.events, rate=args.rate, seed=args.seed, keep_stack=args.keep_stack)
 
@@ -89,7 +94,8 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from rich.progress import BarColumn, Progress, TextColumn
 
     from detectors.engine import Engine
-    from streams.replay import open_in, open_out, replay
+    from schemas.jsonl import open_in, open_out
+    from streams.replay import replay
 
     err = Console(stderr=True)
     show = sys.stderr.isatty() and args.input != "-"
@@ -258,11 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     tc.set_defaults(func=_topics_create)
 
     from streams.bench import register as register_bench
-    from streams.dbcli import register as register_db
-    from streams.evalcli import register as register_eval
-    from streams.grafanacli import register as register_grafana
-    from streams.reportcli import register as register_report
-    from streams.stack.cli import register as register_stack
+    from streams.cli.db import register as register_db
+    from streams.cli.evaluate import register as register_eval
+    from streams.cli.grafana import register as register_grafana
+    from streams.cli.report import register as register_report
+    from streams.cli.stack import register as register_stack
 
     register_eval(sub)
     register_report(sub)
@@ -295,6 +301,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())
