@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from detectors.columns import SEP
-from schemas.alerts import Alert, Evidence, Feature, alert_id, severity_of
+from schemas.alerts import SEVERITIES, Alert, Evidence, Feature, Severity, alert_id, severity_of
 
 if TYPE_CHECKING:
     from detectors.registry import Spec
@@ -42,19 +42,25 @@ class Finding:
     score: float
     features: list[Feature]
     explanation: str
+    surprise: float | None = None  # -log10 of the tail probability under the entity's model (detectors.calibration)
+    cap: Severity | None = None  # the highest severity this finding may have (e.g. "info": a control that worked)
 
 
 def emit(findings: list[Finding], tables: State, catalog: Mapping[str, Spec], max_evidence: int,
-         escalations: list[tuple[Any, Escalation]], principals: dict[str, str]) -> list[Alert]:
+         escalations: list[tuple[Any, Escalation]], principals: dict[str, str], learning_ms: int = 0) -> list[Alert]:
     """Alerts of a batch's findings (in arrival order), folding hits within a cooldown into their episode.
 
-    ``escalations``: (context, hook) pairs run after each new alert, whose findings become alerts too;
-    ``principals`` gets alert id -> principal name of every alert.
+    ``escalations``: (context, hook) pairs run after each new alert above ``info``, whose findings become
+    alerts too; ``principals`` gets alert id -> principal name of every alert. A tenant's first
+    ``learning_ms`` of event time is its learning period: its findings become ``info`` alerts (stored and
+    shown, never paged, never escalated), so a newly deployed engine does not page on its first night.
     """
     open_: dict[tuple[str, str, int], Alert] = {}
     out: list[Alert] = []
     cooldown = tables.cooldown
     for f in findings:
+        if learning_ms and f.ts - tables.tenant_start.get(f.tenant, f.ts) < learning_ms:
+            f.cap = "info"
         key = (f.detector, f.entity, f.tenant)
         last = cooldown.get(key)
         if last is not None and f.ts - last < catalog[f.detector].cooldown_s * 1000:
@@ -67,7 +73,7 @@ def emit(findings: list[Finding], tables: State, catalog: Mapping[str, Spec], ma
                 if len(cur.evidence.event_ids) < max_evidence:
                     cur.evidence.event_ids.append(f.event_id)
                 cur.score = max(cur.score, round(f.score, 3))
-                cur.severity = severity_of(cur.score)
+                cur.severity = max(cur.severity, capped(f.score, f.cap), key=SEVERITIES.index)
             continue
         cooldown[key] = f.ts
         a = build_alert(f, tables, catalog)
@@ -76,6 +82,8 @@ def emit(findings: list[Finding], tables: State, catalog: Mapping[str, Spec], ma
         name = principal_name(tables, f.principal)
         if name:
             principals[a.alert_id] = name
+        if a.severity == "info":
+            continue
         for context, hook in escalations:
             raised = hook(context, f)
             if raised is None:
@@ -96,10 +104,16 @@ def build_alert(f: Finding, tables: State, catalog: Mapping[str, Spec]) -> Alert
     tenant = tables.vocabs.tenant.names[f.tenant]
     return Alert(
         alert_id=alert_id(spec.name, tenant, f.entity, f.event_id), tenant=tenant, detector=spec.name,
-        kind=spec.kind, entity_type=spec.entity_type, entity=f.entity, severity=severity_of(f.score),
+        kind=spec.kind, entity_type=spec.entity_type, entity=f.entity, severity=capped(f.score, f.cap),
         score=round(f.score, 3), first_seen=iso(f.ts), last_seen=iso(f.ts), title=spec.title,
         explanation=f.explanation, evidence=Evidence(features=f.features, event_ids=[f.event_id]),
         tags=list(spec.tags))
+
+
+def capped(score: float, cap: Severity | None) -> Severity:
+    """The severity of a score, at most ``cap``."""
+    sev = severity_of(score)
+    return sev if cap is None or SEVERITIES.index(sev) <= SEVERITIES.index(cap) else cap
 
 
 def principal_name(tables: State, principal: int) -> str:

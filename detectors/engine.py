@@ -52,6 +52,8 @@ class EngineLimits:
                                           "first")
     cap_check_events: int = option(50_000, "the cap is enforced at every multiple of this many events of the "
                                            "stream")
+    learning_hours: float = option(24.0, "a tenant's learning period, in event time from its first event: the "
+                                         "engine learns and scores, and raises nothing above info")
 
 
 # the engine's options and every registered family's, e.g. ``EngineConfig(behaviour=True)``
@@ -66,6 +68,7 @@ class Engine:
         self.config = config or registry.config_class(EngineLimits)()
         self.tables = State()  # every per-entity array, novelty set and ledger of the families
         self.tables.add_columns(registry.columns())
+        self._add_family_tables()
         self.events_seen = 0
         self.alerts_emitted = 0
         self.scores: dict[str, float] = {}  # event_id -> highest detector score, for the last batch only
@@ -115,6 +118,7 @@ class Engine:
         tables = self.tables
         batch = to_batch(parts, tables.vocabs, ts)
         self.events_seen += len(batch)
+        self._start_tenants(batch)
         context = Context(self.config, tables, self._catalog)
         findings: list[Finding] = []
         for part, stage in self._stages:
@@ -127,12 +131,31 @@ class Engine:
             if f.score > self.scores.get(f.event_id, 0.0):
                 self.scores[f.event_id] = f.score
         alerts = emit(findings, tables, self._catalog, self.config.max_evidence,
-                      [(context, hook) for hook in self._escalations], self.alert_principals)
+                      [(context, hook) for hook in self._escalations], self.alert_principals,
+                      int(self.config.learning_hours * 3_600_000))
         self._touch(batch)
         learn_scopes(tables, batch.api)
         tables.watermark = max(tables.watermark, max(int(c.ts.max()) for c in _cols(batch)))
         self.alerts_emitted += len(alerts)
         return alerts
+
+    def _add_family_tables(self) -> None:
+        """The families' own tables (``Table.factory``) a new or restored state lacks."""
+        for t in self.registry.tables().values():
+            if t.factory is not None and t.name not in self.tables.family:
+                self.tables.family[t.name] = t.factory()
+
+    def _start_tenants(self, batch: Batch) -> None:
+        """Record each new tenant's first event time (its first event in arrival order): its learning period."""
+        start = self.tables.tenant_start
+        firsts: dict[int, tuple[int, int]] = {}
+        for c in _cols(batch):
+            tenants, first = np.unique(c.tenant, return_index=True)
+            for t, i in zip(tenants.tolist(), first.tolist(), strict=True):
+                if t not in start and (t not in firsts or int(c.pos[i]) < firsts[t][0]):
+                    firsts[t] = (int(c.pos[i]), int(c.ts[i]))
+        for t, (_, ts) in firsts.items():
+            start[t] = ts
 
     def state(self) -> bytes:
         """The whole engine state (configuration included) as bytes."""
@@ -146,6 +169,7 @@ class Engine:
         eng = cls(registry.config_class(EngineLimits)(**d["config"]), registry)
         eng.tables = d["state"]  # its missing fields: State.__setstate__
         eng.tables.add_columns(registry.columns())  # columns of families registered since
+        eng._add_family_tables()  # and their own tables
         eng.events_seen = d["events_seen"]
         eng.alerts_emitted = d["alerts_emitted"]
         eng.evicted = dict(d.get("evicted", eng.evicted))

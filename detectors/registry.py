@@ -103,6 +103,10 @@ class Table:
     name: str
     doc: str
     eviction: str
+    # made by this factory and kept in ``State.family[name]``; None: a field of ``State`` itself (older tables).
+    # Keep a factory table keyed by tenant or token, or bound it in the family's ``expire``: compaction does not
+    # renumber entity ids inside it
+    factory: Callable[[], Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,8 @@ CORE_FIELDS: dict[str, str] = {
     "last_seen": "namespace -> last event time per id: taken with their ids",
     "session_last": "session name -> ts: the session idle clock (the agent family's expire, session_idle_hours)",
     "scopes": "scope ledger (governance), pair(key, scope token): remapped through compaction.SCOPES",
+    "tenant_start": "tenant -> first event time (the learning period): tenants are never evicted",
+    "family": "the families' own tables (Table.factory), each bounded as its Table says",
 }
 # fields that changed name: old checkpoint name -> field
 _RENAMED = {"tow_tenant": "hours_tenant", "tow_principal": "hours_principal"}
@@ -104,6 +106,8 @@ class State:
     scopes: dict[str, np.ndarray] = field(default_factory=dict)  # "granted"/"used": sorted pair(key, scope token)
     behaviour: dict[int, Any] = field(default_factory=dict)  # tenant -> Loda model of its keys' windows
     behaviour_hist: dict[int, np.ndarray] = field(default_factory=dict)  # tenant -> histogram of learned scores
+    tenant_start: dict[int, int] = field(default_factory=dict)  # tenant -> event time of its first event
+    family: dict[str, Any] = field(default_factory=dict)  # a family's own tables by name (Table.factory)
 
     def add_columns(self, columns: dict[str, dict[str, float]]) -> None:
         """Give each namespace's arrays the columns it lacks (``Registry.columns()``), at their fill values."""
@@ -118,6 +122,8 @@ class State:
         checkpoint's watermark (so idle eviction starts counting from there). Columns a family added since
         are filled in by the engine (``add_columns``)."""
         d = {_RENAMED.get(k, k): x for k, x in d.items()}
+        if "tenant_start" not in d:  # written before learning periods: its tenants are past theirs
+            d["tenant_start"] = dict.fromkeys(range(len(d["vocabs"].tenant)), 0) if "vocabs" in d else {}
         self.__dict__.update({**State().__dict__, **d})
         for ns in NAMESPACES:
             n = len(getattr(self.vocabs, ns))
