@@ -163,7 +163,7 @@ def register(sub: Any) -> None:
                        "entity, time to detect, false alerts per 100k benign events and precision; per detector: "
                        "alerts, true, false.")
     w.add_argument("--tune", required=True, help="tune world seeds: A..B, A,B,C or N")
-    w.add_argument("--test", default="", help="test world seeds (reported apart; never tune on them); none while tuning")
+    w.add_argument("--test", default="", help="test world seeds (reported apart; never tune on them); none: tuning")
     w.add_argument("--events", type=int, default=100_000, help="events per world, attacks included (default 100000)")
     w.add_argument("--days", type=int, default=5, help="simulated days per world (default 5)")
     w.add_argument("--instances", type=int, default=2, help="instances of each attack scenario (default 2)")
