@@ -186,11 +186,9 @@ def leaked_api_key(ctx: Context, n: int) -> Injection:
                     f"API key {key.key_id} used from new external IPs {', '.join(ips)} with a new client")
     t = ctx.at_local(key.tenant, ctx.attack_day(), float(ctx.rng.uniform(0, 24)))
     scope = next(s for s in key.used if s.startswith("inference:"))
-    for _ in range(int(ctx.rng.integers(60, 120))):
-        t += int(ctx.rng.exponential(12_000))
-        inj.add(t, api_row(ctx, key, route=SCOPE_ENDPOINTS[scope][0], ip=ips[int(ctx.rng.integers(3))],
-                           ua="python-httpx/0.27.0", tokens=float(ctx.rng.lognormal(0.5, 0.5))))
-    return inj.finish()
+    return spaced_events(ctx, inj, t, int(ctx.rng.integers(60, 120)), 12_000,
+                         lambda _: api_row(ctx, key, route=SCOPE_ENDPOINTS[scope][0], ip=ips[int(ctx.rng.integers(3))],
+                                           ua="python-httpx/0.27.0", tokens=float(ctx.rng.lognormal(0.5, 0.5))))
 
 
 def credential_stuffing(ctx: Context, n: int) -> Injection:
@@ -217,11 +215,11 @@ def model_extraction(ctx: Context, n: int) -> Injection:
                     f"inference queries across models")
     t = ctx.at_local(key.tenant, ctx.weekday_day(), ctx.work_hour() - 2)
     routes = ["/v1/completions", "/v1/chat/completions"]
-    for _ in range(int(ctx.rng.integers(1200, 1800))):
-        t += int(ctx.rng.exponential(4_500))  # ~13/min for ~2 hours, against a few per hour normally
-        inj.add(t, api_row(ctx, key, route=routes[int(ctx.rng.integers(2))], ip=key.ips[0], ua=key.user_agent,
-                           tokens=float(ctx.rng.uniform(0.3, 3.0)), model=MODELS[int(ctx.rng.integers(len(MODELS)))]))
-    return inj.finish()
+    # ~13/min for ~2 hours, against a few per hour normally
+    return spaced_events(ctx, inj, t, int(ctx.rng.integers(1200, 1800)), 4_500,
+                         lambda _: api_row(ctx, key, route=routes[int(ctx.rng.integers(2))], ip=key.ips[0],
+                                           ua=key.user_agent, tokens=float(ctx.rng.uniform(0.3, 3.0)),
+                                           model=MODELS[int(ctx.rng.integers(len(MODELS)))]))
 
 
 def new_scope_use(ctx: Context, n: int) -> Injection:
@@ -232,10 +230,8 @@ def new_scope_use(ctx: Context, n: int) -> Injection:
     inj = injection("new_scope_use", n, key.tenant, "burst", [("api_key", key.key_id)],
                     f"Over-permissioned key {key.key_id} suddenly used scope {scope} it had never used")
     t = ctx.at_local(key.tenant, ctx.weekday_day(), ctx.work_hour())
-    for _ in range(int(ctx.rng.integers(3, 8))):
-        t += int(ctx.rng.exponential(20_000))
-        inj.add(t, api_row(ctx, key, route=route, ip=key.ips[0], ua=key.user_agent))
-    return inj.finish()
+    return spaced_events(ctx, inj, t, int(ctx.rng.integers(3, 8)), 20_000,
+                         lambda _: api_row(ctx, key, route=route, ip=key.ips[0], ua=key.user_agent))
 
 
 def bulk_exfiltration(ctx: Context, n: int) -> Injection:
@@ -244,10 +240,9 @@ def bulk_exfiltration(ctx: Context, n: int) -> Injection:
     inj = injection("bulk_exfiltration", n, p.tenant, "burst", [("principal", p.name)],
                     f"{p.name} exported {ctx.world.datasets[ds].name} at hundreds of times their usual volume")
     t = ctx.at_local(p.tenant, ctx.weekday_day(), ctx.work_hour())
-    for _ in range(int(ctx.rng.integers(4, 9))):
-        t += int(ctx.rng.exponential(90_000))
-        inj.add(t, data_row(ctx, p, ds, op="export", rows=int(p.rows_scale * ctx.rng.uniform(150, 400))))
-    return inj.finish()
+    return spaced_events(ctx, inj, t, int(ctx.rng.integers(4, 9)), 90_000,
+                         lambda _: data_row(ctx, p, ds, op="export",
+                                            rows=int(p.rows_scale * ctx.rng.uniform(150, 400))))
 
 
 def cross_department_restricted(ctx: Context, n: int) -> Injection:
@@ -259,10 +254,8 @@ def cross_department_restricted(ctx: Context, n: int) -> Injection:
     inj = injection("cross_department_restricted", n, p.tenant, "burst", [("principal", p.name), ("dataset", d.name)],
                     f"{p.name} ({p.department}) read restricted {d.name} owned by {d.owner_department}")
     t = ctx.at_local(p.tenant, ctx.weekday_day(), ctx.work_hour())
-    for _ in range(int(ctx.rng.integers(3, 7))):
-        t += int(ctx.rng.exponential(120_000))
-        inj.add(t, data_row(ctx, p, ds, op="read", rows=int(p.rows_scale * ctx.rng.uniform(0.5, 3))))
-    return inj.finish()
+    return spaced_events(ctx, inj, t, int(ctx.rng.integers(3, 7)), 120_000,
+                         lambda _: data_row(ctx, p, ds, op="read", rows=int(p.rows_scale * ctx.rng.uniform(0.5, 3))))
 
 
 def off_hours_confidential(ctx: Context, n: int) -> Injection:
@@ -271,11 +264,9 @@ def off_hours_confidential(ctx: Context, n: int) -> Injection:
     inj = injection("off_hours_confidential", n, p.tenant, "burst", [("principal", p.name)],
                     f"{p.name} read {ctx.world.datasets[ds].name} in the middle of the night")
     t = ctx.at_local(p.tenant, ctx.attack_day(), float(ctx.rng.uniform(1.5, 4.0)))
-    for _ in range(int(ctx.rng.integers(4, 9))):
-        t += int(ctx.rng.exponential(100_000))
-        inj.add(t, data_row(ctx, p, ds, op="read", rows=int(p.rows_scale * ctx.rng.uniform(1, 4)),
-                            ip=ctx.external_ip()))
-    return inj.finish()
+    return spaced_events(ctx, inj, t, int(ctx.rng.integers(4, 9)), 100_000,
+                         lambda _: data_row(ctx, p, ds, op="read", rows=int(p.rows_scale * ctx.rng.uniform(1, 4)),
+                                            ip=ctx.external_ip()))
 
 
 def training_data_poisoning(ctx: Context, n: int) -> Injection:
@@ -286,10 +277,9 @@ def training_data_poisoning(ctx: Context, n: int) -> Injection:
     inj = injection("training_data_poisoning", n, p.tenant, "burst", [("principal", p.name), ("dataset", d.name)],
                     f"{p.name} ({p.department}) wrote to training dataset {d.name}, which only pipelines write")
     t = ctx.at_local(p.tenant, ctx.weekday_day(), ctx.work_hour())
-    for _ in range(int(ctx.rng.integers(5, 12))):
-        t += int(ctx.rng.exponential(60_000))
-        inj.add(t, data_row(ctx, p, ds, op="write", rows=int(ctx.rng.integers(50, 5000)), purpose="model-training"))
-    return inj.finish()
+    return spaced_events(ctx, inj, t, int(ctx.rng.integers(5, 12)), 60_000,
+                         lambda _: data_row(ctx, p, ds, op="write", rows=int(ctx.rng.integers(50, 5000)),
+                                            purpose="model-training"))
 
 
 INJECTED_TOOLS = {  # what an injected prompt makes an agent do: privileged tools outside its normal chain
@@ -407,9 +397,17 @@ def access_probing(ctx: Context, n: int) -> Injection:
 def denied_reads(ctx: Context, inj: Injection, p: Principal, targets: list[int], t: int, count: int,
                  mean_gap_ms: float) -> Injection:
     """``count`` refused reads by ``p`` cycling over ``targets`` from ``t``, ``mean_gap_ms`` apart on average."""
+    return spaced_events(ctx, inj, t, count, mean_gap_ms,
+                         lambda i: data_row(ctx, p, targets[i % len(targets)], op="read", rows=0, granted=False))
+
+
+def spaced_events(ctx: Context, inj: Injection, t: int, count: int, mean_gap_ms: float,
+                  row: Callable[[int], dict]) -> Injection:
+    """Add ``count`` events ``row(0)``, ``row(1)``, ... to ``inj`` after ``t``, exponentially spaced
+    ``mean_gap_ms`` apart on average (each gap is drawn before its row), and finish it."""
     for i in range(count):
         t += int(ctx.rng.exponential(mean_gap_ms))
-        inj.add(t, data_row(ctx, p, targets[i % len(targets)], op="read", rows=0, granted=False))
+        inj.add(t, row(i))
     return inj.finish()
 
 

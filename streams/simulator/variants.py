@@ -30,6 +30,7 @@ from streams.simulator.attacks import (
     injection,
     leaked_api_key,
     new_scope_use,
+    spaced_events,
 )
 from streams.simulator.traffic import DAY_MS, MINUTES_PER_DAY, Traffic
 from streams.simulator.world import SCOPE_ENDPOINTS, TOOLS, ApiKey, Principal, World
@@ -112,11 +113,9 @@ def rate_burst(ctx: VariantContext, n: int) -> Injection:
     scope = next(s for s in key.used if s.startswith("inference:"))
     step = minutes * MIN_MS / count
     ip = key.ip_pool[int(ctx.rng.integers(len(key.ip_pool)))] if key.ip_pool else key.ips[0]
-    for _ in range(count):
-        t += int(ctx.rng.exponential(step))
-        inj.add(t, api_row(ctx, key, route=SCOPE_ENDPOINTS[scope][0], ip=ip, ua=key.user_agent,
-                           tokens=float(ctx.rng.lognormal(0.0, 0.5))))
-    return inj.finish()
+    return spaced_events(ctx, inj, t, count, step,
+                         lambda _: api_row(ctx, key, route=SCOPE_ENDPOINTS[scope][0], ip=ip, ua=key.user_agent,
+                                           tokens=float(ctx.rng.lognormal(0.0, 0.5))))
 
 
 def model_extraction(ctx: VariantContext, n: int) -> Injection:
@@ -158,11 +157,9 @@ def denial_of_wallet(ctx: VariantContext, n: int) -> Injection:
     scope = next((s for s in ("inference:chat", "inference:complete", "inference:embed") if s in key.used),
                  next(s for s in key.used if s.startswith("inference:")))
     step = hours * HOUR_MS / count
-    for _ in range(count):
-        t += int(ctx.rng.exponential(step))
-        inj.add(t, api_row(ctx, key, route=SCOPE_ENDPOINTS[scope][0], ip=key.ips[0], ua=key.user_agent,
-                           tokens=scale * key.token_scale * float(ctx.rng.lognormal(0.0, 0.3))))
-    return inj.finish()
+    return spaced_events(ctx, inj, t, count, step,
+                         lambda _: api_row(ctx, key, route=SCOPE_ENDPOINTS[scope][0], ip=key.ips[0], ua=key.user_agent,
+                                           tokens=scale * key.token_scale * float(ctx.rng.lognormal(0.0, 0.3))))
 
 
 def unknown_key_night(ctx: VariantContext, n: int) -> Injection:
@@ -228,10 +225,9 @@ def cross_department_restricted(ctx: VariantContext, n: int) -> Injection:
                     f"{p.name} ({p.department}) read restricted {d.name} of {d.owner_department}",
                     reads=count, rows_scale=scale)
     t = ctx.at_local(p.tenant, ctx.weekday_day(), ctx.work_hour())
-    for _ in range(count):
-        t += int(ctx.rng.exponential(120_000))
-        inj.add(t, data_row(ctx, p, ds, op="read", rows=int(p.rows_scale * scale) + 1, ip=ctx.usual_ip(p)))
-    return inj.finish()
+    return spaced_events(ctx, inj, t, count, 120_000,
+                         lambda _: data_row(ctx, p, ds, op="read", rows=int(p.rows_scale * scale) + 1,
+                                            ip=ctx.usual_ip(p)))
 
 
 def off_hours_confidential(ctx: VariantContext, n: int) -> Injection:
@@ -259,10 +255,9 @@ def training_data_poisoning(ctx: VariantContext, n: int) -> Injection:
     inj = injection("training_data_poisoning", n, p.tenant, "burst", [("principal", p.name), ("dataset", d.name)],
                     f"{p.name} ({p.department}) wrote to training set {d.name}", writes=count)
     t = ctx.at_local(p.tenant, ctx.weekday_day(), ctx.work_hour())
-    for _ in range(count):
-        t += int(ctx.rng.exponential(60_000))
-        inj.add(t, data_row(ctx, p, ds, op="write", rows=int(ctx.rng.integers(10, 5000)), purpose="model-training"))
-    return inj.finish()
+    return spaced_events(ctx, inj, t, count, 60_000,
+                         lambda _: data_row(ctx, p, ds, op="write", rows=int(ctx.rng.integers(10, 5000)),
+                                            purpose="model-training"))
 
 
 def runaway_agent(ctx: VariantContext, n: int) -> Injection:
