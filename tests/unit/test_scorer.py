@@ -184,7 +184,9 @@ def test_alerts_are_stored_while_an_events_insert_runs_and_no_checkpoint_passes_
     from streams.sinks.clickhouse import ChdbStore
 
     raws = _raws("agent_execution", 300)
-    settings = Settings(stack_dir=tmp_path, worker_insert_min_rows=1, worker_checkpoint_s=3600)
+    # no learning period: the run is one simulated day, and the test counts the risk incident among its alerts
+    settings = Settings(stack_dir=tmp_path, worker_insert_min_rows=1, worker_checkpoint_s=3600,
+                        engine_learning_hours=0)
     topic = settings.topics()["agent_execution"]
     chdb = ChdbStore(StoreURL.parse(f"chdb://{tmp_path / 'chdb'}"), database="lane")
     lock = threading.Lock()  # one chDB session: the two threads take turns (a server has two connections)
