@@ -229,7 +229,7 @@ def test_alerts_are_stored_while_an_events_insert_runs_and_no_checkpoint_passes_
         seen = []
         loop = asyncio.get_running_loop()
         try:
-            await scorer.handle({(topic, 0): recs[:100]})  # its 3 alerts stored, its events insert stuck
+            await scorer.handle({(topic, 0): recs[:100]})  # its alerts stored, its events insert stuck
             assert await loop.run_in_executor(None, entered.wait, 60)
             await scorer.handle({(topic, 0): recs[100:300]})  # one more alert
             for _ in range(200):
