@@ -304,3 +304,204 @@ def failure_run_surprise(key, failed, run, calls, fails, totals, prior_weight, r
                 fails[k] += 1.0
                 totals[1] += 1.0
     return out, hit
+
+
+@njit(cache=True)
+def poisson_surprise_nb(k, mu):  # pragma: no cover - compiled
+    """``detectors.calibration.poisson_surprise`` for compiled code: -log10 P(X >= k), X ~ Poisson(mu)."""
+    if k <= 0.0 or k <= mu:
+        return 0.0
+    mu = max(mu, 1e-9)
+    log_pk = k * math.log(mu) - mu - math.lgamma(k + 1.0)
+    log_tail = log_pk - math.log1p(-min(mu / (k + 1.0), 0.999))
+    return max(0.0, -log_tail / math.log(10.0))
+
+
+@njit(cache=True)
+def normal_surprise_nb(z):  # pragma: no cover - compiled
+    """``detectors.calibration.normal_surprise`` for compiled code."""
+    if z <= 0.0:
+        return 0.0
+    return -math.log10(max(0.5 * math.erfc(z / math.sqrt(2.0)), 1e-300))
+
+
+# columns of ``key_rate_model``'s output, one row per event
+KR_RATE_S, KR_RATE_W, KR_RATE_C, KR_RATE_E, KR_SURGE, KR_TOK_Z, KR_TOK_RUN, KR_TOK_BASE, KR_FAIL_S, KR_FAIL_C, \
+    KR_FAIL_E, KR_UNK_S, KR_WAKE_N, KR_P_HOUR, KR_P_NEW, KR_LEVEL = range(16)
+# columns of the per-tenant rows ``key_rate_model`` keeps
+TN_R10, TN_RLAST, TN_BASE, TN_BLAST, TN_SINCE, TN_F10, TN_FLAST, TN_FBASE, TN_FBLAST, TN_HLAST, TN_NK, TN_EV, \
+    TN_NLAST, TN_KEYS = range(14)
+TN_COLS = 14
+
+
+@njit(cache=True)
+def _decay_cell(rows, r, col, last_col, now, tau):  # pragma: no cover - compiled
+    """Decay ``rows[r, col]`` (a decayed count, time constant ``tau``) to ``now``; ``last_col`` holds its time."""
+    dt = now - rows[r, last_col]
+    if dt > 0:
+        rows[r, col] *= math.exp(-dt / tau)
+        rows[r, last_col] = now
+
+
+@njit(cache=True)
+def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no cover - compiled
+                   r1, r10, r60, r_last, base, base_last, since, k_last, wake, wake_n, unk_s,
+                   tok_mean, tok_var, tok_n, tok_run, tn, hours,
+                   taus, tau_slow, prior_events, nb_size, hist_tau, dormant_ms, young_ms, min_rate, rate_gate,
+                   tok_alpha, tok_min_sd, tok_warm, tok_gate, tok_run_z, fail_floor_share, fail_gate, unk_runs):
+    """A key's request counts against its own expected rate, its tokens per request against its own log-normal,
+    its tenant's authentication failures against the tenant's own failure rate, and how unusual a key that
+    (re)appears is for its tenant, as of each event (arrival order).
+
+    Expected requests in a window of time constant ``taus[w]`` are the key's baseline rate (a decayed count over
+    ``tau_slow``, shrunk toward its tenant's per-key rate with the weight of ``prior_events`` requests) times the
+    tenant's hour-of-day level (its own rhythm, learned in event time; never below 1) times the tenant's current
+    surge (the other keys' count over their expectation, never below 1). The surprise is the best window's
+    negative-binomial tail of the *other* requests in the window (the Gamma-Poisson predictive of a rate known from
+    the events it rests on, at most ``nb_size``), less log10 of the number of windows. Events with a
+    surprise of at least ``rate_gate`` are not learned (poisoning resistance); likewise tokens with a z-score of
+    ``tok_gate`` or more and failures with a surprise of ``fail_gate`` or more. Returns one row per event with the
+    ``KR_*`` columns.
+    """
+    n = key.shape[0]
+    nw = taus.shape[0]
+    out = np.zeros((n, 16), dtype=np.float64)
+    ln10 = math.log(10.0)
+    bonf = math.log10(nw)
+    tau10 = taus[1]
+    for i in range(n):
+        k = key[i]
+        t = ten[i]
+        now = ts[i]
+        # the tenant's hour-of-day rhythm (hours of its own event time), decayed over ``hist_tau``
+        dh = now - tn[t, TN_HLAST]
+        if dh > 0:
+            f = math.exp(-dh / hist_tau)
+            for h in range(24):
+                hours[t, h] *= f
+            tn[t, TN_HLAST] = now
+        hour = (now // 3_600_000) % 24
+        tot = 0.0
+        for h in range(24):
+            tot += hours[t, h]
+        share = (hours[t, hour] + 1.0) / (tot + 24.0)
+        level = max(1.0, share * 24.0)
+        p_hour = 0.0
+        for h in range(24):
+            if hours[t, h] <= hours[t, hour]:
+                p_hour += (hours[t, h] + 1.0) / (tot + 24.0)
+        # the key's windows and the tenant's 10-minute count of successful requests
+        dk = now - r_last[k]
+        if dk > 0:
+            r1[k] *= math.exp(-dk / taus[0])
+            r10[k] *= math.exp(-dk / taus[1])
+            r60[k] *= math.exp(-dk / taus[2])
+            r_last[k] = now
+        r1[k] += 1.0
+        r10[k] += 1.0
+        r60[k] += 1.0
+        _decay_cell(tn, t, TN_R10, TN_RLAST, now, tau10)
+        if ok[i]:
+            tn[t, TN_R10] += 1.0
+        # baselines: the key's and the tenant's decayed counts over ``tau_slow``
+        db = now - base_last[k]
+        if db > 0:
+            base[k] *= math.exp(-db / tau_slow)
+            base_last[k] = now
+        if since[k] == 0:
+            since[k] = now
+        dbt = now - tn[t, TN_BLAST]
+        if dbt > 0:
+            decay = math.exp(-dbt / tau_slow)
+            tn[t, TN_BASE] *= decay
+            tn[t, TN_FBASE] *= decay
+            tn[t, TN_NK] *= decay
+            tn[t, TN_EV] *= decay
+            tn[t, TN_BLAST] = now
+        if tn[t, TN_SINCE] == 0:
+            tn[t, TN_SINCE] = now
+        eff_t = tau_slow * (1.0 - math.exp(-max(now - tn[t, TN_SINCE], tau10) / tau_slow))
+        rate_t = tn[t, TN_BASE] / (eff_t + tau10)
+        eff_k = tau_slow * (1.0 - math.exp(-max(now - since[k], 0.0) / tau_slow))
+        prior = max(rate_t / max(tn[t, TN_KEYS], 1.0), min_rate)
+        rate_k = max((base[k] + prior_events) / (eff_k + prior_events / prior), min_rate)
+        size = min(base[k] + prior_events, nb_size)
+        e_other = max(rate_t - rate_k, 0.0) * tau10 * level
+        surge = max(1.0, (max(tn[t, TN_R10] - r10[k], 0.0) + 1.0) / (e_other + 1.0))
+        best = -1.0
+        best_w = 0
+        for w in range(nw):
+            c = (r1[k] if w == 0 else (r10[k] if w == 1 else r60[k])) - 1.0
+            e = rate_k * taus[w] * level * surge
+            phi = 1.0 + e / size  # a Gamma-Poisson (negative binomial) spread, as a Poisson of scaled counts
+            s = poisson_surprise_nb(c / phi, e / phi)
+            if s > best:
+                best = s
+                best_w = w
+        best = max(0.0, best - bonf)
+        out[i, KR_RATE_S] = best
+        out[i, KR_RATE_W] = best_w
+        out[i, KR_RATE_C] = r1[k] if best_w == 0 else (r10[k] if best_w == 1 else r60[k])
+        out[i, KR_RATE_E] = rate_k * taus[best_w] * level * surge
+        out[i, KR_SURGE] = surge
+        out[i, KR_LEVEL] = level
+        if best < rate_gate:
+            base[k] += 1.0
+            if ok[i]:
+                tn[t, TN_BASE] += 1.0
+        # tokens per request against the key's own log-normal; a run of large ones adds up
+        if has_tok[i]:
+            x = tok_log[i]
+            z = 0.0
+            if tok_n[k] >= tok_warm:
+                z = (x - tok_mean[k]) / math.sqrt(max(tok_var[k], tok_min_sd * tok_min_sd))
+            out[i, KR_TOK_Z] = z
+            out[i, KR_TOK_BASE] = tok_mean[k]
+            if z >= tok_run_z:
+                tok_run[k] += normal_surprise_nb(z)
+            else:
+                tok_run[k] *= 0.5  # an ordinary request between large ones weakens the run, not ends it
+            out[i, KR_TOK_RUN] = tok_run[k]
+            if z < tok_gate:
+                a = max(tok_alpha, 1.0 / (tok_n[k] + 1.0))
+                d = x - tok_mean[k]
+                tok_mean[k] += a * d
+                tok_var[k] = (1.0 - a) * (tok_var[k] + a * d * d)
+                tok_n[k] += 1.0
+        # the tenant's authentication failures (not rate limiting) against its own failure rate
+        _decay_cell(tn, t, TN_F10, TN_FLAST, now, tau10)
+        if stuff_fail[i]:
+            tn[t, TN_F10] += 1.0
+            fail_rate = max(tn[t, TN_FBASE] / (eff_t + tau10), fail_floor_share * rate_t)
+            e = fail_rate * tau10 * level * surge
+            c = tn[t, TN_F10] - 1.0
+            s = poisson_surprise_nb(c, e)
+            out[i, KR_FAIL_S] = s
+            out[i, KR_FAIL_C] = tn[t, TN_F10]
+            out[i, KR_FAIL_E] = e
+            if s < fail_gate:
+                tn[t, TN_FBASE] += 1.0
+        # a key that appears (never seen, or silent for ``dormant_ms``): how often its tenant sees one, at an hour
+        # this quiet in its rhythm, for the first ``unk_runs`` calls of its run
+        p_new = (tn[t, TN_NK] + 1.0) / (tn[t, TN_EV] + 2.0)
+        out[i, KR_P_HOUR] = p_hour
+        out[i, KR_P_NEW] = p_new
+        if ok[i]:
+            first = k_last[k] == 0
+            if first or now - k_last[k] >= dormant_ms:
+                wake[k] = now
+                wake_n[k] = 0.0
+                unk_s[k] = -math.log(p_new) / ln10
+                tn[t, TN_NK] += 1.0
+                if first:
+                    tn[t, TN_KEYS] += 1.0
+            if now - wake[k] <= young_ms and wake_n[k] < unk_runs:
+                unk_s[k] += -math.log(min(p_hour, 1.0)) / ln10
+            wake_n[k] += 1.0
+            tn[t, TN_EV] += 1.0
+            k_last[k] = max(k_last[k], now)
+            hours[t, hour] += 1.0
+            if now - wake[k] <= young_ms:
+                out[i, KR_UNK_S] = unk_s[k]
+                out[i, KR_WAKE_N] = wake_n[k]
+    return out

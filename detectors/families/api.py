@@ -12,15 +12,42 @@ from typing import Any
 import numpy as np
 
 from detectors.alerting import Finding
+from detectors.calibration import one_in, score_of
 from detectors.columns import ApiColumns
-from detectors.families.common import HOUR, MIN, count_before, earlier_flagged, idle_cutoff
-from detectors.kernels import burst_vs_baseline, decayed_count, distinct_recent, pair
+from detectors.families.common import DAY, HOUR, MIN, count_before, earlier_flagged, fmt, idle_cutoff
+from detectors.kernels import (
+    KR_FAIL_C,
+    KR_FAIL_E,
+    KR_FAIL_S,
+    KR_LEVEL,
+    KR_P_HOUR,
+    KR_P_NEW,
+    KR_RATE_C,
+    KR_RATE_E,
+    KR_RATE_S,
+    KR_RATE_W,
+    KR_SURGE,
+    KR_TOK_BASE,
+    KR_TOK_RUN,
+    KR_TOK_Z,
+    KR_UNK_S,
+    KR_WAKE_N,
+    TN_COLS,
+    decayed_count,
+    distinct_recent,
+    key_rate_model,
+    pair,
+)
 from detectors.registry import Column, Context, Detector, Family, NoveltySet, Table, option
 from detectors.state import State
 from schemas.alerts import Feature
+from schemas.block import code
 
 MODEL_WINDOW_MS = 10 * MIN  # look-back of "distinct models a key queried recently"
-BURST_EXTRACTION_MODELS = 3  # during a rate burst: this many recent models make it a model-extraction pattern
+RATE_WINDOWS_S = (60.0, 600.0, 3600.0)  # a key's request count is judged over these time constants at once
+WINDOW_NAMES = ("minute", "10 minutes", "hour")
+ASSET = {"admin": 3, "write": 2}  # a scope's weight in severity (calibration.score_of); others 0
+_RATE_LIMITED = code("api_usage", "auth_result", "rate_limited")
 
 
 @dataclass(frozen=True)
@@ -33,12 +60,61 @@ class ApiConfig:
     scope_cold_events: int = option(10, "requests of a young key after which its tenant's rare scopes are news")
     scope_peer_share: float = option(0.05, "a scope used by fewer than this share of the tenant's keys is rare")
     scope_peer_min_keys: int = option(20, "keys a tenant needs before its peers' scope usage is trusted")
-    rate_tau_fast_s: float = option(600.0, "time constant of a key's current request rate")
-    rate_tau_slow_s: float = option(86_400.0, "time constant of a key's baseline request rate")
-    rate_min: float = option(40.0, "requests (fast decayed count) below which no rate burst is raised")
-    rate_ratio: float = option(8.0, "current rate over baseline rate that makes a burst")
-    extraction_min: float = option(8.0, "requests (fast decayed count) from which model spreading is checked")
-    extraction_models: int = option(3, "distinct models in 10 minutes that make a model-extraction pattern")
+    client_surprise: float = option(5.0, "surprise (-log10 probability) of a new client IP / user agent, judged by "
+                                         "the key's own novelty rate, that raises api.new_client")
+    client_prior_weight: float = option(5.0, "requests' worth of the tenant's novelty rate a key's own is shrunk to")
+    rate_surprise: float = option(6.0, "surprise of a key's request count against its expected count that raises "
+                                       "api.rate_burst (and keeps the requests out of its baseline)")
+    rate_min_requests: float = option(6.0, "floor: requests (decayed count) in the window below which no burst is "
+                                           "raised")
+    rate_tau_slow_s: float = option(86_400.0, "time constant of a key's and a tenant's baseline request rate")
+    rate_prior_events: float = option(3.0, "requests' worth of its tenant's per-key rate a key's own is shrunk to")
+    rate_nb_size: float = option(10.0, "the most requests a key's rate is trusted as resting on (negative-binomial "
+                                       "size): hour-scale counts of real traffic vary more than a Poisson's")
+    rate_floor_per_hour: float = option(0.5, "floor: the least request rate a key is expected to have, per hour")
+    rhythm_tau_days: float = option(7.0, "time constant of a tenant's learned hour-of-day rhythm")
+    token_surprise: float = option(7.0, "summed surprise of a run of requests far above the key's usual tokens "
+                                        "that raises api.denial_of_wallet")
+    token_run_z: float = option(2.5, "z-score of log tokens from which a request counts toward a run")
+    token_min_sd: float = option(0.3, "floor: the least spread (log tokens) a key's requests are judged with")
+    token_warm: int = option(20, "requests with tokens a key makes before its tokens are judged")
+    extraction_rate_surprise: float = option(2.0, "floor: rate surprise from which a key's rate counts toward "
+                                                  "model extraction")
+    extraction_surprise: float = option(6.0, "rate surprise plus long-output or new-model surprise that raises "
+                                             "api.model_extraction")
+    extraction_evidence: float = option(3.0, "floor: the long-output or new-model surprise that counts as evidence")
+    extraction_models: int = option(3, "distinct models in 10 minutes from which spreading over models is checked")
+    stuffing_surprise: float = option(7.0, "surprise of a tenant's failed authentications against its own failure "
+                                           "rate that raises api.auth_failure_spread")
+    stuffing_min_failures: float = option(8.0, "floor: failures (decayed count over 10 minutes) below which no "
+                                               "spread is raised")
+    stuffing_floor_share: float = option(0.01, "floor: the least share of a tenant's requests expected to fail")
+    unknown_surprise: float = option(6.0, "surprise of a key appearing (new, or dormant) in its tenant at a quiet "
+                                          "hour that raises api.unknown_key")
+    unknown_min_calls: int = option(2, "floor: calls a (re)appearing key makes before it is judged")
+    unknown_dormant_days: float = option(3.0, "days of silence after which a key counts as appearing again")
+
+
+class TenantRates:
+    """Per-tenant rows of the API family: request and failure rates, new-key rate, hour-of-day rhythm.
+
+    Keyed by tenant id (tenants are never evicted): ``rows`` has the ``TN_*`` columns of
+    ``kernels.key_rate_model``, ``hours`` the tenant's decayed event count per hour of the day, ``client``
+    its keys' pooled client novelty (the prior of ``api.new_client``).
+    """
+
+    def __init__(self) -> None:
+        self.stuffing_last: dict[int, int] = {}  # tenant -> latest hit of its api.auth_failure_spread episode
+        self.rows = np.zeros((0, TN_COLS))
+        self.hours = np.zeros((0, 24))
+        self.client = np.zeros((0, 3))  # new IPs, new user agents, requests: over its keys, each key's first left out
+
+    def fit(self, n: int) -> None:
+        grow = n - self.rows.shape[0]
+        if grow > 0:
+            self.rows = np.vstack([self.rows, np.zeros((grow, TN_COLS))])
+            self.hours = np.vstack([self.hours, np.zeros((grow, 24))])
+            self.client = np.vstack([self.client, np.zeros((grow, 3))])
 
 
 def stage(ctx: Context, c: ApiColumns) -> list[Finding]:
@@ -46,29 +122,15 @@ def stage(ctx: Context, c: ApiColumns) -> list[Finding]:
     cfg, s, v = ctx.config, ctx.tables, ctx.tables.vocabs
     s.key.fit(len(v.key))
     s.ip.fit(len(v.ip))
+    tenants: TenantRates = s.family["api_tenants"]
+    tenants.fit(len(v.tenant))
     k = s.key
     out: list[Finding] = []
     n_before = count_before(k, c.key, c.ts)
     warm = (n_before >= cfg.key_warm_events) & (c.ts - k["first"][c.key] >= cfg.key_warm_hours * HOUR)
+    asset = _asset(ctx, c)
 
-    # new client IP / user agent for a warm key
-    new_ip = ctx.novel("key_ip", pair(c.key, c.ip))
-    ua = np.where(c.agent_tok < 0, 0, c.agent_tok)
-    new_ua = ctx.novel("key_ua", pair(c.key, ua))
-    for i in np.flatnonzero((new_ip | new_ua) & warm & ~c.auth_fail):
-        e = c.events[i]
-        what = []
-        if new_ip[i]:
-            what.append(f"client IP {e.client_ip}")
-        if new_ua[i]:
-            what.append(f"user agent '{e.user_agent}'")
-        score = 0.85 if (new_ip[i] and new_ua[i]) else 0.65
-        out.append(ctx.finding("api.new_client", c, i, e.api_key_id, e.principal, score,
-                               [Feature(name="new_client_ip", value=float(new_ip[i]), baseline=0.0),
-                                Feature(name="new_user_agent", value=float(new_ua[i]), baseline=0.0),
-                                Feature(name="key_events_seen", value=float(n_before[i]))],
-                               f"API key {e.api_key_id} was used from {' and '.join(what)}, never seen for this "
-                               f"key in its {int(n_before[i])} earlier requests."))
+    out += _new_client(ctx, c, n_before)
 
     # scope never used by a warm key
     scope = np.where(c.scope < 0, 0, c.scope)
@@ -103,45 +165,221 @@ def stage(ctx: Context, c: ApiColumns) -> list[Finding]:
                                f"{e.client_ip} failed authentication about {fails[i]:.0f} times in the last minute "
                                f"(latest: {e.auth_result} on key {e.api_key_id})."))
 
-    # request-rate burst per key against its own baseline (learns only non-burst traffic)
-    fast, expected = burst_vs_baseline(c.key, c.ts, k["fast"], k["fast_last"], k["slow"], k["slow_last"],
-                                       k["since"], cfg.rate_tau_fast_s * 1000, cfg.rate_tau_slow_s * 1000,
-                                       cfg.rate_ratio, 1.0, cfg.rate_min)
-    burst = (fast >= cfg.rate_min) & (fast >= cfg.rate_ratio * expected) & warm
-    new_model = ctx.novel("key_model", pair(c.key, np.where(c.model < 0, 0, c.model))) & (c.model >= 0)
-    # model extraction shows before the rate does: queries spread over models (at least
-    # `extraction_models` in 10 minutes) at `rate_ratio` x the key's usual rate, from `extraction_min` requests
-    early = ((fast >= cfg.extraction_min) & (fast >= cfg.rate_ratio * expected) & (c.model >= 0) & ~burst
-             & (warm | young))
-    recent_models = _key_models_recent(ctx, c, np.flatnonzero((burst & ~new_model) | early))
+    m = _key_model(ctx, c, tenants)
+    out += _rate_findings(ctx, c, m, asset, n_before)
+    out += _stuffing_findings(ctx, c, m, tenants)
+    out += _unknown_findings(ctx, c, m)
+    _learn_key_models(ctx, c)
+    return out
+
+
+def _asset(ctx: Context, c: ApiColumns) -> np.ndarray:
+    """Each request's asset weight from its scope: admin scopes 3, write scopes 2, others 0."""
+    names = ctx.tables.vocabs.token.names
+    uniq, inv = np.unique(c.scope, return_inverse=True)
+    weight = np.array([0 if x < 0 else next((w for part, w in ASSET.items() if part in names[x]), 0)
+                       for x in uniq.tolist()], dtype=np.int64)
+    return weight[inv.reshape(-1)]
+
+
+def _new_client(ctx: Context, c: ApiColumns, n_before: np.ndarray) -> list[Finding]:
+    """api.new_client: a new client IP or user agent, as surprising as the key's own novelty rate makes it.
+
+    A key's rate of new IPs (user agents) per request after its first, shrunk toward its tenant's pooled rate
+    (``client_prior_weight`` requests' worth) while the key is young: a key behind a proxy that shows a new IP
+    on most calls is not surprised by one more; a key that used one client for months is.
+    """
+    cfg, k = ctx.config, ctx.tables.key
+    pooled_rows = ctx.tables.family["api_tenants"].client
+    new_ip = ctx.novel("key_ip", pair(c.key, c.ip))
+    ua = np.where(c.agent_tok < 0, 0, c.agent_tok)
+    new_ua = ctx.novel("key_ua", pair(c.key, ua)) & (c.agent_tok >= 0)
+    later = n_before > 0  # a key's first request brings its first client: not a novelty
+    surprise = np.zeros(len(c.key))
+    rates = {}
+    for col, new in (("ip_new", new_ip), ("ua_new", new_ua)):
+        counted = new & later
+        own = k[col][c.key] + earlier_flagged(c.key, counted)
+        t_new = pooled_rows[c.tenant, 0 if col == "ip_new" else 1] + earlier_flagged(c.tenant, counted)
+        t_all = pooled_rows[c.tenant, 2] + earlier_flagged(c.tenant, later)
+        prior = (t_new + 1.0) / (t_all + 2.0)
+        w = cfg.client_prior_weight
+        p = np.clip((own + prior * w) / (np.maximum(n_before - 1, 0) + w), 1e-12, 1.0)
+        rates[col] = p
+        surprise += np.where(counted, -np.log10(p), 0.0)
+        np.add.at(k[col], c.key[counted], 1.0)
+        np.add.at(pooled_rows[:, 0 if col == "ip_new" else 1], c.tenant[counted], 1.0)
+    np.add.at(pooled_rows[:, 2], c.tenant[later], 1.0)
+    out = []
+    for i in np.flatnonzero((surprise >= cfg.client_surprise) & ~c.auth_fail):
+        e = c.events[i]
+        what = []
+        if new_ip[i]:
+            what.append(f"client IP {e.client_ip} (it shows a new IP on {one_in(-np.log10(rates['ip_new'][i]))} "
+                        "requests)")
+        if new_ua[i]:
+            what.append(f"user agent '{e.user_agent}' (a new one on {one_in(-np.log10(rates['ua_new'][i]))} "
+                        "requests)")
+        f = ctx.finding("api.new_client", c, i, e.api_key_id, e.principal, score_of(surprise[i], 1),
+                        [Feature(name="new_client_ip", value=float(new_ip[i]), baseline=float(rates["ip_new"][i])),
+                         Feature(name="new_user_agent", value=float(new_ua[i]), baseline=float(rates["ua_new"][i])),
+                         Feature(name="key_events_seen", value=float(n_before[i])),
+                         Feature(name="surprise", value=round(float(surprise[i]), 2))],
+                        f"API key {e.api_key_id} was used from {' and '.join(what)}, after {int(n_before[i])} "
+                        f"requests; about {one_in(surprise[i])} for this key (its own novelty rate, shrunk toward "
+                        f"its tenant's keys').")
+        f.surprise = float(surprise[i])
+        out.append(f)
+    return out
+def _key_model(ctx: Context, c: ApiColumns, tenants: TenantRates) -> np.ndarray:
+    """``kernels.key_rate_model`` over the batch: rates, tokens, failures and appearing keys (``KR_*`` columns)."""
+    cfg, k = ctx.config, ctx.tables.key
+    codes = c.block.cols["auth_result"]
+    stuff_fail = c.auth_fail & (codes != _RATE_LIMITED)
+    has_tok = (c.model >= 0) & (c.tokens > 0) & ~c.auth_fail
+    return key_rate_model(
+        c.key, c.tenant, c.ts, ~c.auth_fail, stuff_fail, has_tok, np.log1p(np.maximum(c.tokens, 0.0)),
+        k["r1"], k["r10"], k["r60"], k["r_last"], k["base"], k["base_last"], k["since"], k["last_ok"], k["wake"],
+        k["wake_n"], k["unk_s"], k["tok_mean"], k["tok_var"], k["tok_n"], k["tok_run"], tenants.rows, tenants.hours,
+        np.array(RATE_WINDOWS_S) * 1000, cfg.rate_tau_slow_s * 1000, cfg.rate_prior_events, cfg.rate_nb_size,
+        cfg.rhythm_tau_days * DAY, cfg.unknown_dormant_days * DAY, HOUR, cfg.rate_floor_per_hour / HOUR,
+        cfg.rate_surprise, 0.05, cfg.token_min_sd, cfg.token_warm, 3.0, cfg.token_run_z, cfg.stuffing_floor_share,
+        cfg.stuffing_surprise, 3)
+
+
+def _rate_findings(ctx: Context, c: ApiColumns, m: np.ndarray, asset: np.ndarray,
+                   n_before: np.ndarray) -> list[Finding]:
+    """api.rate_burst, api.model_extraction and api.denial_of_wallet from the key model's columns."""
+    cfg, k = ctx.config, ctx.tables.key
+    out: list[Finding] = []
+    rate_s, count, expected = m[:, KR_RATE_S], m[:, KR_RATE_C], m[:, KR_RATE_E]
+    # models new to the key: each as surprising as the key's own rate of new models makes it
+    model = np.where(c.model < 0, 0, c.model)
+    new_model = ctx.novel("key_model", pair(c.key, model)) & (c.model >= 0)
+    models_before = k["models"][c.key] + earlier_flagged(c.key, new_model)
+    np.add.at(k["models"], c.key[new_model], 1.0)
+    recent_new = decayed_count(c.key, c.ts, (new_model & (n_before > 0)).astype(np.float64), k["mnew"],
+                               k["mnew_last"], float(MODEL_WINDOW_MS))
+    # the key's own rate of taking up models, as it was before the recent ones
+    p_model = np.clip((np.maximum(models_before + 1.0 - recent_new, 0.0) + 1.0) / (np.maximum(n_before, 0) + 2.0),
+                      1e-12, 1.0)
+    model_s = np.where(recent_new >= 2.0, recent_new * -np.log10(p_model), 0.0)
+    tok_run = m[:, KR_TOK_RUN]
+    extra = np.maximum(tok_run, model_s)
+    extra = np.where(extra >= cfg.extraction_evidence, extra, 0.0)
+    burst = (rate_s >= cfg.rate_surprise) & (count >= cfg.rate_min_requests)
+    extraction = ((c.model >= 0) & (rate_s >= cfg.extraction_rate_surprise) & (extra > 0)
+                  & (rate_s + extra >= cfg.extraction_surprise) & (count >= cfg.rate_min_requests))
+    recent_models = _key_models_recent(ctx, c, np.flatnonzero(extraction))
     for i in np.flatnonzero(burst):
         e = c.events[i]
-        ratio = fast[i] / expected[i]
-        feats = [Feature(name="requests_per_10min", value=round(float(fast[i]), 1),
-                         baseline=round(float(expected[i]), 2), contribution=1.0)]
-        out.append(ctx.finding("api.rate_burst", c, i, e.api_key_id, e.principal, min(1.0, 0.5 + ratio / 100),
-                               feats, f"API key {e.api_key_id} made about {fast[i]:.0f} requests in 10 minutes, "
-                                      f"{ratio:.0f}x its usual {expected[i]:.1f}."))
-        if new_model[i] or (e.model and recent_models[i] >= BURST_EXTRACTION_MODELS):
-            out.append(ctx.finding("api.model_extraction", c, i, e.api_key_id, e.principal, 0.85, feats + [
-                Feature(name="new_model", value=float(new_model[i]), baseline=0.0)],
-                f"API key {e.api_key_id} is sending a sustained burst of inference queries ({fast[i]:.0f} in "
-                f"10 minutes, {ratio:.0f}x usual) across models it did not use before, a model-extraction "
-                f"pattern."))
-    for i in np.flatnonzero(early):
-        n_models = int(recent_models[i])
-        if n_models < cfg.extraction_models:
-            continue
+        w = int(m[i, KR_RATE_W])
+        f = ctx.finding("api.rate_burst", c, i, e.api_key_id, e.principal, score_of(rate_s[i], int(asset[i])),
+                        _rate_features(m, i),
+                        f"API key {e.api_key_id} made about {fmt(count[i])} requests in the last {WINDOW_NAMES[w]} "
+                        f"(decayed count) where its own baseline expects {fmt(expected[i])} at this hour"
+                        f"{_surge_words(m, i)}: about {one_in(rate_s[i])} for this key.")
+        f.surprise = float(rate_s[i])
+        out.append(f)
+    for i in np.flatnonzero(extraction):
         e = c.events[i]
-        ratio = fast[i] / expected[i]
-        out.append(ctx.finding("api.model_extraction", c, i, e.api_key_id, e.principal, 0.8, [
-            Feature(name="requests_per_10min", value=round(float(fast[i]), 1),
-                    baseline=round(float(expected[i]), 2), contribution=1.0),
-            Feature(name="models_in_10min", value=float(n_models), baseline=1.0),
-            Feature(name="new_model", value=float(new_model[i]), baseline=0.0)],
-            f"API key {e.api_key_id} is querying {n_models} models within 10 minutes at {ratio:.0f}x its usual "
-            f"rate ({fast[i]:.0f} requests), a model-extraction pattern."))
-    _learn_key_models(ctx, c)
+        total = float(rate_s[i] + extra[i])
+        how = (f"outputs far longer than its usual (a run of requests adding up to {one_in(tok_run[i])})"
+               if tok_run[i] >= model_s[i] else
+               f"{int(recent_models[i])} models within 10 minutes, {recent_new[i]:.0f} of them new to it")
+        f = ctx.finding("api.model_extraction", c, i, e.api_key_id, e.principal, score_of(total, int(asset[i])),
+                        [*_rate_features(m, i),
+                         Feature(name="models_in_10min", value=float(recent_models[i]), baseline=1.0),
+                         Feature(name="new_models_10min", value=round(float(recent_new[i]), 2), baseline=0.0),
+                         Feature(name="token_run_surprise", value=round(float(tok_run[i]), 2), baseline=0.0)],
+                        f"API key {e.api_key_id} is querying at {fmt(count[i])} requests per "
+                        f"{WINDOW_NAMES[int(m[i, KR_RATE_W])]} against {fmt(expected[i])} expected "
+                        f"({one_in(rate_s[i])}) with {how}: a model-extraction pattern, about {one_in(total)} "
+                        "for this key.")
+        f.surprise = total
+        out.append(f)
+    for i in np.flatnonzero((tok_run >= cfg.token_surprise) & (m[:, KR_TOK_Z] >= cfg.token_run_z)):
+        e = c.events[i]
+        usual = float(np.expm1(m[i, KR_TOK_BASE]))
+        f = ctx.finding("api.denial_of_wallet", c, i, e.api_key_id, e.principal,
+                        score_of(float(tok_run[i]), int(asset[i])),
+                        [Feature(name="tokens", value=float(c.tokens[i]), baseline=round(usual, 1), contribution=1.0),
+                         Feature(name="tokens_z", value=round(float(m[i, KR_TOK_Z]), 2), baseline=0.0),
+                         Feature(name="surprise", value=round(float(tok_run[i]), 2))],
+                        f"API key {e.api_key_id} sent a request of {c.tokens[i]:.0f} tokens, "
+                        f"{c.tokens[i] / max(usual, 1):.0f}x its usual {usual:.0f} (its own log-normal of tokens "
+                        f"per request), in a run of such requests adding up to about {one_in(tok_run[i])} for this "
+                        "key: cost far above its usual at its request rate.")
+        f.surprise = float(tok_run[i])
+        out.append(f)
+    return out
+
+
+def _rate_features(m: np.ndarray, i: int) -> list[Feature]:
+    w = int(m[i, KR_RATE_W])
+    return [Feature(name=f"requests_per_{('1min', '10min', '60min')[w]}", value=round(float(m[i, KR_RATE_C]), 1),
+                    baseline=round(float(m[i, KR_RATE_E]), 2), contribution=1.0),
+            Feature(name="tenant_surge", value=round(float(m[i, KR_SURGE]), 2), baseline=1.0),
+            Feature(name="hour_level", value=round(float(m[i, KR_LEVEL]), 2), baseline=1.0),
+            Feature(name="surprise", value=round(float(m[i, KR_RATE_S]), 2))]
+
+
+def _surge_words(m: np.ndarray, i: int) -> str:
+    return (f", with its tenant's other keys at {m[i, KR_SURGE]:.1f}x theirs counted in" if m[i, KR_SURGE] >= 1.5
+            else "")
+
+
+def _stuffing_findings(ctx: Context, c: ApiColumns, m: np.ndarray, tenants: TenantRates) -> list[Finding]:
+    """api.auth_failure_spread: a tenant's failed authentications far above its own failure rate.
+
+    One alert per tenant episode (hits less than the detector's cooldown apart fold into it), named by the
+    client IP of the failure that crossed the threshold: the failures may come from hundreds of IPs and keys.
+    """
+    cfg = ctx.config
+    hit = (m[:, KR_FAIL_S] >= cfg.stuffing_surprise) & (m[:, KR_FAIL_C] >= cfg.stuffing_min_failures)
+    cooldown = ctx.catalog["api.auth_failure_spread"].cooldown_s * 1000
+    out: list[Finding] = []
+    for i in np.flatnonzero(hit):
+        t = int(c.tenant[i])
+        last = tenants.stuffing_last.get(t)
+        tsi = int(c.ts[i])
+        if last is not None and tsi - last < cooldown:
+            tenants.stuffing_last[t] = max(last, tsi)
+            continue
+        tenants.stuffing_last[t] = tsi
+        e = c.events[i]
+        sv = float(m[i, KR_FAIL_S])
+        f = ctx.finding("api.auth_failure_spread", c, i, e.client_ip, e.principal, score_of(sv, 1),
+                        [Feature(name="tenant_auth_failures_10min", value=round(float(m[i, KR_FAIL_C]), 1),
+                                 baseline=round(float(m[i, KR_FAIL_E]), 2), contribution=1.0),
+                         Feature(name="surprise", value=round(sv, 2))],
+                        f"Tenant {e.tenant} saw about {m[i, KR_FAIL_C]:.0f} failed authentications in the last 10 "
+                        f"minutes (decayed count) where its own failure rate expects {fmt(m[i, KR_FAIL_E])}: about "
+                        f"{one_in(sv)} for this tenant. Latest: {e.auth_result} on key {e.api_key_id} from "
+                        f"{e.client_ip}; failures spread over IPs and keys, as in credential stuffing.")
+        f.surprise = sv
+        out.append(f)
+    return out
+
+
+def _unknown_findings(ctx: Context, c: ApiColumns, m: np.ndarray) -> list[Finding]:
+    """api.unknown_key: a key that appears (never seen, or silent for days) and runs calls at a quiet hour."""
+    cfg = ctx.config
+    out: list[Finding] = []
+    for i in np.flatnonzero((m[:, KR_UNK_S] >= cfg.unknown_surprise) & (m[:, KR_WAKE_N] >= cfg.unknown_min_calls)):
+        e = c.events[i]
+        sv = float(m[i, KR_UNK_S])
+        f = ctx.finding("api.unknown_key", c, i, e.api_key_id, e.principal, score_of(sv, 1),
+                        [Feature(name="calls_since_appearing", value=float(m[i, KR_WAKE_N])),
+                         Feature(name="tenant_new_key_rate", value=float(m[i, KR_P_NEW])),
+                         Feature(name="tenant_hour_share", value=round(float(m[i, KR_P_HOUR]), 4)),
+                         Feature(name="surprise", value=round(sv, 2))],
+                        f"API key {e.api_key_id} appeared in tenant {e.tenant} (never seen, or silent for "
+                        f"{cfg.unknown_dormant_days:g} days) and made {m[i, KR_WAKE_N]:.0f} calls at an hour that "
+                        f"holds {m[i, KR_P_HOUR]:.1%} of the tenant's own activity (its learned rhythm); the tenant "
+                        f"sees a new key on {one_in(-np.log10(m[i, KR_P_NEW]))} requests: about {one_in(sv)}.")
+        f.surprise = sv
+        out.append(f)
     return out
 
 
@@ -171,10 +409,9 @@ def _scope_peers(ctx: Context, c: ApiColumns, new_scope: np.ndarray,
 def _key_models_recent(ctx: Context, c: ApiColumns, at: np.ndarray) -> np.ndarray:
     """Distinct models each event's key queried in the 10 minutes up to it (earlier batches too), at the
     event indices ``at`` (0 elsewhere). One compiled pass over the batch per index: a burst of thousands of
-    requests is where this is asked most."""
+    requests is where this is asked most. Called with no index too (one cheap pass), so a worker's warm-up
+    loads the kernel before the first real extraction needs it."""
     out = np.zeros(len(c.key), dtype=np.int64)
-    if not at.size:
-        return out
     store = ctx.tables.key_models
     prior = [(k, m, t) for k in np.unique(c.key[at]).tolist() for m, t in store.get(k, {}).items()]
     pk, pm, pt = (np.array(x, dtype=np.int64) for x in zip(*prior, strict=True)) if prior else (
@@ -212,8 +449,9 @@ def expire(tables: State, day_start: int, config: Any) -> None:
 FAMILY = Family(
     name="api",
     kind="api_usage",
-    doc="Per-key and per-IP rules over API requests: a key's warm-up, novelty of its clients, scopes and "
-        "models, and its request rate against its own slow baseline.",
+    doc="Per-key, per-IP and per-tenant models of API requests: a key's client novelty rate, scopes and models, "
+        "its request rate and tokens per request against its own learned baseline (with its tenant's hour-of-day "
+        "rhythm and current surge), its tenant's authentication-failure rate and how often the tenant sees new keys.",
     config=ApiConfig,
     stage=stage,
     expire=expire,
@@ -226,12 +464,22 @@ FAMILY = Family(
             "`auth_fail_min`: one IP trying many keys or passwords in quick succession. The score grows with "
             "the count."),
         Detector(
+            "api.auth_failure_spread", "Tenant-wide authentication failures far above its own rate", "client_ip",
+            ("atlas:AML.T0012", "owasp-llm:LLM10"),
+            "Credential stuffing spread over many IPs and guessed keys, so that no single IP bursts. Counts the "
+            "tenant's failed authentications (rate limiting left out) over about 10 minutes and compares them with "
+            "what its own failure rate (learned, at least `stuffing_floor_share` of its requests) expects at this "
+            "hour of its rhythm and its current traffic level. Raised when the Poisson tail of the count is below "
+            "1 in 10^`stuffing_surprise` and at least `stuffing_min_failures` failed; one alert per tenant episode, "
+            "named by the client IP of the failure that crossed the line."),
+        Detector(
             "api.new_client", "API key used from a new client IP or user agent", "api_key",
             ("atlas:AML.T0012", "atlas:AML.T0055"),
-            "Remembers every client IP and user agent each key has been used from. Once a key is warm "
-            "(`key_warm_events` requests over at least `key_warm_hours`), a successfully authenticated "
-            "request from an IP or user agent the key never used is raised: a leaked key used from "
-            "somewhere else. Both new at once scores higher than either alone."),
+            "Remembers every client IP and user agent each key has been used from, and how often the key shows "
+            "a new one (its own novelty rate, shrunk toward its tenant's keys' rate while it is young). A new IP or "
+            "user agent is as surprising as that rate makes it: a key behind a proxy or NAT pool that shows a new "
+            "IP on most calls is never surprised, a key that always called from one client is. Both new at once add "
+            "up. Raised when the surprise reaches `client_surprise` (1 in 100,000 by default)."),
         Detector(
             "api.new_scope", "API key used a scope it never used", "api_key",
             ("atlas:AML.T0012", "owasp-llm:LLM06"),
@@ -241,27 +489,65 @@ FAMILY = Family(
             "`scope_peer_min_keys` keys in the tenant) is raised. Admin scopes score highest, write scopes "
             "next."),
         Detector(
-            "api.rate_burst", "Request rate far above the key's baseline", "api_key",
+            "api.rate_burst", "Request rate far above the key's own expected rate", "api_key",
             ("atlas:AML.T0034", "owasp-llm:LLM10"),
-            "Keeps two decayed request counts per key: a fast one (10 minutes) and a slow baseline (a day) "
-            "that does not learn from bursts. A warm key whose fast count is at least `rate_min` and "
-            "`rate_ratio` times what its baseline expects is raised; the score grows with the ratio."),
+            "Counts each key's requests over the last minute, 10 minutes and hour (decayed counts) and compares "
+            "each with what the key's own baseline rate expects (a day-scale rate learned from its unalarming "
+            "traffic, shrunk toward its tenant's per-key rate while young), raised at its tenant's busy hours "
+            "(the tenant's own hour-of-day rhythm) and by the tenant's current surge (a release day that lifts "
+            "every key of the tenant lifts the expectation too). Raised when the best window's Poisson tail is "
+            "below 1 in 10^`rate_surprise` with at least `rate_min_requests` requests; such requests are not "
+            "learned."),
         Detector(
-            "api.model_extraction", "Sustained, high-diversity inference queries", "api_key",
-            ("atlas:AML.T0024.002", "atlas:AML.T0040", "owasp-llm:LLM10"),
-            "Model extraction spreads queries over models faster than usual. Raised when a key runs at "
-            "`rate_ratio` times its usual rate (from `extraction_min` requests) across at least "
-            "`extraction_models` distinct models within 10 minutes, or when a rate burst also queries a model "
-            "the key never used (or three recent models)."),
+            "api.model_extraction", "Sustained inference far above the key's rate with long outputs or new models",
+            "api_key", ("atlas:AML.T0024.002", "atlas:AML.T0040", "owasp-llm:LLM10"),
+            "Model extraction runs many inference queries, with long outputs on one model or spread over models. "
+            "Raised when a key's rate surprise (as for api.rate_burst, at least `extraction_rate_surprise`) plus "
+            "the surprise of its outputs (a run of requests far above its own tokens per request) or of the "
+            "models new to it within 10 minutes (judged by how rarely the key takes up a new model) reaches "
+            "`extraction_surprise`. It fires below the rate-burst threshold when the outputs or models add "
+            "evidence."),
+        Detector(
+            "api.denial_of_wallet", "Tokens per request far above the key's own", "api_key",
+            ("atlas:AML.T0034", "owasp-llm:LLM10"),
+            "Keeps each key's tokens per request as a log-normal (an exponentially weighted mean and spread of "
+            "log tokens, at least `token_min_sd`, learned from requests that are not far out). Each request "
+            "`token_run_z` standard deviations or more above it adds its tail surprise to the key's run; a "
+            "normal request ends the run. Raised when a run adds up to `token_surprise`: far larger contexts or "
+            "outputs at the key's usual request rate."),
+        Detector(
+            "api.unknown_key", "A new or dormant key running calls at a quiet hour of its tenant", "api_key",
+            ("atlas:AML.T0012", "owasp-llm:LLM10"),
+            "A key the tenant never saw (or silent for `unknown_dormant_days` days) that makes calls: its surprise "
+            "is how rarely the tenant sees a new key (new keys per request, recent history) plus, for each of its "
+            "first three calls, how quiet the hour is in the tenant's own hour-of-day rhythm (the share of its "
+            "activity in hours at least as quiet). Raised from its `unknown_min_calls`-th call when that reaches "
+            "`unknown_surprise`: a key that appears at 03:00 in a tenant busy by day, not a new joiner's key in "
+            "the morning."),
     ),
     columns=(
         Column("key", "n", 0, "requests seen (warm-up)"),
         Column("key", "first", 0, "first request time (warm-up)"),
-        Column("key", "fast", 0, "decayed request count, `rate_tau_fast_s`"),
-        Column("key", "fast_last", 0, "time of the fast count's last update"),
-        Column("key", "slow", 0, "decayed baseline request count, `rate_tau_slow_s`"),
-        Column("key", "slow_last", 0, "time of the baseline's last update"),
+        Column("key", "ip_new", 0, "new client IPs after the key's first request"),
+        Column("key", "ua_new", 0, "new user agents after the key's first request"),
+        Column("key", "r1", 0, "decayed request count, 1 minute"),
+        Column("key", "r10", 0, "decayed request count, 10 minutes"),
+        Column("key", "r60", 0, "decayed request count, 1 hour"),
+        Column("key", "r_last", 0, "time of the request counts' last update"),
+        Column("key", "base", 0, "decayed baseline request count, `rate_tau_slow_s` (unalarming requests)"),
+        Column("key", "base_last", 0, "time of the baseline's last update"),
         Column("key", "since", 0, "start of the baseline's learning"),
+        Column("key", "last_ok", 0, "time of the key's latest successful request"),
+        Column("key", "wake", 0, "time the key last appeared (first seen, or back from dormancy)"),
+        Column("key", "wake_n", 0, "calls since the key last appeared"),
+        Column("key", "unk_s", 0, "surprise of the key's appearance so far"),
+        Column("key", "tok_mean", 0, "mean of log tokens per request (exponentially weighted)"),
+        Column("key", "tok_var", 0, "variance of log tokens per request (exponentially weighted)"),
+        Column("key", "tok_n", 0, "requests with tokens learned"),
+        Column("key", "tok_run", 0, "summed surprise of the current run of large requests"),
+        Column("key", "models", 0, "distinct models the key queried"),
+        Column("key", "mnew", 0, "decayed count of models new to the key, 10 minutes"),
+        Column("key", "mnew_last", 0, "time of that count's last update"),
         Column("ip", "fail", 0, "decayed count of failed authentications, `auth_fail_tau_s`"),
         Column("ip", "fail_last", 0, "time of the failure count's last update"),
     ),
@@ -278,5 +564,8 @@ FAMILY = Family(
         Table("scope_keys", "(tenant, scope) -> tracked keys that used the scope",
               "evicted keys uncounted (compaction.uncount_keys)"),
         Table("tenant_keys", "tenant -> tracked keys", "evicted keys uncounted (compaction.uncount_keys)"),
+        Table("api_tenants", "tenant -> request, failure and new-key rates, hour-of-day rhythm, client novelty",
+              "keyed by tenant id: tenants are never evicted (a fixed number of floats per tenant)",
+              factory=TenantRates),
     ),
 )

@@ -534,6 +534,13 @@ def test_one_detectors_alert_alone_is_not_an_incident():
     assert not _hits(alerts, "risk.incident")
 
 
+def _api_family(name: str):
+    """A pattern of the API family's own tests (tests/unit/test_family_api.py), imported when first used."""
+    import tests.unit.test_family_api as api
+
+    return getattr(api, name)
+
+
 # -- conformance: every detector that is on by default ----------------------------------------------
 def _agent_family():
     """The agent family's patterns (tests/unit/test_family_agent.py, which imports this module's helpers)."""
@@ -563,6 +570,9 @@ PATTERNS = {  # detector -> its injected pattern: (minimal) -> (alerts, injected
     "agent.runaway": lambda m: _runaway(m),
     "agent.tool_loop": lambda m: _agent_family().loop(True, m),
     "risk.incident": lambda m: _incident("bypassed", m),
+    "api.auth_failure_spread": lambda m: _api_family("spread_pattern")(m),
+    "api.denial_of_wallet": lambda m: _api_family("wallet_pattern")(m),
+    "api.unknown_key": lambda m: _api_family("unknown_pattern")(m),
 }
 
 
@@ -585,12 +595,17 @@ BENIGN = {  # detector -> its pattern's benign twin: () -> (alerts, the twin's e
     "agent.runaway": lambda: (_helper_sessions().run(), None),
     "agent.tool_loop": lambda: (_agent_family().loop(False)[0], None),
     "risk.incident": lambda: (_incident("approved")[0], None),
+    "api.auth_failure_spread": lambda: _api_family("spread_pattern")(minutes=4 * 24 * 60, tries=6),
+    "api.denial_of_wallet": lambda: _api_family("wallet_pattern")(scale=1.0),
+    "api.unknown_key": lambda: _api_family("unknown_pattern")(hour=11.0),
 }
 # risk.cross_kind is the worker's correlator's (tests/unit/test_correlation.py), not the engine's
 ON_BY_DEFAULT = [d for d, spec in CATALOG.items()
                  if spec.engine and (d != "api.behaviour_outlier" or EngineConfig().behaviour)]
 # detectors whose pattern is carried by an optional field: without it there is nothing to see
 NEEDS_OPTIONAL = {
+    "api.new_client": "user_agent (a new IP alone, on a short history, is not rare enough for the key)",
+    "api.denial_of_wallet": "tokens_in / tokens_out",
     "api.new_scope": "scope_used",
     "api.model_extraction": "model",
     "data.volume_spike": "rows",

@@ -44,10 +44,12 @@ def ids(alerts):
     return sorted((a.alert_id, a.detector, a.entity) for a in alerts)
 
 
-def api(i, t, key="key_1", ip="10.0.0.1", granted=None, used="inference:chat", auth="ok", tenant="acme"):
+def api(i, t, key="key_1", ip="10.0.0.1", granted=None, used="inference:chat", auth="ok", tenant="acme", ua=None):
     row = dict(SAMPLES["api_usage"], event_id=f"e{i}", ts=t.isoformat().replace("+00:00", "Z"), api_key_id=key,
                client_ip=ip, scope_used=used, auth_result=auth, tenant=tenant,
                scopes_granted=granted or ["inference:chat"])
+    if ua is not None:
+        row["user_agent"] = ua
     return decode(json.dumps(row).encode())
 
 
@@ -143,11 +145,11 @@ def test_the_cap_bounds_tracked_entities_and_keeps_the_most_recent():
 
 def _warm_then_gone(cfg):
     """A key warms up on one IP for two days, goes quiet for 10 days (another key keeps time moving), then
-    comes back from a new IP."""
+    comes back from a new IP and user agent."""
     eng = Engine(cfg)
     warm = [api(i, T0 + timedelta(minutes=30 * i)) for i in range(100)]
     other = [api(1000 + i, T0 + timedelta(days=2, hours=6 * i), key="key_2", ip="10.0.0.9") for i in range(40)]
-    back = [api(5000, T0 + timedelta(days=12), ip="203.0.113.5")]
+    back = [api(5000, T0 + timedelta(days=12), ip="203.0.113.5", ua="curl/8.5")]
     alerts = process(warm + other, eng, 37) + eng.process(back)
     return eng, [a for a in alerts if a.detector == "api.new_client" and a.entity == "key_1"]
 

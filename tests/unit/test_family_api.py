@@ -1,0 +1,172 @@
+"""The API family's learned, calibrated detectors: each pattern alerts on the right entity, its benign twin does not.
+
+Patterns: a steady key from a new client, a key far above its own (low) rate, tokens far above a key's own,
+a key never seen running calls at the tenant's night, authentication failures spread over many IPs and keys.
+Benign twins: a proxy key with a new IP on every call, a tenant-wide release-day surge, ordinary token spread,
+a new key in the working day, failures at the tenant's usual trickle.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+
+from detectors.calibration import normal_surprise, poisson_surprise
+from detectors.kernels import normal_surprise_nb, poisson_surprise_nb
+from tests.unit.test_detectors import T0, Stream, _hits, _work
+
+KEYS = ("k0", "k1", "k2", "k3", "k4")
+
+
+def _history(s: Stream, rng: np.random.Generator, days: int = 4, per_day: int = 40, *, proxy: bool = False,
+             tokens: float = 30.0) -> None:
+    """Five keys' ordinary use over working days; k0 behind a proxy (a new IP per call) when ``proxy``."""
+    for day in range(days):
+        for key in KEYS:
+            for _ in range(per_day):
+                ip = f"172.16.{rng.integers(250)}.{rng.integers(250)}" if proxy and key == "k0" else "10.1.0.1"
+                s.api(_work(rng, day), key, "inference:chat", ip=ip)
+                _tokens(s, tokens * float(rng.lognormal(0.0, 0.5)))
+
+
+def _tokens(s: Stream, total: float) -> None:
+    row = s.rows[-1][1]
+    row["tokens_in"], row["tokens_out"] = int(total / 3) + 1, int(2 * total / 3) + 1
+
+
+# -- api.new_client: judged by the key's own novelty rate -------------------------------------------
+def proxy_client(minimal: bool = False) -> tuple[list, set[str]]:
+    """The benign twin: a proxy key shows yet another new IP, as it does on every call."""
+    rng = np.random.default_rng(1)
+    s = Stream()
+    _history(s, rng, proxy=True)
+    t = T0 + timedelta(days=4, hours=10)
+    ids = {s.api(t + timedelta(seconds=30 * i), "k0", "inference:chat", ip=f"172.17.0.{i}") for i in range(5)}
+    return s.run(minimal=minimal), ids
+
+
+def test_a_proxy_key_with_a_new_ip_on_every_call_is_never_a_new_client():
+    alerts, ids = proxy_client()
+    assert not _hits(alerts, "api.new_client")
+
+
+def test_a_steady_key_from_a_new_ip_and_user_agent_is_a_new_client_with_its_odds():
+    rng = np.random.default_rng(1)
+    s = Stream()
+    _history(s, rng, proxy=True)
+    t = T0 + timedelta(days=4, hours=10)
+    ids = {s.api(t + timedelta(seconds=30 * i), "k1", "inference:chat", ip="198.51.100.9", user_agent="curl/8.5")
+           for i in range(3)}
+    hits = _hits(s.run(), "api.new_client", ids)
+    assert hits and hits[0].entity == "k1" and "1 in " in hits[0].explanation
+
+
+# -- api.rate_burst: the key's own rate, its tenant's surge -------------------------------------------
+def rate_pattern(minimal: bool = False, surge: bool = False) -> tuple[list, set[str]]:
+    """k1 at about 10x its own rate for 20 minutes (30 requests, below any absolute floor of 40); ``surge``:
+    every key of the tenant at 4x for two hours instead (a release day)."""
+    rng = np.random.default_rng(2)
+    s = Stream()
+    _history(s, rng, per_day=12)
+    t = T0 + timedelta(days=4, hours=11)
+    ids: set[str] = set()
+    if surge:
+        for key in KEYS:
+            for _ in range(16):
+                ids.add(s.api(t + timedelta(minutes=float(rng.uniform(0, 120))), key, "inference:chat"))
+    else:
+        for i in range(30):
+            ids.add(s.api(t + timedelta(seconds=40 * i), "k1", "inference:chat"))
+    return s.run(minimal=minimal), ids
+
+
+def test_a_burst_far_above_the_keys_own_low_rate_is_caught_within_a_minute_or_two():
+    alerts, ids = rate_pattern()
+    hits = _hits(alerts, "api.rate_burst", ids)
+    assert hits and hits[0].entity == "k1" and "for this key" in hits[0].explanation
+    first = min(int(e[1:]) for e in ids)
+    assert hits[0].evidence.event_ids[0] != f"a{first}"
+
+
+def test_a_tenant_wide_release_day_surge_is_not_a_burst():
+    alerts, ids = rate_pattern(surge=True)
+    assert not _hits(alerts, "api.rate_burst", ids)
+
+
+# -- api.denial_of_wallet: same rate, far more tokens ---------------------------------------------------
+def wallet_pattern(minimal: bool = False, scale: float = 30.0) -> tuple[list, set[str]]:
+    rng = np.random.default_rng(3)
+    s = Stream()
+    _history(s, rng, per_day=12)
+    ids = set()
+    for _ in range(6):
+        ids.add(s.api(_work(rng, 4), "k2", "inference:chat"))
+        _tokens(s, 30.0 * scale * float(rng.lognormal(0.0, 0.3)))
+    return s.run(minimal=minimal), ids
+
+
+def test_tokens_far_above_the_keys_own_at_its_usual_rate_are_caught():
+    alerts, ids = wallet_pattern()
+    hits = _hits(alerts, "api.denial_of_wallet", ids)
+    assert hits and hits[0].entity == "k2" and "usual" in hits[0].explanation
+
+
+def test_ordinary_token_spread_is_not_denial_of_wallet():
+    alerts, ids = wallet_pattern(scale=1.0)
+    assert not _hits(alerts, "api.denial_of_wallet", ids)
+
+
+# -- api.unknown_key: a key never seen, at the tenant's night -----------------------------------------
+def unknown_pattern(minimal: bool = False, hour: float = 3.0) -> tuple[list, set[str]]:
+    rng = np.random.default_rng(4)
+    s = Stream()
+    _history(s, rng, per_day=30)
+    t = T0 + timedelta(days=4, hours=hour)
+    ids = {s.api(t + timedelta(seconds=20 * i), "k-new", "inference:chat", ip="203.0.113.8",
+                 user_agent="python-httpx/0.27.0") for i in range(30)}
+    return s.run(minimal=minimal), ids
+
+
+def test_a_key_never_seen_calling_at_the_tenants_night_is_caught_within_a_minute():
+    alerts, ids = unknown_pattern()
+    hits = _hits(alerts, "api.unknown_key", ids)
+    assert hits and hits[0].entity == "k-new"
+    assert hits[0].first_seen <= (T0 + timedelta(days=4, hours=3, seconds=60)).isoformat()[:19]
+
+
+def test_a_new_key_in_the_working_day_is_not_unknown():
+    alerts, ids = unknown_pattern(hour=11.0)
+    assert not _hits(alerts, "api.unknown_key", ids)
+
+
+# -- api.auth_failure_spread: credential stuffing over many IPs and keys -----------------------------
+def spread_pattern(minimal: bool = False, minutes: float = 15.0, tries: int = 200) -> tuple[list, set[str]]:
+    """``tries`` invalid-credential attempts over ``minutes`` from 40 IPs on guessed keys (no IP bursts)."""
+    rng = np.random.default_rng(5)
+    s = Stream()
+    _history(s, rng, per_day=30)
+    t = T0 + timedelta(days=4, hours=14)
+    ids = {s.api(t + timedelta(seconds=float(rng.uniform(0, minutes * 60))), f"guess-{i}", "inference:chat",
+                 ip=f"198.51.100.{i % 40}", auth_result="invalid_credentials") for i in range(tries)}
+    return s.run(minimal=minimal), ids
+
+
+def test_failures_spread_over_many_ips_and_keys_are_caught_once_per_tenant_episode():
+    alerts, ids = spread_pattern()
+    hits = _hits(alerts, "api.auth_failure_spread", ids)
+    assert len(hits) == 1 and hits[0].entity.startswith("198.51.100.")
+    assert not _hits(alerts, "api.auth_failure_burst", ids), "no single IP bursts"
+
+
+def test_failures_at_the_tenants_usual_trickle_are_not_a_spread():
+    alerts, ids = spread_pattern(minutes=4 * 24 * 60, tries=6)
+    assert not _hits(alerts, "api.auth_failure_spread", ids)
+
+
+# -- the compiled tails agree with detectors.calibration -------------------------------------------------
+def test_compiled_tails_match_the_calibration_module():
+    for k, mu in ((30, 2.0), (5, 0.1), (3.5, 0.02), (1, 3.0), (60, 40.0)):
+        assert abs(poisson_surprise_nb(k, mu) - poisson_surprise(k, mu)) < 1e-9
+    for z in (-1.0, 0.5, 2.0, 6.0):
+        assert abs(normal_surprise_nb(z) - normal_surprise(z)) < 1e-9
