@@ -306,6 +306,7 @@ def failure_run_surprise(key, failed, run, calls, fails, totals, prior_weight, r
     return out, hit
 
 
+@njit(cache=True)
 def poisson_tail_surprise(k, mu):  # pragma: no cover - compiled
     """``calibration.poisson_surprise`` compiled: -log10 P(X >= k) for X ~ Poisson(mu), 0 when k <= mu."""
     if k <= 0.0 or k <= mu:
