@@ -9,6 +9,14 @@ import numpy as np
 from tests.unit.test_detectors import T0, Stream, _hits, _reads, _work
 
 
+def _day_workers(s: Stream, rng: np.random.Generator, days: int) -> None:
+    """Ten people reading confidential data eight times a day in working hours, each from their own address."""
+    for day in range(days):
+        for p in range(10):
+            for _ in range(8):
+                s.data(_work(rng, day), f"p{p}", "finance/ledger", 50, ip=f"10.0.0.{p}")
+
+
 def _night_reader(ips: str, night_reads: int) -> tuple[list, set[str]]:
     """A day worker (``ips``: 'fixed' one address, 'nat' a new address on every access) reads confidential data
     ``night_reads`` times a minute apart at 03:00 UTC on day 3, from an address new to them."""
@@ -43,11 +51,9 @@ def test_a_run_of_confidential_night_reads_is_caught_from_the_usual_place_too():
     """The pilot's miss: confidential reads at 03:00 from the worker's usual address."""
     rng = np.random.default_rng(22)
     s = Stream()
-    for day in range(3):
-        for p in range(10):
-            for _ in range(8):
-                s.data(_work(rng, day), f"p{p}", "finance/ledger", 50)
-    ids = {s.data(T0 + timedelta(days=3, hours=3, minutes=2 * i), "p0", "finance/ledger", 60) for i in range(6)}
+    _day_workers(s, rng, 3)
+    ids = {s.data(T0 + timedelta(days=3, hours=3, minutes=2 * i), "p0", "finance/ledger", 60, ip="10.0.0.0")
+           for i in range(6)}
     alerts = s.run()
     hits = _hits(alerts, "data.off_hours", ids)
     assert hits and hits[0].entity == "p0"
@@ -57,10 +63,8 @@ def test_night_work_in_the_principals_own_history_is_not_off_hours():
     """A service account (or on-call engineer) whose history has night reads: its night, from a new IP too."""
     rng = np.random.default_rng(23)
     s = Stream()
+    _day_workers(s, rng, 4)
     for day in range(4):
-        for p in range(10):
-            for _ in range(8):
-                s.data(_work(rng, day), f"p{p}", "finance/ledger", 50)
         for m in range(0, 120, 5):
             s.data(T0 + timedelta(days=day, hours=1, minutes=m), "svc", "finance/ledger", 5000, ip="10.9.9.9")
     ids = {s.data(T0 + timedelta(days=4, hours=1, minutes=m), "svc", "finance/ledger", 5000, ip="10.9.9.10")
