@@ -82,3 +82,12 @@ def score_of(surprise: float, asset: int = 0) -> float:
     """
     base = 1.0 - math.exp(-max(surprise, 0.0) / 3.0)
     return min(0.999, base * 0.85 + 0.05 * max(0, min(asset, 3)))
+
+
+def rate_surprise_many(new: np.ndarray, total: np.ndarray, prior_rate: np.ndarray,
+                       prior_weight: float = 20.0) -> np.ndarray:
+    """``rate_surprise`` over arrays (element-wise)."""
+    p = (np.asarray(new, dtype=np.float64) + np.asarray(prior_rate, dtype=np.float64) * prior_weight) / (
+        np.asarray(total, dtype=np.float64) + prior_weight)
+    return -np.log10(np.clip(p, 1e-12, 1.0))
+

@@ -505,3 +505,98 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
                 out[i, KR_UNK_S] = unk_s[k]
                 out[i, KR_WAKE_N] = wake_n[k]
     return out
+
+
+@njit(cache=True)
+def hour_rhythm(ent, group, hour, ts, first, ent_hist, group_hist, recent, recent_last, carry, carry_ts, tau_ms,
+                prior, dispersion, extra, judged, floor):  # pragma: no cover - compiled
+    """Surprise of each entity's recent activity at this hour of day, against its own hour-of-day rhythm.
+
+    ``ent_hist``/``group_hist`` (rows of 24 hour-of-day counts, the entity's and its peer group's) and the
+    decayed count ``recent``/``recent_last`` (time constant ``tau_ms``) per entity are updated in place. The
+    entity's share of activity in the 3 hours around the event's hour starts from its group's share, worth
+    ``prior`` events; times the entity's events per day it gives the events expected within ``tau_ms`` at this
+    hour, and the surprise is the Poisson tail of the decayed count of its accesses (this one included) under
+    that expectation. ``extra`` is other evidence an event carries (a new IP's surprise); it holds for the
+    entity's later events within ``tau_ms`` (``carry``/``carry_ts`` per entity), so the activity it starts is
+    judged with it. An event that is ``judged`` and whose surprise plus extra reaches ``floor`` is not learned
+    into the histograms (an alerting night does not teach itself in).
+    Returns (surprise, extra in force, the entity's share of the 3-hour window, the decayed count, the expected
+    count).
+    """
+    n = ent.shape[0]
+    s_out = np.empty(n, dtype=np.float64)
+    x_out = np.empty(n, dtype=np.float64)
+    share_out = np.empty(n, dtype=np.float64)
+    k_out = np.empty(n, dtype=np.float64)
+    mu_out = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        e = ent[i]
+        g = group[i]
+        h = hour[i]
+        dt = ts[i] - recent_last[e]
+        if dt > 0:
+            recent[e] *= math.exp(-dt / tau_ms)
+            recent_last[e] = ts[i]
+        recent[e] += 1.0
+        e_tot = 0.0
+        g_tot = 0.0
+        for j in range(24):
+            e_tot += ent_hist[e, j]
+            g_tot += group_hist[g, j]
+        lo, hi = (h + 23) % 24, (h + 1) % 24
+        e_win = ent_hist[e, lo] + ent_hist[e, h] + ent_hist[e, hi]
+        g_win = group_hist[g, lo] + group_hist[g, h] + group_hist[g, hi]
+        g_share = (g_win + 1.5) / (g_tot + 12.0)  # half an event per hour: no group hour is impossible
+        share = (e_win + prior * g_share) / (e_tot + prior)
+        days = max((ts[i] - first[e]) / 86_400_000.0, 1.0)
+        mu = share / 3.0 * (e_tot + 1.0) / days * tau_ms / 3_600_000.0
+        # over-dispersion: a busy entity's counts vary far more than a Poisson's; scaling count and expectation by
+        # a gamma-Poisson's variance inflation (shape ``dispersion``) keeps its busy hours from looking like bursts
+        d = 1.0 + mu / dispersion
+        s = poisson_surprise_nb(recent[e] / d, mu / d)
+        if extra[i] > 0.0:
+            carry[e] = extra[i]
+            carry_ts[e] = ts[i]
+        x = carry[e] if ts[i] - carry_ts[e] <= tau_ms else 0.0
+        s_out[i] = s
+        x_out[i] = x
+        share_out[i] = share
+        k_out[i] = recent[e]
+        mu_out[i] = mu
+        if not (judged[i] and s + x >= floor):
+            ent_hist[e, h] += 1.0
+            group_hist[g, h] += 1.0
+    return s_out, x_out, share_out, k_out, mu_out
+
+
+@njit(cache=True)
+def block_log_zscore(ent, block, x, mean, var, seen, alpha, gate, min_var, warm):  # pragma: no cover - compiled
+    """z-score of log1p(x) against the entity's baseline of the event's time-of-day block, bimodal-aware.
+
+    ``mean``/``var``/``seen`` have a row per entity and a column per block (updated in place). The z-score is
+    the smallest over the event's block and its two neighbours that have ``warm`` observations (a habit that
+    straddles a block edge counts), ``inf`` when none has. The event is learned into its own block like
+    ``log_zscore``: every event while the block is cold, after that only below ``gate``.
+    """
+    n = ent.shape[0]
+    nb = mean.shape[1]
+    z = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        e = ent[i]
+        b = block[i]
+        v = math.log1p(x[i])
+        best = np.inf
+        for d in range(-1, 2):
+            bb = (b + d) % nb
+            if seen[e, bb] >= warm:
+                best = min(best, (v - mean[e, bb]) / math.sqrt(max(var[e, bb], min_var)))
+        z[i] = best
+        own = (v - mean[e, b]) / math.sqrt(max(var[e, b], min_var)) if seen[e, b] >= warm else 0.0
+        if own < gate:
+            a = max(alpha, 1.0 / (seen[e, b] + 1.0))
+            dv = v - mean[e, b]
+            mean[e, b] += a * dv
+            var[e, b] = (1.0 - a) * (var[e, b] + a * dv * dv)
+            seen[e, b] += 1.0
+    return z

@@ -12,10 +12,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from detectors.alerting import Finding
+from detectors.calibration import (
+    normal_surprise,
+    one_in,
+    poisson_surprise_many,
+    rate_surprise,
+    rate_surprise_many,
+    score_of,
+)
 from detectors.columns import DataColumns
-from detectors.families.common import DAY, HOUR, count_before, rank_in_batch
-from detectors.kernels import cusum, decayed_count, log_zscore, pair
+from detectors.families.common import HOUR, MIN, count_before, earlier_flagged, rank_in_batch
+from detectors.kernels import block_log_zscore, cusum, decayed_count, hour_rhythm, log_zscore, pair
 from detectors.registry import Column, Context, Detector, Family, NoveltySet, Table, option
+from detectors.state import Arrays
 from schemas.alerts import Feature
 
 # log-volume baselines (kernels.log_zscore): learning rate, z above which an event is not learned, variance floor
@@ -25,27 +34,41 @@ DEPT_WARM_READS = 50  # reads before a department's baseline judges its cold pri
 PAIR_VOLUME = (0.02, 2.0, 0.25)  # per (principal, dataset): frozen above 2 sigma, so a drip is not learned
 PAIR_WARM_READS = 5
 CUSUM_GATE = 4.0  # drift: the CUSUM stops learning the pair's baseline above this z
+VOLUME_BLOCKS = 6  # time-of-day blocks (4 hours of UTC each) of a principal's volume baselines
+OFF_HOURS_DISPERSION = 5.0  # gamma-Poisson shape of a principal's counts per hour (kernels.hour_rhythm)
+NOVELTY_PRIOR = 20.0  # weight (in observations) of the tenant's novelty rate in an entity's own
+TENANT_IP_NEW, TENANT_IP_SEEN, TENANT_DENIED, TENANT_ACCESSES, TENANT_PD_NEW = range(5)
 
 
 @dataclass(frozen=True)
 class DataConfig:
     principal_warm_events: int = option(20, "accesses of a principal before it is judged against itself")
     principal_warm_hours: float = option(12.0, "hours since a principal was first seen before it is warm")
-    volume_z: float = option(6.0, "log-volume z-score against the principal's baseline that makes a spike")
-    volume_min_seen: int = option(5, "reads after which a principal's own baseline judges it (its department's "
-                                     "before)")
+    volume_surprise: float = option(9.0, "surprise (-log10 tail of the log-volume under the principal's own "
+                                         "distribution; 9 is about 6 standard deviations) that makes a spike")
+    volume_min_seen: int = option(5, "reads after which a principal's own baseline (and each time-of-day block's) "
+                                     "judges it (its department's before)")
     volume_peer_z: float = option(6.0, "log-volume z-score against the department that makes a spike for a "
                                        "cold principal")
     drift_k: float = option(0.75, "CUSUM allowance: z-scores below this do not add to the drift sum")
     drift_h: float = option(10.0, "CUSUM threshold of the drift sum")
-    off_hours_share: float = option(0.4, "an hour is off for a principal below this share of its average hour")
-    off_hours_tenant_share: float = option(0.5, "... and for its tenant below this share")
-    off_hours_prior: float = option(24.0, "weight (in events) of the tenant's profile in the principal's")
-    off_hours_min_events: int = option(3, "accesses of a principal before off-hours access is judged")
-    off_hours_tenant_min_events: int = option(500, "accesses of a tenant before its hour profile is trusted")
+    off_hours_surprise: float = option(4.0, "surprise (this hour's activity against the principal's own rhythm, "
+                                            "plus a new IP's against its own IP-novelty rate) that is raised")
+    off_hours_hour_surprise: float = option(1.3, "least surprise of the hour's activity alone (about 1 in 20) for "
+                                                 "off-hours access to be raised, whatever a new IP adds")
+    off_hours_share: float = option(1.0, "an hour is quiet for a principal below this share of its average hour "
+                                         "(its tenant's profile as the prior); only quiet hours are off hours")
+    off_hours_prior: float = option(24.0, "weight (in events) of the tenant's hour profile in the principal's")
+    off_hours_tau_min: float = option(30.0, "time constant (minutes) of the recent-activity count judged per hour")
+    off_hours_min_events: int = option(10, "accesses of a principal before off-hours access is judged")
+    segmentation_surprise: float = option(3.0, "surprise of a first access to another department's sensitive "
+                                               "dataset (the principal's own dataset-novelty rate and the share "
+                                               "of its department that uses the dataset) that is raised")
     training_min_writes: int = option(3, "writes a dataset needs before a new writer is news")
-    denied_tau_s: float = option(300.0, "time constant of the per-principal decayed count of denied accesses")
-    denied_min: float = option(4.0, "denied accesses (decayed count) that make a probing burst")
+    denied_tau_s: float = option(600.0, "time constant of the per-principal decayed counts of denied and all "
+                                        "accesses")
+    denied_surprise: float = option(3.5, "surprise of the recent denied count against the principal's own "
+                                         "denied rate (shrunk to its tenant's) that makes a probing burst")
 
 
 def stage(ctx: Context, c: DataColumns) -> list[Finding]:
@@ -53,151 +76,308 @@ def stage(ctx: Context, c: DataColumns) -> list[Finding]:
     cfg, s, v = ctx.config, ctx.tables, ctx.tables.vocabs
     s.principal.fit(len(v.principal))
     s.dataset.fit(len(v.dataset))
+    s.dept.fit(len(v.dept))
     p = s.principal
-    out: list[Finding] = []
     p_rank = rank_in_batch(c.principal)  # each event's count of earlier events of its principal in the batch
     p_before = count_before(p, c.principal, c.ts, p_rank)  # ... and before the batch too
     warm = ((p_before + 1 >= cfg.principal_warm_events)
             & (c.ts - p["first"][c.principal] >= cfg.principal_warm_hours * HOUR))
+    tenant = _TenantCounts(ctx, c)
+    out = _volume(ctx, c)
+    out += _segmentation(ctx, c, p_before, warm, tenant)
+    out += _off_hours(ctx, c, p_before, tenant)
+    out += _training(ctx, c)
+    out += _denied(ctx, c, p_before, tenant)
+    tenant.commit()
+    return out
 
-    # volume far above the principal's baseline (granted reads/exports only)
+
+class _TenantCounts:
+    """Per-tenant counts (new IPs, accesses with an IP, denials, accesses, first (principal, dataset) accesses)
+    as of each event of the batch: the peer priors of the principals' own rates."""
+
+    def __init__(self, ctx: Context, c: DataColumns) -> None:
+        self.table: dict[int, list[float]] = ctx.tables.family["data_tenant_counts"]
+        self.c = c
+        self.tenants, inv = np.unique(c.tenant, return_inverse=True)
+        self.base = np.array([self.table.get(t, [0.0] * 5) for t in self.tenants.tolist()],
+                             dtype=np.float64).reshape(-1, 5)[inv]
+        self.added = np.zeros((c.ts.size, 5))
+
+    def as_of(self, col: int, flag: np.ndarray) -> np.ndarray:
+        """The tenant's count ``col`` before each event, ``flag`` marking the batch's events that add to it."""
+        self.added[:, col] = flag
+        return self.base[:, col] + earlier_flagged(self.c.tenant, flag)
+
+    def commit(self) -> None:
+        for t in self.tenants.tolist():
+            row = self.table.setdefault(t, [0.0] * 5)
+            mine = self.c.tenant == t
+            for col in range(5):
+                row[col] += float(self.added[mine, col].sum())
+
+
+def _volume(ctx: Context, c: DataColumns) -> list[Finding]:
+    """data.volume_spike and data.volume_drift over the batch's granted accesses."""
+    cfg, s = ctx.config, ctx.tables
+    p = s.principal
+    out: list[Finding] = []
     g = np.flatnonzero(c.granted)
-    if g.size:
-        # a cold principal learns every event (z is 0 below `warm`), so its count before each
-        # event is its count before the batch plus its earlier events in the batch
-        cold = p["seen"][c.principal[g]] + rank_in_batch(c.principal[g]) < cfg.volume_min_seen
-        z = log_zscore(c.principal[g], c.rows[g], p["mean"], p["var"], p["seen"], *PRINCIPAL_VOLUME,
-                       cfg.volume_min_seen)
-        # peer baseline: until a principal has its own, its department's judges it
-        s.dept.fit(len(v.dept))
-        dz = log_zscore(c.dept[g], c.rows[g], s.dept["mean"], s.dept["var"], s.dept["seen"], *DEPT_VOLUME,
-                        DEPT_WARM_READS)
-        peer = cold & (dz >= cfg.volume_peer_z)
-        for j in np.flatnonzero((z >= cfg.volume_z) | peer):
-            i = g[j]
-            e = c.events[i]
-            base = float(np.expm1(s.dept["mean"][c.dept[i]] if peer[j] else p["mean"][c.principal[i]]))
-            out.append(ctx.finding("data.volume_spike", c, i, e.principal, e.principal, min(1.0, 0.4 + z[j] / 20),
-                                   [Feature(name="rows", value=float(c.rows[i]), baseline=round(base, 1)),
-                                    Feature(name="rows_log_z", value=round(float(dz[j] if peer[j] else z[j]), 2),
-                                            baseline=0.0)],
-                                   f"{e.principal} {e.operation} {int(c.rows[i]):,} rows of {e.dataset} "
-                                   f"({e.sensitivity}), about {c.rows[i] / max(base, 1):.0f}x "
-                                   + (f"what their department usually reads per access ({base:,.0f})."
-                                      if peer[j] else f"their usual {base:,.0f} per access.")))
-        # slow drift per (principal, dataset): CUSUM of the log-volume z-score, baseline frozen above 2 sigma
-        pid = _pair_ids(ctx, c.principal[g], c.dataset[g])
-        s.pair.fit(len(s.pairs))
-        pz = log_zscore(pid, c.rows[g], s.pair["mean"], s.pair["var"], s.pair["seen"], *PAIR_VOLUME,
-                        PAIR_WARM_READS)
-        # a spike (z at the spike threshold) is the spike detector's business: it leaves the drift sum as it
-        # is, so one bulk export does not hold the sum up for days of normal reads after it
-        cs = cusum(pid, np.where(pz >= cfg.volume_z, cfg.drift_k, pz), s.pair["s"], cfg.drift_k, CUSUM_GATE)
-        for j in np.flatnonzero(cs >= cfg.drift_h):
-            i = g[j]
-            e = c.events[i]
-            out.append(ctx.finding("data.volume_drift", c, i, e.principal, e.principal, 0.7,
-                                   [Feature(name="cusum", value=round(float(cs[j]), 2), baseline=0.0),
-                                    Feature(name="rows", value=float(c.rows[i]),
-                                            baseline=round(float(np.expm1(s.pair["mean"][pid[j]])), 1))],
-                                   f"{e.principal}'s reads of {e.dataset} have kept growing above their baseline "
-                                   f"(cumulative drift {cs[j]:.1f}); latest {int(c.rows[i]):,} rows."))
+    if not g.size:
+        return out
+    prin = c.principal[g]
+    # a cold principal learns every event (z is 0 below `warm`), so its count before each
+    # event is its count before the batch plus its earlier events in the batch
+    cold = p["seen"][prin] + rank_in_batch(prin) < cfg.volume_min_seen
+    z_all = log_zscore(prin, c.rows[g], p["mean"], p["var"], p["seen"], *PRINCIPAL_VOLUME, cfg.volume_min_seen)
+    # bimodal-aware: the principal's baselines per time-of-day block; a volume normal for this time of day
+    # (a service account's nightly batch) is not a spike however far it is from the principal's overall one,
+    # and a batch volume at midday is one however often it is seen at night
+    block = ((c.ts[g] // HOUR) % 24) // (24 // VOLUME_BLOCKS)
+    z_blk = _block_zscore(p, prin, block, c.rows[g], cfg.volume_min_seen)
+    z = np.where(np.isfinite(z_blk), z_blk, z_all)  # this time of day's own baseline where it has one
+    # peer baseline: until a principal has its own, its department's judges it
+    dz = log_zscore(c.dept[g], c.rows[g], s.dept["mean"], s.dept["var"], s.dept["seen"], *DEPT_VOLUME,
+                    DEPT_WARM_READS)
+    peer = cold & (dz >= cfg.volume_peer_z)
+    for j in np.flatnonzero((z >= 4.0) | peer):
+        zj = float(dz[j] if peer[j] else z[j])
+        surprise = normal_surprise(zj)
+        if surprise < cfg.volume_surprise and not peer[j]:
+            continue
+        i = g[j]
+        e = c.events[i]
+        by_block = bool(np.isfinite(z_blk[j])) and not peer[j]
+        base = float(np.expm1(s.dept["mean"][c.dept[i]] if peer[j] else
+                              p[f"vb_mean{block[j]}"][c.principal[i]] if by_block else p["mean"][c.principal[i]]))
+        whose = (f"what their department usually reads per access ({base:,.0f})" if peer[j]
+                 else f"their usual {base:,.0f} per access" + (" at this time of day" if by_block else ""))
+        out.append(_finding(ctx, "data.volume_spike", c, i, surprise, int(c.sensitivity[i]),
+                            [Feature(name="rows", value=float(c.rows[i]), baseline=round(base, 1)),
+                             Feature(name="rows_log_z", value=round(zj, 2), baseline=0.0)],
+                            f"{e.principal} {e.operation} {int(c.rows[i]):,} rows of {e.dataset} ({e.sensitivity}), "
+                            f"about {c.rows[i] / max(base, 1):.0f}x {whose}: about {one_in(surprise)} for them."))
+    # slow drift per (principal, dataset): CUSUM of the log-volume z-score, baseline frozen above 2 sigma
+    pid = _pair_ids(ctx, prin, c.dataset[g])
+    s.pair.fit(len(s.pairs))
+    pz = log_zscore(pid, c.rows[g], s.pair["mean"], s.pair["var"], s.pair["seen"], *PAIR_VOLUME,
+                    PAIR_WARM_READS)
+    # what is usual for the principal at this time of day (within USUAL_Z of its block's baseline) does not
+    # drift (a nightly batch of a dataset read lightly by day); a spike (z at the spike threshold) is the spike
+    # detector's business: it leaves the drift sum as it is, so one bulk export does not hold the sum up for days
+    # of normal reads after it
+    dzz = np.where(z_blk < USUAL_Z, np.minimum(pz, z_blk), pz)
+    cs = cusum(pid, np.where(z >= VOLUME_SPIKE_Z, cfg.drift_k, dzz), s.pair["s"], cfg.drift_k, CUSUM_GATE)
+    for j in np.flatnonzero(cs >= cfg.drift_h):
+        i = g[j]
+        e = c.events[i]
+        # the sum of n z-scores above the allowance k: its tail as if each excess were a standard normal's
+        surprise = normal_surprise(float(cs[j]) / np.sqrt(max(float(s.pair["seen"][pid[j]]), 1.0)))
+        base = float(np.expm1(s.pair["mean"][pid[j]]))
+        out.append(_finding(ctx, "data.volume_drift", c, i, max(surprise, 3.0), int(c.sensitivity[i]),
+                            [Feature(name="cusum", value=round(float(cs[j]), 2), baseline=0.0),
+                             Feature(name="rows", value=float(c.rows[i]), baseline=round(base, 1))],
+                            f"{e.principal}'s reads of {e.dataset} have kept growing above their baseline of "
+                            f"{base:,.0f} rows per read (cumulative drift {cs[j]:.1f} standard deviations above "
+                            f"an allowance of {cfg.drift_k} per read); latest {int(c.rows[i]):,} rows."))
+    return out
 
-    # segmentation: sensitive data of another department, never touched by the principal or its department
-    sens = (c.sensitivity >= 2) & c.granted & (c.dept != c.owner)
+
+VOLUME_SPIKE_Z = 6.0  # z at which a read is the spike detector's and leaves the drift sum as it is
+USUAL_Z = 1.0  # a read within this many standard deviations of its time-of-day block's baseline is usual there
+
+
+def _block_zscore(p: Arrays, prin: np.ndarray, block: np.ndarray, rows: np.ndarray, warm: int) -> np.ndarray:
+    """``kernels.block_log_zscore`` over the principal columns ``vb_{mean,var,seen}{b}`` (gathered for the batch's
+    principals, written back after)."""
+    uniq, local = np.unique(prin, return_inverse=True)
+    stats = [np.stack([p[f"vb_{what}{b}"][uniq] for b in range(VOLUME_BLOCKS)], axis=1)
+             for what in ("mean", "var", "seen")]
+    z = block_log_zscore(local, block, rows, *stats, *PRINCIPAL_VOLUME, warm)
+    for what, m in zip(("mean", "var", "seen"), stats, strict=True):
+        for b in range(VOLUME_BLOCKS):
+            p[f"vb_{what}{b}"][uniq] = m[:, b]
+    return z
+
+
+def _segmentation(ctx: Context, c: DataColumns, p_before: np.ndarray, warm: np.ndarray,
+                  tenant: _TenantCounts) -> list[Finding]:
+    """data.segmentation: another department's sensitive data, judged by how new such a step is for the principal
+    (its own rate of first accesses, shrunk to its tenant's) and how often its department crosses to that owner."""
+    cfg, s = ctx.config, ctx.tables
+    p = s.principal
     new_pd = ctx.novel("principal_dataset", pair(c.principal, c.dataset))
     new_dd = ctx.novel("dept_dataset", pair(c.dept, c.dataset))
-    hit = sens & new_pd & new_dd & ((c.sensitivity == 3) | warm)
-    for i in np.flatnonzero(hit):
+    own_new = p["pd_new"][c.principal] + earlier_flagged(c.principal, new_pd)
+    t_new = tenant.as_of(TENANT_PD_NEW, new_pd.astype(np.float64))
+    t_all = tenant.as_of(TENANT_ACCESSES, np.ones(c.ts.size))
+    np.add.at(p["pd_new"], c.principal, new_pd.astype(np.float64))
+    # how often the department crosses to the owner's sensitive data: its accesses to them among all its accesses
+    sens = (c.sensitivity >= 2) & c.granted
+    cross_key = pair(c.dept, c.owner)
+    crossings: dict[int, float] = s.family["data_crossings"]
+    uk, inv = np.unique(cross_key, return_inverse=True)
+    crossed = np.array([crossings.get(k, 0.0) for k in uk.tolist()])[inv] + earlier_flagged(cross_key, sens)
+    dept_all = s.dept["accesses"][c.dept] + rank_in_batch(c.dept)
+    for k, n in zip(*np.unique(cross_key[sens], return_counts=True), strict=True):
+        crossings[int(k)] = crossings.get(int(k), 0.0) + float(n)
+    np.add.at(s.dept["accesses"], c.dept, 1.0)
+    out: list[Finding] = []
+    for i in np.flatnonzero(sens & (c.dept != c.owner) & new_pd).tolist():
+        prior = t_new[i] / max(t_all[i], 1.0)
+        own = rate_surprise(float(own_new[i]), float(p_before[i]), prior, NOVELTY_PRIOR)
+        cross = float(-np.log10((crossed[i] + 0.5) / (dept_all[i] + 1.0)))
+        surprise = own + cross
+        if surprise < cfg.segmentation_surprise or not (c.sensitivity[i] == 3 or warm[i]):
+            continue
         e = c.events[i]
-        score = 0.85 if c.sensitivity[i] == 3 else 0.6
-        out.append(ctx.finding("data.segmentation", c, i, e.principal, e.principal, score,
-                               [Feature(name="sensitivity", value=float(c.sensitivity[i])),
-                                Feature(name="department_peers_accessed", value=0.0, baseline=1.0)],
-                               f"{e.principal} ({e.principal_department}) {e.operation} {e.sensitivity} dataset "
-                               f"{e.dataset} owned by {e.dataset_owner_department}, which nobody in "
-                               f"{e.principal_department} had accessed before."))
+        out.append(_finding(ctx, "data.segmentation", c, i, surprise, int(c.sensitivity[i]),
+                            [Feature(name="sensitivity", value=float(c.sensitivity[i])),
+                             Feature(name="department_crossings", value=float(crossed[i]),
+                                     baseline=float(dept_all[i]))],
+                            f"{e.principal} ({e.principal_department}) {e.operation} {e.sensitivity} dataset "
+                            f"{e.dataset} owned by {e.dataset_owner_department}: new to them, and "
+                            f"{e.principal_department} made {int(crossed[i])} of its {int(dept_all[i])} accesses "
+                            f"to {e.dataset_owner_department}'s sensitive data"
+                            + (" (the dataset is new to the department)" if new_dd[i] else "")
+                            + f"; about {one_in(surprise)} for them."))
+    return out
 
-    # off-hours access to sensitive data (hour-of-day profiles of the tenant and the principal)
+
+def _off_hours(ctx: Context, c: DataColumns, p_before: np.ndarray, tenant: _TenantCounts) -> list[Finding]:
+    """data.off_hours: sensitive access when the principal's own hour-of-day rhythm expects (almost) none."""
+    cfg, s, v = ctx.config, ctx.tables, ctx.tables.vocabs
+    p = s.principal
     s.hours_tenant = _grown_hours(s.hours_tenant, len(v.tenant))
     s.hours_principal = _grown_hours(s.hours_principal, len(v.principal))
-    # hour of day in UTC: each tenant's and principal's own histogram places their working hours,
-    # whatever their time zone (hour-of-week would leave every bucket unseen for a week)
+    # a new IP is evidence only in proportion to how rarely this principal shows one (its own rate, shrunk to its
+    # tenant's): behind a NAT pool every access brings a new address and none is surprising
+    has_ip = c.ip >= 0
+    new_ip = ctx.novel("principal_ip", pair(c.principal, np.where(has_ip, c.ip, 0))) & has_ip
+    own_new = p["ip_new"][c.principal] + earlier_flagged(c.principal, new_ip)
+    own_seen = p["ip_seen"][c.principal] + earlier_flagged(c.principal, has_ip)
+    t_new = tenant.as_of(TENANT_IP_NEW, new_ip.astype(np.float64))
+    t_seen = tenant.as_of(TENANT_IP_SEEN, has_ip.astype(np.float64))
+    np.add.at(p["ip_new"], c.principal, new_ip.astype(np.float64))
+    np.add.at(p["ip_seen"], c.principal, has_ip.astype(np.float64))
+    ip_s = np.where(new_ip, rate_surprise_many(own_new, own_seen, t_new / np.maximum(t_seen, 1.0), NOVELTY_PRIOR),
+                    0.0)
+    # the tenant's learning period learns every event (its findings would be info only): a service account's first
+    # nightly batch becomes its rhythm instead of being held out as an anomaly
+    tenants, t_inv = np.unique(c.tenant, return_inverse=True)
+    t_start = np.array([s.tenant_start.get(t, 0) for t in tenants.tolist()], dtype=np.int64)[t_inv]
+    learning = c.ts - t_start < cfg.learning_hours * HOUR
+    judged = (c.sensitivity >= 2) & c.granted & (p_before >= cfg.off_hours_min_events) & ~learning
+    # hour of day in UTC: each principal's own histogram places its working hours, whatever its time zone
     hour = (c.ts // HOUR) % 24
-    t_hist, p_hist = s.hours_tenant, s.hours_principal
-    # histograms as of each event: the profile before the batch plus the batch's earlier events
-    t_tot = t_hist[c.tenant].sum(axis=1) + rank_in_batch(c.tenant)
-    p_tot = p_hist[c.principal].sum(axis=1) + p_rank
-    t_share = (t_hist[c.tenant, hour] + rank_in_batch(pair(c.tenant, hour))) / np.maximum(t_tot, 1) * 24
-    p_share = (p_hist[c.principal, hour] + rank_in_batch(pair(c.principal, hour))) / np.maximum(p_tot, 1) * 24
-    tenants, t_inv = np.unique(c.tenant, return_inverse=True)  # one dict look-up per tenant, not per event
-    for t in tenants.tolist():
-        s.tenant_first.setdefault(t, int(c.ts[c.tenant == t][0]))
-    t_first = np.array([s.tenant_first[t] for t in tenants.tolist()], dtype=np.int64)[t_inv]
-    history = ((c.ts - t_first >= DAY) & (t_tot >= cfg.off_hours_tenant_min_events)
-               & (p_before >= cfg.off_hours_min_events))
-    # the principal's own share of this hour, starting from its peer group's (the tenant's) as a prior worth
-    # `off_hours_prior` events: a thin profile is judged by the tenant, a rich one by itself (one stray event
-    # at this hour does not make it a working hour). The tenant's own share only has to say the hour is not a
-    # busy one: service accounts keep a tenant's nights half as busy as its days.
-    m = cfg.off_hours_prior
-    p_share = (p_share * p_tot / 24 + m * t_share / 24) / (p_tot + m) * 24
-    off = history & (t_share < cfg.off_hours_tenant_share) & (p_share < cfg.off_hours_share)
-    off_sens = off & (c.sensitivity >= 2) & c.granted
-    night = decayed_count(c.principal, c.ts, off_sens.astype(np.float64), p["night"], p["night_last"],
-                          float(HOUR))
-    new_pip = ctx.novel("principal_ip", pair(c.principal, np.where(c.ip < 0, 0, c.ip))) & (c.ip >= 0)
-    np.add.at(t_hist, (c.tenant, hour), 1.0)
-    np.add.at(p_hist, (c.principal, hour), 1.0)
-    # a burst of off-hours reads alone is how some people work; from a new IP it is not
-    for i in np.flatnonzero(off_sens & new_pip):
+    tau = cfg.off_hours_tau_min * MIN
+    hs, ip_s, share, k, mu = hour_rhythm(c.principal, c.tenant, hour, c.ts, p["first"], s.hours_principal,
+                                         s.hours_tenant, p["recent"], p["recent_last"], p["ip_carry"],
+                                         p["ip_carry_ts"], float(tau), cfg.off_hours_prior, OFF_HOURS_DISPERSION,
+                                         ip_s, judged, cfg.off_hours_surprise)
+    surprise = hs + ip_s
+    out: list[Finding] = []
+    # the hour must be unusual in itself: a new IP alone (however rare for the principal) is not off-hours access
+    # and the hour must be a quiet one for the principal: more than usual at a busy hour is not off hours
+    quiet = share / 3 < cfg.off_hours_share / 24
+    for i in np.flatnonzero(judged & quiet & (surprise >= cfg.off_hours_surprise)
+                            & (hs >= cfg.off_hours_hour_surprise)):
         e = c.events[i]
-        # the feature keeps its published name: alerts and stored rows carry it
-        out.append(ctx.finding("data.off_hours", c, i, e.principal, e.principal, 0.8 if new_pip[i] else 0.65,
-                               [Feature(name="hour_of_week_share", value=round(float(p_share[i]), 3), baseline=1.0),
-                                Feature(name="off_hours_sensitive_per_hour", value=round(float(night[i]), 1)),
-                                Feature(name="new_client_ip", value=float(new_pip[i]), baseline=0.0)],
-                               f"{e.principal} {e.operation} {e.sensitivity} dataset {e.dataset} at an hour when "
-                               f"they and their organisation are almost never active"
-                               + (f", from a new IP {e.client_ip}." if new_pip[i] else ".")))
+        ip_part = (f"; {'from ' + e.client_ip + ', ' if new_ip[i] else 'after '}a new IP for them, who show one "
+                   f"in about {one_in(float(ip_s[i]))} accesses" if ip_s[i] > 0 else "")
+        # the features keep their published names: alerts and stored rows carry them
+        out.append(_finding(
+            ctx, "data.off_hours", c, i, float(surprise[i]), int(c.sensitivity[i]),
+            [Feature(name="hour_of_week_share", value=round(float(share[i]) / 3, 4), baseline=round(1 / 24, 4)),
+             Feature(name="off_hours_sensitive_per_hour", value=round(float(k[i]), 1),
+                     baseline=round(float(mu[i]), 3)),
+             Feature(name="new_client_ip", value=float(new_ip[i]), baseline=0.0),
+             Feature(name="new_ip_surprise", value=round(float(ip_s[i]), 2), baseline=0.0)],
+            f"{e.principal} {e.operation} {e.sensitivity} dataset {e.dataset} at {int(hour[i]):02d}:00 UTC: "
+            f"{k[i]:.1f} accesses within about {cfg.off_hours_tau_min:.0f} min where their own rhythm at this "
+            f"hour ({share[i] / 3:.2%} of their activity, their tenant's as the prior) expects {mu[i]:.2f}"
+            f"{ip_part}; about {one_in(float(surprise[i]))} for them."))
+    return out
 
-    # writes to datasets by a principal who never wrote there (training-data poisoning)
-    ds_rows = s.dataset
+
+def _training(ctx: Context, c: DataColumns) -> list[Finding]:
+    """data.training_write: writes to a training pipeline by a principal from outside its owning department."""
+    cfg, ds_rows = ctx.config, ctx.tables.dataset
+    out: list[Finding] = []
     writes = c.granted & ((c.operation == 1) | (c.operation == 2) | (c.operation == 4))
     wi = np.flatnonzero(writes)
-    if wi.size:
-        new_writer = ctx.novel("dataset_writer", pair(c.dataset[wi], c.principal[wi]))
-        for j, i in enumerate(wi):
-            ds = c.dataset[i]
-            e = c.events[i]
-            training = ds_rows["training"][ds] > 0 or e.purpose == "model-training" or c.operation[i] == 4
-            # training data (known as such from its writes' purpose) or a dataset fed by few writers
-            # (a pipeline) gets a writer from outside its owning department
-            fed = training and ds_rows["writers"][ds] <= 2 and ds_rows["writes"][ds] >= cfg.training_min_writes
-            if new_writer[j] and fed and c.dept[i] != c.owner[i]:
-                out.append(ctx.finding(
-                    "data.training_write", c, i, e.principal, e.principal, 0.9 if training else 0.6,
-                    [Feature(name="dataset_writers", value=float(ds_rows["writers"][ds]), baseline=None),
-                     Feature(name="dataset_writes_seen", value=float(ds_rows["writes"][ds]))],
-                    f"{e.principal} ({e.principal_department}) wrote to training dataset "
-                    f"{e.dataset}, which only {int(ds_rows['writers'][ds])} other principal(s) had written in "
-                    f"{int(ds_rows['writes'][ds])} writes."))
-            ds_rows["writes"][ds] += 1
-            if training and not (new_writer[j] and fed and c.dept[i] != c.owner[i]):
-                ds_rows["training"][ds] = 1.0
-            if new_writer[j]:
-                ds_rows["writers"][ds] += 1
-
-    # bursts of denied access (probing)
-    denied = decayed_count(c.principal, c.ts, (~c.granted).astype(np.float64), p["denied"], p["denied_last"],
-                           cfg.denied_tau_s * 1000)
-    for i in np.flatnonzero(~c.granted & (denied >= cfg.denied_min)):
+    if not wi.size:
+        return out
+    new_writer = ctx.novel("dataset_writer", pair(c.dataset[wi], c.principal[wi]))
+    for j, i in enumerate(wi):
+        ds = c.dataset[i]
         e = c.events[i]
-        out.append(ctx.finding("data.denied_burst", c, i, e.principal, e.principal, min(1.0, 0.5 + denied[i] / 40),
-                               [Feature(name="denied_per_5min", value=round(float(denied[i]), 1), baseline=0.0)],
-                               f"{e.principal} was denied access {denied[i]:.0f} times in about 5 minutes "
-                               f"(latest: {e.dataset}, {e.sensitivity})."))
+        training = ds_rows["training"][ds] > 0 or e.purpose == "model-training" or c.operation[i] == 4
+        # training data (known as such from its writes' purpose) or a dataset fed by few writers
+        # (a pipeline) gets a writer from outside its owning department
+        fed = training and ds_rows["writers"][ds] <= 2 and ds_rows["writes"][ds] >= cfg.training_min_writes
+        hit = bool(new_writer[j] and fed and c.dept[i] != c.owner[i])
+        if hit:
+            writers, seen = int(ds_rows["writers"][ds]), int(ds_rows["writes"][ds])
+            # a new writer where `writers` wrote all `seen` writes: Laplace's rule of succession
+            surprise = float(-np.log10((writers + 1.0) / (seen + 2.0))) + 1.0
+            out.append(_finding(
+                ctx, "data.training_write", c, i, max(surprise, 3.0), max(int(c.sensitivity[i]), 2),
+                [Feature(name="dataset_writers", value=float(writers), baseline=None),
+                 Feature(name="dataset_writes_seen", value=float(seen))],
+                f"{e.principal} ({e.principal_department}) wrote to training dataset {e.dataset} of "
+                f"{e.dataset_owner_department}, which only {writers} other principal(s) had written in {seen} "
+                f"writes."))
+        ds_rows["writes"][ds] += 1
+        if training and not hit:
+            ds_rows["training"][ds] = 1.0
+        if new_writer[j]:
+            ds_rows["writers"][ds] += 1
     return out
+
+
+def _denied(ctx: Context, c: DataColumns, p_before: np.ndarray, tenant: _TenantCounts) -> list[Finding]:
+    """data.denied_burst: recent denials against the principal's own denied rate (shrunk to its tenant's)."""
+    cfg, p = ctx.config, ctx.tables.principal
+    denied = ~c.granted
+    tau = cfg.denied_tau_s * 1000
+    k = decayed_count(c.principal, c.ts, denied.astype(np.float64), p["denied"], p["denied_last"], tau)
+    recent = decayed_count(c.principal, c.ts, np.ones(c.ts.size), p["accesses"], p["accesses_last"], tau)
+    own = p["denied_n"][c.principal] + earlier_flagged(c.principal, denied)
+    t_den = tenant.as_of(TENANT_DENIED, denied.astype(np.float64))
+    t_all = tenant.base[:, TENANT_ACCESSES] + rank_in_batch(c.tenant)
+    np.add.at(p["denied_n"], c.principal, denied.astype(np.float64))
+    # the long-run rate leaves out the recent (decayed) counts, so a burst does not raise its own expectation
+    own_long = np.maximum(own - (k - denied), 0.0)
+    n_long = np.maximum(p_before - (recent - 1.0), 0.0)
+    rate = (own_long + NOVELTY_PRIOR * t_den / np.maximum(t_all, 1.0)) / (n_long + NOVELTY_PRIOR)
+    di = np.flatnonzero(denied)
+    out: list[Finding] = []
+    if not di.size:
+        return out
+    # no tenant history yet: one denial in a hundred accesses, a floor
+    mu = np.maximum(rate[di], 0.01) * recent[di]
+    sur = poisson_surprise_many(k[di], mu)
+    for j in np.flatnonzero(sur >= cfg.denied_surprise):
+        i = di[j]
+        e = c.events[i]
+        out.append(_finding(ctx, "data.denied_burst", c, i, float(sur[j]), int(c.sensitivity[i]),
+                            [Feature(name="denied_per_5min", value=round(float(k[i]), 1),
+                                     baseline=round(float(mu[j]), 3))],
+                            f"{e.principal} was denied access {k[i]:.0f} times in about {cfg.denied_tau_s / 60:.0f} "
+                            f"minutes, where their own denied rate ({rate[i]:.1%} of accesses, their tenant's as the "
+                            f"prior) over their {recent[i]:.0f} recent accesses expects {mu[j]:.2f} (latest: "
+                            f"{e.dataset}, {e.sensitivity}); about {one_in(float(sur[j]))} for them."))
+    return out
+
+
+def _finding(ctx: Context, detector: str, c: DataColumns, i: int, surprise: float, asset: int,
+             features: list[Feature], explanation: str) -> Finding:
+    """A finding about event ``i``'s principal, scored from its surprise and the dataset's sensitivity."""
+    e = c.events[i]
+    f = ctx.finding(detector, c, i, e.principal, e.principal, score_of(surprise, asset), features, explanation)
+    f.surprise = round(surprise, 3)
+    return f
 
 
 def _grown_hours(hist: np.ndarray, n: int) -> np.ndarray:
@@ -226,53 +406,67 @@ def _pair_ids(ctx: Context, principals: np.ndarray, datasets: np.ndarray) -> np.
 FAMILY = Family(
     name="data",
     kind="data_access",
-    doc="Per-principal rules over data access: volume against the principal's and its department's "
-        "log-volume baselines, novelty of (principal, dataset) and (department, dataset), hour-of-day profiles.",
+    doc="Per-principal models of data access: log-volume distributions (overall, per time-of-day block, per "
+        "dataset, the department's while young), hour-of-day rhythms shrunk to the tenant's, own novelty rates "
+        "(IPs, datasets, denials) shrunk to the tenant's, and the department's use of each dataset.",
     config=DataConfig,
     stage=stage,
     detectors=(
         Detector(
             "data.volume_spike", "Data volume far above the principal's baseline", "principal",
             ("atlas:AML.T0025", "owasp-llm:LLM02"),
-            "Learns each principal's typical rows per granted access as a mean and variance of log(rows), "
-            "and not from accesses that already look anomalous. An access whose log-volume is `volume_z` "
-            "standard deviations above the principal's own baseline is raised; until the principal has "
-            "`volume_min_seen` reads, its department's baseline judges it (`volume_peer_z`)."),
+            "Learns each principal's rows per granted access as a distribution of log(rows), overall and per "
+            "4-hour block of the day, and not from accesses that already look anomalous. An access is judged "
+            "against the closest of the baselines of its own and neighbouring blocks (the overall one while they "
+            "have too few reads), so a volume that is normal for this principal at this time of day (a service "
+            "account's nightly batch) is not a spike, and the same volume at midday is. Its surprise (the normal "
+            "tail of that z-score) reaching `volume_surprise` "
+            "is raised; until the principal has `volume_min_seen` reads, its department's baseline judges it "
+            "(`volume_peer_z`). Severity follows the surprise and the dataset's sensitivity."),
         Detector(
             "data.volume_drift", "Data volume creeping up day after day", "principal",
             ("atlas:AML.T0025", "owasp-llm:LLM02"),
             "Per (principal, dataset), sums how far each read's log-volume lies above its baseline (a CUSUM "
             "with allowance `drift_k`); the baseline stops learning above 2 standard deviations, so a slow "
-            "drip is not learned as the new normal. The sum reaching `drift_h` is raised. A single spike is "
-            "left to data.volume_spike and does not feed the sum.",
+            "drip is not learned as the new normal, and a read that is usual for the principal at this time of "
+            "day adds nothing. The sum reaching `drift_h` is raised. A single spike is left to "
+            "data.volume_spike and does not feed the sum.",
             cooldown_s=86_400),
         Detector(
             "data.segmentation", "Sensitive data of another department accessed", "principal",
             ("atlas:AML.T0025", "owasp-llm:LLM02"),
-            "A granted access to a confidential or restricted dataset owned by another department, which "
-            "neither this principal nor anyone in its department accessed before. Restricted data is raised "
-            "at once; confidential data only once the principal is warm (`principal_warm_events` accesses "
-            "over `principal_warm_hours`)."),
+            "A principal's first granted access to a confidential or restricted dataset owned by another "
+            "department. How unusual it is adds two parts: how rarely this principal touches a dataset new to it "
+            "(its own rate, shrunk to its tenant's) and how rarely its department crosses to that owner's "
+            "sensitive data (its share of the department's accesses), not only whether anyone did before. The sum "
+            "reaching `segmentation_surprise` is raised: restricted data at once, confidential data once the "
+            "principal is warm (`principal_warm_events` accesses over `principal_warm_hours`)."),
         Detector(
             "data.off_hours", "Sensitive data accessed off hours", "principal",
             ("atlas:AML.T0025", "owasp-llm:LLM02"),
-            "Keeps hour-of-day (UTC) histograms of each tenant and principal. An hour is off for a principal "
-            "when its share of the principal's activity (starting from the tenant's, worth `off_hours_prior` "
-            "events) is below `off_hours_share` and the tenant's own share is below `off_hours_tenant_share`. "
-            "A granted sensitive access in an off hour from a client IP the principal never used is raised; "
-            "off-hours work from the usual place is not."),
+            "Keeps each principal's hour-of-day histogram, starting from its tenant's (worth `off_hours_prior` "
+            "events), so working hours are the principal's own whatever its time zone, and night work is normal "
+            "for a service account or on-call engineer whose history has it. From it and the principal's events "
+            "per day it expects how many accesses fall within `off_hours_tau_min` at this hour; the Poisson tail "
+            "of the recent count is the surprise. A new client IP adds its surprise under the principal's own "
+            "IP-novelty rate (shrunk to its tenant's), so behind a NAT pool a new address adds nothing. A granted "
+            "confidential or restricted access in a quiet hour (below `off_hours_share` of the principal's average "
+            "hour) whose surprise reaches `off_hours_surprise`, the hour's part alone at least "
+            "`off_hours_hour_surprise`, is raised."),
         Detector(
             "data.training_write", "Training data written by an unusual principal", "principal",
             ("atlas:AML.T0020", "owasp-llm:LLM04"),
             "Training data (marked by its writes' purpose or a train operation) fed by at most two writers "
             "over at least `training_min_writes` writes is a pipeline. A write to it by a principal who never "
-            "wrote there, from outside the dataset's owning department, is raised: a likely poisoning attempt."),
+            "wrote there, from outside the dataset's owning department, is raised: a likely poisoning attempt. "
+            "How unusual: a new writer where so few wrote so many writes (the rule of succession)."),
         Detector(
             "data.denied_burst", "Burst of denied data access (probing)", "principal",
             ("atlas:AML.T0007", "owasp-llm:LLM02"),
-            "Counts each principal's denied accesses with exponential decay (time constant `denied_tau_s`). "
-            "A denied access that brings the count to `denied_min` is raised: someone probing for data they "
-            "are not allowed to read."),
+            "Counts each principal's denied and all accesses with exponential decay (time constant "
+            "`denied_tau_s`). Its own denied rate (shrunk to its tenant's) times its recent accesses is what it "
+            "should expect; a denial whose recent denied count has a Poisson surprise of `denied_surprise` or "
+            "more is raised: someone probing for data they are not allowed to read."),
     ),
     columns=(
         Column("principal", "n", 0, "accesses seen (warm-up)"),
@@ -280,16 +474,29 @@ FAMILY = Family(
         Column("principal", "mean", 0, "mean log(rows) of granted accesses"),
         Column("principal", "var", 0.25, "variance of log(rows)"),
         Column("principal", "seen", 0, "accesses learned into the volume baseline"),
+        *(Column("principal", f"vb_{what}{b}", fill, f"{doc} in time-of-day block {b}")
+          for b in range(VOLUME_BLOCKS)
+          for what, fill, doc in (("mean", 0, "mean log(rows)"), ("var", 0.25, "variance of log(rows)"),
+                                  ("seen", 0, "reads learned"))),
         Column("principal", "denied", 0, "decayed count of denied accesses, `denied_tau_s`"),
         Column("principal", "denied_last", 0, "time of the denied count's last update"),
-        Column("principal", "night", 0, "decayed count of off-hours sensitive accesses (an hour)"),
-        Column("principal", "night_last", 0, "time of the off-hours count's last update"),
+        Column("principal", "accesses", 0, "decayed count of all accesses, `denied_tau_s`"),
+        Column("principal", "accesses_last", 0, "time of the access count's last update"),
+        Column("principal", "denied_n", 0, "denied accesses seen"),
+        Column("principal", "recent", 0, "decayed count of accesses, `off_hours_tau_min`"),
+        Column("principal", "recent_last", 0, "time of the recent count's last update"),
+        Column("principal", "ip_new", 0, "accesses from a client IP new to the principal"),
+        Column("principal", "ip_seen", 0, "accesses with a client IP"),
+        Column("principal", "ip_carry", 0, "surprise of the principal's latest new IP"),
+        Column("principal", "ip_carry_ts", 0, "time of the principal's latest new IP"),
+        Column("principal", "pd_new", 0, "first accesses to a dataset"),
         Column("dataset", "writes", 0, "granted writes seen"),
         Column("dataset", "writers", 0, "distinct principals who wrote"),
         Column("dataset", "training", 0, "1: known as training data"),
         Column("dept", "mean", 0, "the department's mean log(rows)"),
         Column("dept", "var", 0.25, "the department's variance of log(rows)"),
         Column("dept", "seen", 0, "accesses learned into the department's baseline"),
+        Column("dept", "accesses", 0, "accesses of the department's principals"),
         Column("pair", "mean", 0, "mean log(rows) of the (principal, dataset) pair"),
         Column("pair", "var", 0.25, "the pair's variance of log(rows)"),
         Column("pair", "seen", 0, "reads learned into the pair's baseline"),
@@ -307,5 +514,11 @@ FAMILY = Family(
         Table("tenant_first", "tenant -> first event time", "never evicted: tenants are peer groups"),
         Table("hours_tenant", "per-tenant hour-of-day histograms (UTC)", "never evicted: tenants are peer groups"),
         Table("hours_principal", "per-principal hour-of-day histograms (UTC)", "rows taken with their principal ids"),
+        Table("data_tenant_counts", "tenant -> [new IPs, accesses with an IP, denials, accesses, first "
+              "(principal, dataset) accesses]: the peer priors of the principals' own rates",
+              "never evicted: tenants are peer groups", factory=dict),
+        Table("data_crossings", "pair(department, owner department) -> the department's granted accesses to the "
+              "owner's sensitive data", "never evicted: departments are peer groups, few and long-lived",
+              factory=dict),
     ),
 )

@@ -160,3 +160,38 @@ def test_session_runaway_matches_reference(evs, prior_steps, prior_flagged, leng
             ref_longest[t] = n
     assert steps.tolist() == ref_steps and set(np.flatnonzero(flagged).tolist()) == ref_flagged
     assert (hist == ref_hist).all() and longest.tolist() == ref_longest.tolist()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.floats(0, 60), st.floats(0, 40))
+def test_compiled_poisson_tail_is_calibrations(k, mu):
+    from detectors.calibration import poisson_surprise
+    from detectors.kernels import poisson_surprise_nb
+
+    assert math.isclose(poisson_surprise_nb(k, mu), poisson_surprise(k, mu), rel_tol=1e-9, abs_tol=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 3), st.floats(0, 1e6)), min_size=1, max_size=60))
+def test_block_log_zscore_matches_reference(evs):
+    from detectors.kernels import block_log_zscore
+
+    ent = np.array([e[0] for e in evs], dtype=np.int64)
+    block = np.array([e[1] for e in evs], dtype=np.int64)
+    x = np.array([e[2] for e in evs], dtype=np.float64)
+    mean, var, seen = np.zeros((3, 4)), np.full((3, 4), 0.25), np.zeros((3, 4))
+    z = block_log_zscore(ent, block, x, mean, var, seen, 0.05, 3.0, 0.25, 2)
+    rm, rv, rn = [[0.0] * 4 for _ in range(3)], [[0.25] * 4 for _ in range(3)], [[0.0] * 4 for _ in range(3)]
+    for i in range(len(ent)):
+        e, b, v = ent[i], block[i], math.log1p(x[i])
+        zs = [(v - rm[e][bb]) / math.sqrt(max(rv[e][bb], 0.25)) for bb in ((b - 1) % 4, b, (b + 1) % 4)
+              if rn[e][bb] >= 2]
+        ref = min(zs) if zs else math.inf
+        assert (math.isinf(z[i]) and math.isinf(ref)) or math.isclose(z[i], ref, rel_tol=1e-9, abs_tol=1e-9)
+        own = (v - rm[e][b]) / math.sqrt(max(rv[e][b], 0.25)) if rn[e][b] >= 2 else 0.0
+        if own < 3.0:
+            a = max(0.05, 1 / (rn[e][b] + 1))
+            d = v - rm[e][b]
+            rm[e][b] += a * d
+            rv[e][b] = (1 - a) * (rv[e][b] + a * d * d)
+            rn[e][b] += 1

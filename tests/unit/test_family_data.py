@@ -1,0 +1,155 @@
+"""The data family's per-principal models: patterns that must alert and their benign twins that must not."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+
+from tests.unit.test_detectors import T0, Stream, _hits, _reads, _work
+
+
+def _day_workers(s: Stream, rng: np.random.Generator, days: int) -> None:
+    """Ten people reading confidential data eight times a day in working hours, each from their own address."""
+    for day in range(days):
+        for p in range(10):
+            for _ in range(8):
+                s.data(_work(rng, day), f"p{p}", "finance/ledger", 50, ip=f"10.0.0.{p}")
+
+
+def _night_reader(ips: str, night_reads: int) -> tuple[list, set[str]]:
+    """A day worker (``ips``: 'fixed' one address, 'nat' a new address on every access) reads confidential data
+    ``night_reads`` times a minute apart at 03:00 UTC on day 3, from an address new to them."""
+    rng = np.random.default_rng(21)
+    s = Stream()
+    n = 0
+    for day in range(3):
+        for p in range(10):
+            for _ in range(8):
+                n += 1
+                ip = f"100.64.{n // 250}.{n % 250}" if ips == "nat" else f"10.0.0.{p}"
+                s.data(_work(rng, day), f"p{p}", "finance/ledger", 50, ip=ip)
+    ids = {s.data(T0 + timedelta(days=3, hours=3, minutes=i), "p0", "finance/ledger", 60, ip=f"100.99.0.{i}")
+           for i in range(night_reads)}
+    return s.run(), ids
+
+
+def test_night_reads_from_a_new_ip_of_a_fixed_ip_worker_are_caught():
+    alerts, ids = _night_reader("fixed", 3)
+    hits = _hits(alerts, "data.off_hours", ids)
+    assert hits and hits[0].entity == "p0"
+    assert "1 in" in hits[0].explanation and "a new IP" in hits[0].explanation
+
+
+def test_a_new_ip_is_no_evidence_behind_a_nat_pool():
+    """Every access of the tenant comes from a new address: the same three night reads are not raised."""
+    alerts, ids = _night_reader("nat", 3)
+    assert not _hits(alerts, "data.off_hours", ids)
+
+
+def test_a_run_of_confidential_night_reads_is_caught_from_the_usual_place_too():
+    """The pilot's miss: confidential reads at 03:00 from the worker's usual address."""
+    rng = np.random.default_rng(22)
+    s = Stream()
+    _day_workers(s, rng, 3)
+    ids = {s.data(T0 + timedelta(days=3, hours=3, minutes=2 * i), "p0", "finance/ledger", 60, ip="10.0.0.0")
+           for i in range(6)}
+    alerts = s.run()
+    hits = _hits(alerts, "data.off_hours", ids)
+    assert hits and hits[0].entity == "p0"
+
+
+def test_night_work_in_the_principals_own_history_is_not_off_hours():
+    """A service account (or on-call engineer) whose history has night reads: its night, from a new IP too."""
+    rng = np.random.default_rng(23)
+    s = Stream()
+    _day_workers(s, rng, 4)
+    for day in range(4):
+        for m in range(0, 120, 5):
+            s.data(T0 + timedelta(days=day, hours=1, minutes=m), "svc", "finance/ledger", 5000, ip="10.9.9.9")
+    ids = {s.data(T0 + timedelta(days=4, hours=1, minutes=m), "svc", "finance/ledger", 5000, ip="10.9.9.10")
+           for m in range(0, 60, 5)}
+    alerts = s.run()
+    assert not _hits(alerts, "data.off_hours", ids)
+    assert not _hits(alerts, "data.volume_spike", ids)
+
+
+def _batch_account(spike_at_day: bool) -> tuple[list, set[str]]:
+    """A service account reads ~100 rows by day and ~20,000 in a nightly batch; then 20,000 rows at night (its
+    habit) or at midday (not its habit)."""
+    rng = np.random.default_rng(24)
+    s = Stream()
+    _reads(s, rng, "ben", "finance/ledger", days=5)
+    for day in range(5):
+        for _ in range(10):
+            s.data(_work(rng, day), "svc", "finance/ledger", int(100 * rng.lognormal(0.0, 0.5)) + 1)
+        for m in range(0, 60, 5):
+            s.data(T0 + timedelta(days=day, hours=2, minutes=m), "svc", "finance/ledger",
+                   int(20_000 * rng.lognormal(0.0, 0.4)))
+    when = T0 + timedelta(days=5, hours=12 if spike_at_day else 2, minutes=30)
+    ids = {s.data(when, "svc", "finance/ledger", 20_000)}
+    return s.run(), ids
+
+
+def test_a_batch_volume_at_midday_is_a_spike():
+    alerts, ids = _batch_account(spike_at_day=True)
+    hits = _hits(alerts, "data.volume_spike", ids)
+    assert hits and hits[0].entity == "svc" and "1 in" in hits[0].explanation
+
+
+def test_the_nightly_batch_volume_is_not_a_spike():
+    alerts, ids = _batch_account(spike_at_day=False)
+    assert not _hits(alerts, "data.volume_spike", ids)
+    assert not _hits(alerts, "data.volume_drift")
+
+
+def _denials(gap_s: float, heavy: bool) -> tuple[list, set[str]]:
+    rng = np.random.default_rng(25)
+    s = Stream()
+    _reads(s, rng, "eve", "finance/ledger", per_day=30 if heavy else 6)
+    t = T0 + timedelta(days=5, hours=10)
+    ids = {s.data(t + timedelta(seconds=gap_s * i), "eve", f"hr/file{i}", 0, owner="hr", sensitivity="restricted",
+                  granted=False) for i in range(3)}
+    return s.run(), ids
+
+
+def test_three_denials_within_a_minute_are_probing_in_time():
+    alerts, ids = _denials(20.0, heavy=False)
+    hits = _hits(alerts, "data.denied_burst", ids)
+    assert hits and hits[0].entity == "eve"
+    assert hits[0].first_seen < (T0 + timedelta(days=5, hours=10, seconds=60)).isoformat()
+
+
+def test_denials_hours_apart_are_not_probing():
+    alerts, _ = _denials(3 * 3600.0, heavy=True)
+    assert not _hits(alerts, "data.denied_burst")
+
+
+def _crossing(colleague_crosses: bool) -> tuple[list, set[str]]:
+    """bob (marketing) reads hr's restricted payroll for the first time; ``colleague_crosses``: marketing reads
+    hr's sensitive data every day (someone else did, often), else once (someone did, rarely)."""
+    rng = np.random.default_rng(26)
+    s = Stream()
+    _reads(s, rng, "bob", "marketing/campaigns", days=3, per_day=8, dept="marketing", owner="marketing")
+    _reads(s, rng, "dan", "marketing/campaigns", days=3, per_day=30, dept="marketing", owner="marketing")
+    _reads(s, rng, "hana", "hr/payroll", days=3, dept="hr", owner="hr", sensitivity="restricted")
+    if colleague_crosses:
+        _reads(s, rng, "carol", "hr/payroll", days=3, per_day=30, dept="marketing", owner="hr",
+               sensitivity="restricted")
+    else:
+        s.data(T0 + timedelta(hours=10), "carol", "hr/payroll", 50, dept="marketing", owner="hr",
+               sensitivity="restricted")
+    ids = {s.data(T0 + timedelta(days=3, hours=11), "bob", "hr/payroll", 80, dept="marketing", owner="hr",
+                  sensitivity="restricted")}
+    return s.run(), ids
+
+
+def test_a_rare_crossing_is_segmentation_even_if_someone_crossed_once():
+    alerts, ids = _crossing(colleague_crosses=False)
+    hits = _hits(alerts, "data.segmentation", ids)
+    assert hits and hits[0].entity == "bob"
+
+
+def test_a_crossing_the_department_makes_daily_is_not_segmentation():
+    alerts, ids = _crossing(colleague_crosses=True)
+    assert not _hits(alerts, "data.segmentation", ids)
