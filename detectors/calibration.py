@@ -82,3 +82,24 @@ def score_of(surprise: float, asset: int = 0) -> float:
     """
     base = 1.0 - math.exp(-max(surprise, 0.0) / 3.0)
     return min(0.999, base * 0.85 + 0.05 * max(0, min(asset, 3)))
+
+
+def surprise_from_score(score: float, cap: float = 5.0) -> float:
+    """A conservative surprise for a finding that reports only a score: ``score_of`` inverted as if the asset
+    weighed the most (an asset's weight says what was touched, not how unusual it was), at most ``cap``.
+
+    A detector that does not model its entity gives no tail probability; reading its score this way never
+    makes its finding look more unusual than the score allows.
+
+    Examples:
+        >>> surprise_from_score(0.15)
+        0.0
+        >>> round(surprise_from_score(score_of(3.0, asset=3)), 2)
+        3.0
+        >>> surprise_from_score(1.0)
+        5.0
+    """
+    base = (score - 0.15) / 0.85
+    if base <= 0.0:
+        return 0.0
+    return min(cap, -3.0 * math.log1p(-min(base, 1.0 - 1e-12)))
