@@ -9,6 +9,7 @@ surprise ``s`` (the attack, or a quiet tenant's one real finding).
 
 from __future__ import annotations
 
+import doctest
 import json
 import pickle
 from datetime import UTC, datetime, timedelta
@@ -175,3 +176,10 @@ def test_a_demoted_episode_is_not_lifted_by_its_later_hits():
     later = decode(json.dumps({**row, "event_id": "e7001", "user_agent": "strong/20"}).encode())
     alerts = eng.process([first, later])
     assert [(a.severity, a.evidence.event_ids) for a in alerts] == [("info", ["e7000", "e7001"])]
+
+
+def test_docstring_examples():
+    from detectors import alerting, budget
+
+    assert doctest.testmod(budget).failed == 0
+    assert doctest.testmod(alerting).failed == 0
