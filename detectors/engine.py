@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
@@ -182,7 +182,9 @@ class Engine:
     def from_state(cls, blob: bytes, registry: Registry = REGISTRY) -> Engine:
         """The engine ``state()`` wrote (``registry``: the families it ran with)."""
         d = pickle.loads(blob)  # noqa: S301 - our own checkpoints, written by state()
-        eng = cls(registry.config_class(EngineLimits)(**d["config"]), registry)
+        config_class = registry.config_class(EngineLimits)
+        known = {f.name for f in fields(config_class)}  # options removed since the checkpoint was written: dropped
+        eng = cls(config_class(**{k: v for k, v in d["config"].items() if k in known}), registry)
         eng.tables = d["state"]  # its missing fields: State.__setstate__
         eng.tables.add_columns(registry.columns())  # columns of families registered since
         eng._add_family_tables()  # and their own tables

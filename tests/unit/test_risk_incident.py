@@ -107,3 +107,15 @@ def test_a_ledger_written_before_weighted_members_is_read_as_empty():
     p.ctx.tables.risk[p.pid] = (3.0, T0, {"data.volume_spike", "api.new_client"})  # the old (risk, ts, detectors)
     assert p.alert("agent.approval_bypass", 1, 3.0) is None
     assert p.ctx.tables.risk[p.pid][2].keys() == {"agent.approval_bypass"}
+
+
+def test_a_checkpoint_with_the_old_risk_options_restores():
+    """risk_threshold and risk_min_detectors were replaced; a checkpoint that names them still restores."""
+    import pickle
+
+    from detectors.engine import Engine
+
+    blob = pickle.loads(Engine().state())  # noqa: S301 - the test's own checkpoint
+    blob["config"] |= {"risk_threshold": 2.5, "risk_min_detectors": 2}
+    restored = Engine.from_state(pickle.dumps(blob))
+    assert restored.config.risk_min_surprise == EngineConfig().risk_min_surprise
