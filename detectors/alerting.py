@@ -4,8 +4,13 @@ A stage returns ``Finding``s, one per detector hit on an event. The engine sorts
 findings into arrival order and ``emit`` turns them into alerts: the first hit of a
 (detector, entity, tenant) opens an episode and becomes an alert; a hit within the detector's
 cooldown of the episode's latest hit extends the episode and folds into its alert (evidence,
-last-seen time, highest score). After each new alert, the families' escalation hooks run (the
-risk family's ``risk.incident``).
+last-seen time, highest score). Before that, the false-alarm budget (``detectors.budget``) holds
+each finding to its (tenant, detector) threshold: below it, the finding is an ``info`` alert. After
+each new alert above ``info``, the families' escalation hooks run (the risk family's ``risk.incident``).
+
+Severity follows the score, and a finding's score is ``calibration.score_of(surprise, asset)``: how
+unusual and what was touched, never the detector's name. ``Finding.cap`` bounds it (a control that
+worked is at most ``info``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from detectors.budget import BINS, WIDTH, BudgetGate
+from detectors.calibration import one_in, surprise_from_score
 from detectors.columns import SEP
 from schemas.alerts import SEVERITIES, Alert, Evidence, Feature, Severity, alert_id, severity_of
 
@@ -44,39 +51,58 @@ class Finding:
     explanation: str
     surprise: float | None = None  # -log10 of the tail probability under the entity's model (detectors.calibration)
     cap: Severity | None = None  # the highest severity this finding may have (e.g. "info": a control that worked)
+    related: list[str] | None = None  # other events it rests on (an incident's member alerts), kept as evidence
 
 
 def emit(findings: list[Finding], tables: State, catalog: Mapping[str, Spec], max_evidence: int,
-         escalations: list[tuple[Any, Escalation]], principals: dict[str, str], learning_ms: int = 0) -> list[Alert]:
+         escalations: list[tuple[Any, Escalation]], principals: dict[str, str], learning_ms: int = 0,
+         gate: BudgetGate | None = None) -> list[Alert]:
     """Alerts of a batch's findings (in arrival order), folding hits within a cooldown into their episode.
 
     ``escalations``: (context, hook) pairs run after each new alert above ``info``, whose findings become
     alerts too; ``principals`` gets alert id -> principal name of every alert. A tenant's first
     ``learning_ms`` of event time is its learning period: its findings become ``info`` alerts (stored and
     shown, never paged, never escalated), so a newly deployed engine does not page on its first night.
+    ``gate``: the false-alarm budget; a finding below its (tenant, detector) threshold is ``info`` too, and
+    each finding that opens an episode teaches the budget (``detectors.budget``).
     """
     open_: dict[tuple[str, str, int], Alert] = {}
+    demoted: set[tuple[str, str, int]] = set()  # episodes the budget kept at info: their later hits do not lift them
     out: list[Alert] = []
     cooldown = tables.cooldown
     for f in findings:
-        if learning_ms and f.ts - tables.tenant_start.get(f.tenant, f.ts) < learning_ms:
+        could_alert = f.cap != "info" and severity_of(f.score) != "info"  # before the learning period's cap
+        learning = bool(learning_ms) and f.ts - tables.tenant_start.get(f.tenant, f.ts) < learning_ms
+        if learning:
             f.cap = "info"
         key = (f.detector, f.entity, f.tenant)
         last = cooldown.get(key)
-        if last is not None and f.ts - last < catalog[f.detector].cooldown_s * 1000:
+        folded = last is not None and f.ts - last < catalog[f.detector].cooldown_s * 1000
+        note = ""
+        if gate is not None:
+            value = budget_value(f)
+            threshold = gate.judge(f.tenant, f.detector, f.seq, f.ts, value, could_alert and not folded, learning)
+            if value < threshold and capped(f.score, f.cap) != "info":
+                f.cap = "info"
+                note = budget_note(threshold, gate.per_100k)
+        if folded:
             # one alert per episode: a hit within the cooldown extends it, so the tail of a long burst
             # (a decayed rate still above threshold after the attack stopped) is not a fresh alert
             cooldown[key] = max(last, f.ts)
             cur = open_.get(key)
-            if cur is not None:  # fold later hits of this batch into its open alert
+            if cur is not None:  # fold later hits of this batch into its open alert (an alert of an earlier
+                # batch is out already: its later hits extend the episode only, whatever the batch cuts)
                 cur.last_seen = iso(max(f.ts, last))
                 if len(cur.evidence.event_ids) < max_evidence:
                     cur.evidence.event_ids.append(f.event_id)
                 cur.score = max(cur.score, round(f.score, 3))
-                cur.severity = max(cur.severity, capped(f.score, f.cap), key=SEVERITIES.index)
+                if key not in demoted:
+                    cur.severity = max(cur.severity, capped(f.score, f.cap), key=SEVERITIES.index)
             continue
         cooldown[key] = f.ts
-        a = build_alert(f, tables, catalog)
+        if note:
+            demoted.add(key)
+        a = build_alert(f, tables, catalog, note)
         open_[key] = a
         out.append(a)
         name = principal_name(tables, f.principal)
@@ -98,16 +124,56 @@ def emit(findings: list[Finding], tables: State, catalog: Mapping[str, Spec], ma
     return out
 
 
-def build_alert(f: Finding, tables: State, catalog: Mapping[str, Spec]) -> Alert:
-    """The alert a finding opens: its detector's catalogue row, the finding's evidence."""
+def build_alert(f: Finding, tables: State, catalog: Mapping[str, Spec], note: str = "") -> Alert:
+    """The alert a finding opens: its detector's catalogue row, the finding's evidence (and related events).
+
+    Its severity follows its score, at most its cap; its explanation says how unusual the finding was when the
+    finding carries a surprise and the family's text does not say so already; ``note`` is appended (why it
+    was kept at ``info``).
+    """
     spec = catalog[f.detector]
     tenant = tables.vocabs.tenant.names[f.tenant]
+    events = list(dict.fromkeys([f.event_id, *(f.related or ())]))
     return Alert(
         alert_id=alert_id(spec.name, tenant, f.entity, f.event_id), tenant=tenant, detector=spec.name,
         kind=spec.kind, entity_type=spec.entity_type, entity=f.entity, severity=capped(f.score, f.cap),
         score=round(f.score, 3), first_seen=iso(f.ts), last_seen=iso(f.ts), title=spec.title,
-        explanation=f.explanation, evidence=Evidence(features=f.features, event_ids=[f.event_id]),
-        tags=list(spec.tags))
+        explanation=how_unusual(f.explanation, f.surprise, spec.entity_type) + note,
+        evidence=Evidence(features=f.features, event_ids=events), tags=list(spec.tags))
+
+
+# how an explanation names the entity whose model a surprise is measured against
+_ENTITY_WORD = {"api_key": "key", "principal": "principal", "agent": "agent", "client_ip": "IP",
+                "dataset": "dataset"}
+
+
+def how_unusual(explanation: str, surprise: float | None, entity_type: str) -> str:
+    """``explanation`` saying how unusual its finding was ("about 1 in 20,000 for this key"), once.
+
+    Examples:
+        >>> how_unusual("ana read 40x her usual rows.", 4.3, "principal")
+        'ana read 40x her usual rows. That is about 1 in 20,000 for this principal.'
+        >>> how_unusual("k made 300 calls, about 1 in 1,000 for this key.", 3.0, "api_key")
+        'k made 300 calls, about 1 in 1,000 for this key.'
+    """
+    if surprise is None or "1 in " in explanation:
+        return explanation
+    text = explanation.rstrip()
+    if text and not text.endswith("."):
+        text += "."
+    return f"{text} That is about {one_in(surprise)} for this {_ENTITY_WORD.get(entity_type, entity_type)}."
+
+
+def budget_value(f: Finding) -> float:
+    """What the false-alarm budget ranks a finding by: its surprise, or (a detector that reports only a score)
+    its score read conservatively as one (``calibration.surprise_from_score``), spread over the budget's range."""
+    return f.surprise if f.surprise is not None else surprise_from_score(f.score, cap=BINS * WIDTH)
+
+
+def budget_note(threshold: float, per_100k: float) -> str:
+    """Why a finding was kept at ``info``: the threshold its detector's budget sets in its tenant."""
+    return (f" Kept at info by the alert budget: to stay near {per_100k:g} alert(s) per 100k of this tenant's "
+            f"events, this detector alerts here only above about {one_in(threshold)}.")
 
 
 def capped(score: float, cap: Severity | None) -> Severity:

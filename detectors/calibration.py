@@ -91,3 +91,23 @@ def rate_surprise_many(new: np.ndarray, total: np.ndarray, prior_rate: np.ndarra
         np.asarray(total, dtype=np.float64) + prior_weight)
     return -np.log10(np.clip(p, 1e-12, 1.0))
 
+
+def surprise_from_score(score: float, cap: float = 5.0) -> float:
+    """A conservative surprise for a finding that reports only a score: ``score_of`` inverted as if the asset
+    weighed the most (an asset's weight says what was touched, not how unusual it was), at most ``cap``.
+
+    A detector that does not model its entity gives no tail probability; reading its score this way never
+    makes its finding look more unusual than the score allows.
+
+    Examples:
+        >>> surprise_from_score(0.15)
+        0.0
+        >>> round(surprise_from_score(score_of(3.0, asset=3)), 2)
+        3.0
+        >>> surprise_from_score(1.0)
+        5.0
+    """
+    base = (score - 0.15) / 0.85
+    if base <= 0.0:
+        return 0.0
+    return min(cap, -3.0 * math.log1p(-min(base, 1.0 - 1e-12)))

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
 from detectors.alerting import Finding, emit, iso
+from detectors.budget import BudgetGate
 from detectors.columns import Batch, Parts, parts_of, to_batch, ts_ms, window
 from detectors.compaction import MAX_NEW_PER_EVENT, NAMESPACES, compact, footprint, least_recent
 from detectors.families import REGISTRY
@@ -54,6 +55,14 @@ class EngineLimits:
                                            "stream")
     learning_hours: float = option(24.0, "a tenant's learning period, in event time from its first event: the "
                                          "engine learns and scores, and raises nothing above info")
+    alert_budget_per_100k: float = option(1.0, "false-alarm budget: alerts above info each detector may raise per "
+                                               "100k of a tenant's events; findings below the threshold that keeps "
+                                               "it there are info alerts (0 = no budget: every finding alerts)")
+    alert_budget_rise: float = option(1.0, "a finding above its budget's threshold is learned as at most this many "
+                                           "decades of surprise over it (an attack cannot lift the threshold to "
+                                           "its own level)")
+    alert_budget_memory_days: float = option(7.0, "time constant, in days of event time, over which the budget "
+                                                  "forgets a tenant's findings and events (0 = never)")
 
 
 # the engine's options and every registered family's, e.g. ``EngineConfig(behaviour=True)``
@@ -130,12 +139,19 @@ class Engine:
         for f in findings:
             if f.score > self.scores.get(f.event_id, 0.0):
                 self.scores[f.event_id] = f.score
+        cols = _cols(batch)
+        tenants = np.concatenate([c.tenant for c in cols])
+        gate = None
+        if self.config.alert_budget_per_100k > 0:
+            gate = BudgetGate(tables.budget, self.config.alert_budget_per_100k, self.config.alert_budget_rise,
+                              tenants, np.concatenate([c.pos for c in cols]))
         alerts = emit(findings, tables, self._catalog, self.config.max_evidence,
                       [(context, hook) for hook in self._escalations], self.alert_principals,
-                      int(self.config.learning_hours * 3_600_000))
+                      int(self.config.learning_hours * 3_600_000), gate)
+        tables.budget.add_events(tenants)
         self._touch(batch)
         learn_scopes(tables, batch.api)
-        tables.watermark = max(tables.watermark, max(int(c.ts.max()) for c in _cols(batch)))
+        tables.watermark = max(tables.watermark, max(int(c.ts.max()) for c in cols))
         self.alerts_emitted += len(alerts)
         return alerts
 
@@ -166,7 +182,9 @@ class Engine:
     def from_state(cls, blob: bytes, registry: Registry = REGISTRY) -> Engine:
         """The engine ``state()`` wrote (``registry``: the families it ran with)."""
         d = pickle.loads(blob)  # noqa: S301 - our own checkpoints, written by state()
-        eng = cls(registry.config_class(EngineLimits)(**d["config"]), registry)
+        config_class = registry.config_class(EngineLimits)
+        known = {f.name for f in fields(config_class)}  # options removed since the checkpoint was written: dropped
+        eng = cls(config_class(**{k: v for k, v in d["config"].items() if k in known}), registry)
         eng.tables = d["state"]  # its missing fields: State.__setstate__
         eng.tables.add_columns(registry.columns())  # columns of families registered since
         eng._add_family_tables()  # and their own tables
@@ -241,6 +259,7 @@ class Engine:
             live = min(cutoff, day_start - self._longest_cooldown_ms)
             s.cooldown = {k: t for k, t in s.cooldown.items() if t >= live}
         if day_start is not None:
+            s.budget.decay(cfg.alert_budget_memory_days)
             for expire in self._expiries:  # the families' time-stamped state past every use it has
                 expire(s, day_start, cfg)
         idle = sum(int(m.sum()) for m in drop.values())

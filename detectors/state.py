@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from detectors.budget import AlertBudget
 from detectors.columns import Vocabs
 
 NAMESPACES = ("key", "principal", "agent", "ip", "dataset")  # entities with a last-seen time: evictable
@@ -66,6 +67,8 @@ CORE_FIELDS: dict[str, str] = {
     "session_last": "session name -> ts: the session idle clock (the agent family's expire, session_idle_hours)",
     "scopes": "scope ledger (governance), pair(key, scope token): remapped through compaction.SCOPES",
     "tenant_start": "tenant -> first event time (the learning period): tenants are never evicted",
+    "budget": "false-alarm budget: per tenant an event count, per (tenant, detector) a fixed-size histogram and a "
+              "time; tenants are never evicted and detectors are few: bounded by tenants x detectors",
     "family": "the families' own tables (Table.factory), each bounded as its Table says",
 }
 # fields that changed name: old checkpoint name -> field
@@ -108,6 +111,7 @@ class State:
     behaviour_hist: dict[int, np.ndarray] = field(default_factory=dict)  # tenant -> histogram of learned scores
     tenant_start: dict[int, int] = field(default_factory=dict)  # tenant -> event time of its first event
     family: dict[str, Any] = field(default_factory=dict)  # a family's own tables by name (Table.factory)
+    budget: AlertBudget = field(default_factory=AlertBudget)  # the false-alarm budget (detectors.budget)
 
     def add_columns(self, columns: dict[str, dict[str, float]]) -> None:
         """Give each namespace's arrays the columns it lacks (``Registry.columns()``), at their fill values."""

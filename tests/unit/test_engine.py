@@ -132,3 +132,27 @@ def test_a_burst_does_not_teach_itself_in():
     assert not [a for a in eng.process(events) if a.detector == "agent.runaway"]
     assert [a for a in eng.process(burst1) if a.detector == "agent.runaway"]
     assert [a for a in eng.process(burst2) if a.detector == "agent.runaway"]
+
+
+def _budget_verdicts(alerts) -> list[tuple[str, bool]]:
+    """Each alert's id and whether the false-alarm budget kept it at info."""
+    return sorted((a.alert_id, "Kept at info by the alert budget" in a.explanation) for a in alerts)
+
+
+def test_the_alert_budget_judges_alike_whatever_the_batch_cuts_and_across_a_checkpoint(run):
+    """The budget's thresholds are taken as of each finding's event: the same verdicts for any cuts, and a
+    restored checkpoint carries the budget on (its histograms and event counts identical)."""
+    _, events = run
+    straight, want = process(events, size=5_000)
+    assert any(kept for _, kept in _budget_verdicts(want)), "the budget holds something back in this run"
+    _, other = process(events, size=997)
+    assert _budget_verdicts(other) == _budget_verdicts(want)
+    half = len(events) // 2
+    eng, first = process(events[:half], size=3_000)
+    restored = Engine.from_state(eng.state())
+    _, rest = process(events[half:], restored, size=7_000)
+    assert _budget_verdicts(first + rest) == _budget_verdicts(want)
+    budget, again = straight.tables.budget, restored.tables.budget
+    assert again.events == pytest.approx(budget.events) and again.above == budget.above
+    assert again.hist.keys() == budget.hist.keys()
+    assert all((again.hist[k] == h).all() for k, h in budget.hist.items())

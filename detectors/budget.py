@@ -1,0 +1,160 @@
+"""False-alarm budgets: each detector alerts about ``alert_budget_per_100k`` times per 100k of a tenant's events.
+
+A detector's own threshold (the floor every finding has already passed) is a hand constant; in an
+organisation it was not tuned on it may fire on thousands of benign events (keys behind a proxy, a
+NAT pool, nightly batch reads). The budget learns, per (tenant, detector) and online, how unusual
+the detector's findings usually are relative to the tenant's event volume, and keeps as alerts only
+the findings unusual enough that the detector stays within its budget; the rest become ``info``
+alerts (stored and shown, never paged, never escalated into incidents).
+
+The statistic is a finding's surprise (``Finding.surprise``; for a detector that reports only a score,
+its conservative inverse, ``calibration.surprise_from_score``). Per (tenant, detector) a histogram of
+the surprise of the findings that opened an episode (hits folded into an episode do not make alerts,
+so they do not count) gives the threshold directly: with ``N`` tenant events so far, the detector may
+have about ``k = budget * N / 100,000`` alerts, so the threshold is the lowest surprise that at most
+``k`` of its past episodes reached. Where ``k`` is smaller than the handful of top episodes that can
+estimate a tail (a small tenant may be allowed less than one alert a week), the tail beyond them is
+extrapolated as exponential (peaks over threshold, the SPOT method) to where ``k`` episodes would
+lie, so the detector's benign record highs do not each page. A quiet tenant whose detector has never
+fired alerts on its first finding; a detector that fires on one event in twenty is held to its budget.
+
+Why a fixed-bin histogram rather than River's ``stats.Quantile``: the quantile wanted moves with the
+tenant's volume (``1 - k / episodes``), and River's P² estimator tracks one fixed quantile; a histogram
+answers any tail count exactly, in bounded space, and its updates are order-dependent only through
+arrival order, so the result does not depend on how the stream is cut into batches.
+
+Poisoning: findings below the threshold (the benign noise the budget exists to absorb) are learned as
+they are. A finding above the threshold in force (one that alerts: an attack's own findings) is learned
+only if no other above-threshold finding of its (tenant, detector) was learned in the hour before it
+(event time), and then as at most ``rise`` decades above the threshold, not at its full surprise. A
+burst of thirty strong findings teaches the budget one, so the next attack of that strength still
+alerts; a detector whose benign findings genuinely moved up is still followed, an hour at a time. In a
+tenant's learning period nothing alerts, and every finding is learned as it is: that day is the
+budget's first picture of the detector's benign findings. The histograms and the tenant's event
+count decay together at every new UTC day (time constant ``alert_budget_memory_days``), so the
+threshold follows a tenant whose traffic changes.
+
+Examples:
+    >>> b = AlertBudget()
+    >>> b.threshold(0, "api.x", events=50_000, per_100k=1.0)  # nothing learned: the first finding alerts
+    0.0
+    >>> for i in range(2_500):  # a noisy detector: one episode a minute, each about 1 in 100
+    ...     b.learn(0, "api.x", 2.0, threshold=b.threshold(0, "api.x", 50_000, 1.0), rise=1.0, ts=i * 60_000)
+    >>> b.threshold(0, "api.x", events=50_000, per_100k=1.0) > 2.0
+    True
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+WIDTH = 0.1  # decades of surprise per bin
+ABOVE_EVERY_MS = 3_600_000  # at most one above-threshold finding of a (tenant, detector) learned per hour
+BINS = 240  # the last bin holds everything from 23.9 decades up
+# the prior mean excess (decades) of a surprise over a high threshold, worth PRIOR_WEIGHT episodes: a calibrated
+# surprise exceeds any level by an exponential amount with mean log10(e), about 0.43 decades
+PRIOR_SCALE = 0.5
+PRIOR_WEIGHT = 2.0
+
+
+class AlertBudget:
+    """Per tenant the events seen; per (tenant, detector) a histogram of its episodes' surprise (decayed)."""
+
+    def __init__(self) -> None:
+        self.events: dict[int, float] = {}  # tenant -> events seen (decayed)
+        self.hist: dict[tuple[int, str], np.ndarray] = {}  # (tenant, detector) -> episodes per surprise bin
+        self.above: dict[tuple[int, str], int] = {}  # (tenant, detector) -> time of its last learned alert
+
+    def threshold(self, tenant: int, detector: str, events: float, per_100k: float) -> float:
+        """The surprise a finding of ``detector`` must reach to alert in ``tenant`` after ``events`` events.
+
+        Where the budget allows at least as many alerts as the detector's top episodes used to estimate the tail,
+        the threshold is the lowest bin edge that at most that many past episodes reached. Where it allows fewer
+        (a small tenant: less than one alert so far), the tail beyond the top episodes is extrapolated as
+        exponential (peaks over threshold, as in SPOT): the threshold is set where the extrapolated count of
+        episodes above it is the allowance, so a detector's benign maxima do not each become an alert.
+        """
+        h = self.hist.get((tenant, detector))
+        if h is None:
+            return 0.0
+        allowed = per_100k * events / 100_000.0
+        tail = np.cumsum(h[::-1])[::-1]  # episodes at or above each bin's lower edge
+        n = float(tail[0])
+        if n <= 0.0:
+            return 0.0
+        top = min(n, max(1.0, math.sqrt(n)))  # episodes that estimate the tail's shape (decayed: maybe under 1)
+        if allowed >= top:
+            over = np.flatnonzero(tail > allowed + 1e-9)
+            return 0.0 if over.size == 0 else (int(over[-1]) + 1) * WIDTH
+        start = int(np.flatnonzero(tail >= top - 1e-9)[-1])  # the highest bin edge that ``top`` episodes reach
+        edge, counted = start * WIDTH, float(tail[start])
+        centres = (np.arange(start, BINS) + 0.5) * WIDTH
+        excess = float(np.dot(h[start:], centres - edge))
+        scale = (excess + PRIOR_SCALE * PRIOR_WEIGHT) / (counted + PRIOR_WEIGHT)
+        return edge + scale * math.log(counted / max(allowed, 1e-9))
+
+    def learn(self, tenant: int, detector: str, value: float, threshold: float, rise: float, ts: int = 0,
+              learning: bool = False) -> None:
+        """Count an episode of surprise ``value`` (at event time ``ts``) judged against ``threshold``.
+
+        Above the threshold: learned only an hour after the last such one of its (tenant, detector), and as at
+        most ``rise`` decades over the threshold; in the tenant's learning period (nothing alerts), as it is.
+        """
+        key = (tenant, detector)
+        if value >= threshold and not learning:
+            last = self.above.get(key)
+            if last is not None and ts - last < ABOVE_EVERY_MS:
+                return
+            self.above[key] = ts
+            value = min(value, threshold + rise)
+        h = self.hist.get(key)
+        if h is None:
+            h = self.hist[key] = np.zeros(BINS)
+        h[min(int(max(value, 0.0) / WIDTH), BINS - 1)] += 1.0
+
+    def add_events(self, tenants: np.ndarray) -> None:
+        """Count a batch's events per tenant (``tenants``: their tenant ids)."""
+        if tenants.size:
+            counts = np.bincount(tenants)
+            for t in np.flatnonzero(counts).tolist():
+                self.events[t] = self.events.get(t, 0.0) + float(counts[t])
+
+    def decay(self, days: float) -> None:
+        """Age everything by one day, with time constant ``days`` (0: never forget)."""
+        if days <= 0:
+            return
+        factor = math.exp(-1.0 / days)
+        self.events = {t: n * factor for t, n in self.events.items()}
+        for h in self.hist.values():
+            h *= factor
+
+
+class BudgetGate:
+    """One batch's view of the budget: a tenant's event count as of each event (arrival order), the policy.
+
+    ``tenants`` and ``pos`` are every event of the batch (any kind): its tenant and its position. The
+    count for a finding includes its own event and every earlier one, whatever the batch cuts.
+    """
+
+    def __init__(self, table: AlertBudget, per_100k: float, rise: float, tenants: np.ndarray,
+                 pos: np.ndarray) -> None:
+        self.table, self.per_100k, self.rise = table, per_100k, rise
+        self._span = int(pos.max()) + 1 if pos.size else 1
+        self._keys = np.sort(tenants.astype(np.int64) * self._span + pos)
+
+    def events(self, tenant: int, seq: int) -> float:
+        """Events of ``tenant`` up to and including position ``seq`` of this batch, over the whole stream."""
+        lo = np.searchsorted(self._keys, tenant * self._span, side="left")
+        hi = np.searchsorted(self._keys, tenant * self._span + seq, side="right")
+        return self.table.events.get(tenant, 0.0) + float(hi - lo)
+
+    def judge(self, tenant: int, detector: str, seq: int, ts: int, value: float, learn: bool,
+              learning: bool = False) -> float:
+        """The threshold a finding of surprise ``value`` is held to; ``learn``: count it as an episode after
+        (``learning``: in its tenant's learning period)."""
+        thr = self.table.threshold(tenant, detector, self.events(tenant, seq), self.per_100k)
+        if learn:
+            self.table.learn(tenant, detector, value, thr, self.rise, ts, learning)
+        return thr
