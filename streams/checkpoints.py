@@ -6,9 +6,13 @@ skips records below that offset (already learned, already stored) and re-scores 
 the engine does not depend on where batches are cut, so the re-scored records give the very
 alerts the first run gave, with the same ids.
 
-The state is a pickle of the engine's own arrays; unpickling runs code, so every blob is
-signed with HMAC-SHA256 under a key only the workers hold (``SPYGLASS_CHECKPOINT_KEY``) and
-one that fails the check is refused: the partition then starts cold rather than load it.
+The state is a pickle of the engine's own arrays; unpickling can run code, so every blob is
+signed with HMAC-SHA256 under a key only the workers hold (``SPYGLASS_CHECKPOINT_KEY``, at least
+:data:`MIN_KEY_BYTES` bytes; required when the store is a server, generated once in the stack dir
+for the embedded demo), and one that fails the check is refused: the partition then starts cold
+rather than load it. A signed blob is also read first by a restricted unpickler
+(:func:`check_state`) that builds only the engine's own classes, numpy arrays and plain builtins,
+so a leaked key is not code execution.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
 import logging
 import os
+import pickle
 import secrets
 import zlib
 from collections.abc import Callable
@@ -28,7 +34,7 @@ from typing import Any
 
 from detectors.correlation import Correlator
 from detectors.engine import Engine
-from schemas.errors import SpyglassError
+from schemas.errors import ConfigError, SpyglassError
 from streams.sinks.base import Store
 from streams.sinks.clickhouse import sql_string
 
@@ -48,17 +54,88 @@ class Checkpoint:
     written_at: datetime
 
 
-def checkpoint_key(secret: str | None, stack_dir: Path) -> bytes:
-    """The signing key: the configured secret, else one generated once for this machine's stack."""
+MIN_KEY_BYTES = 32  # an HMAC-SHA256 key shorter than its output is weaker than the signature
+
+
+def checkpoint_key(secret: str | None, stack_dir: Path, *, server: bool = False) -> bytes:
+    """The signing key: the configured secret, else (embedded store only) one generated once in the stack dir.
+
+    A server's workers usually run on several hosts, which must share the key (a key of each host's own would
+    make every failover start cold), so there it is required. A key shorter than :data:`MIN_KEY_BYTES` is refused.
+    """
     if secret:
-        return secret.encode("utf-8")
-    path = stack_dir / "checkpoint.key"
+        key = secret.encode("utf-8")
+    elif server:
+        raise ConfigError("SPYGLASS_CHECKPOINT_KEY is required when the store is a ClickHouse server (every worker "
+                          f"of the group needs the same key, at least {MIN_KEY_BYTES} bytes): e.g. "
+                          "`openssl rand -hex 32`")
+    else:
+        key = _generated_key(stack_dir / "checkpoint.key")
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigError(f"SPYGLASS_CHECKPOINT_KEY is {len(key)} bytes; at least {MIN_KEY_BYTES} are required "
+                          "(e.g. `openssl rand -hex 32`)")
+    return key
+
+
+def _generated_key(path: Path) -> bytes:
+    """The key in ``path``, created whole if absent: written to a private (0600) temporary file, synced and
+    renamed into place, so no reader ever sees it empty or partial, and two workers racing keep one key."""
     if not path.exists():
-        stack_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, secrets.token_hex(32).encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)  # fails if another process created it meanwhile: theirs is kept
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     return path.read_text().strip().encode("utf-8")
+
+
+# globals a checkpoint may name besides the engine's own classes: numpy's array and scalar pickles, and
+# plain builtins and containers
+_ALLOWED_GLOBALS = frozenset({
+    *((mod, name) for mod in ("numpy.core.multiarray", "numpy._core.multiarray") for name in ("_reconstruct",
+                                                                                               "scalar")),
+    *((mod, "_frombuffer") for mod in ("numpy.core.numeric", "numpy._core.numeric")),
+    ("numpy", "dtype"), ("numpy", "ndarray"),
+    *(("builtins", name) for name in ("set", "frozenset", "dict", "list", "tuple", "bytearray", "bytes", "int",
+                                      "float", "complex", "str", "bool", "slice", "range")),
+    *(("collections", name) for name in ("OrderedDict", "defaultdict", "deque", "Counter")),
+})
+_OWN_PACKAGES = ("detectors", "schemas")
+
+
+class _StateUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        if module.split(".")[0] in _OWN_PACKAGES:
+            found = super().find_class(module, name)
+            # a class defined in the engine's packages (not one they import, and no function)
+            if isinstance(found, type) and found.__module__.split(".")[0] in _OWN_PACKAGES:
+                return found
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of an engine state")
+
+
+def check_state(state: bytes) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` unpickles into nothing but the engine's own classes,
+    numpy arrays and builtins (it is read once that way, building nothing else, before it is restored)."""
+    try:
+        _StateUnpickler(io.BytesIO(state)).load()
+    except Exception as exc:  # noqa: BLE001 - whatever it is, the blob is refused
+        raise CheckpointError(f"not an engine state ({exc})") from None
 
 
 class CheckpointStore:
@@ -120,7 +197,15 @@ class CheckpointStore:
         if not hmac.compare_digest(self._digest(topic, partition, offset, blob), str(digest)):
             raise CheckpointError(f"checkpoint {topic}[{partition}]@{offset}: signature check failed; refusing it")
         try:
-            engine = restore(zlib.decompress(blob))
+            state = zlib.decompress(blob)
+        except zlib.error as exc:
+            raise CheckpointError(f"checkpoint {topic}[{partition}]@{offset}: not compressed ({exc})") from None
+        try:
+            check_state(state)
+        except CheckpointError as exc:
+            raise CheckpointError(f"checkpoint {topic}[{partition}]@{offset}: {exc}; refusing it") from None
+        try:
+            engine = restore(state)
         except Exception as exc:  # a signed blob that does not load: a version change, say
             raise CheckpointError(f"checkpoint {topic}[{partition}]@{offset}: cannot load ({exc})") from None
         return Checkpoint(topic, partition, offset, engine, datetime.fromtimestamp(int(rows[0][4]), UTC))

@@ -124,7 +124,9 @@ class Settings(BaseSettings):
     correlation_horizon_days: float = Field(7.0, gt=0, description="risk.cross_kind: evidence this far (event "
                                             "time) behind the newest of its partition is dropped")
     checkpoint_key: SecretStr | None = Field(
-        None, description="HMAC key signing engine checkpoints (default: one generated in the stack dir)")
+        None, description="HMAC key signing engine checkpoints, at least 32 bytes; every worker of a group needs "
+        "the same one. Required when the store is a server; for the embedded store one is generated in the stack "
+        "dir if unset")
 
     # --- Local stack -------------------------------------------------------------------
     stack_dir: Path = Field(Path(".stack"), description="Where the local stack keeps data, logs and pids")

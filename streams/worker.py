@@ -68,8 +68,7 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
     # the events inserts get a connection of their own on a server, so an alert never waits behind one; the
     # embedded store is one session per process, shared
     events_store = open_store(store.url) if isinstance(store, NativeStore) else None
-    key = checkpoint_key(settings.checkpoint_key.get_secret_value() if settings.checkpoint_key else None,
-                         settings.stack_dir)
+    key = worker_checkpoint_key(settings)
     checkpoints = CheckpointStore(store, settings.worker_group, key, worker=name)
 
     async def publish(topic: str, key_: bytes | None, value: bytes, headers: list | None) -> Any:
@@ -197,6 +196,13 @@ def published_alert_ids(settings: Settings, since_ms: int) -> set[str]:
         c.close()
 
 
+def worker_checkpoint_key(settings: Settings) -> bytes:
+    """The checkpoint signing key the settings give (required for a server store; see
+    :func:`streams.checkpoints.checkpoint_key`)."""
+    return checkpoint_key(settings.checkpoint_key.get_secret_value() if settings.checkpoint_key else None,
+                          settings.stack_dir, server=settings.store().scheme != "chdb")
+
+
 def warm_up() -> float:
     """Score a short stream of every kind (:func:`schemas.samples.sample_stream`) on a throwaway engine; returns
     the seconds it took.
@@ -262,6 +268,7 @@ def run_worker(settings: Settings, *, migrate: bool = True, loglevel: str = "INF
     import logging.config
 
     logging.config.dictConfig(m.logging_config(loglevel))
+    worker_checkpoint_key(settings)  # a missing or short key fails here, before anything starts
     store = open_store(settings.store())
     if migrate:
         _with_store_retries(lambda: apply_ddl(store), "migrations")

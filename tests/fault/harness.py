@@ -40,6 +40,7 @@ class Run:
     tmp: Path
     names: list[str] = field(default_factory=list)
     db: str = ""
+    checkpoint_key: str = field(default_factory=lambda: uuid.uuid4().hex)  # the workers of a run share it
 
     @classmethod
     def create(cls, base: Settings, tmp: Path, partitions: int = 3) -> Run:
@@ -75,7 +76,7 @@ class Run:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPYGLASS_")}
         env.update(self.settings.child_env(
             clickhouse_url=self.store_url, stack_dir=self.tmp / "worker-state", worker_web_port=web_port,
-            worker_checkpoint_s=2, worker_session_timeout_s=6))
+            worker_checkpoint_s=2, worker_session_timeout_s=6, checkpoint_key=self.checkpoint_key))
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
