@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from kafka.errors import KafkaError
@@ -78,6 +79,11 @@ class Snapshot:
     offsets: list[int]  # acked once the snapshot is stored
 
 
+def wall_clock_limit_ms(max_future_s: float) -> int:
+    """The latest event time (ms) an engine's watermark may reach now: the wall clock plus the allowed skew."""
+    return int((time.time() + max_future_s) * 1000)
+
+
 class Partitions:
     """The partitions this worker owns, by (topic, partition)."""
 
@@ -127,6 +133,8 @@ class Partitions:
         part.stored_alerts = await self.io.call(
             lambda: stored_alert_ids(self.store, topic, partition, part.offset), "alerts.known", where)
         part.published_alerts = await self._published_since(since, where)
+        if isinstance(part.engine, Engine) and self.settings.event_max_future_s > 0:
+            part.engine.watermark_limit = partial(wall_clock_limit_ms, self.settings.event_max_future_s)
         log.info("partition assigned, " + ("no checkpoint: starting cold" if cp is None else "state restored"),
                  extra={**where, "checkpoint_offset": part.offset, "entities": part.engine.entities(),
                         "alerts_already_stored": len(part.stored_alerts),

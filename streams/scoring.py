@@ -47,7 +47,7 @@ from streams.partitions import Part, Partitions
 from streams.records import TP, Record
 from streams.settings import Settings
 from streams.sinks.base import Store
-from streams.step import Decoded, correlate, decode, score_events
+from streams.step import Decoded, TimeWindow, correlate, decode, score_events
 from streams.storeio import StoreIO
 from streams.writer import Publish, Writer, Writes
 
@@ -75,6 +75,7 @@ class Scorer:
                              events_store=events_store)
         self._lock = asyncio.Lock()  # one batch, revoke or checkpoint at a time
         self._kinds = {t: k for k, t in settings.topics().items()}
+        self._window = TimeWindow(settings.event_max_future_s, settings.event_max_age_days)
 
     @property
     def parts(self) -> dict[TP, Part]:
@@ -119,6 +120,7 @@ class Scorer:
         stored: dict[TP, set[EventKey]] = {}  # events an earlier owner stored already (see Part.recheck_stored)
         decoded: dict[TP, Decoded] = {}
         tenant = self.settings.default_tenant
+        window, now_s = self._window, time.time()  # the event times taken: as of one wall clock reading a batch
         for (topic, partition), batch in batches.items():  # every await before any state changes: a cancel
             if not batch:                                   # here leaves no partition half scored
                 continue
@@ -127,7 +129,7 @@ class Scorer:
             kind = self._kinds.get(topic)
             if part.recheck_stored and kind:  # decoding changes no state: done here, used below
                 dec = decoded[(topic, partition)] = decode([r.value for r in recs if r.offset >= part.offset],
-                                                           tenant, kind)
+                                                           tenant, kind, window, now_s)
                 if len(dec[0]):
                     stored[(topic, partition)] = await self.io.call(
                         partial(stored_event_keys, self.store, dec[1]), "events.known",
@@ -143,7 +145,7 @@ class Scorer:
             else:
                 known = stored.get(tp)
                 out = score_events(cast(EventEngine, part.engine), fresh, self._kinds.get(part.topic), tenant,
-                                   decoded.get(tp), known)
+                                   decoded.get(tp), known, window, now_s)
                 if out.past_stored:
                     part.recheck_stored = False  # past what the earlier owner stored (it wrote in offset order)
                 if known:

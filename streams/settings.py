@@ -63,6 +63,14 @@ class Settings(BaseSettings):
         "default", min_length=1, max_length=128, description="Tenant given to events that carry none"
     )
 
+    event_max_future_s: float = Field(
+        3600.0, ge=0, description="Events dated more than this many seconds ahead of the worker's wall clock are "
+        "dead-lettered (field ts), and no engine's watermark moves past the wall clock plus this (0: off)")
+    event_max_age_days: float = Field(
+        30.0, ge=0, description="Events dated more than this many days before the worker's wall clock are "
+        "dead-lettered (field ts); 0: off (a backfill of older events through the topics). Replay and eval never "
+        "check it")
+
     # --- Store -------------------------------------------------------------------------
     clickhouse_url: SecretStr = Field(
         SecretStr("chdb://.stack/chdb"),

@@ -38,7 +38,7 @@ from schemas.rows import alert_columns, block_columns, block_packed
 from streams import metrics as m
 from streams.dedup import stored_event_keys, without
 from streams.partitions import Part, Partitions, Snapshot
-from streams.records import TP, Record, dead_letter_headers
+from streams.records import RECORD_REFUSED, TP, DeadLetter, Record, bare_dead_letter, dead_letter
 from streams.settings import Settings
 from streams.sinks.base import Store, StoreError
 from streams.storeio import StoreIO
@@ -161,10 +161,8 @@ class Writer:
     async def _write(self, w: Writes) -> None:
         t0 = time.perf_counter()
         # 1. Kafka: dead letters and new alerts, acknowledged before anything is stored
-        futs = [await self.publish(self.settings.topic_dead_letter, r.key, r.value or b"",
-                                   dead_letter_headers(topic, partition, r.offset, err, "worker"))
-                for (topic, partition), r, err in w.dead]
-        futs += [await self.publish(self.settings.topic_alerts, f"{a.tenant}/{a.entity}".encode(), encode_alert(a),
+        await self._publish_dead_letters(w.dead)
+        futs = [await self.publish(self.settings.topic_alerts, f"{a.tenant}/{a.entity}".encode(), encode_alert(a),
                                     None) for a in w.publish]
         futs += [await self.publish(self._evidence_topic, f"{e.tenant}/{e.principal}".encode(), encode_evidence(e),
                                     None) for e in w.evidence]
@@ -213,6 +211,45 @@ class Writer:
             m.BATCH_SECONDS.observe(seconds)
             self.io.health.last_batch = time.monotonic()
             await self._health(w.touched, seconds)
+
+    async def _publish_dead_letters(self, dead: list[tuple[TP, Record, EventError]]) -> None:
+        """Publish dead letters (bounded: :func:`streams.records.dead_letter`) and wait for the broker's acks.
+
+        A dead letter the producer or the broker refuses for what it is (too large, say) is a problem of that
+        record, never of the worker: it is published again without its value, and if even that is refused it
+        is logged and counted (``spyglass_dead_letters_unpublished_total``) and the stream goes on. Any other
+        error (the broker away) fails the writer as before: the records are re-scored by the next owner."""
+        if not dead:
+            return
+        topic_dl = self.settings.topic_dead_letter
+        letters = [dead_letter(topic, partition, r.offset, r.key, r.value, err, "worker")
+                   for (topic, partition), r, err in dead]
+
+        async def send(letter: DeadLetter) -> Any:
+            return await self.publish(topic_dl, letter.key, letter.value, letter.headers)
+
+        refused: list[tuple[int, BaseException]] = []
+        futs: list[tuple[int, Awaitable[Any]]] = []
+        for i, letter in enumerate(letters):
+            try:
+                futs.append((i, await send(letter)))
+            except RECORD_REFUSED as exc:
+                refused.append((i, exc))
+        for (i, _), res in zip(futs, await asyncio.gather(*(f for _, f in futs), return_exceptions=True),
+                               strict=True):
+            if isinstance(res, RECORD_REFUSED):
+                refused.append((i, res))
+            elif isinstance(res, BaseException):
+                raise res
+        for i, exc in sorted(refused, key=lambda x: x[0]):
+            (topic, partition), r, err = dead[i]
+            where = {"topic": topic, "partition": partition, "offset": r.offset, "error": repr(exc)}
+            try:
+                await (await send(bare_dead_letter(letters[i], repr(exc))))
+                log.error("dead letter refused by Kafka; published without its value", extra=where)
+            except RECORD_REFUSED:
+                log.error("dead letter refused by Kafka, even without its value; not published", extra=where)
+                m.DEAD_LETTERS_UNPUBLISHED.labels(topic).inc()
 
     async def _to_lane(self, op: Callable[[], Awaitable[Any]], where: dict[str, Any]) -> None:
         """Queue ``op`` in the events lane, behind the inserts and checkpoints already there; waits while

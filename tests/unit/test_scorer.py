@@ -58,7 +58,7 @@ def _fails_then(result: str, failures: int, error: str) -> tuple[list[int], obje
 
 
 def test_revoke_gives_up_when_a_batch_holds_the_scorer_past_half_the_session_timeout(tmp_path):
-    settings = Settings(worker_session_timeout_s=6, stack_dir=tmp_path)
+    settings = Settings(event_max_age_days=0, worker_session_timeout_s=6, stack_dir=tmp_path)
     failures: list[BaseException] = []
 
     async def run() -> Scorer:
@@ -119,8 +119,8 @@ def test_events_are_held_for_one_bigger_insert_and_stored_before_any_checkpoint(
     from streams.sinks.clickhouse import ChdbStore
 
     raws = _raws("api_usage", 1500)
-    settings = Settings(stack_dir=tmp_path, worker_insert_min_rows=1000, worker_insert_linger_s=0.3,
-                        worker_checkpoint_s=3600)
+    settings = Settings(event_max_age_days=0, stack_dir=tmp_path, worker_insert_min_rows=1000,
+                        worker_insert_linger_s=0.3, worker_checkpoint_s=3600)
     topic = settings.topics()["api_usage"]
     store = ChdbStore(StoreURL.parse(f"chdb://{tmp_path / 'chdb'}"), database="held")
     acked: list[int] = []
@@ -184,7 +184,7 @@ def test_alerts_are_stored_while_an_events_insert_runs_and_no_checkpoint_passes_
     from streams.sinks.clickhouse import ChdbStore
 
     raws = _raws("agent_execution", 300)
-    settings = Settings(stack_dir=tmp_path, worker_insert_min_rows=1, worker_checkpoint_s=3600)
+    settings = Settings(event_max_age_days=0, stack_dir=tmp_path, worker_insert_min_rows=1, worker_checkpoint_s=3600)
     topic = settings.topics()["agent_execution"]
     chdb = ChdbStore(StoreURL.parse(f"chdb://{tmp_path / 'chdb'}"), database="lane")
     lock = threading.Lock()  # one chDB session: the two threads take turns (a server has two connections)
@@ -265,7 +265,7 @@ def test_a_failed_events_insert_stops_the_worker_before_any_checkpoint_or_ack(tm
     from streams.sinks.clickhouse import ChdbStore
 
     raws = _raws("api_usage", 200)
-    settings = Settings(stack_dir=tmp_path, worker_insert_min_rows=1, worker_checkpoint_s=3600)
+    settings = Settings(event_max_age_days=0, stack_dir=tmp_path, worker_insert_min_rows=1, worker_checkpoint_s=3600)
     topic = settings.topics()["api_usage"]
     store = ChdbStore(StoreURL.parse(f"chdb://{tmp_path / 'chdb'}"), database="broken")
     acked: list[int] = []
@@ -307,7 +307,7 @@ def test_a_failed_events_insert_stops_the_worker_before_any_checkpoint_or_ack(tm
 def test_the_store_is_reported_up_only_when_both_connections_are(tmp_path):
     """A working alerts connection does not hide an events lane that keeps failing (health stays degraded)."""
 
-    settings = Settings(stack_dir=tmp_path)
+    settings = Settings(event_max_age_days=0, stack_dir=tmp_path)
     tries, flaky = _fails_then("stored", 2, "events: too many parts")
 
     async def run() -> list[str | None]:
