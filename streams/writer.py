@@ -34,18 +34,29 @@ from detectors.correlation import RiskEvidence, encode_evidence
 from schemas.alerts import Alert, encode_alert
 from schemas.block import EventBlock
 from schemas.errors import EventError
-from schemas.rows import alert_columns, block_columns, block_packed
+from schemas.rows import ColumnRangeError, alert_columns, block_columns, block_packed
 from streams import metrics as m
 from streams.dedup import stored_event_keys, without
 from streams.partitions import Part, Partitions, Snapshot
+from streams.quarantine import Isolating, halves_of_blocks, halves_of_list, rows_of_blocks
 from streams.records import RECORD_REFUSED, TP, DeadLetter, Record, bare_dead_letter, dead_letter
 from streams.settings import Settings
-from streams.sinks.base import Store, StoreError
+from streams.sinks.base import Store, StoreDataError, StoreError
 from streams.storeio import StoreIO
 
 log = logging.getLogger("spyglass.worker")
 
 Publish = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]] | None], Awaitable[Awaitable[Any]]]
+
+
+@dataclass
+class _Quarantined:
+    """A row the store refused, as a record to dead-letter: its source offset (-1: an event's is not kept after
+    scoring, its source topic and event id name it), key and value."""
+
+    offset: int
+    key: bytes | None
+    value: bytes
 
 
 @dataclass
@@ -177,10 +188,21 @@ class Writer:
         # 2. ClickHouse: the alerts at once (what on-call waits for), on this writer's connection
         self.io.check()  # the events lane failed meanwhile
         if w.alerts:
-            acols = alert_columns([a for a, _, _ in w.alerts], datetime.now(UTC).replace(microsecond=0),
-                                  [(topic, partition, offset) for _, (topic, partition), offset in w.alerts])
-            await self.io.call(lambda: self.store.insert("alerts", acols), "alerts.insert", w.where)
-            m.STORE_INSERTS.labels("alerts").inc()
+            created = datetime.now(UTC).replace(microsecond=0)
+
+            def insert_alerts(piece: list[tuple[Alert, TP, int]]) -> None:
+                self.store.insert("alerts", alert_columns(
+                    [a for a, _, _ in piece], created, [(topic, partition, offset) for _, (topic, partition), offset
+                                                        in piece]))
+
+            alerts = Isolating(w.alerts, insert_alerts, len, halves_of_list)
+            await self.io.call(alerts.run, "alerts.insert", w.where)
+            m.STORE_INSERTS.labels("alerts").inc(alerts.pieces)
+            if alerts.refused:
+                await self._quarantine("alerts", [
+                    ((topic, partition), _Quarantined(offset, f"{a.tenant}/{a.entity}".encode(), encode_alert(a)),
+                     EventError("$", f"alert {a.alert_id}: the store refused it: {exc}"))
+                    for [(a, (topic, partition), offset)], exc in alerts.refused])
         for a in w.publish:
             m.ALERTS.labels(a.detector, a.severity).inc()
         t2 = time.perf_counter()
@@ -212,7 +234,7 @@ class Writer:
             self.io.health.last_batch = time.monotonic()
             await self._health(w.touched, seconds)
 
-    async def _publish_dead_letters(self, dead: list[tuple[TP, Record, EventError]]) -> None:
+    async def _publish_dead_letters(self, dead: list[tuple[TP, Record, EventError]], stage: str = "worker") -> None:
         """Publish dead letters (bounded: :func:`streams.records.dead_letter`) and wait for the broker's acks.
 
         A dead letter the producer or the broker refuses for what it is (too large, say) is a problem of that
@@ -222,7 +244,7 @@ class Writer:
         if not dead:
             return
         topic_dl = self.settings.topic_dead_letter
-        letters = [dead_letter(topic, partition, r.offset, r.key, r.value, err, "worker")
+        letters = [dead_letter(topic, partition, r.offset, r.key, r.value, err, stage)
                    for (topic, partition), r, err in dead]
 
         async def send(letter: DeadLetter) -> Any:
@@ -269,33 +291,50 @@ class Writer:
                 self._lane.task_done()
 
     async def _store_events(self, w: Writes) -> None:
-        """Insert held events (one insert; a retry first asks which of them the failed try stored)."""
+        """Insert held events (one insert; a retry first asks which of them the failed try stored). Events the
+        store refuses for their data are isolated and dead-lettered (:mod:`streams.quarantine`)."""
         t0 = time.perf_counter()
         now = datetime.now(UTC)
-        tries = [0]
 
-        def insert_events() -> None:  # the columns are built on the I/O thread too, off the event loop
-            blocks = w.events if tries[0] == 0 else self._not_stored(w)  # a failed try may have landed
-            tries[0] += 1
-            if not any(map(len, blocks)):
-                return
+        def insert_events(blocks: list[EventBlock]) -> None:  # the columns are built on the I/O thread too
             insert_packed = getattr(self.events_store, "insert_packed", None)  # the server's store has it
-            packed = block_packed(blocks, now) if insert_packed is not None else None  # None: no native module
-            if packed is not None:
-                insert_packed("events", packed)
-            else:
-                self.events_store.insert("events", block_columns(blocks, now))
+            try:
+                packed = block_packed(blocks, now) if insert_packed is not None else None  # None: no native module
+                if packed is not None:
+                    insert_packed("events", packed)
+                else:
+                    self.events_store.insert("events", block_columns(blocks, now))
+            except ColumnRangeError as exc:
+                raise StoreDataError(str(exc)) from None
 
-        # on an error the writer fails: no later checkpoint, so the next owner re-scores these events
-        await self.io.call(insert_events, "events.insert", w.where, events=True)
-        m.STORE_INSERTS.labels("events").inc()
-        m.EVENTS_STORED.inc(sum(map(len, w.events)))
+        events = Isolating(w.events, insert_events, rows_of_blocks, halves_of_blocks,
+                           before_retry=self._not_stored)  # a failed try may have landed
+        # on a transient error the call is retried; on any other the writer fails: no later checkpoint, so the
+        # next owner re-scores these events
+        await self.io.call(events.run, "events.insert", w.where, events=True)
+        m.STORE_INSERTS.labels("events").inc(events.pieces)
+        if events.refused:
+            topics = self.settings.topics()
+            await self._quarantine("events", [
+                ((topics.get(b.kind, b.kind), -1), _Quarantined(-1, None, (b.raws or [b""])[0]),
+                 EventError("$", f"event {b.cols['event_id'][0]}: the store refused it: {exc}"))
+                for [b], exc in events.refused])
+        m.EVENTS_STORED.inc(sum(map(len, w.events)) - len(events.refused))
         m.STAGE_SECONDS.labels("store.events").inc(time.perf_counter() - t0)
 
-    def _not_stored(self, w: Writes) -> list[EventBlock]:
+    def _not_stored(self, blocks: list[EventBlock]) -> list[EventBlock]:
         """The events (with payloads and scores) ``events`` does not hold yet (an insert retried after an error)."""
-        known = stored_event_keys(self.events_store, w.events)
-        return [without(known, b) for b in w.events]
+        known = stored_event_keys(self.events_store, blocks)
+        return [without(known, b) for b in blocks]
+
+    async def _quarantine(self, table: str, dead: list[tuple[TP, Record, EventError]]) -> None:
+        """Rows the store refused for their data: logged, counted and dead-lettered with the reason (stage
+        ``store``), before any checkpoint that covers them is stored."""
+        for (topic, partition), r, err in dead:
+            log.error("the store refused a row for its data; dead-lettered", extra={
+                "table": table, "topic": topic, "partition": partition, "offset": r.offset, "reason": err.reason})
+        m.QUARANTINED.labels(table).inc(len(dead))
+        await self._publish_dead_letters(dead, stage="store")
 
     async def _health(self, touched: list[tuple[Part, int, int, int]], seconds: float) -> None:
         """Per-partition health rows, written at most once a second (best effort, never holds the stream)."""
