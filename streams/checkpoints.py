@@ -176,16 +176,18 @@ class CheckpointStore:
             self.store.insert("engine_checkpoints", cols)
         return cols["bytes"]
 
-    def load(self, topic: str, partition: int,
-             restore: Callable[[bytes], Any] = Engine.from_state) -> Checkpoint | None:
-        """The newest checkpoint of a partition, or None. Raises CheckpointError if it fails its check.
+    def load(self, topic: str, partition: int, restore: Callable[[bytes], Any] = Engine.from_state, *,
+             at_most: int | None = None) -> Checkpoint | None:
+        """The newest checkpoint of a partition (of those at offset ``at_most`` or below, if given), or None.
+        Raises CheckpointError if it fails its check.
 
         ``restore`` turns the state back into its object (``Correlator.from_state`` for risk evidence)."""
+        below = "" if at_most is None else f" AND offset <= {int(at_most)}"
         rows = self.store.query(
             "SELECT argMax(offset, offset), argMax(state, offset), argMax(digest, offset), count(), "  # noqa: S608
             "toUnixTimestamp(argMax(written_at, offset)) "
             f"FROM {self.store.database}.engine_checkpoints WHERE group_id = {sql_string(self.group_id)} "
-            f"AND topic = {sql_string(topic)} AND partition = {int(partition)}"
+            f"AND topic = {sql_string(topic)} AND partition = {int(partition)}{below}"
         )
         if not rows or int(rows[0][3]) == 0:
             return None
@@ -209,3 +211,15 @@ class CheckpointStore:
         except Exception as exc:  # a signed blob that does not load: a version change, say
             raise CheckpointError(f"checkpoint {topic}[{partition}]@{offset}: cannot load ({exc})") from None
         return Checkpoint(topic, partition, offset, engine, datetime.fromtimestamp(int(rows[0][4]), UTC))
+
+    def newest(self, topic: str, partition: int) -> tuple[int, datetime] | None:
+        """(offset, written_at) of the partition's checkpoint with the highest offset, or None: nothing is read
+        or trusted but where it stands (see ``Partitions.get``: a checkpoint past the log's end)."""
+        rows = self.store.query(
+            "SELECT max(offset), toUnixTimestamp(argMax(written_at, offset)), count() "  # noqa: S608
+            f"FROM {self.store.database}.engine_checkpoints WHERE group_id = {sql_string(self.group_id)} "
+            f"AND topic = {sql_string(topic)} AND partition = {int(partition)}"
+        )
+        if not rows or int(rows[0][2]) == 0:
+            return None
+        return int(rows[0][0]), datetime.fromtimestamp(int(rows[0][1]), UTC)

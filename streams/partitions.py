@@ -14,9 +14,10 @@ partitions are revoked their pending records are checkpointed and they are forgo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -26,8 +27,9 @@ from kafka.errors import KafkaError
 from detectors.base import EventEngine, EvidenceEngine
 from detectors.correlation import Correlator
 from detectors.engine import Engine
+from schemas.errors import SpyglassError
 from streams import metrics as m
-from streams.checkpoints import CheckpointError, CheckpointStore
+from streams.checkpoints import Checkpoint, CheckpointError, CheckpointStore
 from streams.dedup import stored_alert_ids
 from streams.records import TP, Record
 from streams.settings import Settings
@@ -35,6 +37,10 @@ from streams.sinks.base import Store
 from streams.storeio import StoreIO
 
 log = logging.getLogger("spyglass.worker")
+
+
+class CheckpointOutOfRange(SpyglassError):
+    """A partition's checkpoint (or a running engine's position) lies outside the partition's log."""
 
 
 @dataclass
@@ -89,8 +95,10 @@ class Partitions:
 
     def __init__(self, settings: Settings, store: Store, checkpoints: CheckpointStore, io: StoreIO, *,
                  ack: Callable[[str, int, list[int]], None], clock: Callable[[], float] = time.monotonic,
-                 published_alerts: Callable[[int], set[str]] | None = None) -> None:
+                 published_alerts: Callable[[int], set[str]] | None = None,
+                 log_bounds: Callable[[str, int], Awaitable[tuple[int, int]]] | None = None) -> None:
         self.settings = settings
+        self._log_bounds = log_bounds  # a partition's log start and end offsets, asked when it is taken on
         self.store = store
         self.checkpoints = checkpoints
         self.io = io
@@ -105,16 +113,26 @@ class Partitions:
         """The partition, restored from its checkpoint (or started cold) when this is its first fetch."""
         tp = (topic, partition)
         part = self.parts.get(tp)
-        if part is not None:
-            return part
         where = {"topic": topic, "partition": partition, "offset": first_offset}
+        if part is not None:
+            if 0 <= part.highwater < part.offset:  # the log ends before what this engine saw: recreated under us
+                exc = CheckpointOutOfRange(f"{topic}[{partition}]: the log ends at {part.highwater}, before offset "
+                                           f"{part.offset} this worker scored up to (topic deleted and recreated?)")
+                self.io.fail(exc, where)  # nothing more stored or acked; the restart applies the policy
+                raise exc
+            return part
         evidence = topic == self._evidence_topic
         restore = Correlator.from_state if evidence else Engine.from_state
+        bounds = await self._log_bounds_of(topic, partition, where)
+        at_most = None if bounds is None else bounds[1]
         try:
-            cp = await self.io.call(lambda: self.checkpoints.load(topic, partition, restore), "checkpoint.load", where)
+            cp = await self.io.call(lambda: self.checkpoints.load(topic, partition, restore, at_most=at_most),
+                                    "checkpoint.load", where)
         except CheckpointError as exc:
             log.error("checkpoint refused; this partition starts cold", extra={**where, "error": str(exc)})
             cp = None
+        if bounds is not None:
+            cp = await self._within_log(cp, bounds, where)
         if cp is None:
             s = self.settings
             fresh = (Correlator(s.correlation_window_hours, s.correlation_horizon_days) if evidence
@@ -141,6 +159,52 @@ class Partitions:
                         "alerts_already_published": len(part.published_alerts)})
         self.parts[tp] = part
         return part
+
+    async def _log_bounds_of(self, topic: str, partition: int, where: dict[str, Any]) -> tuple[int, int] | None:
+        """The partition's log start and end offsets, or None when this worker cannot ask (no seam given)."""
+        if self._log_bounds is None:
+            return None
+        delay = 0.5
+        for _ in range(8):  # the broker may be restarting: about a minute, then the worker fails and restarts
+            try:
+                return await self._log_bounds(topic, partition)
+            except Exception as exc:  # noqa: BLE001 - the consumer's errors (KafkaError, timeouts) vary
+                log.error("asking the partition's log start and end failed; retrying",
+                          extra={**where, "error": repr(exc), "retry_in_s": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        return await self._log_bounds(topic, partition)
+
+    async def _within_log(self, cp: Checkpoint | None, bounds: tuple[int, int],
+                          where: dict[str, Any]) -> Checkpoint | None:
+        """The checkpoint if it lies inside the partition's log; else the policy
+        (``worker_checkpoint_out_of_range``): ``cold`` (None: the partition starts cold, from the first record
+        fetched, which is the log start, the group's committed offset being out of range too) or ``fail``.
+
+        A checkpoint past the log's end means the topic was deleted and recreated (or truncated): its offsets
+        name other records. One before the log's start means records were deleted before they were scored.
+        Checkpoints past the end written before the one restored are leftovers of a case handled already."""
+        start, end = bounds
+        topic, partition = where["topic"], where["partition"]
+        newest = await self.io.call(lambda: self.checkpoints.newest(topic, partition), "checkpoint.newest", where)
+        problem = None
+        if newest is not None and newest[0] > end and (cp is None or cp.written_at <= newest[1]):
+            problem = (f"the checkpoint's offset {newest[0]} is past the log end {end}: the topic was deleted and "
+                       "recreated, or truncated; its offsets name other records")
+        elif cp is not None and cp.offset < start:
+            problem = (f"the checkpoint's offset {cp.offset} is before the log start {start}: records "
+                       f"{cp.offset}..{start - 1} were deleted before they were scored")
+        if problem is None:
+            return cp
+        m.CHECKPOINTS_OUT_OF_RANGE.labels(topic).inc()
+        if self.settings.worker_checkpoint_out_of_range == "fail":
+            exc = CheckpointOutOfRange(f"{topic}[{partition}]: {problem} (SPYGLASS_WORKER_CHECKPOINT_OUT_OF_RANGE="
+                                       "fail)")
+            self.io.fail(exc, where)
+            raise exc
+        log.error(problem + "; the partition restarts cold from the log start "
+                  "(SPYGLASS_WORKER_CHECKPOINT_OUT_OF_RANGE=cold)", extra={**where, "log_start": start, "log_end": end})
+        return None
 
     async def _published_since(self, since_ms: int, where: dict[str, Any]) -> set[str]:
         published_alerts = self._published_alerts

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from operator import attrgetter
 from typing import Any, cast
@@ -64,13 +64,14 @@ class Scorer:
                  on_failure: Callable[[BaseException], Any] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  published_alerts: Callable[[int], set[str]] | None = None,
-                 events_store: Store | None = None) -> None:
+                 events_store: Store | None = None,
+                 log_bounds: Callable[[str, int], Awaitable[tuple[int, int]]] | None = None) -> None:
         self.settings = settings
         self.store = store
         self.health = m.Health()
         self.io = StoreIO(self.health, events_thread=events_store is not None, on_failure=on_failure)
         self.partitions = Partitions(settings, store, checkpoints, self.io, ack=ack, clock=clock,
-                                     published_alerts=published_alerts)
+                                     published_alerts=published_alerts, log_bounds=log_bounds)
         self.writer = Writer(settings, store, self.io, self.partitions, publish, worker=worker, clock=clock,
                              events_store=events_store)
         self._lock = asyncio.Lock()  # one batch, revoke or checkpoint at a time

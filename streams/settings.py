@@ -131,6 +131,10 @@ class Settings(BaseSettings):
                                             "window in which one principal's alerts of two kinds correlate")
     correlation_horizon_days: float = Field(7.0, gt=0, description="risk.cross_kind: evidence this far (event "
                                             "time) behind the newest of its partition is dropped")
+    worker_checkpoint_out_of_range: Literal["cold", "fail"] = Field(
+        "cold", description="What a worker does with a checkpoint outside its partition's log (past its end: the "
+        "topic was deleted and recreated; before its start: records deleted unscored), always logged as an error: "
+        "cold (the partition restarts from the log start without state) or fail (the worker stops)")
     checkpoint_key: SecretStr | None = Field(
         None, description="HMAC key signing engine checkpoints, at least 32 bytes; every worker of a group needs "
         "the same one. Required when the store is a server; for the embedded store one is generated in the stack "

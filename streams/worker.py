@@ -80,9 +80,15 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
     def crash(exc: BaseException) -> None:  # the writer failed: exit (non-zero) and let the group move on
         asyncio.get_running_loop().create_task(app.crash(exc))
 
+    async def log_bounds(topic: str, partition: int) -> tuple[int, int]:
+        tp = TP(topic, partition)
+        start = (await app.consumer.earliest_offsets(tp)).get(tp, 0)
+        end = (await app.consumer.highwaters(tp)).get(tp, 0)
+        return start, end
+
     scorer = Scorer(settings, store, checkpoints, publish, ack=ack, worker=name, on_failure=crash,
                     published_alerts=lambda since_ms: published_alert_ids(settings, since_ms),
-                    events_store=events_store)
+                    events_store=events_store, log_bounds=log_bounds)
     # the event topics, and the risk evidence the engines publish (correlated across kinds: risk.cross_kind)
     topics = app.topic(*settings.topics().values(), settings.topic_risk_evidence, key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw", internal=False)
