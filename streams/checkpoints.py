@@ -21,6 +21,7 @@ import base64
 import hashlib
 import hmac
 import io
+import json
 import logging
 import os
 import pickle
@@ -30,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from detectors.correlation import Correlator
 from detectors.engine import Engine
@@ -52,6 +53,41 @@ class Checkpoint:
     offset: int
     engine: Engine | Correlator  # a correlator for a partition of the risk-evidence topic
     written_at: datetime
+    mark: Mark | None = None  # the last record it covers (None: a checkpoint written before marks)
+
+
+class Mark(NamedTuple):
+    """A record a checkpoint covers, by offset and the SHA-256 of its key and value: a restore compares it with
+    the record the log holds at that offset, so a deleted and recreated topic is told from the one it saw."""
+
+    offset: int
+    sha256: str
+
+    @classmethod
+    def of(cls, offset: int, key: bytes | None, value: bytes | None) -> Mark:
+        h = hashlib.sha256()
+        for part in (key, value):
+            h.update(b"\x00" if part is None else b"\x01" + len(part).to_bytes(8, "big") + part)
+        return cls(offset, h.hexdigest())
+
+
+_FRAME = b"SGCP\x01"  # a framed state: the mark (JSON) then the engine's state; an older one is the bare pickle
+
+
+def _framed(state: bytes, mark: Mark | None) -> bytes:
+    if mark is None:
+        return state
+    meta = json.dumps({"offset": mark.offset, "sha256": mark.sha256}).encode()
+    return _FRAME + len(meta).to_bytes(4, "big") + meta + state
+
+
+def _unframed(data: bytes) -> tuple[bytes, Mark | None]:
+    if not data.startswith(_FRAME):
+        return data, None
+    n = int.from_bytes(data[len(_FRAME):len(_FRAME) + 4], "big")
+    start = len(_FRAME) + 4
+    meta = json.loads(data[start:start + n])
+    return data[start + n:], Mark(int(meta["offset"]), str(meta["sha256"]))
 
 
 MIN_KEY_BYTES = 32  # an HMAC-SHA256 key shorter than its output is weaker than the signature
@@ -151,22 +187,28 @@ class CheckpointStore:
         msg = f"{self.group_id}\x1f{topic}\x1f{partition}\x1f{offset}\x1f".encode() + blob
         return hmac.new(self._key, msg, hashlib.sha256).hexdigest()
 
-    def save(self, topic: str, partition: int, offset: int, engine: Engine) -> int:
+    def save(self, topic: str, partition: int, offset: int, engine: Engine, mark: Mark | None = None) -> int:
         """Store the engine state reflecting every record below ``offset``; returns its size in bytes."""
-        return self.save_state(topic, partition, offset, engine.state(), engine.entities())
+        return self.save_state(topic, partition, offset, engine.state(), engine.entities(), mark)
 
-    def save_state(self, topic: str, partition: int, offset: int, state: bytes, entities: int) -> int:
+    def save_state(self, topic: str, partition: int, offset: int, state: bytes, entities: int,
+                   mark: Mark | None = None) -> int:
         """Store a snapshot ``Engine.state()`` taken when the engine had seen every record below ``offset``."""
-        return self.save_states([(topic, partition, offset, state, entities)])[0]
+        return self.save_states([(topic, partition, offset, state, entities)], [mark])[0]
 
-    def save_states(self, snaps: list[tuple[str, int, int, bytes, int]]) -> list[int]:
+    def save_states(self, snaps: list[tuple[str, int, int, bytes, int]],
+                    marks: list[Mark | None] | None = None) -> list[int]:
         """Store several (topic, partition, offset, state, entities) snapshots in one insert (each insert
-        costs the server a new part, tens of milliseconds on 18.16); returns each blob's size in bytes."""
+        costs the server a new part, tens of milliseconds on 18.16); returns each blob's size in bytes.
+
+        ``marks[i]``: the last record snapshot i covers (:class:`Mark`), signed with it, so a restore can tell
+        that the partition's log still holds that record at that offset."""
         cols: dict[str, list] = {k: [] for k in ("group_id", "topic", "partition", "offset", "state", "digest",
                                                  "entities", "bytes", "worker", "written_at")}
         now = datetime.now(UTC).replace(microsecond=0)
-        for topic, partition, offset, state, entities in snaps:
-            blob = zlib.compress(state, 1)
+        for i, (topic, partition, offset, state, entities) in enumerate(snaps):
+            mark = marks[i] if marks is not None else None
+            blob = zlib.compress(_framed(state, mark), 1)
             for k, v in (("group_id", self.group_id), ("topic", topic), ("partition", partition),
                          ("offset", offset), ("state", base64.b64encode(blob).decode("ascii")),
                          ("digest", self._digest(topic, partition, offset, blob)), ("entities", entities),
@@ -178,14 +220,16 @@ class CheckpointStore:
 
     def load(self, topic: str, partition: int, restore: Callable[[bytes], Any] = Engine.from_state, *,
              at_most: int | None = None) -> Checkpoint | None:
-        """The newest checkpoint of a partition (of those at offset ``at_most`` or below, if given), or None.
+        """The partition's newest checkpoint (of those at offset ``at_most`` or below, if given), or None.
         Raises CheckpointError if it fails its check.
 
         ``restore`` turns the state back into its object (``Correlator.from_state`` for risk evidence)."""
         below = "" if at_most is None else f" AND offset <= {int(at_most)}"
+        # the newest written (the highest offset of those written in the same second): after a topic was
+        # recreated, the new log's checkpoints, not the old log's at higher offsets
         rows = self.store.query(
-            "SELECT argMax(offset, offset), argMax(state, offset), argMax(digest, offset), count(), "  # noqa: S608
-            "toUnixTimestamp(argMax(written_at, offset)) "
+            "SELECT argMax(offset, (written_at, offset)), argMax(state, (written_at, offset)), "  # noqa: S608
+            "argMax(digest, (written_at, offset)), count(), toUnixTimestamp(max(written_at)) "
             f"FROM {self.store.database}.engine_checkpoints WHERE group_id = {sql_string(self.group_id)} "
             f"AND topic = {sql_string(topic)} AND partition = {int(partition)}{below}"
         )
@@ -199,9 +243,9 @@ class CheckpointStore:
         if not hmac.compare_digest(self._digest(topic, partition, offset, blob), str(digest)):
             raise CheckpointError(f"checkpoint {topic}[{partition}]@{offset}: signature check failed; refusing it")
         try:
-            state = zlib.decompress(blob)
-        except zlib.error as exc:
-            raise CheckpointError(f"checkpoint {topic}[{partition}]@{offset}: not compressed ({exc})") from None
+            state, mark = _unframed(zlib.decompress(blob))
+        except (zlib.error, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"checkpoint {topic}[{partition}]@{offset}: unreadable ({exc})") from None
         try:
             check_state(state)
         except CheckpointError as exc:
@@ -210,7 +254,7 @@ class CheckpointStore:
             engine = restore(state)
         except Exception as exc:  # a signed blob that does not load: a version change, say
             raise CheckpointError(f"checkpoint {topic}[{partition}]@{offset}: cannot load ({exc})") from None
-        return Checkpoint(topic, partition, offset, engine, datetime.fromtimestamp(int(rows[0][4]), UTC))
+        return Checkpoint(topic, partition, offset, engine, datetime.fromtimestamp(int(rows[0][4]), UTC), mark)
 
     def newest(self, topic: str, partition: int) -> tuple[int, datetime] | None:
         """(offset, written_at) of the partition's checkpoint with the highest offset, or None: nothing is read

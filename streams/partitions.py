@@ -29,7 +29,7 @@ from detectors.correlation import Correlator
 from detectors.engine import Engine
 from schemas.errors import SpyglassError
 from streams import metrics as m
-from streams.checkpoints import Checkpoint, CheckpointError, CheckpointStore
+from streams.checkpoints import Checkpoint, CheckpointError, CheckpointStore, Mark
 from streams.dedup import stored_alert_ids
 from streams.records import TP, Record
 from streams.settings import Settings
@@ -64,14 +64,17 @@ class Part:
     # (``events`` would dedupe them, but its per-minute view would count them twice)
     recheck_stored: bool = True
     correlates: bool = field(init=False)  # the engine is a correlator (of the risk-evidence topic)
+    mark: Mark | None = None  # the last record the engine has seen (a checkpoint keeps it: see Partitions.get)
 
     def __post_init__(self) -> None:
         self.correlates = isinstance(self.engine, EvidenceEngine)  # once: a protocol check is slow for a hot path
 
     def scored(self, records: list[Record]) -> None:
         """The engine has seen ``records`` (in offset order): their offsets wait for a checkpoint."""
-        self.offset = records[-1].offset + 1
+        last = records[-1]
+        self.offset = last.offset + 1
         self.pending += [r.offset for r in records]
+        self.mark = Mark.of(last.offset, last.key, last.value)
 
 
 @dataclass
@@ -83,6 +86,7 @@ class Snapshot:
     state: bytes
     entities: int
     offsets: list[int]  # acked once the snapshot is stored
+    mark: Mark | None = None  # the last record it covers
 
 
 def wall_clock_limit_ms(max_future_s: float) -> int:
@@ -96,9 +100,11 @@ class Partitions:
     def __init__(self, settings: Settings, store: Store, checkpoints: CheckpointStore, io: StoreIO, *,
                  ack: Callable[[str, int, list[int]], None], clock: Callable[[], float] = time.monotonic,
                  published_alerts: Callable[[int], set[str]] | None = None,
-                 log_bounds: Callable[[str, int], Awaitable[tuple[int, int]]] | None = None) -> None:
+                 log_bounds: Callable[[str, int], Awaitable[tuple[int, int]]] | None = None,
+                 record_at: Callable[[str, int, int], Mark | None] | None = None) -> None:
         self.settings = settings
         self._log_bounds = log_bounds  # a partition's log start and end offsets, asked when it is taken on
+        self._record_at = record_at  # the mark of the record at an offset (blocking: on the I/O thread), or None
         self.store = store
         self.checkpoints = checkpoints
         self.io = io
@@ -109,8 +115,10 @@ class Partitions:
         self._published_alerts = published_alerts
         self._scan_cache: tuple[int, float, set[str]] | None = None
 
-    async def get(self, topic: str, partition: int, first_offset: int) -> Part:
-        """The partition, restored from its checkpoint (or started cold) when this is its first fetch."""
+    async def get(self, topic: str, partition: int, first_offset: int,
+                  records: Sequence[Record] = ()) -> Part:
+        """The partition, restored from its checkpoint (or started cold) when this is its first fetch
+        (``records``: that fetch's, in offset order)."""
         tp = (topic, partition)
         part = self.parts.get(tp)
         where = {"topic": topic, "partition": partition, "offset": first_offset}
@@ -133,6 +141,8 @@ class Partitions:
             cp = None
         if bounds is not None:
             cp = await self._within_log(cp, bounds, where)
+        if cp is not None and cp.mark is not None:
+            cp = await self._same_log(cp, records, where)
         if cp is None:
             s = self.settings
             fresh = (Correlator(s.correlation_window_hours, s.correlation_horizon_days) if evidence
@@ -185,7 +195,7 @@ class Partitions:
         name other records. One before the log's start means records were deleted before they were scored.
         Checkpoints past the end written before the one restored are leftovers of a case handled already."""
         start, end = bounds
-        topic, partition = where["topic"], where["partition"]
+        topic, partition = where["topic"], where["partition"]  # noqa: F841 - named in the messages below
         newest = await self.io.call(lambda: self.checkpoints.newest(topic, partition), "checkpoint.newest", where)
         problem = None
         if newest is not None and newest[0] > end and (cp is None or cp.written_at <= newest[1]):
@@ -196,6 +206,12 @@ class Partitions:
                        f"{cp.offset}..{start - 1} were deleted before they were scored")
         if problem is None:
             return cp
+        return self._out_of_range(problem, {**where, "log_start": start, "log_end": end})
+
+    def _out_of_range(self, problem: str, where: dict[str, Any]) -> None:
+        """A checkpoint that does not fit the partition's log: logged, counted, and the policy applied (None: the
+        partition starts cold; ``fail``: the worker fails, raising)."""
+        topic, partition = where["topic"], where["partition"]
         m.CHECKPOINTS_OUT_OF_RANGE.labels(topic).inc()
         if self.settings.worker_checkpoint_out_of_range == "fail":
             exc = CheckpointOutOfRange(f"{topic}[{partition}]: {problem} (SPYGLASS_WORKER_CHECKPOINT_OUT_OF_RANGE="
@@ -203,8 +219,28 @@ class Partitions:
             self.io.fail(exc, where)
             raise exc
         log.error(problem + "; the partition restarts cold from the log start "
-                  "(SPYGLASS_WORKER_CHECKPOINT_OUT_OF_RANGE=cold)", extra={**where, "log_start": start, "log_end": end})
+                  "(SPYGLASS_WORKER_CHECKPOINT_OUT_OF_RANGE=cold)", extra=where)
         return None
+
+    async def _same_log(self, cp: Checkpoint, records: Sequence[Record], where: dict[str, Any]) -> Checkpoint | None:
+        """The checkpoint if the log still holds, at its mark's offset, the record it covered last (looked up in
+        the fetch, else read from the broker); else the policy, as for a checkpoint outside the log: a topic
+        deleted and recreated that has grown past the old offsets has other records at them."""
+        assert cp.mark is not None
+        offset, want = cp.mark
+        found = next((r for r in records if r.offset == offset), None)
+        if found is not None:
+            got: Mark | None = Mark.of(found.offset, found.key, found.value)
+        elif self._record_at is not None:
+            read = self._record_at
+            got = await self.io.call(lambda: read(where["topic"], where["partition"], offset),
+                                     "checkpoint record check", where, retry=(KafkaError,))
+        else:
+            return cp
+        if got is None or got.sha256 == want:  # None: not readable (deleted meanwhile), nothing to tell
+            return cp
+        return self._out_of_range(f"the record at offset {offset} is not the one the checkpoint covered: the topic "
+                                  "was deleted and recreated; its offsets name other records", where)
 
     async def _published_since(self, since_ms: int, where: dict[str, Any]) -> set[str]:
         published_alerts = self._published_alerts
@@ -226,7 +262,7 @@ class Partitions:
     def snapshot(self, part: Part) -> Snapshot:
         """The partition's state now, with the offsets it covers (no longer pending)."""
         t0 = time.perf_counter()
-        snap = Snapshot(part, part.offset, part.engine.state(), part.engine.entities(), part.pending)
+        snap = Snapshot(part, part.offset, part.engine.state(), part.engine.entities(), part.pending, part.mark)
         m.STAGE_SECONDS.labels("snapshot").inc(time.perf_counter() - t0)
         part.pending = []
         part.snapshot_at = self.clock()
@@ -249,8 +285,8 @@ class Partitions:
         first = snaps[0].part
         where = {"topic": first.topic, "partition": first.partition, "offset": snaps[0].offset}
         sizes = await self.io.call(lambda: self.checkpoints.save_states(
-            [(s.part.topic, s.part.partition, s.offset, s.state, s.entities) for s in snaps]),
-            "checkpoint.save", where)
+            [(s.part.topic, s.part.partition, s.offset, s.state, s.entities) for s in snaps],
+            [s.mark for s in snaps]), "checkpoint.save", where)
         self.io.check()  # failed meanwhile: ack nothing more
         now = self.clock()
         for snap, size in zip(snaps, sizes, strict=True):

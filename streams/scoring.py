@@ -41,7 +41,7 @@ from detectors.base import EventEngine, EvidenceEngine
 from detectors.correlation import evidence_of
 from schemas.alerts import Alert
 from streams import metrics as m
-from streams.checkpoints import CheckpointStore
+from streams.checkpoints import CheckpointStore, Mark
 from streams.dedup import EventKey, stored_event_keys
 from streams.partitions import Part, Partitions
 from streams.records import TP, Record
@@ -65,13 +65,14 @@ class Scorer:
                  clock: Callable[[], float] = time.monotonic,
                  published_alerts: Callable[[int], set[str]] | None = None,
                  events_store: Store | None = None,
-                 log_bounds: Callable[[str, int], Awaitable[tuple[int, int]]] | None = None) -> None:
+                 log_bounds: Callable[[str, int], Awaitable[tuple[int, int]]] | None = None,
+                 record_at: Callable[[str, int, int], Mark | None] | None = None) -> None:
         self.settings = settings
         self.store = store
         self.health = m.Health()
         self.io = StoreIO(self.health, events_thread=events_store is not None, on_failure=on_failure)
         self.partitions = Partitions(settings, store, checkpoints, self.io, ack=ack, clock=clock,
-                                     published_alerts=published_alerts, log_bounds=log_bounds)
+                                     published_alerts=published_alerts, log_bounds=log_bounds, record_at=record_at)
         self.writer = Writer(settings, store, self.io, self.partitions, publish, worker=worker, clock=clock,
                              events_store=events_store)
         self._lock = asyncio.Lock()  # one batch, revoke or checkpoint at a time
@@ -126,7 +127,7 @@ class Scorer:
             if not batch:                                   # here leaves no partition half scored
                 continue
             recs = by_tp[(topic, partition)] = sorted(batch, key=_OFFSET)
-            part = parts[(topic, partition)] = await self.partitions.get(topic, partition, recs[0].offset)
+            part = parts[(topic, partition)] = await self.partitions.get(topic, partition, recs[0].offset, recs)
             kind = self._kinds.get(topic)
             if part.recheck_stored and kind:  # decoding changes no state: done here, used below
                 dec = decoded[(topic, partition)] = decode([r.value for r in recs if r.offset >= part.offset],

@@ -25,7 +25,7 @@ from prometheus_client import generate_latest
 from schemas.errors import ConfigError
 from schemas.migrate import pending
 from streams import metrics as m
-from streams.checkpoints import CheckpointStore, checkpoint_key
+from streams.checkpoints import CheckpointStore, Mark, checkpoint_key
 from streams.kafka_security import kafka_client_config
 from streams.scoring import Scorer
 from streams.settings import Settings
@@ -88,7 +88,7 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
 
     scorer = Scorer(settings, store, checkpoints, publish, ack=ack, worker=name, on_failure=crash,
                     published_alerts=lambda since_ms: published_alert_ids(settings, since_ms),
-                    events_store=events_store, log_bounds=log_bounds)
+                    events_store=events_store, log_bounds=log_bounds, record_at=RecordReader(settings))
     # the event topics, and the risk evidence the engines publish (correlated across kinds: risk.cross_kind)
     topics = app.topic(*settings.topics().values(), settings.topic_risk_evidence, key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw", internal=False)
@@ -200,6 +200,41 @@ def published_alert_ids(settings: Settings, since_ms: int) -> set[str]:
         return ids
     finally:
         c.close()
+
+
+class RecordReader:
+    """Reads one record of a partition by offset, as a :class:`~streams.checkpoints.Mark` (a restore compares it
+    with the checkpoint's). Blocking: called on the I/O thread, one consumer kept for every call."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._consumer: Any = None
+
+    def __call__(self, topic: str, partition: int, offset: int) -> Mark | None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        if self._consumer is None:
+            self._consumer = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap.split(","),
+                                           enable_auto_commit=False, group_id=None,
+                                           client_id="spyglass-worker-record-check", max_poll_records=1,
+                                           fetch_max_bytes=2 * 1024 * 1024, **kafka_client_config(self.settings))
+        c, tp = self._consumer, TopicPartition(topic, partition)
+        c.assign([tp])
+        start, end = c.beginning_offsets([tp])[tp], c.end_offsets([tp])[tp]
+        if not start <= offset < end:
+            return None
+        c.seek(tp, offset)
+        for _ in range(10):
+            for msg in c.poll(timeout_ms=1000, max_records=1).get(tp, []):
+                if msg.offset == offset:
+                    return Mark.of(msg.offset, msg.key, msg.value)
+                if msg.offset > offset:  # compacted away, or an aborted transaction's
+                    return None
+        return None
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
 
 
 def worker_checkpoint_key(settings: Settings) -> bytes:
