@@ -18,7 +18,7 @@ from typing import Any
 from schemas.errors import EventError
 from schemas.events import Event
 from streams.kafka_security import kafka_client_config
-from streams.records import RECORD_REFUSED, bare_dead_letter, dead_letter, decode_record
+from streams.records import bare_dead_letter, dead_letter, decode_record, record_refused
 from streams.settings import Settings
 from streams.sinks.clickhouse import EventsSink
 from streams.step import TimeWindow, block_ts_us
@@ -101,7 +101,10 @@ class Ingestor:
         try:
             self.producer.send(self.settings.topic_dead_letter, key=letter.key, value=letter.value,
                                headers=letter.headers)
-        except RECORD_REFUSED as exc:  # a problem of this record: published without its value
+        except Exception as exc:
+            if not record_refused(exc):
+                raise
+            # a problem of this record: published without its value
             bare = bare_dead_letter(letter, repr(exc))
             self.producer.send(self.settings.topic_dead_letter, key=bare.key, value=bare.value, headers=bare.headers)
 

@@ -27,6 +27,14 @@ RECORD_REFUSED: tuple[type[Exception], ...] = (
     kafka_errors.MessageSizeTooLargeError, kafka_errors.RecordListTooLargeError, kafka_errors.CorruptRecordError,
     kafka_errors.InvalidRecordError)
 
+
+
+def record_refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is one of :data:`RECORD_REFUSED`, or wraps one (Faust's producer raises
+    ``ProducerSendError`` from the client's error)."""
+    return isinstance(exc, RECORD_REFUSED) or isinstance(exc.__cause__, RECORD_REFUSED)
+
+
 DEAD_LETTER_PREFIX_BYTES = 4 * 1024  # what a dead letter keeps of an oversized value
 DEAD_LETTER_KEY_BYTES = 1024  # what it keeps of a key longer than that
 

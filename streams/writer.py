@@ -39,7 +39,7 @@ from streams import metrics as m
 from streams.dedup import stored_event_keys, without
 from streams.partitions import Part, Partitions, Snapshot
 from streams.quarantine import Isolating, halves_of_blocks, halves_of_list, rows_of_blocks
-from streams.records import RECORD_REFUSED, TP, DeadLetter, Record, bare_dead_letter, dead_letter
+from streams.records import TP, DeadLetter, Record, bare_dead_letter, dead_letter, record_refused
 from streams.settings import Settings
 from streams.sinks.base import Store, StoreDataError, StoreError
 from streams.storeio import StoreIO
@@ -255,21 +255,25 @@ class Writer:
         for i, letter in enumerate(letters):
             try:
                 futs.append((i, await send(letter)))
-            except RECORD_REFUSED as exc:
+            except Exception as exc:
+                if not record_refused(exc):
+                    raise
                 refused.append((i, exc))
         for (i, _), res in zip(futs, await asyncio.gather(*(f for _, f in futs), return_exceptions=True),
                                strict=True):
-            if isinstance(res, RECORD_REFUSED):
+            if isinstance(res, BaseException):
+                if not record_refused(res):
+                    raise res
                 refused.append((i, res))
-            elif isinstance(res, BaseException):
-                raise res
         for i, exc in sorted(refused, key=lambda x: x[0]):
             (topic, partition), r, err = dead[i]
             where = {"topic": topic, "partition": partition, "offset": r.offset, "error": repr(exc)}
             try:
                 await (await send(bare_dead_letter(letters[i], repr(exc))))
                 log.error("dead letter refused by Kafka; published without its value", extra=where)
-            except RECORD_REFUSED:
+            except Exception as again:
+                if not record_refused(again):
+                    raise
                 log.error("dead letter refused by Kafka, even without its value; not published", extra=where)
                 m.DEAD_LETTERS_UNPUBLISHED.labels(topic).inc()
 

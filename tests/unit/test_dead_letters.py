@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 
 from aiokafka.errors import MessageSizeTooLargeError
+from faust.exceptions import ProducerSendError
 
 from schemas.errors import EventError
 from schemas.events import MAX_RECORD_BYTES
@@ -72,7 +73,10 @@ def test_a_dead_letter_kafka_refuses_is_published_without_its_value_and_the_work
 
     async def publish(topic, key, value, headers):
         if headers and value and "spyglass.error.reason" in dict(headers):  # every dead letter with a value
-            raise MessageSizeTooLargeError("the broker's limit")
+            try:  # as Faust's producer raises it
+                raise MessageSizeTooLargeError("the producer's limit")
+            except MessageSizeTooLargeError as exc:
+                raise ProducerSendError(f"Error while sending: {exc!r}") from exc
         sent.append((topic, key, value, dict(headers or ())))
         fut = asyncio.get_running_loop().create_future()
         fut.set_result(None)
