@@ -136,6 +136,9 @@ class AgentColumns(_KindColumns):
     session: list[str]
     block: EventBlock
     pos: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # index in the input batch
+    blocked: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))  # outcome blocked
+    failed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))  # outcome error
+    refused: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))  # approval pending or denied
 
 
 
@@ -285,6 +288,9 @@ def _agent(b: EventBlock, ts: np.ndarray, v: Vocabs) -> AgentColumns:
         tokens=c["tokens_in"].astype(np.float64) + c["tokens_out"],
         session=c["session_id"],
         block=b,
+        blocked=c["outcome"] == _BLOCKED,
+        failed=c["outcome"] == _FAILED,
+        refused=(approval == _PENDING) | (approval == _DENIED),
     )
 
 
@@ -293,6 +299,8 @@ _OK = code("api_usage", "auth_result", "ok")
 _BYPASSED, _NOT_REQUIRED, _PENDING = (code("agent_execution", "approval", a) for a in ("bypassed", "not_required",
                                                                                          "pending"))
 _EXTERNAL = code("agent_execution", "triggered_by", "external_content")
+_BLOCKED, _FAILED = (code("agent_execution", "outcome", o) for o in ("blocked", "error"))
+_DENIED = code("agent_execution", "approval", "denied")
 # the engine's codes are the contract's literal order: checked once here
 assert [code("data_access", "sensitivity", x) for x in SENSITIVITY] == list(SENSITIVITY.values())
 assert [code("data_access", "operation", x) for x in OPERATION] == list(OPERATION.values())

@@ -35,7 +35,7 @@ SCOPES: tuple[str | None, str | None] = ("key", None)  # the scope ledger's pair
 
 def fields_of(registry: Registry) -> dict[str, str]:
     """Every field of ``State`` and how it is kept bounded: the engine's own and the families' tables."""
-    return {**CORE_FIELDS, **{name: t.eviction for name, t in registry.tables().items()}}
+    return {**CORE_FIELDS, **{name: t.eviction for name, t in registry.tables().items() if t.factory is None}}
 
 
 # every novelty set of the registered families: the namespace of each half of its pair(a, b) keys (None: never

@@ -215,3 +215,92 @@ def first_seen(keys: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, np.ndarr
 def pair(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Two non-negative int ids as one int64 key (each id < 2**31)."""
     return (a.astype(np.int64) << 31) | (b.astype(np.int64) & 0x7FFFFFFF)
+
+
+@njit(cache=True)
+def habit_surprise(key, group, learn, scored, novel_only, counts, group_n, group_once, totals, prior_weight,
+                   threshold):  # pragma: no cover - compiled
+    """How surprising each scored event's key is for its group (an agent type's action, or transition), as of
+    the event, and which scored events reach ``threshold``; learns the other ``learn`` events in place.
+
+    A key seen ``c`` times among the group's ``m`` observations has probability ``c / (m + 1 + w)`` plus the
+    group's novelty mass: Good-Turing's share of keys seen once, ``(once + 1) / (m + 1)``, shrunk toward every
+    group's (``totals``: observations, keys seen once) with weight ``w`` (``prior_weight``) so a young group
+    takes its peers' rate. The surprise is ``-log10`` of that probability; a group that keeps showing new keys
+    is not surprised by one more. ``novel_only``: only keys the group never showed are scored. A hit is not
+    learned (poisoning resistance). ``counts`` per dense key, ``group_n``/``group_once`` per group.
+    """
+    n = key.shape[0]
+    out = np.zeros(n, dtype=np.float64)
+    hit = np.zeros(n, dtype=np.bool_)
+    for i in range(n):
+        if not (learn[i] or scored[i]):
+            continue
+        k = key[i]
+        g = group[i]
+        c = counts[k]
+        m = group_n[g]
+        if scored[i] and (c == 0 or not novel_only):
+            q_all = (totals[1] + 1.0) / (totals[0] + 1.0)
+            q = (group_once[g] + 1.0 + prior_weight * q_all) / (m + 1.0 + prior_weight)
+            p = min(c / (m + 1.0 + prior_weight) + q, 1.0)
+            out[i] = -math.log10(p)
+            hit[i] = out[i] >= threshold
+        if learn[i] and not hit[i]:
+            if c == 0:
+                group_once[g] += 1.0
+                totals[1] += 1.0
+            elif c == 1:
+                group_once[g] -= 1.0
+                totals[1] -= 1.0
+            counts[k] = c + 1.0
+            group_n[g] = m + 1.0
+            totals[0] += 1.0
+    return out, hit
+
+
+@njit(cache=True)
+def session_chain(session, action, failed, last_action, fail_run):  # pragma: no cover - compiled
+    """Each step's previous action in its session (-1: the first) and the run of consecutive failures of the
+    same action the step ends (0 when it succeeded); ``last_action``/``fail_run`` per session, in place."""
+    n = session.shape[0]
+    prev = np.empty(n, dtype=np.int64)
+    run = np.zeros(n, dtype=np.int64)
+    for i in range(n):
+        k = session[i]
+        prev[i] = last_action[k]
+        if failed[i]:
+            run[i] = fail_run[k] + 1 if last_action[k] == action[i] and fail_run[k] > 0 else 1
+        fail_run[k] = run[i]
+        last_action[k] = action[i]
+    return prev, run
+
+
+@njit(cache=True)
+def failure_run_surprise(key, failed, run, calls, fails, totals, prior_weight, rate_floor,
+                         threshold):  # pragma: no cover - compiled
+    """Surprise of each failure run (``run`` consecutive failures of one tool in a session) under the tool's
+    failure rate for its agent type, as of the event; which reach ``threshold``; learns the rest in place.
+
+    The rate is the key's failures over its calls, shrunk toward every key's (``totals``: calls, failures)
+    with weight ``prior_weight`` and never below ``rate_floor``. A first failure is expected somewhere; each
+    further consecutive failure multiplies the chance by the rate, so the surprise is
+    ``(run - 1) * -log10(rate)``. A hit is not learned.
+    """
+    n = key.shape[0]
+    out = np.zeros(n, dtype=np.float64)
+    hit = np.zeros(n, dtype=np.bool_)
+    for i in range(n):
+        k = key[i]
+        if run[i] >= 2:
+            p_all = (totals[1] + 1.0) / (totals[0] + 2.0)
+            p = max((fails[k] + prior_weight * p_all) / (calls[k] + prior_weight), rate_floor)
+            out[i] = (run[i] - 1) * -math.log10(min(p, 1.0))
+            hit[i] = out[i] >= threshold
+        if not hit[i]:
+            calls[k] += 1.0
+            totals[0] += 1.0
+            if failed[i]:
+                fails[k] += 1.0
+                totals[1] += 1.0
+    return out, hit

@@ -153,7 +153,8 @@ class Partitions:
             if isinstance(cp.engine, Engine):
                 # the state bounds follow the settings, not the checkpoint: an operator can tighten them
                 cp.engine.config = replace(cp.engine.config, max_entities=self.settings.engine_max_entities,
-                                           idle_evict_days=self.settings.engine_idle_evict_days)
+                                           idle_evict_days=self.settings.engine_idle_evict_days,
+                                           learning_hours=self.settings.engine_learning_hours)
             part = Part(topic, partition, cp.engine, offset=cp.offset, checkpoint_offset=cp.offset)
             since = int(cp.written_at.timestamp() - 120) * 1000
         # alerts an earlier owner raised from the records about to be re-scored: stored ones, and

@@ -127,6 +127,9 @@ class Settings(BaseSettings):
                                      "tracks at most; least recently seen are forgotten first (0: no cap)")
     engine_idle_evict_days: float = Field(30.0, ge=0, description="Entities unseen this long (event time) are "
                                           "forgotten (0: never)")
+    engine_learning_hours: float = Field(24.0, ge=0, description="A tenant's learning period from its first event "
+                                         "(event time): the engine learns and scores, and raises nothing above "
+                                         "info (0: none)")
     correlation_window_hours: float = Field(6.0, gt=0, le=168, description="risk.cross_kind: fixed event-time "
                                             "window in which one principal's alerts of two kinds correlate")
     correlation_horizon_days: float = Field(7.0, gt=0, description="risk.cross_kind: evidence this far (event "
@@ -216,10 +219,12 @@ class Settings(BaseSettings):
 
 
     def engine_config(self) -> EngineConfig:
-        """The engine configuration these settings give (bounded state); every other threshold is the engine's."""
+        """The engine configuration these settings give (bounded state, the learning period); every other threshold
+        is the engine's."""
         from detectors.engine import EngineConfig
 
-        return EngineConfig(max_entities=self.engine_max_entities, idle_evict_days=self.engine_idle_evict_days)
+        return EngineConfig(max_entities=self.engine_max_entities, idle_evict_days=self.engine_idle_evict_days,
+                            learning_hours=self.engine_learning_hours)
 
 
 class StoreURL:

@@ -1,41 +1,118 @@
-"""Agent-execution detectors: approval bypass, prompt-injection-driven privileged actions, new actions, runaways.
+"""Agent-execution detectors: approval bypass, prompt-injection-driven privileged actions, new actions,
+runaways and tool loops.
 
-They share one feature stage over a batch's ``AgentColumns``: each session's untrusted-input
-mark and step count, and each agent type's experience (events, actions, session lengths).
+They share one feature stage over a batch's ``AgentColumns``. What an agent does is judged against what its
+agent TYPE does, learned online and scored as calibrated surprise (``detectors.calibration``): how often the
+type takes each action (and how often that action fails), which transitions (previous action -> action) it
+takes after its session read untrusted input, how often its agents start sessions and how long they run.
+An agent type whose job is reading untrusted mail and replying learns that replying after untrusted input is
+what it does; a tool it never uses after untrusted input stays surprising.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from detectors.alerting import Finding
+from detectors.calibration import one_in, poisson_surprise_many, score_of
 from detectors.columns import AgentColumns
 from detectors.families.common import DAY, HOUR, rank_in_batch
-from detectors.kernels import after_mark, burst_vs_baseline, pair, session_runaway
-from detectors.registry import Column, Context, Detector, Family, NoveltySet, Table, option
+from detectors.kernels import (
+    after_mark,
+    burst_vs_baseline,
+    failure_run_surprise,
+    habit_surprise,
+    pair,
+    session_chain,
+    session_runaway,
+)
+from detectors.registry import Column, Context, Detector, Family, Table, option
 from detectors.state import State
 from schemas.alerts import Feature
 
 _NO_TIME = np.iinfo(np.int64).min  # a session never marked
 _NO_LENGTHS = np.zeros(1024, dtype=np.int64)  # an agent type's session lengths before its first session
 UNTRUSTED_WINDOW_MS = HOUR  # a privileged step this soon after the session read untrusted input follows from it
-RUNAWAY_BASELINE_TAU_MS = 86_400_000.0  # time constant of an agent's baseline action rate (a day)
-RUNAWAY_RATE_FLOOR = 2.0  # kernels.burst_vs_baseline: the least expected rate an agent is judged against
+RUNAWAY_BASELINE_TAU_MS = 86_400_000.0  # time constant of an agent's baseline session-start rate (a day)
 MAX_UNTRUSTED_SESSIONS = 200_000  # above this many marked sessions, marks older than a day are forgotten
 MAX_SESSION_COUNTERS = 500_000  # above this many session step counters, the oldest half is forgotten
+_ID_BITS = 21  # token ids in a transition key: agent type, previous action, action (each < 2**21)
+_ID_MASK = (1 << _ID_BITS) - 1
 
 
 @dataclass(frozen=True)
 class AgentConfig:
-    runaway_tau_s: float = option(120.0, "time constant of an agent's current action rate")
-    runaway_min: float = option(60.0, "actions (decayed count) below which no rate explosion is raised")
+    runaway_tau_s: float = option(120.0, "time constant of an agent's current session-start rate")
+    runaway_surprise: float = option(4.5, "surprise (-log10 Poisson tail) of an agent's current session-start "
+                                          "count against its own daily rate that is a runaway (a floor)")
+    runaway_rate_floor: float = option(0.05, "the least session starts per `runaway_tau_s` an agent is "
+                                             "expected to make (a documented floor: a quiet agent is not judged "
+                                             "against zero)")
     runaway_session_steps: int = option(30, "session steps before a session's length is judged")
-    runaway_ratio: float = option(8.0, "current action rate over the agent's daily mean rate that is a runaway "
-                                       "(a busy agent peaks well below it, and its sessions overlap)")
-    agent_type_warm_events: int = option(200, "events of an agent type before its habits are trusted")
+    agent_type_warm_events: int = option(200, "events of an agent type before its session lengths are trusted")
+    agent_prior_weight: float = option(20.0, "observations an agent type's own rates are worth against all "
+                                              "types' while it is young")
+    untrusted_surprise: float = option(4.0, "surprise of a privileged step after untrusted input (its "
+                                            "transition for the agent type) that is an alert (a floor)")
+    new_action_surprise: float = option(4.0, "surprise of a privileged action new to the agent type (its "
+                                             "novelty rate) that is an alert (a floor)")
+    evidence_step_surprise: float = option(2.0, "the least surprise of a step (1 in 100) that adds to its session's "
+                                                "evidence for `untrusted_surprise` and `new_action_surprise`")
+    loop_surprise: float = option(6.0, "surprise of a run of failures of one tool in a session (the type's "
+                                       "failure rate of that tool) that is a tool loop (a floor)")
+    loop_fail_rate_floor: float = option(0.01, "the least failure rate a tool is judged with (a floor: a tool "
+                                               "that never failed is not judged against zero)")
+
+
+@dataclass
+class Habits:
+    """Counts of int64 keys (an agent type's actions or transitions) by dense index, per agent type
+    (token id) and over all types: what ``kernels.habit_surprise`` and ``failure_run_surprise`` learn."""
+
+    index: dict[int, int] = field(default_factory=dict)  # key -> dense index
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per key: learned observations
+    calls: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per key: calls (failure rates)
+    fails: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per key: failed calls
+    group_n: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per type: learned observations
+    group_once: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per type: keys seen exactly once
+    totals: np.ndarray = field(default_factory=lambda: np.zeros(4))  # observations, keys once, calls, failures
+
+    def dense(self, keys: np.ndarray, groups: int) -> np.ndarray:
+        """Each key's dense index (new keys are added); group arrays sized for ``groups`` types."""
+        uniq, inv = np.unique(keys, return_inverse=True)
+        ix = np.array([self.index.setdefault(k, len(self.index)) for k in uniq.tolist()], dtype=np.int64)
+        self.counts, self.calls, self.fails = (_grown(a, len(self.index)) for a in (self.counts, self.calls,
+                                                                                      self.fails))
+        self.group_n, self.group_once = (_grown(a, groups) for a in (self.group_n, self.group_once))
+        return ix[inv] if keys.size else np.zeros(0, dtype=np.int64)
+
+
+def _grown(a: np.ndarray, n: int) -> np.ndarray:
+    return a if a.size >= n else np.concatenate([a, np.zeros(max(n, 2 * a.size) - a.size)])
+
+
+def _session_evidence(store: dict[str, float], names: list[str], session: np.ndarray, surprise: np.ndarray,
+                      hit: np.ndarray, step_min: float, threshold: float) -> list[tuple[int, float]]:
+    """(index, the session's accumulated surprise) of the steps that alert: a step alone at ``threshold``, or a
+    session whose rare steps (each at least ``step_min``) add up to it. Surprises add as the steps' joint
+    probability would (independent steps), so two 1-in-1,000 steps of one session are about 1 in a million;
+    common steps (below ``step_min``) do not accumulate. ``store``: session name -> accumulated surprise."""
+    out = []
+    for j in np.flatnonzero(hit | (surprise >= step_min)).tolist():
+        name = names[session[j]]
+        total = store.get(name, 0.0) + float(surprise[j])
+        store[name] = total
+        if hit[j] or total >= threshold:
+            out.append((j, total))
+    return out
+
+
+def _asset(c: AgentColumns, i: int) -> int:
+    """The asset weight of a step for ``score_of``: its risk level (0..3), at least its privilege."""
+    return int(max(c.risk[i], c.privilege[i]))
 
 
 def stage(ctx: Context, c: AgentColumns) -> list[Finding]:
@@ -43,53 +120,106 @@ def stage(ctx: Context, c: AgentColumns) -> list[Finding]:
     cfg, s, v = ctx.config, ctx.tables, ctx.tables.vocabs
     s.agent.fit(len(v.agent))
     a = s.agent
+    fam = s.family
     out: list[Finding] = []
-    # high-risk actions without approval
-    hi = c.risk >= 2
-    for i in np.flatnonzero((c.bypassed & (c.risk >= 1)) | (hi & c.unapproved)):
+    types, inv = np.unique(c.agent_type, return_inverse=True)
+    type_names = v.token.names
+    groups = len(v.token)
+    # approvals: a bypass, or a high-risk step that ran without approval. A pending or denied approval
+    # whose step ended blocked is the control working: no finding at all.
+    ran_unapproved = (c.risk >= 2) & c.unapproved & ~c.blocked
+    for i in np.flatnonzero((c.bypassed & (c.risk >= 1)) | ran_unapproved):
         e = c.events[i]
         out.append(ctx.finding("agent.approval_bypass", c, i, e.agent_id, e.principal,
                                0.95 if c.bypassed[i] and c.risk[i] >= 3 else (0.85 if c.bypassed[i] else 0.75),
                                [Feature(name="risk_level", value=float(c.risk[i])),
                                 Feature(name="approval_bypassed", value=float(c.bypassed[i]), baseline=0.0)],
                                f"Agent {e.agent_id} ran {e.risk_level}-risk action {e.action} on {e.target_system} "
-                               f"with approval '{e.approval}'."))
-    # privileged actions triggered by (or right after) untrusted content
-    sessions = s.untrusted_sessions
+                               f"with approval '{e.approval}' (outcome {e.outcome})."))
+    # the session's chain: each step's previous action and its run of failures of the same tool
     sid, names = c.block.factor("session_id")  # per event, its session's index in names (first appearance)
+    chain = fam["agent_session_chain"]
+    held = [chain.get(x, (-1, 0)) for x in names]
+    last_action = np.array([h[0] for h in held], dtype=np.int64)
+    fail_run = np.array([h[1] for h in held], dtype=np.int64)
+    prev, run = session_chain(sid, c.action, c.failed, last_action, fail_run)
+    chain.update(zip(names, zip(last_action.tolist(), fail_run.tolist(), strict=True), strict=True))
+    # untrusted context: the step was triggered by external content, or its session read untrusted input
+    sessions = s.untrusted_sessions
     marked = np.array([sessions.get(x, _NO_TIME) for x in names], dtype=np.int64)
     after_untrusted = after_mark(sid, c.ts, c.untrusted, marked, marked != _NO_TIME, UNTRUSTED_WINDOW_MS)
     for j in np.unique(sid[c.untrusted]).tolist():
         sessions[names[j]] = int(marked[j])
     priv = c.privilege >= 1
-    # agent-type novelty: an action (with privilege) this agent type never took
-    new_ta = ctx.novel("type_action", pair(c.agent_type, c.action))
-    types, inv, counts = np.unique(c.agent_type, return_inverse=True, return_counts=True)
+    context = c.external | after_untrusted
+    # transitions after untrusted input, per agent type: (type, previous action, action, triggered externally)
+    trans = fam["agent_untrusted_transitions"]
+    t_key = ((c.agent_type.astype(np.int64) & _ID_MASK) << (2 * _ID_BITS + 1)) | (
+        ((prev + 1) & _ID_MASK) << (_ID_BITS + 1)) | ((c.action.astype(np.int64) & _ID_MASK) << 1) | c.external
+    t_ix = trans.dense(t_key[context], groups)
+    t_surprise, t_hit = habit_surprise(t_ix, c.agent_type[context].astype(np.int64), np.ones(t_ix.size, np.bool_),
+                                       priv[context], False, trans.counts, trans.group_n, trans.group_once,
+                                       trans.totals, cfg.agent_prior_weight, cfg.untrusted_surprise)
+    ctx_ix = np.flatnonzero(context)
+    for j, sup in _session_evidence(fam["agent_untrusted_evidence"], names, sid[ctx_ix], t_surprise, t_hit,
+                                    cfg.evidence_step_surprise, cfg.untrusted_surprise):
+        i = int(ctx_ix[j])
+        e = c.events[i]
+        before = type_names[prev[i]] if prev[i] >= 0 else "the session's start"
+        why = "triggered by external content" if c.external[i] else "right after the session read untrusted input"
+        f = ctx.finding("agent.untrusted_privileged", c, i, e.agent_id, e.principal, score_of(sup, _asset(c, i)),
+                        [Feature(name="privilege", value=float(c.privilege[i])),
+                         Feature(name="triggered_by_external", value=float(c.external[i]), baseline=0.0),
+                         Feature(name="after_untrusted_input", value=float(after_untrusted[i]), baseline=0.0),
+                         Feature(name="surprise", value=round(sup, 2),
+                                 baseline=cfg.untrusted_surprise)],
+                        f"Agent {e.agent_id} ({e.agent_type}) took {e.privilege} action {e.action} on "
+                        f"{e.target_system} {why}, after {before}: with the session's other rare steps after "
+                        f"untrusted input, about {one_in(sup)} for a {e.agent_type} (baseline: "
+                        f"{int(trans.group_n[c.agent_type[i]])} such steps of the type). A likely prompt injection.")
+        f.surprise = sup
+        out.append(f)
+    # actions new to the agent type, judged by the type's own novelty rate; tool loops by its failure rates
+    acts = fam["agent_type_actions"]
+    a_ix = acts.dense(pair(c.agent_type, c.action), groups)
+    every = np.ones(a_ix.size, np.bool_)
+    n_surprise, n_hit = habit_surprise(a_ix, c.agent_type.astype(np.int64), every, priv, True, acts.counts,
+                                       acts.group_n, acts.group_once, acts.totals, cfg.agent_prior_weight,
+                                       cfg.new_action_surprise)
+    for i, sup in _session_evidence(fam["agent_new_action_evidence"], names, sid, n_surprise, n_hit,
+                                    cfg.evidence_step_surprise, cfg.new_action_surprise):
+        e = c.events[i]
+        f = ctx.finding("agent.new_privileged_action", c, i, e.agent_id, e.principal, score_of(sup, _asset(c, i)),
+                        [Feature(name="type_action_first_use", value=1.0, baseline=0.0),
+                         Feature(name="privilege", value=float(c.privilege[i])),
+                         Feature(name="surprise", value=round(sup, 2), baseline=cfg.new_action_surprise)],
+                        f"Agent {e.agent_id} took {e.privilege} action {e.action} on {e.target_system}, which no "
+                        f"{e.agent_type} agent took in {int(acts.group_n[c.agent_type[i]])} earlier steps: with the "
+                        f"session's other new actions, about {one_in(sup)} for a {e.agent_type}.")
+        f.surprise = sup
+        out.append(f)
+    l_surprise, l_hit = failure_run_surprise(a_ix, c.failed, run, acts.calls, acts.fails, acts.totals[2:],
+                                             cfg.agent_prior_weight, cfg.loop_fail_rate_floor, cfg.loop_surprise)
+    for i in np.flatnonzero(l_hit).tolist():
+        e = c.events[i]
+        sup = float(l_surprise[i])
+        k = int(a_ix[i])
+        rate = (acts.fails[k] + 1.0) / (acts.calls[k] + 2.0)
+        f = ctx.finding("agent.tool_loop", c, i, e.agent_id, e.principal, score_of(sup, _asset(c, i)),
+                        [Feature(name="consecutive_failures", value=float(run[i]), baseline=1.0),
+                         Feature(name="tool_failure_rate", value=round(rate, 4))],
+                        f"Agent {e.agent_id} ({e.agent_type}) called {e.action} on {e.target_system} and it failed "
+                        f"{run[i]} times in a row in session {e.session_id}; {e.agent_type} calls of {e.action} fail "
+                        f"about {rate:.1%} of the time, so this is about {one_in(sup)}.")
+        f.surprise = sup
+        out.append(f)
+    # runaway: a session far longer than its agent type runs, or session starts far above the agent's own rate
+    steps = s.session_steps
     seen_before = np.array([s.type_events.get(t, 0) for t in types.tolist()], dtype=np.int64)
     type_n = seen_before[inv] + rank_in_batch(c.agent_type)
-    for t, n in zip(types.tolist(), (seen_before + counts).tolist(), strict=True):
+    for t, n in zip(types.tolist(), (seen_before + np.bincount(inv, minlength=types.size)).tolist(), strict=True):
         s.type_events[t] = n
     type_warm = type_n >= cfg.agent_type_warm_events
-    for i in np.flatnonzero(priv & (c.external | (after_untrusted & new_ta & type_warm))):
-        e = c.events[i]
-        why = "triggered by external content" if c.external[i] else "right after the session read untrusted input"
-        out.append(ctx.finding("agent.untrusted_privileged", c, i, e.agent_id, e.principal,
-                               0.95 if c.privilege[i] == 2 else 0.85,
-                               [Feature(name="privilege", value=float(c.privilege[i])),
-                                Feature(name="triggered_by_external", value=float(c.external[i]), baseline=0.0),
-                                Feature(name="after_untrusted_input", value=float(after_untrusted[i]), baseline=0.0)],
-                               f"Agent {e.agent_id} ({e.agent_type}) took {e.privilege} action {e.action} on "
-                               f"{e.target_system} {why}: a likely prompt injection."))
-    for i in np.flatnonzero(priv & new_ta & type_warm):
-        e = c.events[i]
-        out.append(ctx.finding("agent.new_privileged_action", c, i, e.agent_id, e.principal, 0.7,
-                               [Feature(name="type_action_first_use", value=1.0, baseline=0.0),
-                                Feature(name="privilege", value=float(c.privilege[i]))],
-                               f"Agent {e.agent_id} took {e.privilege} action {e.action} on {e.target_system}, "
-                               f"which no {e.agent_type} agent took in {int(type_n[i])} earlier steps."))
-    # runaway: a session far longer than any its agent type has run, or an action-rate explosion
-    # (the longest length at least two sessions of a type reached: one runaway session cannot raise it)
-    steps = s.session_steps
     n_steps = np.array([steps.get(x, 0) for x in names], dtype=np.int64)
     flagged = np.array([x in s.runaway_sessions for x in names], dtype=np.bool_)
     was_flagged = flagged.copy()
@@ -105,34 +235,52 @@ def stage(ctx: Context, c: AgentColumns) -> list[Finding]:
             s.type_longest[t] = top
     for i in np.flatnonzero(long_session):
         e = c.events[i]
-        longest = s.type_longest.get(int(c.agent_type[i]), 0)
-        out.append(ctx.finding("agent.runaway", c, i, e.agent_id, e.principal, min(1.0, 0.6 + step_n[i] / 500),
-                               [Feature(name="session_steps", value=float(step_n[i]), baseline=float(longest)),
-                                Feature(name="tokens", value=float(c.tokens[i]))],
-                               f"Agent {e.agent_id} has taken {step_n[i]} steps in session {e.session_id}; normal "
-                               f"{e.agent_type} sessions before ran longer than {longest}."))
-    fast, expected = burst_vs_baseline(c.agent, c.ts, a["fast"], a["fast_last"], a["slow"], a["slow_last"],
-                                       a["since"], cfg.runaway_tau_s * 1000, RUNAWAY_BASELINE_TAU_MS,
-                                       cfg.runaway_ratio, RUNAWAY_RATE_FLOOR, cfg.runaway_min)
-    for i in np.flatnonzero((fast >= cfg.runaway_min) & (fast >= cfg.runaway_ratio * expected)):
+        t = int(c.agent_type[i])
+        longest = s.type_longest.get(t, 0)
+        h = s.type_lengths[t]
+        reached = float(h[min(int(step_n[i]), 1023)]) if step_n[i] < 1024 else 0.0
+        sup = -np.log10((reached + 1.0) / (float(h[1]) + 1.0))
+        f = ctx.finding("agent.runaway", c, i, e.agent_id, e.principal, score_of(sup, 1),
+                        [Feature(name="session_steps", value=float(step_n[i]), baseline=float(longest)),
+                         Feature(name="tokens", value=float(c.tokens[i]))],
+                        f"Agent {e.agent_id} has taken {step_n[i]} steps in session {e.session_id}; of "
+                        f"{int(h[1])} earlier {e.agent_type} sessions none ran longer than {longest} (a session "
+                        f"this long is about {one_in(sup)} for a {e.agent_type}).")
+        f.surprise = float(sup)
+        out.append(f)
+    first = np.flatnonzero(step_n == 1)  # session starts: hundreds of short sessions count as much as one long
+    fast, expected = burst_vs_baseline(c.agent[first], c.ts[first], a["fast"], a["fast_last"], a["slow"],
+                                       a["slow_last"], a["since"], cfg.runaway_tau_s * 1000,
+                                       RUNAWAY_BASELINE_TAU_MS, 8.0, cfg.runaway_rate_floor, 3.0)
+    r_surprise = poisson_surprise_many(np.floor(fast), expected)
+    for j in np.flatnonzero(r_surprise >= cfg.runaway_surprise).tolist():
+        i = int(first[j])
         e = c.events[i]
-        out.append(ctx.finding("agent.runaway", c, i, e.agent_id, e.principal, min(1.0, 0.6 + fast[i] / 300),
-                               [Feature(name="actions_per_min", value=round(float(fast[i]), 1),
-                                        baseline=round(float(expected[i]), 2)),
-                                Feature(name="tokens", value=float(c.tokens[i]))],
-                               f"Agent {e.agent_id} is running about {fast[i]:.0f} actions a minute, "
-                               f"{fast[i] / expected[i]:.0f}x its usual {expected[i]:.1f} (session {e.session_id})."))
+        sup = float(r_surprise[j])
+        per_min = 60.0 / cfg.runaway_tau_s
+        f = ctx.finding("agent.runaway", c, i, e.agent_id, e.principal, score_of(sup, 1),
+                        [Feature(name="sessions_per_min", value=round(float(fast[j]) * per_min, 2),
+                                 baseline=round(float(expected[j]) * per_min, 3)),
+                         Feature(name="tokens", value=float(c.tokens[i]))],
+                        f"Agent {e.agent_id} is starting about {fast[j] * per_min:.1f} sessions a minute, "
+                        f"{fast[j] / expected[j]:.0f}x its usual {expected[j] * per_min:.2f} (its own rate over "
+                        f"the last day): about {one_in(sup)} (session {e.session_id}).")
+        f.surprise = sup
+        out.append(f)
     if len(sessions) > MAX_UNTRUSTED_SESSIONS:  # bounded: forget untrusted marks older than a day
         horizon = int(c.ts.max()) - DAY
         s.untrusted_sessions = {k: t for k, t in sessions.items() if t >= horizon}
     if len(steps) > MAX_SESSION_COUNTERS:  # bounded: keep the newest half of the session step counters
         s.session_steps = dict(list(steps.items())[len(steps) // 2:])
         s.runaway_sessions = {x for x in s.runaway_sessions if x in s.session_steps}
+    for name in ("agent_session_chain", "agent_untrusted_evidence", "agent_new_action_evidence"):
+        if len(fam[name]) > MAX_SESSION_COUNTERS:  # bounded: keep the newest half
+            fam[name] = dict(list(fam[name].items())[len(fam[name]) // 2:])
     return out
 
 
 def expire(tables: State, day_start: int, config: Any) -> None:
-    """Forget the sessions idle for ``session_idle_hours``: their step counts, marks and idle clock."""
+    """Forget the sessions idle for ``session_idle_hours``: their step counts, marks, chains and idle clock."""
     if config.session_idle_hours > 0:
         cut = day_start - int(config.session_idle_hours * HOUR)
         gone = [sid for sid, t in tables.session_last.items() if t < cut]
@@ -141,15 +289,19 @@ def expire(tables: State, day_start: int, config: Any) -> None:
             tables.session_steps.pop(sid, None)
             tables.untrusted_sessions.pop(sid, None)
             tables.runaway_sessions.discard(sid)
+            for name in ("agent_session_chain", "agent_untrusted_evidence", "agent_new_action_evidence"):
+                tables.family.get(name, {}).pop(sid, None)
 
 
 _SESSION_EVICTION = "dropped with its session once idle past `session_idle_hours` (and bounded in size)"
+_TOKENS = "not entity-keyed: agent types and actions are tokens (bounded by the token vocabulary)"
 
 FAMILY = Family(
     name="agent",
     kind="agent_execution",
-    doc="Per-agent and per-session rules over agent steps: approvals, untrusted input in a session, what "
-        "an agent type usually does and how long its sessions run.",
+    doc="What an agent does, judged against what its agent type does (learned online, shrunk toward all types "
+        "while young, scored as calibrated surprise): approvals, steps after untrusted input, new actions, "
+        "session rates and lengths, failing tools.",
     config=AgentConfig,
     stage=stage,
     expire=expire,
@@ -157,36 +309,51 @@ FAMILY = Family(
         Detector(
             "agent.untrusted_privileged", "Privileged agent action driven by untrusted content", "agent",
             ("atlas:AML.T0051.001", "owasp-llm:LLM01", "owasp-llm:LLM06"),
-            "A privileged action (write or admin) triggered by external content, or taken within an hour "
-            "after its session read untrusted input when its agent type (warm after `agent_type_warm_events` "
-            "events) never took that action before: the shape of an indirect prompt injection."),
+            "Learns, per agent type, which steps follow untrusted input: for every step triggered by external "
+            "content or taken within an hour after its session read untrusted input, the transition (previous "
+            "action -> action, and whether external content triggered it). A privileged (write or admin) step in "
+            "that context alerts when its transition is rare for the type: its probability is how often the "
+            "type took it, plus the type's own rate of new transitions (Good-Turing), shrunk toward all types' "
+            "while the type is young. An assistant whose job is reading mail and replying learns that replying "
+            "is normal; a tool its type never uses after untrusted input reaches `untrusted_surprise`."),
         Detector(
             "agent.approval_bypass", "High-risk agent action without approval", "agent",
             ("atlas:AML.T0053", "owasp-llm:LLM06"),
             "An action whose approval was bypassed (at medium risk or above), or a high- or critical-risk "
-            "action without the approval it needs. No learning: the event says it. Critical bypasses score "
-            "highest."),
+            "action that ran without approval (not required or still pending, and not blocked). A step whose "
+            "approval was pending or denied and whose outcome was blocked is the control working: never "
+            "raised. No learning: the event says it. Critical bypasses score highest."),
         Detector(
             "agent.new_privileged_action", "Agent took a privileged action its type never takes", "agent",
             ("atlas:AML.T0053", "owasp-llm:LLM06"),
-            "Remembers which actions each agent type took. Once the type is warm (`agent_type_warm_events` "
-            "events), a privileged action no agent of the type took before is raised."),
+            "Counts the actions each agent type takes. A privileged action no agent of the type took before "
+            "alerts when a new action is rare for the type: the chance of one is the type's own rate of new "
+            "actions (Good-Turing: actions seen once over steps), shrunk toward all types' while it is young, "
+            "and the alert needs it below `new_action_surprise` (e.g. 1 in 3,000). A type that keeps adding "
+            "tools is not surprised by one more."),
         Detector(
-            "agent.runaway", "Runaway agent: action rate explosion", "agent",
+            "agent.runaway", "Runaway agent: session rate or length explosion", "agent",
             ("atlas:AML.T0034", "owasp-llm:LLM10"),
-            "Two signals. A session that passes `runaway_session_steps` and runs longer than the longest length "
-            "at least two earlier sessions of its agent type reached (one runaway session cannot raise the "
-            "bar). Or an agent whose decayed action count (`runaway_tau_s`) reaches `runaway_min` and "
-            "`runaway_ratio` times its daily mean rate."),
+            "Two signals. An agent starting sessions far above its own rate: the decayed count of its session "
+            "starts (`runaway_tau_s`) against a Poisson with its daily rate (at least `runaway_rate_floor`), "
+            "alerting at `runaway_surprise`; hundreds of short sessions count as much as one long run. Or a "
+            "session that passes `runaway_session_steps` and runs longer than 1.5x the longest length at least "
+            "two earlier sessions of its agent type reached (one runaway session cannot raise the bar)."),
+        Detector(
+            "agent.tool_loop", "Agent looping on a failing tool", "agent",
+            ("atlas:AML.T0034", "owasp-llm:LLM10"),
+            "Counts, per agent type and tool, calls and failures. A run of consecutive failures of the same "
+            "tool in one session is judged by that failure rate (shrunk toward all tools' while young, at "
+            "least `loop_fail_rate_floor`): each further failure multiplies the chance by the rate, and the "
+            "run alerts at `loop_surprise` (a tool failing 3% of the time: the sixth failure in a row)."),
     ),
     columns=(
-        Column("agent", "fast", 0, "decayed action count, `runaway_tau_s`"),
+        Column("agent", "fast", 0, "decayed session-start count, `runaway_tau_s`"),
         Column("agent", "fast_last", 0, "time of the fast count's last update"),
-        Column("agent", "slow", 0, "decayed baseline action count (a day)"),
+        Column("agent", "slow", 0, "decayed baseline session-start count (a day)"),
         Column("agent", "slow_last", 0, "time of the baseline's last update"),
         Column("agent", "since", 0, "start of the baseline's learning"),
     ),
-    novelty=(NoveltySet("type_action", (None, None), "actions (tokens) each agent type (token) took"),),
     tables=(
         Table("type_events", "agent type (token) -> events seen", "not entity-keyed: agent types are tokens"),
         Table("untrusted_sessions", "session -> time of its last untrusted-input step", _SESSION_EVICTION),
@@ -196,5 +363,15 @@ FAMILY = Family(
         Table("type_longest", "agent type (token) -> longest length two sessions reached",
               "not entity-keyed: agent types are tokens"),
         Table("runaway_sessions", "sessions flagged as runaway (not learned)", _SESSION_EVICTION),
+        Table("agent_session_chain", "session -> (its last action, its run of failures of that action)",
+              _SESSION_EVICTION, factory=dict),
+        Table("agent_untrusted_evidence", "session -> its rare privileged steps' surprise after untrusted input",
+              _SESSION_EVICTION, factory=dict),
+        Table("agent_new_action_evidence", "session -> its new privileged actions' surprise", _SESSION_EVICTION,
+              factory=dict),
+        Table("agent_type_actions", "per agent type: actions taken, calls and failures per action", _TOKENS,
+              factory=Habits),
+        Table("agent_untrusted_transitions", "per agent type: transitions taken after untrusted input", _TOKENS,
+              factory=Habits),
     ),
 )

@@ -38,13 +38,25 @@ def _mix64(a: np.uint64) -> np.uint64:
 
 
 @njit(cache=True)
-def _front(x: np.ndarray, center: np.ndarray, scale: np.ndarray, log_transform: bool, z: np.ndarray) -> None:
-    """Signed log1p (optional), then robust standardisation, into ``z``."""
+def _front(x: np.ndarray, center: np.ndarray, scale: np.ndarray, log_transform: bool, one_sided: bool,
+           z: np.ndarray) -> None:
+    """Signed log1p (optional), then robust standardisation, into ``z``.
+
+    ``one_sided``: standardised values below 0 (the warm-up median) become 0, so only excess is rare.
+    """
     for f in range(x.shape[0]):
         v = x[f]
         if log_transform:
             v = math.copysign(math.log1p(abs(v)), v)
         z[f] = (v - center[f]) / scale[f]
+        if one_sided and z[f] < 0.0:
+            z[f] = 0.0
+
+
+@njit(cache=True)
+def _row_buffers(X: np.ndarray, w: np.ndarray, counts: np.ndarray) -> tuple[np.uint64, np.ndarray, np.ndarray]:
+    """The slot mask of the count tables, and the buffers :func:`_front` and :func:`_bins` fill for each row."""
+    return np.uint64(counts.shape[1] - 1), np.empty(X.shape[1]), np.empty(w.shape[0], dtype=np.int64)
 
 
 @njit(cache=True)
@@ -99,15 +111,12 @@ def _score_learn_kernel(X: np.ndarray, center: np.ndarray, scale: np.ndarray, lo
     ``acc`` holds ``[total, g]``: the count tables store weights inflated by ``g`` (which grows by
     ``growth`` per learned row), so exponential forgetting costs O(1) per row instead of a sweep.
     """
-    n, d = X.shape
-    k = w.shape[0]
-    mask = np.uint64(counts.shape[1] - 1)
-    z = np.empty(d)
-    slots = np.empty(k, dtype=np.int64)
+    n = X.shape[0]
+    mask, z, slots = _row_buffers(X, w, counts)
     total = acc[0]
     g = acc[1]
     for i in range(n):
-        _front(X[i], center, scale, log_transform, z)
+        _front(X[i], center, scale, log_transform, False, z)
         _bins(z, w, width, shift, mask, slots)
         out[i] = _score_slots(slots, counts, total, g, alpha)
         if learn:
@@ -388,20 +397,13 @@ def _gated_kernel(X: np.ndarray, center: np.ndarray, scale: np.ndarray, log_tran
     nothing is flagged before ``min_learned`` rows are in it. ``hist`` is halved when it holds ``hist_cap``.
     ``one_sided``: standardised features below 0 (the warm-up median) count as 0, so only excess is rare.
     """
-    n, d = X.shape
-    k = w.shape[0]
-    mask = np.uint64(counts.shape[1] - 1)
-    z = np.empty(d)
-    slots = np.empty(k, dtype=np.int64)
+    n = X.shape[0]
+    mask, z, slots = _row_buffers(X, w, counts)
     total = acc[0]
     g = acc[1]
     nb = hist.shape[0]
     for i in range(n):
-        _front(X[i], center, scale, log_transform, z)
-        if one_sided:
-            for f in range(d):
-                if z[f] < 0.0:
-                    z[f] = 0.0
+        _front(X[i], center, scale, log_transform, one_sided, z)
         _bins(z, w, width, shift, mask, slots)
         s = _score_slots(slots, counts, total, g, alpha)
         out[i] = s

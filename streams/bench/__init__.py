@@ -18,3 +18,9 @@ def register(subparsers: Any) -> None:
     sub = b.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
     for bench in (replay, stream, store, decode, panels):
         bench.register(sub)
+
+
+def add_traffic_args(parser: Any, *, events: int, what: str = "simulated events") -> None:
+    """The simulated traffic a benchmark runs on: ``--events`` (its size) and ``--seed`` (the simulator's seed)."""
+    parser.add_argument("--events", type=int, default=events, help=f"{what} (default {events})")
+    parser.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")

@@ -8,6 +8,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from streams.bench import add_traffic_args
+
 
 def _records(n: int, seed: int) -> dict[str, list[bytes]]:
     import msgspec
@@ -84,8 +86,7 @@ def register(sub: Any) -> None:
                        description="Decode simulated Kafka record values into blocks, engine columns and events "
                        "rows with the native decoder and with the msgspec fallback, alternating, on the same "
                        "records; print both and the ratio.")
-    d.add_argument("--events", type=int, default=200_000, help="simulated events (default 200000)")
-    d.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
+    add_traffic_args(d, events=200_000)
     d.add_argument("--batch", type=int, default=5_000, help="records per decode call (default 5000)")
     d.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best of each is shown (default 3)")
     d.set_defaults(func=lambda args, settings: run(args))

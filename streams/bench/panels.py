@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from streams.bench import add_traffic_args
+
 
 def _bench_store(store: Any, label: str, args: argparse.Namespace, console: Any) -> list[tuple[str, float, int]]:
     from grafana.dashboards_src import boards
@@ -83,9 +85,8 @@ def register(sub: Any) -> None:
                        description="Simulate --events events, replay them through the engine into a fresh "
                        "database (chDB, and the server given by --server), run every panel query over the whole "
                        "range and print the slowest, in milliseconds.")
-    p.add_argument("--events", type=int, default=1_000_000, help="simulated events (default 1000000)")
+    add_traffic_args(p, events=1_000_000)
     p.add_argument("--days", type=int, default=7, help="simulated days (default 7)")
-    p.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
     p.add_argument("--repeat", type=int, default=3, help="runs per query; the median is shown (default 3)")
     p.add_argument("--interval", type=int, default=600, help="$__interval_s in seconds (default 600)")
     p.add_argument("--top", type=int, default=12, help="show the N slowest panels (default 12)")

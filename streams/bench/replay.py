@@ -11,6 +11,8 @@ from typing import Any
 
 import msgspec
 
+from streams.bench import add_traffic_args
+
 
 def _events(n: int, seed: int) -> list:
     from schemas.events import decode
@@ -163,8 +165,7 @@ def register(sub: Any) -> None:
     r = sub.add_parser("replay", help="engine events/s and memory on simulated traffic vs a per-event River model",
                        description="Simulate events, replay them through the full engine, and run River's "
                        "MinMaxScaler|HalfSpaceTrees per event on the same input; print both rates and the ratio.")
-    r.add_argument("--events", type=int, default=200_000, help="simulated events (default 200000)")
-    r.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
+    add_traffic_args(r, events=200_000)
     r.add_argument("--batch", type=int, default=20_000, help="engine batch size (default 20000)")
     r.add_argument("--baseline-events", type=int, default=50_000,
                    help="events the River baseline scores (default 50000; its rate is per event)")

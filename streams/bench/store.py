@@ -29,6 +29,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from streams.bench import add_traffic_args
 from streams.settings import Settings
 
 FORMS = ("previous", "current", "packed")
@@ -139,8 +140,7 @@ def register(sub: Any) -> None:
     r = sub.add_parser("store", help="events inserts per second and CPU per row, current schema vs the previous "
                        "(JSON-parsing) view", description=__doc__.split("\n\n", 1)[1],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    r.add_argument("--events", type=int, default=100_000, help="simulated events (default 100000)")
+    add_traffic_args(r, events=100_000)
     r.add_argument("--batch", type=int, default=20_000, help="rows per insert (default 20000)")
     r.add_argument("--rounds", type=int, default=3, help="times every batch is inserted into each (default 3)")
-    r.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
     r.set_defaults(func=run)

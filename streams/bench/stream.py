@@ -33,6 +33,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from streams.bench import add_traffic_args
 from streams.kafka_security import kafka_client_config
 from streams.metrics import scrape
 from streams.settings import Settings
@@ -447,9 +448,8 @@ def register(sub: Any) -> None:
     r = sub.add_parser("stream", help="worker events/s, lag and event-to-alert latency on the local Kafka, "
                        "beside a plain consumer", description=__doc__.split("\n\n", 1)[1],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    r.add_argument("--events", type=int, default=200_000, help="events to produce (default 200000)")
+    add_traffic_args(r, events=200_000, what="events to produce")
     r.add_argument("--partitions", type=int, default=4, help="partitions per topic (default 4)")
-    r.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
     r.add_argument("--latency-events", type=int, default=30_000,
                    help="events of the real-time latency run (default 30000; 0 skips it)")
     r.add_argument("--latency-rate", type=float, default=0.5, metavar="FRACTION",

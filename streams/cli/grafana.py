@@ -120,25 +120,30 @@ def provision(api: Any, root: Path = GRAFANA_DIR, *, folder: str = "Spyglass", f
         except GrafanaClientError as exc:
             raise ProvisionError(f"{what}: {exc}") from None
 
-    for ds in load_datasources(root, host=ch_host, port=ch_port):
+    def exists(what: str, get: Any, uid: str) -> bool:
+        """Whether Grafana has ``uid`` (a 404 says no; any other error stops the provisioning)."""
         try:
-            api.datasource.get_datasource_by_uid(ds["uid"])
-            exists = True
+            get(uid)
         except GrafanaClientError as exc:
             if _status(exc) != 404:
-                raise ProvisionError(f"data source {ds['uid']}: {exc}") from None
-            exists = False
-        if exists:
-            call(f"data source {ds['uid']}", api.datasource.update_datasource_by_uid, ds["uid"], ds)
+                raise ProvisionError(f"{what}: {exc}") from None
+            return False
+        return True
+
+    def upsert(what: str, found: bool, update: Any, create: Any, uid: str, body: dict) -> None:
+        """Update ``uid`` with ``body`` where Grafana has it (``found``), create it otherwise."""
+        if found:
+            call(what, update, uid, body)
         else:
-            call(f"data source {ds['uid']}", api.datasource.create_datasource, ds)
+            call(what, create, body)
+
+    for ds in load_datasources(root, host=ch_host, port=ch_port):
+        what = f"data source {ds['uid']}"
+        upsert(what, exists(what, api.datasource.get_datasource_by_uid, ds["uid"]),
+               api.datasource.update_datasource_by_uid, api.datasource.create_datasource, ds["uid"], ds)
         pushed.datasources.append(ds["uid"])
 
-    try:
-        api.folder.get_folder(folder_uid)
-    except GrafanaClientError as exc:
-        if _status(exc) != 404:
-            raise ProvisionError(f"folder {folder_uid}: {exc}") from None
+    if not exists(f"folder {folder_uid}", api.folder.get_folder, folder_uid):
         call(f"folder {folder_uid}", api.folder.create_folder, folder, uid=folder_uid)
     pushed.folders.append(folder_uid)
 
@@ -163,25 +168,15 @@ def provision(api: Any, root: Path = GRAFANA_DIR, *, folder: str = "Spyglass", f
             body = {"uid": r["uid"], "name": cp["name"], "type": r["type"],
                     "settings": _env(r["settings"], required=True),
                     "disableResolveMessage": r.get("disableResolveMessage", False)}
-            if r["uid"] in existing:
-                call(f"contact point {r['uid']}", ap.update_contactpoint, r["uid"], body)
-            else:
-                call(f"contact point {r['uid']}", ap.create_contactpoint, body)
+            upsert(f"contact point {r['uid']}", r["uid"] in existing, ap.update_contactpoint,
+                   ap.create_contactpoint, r["uid"], body)
             pushed.contact_points.append(r["uid"])
     for g in doc["groups"]:
         for rule in g["rules"]:
             body = {**rule, "folderUID": folder_uid, "ruleGroup": g["name"], "orgID": g.get("orgId", 1)}
-            try:
-                ap.get_alertrule(rule["uid"])
-                exists = True
-            except GrafanaClientError as exc:
-                if _status(exc) != 404:
-                    raise ProvisionError(f"alert rule {rule['uid']}: {exc}") from None
-                exists = False
-            if exists:
-                call(f"alert rule {rule['uid']}", ap.update_alertrule, rule["uid"], body)
-            else:
-                call(f"alert rule {rule['uid']}", ap.create_alertrule, body)
+            what = f"alert rule {rule['uid']}"
+            upsert(what, exists(what, ap.get_alertrule, rule["uid"]), ap.update_alertrule, ap.create_alertrule,
+                   rule["uid"], body)
             pushed.rules.append(rule["uid"])
     return pushed
 

@@ -104,6 +104,24 @@ class Context:
     def principal(self, i: int) -> Principal:
         return self.world.principals[i]
 
+    def sensitive_datasets(self, p: Principal) -> list[int]:
+        """The confidential and restricted datasets among those ``p`` normally touches."""
+        return [d for d in p.datasets if self.world.datasets[d].sensitivity in ("confidential", "restricted")]
+
+    def session_id(self) -> str:
+        return f"ses-{int(self.rng.integers(2**48)):012x}"
+
+
+def injection(scenario: str, n: int, tenant: str, speed: str, entities: list[tuple[str, str]], description: str,
+              **params: object) -> Injection:
+    """An empty attack instance ``n`` of ``scenario``, labelled with the (type, id) of the entities it targets.
+
+    ``params`` are the instance's drawn shape (floats rounded to 3 digits); the default scenarios draw none.
+    """
+    return Injection(Label(scenario, f"{scenario}-{n}", tenant, speed, [{"type": t, "id": i} for t, i in entities],
+                           description, params={k: (round(v, 3) if isinstance(v, float) else v)
+                                                for k, v in params.items()}))
+
 
 # --- row builders --------------------------------------------------------------------------
 def api_row(ctx: Context, key: ApiKey, *, route: str, ip: str, ua: str, auth: str = "ok",
@@ -164,25 +182,21 @@ def agent_row(ctx: Context, a: Agent, *, session: str, principal: str, action: s
 def leaked_api_key(ctx: Context, n: int) -> Injection:
     key = ctx.pick(ctx.world.keys, lambda k: any(s.startswith("inference:") for s in k.used))
     ips = [ctx.external_ip() for _ in range(3)]
-    inj = Injection(Label("leaked_api_key", f"leaked_api_key-{n}", key.tenant, "burst",
-                          [{"type": "api_key", "id": key.key_id}],
-                          f"API key {key.key_id} used from new external IPs {', '.join(ips)} with a new client"))
+    inj = injection("leaked_api_key", n, key.tenant, "burst", [("api_key", key.key_id)],
+                    f"API key {key.key_id} used from new external IPs {', '.join(ips)} with a new client")
     t = ctx.at_local(key.tenant, ctx.attack_day(), float(ctx.rng.uniform(0, 24)))
     scope = next(s for s in key.used if s.startswith("inference:"))
-    for _ in range(int(ctx.rng.integers(60, 120))):
-        t += int(ctx.rng.exponential(12_000))
-        inj.add(t, api_row(ctx, key, route=SCOPE_ENDPOINTS[scope][0], ip=ips[int(ctx.rng.integers(3))],
-                           ua="python-httpx/0.27.0", tokens=float(ctx.rng.lognormal(0.5, 0.5))))
-    return inj.finish()
+    return spaced_events(ctx, inj, t, int(ctx.rng.integers(60, 120)), 12_000,
+                         lambda _: api_row(ctx, key, route=SCOPE_ENDPOINTS[scope][0], ip=ips[int(ctx.rng.integers(3))],
+                                           ua="python-httpx/0.27.0", tokens=float(ctx.rng.lognormal(0.5, 0.5))))
 
 
 def credential_stuffing(ctx: Context, n: int) -> Injection:
     tenant = ctx.world.tenants[int(ctx.rng.integers(len(ctx.world.tenants)))].name
     keys = [k for k in ctx.world.keys if k.tenant == tenant]
     ip = ctx.external_ip()
-    inj = Injection(Label("credential_stuffing", f"credential_stuffing-{n}", tenant, "burst",
-                          [{"type": "client_ip", "id": ip}],
-                          f"{ip} tried hundreds of API keys with invalid credentials within minutes"))
+    inj = injection("credential_stuffing", n, tenant, "burst", [("client_ip", ip)],
+                    f"{ip} tried hundreds of API keys with invalid credentials within minutes")
     t = ctx.at_local(tenant, ctx.attack_day(), float(ctx.rng.uniform(0, 24)))
     for i in range(int(ctx.rng.integers(250, 400))):
         t += int(ctx.rng.exponential(400))
@@ -196,17 +210,16 @@ def credential_stuffing(ctx: Context, n: int) -> Injection:
 
 def model_extraction(ctx: Context, n: int) -> Injection:
     key = ctx.pick(ctx.world.keys, lambda k: "inference:chat" in k.used or "inference:complete" in k.used)
-    inj = Injection(Label("model_extraction", f"model_extraction-{n}", key.tenant, "burst",
-                          [{"type": "api_key", "id": key.key_id}],
-                          f"API key {key.key_id} issued a sustained, high-volume, high-diversity stream of "
-                          f"inference queries across models"))
+    inj = injection("model_extraction", n, key.tenant, "burst", [("api_key", key.key_id)],
+                    f"API key {key.key_id} issued a sustained, high-volume, high-diversity stream of "
+                    f"inference queries across models")
     t = ctx.at_local(key.tenant, ctx.weekday_day(), ctx.work_hour() - 2)
     routes = ["/v1/completions", "/v1/chat/completions"]
-    for _ in range(int(ctx.rng.integers(1200, 1800))):
-        t += int(ctx.rng.exponential(4_500))  # ~13/min for ~2 hours, against a few per hour normally
-        inj.add(t, api_row(ctx, key, route=routes[int(ctx.rng.integers(2))], ip=key.ips[0], ua=key.user_agent,
-                           tokens=float(ctx.rng.uniform(0.3, 3.0)), model=MODELS[int(ctx.rng.integers(len(MODELS)))]))
-    return inj.finish()
+    # ~13/min for ~2 hours, against a few per hour normally
+    return spaced_events(ctx, inj, t, int(ctx.rng.integers(1200, 1800)), 4_500,
+                         lambda _: api_row(ctx, key, route=routes[int(ctx.rng.integers(2))], ip=key.ips[0],
+                                           ua=key.user_agent, tokens=float(ctx.rng.uniform(0.3, 3.0)),
+                                           model=MODELS[int(ctx.rng.integers(len(MODELS)))]))
 
 
 def new_scope_use(ctx: Context, n: int) -> Injection:
@@ -214,28 +227,22 @@ def new_scope_use(ctx: Context, n: int) -> Injection:
     unused = sorted(set(key.granted) - set(key.used))
     scope = next((s for s in unused if s.startswith("admin:")), unused[0])
     route = SCOPE_ENDPOINTS[scope][0]
-    inj = Injection(Label("new_scope_use", f"new_scope_use-{n}", key.tenant, "burst",
-                          [{"type": "api_key", "id": key.key_id}],
-                          f"Over-permissioned key {key.key_id} suddenly used scope {scope} it had never used"))
+    inj = injection("new_scope_use", n, key.tenant, "burst", [("api_key", key.key_id)],
+                    f"Over-permissioned key {key.key_id} suddenly used scope {scope} it had never used")
     t = ctx.at_local(key.tenant, ctx.weekday_day(), ctx.work_hour())
-    for _ in range(int(ctx.rng.integers(3, 8))):
-        t += int(ctx.rng.exponential(20_000))
-        inj.add(t, api_row(ctx, key, route=route, ip=key.ips[0], ua=key.user_agent))
-    return inj.finish()
+    return spaced_events(ctx, inj, t, int(ctx.rng.integers(3, 8)), 20_000,
+                         lambda _: api_row(ctx, key, route=route, ip=key.ips[0], ua=key.user_agent))
 
 
 def bulk_exfiltration(ctx: Context, n: int) -> Injection:
-    p = ctx.pick(ctx.world.principals, lambda p: p.kind == "human" and any(
-        ctx.world.datasets[d].sensitivity in ("confidential", "restricted") for d in p.datasets))
-    ds = next(d for d in p.datasets if ctx.world.datasets[d].sensitivity in ("confidential", "restricted"))
-    inj = Injection(Label("bulk_exfiltration", f"bulk_exfiltration-{n}", p.tenant, "burst",
-                          [{"type": "principal", "id": p.name}],
-                          f"{p.name} exported {ctx.world.datasets[ds].name} at hundreds of times their usual volume"))
+    p = ctx.pick(ctx.world.principals, lambda p: p.kind == "human" and bool(ctx.sensitive_datasets(p)))
+    ds = ctx.sensitive_datasets(p)[0]
+    inj = injection("bulk_exfiltration", n, p.tenant, "burst", [("principal", p.name)],
+                    f"{p.name} exported {ctx.world.datasets[ds].name} at hundreds of times their usual volume")
     t = ctx.at_local(p.tenant, ctx.weekday_day(), ctx.work_hour())
-    for _ in range(int(ctx.rng.integers(4, 9))):
-        t += int(ctx.rng.exponential(90_000))
-        inj.add(t, data_row(ctx, p, ds, op="export", rows=int(p.rows_scale * ctx.rng.uniform(150, 400))))
-    return inj.finish()
+    return spaced_events(ctx, inj, t, int(ctx.rng.integers(4, 9)), 90_000,
+                         lambda _: data_row(ctx, p, ds, op="export",
+                                            rows=int(p.rows_scale * ctx.rng.uniform(150, 400))))
 
 
 def cross_department_restricted(ctx: Context, n: int) -> Injection:
@@ -244,29 +251,22 @@ def cross_department_restricted(ctx: Context, n: int) -> Injection:
     ds = ctx.pick([i for i, d in enumerate(ctx.world.datasets)
                    if d.tenant == p.tenant and d.sensitivity == "restricted" and d.owner_department != p.department])
     d = ctx.world.datasets[ds]
-    inj = Injection(Label("cross_department_restricted", f"cross_department_restricted-{n}", p.tenant, "burst",
-                          [{"type": "principal", "id": p.name}, {"type": "dataset", "id": d.name}],
-                          f"{p.name} ({p.department}) read restricted {d.name} owned by {d.owner_department}"))
+    inj = injection("cross_department_restricted", n, p.tenant, "burst", [("principal", p.name), ("dataset", d.name)],
+                    f"{p.name} ({p.department}) read restricted {d.name} owned by {d.owner_department}")
     t = ctx.at_local(p.tenant, ctx.weekday_day(), ctx.work_hour())
-    for _ in range(int(ctx.rng.integers(3, 7))):
-        t += int(ctx.rng.exponential(120_000))
-        inj.add(t, data_row(ctx, p, ds, op="read", rows=int(p.rows_scale * ctx.rng.uniform(0.5, 3))))
-    return inj.finish()
+    return spaced_events(ctx, inj, t, int(ctx.rng.integers(3, 7)), 120_000,
+                         lambda _: data_row(ctx, p, ds, op="read", rows=int(p.rows_scale * ctx.rng.uniform(0.5, 3))))
 
 
 def off_hours_confidential(ctx: Context, n: int) -> Injection:
-    p = ctx.pick(ctx.world.principals, lambda p: p.kind == "human" and any(
-        ctx.world.datasets[d].sensitivity in ("confidential", "restricted") for d in p.datasets))
-    ds = next(d for d in p.datasets if ctx.world.datasets[d].sensitivity in ("confidential", "restricted"))
-    inj = Injection(Label("off_hours_confidential", f"off_hours_confidential-{n}", p.tenant, "burst",
-                          [{"type": "principal", "id": p.name}],
-                          f"{p.name} read {ctx.world.datasets[ds].name} in the middle of the night"))
+    p = ctx.pick(ctx.world.principals, lambda p: p.kind == "human" and bool(ctx.sensitive_datasets(p)))
+    ds = ctx.sensitive_datasets(p)[0]
+    inj = injection("off_hours_confidential", n, p.tenant, "burst", [("principal", p.name)],
+                    f"{p.name} read {ctx.world.datasets[ds].name} in the middle of the night")
     t = ctx.at_local(p.tenant, ctx.attack_day(), float(ctx.rng.uniform(1.5, 4.0)))
-    for _ in range(int(ctx.rng.integers(4, 9))):
-        t += int(ctx.rng.exponential(100_000))
-        inj.add(t, data_row(ctx, p, ds, op="read", rows=int(p.rows_scale * ctx.rng.uniform(1, 4)),
-                            ip=ctx.external_ip()))
-    return inj.finish()
+    return spaced_events(ctx, inj, t, int(ctx.rng.integers(4, 9)), 100_000,
+                         lambda _: data_row(ctx, p, ds, op="read", rows=int(p.rows_scale * ctx.rng.uniform(1, 4)),
+                                            ip=ctx.external_ip()))
 
 
 def training_data_poisoning(ctx: Context, n: int) -> Injection:
@@ -274,14 +274,12 @@ def training_data_poisoning(ctx: Context, n: int) -> Injection:
     p = ctx.pick(ctx.world.principals, lambda p: p.kind == "human" and p.department in depts)
     ds = ctx.pick([i for i, d in enumerate(ctx.world.datasets) if d.tenant == p.tenant and d.training])
     d = ctx.world.datasets[ds]
-    inj = Injection(Label("training_data_poisoning", f"training_data_poisoning-{n}", p.tenant, "burst",
-                          [{"type": "principal", "id": p.name}, {"type": "dataset", "id": d.name}],
-                          f"{p.name} ({p.department}) wrote to training dataset {d.name}, which only pipelines write"))
+    inj = injection("training_data_poisoning", n, p.tenant, "burst", [("principal", p.name), ("dataset", d.name)],
+                    f"{p.name} ({p.department}) wrote to training dataset {d.name}, which only pipelines write")
     t = ctx.at_local(p.tenant, ctx.weekday_day(), ctx.work_hour())
-    for _ in range(int(ctx.rng.integers(5, 12))):
-        t += int(ctx.rng.exponential(60_000))
-        inj.add(t, data_row(ctx, p, ds, op="write", rows=int(ctx.rng.integers(50, 5000)), purpose="model-training"))
-    return inj.finish()
+    return spaced_events(ctx, inj, t, int(ctx.rng.integers(5, 12)), 60_000,
+                         lambda _: data_row(ctx, p, ds, op="write", rows=int(ctx.rng.integers(50, 5000)),
+                                            purpose="model-training"))
 
 
 INJECTED_TOOLS = {  # what an injected prompt makes an agent do: privileged tools outside its normal chain
@@ -295,11 +293,10 @@ INJECTED_TOOLS = {  # what an injected prompt makes an agent do: privileged tool
 def prompt_injection(ctx: Context, n: int) -> Injection:
     a = ctx.pick(ctx.world.agents, lambda a: "fetch_url" in TOOLS[a.agent_type])
     principal = ctx.principal(a.principals[0]).name
-    session = f"ses-{int(ctx.rng.integers(2**48)):012x}"
-    inj = Injection(Label("prompt_injection", f"prompt_injection-{n}", a.tenant, "burst",
-                          [{"type": "agent", "id": a.agent_id}],
-                          f"Agent {a.agent_id} read untrusted web content and then took privileged actions it "
-                          f"triggered"))
+    session = ctx.session_id()
+    inj = injection("prompt_injection", n, a.tenant, "burst", [("agent", a.agent_id)],
+                    f"Agent {a.agent_id} read untrusted web content and then took privileged actions it "
+                    f"triggered")
     t = ctx.at_local(a.tenant, ctx.weekday_day(), ctx.work_hour())
     first = next(iter(TOOLS[a.agent_type]))
     sys0, priv0, risk0, _ = TOOLS[a.agent_type][first]
@@ -311,9 +308,18 @@ def prompt_injection(ctx: Context, n: int) -> Injection:
                   risk="low", approval="not_required", triggered_by="agent", untrusted=True, parent=r["event_id"])
     inj.add(t, r)
     tools = list(INJECTED_TOOLS)
-    for i in range(int(ctx.rng.integers(2, 5))):
-        t += int(ctx.rng.integers(2_000, 9_000))
-        tool = tools[(i + n) % len(tools)]
+    injected = [tools[(i + n) % len(tools)] for i in range(int(ctx.rng.integers(2, 5)))]
+    return injected_actions(ctx, inj, a, session=session, principal=principal, after=r, t=t, tools=injected,
+                            gap_ms=(2_000, 9_000))
+
+
+def injected_actions(ctx: Context, inj: Injection, a: Agent, *, session: str, principal: str, after: dict, t: int,
+                     tools: list[str], gap_ms: tuple[int, int]) -> Injection:
+    """``a`` runs ``tools`` (of :data:`INJECTED_TOOLS`) one after another, triggered by the content it read in
+    ``after``, each a uniform ``gap_ms`` after the one before."""
+    r = after
+    for tool in tools:
+        t += int(ctx.rng.integers(*gap_ms))
         system, priv, risk = INJECTED_TOOLS[tool]
         r = agent_row(ctx, a, session=session, principal=principal, action=tool, system=system, privilege=priv,
                       risk=risk, approval="not_required", triggered_by="external_content", parent=r["event_id"])
@@ -324,11 +330,10 @@ def prompt_injection(ctx: Context, n: int) -> Injection:
 def approval_bypassed(ctx: Context, n: int) -> Injection:
     a = ctx.pick(ctx.world.agents, lambda a: a.agent_type in ("ops-automation", "data-analyst"))
     principal = ctx.principal(a.principals[0]).name
-    session = f"ses-{int(ctx.rng.integers(2**48)):012x}"
+    session = ctx.session_id()
     high = [(tool, spec) for tool, spec in TOOLS[a.agent_type].items() if spec[2] in ("high", "critical")]
-    inj = Injection(Label("approval_bypassed", f"approval_bypassed-{n}", a.tenant, "burst",
-                          [{"type": "agent", "id": a.agent_id}],
-                          f"Agent {a.agent_id} ran high-risk actions with approval bypassed"))
+    inj = injection("approval_bypassed", n, a.tenant, "burst", [("agent", a.agent_id)],
+                    f"Agent {a.agent_id} ran high-risk actions with approval bypassed")
     t = ctx.at_local(a.tenant, ctx.attack_day(), float(ctx.rng.uniform(0, 24)))
     parent = None
     for i in range(int(ctx.rng.integers(1, 4))):
@@ -344,11 +349,10 @@ def approval_bypassed(ctx: Context, n: int) -> Injection:
 def runaway_agent(ctx: Context, n: int) -> Injection:
     a = ctx.pick(ctx.world.agents)
     principal = ctx.principal(a.principals[0]).name
-    session = f"ses-{int(ctx.rng.integers(2**48)):012x}"
+    session = ctx.session_id()
     tools = list(TOOLS[a.agent_type].items())[:2]
-    inj = Injection(Label("runaway_agent", f"runaway_agent-{n}", a.tenant, "burst",
-                          [{"type": "agent", "id": a.agent_id}],
-                          f"Agent {a.agent_id} looped: hundreds of actions per minute with exploding token use"))
+    inj = injection("runaway_agent", n, a.tenant, "burst", [("agent", a.agent_id)],
+                    f"Agent {a.agent_id} looped: hundreds of actions per minute with exploding token use")
     t = ctx.at_local(a.tenant, ctx.attack_day(), float(ctx.rng.uniform(0, 24)))
     parent = None
     steps = int(ctx.rng.integers(400, 700))
@@ -365,13 +369,11 @@ def runaway_agent(ctx: Context, n: int) -> Injection:
 
 
 def slow_drip_exfiltration(ctx: Context, n: int) -> Injection:
-    p = ctx.pick(ctx.world.principals, lambda p: p.kind == "human" and any(
-        ctx.world.datasets[d].sensitivity in ("confidential", "restricted") for d in p.datasets))
-    ds = next(d for d in p.datasets if ctx.world.datasets[d].sensitivity in ("confidential", "restricted"))
-    inj = Injection(Label("slow_drip_exfiltration", f"slow_drip_exfiltration-{n}", p.tenant, "slow",
-                          [{"type": "principal", "id": p.name}],
-                          f"{p.name} read a little more of {ctx.world.datasets[ds].name} every day, "
-                          "growing ~40% a day"))
+    p = ctx.pick(ctx.world.principals, lambda p: p.kind == "human" and bool(ctx.sensitive_datasets(p)))
+    ds = ctx.sensitive_datasets(p)[0]
+    inj = injection("slow_drip_exfiltration", n, p.tenant, "slow", [("principal", p.name)],
+                    f"{p.name} read a little more of {ctx.world.datasets[ds].name} every day, "
+                    "growing ~40% a day")
     first = 1 if ctx.days > 2 else 0
     for day in range(first, ctx.days):
         growth = 1.4 ** (day - first)
@@ -386,9 +388,8 @@ def access_probing(ctx: Context, n: int) -> Injection:
     p = ctx.pick(ctx.world.principals, lambda p: p.kind == "human")
     targets = [i for i, d in enumerate(ctx.world.datasets)
                if d.tenant == p.tenant and d.sensitivity in ("restricted", "confidential") and i not in p.datasets]
-    inj = Injection(Label("access_probing", f"access_probing-{n}", p.tenant, "burst",
-                          [{"type": "principal", "id": p.name}],
-                          f"{p.name} was denied access to many sensitive datasets in a few minutes (probing)"))
+    inj = injection("access_probing", n, p.tenant, "burst", [("principal", p.name)],
+                    f"{p.name} was denied access to many sensitive datasets in a few minutes (probing)")
     t = ctx.at_local(p.tenant, ctx.weekday_day(), ctx.work_hour())
     return denied_reads(ctx, inj, p, targets, t, int(ctx.rng.integers(20, 40)), 8_000.0)
 
@@ -396,9 +397,17 @@ def access_probing(ctx: Context, n: int) -> Injection:
 def denied_reads(ctx: Context, inj: Injection, p: Principal, targets: list[int], t: int, count: int,
                  mean_gap_ms: float) -> Injection:
     """``count`` refused reads by ``p`` cycling over ``targets`` from ``t``, ``mean_gap_ms`` apart on average."""
+    return spaced_events(ctx, inj, t, count, mean_gap_ms,
+                         lambda i: data_row(ctx, p, targets[i % len(targets)], op="read", rows=0, granted=False))
+
+
+def spaced_events(ctx: Context, inj: Injection, t: int, count: int, mean_gap_ms: float,
+                  row: Callable[[int], dict]) -> Injection:
+    """Add ``count`` events ``row(0)``, ``row(1)``, ... to ``inj`` after ``t``, exponentially spaced
+    ``mean_gap_ms`` apart on average (each gap is drawn before its row), and finish it."""
     for i in range(count):
         t += int(ctx.rng.exponential(mean_gap_ms))
-        inj.add(t, data_row(ctx, p, targets[i % len(targets)], op="read", rows=0, granted=False))
+        inj.add(t, row(i))
     return inj.finish()
 
 

@@ -20,15 +20,17 @@ from streams.simulator.attacks import (
     MIN_MS,
     Context,
     Injection,
-    Label,
     agent_row,
     api_row,
     approval_bypassed,
     bulk_exfiltration,
     data_row,
     denied_reads,
+    injected_actions,
+    injection,
     leaked_api_key,
     new_scope_use,
+    spaced_events,
 )
 from streams.simulator.traffic import DAY_MS, MINUTES_PER_DAY, Traffic
 from streams.simulator.world import SCOPE_ENDPOINTS, TOOLS, ApiKey, Principal, World
@@ -94,13 +96,6 @@ class VariantContext(Context):
         return pool[int(self.rng.integers(len(pool)))] if pool else p.ips[0]
 
 
-def _label(ctx: VariantContext, scenario: str, n: int, tenant: str, speed: str, entities: list[tuple[str, str]],
-           description: str, **params: object) -> Injection:
-    return Injection(Label(scenario, f"{scenario}-{n}", tenant, speed, [{"type": t, "id": i} for t, i in entities],
-                           description, params={k: (round(v, 3) if isinstance(v, float) else v)
-                                                for k, v in params.items()}))
-
-
 def _inference_key(ctx: VariantContext) -> ApiKey:
     return ctx.pick(ctx.world.keys, lambda k: any(s.startswith("inference:") for s in k.used))
 
@@ -112,17 +107,15 @@ def rate_burst(ctx: VariantContext, n: int) -> Injection:
     t = ctx.at_local(key.tenant, ctx.attack_day(), ctx.local_hour(night))
     own = ctx.rates.around("key", ctx.key_index(key), t, minutes)
     count = int(min(max(mult * own * minutes, 12), ctx.cap))
-    inj = _label(ctx, "rate_burst", n, key.tenant, "burst", [("api_key", key.key_id)],
-                 f"API key {key.key_id} called at {mult:.0f}x its own rate for {minutes} min",
-                 multiplier=mult, minutes=minutes, own_per_min=own, events=count, night=night)
+    inj = injection("rate_burst", n, key.tenant, "burst", [("api_key", key.key_id)],
+                    f"API key {key.key_id} called at {mult:.0f}x its own rate for {minutes} min",
+                    multiplier=mult, minutes=minutes, own_per_min=own, events=count, night=night)
     scope = next(s for s in key.used if s.startswith("inference:"))
     step = minutes * MIN_MS / count
     ip = key.ip_pool[int(ctx.rng.integers(len(key.ip_pool)))] if key.ip_pool else key.ips[0]
-    for _ in range(count):
-        t += int(ctx.rng.exponential(step))
-        inj.add(t, api_row(ctx, key, route=SCOPE_ENDPOINTS[scope][0], ip=ip, ua=key.user_agent,
-                           tokens=float(ctx.rng.lognormal(0.0, 0.5))))
-    return inj.finish()
+    return spaced_events(ctx, inj, t, count, step,
+                         lambda _: api_row(ctx, key, route=SCOPE_ENDPOINTS[scope][0], ip=ip, ua=key.user_agent,
+                                           tokens=float(ctx.rng.lognormal(0.0, 0.5))))
 
 
 def model_extraction(ctx: VariantContext, n: int) -> Injection:
@@ -134,9 +127,9 @@ def model_extraction(ctx: VariantContext, n: int) -> Injection:
     own = ctx.rates.around("key", ctx.key_index(key), t, minutes)
     count = int(min(max(mult * own * minutes, 150), ctx.cap))
     shape = "many models" if many else "one model, long outputs"
-    inj = _label(ctx, "model_extraction", n, key.tenant, "burst", [("api_key", key.key_id)],
-                 f"API key {key.key_id} queried at {mult:.0f}x its rate for {minutes} min ({shape})",
-                 shape=shape, multiplier=mult, minutes=minutes, output_scale=out_scale, events=count)
+    inj = injection("model_extraction", n, key.tenant, "burst", [("api_key", key.key_id)],
+                    f"API key {key.key_id} queried at {mult:.0f}x its rate for {minutes} min ({shape})",
+                    shape=shape, multiplier=mult, minutes=minutes, output_scale=out_scale, events=count)
     route = "/v1/chat/completions" if "inference:chat" in key.used else "/v1/completions"
     step = minutes * MIN_MS / count
     model = key.models[0] if key.models else key.model
@@ -158,17 +151,15 @@ def denial_of_wallet(ctx: VariantContext, n: int) -> Injection:
     t = ctx.at_local(key.tenant, ctx.weekday_day(), float(ctx.rng.uniform(8, 13)))
     own = ctx.rates.around("key", ctx.key_index(key), t, int(hours * 60))
     count = int(min(max(own * hours * 60, 15), ctx.cap))
-    inj = _label(ctx, "denial_of_wallet", n, key.tenant, "burst", [("api_key", key.key_id)],
-                 f"API key {key.key_id} kept its usual request rate with {scale:.0f}x the tokens for {hours:.1f} h",
-                 token_scale=scale, hours=hours, events=count)
+    inj = injection("denial_of_wallet", n, key.tenant, "burst", [("api_key", key.key_id)],
+                    f"API key {key.key_id} kept its usual request rate with {scale:.0f}x the tokens for {hours:.1f} h",
+                    token_scale=scale, hours=hours, events=count)
     scope = next((s for s in ("inference:chat", "inference:complete", "inference:embed") if s in key.used),
                  next(s for s in key.used if s.startswith("inference:")))
     step = hours * HOUR_MS / count
-    for _ in range(count):
-        t += int(ctx.rng.exponential(step))
-        inj.add(t, api_row(ctx, key, route=SCOPE_ENDPOINTS[scope][0], ip=key.ips[0], ua=key.user_agent,
-                           tokens=scale * key.token_scale * float(ctx.rng.lognormal(0.0, 0.3))))
-    return inj.finish()
+    return spaced_events(ctx, inj, t, count, step,
+                         lambda _: api_row(ctx, key, route=SCOPE_ENDPOINTS[scope][0], ip=key.ips[0], ua=key.user_agent,
+                                           tokens=scale * key.token_scale * float(ctx.rng.lognormal(0.0, 0.3))))
 
 
 def unknown_key_night(ctx: VariantContext, n: int) -> Injection:
@@ -178,8 +169,9 @@ def unknown_key_night(ctx: VariantContext, n: int) -> Injection:
     count = int(ctx.rng.integers(20, 60))
     external = bool(ctx.rng.random() < 0.5)
     ip = ctx.external_ip() if external else owner.ips[0]
-    inj = _label(ctx, "unknown_key_night", n, tenant, "burst", [("api_key", new_id)],
-                 f"a key never seen before ({new_id}) made {count} calls at night", events=count, external_ip=external)
+    inj = injection("unknown_key_night", n, tenant, "burst", [("api_key", new_id)],
+                    f"a key never seen before ({new_id}) made {count} calls at night",
+                    events=count, external_ip=external)
     t = ctx.at_local(tenant, ctx.attack_day(), float(ctx.rng.uniform(1, 5)))
     for _ in range(count):
         t += int(ctx.rng.exponential(float(ctx.rng.uniform(5_000, 60_000))))
@@ -208,9 +200,9 @@ def credential_stuffing(ctx: VariantContext, n: int) -> Injection:
                                 ua="Go-http-client/1.1", auth="invalid_credentials", status=401, key_id=kid)))
     used = sorted({row["client_ip"] for _, row in rows})
     entities = [("client_ip", ip) for ip in used] + [("api_key", k) for k in sorted(set(ids))]
-    inj = _label(ctx, "credential_stuffing", n, tenant, "burst", entities,
-                 f"{tries} invalid-credential attempts from {len(used)} IPs in {minutes} min",
-                 ips=len(used), attempts=tries, minutes=minutes)
+    inj = injection("credential_stuffing", n, tenant, "burst", entities,
+                    f"{tries} invalid-credential attempts from {len(used)} IPs in {minutes} min",
+                    ips=len(used), attempts=tries, minutes=minutes)
     for ts, row in rows:
         inj.add(ts, row)
     return inj.finish()
@@ -228,27 +220,25 @@ def cross_department_restricted(ctx: VariantContext, n: int) -> Injection:
     ds = ctx.pick(_restricted_elsewhere(ctx, p, ("restricted",)))
     d = ctx.world.datasets[ds]
     count, scale = int(ctx.rng.integers(1, 10)), float(ctx.rng.uniform(0.3, 5))
-    inj = _label(ctx, "cross_department_restricted", n, p.tenant, "burst",
-                 [("principal", p.name), ("dataset", d.name)],
-                 f"{p.name} ({p.department}) read restricted {d.name} of {d.owner_department}",
-                 reads=count, rows_scale=scale)
+    inj = injection("cross_department_restricted", n, p.tenant, "burst",
+                    [("principal", p.name), ("dataset", d.name)],
+                    f"{p.name} ({p.department}) read restricted {d.name} of {d.owner_department}",
+                    reads=count, rows_scale=scale)
     t = ctx.at_local(p.tenant, ctx.weekday_day(), ctx.work_hour())
-    for _ in range(count):
-        t += int(ctx.rng.exponential(120_000))
-        inj.add(t, data_row(ctx, p, ds, op="read", rows=int(p.rows_scale * scale) + 1, ip=ctx.usual_ip(p)))
-    return inj.finish()
+    return spaced_events(ctx, inj, t, count, 120_000,
+                         lambda _: data_row(ctx, p, ds, op="read", rows=int(p.rows_scale * scale) + 1,
+                                            ip=ctx.usual_ip(p)))
 
 
 def off_hours_confidential(ctx: VariantContext, n: int) -> Injection:
     p = ctx.pick(ctx.world.principals, lambda p: p.kind == "human" and not p.on_call_nights
-                 and ctx.is_day_tenant(p.tenant) and any(
-                     ctx.world.datasets[d].sensitivity in ("confidential", "restricted") for d in p.datasets))
-    ds = ctx.pick([d for d in p.datasets if ctx.world.datasets[d].sensitivity in ("confidential", "restricted")])
+                 and ctx.is_day_tenant(p.tenant) and bool(ctx.sensitive_datasets(p)))
+    ds = ctx.pick(ctx.sensitive_datasets(p))
     count, external = int(ctx.rng.integers(2, 12)), bool(ctx.rng.random() < 0.4)
     hour = float(ctx.rng.uniform(0.5, 4.5))
-    inj = _label(ctx, "off_hours_confidential", n, p.tenant, "burst", [("principal", p.name)],
-                 f"{p.name} read {ctx.world.datasets[ds].name} at {hour:.1f}h local time",
-                 reads=count, local_hour=hour, external_ip=external)
+    inj = injection("off_hours_confidential", n, p.tenant, "burst", [("principal", p.name)],
+                    f"{p.name} read {ctx.world.datasets[ds].name} at {hour:.1f}h local time",
+                    reads=count, local_hour=hour, external_ip=external)
     t = ctx.at_local(p.tenant, ctx.attack_day(), hour)
     for _ in range(count):
         t += int(ctx.rng.exponential(100_000))
@@ -262,17 +252,12 @@ def training_data_poisoning(ctx: VariantContext, n: int) -> Injection:
     ds = ctx.pick([i for i, d in enumerate(ctx.world.datasets) if d.tenant == p.tenant and d.training])
     d = ctx.world.datasets[ds]
     count = int(ctx.rng.integers(1, 15))
-    inj = _label(ctx, "training_data_poisoning", n, p.tenant, "burst", [("principal", p.name), ("dataset", d.name)],
-                 f"{p.name} ({p.department}) wrote to training set {d.name}", writes=count)
+    inj = injection("training_data_poisoning", n, p.tenant, "burst", [("principal", p.name), ("dataset", d.name)],
+                    f"{p.name} ({p.department}) wrote to training set {d.name}", writes=count)
     t = ctx.at_local(p.tenant, ctx.weekday_day(), ctx.work_hour())
-    for _ in range(count):
-        t += int(ctx.rng.exponential(60_000))
-        inj.add(t, data_row(ctx, p, ds, op="write", rows=int(ctx.rng.integers(10, 5000)), purpose="model-training"))
-    return inj.finish()
-
-
-def _session(ctx: VariantContext) -> str:
-    return f"ses-{int(ctx.rng.integers(2**48)):012x}"
+    return spaced_events(ctx, inj, t, count, 60_000,
+                         lambda _: data_row(ctx, p, ds, op="write", rows=int(ctx.rng.integers(10, 5000)),
+                                            purpose="model-training"))
 
 
 def runaway_agent(ctx: VariantContext, n: int) -> Injection:
@@ -292,12 +277,12 @@ def runaway_agent(ctx: VariantContext, n: int) -> Injection:
         count, minutes = int(min(ctx.rng.integers(200, 800), ctx.cap)), 0
         desc = f"agent {a.agent_id} ran one session of {count} steps with growing token use"
         params = {"shape": "one long session"}
-    inj = _label(ctx, "runaway_agent", n, a.tenant, "burst", [("agent", a.agent_id)], desc, events=count, **params)
-    session, parent, left = _session(ctx), None, 0
+    inj = injection("runaway_agent", n, a.tenant, "burst", [("agent", a.agent_id)], desc, events=count, **params)
+    session, parent, left = ctx.session_id(), None, 0
     for i in range(count):
         if short:  # sessions of 1-3 steps
             if left == 0:
-                session, parent, left = _session(ctx), None, int(ctx.rng.integers(1, 4))
+                session, parent, left = ctx.session_id(), None, int(ctx.rng.integers(1, 4))
             left -= 1
         tool, (system, priv, risk, untrusted) = tools[int(ctx.rng.integers(min(2, len(tools))))]
         r = agent_row(ctx, a, session=session, principal=principal, action=tool, system=system, privilege=priv,
@@ -315,11 +300,11 @@ def tool_loop(ctx: VariantContext, n: int) -> Injection:
     principal = ctx.principal(a.principals[0]).name
     tool, (system, priv, risk, untrusted) = list(TOOLS[a.agent_type].items())[int(ctx.rng.integers(2))]
     count = int(ctx.rng.integers(20, 200))
-    inj = _label(ctx, "tool_loop", n, a.tenant, "burst", [("agent", a.agent_id)],
-                 f"agent {a.agent_id} called the failing tool {tool} {count} times in one session",
-                 tool=tool, events=count)
+    inj = injection("tool_loop", n, a.tenant, "burst", [("agent", a.agent_id)],
+                    f"agent {a.agent_id} called the failing tool {tool} {count} times in one session",
+                    tool=tool, events=count)
     t = ctx.at_local(a.tenant, ctx.attack_day(), float(ctx.rng.uniform(0, 24)))
-    session, parent = _session(ctx), None
+    session, parent = ctx.session_id(), None
     for _ in range(count):
         r = agent_row(ctx, a, session=session, principal=principal, action=tool, system=system, privilege=priv,
                       risk=risk, approval="approved" if risk in ("high", "critical") else "not_required",
@@ -337,32 +322,26 @@ def prompt_injection(ctx: VariantContext, n: int) -> Injection:
     reader = next(tool for tool, spec in TOOLS[a.agent_type].items() if spec[3])
     steps = int(ctx.rng.integers(1, 5))
     tools = [str(x) for x in ctx.rng.choice(list(INJECTED_TOOLS), size=steps, replace=steps > len(INJECTED_TOOLS))]
-    inj = _label(ctx, "prompt_injection", n, a.tenant, "burst", [("agent", a.agent_id)],
-                 f"agent {a.agent_id} read untrusted content with {reader} and then used {', '.join(tools)}",
-                 reader=reader, tools=tools)
+    inj = injection("prompt_injection", n, a.tenant, "burst", [("agent", a.agent_id)],
+                    f"agent {a.agent_id} read untrusted content with {reader} and then used {', '.join(tools)}",
+                    reader=reader, tools=tools)
     t = ctx.at_local(a.tenant, ctx.weekday_day(), ctx.work_hour())
-    session = _session(ctx)
+    session = ctx.session_id()
     system, priv, risk, _ = TOOLS[a.agent_type][reader]
     r = agent_row(ctx, a, session=session, principal=principal, action=reader, system=system, privilege=priv,
                   risk=risk, approval="not_required", triggered_by="user", untrusted=True)
     inj.add(t, r)
-    for tool in tools:
-        t += int(ctx.rng.integers(2_000, 15_000))
-        system, priv, risk = INJECTED_TOOLS[tool]
-        r = agent_row(ctx, a, session=session, principal=principal, action=tool, system=system, privilege=priv,
-                      risk=risk, approval="not_required", triggered_by="external_content", parent=r["event_id"])
-        inj.add(t, r)
-    return inj.finish()
+    return injected_actions(ctx, inj, a, session=session, principal=principal, after=r, t=t, tools=tools,
+                            gap_ms=(2_000, 15_000))
 
 
 def slow_drip_exfiltration(ctx: VariantContext, n: int) -> Injection:
-    p = ctx.pick(ctx.world.principals, lambda p: p.kind == "human" and any(
-        ctx.world.datasets[d].sensitivity in ("confidential", "restricted") for d in p.datasets))
-    ds = ctx.pick([d for d in p.datasets if ctx.world.datasets[d].sensitivity in ("confidential", "restricted")])
+    p = ctx.pick(ctx.world.principals, lambda p: p.kind == "human" and bool(ctx.sensitive_datasets(p)))
+    ds = ctx.pick(ctx.sensitive_datasets(p))
     growth, reads = float(ctx.rng.uniform(1.5, 2.5)), int(ctx.rng.integers(3, 9))
-    inj = _label(ctx, "slow_drip_exfiltration", n, p.tenant, "slow", [("principal", p.name)],
-                 f"{p.name} read {growth:.1f}x more of {ctx.world.datasets[ds].name} every day",
-                 growth_per_day=growth, reads_per_day=reads)
+    inj = injection("slow_drip_exfiltration", n, p.tenant, "slow", [("principal", p.name)],
+                    f"{p.name} read {growth:.1f}x more of {ctx.world.datasets[ds].name} every day",
+                    growth_per_day=growth, reads_per_day=reads)
     first = 1 if ctx.days > 2 else 0
     unusual = 0
     for day in range(first, ctx.days):
@@ -383,9 +362,9 @@ def access_probing(ctx: VariantContext, n: int) -> Injection:
     targets = [i for i, d in enumerate(ctx.world.datasets)
                if d.tenant == p.tenant and d.sensitivity in ("restricted", "confidential") and i not in p.datasets]
     count, minutes = int(ctx.rng.integers(8, 60)), int(ctx.rng.integers(2, 30))
-    inj = _label(ctx, "access_probing", n, p.tenant, "burst", [("principal", p.name)],
-                 f"{p.name} was denied {count} times on sensitive datasets in {minutes} min",
-                 denied=count, minutes=minutes)
+    inj = injection("access_probing", n, p.tenant, "burst", [("principal", p.name)],
+                    f"{p.name} was denied {count} times on sensitive datasets in {minutes} min",
+                    denied=count, minutes=minutes)
     t = ctx.at_local(p.tenant, ctx.weekday_day(), ctx.work_hour())
     return denied_reads(ctx, inj, p, targets, t, count, minutes * MIN_MS / count)
 

@@ -11,14 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import KAFKA_DEPRECATIONS, ch_server_url, stack_settings  # noqa: F401
+from tests.integration.conftest import ch_server_url, mark_stack_tests, stack_settings  # noqa: F401
 
 HERE = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if HERE in Path(item.path).resolve().parents:
-            item.add_marker(pytest.mark.fault)
-            for mark in KAFKA_DEPRECATIONS:
-                item.add_marker(mark)
+    """Mark every test under tests/fault with ``fault``."""
+    mark_stack_tests(items, HERE, pytest.mark.fault)

@@ -35,13 +35,18 @@ KAFKA_DEPRECATIONS = [
 ]
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test under tests/integration with ``integration`` (and tolerate kafka-python's deprecations)."""
+def mark_stack_tests(items: list[pytest.Item], folder: Path, marker: pytest.MarkDecorator) -> None:
+    """Mark every test under ``folder`` with ``marker`` (and tolerate kafka-python's deprecations there)."""
     for item in items:
-        if HERE in Path(item.path).resolve().parents:
-            item.add_marker(pytest.mark.integration)
+        if folder in Path(item.path).resolve().parents:
+            item.add_marker(marker)
             for mark in KAFKA_DEPRECATIONS:
                 item.add_marker(mark)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test under tests/integration with ``integration``."""
+    mark_stack_tests(items, HERE, pytest.mark.integration)
 
 
 def stack_test_settings(stack_dir: Path, ports: dict[str, int] | None = None) -> Settings:

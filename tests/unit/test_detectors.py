@@ -473,11 +473,6 @@ def _untrusted_trigger(triggered_by: str, minimal: bool = False) -> tuple[list, 
     return s.run(minimal=minimal), ids
 
 
-def test_privileged_action_triggered_by_external_content_is_caught():
-    alerts, ids = _untrusted_trigger("external_content")
-    _first_hit(alerts, "agent.untrusted_privileged", ids, "agt2")
-
-
 def test_the_same_action_triggered_by_the_user_is_not_alerted():
     alerts, _ = _untrusted_trigger("user")
     assert not _hits(alerts, "agent.untrusted_privileged")
@@ -493,11 +488,6 @@ def _untrusted_session(action: str, minimal: bool = False) -> tuple[list, set[st
     return s.run(minimal=minimal), ids
 
 
-def test_new_privileged_action_right_after_untrusted_input_is_caught():
-    alerts, ids = _untrusted_session("export_contacts")
-    _first_hit(alerts, "agent.untrusted_privileged", ids, "agt3")
-
-
 def test_a_routine_write_after_untrusted_input_is_not_alerted():
     alerts, _ = _untrusted_session("update_ticket")
     assert not _hits(alerts, "agent.untrusted_privileged")
@@ -510,11 +500,6 @@ def _new_action(action: str, privilege: str, minimal: bool = False) -> tuple[lis
     ids = {s.agent(T0 + timedelta(days=3, hours=10), "agt2", "x4", action, target="db", privilege=privilege,
                    risk_level="medium", approval="approved")}
     return s.run(minimal=minimal), ids
-
-
-def test_privileged_action_the_agent_type_never_took_is_caught():
-    alerts, ids = _new_action("drop_table", "admin")
-    _first_hit(alerts, "agent.new_privileged_action", ids, "agt2")
 
 
 def test_privileged_action_the_agent_type_takes_routinely_is_not_alerted():
@@ -550,6 +535,13 @@ def test_one_detectors_alert_alone_is_not_an_incident():
 
 
 # -- conformance: every detector that is on by default ----------------------------------------------
+def _agent_family():
+    """The agent family's patterns (tests/unit/test_family_agent.py, which imports this module's helpers)."""
+    from tests.unit import test_family_agent
+
+    return test_family_agent
+
+
 PATTERNS = {  # detector -> its injected pattern: (minimal) -> (alerts, injected event ids)
     "api.new_client": lambda m: _new_client("198.51.100.9", "curl/8.5", m),
     "api.new_scope": lambda m: _scope("admin:keys", m),
@@ -563,10 +555,13 @@ PATTERNS = {  # detector -> its injected pattern: (minimal) -> (alerts, injected
     "data.off_hours": lambda m: _night("203.0.113.7", m),
     "data.training_write": lambda m: _training("mallory", "sales", m),
     "data.denied_burst": lambda m: _denied(10.0, m),
-    "agent.untrusted_privileged": lambda m: _untrusted_trigger("external_content", m),
+    "agent.untrusted_privileged": lambda m: _agent_family().injection(("create_api_key", "export_contacts",
+                                                                       "read_secrets"), m),
     "agent.approval_bypass": lambda m: _bypass("bypassed", m),
-    "agent.new_privileged_action": lambda m: _new_action("drop_table", "admin", m),
+    "agent.new_privileged_action": lambda m: _agent_family().injection(("create_api_key", "export_contacts",
+                                                                        "read_secrets"), m),
     "agent.runaway": lambda m: _runaway(m),
+    "agent.tool_loop": lambda m: _agent_family().loop(True, m),
     "risk.incident": lambda m: _incident("bypassed", m),
 }
 
@@ -584,10 +579,11 @@ BENIGN = {  # detector -> its pattern's benign twin: () -> (alerts, the twin's e
     "data.off_hours": lambda: _night("10.0.0.1"),
     "data.training_write": lambda: (_training("ml-eng", "ml")[0], None),
     "data.denied_burst": lambda: (_denied(7200.0)[0], None),
-    "agent.untrusted_privileged": lambda: (_untrusted_trigger("user")[0], None),
+    "agent.untrusted_privileged": lambda: (_agent_family().untrusted_work()[0], None),
     "agent.approval_bypass": lambda: (_bypass("approved")[0], None),
     "agent.new_privileged_action": lambda: (_new_action("update_ticket", "write")[0], None),
     "agent.runaway": lambda: (_helper_sessions().run(), None),
+    "agent.tool_loop": lambda: (_agent_family().loop(False)[0], None),
     "risk.incident": lambda: (_incident("approved")[0], None),
 }
 # risk.cross_kind is the worker's correlator's (tests/unit/test_correlation.py), not the engine's
@@ -602,6 +598,7 @@ NEEDS_OPTIONAL = {
     "data.off_hours": "client_ip (the read comes from a new IP)",
     "data.training_write": "purpose (what marks the dataset as training data here; operation 'train' would too)",
     "agent.approval_bypass": "risk_level",
+    "agent.untrusted_privileged": "untrusted_input (the sessions' untrusted context its type's habits are learned in)",
     "risk.incident": "rows and risk_level (its two signals)",
 }
 
