@@ -4,7 +4,8 @@ Delivery promise (at-least-once from Kafka, exactly-once at the edges):
 
 1. a batch's dead letters and new alerts are published and acknowledged by Kafka;
 2. its events (with the score each got) and alerts are inserted into ClickHouse, retried
-   until the store takes them (consumption waits meanwhile: no unbounded buffer, no drop);
+   while the store's errors are transient (consumption waits meanwhile: no unbounded buffer, no
+   drop); rows the store refuses for their data are dead-lettered (:mod:`streams.quarantine`);
 3. every few seconds each partition's engine state is checkpointed with the offset it
    reflects, and only then are that partition's records acknowledged for commit.
 

@@ -5,8 +5,9 @@ is scored. The queue holds ``worker_write_ahead`` batches, so a slow or absent s
 (and so fetching) instead of filling memory. For each batch, in this order:
 
 1. its dead letters, new alerts and their risk evidence are published, and acknowledged by Kafka;
-2. its alerts are inserted into ClickHouse at once (what on-call waits for), retried until the
-   store takes them (consumption waits meanwhile: no unbounded buffer, no drop);
+2. its alerts are inserted into ClickHouse at once (what on-call waits for), retried while the
+   store's errors are transient (consumption waits meanwhile: no unbounded buffer, no drop); rows
+   it refuses for their data are isolated and dead-lettered (:mod:`streams.quarantine`);
 3. its events (with the score each got) are held until ``worker_insert_min_rows`` of them wait,
    ``worker_insert_linger_s`` has passed, or a checkpoint or flush needs them, and go in one
    insert (an insert costs the server about the same whatever its size).
@@ -16,7 +17,8 @@ own when the worker has one, so the next batches' alerts are stored while a big 
 instead of waiting behind it. The checkpoints are queued in the same lane, behind the events they
 cover and after their alerts were stored, so a checkpoint is stored (and its records acked) only
 once everything before it is. A write that fails for good fails the worker (:meth:`StoreIO.fail`):
-nothing after it is written, checkpointed or acked.
+nothing after it is written, checkpointed or acked. A dead letter Kafka refuses for what it is (its
+size) is a problem of that record, never of the worker (:meth:`Writer._publish_dead_letters`).
 """
 
 from __future__ import annotations
