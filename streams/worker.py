@@ -86,9 +86,10 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
         end = (await app.consumer.highwaters(tp)).get(tp, 0)
         return start, end
 
+    record_reader = RecordReader(settings)
     scorer = Scorer(settings, store, checkpoints, publish, ack=ack, worker=name, on_failure=crash,
                     published_alerts=lambda since_ms: published_alert_ids(settings, since_ms),
-                    events_store=events_store, log_bounds=log_bounds, record_at=RecordReader(settings))
+                    events_store=events_store, log_bounds=log_bounds, record_at=record_reader)
     # the event topics, and the risk evidence the engines publish (correlated across kinds: risk.cross_kind)
     topics = app.topic(*settings.topics().values(), settings.topic_risk_evidence, key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw", internal=False)
@@ -147,6 +148,7 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
         return web.bytes(generate_latest(m.REGISTRY), content_type="text/plain; version=0.0.4")
 
     app.spyglass_store = store  # type: ignore[attr-defined]
+    app.spyglass_record_reader = record_reader  # type: ignore[attr-defined]
     app.spyglass_events_store = events_store  # type: ignore[attr-defined]
     return app, scorer
 
@@ -331,6 +333,7 @@ def run_worker(settings: Settings, *, migrate: bool = True, loglevel: str = "INF
         return int(exc.code or 0)
     finally:
         scorer.close()
+        app.spyglass_record_reader.close()  # type: ignore[attr-defined]
         store.close()
         if app.spyglass_events_store is not None:  # type: ignore[attr-defined]
             app.spyglass_events_store.close()  # type: ignore[attr-defined]
