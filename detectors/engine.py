@@ -16,7 +16,7 @@ type, tenant) meanwhile.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -37,6 +37,7 @@ from schemas.events import Event
 # Arrays and State are re-exported: checkpoints written before they moved to detectors.state name them here
 __all__ = ["Arrays", "Engine", "EngineConfig", "EngineLimits", "State"]
 
+_NO_LIMIT = np.iinfo(np.int64).max
 _BATCH_PART = {"api_usage": "api", "data_access": "data", "agent_execution": "agent"}  # event kind -> Batch field
 
 
@@ -90,6 +91,10 @@ class Engine:
                         if f.stage is not None and (f.switch is None or getattr(self.config, f.switch))]
         self._escalations = [f.escalate for f in registry.families if f.escalate is not None]
         self._expiries = [f.expire for f in registry.families if f.expire is not None]
+        # the latest event time (ms) the watermark may reach, asked once a batch; None: unbounded (replay, eval).
+        # A live driver bounds it by its wall clock, so no event dated ahead evicts the state (not checkpointed).
+        self.watermark_limit: Callable[[], int] | None = None
+        self._limit = _NO_LIMIT
 
     # -- public API -------------------------------------------------------------------------
     def process(self, events: Sequence[Event] | EventBlock) -> list[Alert]:
@@ -104,6 +109,8 @@ class Engine:
         n = len(events)
         if not n:
             return []
+        self._limit = _NO_LIMIT if self.watermark_limit is None else max(self.watermark_limit(),
+                                                                          self.tables.watermark)
         alerts: list[Alert] = []
         scores: dict[str, float] = {}
         self.alert_principals = {}
@@ -151,7 +158,7 @@ class Engine:
         tables.budget.add_events(tenants)
         self._touch(batch)
         learn_scopes(tables, batch.api)
-        tables.watermark = max(tables.watermark, max(int(c.ts.max()) for c in cols))
+        tables.watermark = max(tables.watermark, min(max(int(c.ts.max()) for c in cols), self._limit))
         self.alerts_emitted += len(alerts)
         return alerts
 
@@ -229,7 +236,7 @@ class Engine:
         cfg = self.config
         cuts: dict[int, tuple[int | None, bool]] = {}
         if cfg.idle_evict_days > 0 or cfg.session_idle_hours > 0:
-            run = np.maximum(np.maximum.accumulate(ts), self.tables.watermark)
+            run = np.minimum(np.maximum(np.maximum.accumulate(ts), self.tables.watermark), self._limit)
             day = run // DAY
             prev = np.concatenate(([self.tables.watermark // DAY], day[:-1]))
             for i in np.flatnonzero(day > prev).tolist():

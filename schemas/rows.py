@@ -40,6 +40,27 @@ def _utc_seconds(ts: datetime | str) -> datetime:
     return ts.astimezone(UTC).replace(microsecond=0)
 
 
+class ColumnRangeError(SpyglassError):
+    """A value does not fit its column's type (an event time outside ``DateTime``, a negative ``UInt64``): never
+    written wrapped around; the writer quarantines the row."""
+
+
+# the ranges of the unsigned column types, [lo, hi)
+_UNSIGNED_RANGE = {"DateTime": (0, 2**32), "UInt8": (0, 2**8), "UInt16": (0, 2**16), "UInt64": (0, 2**64)}
+
+
+def check_range(name: str, ty: str, values: np.ndarray) -> None:
+    """Raise :class:`ColumnRangeError` naming the column and a value when one of ``values`` is outside ``ty``."""
+    bounds = _UNSIGNED_RANGE.get(ty)
+    if bounds is None or not len(values) or values.dtype.kind not in "iu":
+        return
+    lo, hi = bounds
+    low, high = int(values.min()), int(values.max())
+    if low < lo or high >= hi:
+        bad = low if low < lo else high
+        raise ColumnRangeError(f"column {name} ({ty}): {bad} is out of range")
+
+
 MEASURES = ("flags", "rows", "bytes", "request_bytes", "response_bytes", "tokens_in", "tokens_out")
 # Contract fields the dashboards show, stored as decoded (migration 012): '' where the kind lacks the field
 FIELDS = ("client_ip", "auth_result", "user_agent", "scope_used", "dataset", "principal_department",
@@ -151,6 +172,7 @@ def _event_pieces(b: EventBlock, ingested: int, measures: bool) -> dict[str, Any
     if len(scores) != n:
         raise SpyglassError(f"event_columns: {n} events, {len(scores)} scores")
     ts_ms = c["ts"] // 1000
+    check_range("ts", "DateTime", ts_ms // 1000)  # never wrapped around by the packed form's astype('<u4')
     out = {"event_id": c["event_id"], "kind": [b.kind] * n, "ts": ts_ms // 1000, "ts_ms": ts_ms % 1000,
            "tenant": c["tenant"], "source": c["source"], "entity": c[ENTITY_FIELD[b.kind]], "principal": c["principal"],
            "payload": b.raws, "ingested_at": np.full(n, ingested, dtype=np.int64),
@@ -201,7 +223,9 @@ def block_packed(blocks: Sequence[EventBlock], ingested_at: datetime, *, measure
             ends = np.cumsum(np.fromiter(map(len, rows), dtype=np.uint64, count=len(rows)), dtype=np.uint64)
             data = ends.astype("<u8").tobytes() + pack_strings(list(chain.from_iterable(rows)))
         else:
-            data = (np.concatenate(parts) if parts else np.zeros(0)).astype(NATIVE_DTYPES[ty]).tobytes()
+            values = np.concatenate(parts) if parts else np.zeros(0)
+            check_range(name, ty, values)  # astype would wrap a value out of range silently
+            data = values.astype(NATIVE_DTYPES[ty]).tobytes()
         columns.append((name, ty, data))
     return Packed(columns, sum(map(len, blocks)))
 

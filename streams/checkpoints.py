@@ -6,9 +6,13 @@ skips records below that offset (already learned, already stored) and re-scores 
 the engine does not depend on where batches are cut, so the re-scored records give the very
 alerts the first run gave, with the same ids.
 
-The state is a pickle of the engine's own arrays; unpickling runs code, so every blob is
-signed with HMAC-SHA256 under a key only the workers hold (``SPYGLASS_CHECKPOINT_KEY``) and
-one that fails the check is refused: the partition then starts cold rather than load it.
+The state is a pickle of the engine's own arrays; unpickling can run code, so every blob is
+signed with HMAC-SHA256 under a key only the workers hold (``SPYGLASS_CHECKPOINT_KEY``, at least
+:data:`MIN_KEY_BYTES` bytes; required when the store is a server, generated once in the stack dir
+for the embedded demo), and one that fails the check is refused: the partition then starts cold
+rather than load it. A signed blob is also read first by a restricted unpickler
+(:func:`check_state`) that builds only the engine's own classes, numpy arrays and plain builtins,
+so a leaked key is not code execution.
 """
 
 from __future__ import annotations
@@ -16,19 +20,22 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
+import json
 import logging
 import os
+import pickle
 import secrets
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from detectors.correlation import Correlator
 from detectors.engine import Engine
-from schemas.errors import SpyglassError
+from schemas.errors import ConfigError, SpyglassError
 from streams.sinks.base import Store
 from streams.sinks.clickhouse import sql_string
 
@@ -46,19 +53,125 @@ class Checkpoint:
     offset: int
     engine: Engine | Correlator  # a correlator for a partition of the risk-evidence topic
     written_at: datetime
+    mark: Mark | None = None  # the last record it covers (None: a checkpoint written before marks)
 
 
-def checkpoint_key(secret: str | None, stack_dir: Path) -> bytes:
-    """The signing key: the configured secret, else one generated once for this machine's stack."""
+class Mark(NamedTuple):
+    """A record a checkpoint covers, by offset and the SHA-256 of its key and value: a restore compares it with
+    the record the log holds at that offset, so a deleted and recreated topic is told from the one it saw."""
+
+    offset: int
+    sha256: str
+
+    @classmethod
+    def of(cls, offset: int, key: bytes | None, value: bytes | None) -> Mark:
+        h = hashlib.sha256()
+        for part in (key, value):
+            h.update(b"\x00" if part is None else b"\x01" + len(part).to_bytes(8, "big") + part)
+        return cls(offset, h.hexdigest())
+
+
+_FRAME = b"SGCP\x01"  # a framed state: the mark (JSON) then the engine's state; an older one is the bare pickle
+
+
+def _framed(state: bytes, mark: Mark | None) -> bytes:
+    if mark is None:
+        return state
+    meta = json.dumps({"offset": mark.offset, "sha256": mark.sha256}).encode()
+    return _FRAME + len(meta).to_bytes(4, "big") + meta + state
+
+
+def _unframed(data: bytes) -> tuple[bytes, Mark | None]:
+    if not data.startswith(_FRAME):
+        return data, None
+    n = int.from_bytes(data[len(_FRAME):len(_FRAME) + 4], "big")
+    start = len(_FRAME) + 4
+    meta = json.loads(data[start:start + n])
+    return data[start + n:], Mark(int(meta["offset"]), str(meta["sha256"]))
+
+
+MIN_KEY_BYTES = 32  # an HMAC-SHA256 key shorter than its output is weaker than the signature
+
+
+def checkpoint_key(secret: str | None, stack_dir: Path, *, server: bool = False) -> bytes:
+    """The signing key: the configured secret, else (embedded store only) one generated once in the stack dir.
+
+    A server's workers usually run on several hosts, which must share the key (a key of each host's own would
+    make every failover start cold), so there it is required. A key shorter than :data:`MIN_KEY_BYTES` is refused.
+    """
     if secret:
-        return secret.encode("utf-8")
-    path = stack_dir / "checkpoint.key"
+        key = secret.encode("utf-8")
+    elif server:
+        raise ConfigError("SPYGLASS_CHECKPOINT_KEY is required when the store is a ClickHouse server (every worker "
+                          f"of the group needs the same key, at least {MIN_KEY_BYTES} bytes): e.g. "
+                          "`openssl rand -hex 32`")
+    else:
+        key = _generated_key(stack_dir / "checkpoint.key")
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigError(f"SPYGLASS_CHECKPOINT_KEY is {len(key)} bytes; at least {MIN_KEY_BYTES} are required "
+                          "(e.g. `openssl rand -hex 32`)")
+    return key
+
+
+def _generated_key(path: Path) -> bytes:
+    """The key in ``path``, created whole if absent: written to a private (0600) temporary file, synced and
+    renamed into place, so no reader ever sees it empty or partial, and two workers racing keep one key."""
     if not path.exists():
-        stack_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, secrets.token_hex(32).encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)  # fails if another process created it meanwhile: theirs is kept
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     return path.read_text().strip().encode("utf-8")
+
+
+# globals a checkpoint may name besides the engine's own classes: numpy's array and scalar pickles, and
+# plain builtins and containers
+_ALLOWED_GLOBALS = frozenset({
+    *((mod, name) for mod in ("numpy.core.multiarray", "numpy._core.multiarray") for name in ("_reconstruct",
+                                                                                               "scalar")),
+    *((mod, "_frombuffer") for mod in ("numpy.core.numeric", "numpy._core.numeric")),
+    ("numpy", "dtype"), ("numpy", "ndarray"),
+    *(("builtins", name) for name in ("set", "frozenset", "dict", "list", "tuple", "bytearray", "bytes", "int",
+                                      "float", "complex", "str", "bool", "slice", "range")),
+    *(("collections", name) for name in ("OrderedDict", "defaultdict", "deque", "Counter")),
+})
+_OWN_PACKAGES = ("detectors", "schemas")
+
+
+class _StateUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        if module.split(".")[0] in _OWN_PACKAGES:
+            found = super().find_class(module, name)
+            # a class defined in the engine's packages (not one they import, and no function)
+            if isinstance(found, type) and found.__module__.split(".")[0] in _OWN_PACKAGES:
+                return found
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of an engine state")
+
+
+def check_state(state: bytes) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` unpickles into nothing but the engine's own classes,
+    numpy arrays and builtins (it is read once that way, building nothing else, before it is restored)."""
+    try:
+        _StateUnpickler(io.BytesIO(state)).load()
+    except Exception as exc:  # noqa: BLE001 - whatever it is, the blob is refused
+        raise CheckpointError(f"not an engine state ({exc})") from None
 
 
 class CheckpointStore:
@@ -74,22 +187,28 @@ class CheckpointStore:
         msg = f"{self.group_id}\x1f{topic}\x1f{partition}\x1f{offset}\x1f".encode() + blob
         return hmac.new(self._key, msg, hashlib.sha256).hexdigest()
 
-    def save(self, topic: str, partition: int, offset: int, engine: Engine) -> int:
+    def save(self, topic: str, partition: int, offset: int, engine: Engine, mark: Mark | None = None) -> int:
         """Store the engine state reflecting every record below ``offset``; returns its size in bytes."""
-        return self.save_state(topic, partition, offset, engine.state(), engine.entities())
+        return self.save_state(topic, partition, offset, engine.state(), engine.entities(), mark)
 
-    def save_state(self, topic: str, partition: int, offset: int, state: bytes, entities: int) -> int:
+    def save_state(self, topic: str, partition: int, offset: int, state: bytes, entities: int,
+                   mark: Mark | None = None) -> int:
         """Store a snapshot ``Engine.state()`` taken when the engine had seen every record below ``offset``."""
-        return self.save_states([(topic, partition, offset, state, entities)])[0]
+        return self.save_states([(topic, partition, offset, state, entities)], [mark])[0]
 
-    def save_states(self, snaps: list[tuple[str, int, int, bytes, int]]) -> list[int]:
+    def save_states(self, snaps: list[tuple[str, int, int, bytes, int]],
+                    marks: list[Mark | None] | None = None) -> list[int]:
         """Store several (topic, partition, offset, state, entities) snapshots in one insert (each insert
-        costs the server a new part, tens of milliseconds on 18.16); returns each blob's size in bytes."""
+        costs the server a new part, tens of milliseconds on 18.16); returns each blob's size in bytes.
+
+        ``marks[i]``: the last record snapshot i covers (:class:`Mark`), signed with it, so a restore can tell
+        that the partition's log still holds that record at that offset."""
         cols: dict[str, list] = {k: [] for k in ("group_id", "topic", "partition", "offset", "state", "digest",
                                                  "entities", "bytes", "worker", "written_at")}
         now = datetime.now(UTC).replace(microsecond=0)
-        for topic, partition, offset, state, entities in snaps:
-            blob = zlib.compress(state, 1)
+        for i, (topic, partition, offset, state, entities) in enumerate(snaps):
+            mark = marks[i] if marks is not None else None
+            blob = zlib.compress(_framed(state, mark), 1)
             for k, v in (("group_id", self.group_id), ("topic", topic), ("partition", partition),
                          ("offset", offset), ("state", base64.b64encode(blob).decode("ascii")),
                          ("digest", self._digest(topic, partition, offset, blob)), ("entities", entities),
@@ -99,16 +218,20 @@ class CheckpointStore:
             self.store.insert("engine_checkpoints", cols)
         return cols["bytes"]
 
-    def load(self, topic: str, partition: int,
-             restore: Callable[[bytes], Any] = Engine.from_state) -> Checkpoint | None:
-        """The newest checkpoint of a partition, or None. Raises CheckpointError if it fails its check.
+    def load(self, topic: str, partition: int, restore: Callable[[bytes], Any] = Engine.from_state, *,
+             at_most: int | None = None) -> Checkpoint | None:
+        """The partition's newest checkpoint (of those at offset ``at_most`` or below, if given), or None.
+        Raises CheckpointError if it fails its check.
 
         ``restore`` turns the state back into its object (``Correlator.from_state`` for risk evidence)."""
+        below = "" if at_most is None else f" AND offset <= {int(at_most)}"
+        # the newest written (the highest offset of those written in the same second): after a topic was
+        # recreated, the new log's checkpoints, not the old log's at higher offsets
         rows = self.store.query(
-            "SELECT argMax(offset, offset), argMax(state, offset), argMax(digest, offset), count(), "  # noqa: S608
-            "toUnixTimestamp(argMax(written_at, offset)) "
+            "SELECT argMax(offset, (written_at, offset)), argMax(state, (written_at, offset)), "  # noqa: S608
+            "argMax(digest, (written_at, offset)), count(), toUnixTimestamp(max(written_at)) "
             f"FROM {self.store.database}.engine_checkpoints WHERE group_id = {sql_string(self.group_id)} "
-            f"AND topic = {sql_string(topic)} AND partition = {int(partition)}"
+            f"AND topic = {sql_string(topic)} AND partition = {int(partition)}{below}"
         )
         if not rows or int(rows[0][3]) == 0:
             return None
@@ -120,7 +243,27 @@ class CheckpointStore:
         if not hmac.compare_digest(self._digest(topic, partition, offset, blob), str(digest)):
             raise CheckpointError(f"checkpoint {topic}[{partition}]@{offset}: signature check failed; refusing it")
         try:
-            engine = restore(zlib.decompress(blob))
+            state, mark = _unframed(zlib.decompress(blob))
+        except (zlib.error, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"checkpoint {topic}[{partition}]@{offset}: unreadable ({exc})") from None
+        try:
+            check_state(state)
+        except CheckpointError as exc:
+            raise CheckpointError(f"checkpoint {topic}[{partition}]@{offset}: {exc}; refusing it") from None
+        try:
+            engine = restore(state)
         except Exception as exc:  # a signed blob that does not load: a version change, say
             raise CheckpointError(f"checkpoint {topic}[{partition}]@{offset}: cannot load ({exc})") from None
-        return Checkpoint(topic, partition, offset, engine, datetime.fromtimestamp(int(rows[0][4]), UTC))
+        return Checkpoint(topic, partition, offset, engine, datetime.fromtimestamp(int(rows[0][4]), UTC), mark)
+
+    def newest(self, topic: str, partition: int) -> tuple[int, datetime] | None:
+        """(offset, written_at) of the partition's checkpoint with the highest offset, or None: nothing is read
+        or trusted but where it stands (see ``Partitions.get``: a checkpoint past the log's end)."""
+        rows = self.store.query(
+            "SELECT max(offset), toUnixTimestamp(argMax(written_at, offset)), count() "  # noqa: S608
+            f"FROM {self.store.database}.engine_checkpoints WHERE group_id = {sql_string(self.group_id)} "
+            f"AND topic = {sql_string(topic)} AND partition = {int(partition)}"
+        )
+        if not rows or int(rows[0][2]) == 0:
+            return None
+        return int(rows[0][0]), datetime.fromtimestamp(int(rows[0][1]), UTC)

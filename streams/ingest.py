@@ -9,6 +9,7 @@ then are the offsets committed. A bad record never stops a partition.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,9 +18,10 @@ from typing import Any
 from schemas.errors import EventError
 from schemas.events import Event
 from streams.kafka_security import kafka_client_config
-from streams.records import dead_letter_headers, decode_record
+from streams.records import bare_dead_letter, dead_letter, decode_record, record_refused
 from streams.settings import Settings
 from streams.sinks.clickhouse import EventsSink
+from streams.step import TimeWindow, block_ts_us
 
 log = logging.getLogger("spyglass.ingest")
 
@@ -42,6 +44,7 @@ class Ingestor:
 
         self.settings = settings
         self.sink = sink
+        self._window = TimeWindow(settings.event_max_future_s, settings.event_max_age_days)
         servers = settings.kafka_bootstrap.split(",")
         self.topics = list(settings.topics().values())
         self.consumer = KafkaConsumer(
@@ -66,9 +69,13 @@ class Ingestor:
         """Consume one batch, store it, dead-letter the bad records, then commit."""
         records = self.consumer.poll(timeout_ms=timeout_ms, max_records=5000)
         out = BatchResult()
+        now_s = time.time()
+        lo, hi = self._window.bounds(now_s)
         for tp, msgs in records.items():
             for m in msgs:
                 ev = decode_record(m.value, self.settings.default_tenant)
+                if not isinstance(ev, EventError) and not lo <= block_ts_us(ev) < hi:
+                    ev = EventError("$.ts", self._window.reason(block_ts_us(ev), now_s))
                 if isinstance(ev, EventError):
                     out.dead.append((tp.topic, tp.partition, m.offset, ev))
                     self._dead_letter(tp.topic, tp.partition, m.offset, m.key, m.value, ev)
@@ -90,10 +97,16 @@ class Ingestor:
                      err: EventError) -> None:
         log.warning("dead letter", extra={"topic": topic, "partition": partition, "offset": offset,
                                           "field": err.field, "reason": err.reason})
-        self.producer.send(
-            self.settings.topic_dead_letter, key=key, value=value or b"",
-            headers=dead_letter_headers(topic, partition, offset, err, self.name),
-        )
+        letter = dead_letter(topic, partition, offset, key, value, err, self.name)
+        try:
+            self.producer.send(self.settings.topic_dead_letter, key=letter.key, value=letter.value,
+                               headers=letter.headers)
+        except Exception as exc:
+            if not record_refused(exc):
+                raise
+            # a problem of this record: published without its value
+            bare = bare_dead_letter(letter, repr(exc))
+            self.producer.send(self.settings.topic_dead_letter, key=bare.key, value=bare.value, headers=bare.headers)
 
     def end_offsets(self) -> dict[Any, int]:
         """The broker's current end offset of every partition of the event topics."""

@@ -15,6 +15,14 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 EVENTS_IN = Counter("spyglass_events_in_total", "Events decoded and scored", ["kind"], registry=REGISTRY)
 DEAD_LETTERS = Counter("spyglass_dead_letters_total", "Records sent to the dead-letter topic", ["topic"],
                        registry=REGISTRY)
+DEAD_LETTERS_UNPUBLISHED = Counter(
+    "spyglass_dead_letters_unpublished_total", "Dead letters Kafka refused even without their value (logged, "
+    "not published)", ["topic"], registry=REGISTRY)
+QUARANTINED = Counter("spyglass_store_quarantined_total", "Rows the store refused for their data (dead-lettered "
+                      "with the reason)", ["table"], registry=REGISTRY)
+CHECKPOINTS_OUT_OF_RANGE = Counter(
+    "spyglass_checkpoints_out_of_range_total", "Checkpoints found outside their partition's log (topic recreated, "
+    "truncated, records deleted before they were scored)", ["topic"], registry=REGISTRY)
 ALERTS = Counter("spyglass_alerts_total", "Alerts raised (first delivery only)", ["detector", "severity"],
                  registry=REGISTRY)
 BATCH_SECONDS = Histogram("spyglass_batch_seconds", "Batch latency: decode, score, publish and store",

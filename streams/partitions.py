@@ -14,10 +14,12 @@ partitions are revoked their pending records are checkpointed and they are forgo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from kafka.errors import KafkaError
@@ -25,8 +27,9 @@ from kafka.errors import KafkaError
 from detectors.base import EventEngine, EvidenceEngine
 from detectors.correlation import Correlator
 from detectors.engine import Engine
+from schemas.errors import SpyglassError
 from streams import metrics as m
-from streams.checkpoints import CheckpointError, CheckpointStore
+from streams.checkpoints import Checkpoint, CheckpointError, CheckpointStore, Mark
 from streams.dedup import stored_alert_ids
 from streams.records import TP, Record
 from streams.settings import Settings
@@ -34,6 +37,10 @@ from streams.sinks.base import Store
 from streams.storeio import StoreIO
 
 log = logging.getLogger("spyglass.worker")
+
+
+class CheckpointOutOfRange(SpyglassError):
+    """A partition's checkpoint (or a running engine's position) lies outside the partition's log."""
 
 
 @dataclass
@@ -57,14 +64,17 @@ class Part:
     # (``events`` would dedupe them, but its per-minute view would count them twice)
     recheck_stored: bool = True
     correlates: bool = field(init=False)  # the engine is a correlator (of the risk-evidence topic)
+    mark: Mark | None = None  # the last record the engine has seen (a checkpoint keeps it: see Partitions.get)
 
     def __post_init__(self) -> None:
         self.correlates = isinstance(self.engine, EvidenceEngine)  # once: a protocol check is slow for a hot path
 
     def scored(self, records: list[Record]) -> None:
         """The engine has seen ``records`` (in offset order): their offsets wait for a checkpoint."""
-        self.offset = records[-1].offset + 1
+        last = records[-1]
+        self.offset = last.offset + 1
         self.pending += [r.offset for r in records]
+        self.mark = Mark.of(last.offset, last.key, last.value)
 
 
 @dataclass
@@ -76,6 +86,12 @@ class Snapshot:
     state: bytes
     entities: int
     offsets: list[int]  # acked once the snapshot is stored
+    mark: Mark | None = None  # the last record it covers
+
+
+def wall_clock_limit_ms(max_future_s: float) -> int:
+    """The latest event time (ms) an engine's watermark may reach now: the wall clock plus the allowed skew."""
+    return int((time.time() + max_future_s) * 1000)
 
 
 class Partitions:
@@ -83,8 +99,12 @@ class Partitions:
 
     def __init__(self, settings: Settings, store: Store, checkpoints: CheckpointStore, io: StoreIO, *,
                  ack: Callable[[str, int, list[int]], None], clock: Callable[[], float] = time.monotonic,
-                 published_alerts: Callable[[int], set[str]] | None = None) -> None:
+                 published_alerts: Callable[[int], set[str]] | None = None,
+                 log_bounds: Callable[[str, int], Awaitable[tuple[int, int]]] | None = None,
+                 record_at: Callable[[str, int, int], Mark | None] | None = None) -> None:
         self.settings = settings
+        self._log_bounds = log_bounds  # a partition's log start and end offsets, asked when it is taken on
+        self._record_at = record_at  # the mark of the record at an offset (blocking: on the I/O thread), or None
         self.store = store
         self.checkpoints = checkpoints
         self.io = io
@@ -95,20 +115,34 @@ class Partitions:
         self._published_alerts = published_alerts
         self._scan_cache: tuple[int, float, set[str]] | None = None
 
-    async def get(self, topic: str, partition: int, first_offset: int) -> Part:
-        """The partition, restored from its checkpoint (or started cold) when this is its first fetch."""
+    async def get(self, topic: str, partition: int, first_offset: int,
+                  records: Sequence[Record] = ()) -> Part:
+        """The partition, restored from its checkpoint (or started cold) when this is its first fetch
+        (``records``: that fetch's, in offset order)."""
         tp = (topic, partition)
         part = self.parts.get(tp)
-        if part is not None:
-            return part
         where = {"topic": topic, "partition": partition, "offset": first_offset}
+        if part is not None:
+            if 0 <= part.highwater < part.offset:  # the log ends before what this engine saw: recreated under us
+                exc = CheckpointOutOfRange(f"{topic}[{partition}]: the log ends at {part.highwater}, before offset "
+                                           f"{part.offset} this worker scored up to (topic deleted and recreated?)")
+                self.io.fail(exc, where)  # nothing more stored or acked; the restart applies the policy
+                raise exc
+            return part
         evidence = topic == self._evidence_topic
         restore = Correlator.from_state if evidence else Engine.from_state
+        bounds = await self._log_bounds_of(topic, partition, where)
+        at_most = None if bounds is None else bounds[1]
         try:
-            cp = await self.io.call(lambda: self.checkpoints.load(topic, partition, restore), "checkpoint.load", where)
+            cp = await self.io.call(lambda: self.checkpoints.load(topic, partition, restore, at_most=at_most),
+                                    "checkpoint.load", where)
         except CheckpointError as exc:
             log.error("checkpoint refused; this partition starts cold", extra={**where, "error": str(exc)})
             cp = None
+        if bounds is not None:
+            cp = await self._within_log(cp, bounds, where)
+        if cp is not None and cp.mark is not None:
+            cp = await self._same_log(cp, records, where)
         if cp is None:
             s = self.settings
             fresh = (Correlator(s.correlation_window_hours, s.correlation_horizon_days) if evidence
@@ -128,12 +162,87 @@ class Partitions:
         part.stored_alerts = await self.io.call(
             lambda: stored_alert_ids(self.store, topic, partition, part.offset), "alerts.known", where)
         part.published_alerts = await self._published_since(since, where)
+        if isinstance(part.engine, Engine) and self.settings.event_max_future_s > 0:
+            part.engine.watermark_limit = partial(wall_clock_limit_ms, self.settings.event_max_future_s)
         log.info("partition assigned, " + ("no checkpoint: starting cold" if cp is None else "state restored"),
                  extra={**where, "checkpoint_offset": part.offset, "entities": part.engine.entities(),
                         "alerts_already_stored": len(part.stored_alerts),
                         "alerts_already_published": len(part.published_alerts)})
         self.parts[tp] = part
         return part
+
+    async def _log_bounds_of(self, topic: str, partition: int, where: dict[str, Any]) -> tuple[int, int] | None:
+        """The partition's log start and end offsets, or None when this worker cannot ask (no seam given)."""
+        if self._log_bounds is None:
+            return None
+        delay = 0.5
+        for _ in range(8):  # the broker may be restarting: about a minute, then the worker fails and restarts
+            try:
+                return await self._log_bounds(topic, partition)
+            except Exception as exc:  # noqa: BLE001 - the consumer's errors (KafkaError, timeouts) vary
+                log.error("asking the partition's log start and end failed; retrying",
+                          extra={**where, "error": repr(exc), "retry_in_s": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        return await self._log_bounds(topic, partition)
+
+    async def _within_log(self, cp: Checkpoint | None, bounds: tuple[int, int],
+                          where: dict[str, Any]) -> Checkpoint | None:
+        """The checkpoint if it lies inside the partition's log; else the policy
+        (``worker_checkpoint_out_of_range``): ``cold`` (None: the partition starts cold, from the first record
+        fetched, which is the log start, the group's committed offset being out of range too) or ``fail``.
+
+        A checkpoint past the log's end means the topic was deleted and recreated (or truncated): its offsets
+        name other records. One before the log's start means records were deleted before they were scored.
+        Checkpoints past the end written before the one restored are leftovers of a case handled already."""
+        start, end = bounds
+        topic, partition = where["topic"], where["partition"]  # noqa: F841 - named in the messages below
+        newest = await self.io.call(lambda: self.checkpoints.newest(topic, partition), "checkpoint.newest", where)
+        problem = None
+        # written_at has one-second resolution: a tie goes to the checkpoint inside the log (the new log's)
+        if newest is not None and newest[0] > end and (cp is None or cp.written_at < newest[1]):
+            problem = (f"the checkpoint's offset {newest[0]} is past the log end {end}: the topic was deleted and "
+                       "recreated, or truncated; its offsets name other records")
+        elif cp is not None and cp.offset < start:
+            problem = (f"the checkpoint's offset {cp.offset} is before the log start {start}: records "
+                       f"{cp.offset}..{start - 1} were deleted before they were scored")
+        if problem is None:
+            return cp
+        return self._out_of_range(problem, {**where, "log_start": start, "log_end": end})
+
+    def _out_of_range(self, problem: str, where: dict[str, Any]) -> None:
+        """A checkpoint that does not fit the partition's log: logged, counted, and the policy applied (None: the
+        partition starts cold; ``fail``: the worker fails, raising)."""
+        topic, partition = where["topic"], where["partition"]
+        m.CHECKPOINTS_OUT_OF_RANGE.labels(topic).inc()
+        if self.settings.worker_checkpoint_out_of_range == "fail":
+            exc = CheckpointOutOfRange(f"{topic}[{partition}]: {problem} (SPYGLASS_WORKER_CHECKPOINT_OUT_OF_RANGE="
+                                       "fail)")
+            self.io.fail(exc, where)
+            raise exc
+        log.error(problem + "; the partition restarts cold from the log start "
+                  "(SPYGLASS_WORKER_CHECKPOINT_OUT_OF_RANGE=cold)", extra=where)
+        return None
+
+    async def _same_log(self, cp: Checkpoint, records: Sequence[Record], where: dict[str, Any]) -> Checkpoint | None:
+        """The checkpoint if the log still holds, at its mark's offset, the record it covered last (looked up in
+        the fetch, else read from the broker); else the policy, as for a checkpoint outside the log: a topic
+        deleted and recreated that has grown past the old offsets has other records at them."""
+        assert cp.mark is not None
+        offset, want = cp.mark
+        found = next((r for r in records if r.offset == offset), None)
+        if found is not None:
+            got: Mark | None = Mark.of(found.offset, found.key, found.value)
+        elif self._record_at is not None:
+            read = self._record_at
+            got = await self.io.call(lambda: read(where["topic"], where["partition"], offset),
+                                     "checkpoint record check", where, retry=(KafkaError,))
+        else:
+            return cp
+        if got is None or got.sha256 == want:  # None: not readable (deleted meanwhile), nothing to tell
+            return cp
+        return self._out_of_range(f"the record at offset {offset} is not the one the checkpoint covered: the topic "
+                                  "was deleted and recreated; its offsets name other records", where)
 
     async def _published_since(self, since_ms: int, where: dict[str, Any]) -> set[str]:
         published_alerts = self._published_alerts
@@ -155,7 +264,7 @@ class Partitions:
     def snapshot(self, part: Part) -> Snapshot:
         """The partition's state now, with the offsets it covers (no longer pending)."""
         t0 = time.perf_counter()
-        snap = Snapshot(part, part.offset, part.engine.state(), part.engine.entities(), part.pending)
+        snap = Snapshot(part, part.offset, part.engine.state(), part.engine.entities(), part.pending, part.mark)
         m.STAGE_SECONDS.labels("snapshot").inc(time.perf_counter() - t0)
         part.pending = []
         part.snapshot_at = self.clock()
@@ -178,8 +287,8 @@ class Partitions:
         first = snaps[0].part
         where = {"topic": first.topic, "partition": first.partition, "offset": snaps[0].offset}
         sizes = await self.io.call(lambda: self.checkpoints.save_states(
-            [(s.part.topic, s.part.partition, s.offset, s.state, s.entities) for s in snaps]),
-            "checkpoint.save", where)
+            [(s.part.topic, s.part.partition, s.offset, s.state, s.entities) for s in snaps],
+            [s.mark for s in snaps]), "checkpoint.save", where)
         self.io.check()  # failed meanwhile: ack nothing more
         now = self.clock()
         for snap, size in zip(snaps, sizes, strict=True):

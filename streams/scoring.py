@@ -4,7 +4,8 @@ Delivery promise (at-least-once from Kafka, exactly-once at the edges):
 
 1. a batch's dead letters and new alerts are published and acknowledged by Kafka;
 2. its events (with the score each got) and alerts are inserted into ClickHouse, retried
-   until the store takes them (consumption waits meanwhile: no unbounded buffer, no drop);
+   while the store's errors are transient (consumption waits meanwhile: no unbounded buffer, no
+   drop); rows the store refuses for their data are dead-lettered (:mod:`streams.quarantine`);
 3. every few seconds each partition's engine state is checkpointed with the offset it
    reflects, and only then are that partition's records acknowledged for commit.
 
@@ -32,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from operator import attrgetter
 from typing import Any, cast
@@ -41,13 +42,13 @@ from detectors.base import EventEngine, EvidenceEngine
 from detectors.correlation import evidence_of
 from schemas.alerts import Alert
 from streams import metrics as m
-from streams.checkpoints import CheckpointStore
+from streams.checkpoints import CheckpointStore, Mark
 from streams.dedup import EventKey, stored_event_keys
 from streams.partitions import Part, Partitions
 from streams.records import TP, Record
 from streams.settings import Settings
 from streams.sinks.base import Store
-from streams.step import Decoded, correlate, decode, score_events
+from streams.step import Decoded, TimeWindow, correlate, decode, score_events
 from streams.storeio import StoreIO
 from streams.writer import Publish, Writer, Writes
 
@@ -64,17 +65,20 @@ class Scorer:
                  on_failure: Callable[[BaseException], Any] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  published_alerts: Callable[[int], set[str]] | None = None,
-                 events_store: Store | None = None) -> None:
+                 events_store: Store | None = None,
+                 log_bounds: Callable[[str, int], Awaitable[tuple[int, int]]] | None = None,
+                 record_at: Callable[[str, int, int], Mark | None] | None = None) -> None:
         self.settings = settings
         self.store = store
         self.health = m.Health()
         self.io = StoreIO(self.health, events_thread=events_store is not None, on_failure=on_failure)
         self.partitions = Partitions(settings, store, checkpoints, self.io, ack=ack, clock=clock,
-                                     published_alerts=published_alerts)
+                                     published_alerts=published_alerts, log_bounds=log_bounds, record_at=record_at)
         self.writer = Writer(settings, store, self.io, self.partitions, publish, worker=worker, clock=clock,
                              events_store=events_store)
         self._lock = asyncio.Lock()  # one batch, revoke or checkpoint at a time
         self._kinds = {t: k for k, t in settings.topics().items()}
+        self._window = TimeWindow(settings.event_max_future_s, settings.event_max_age_days)
 
     @property
     def parts(self) -> dict[TP, Part]:
@@ -119,15 +123,16 @@ class Scorer:
         stored: dict[TP, set[EventKey]] = {}  # events an earlier owner stored already (see Part.recheck_stored)
         decoded: dict[TP, Decoded] = {}
         tenant = self.settings.default_tenant
+        window, now_s = self._window, time.time()  # the event times taken: as of one wall clock reading a batch
         for (topic, partition), batch in batches.items():  # every await before any state changes: a cancel
             if not batch:                                   # here leaves no partition half scored
                 continue
             recs = by_tp[(topic, partition)] = sorted(batch, key=_OFFSET)
-            part = parts[(topic, partition)] = await self.partitions.get(topic, partition, recs[0].offset)
+            part = parts[(topic, partition)] = await self.partitions.get(topic, partition, recs[0].offset, recs)
             kind = self._kinds.get(topic)
             if part.recheck_stored and kind:  # decoding changes no state: done here, used below
                 dec = decoded[(topic, partition)] = decode([r.value for r in recs if r.offset >= part.offset],
-                                                           tenant, kind)
+                                                           tenant, kind, window, now_s)
                 if len(dec[0]):
                     stored[(topic, partition)] = await self.io.call(
                         partial(stored_event_keys, self.store, dec[1]), "events.known",
@@ -143,7 +148,7 @@ class Scorer:
             else:
                 known = stored.get(tp)
                 out = score_events(cast(EventEngine, part.engine), fresh, self._kinds.get(part.topic), tenant,
-                                   decoded.get(tp), known)
+                                   decoded.get(tp), known, window, now_s)
                 if out.past_stored:
                     part.recheck_stored = False  # past what the earlier owner stored (it wrote in offset order)
                 if known:

@@ -63,6 +63,14 @@ class Settings(BaseSettings):
         "default", min_length=1, max_length=128, description="Tenant given to events that carry none"
     )
 
+    event_max_future_s: float = Field(
+        3600.0, ge=0, description="Events dated more than this many seconds ahead of the worker's wall clock are "
+        "dead-lettered (field ts), and no engine's watermark moves past the wall clock plus this (0: off)")
+    event_max_age_days: float = Field(
+        30.0, ge=0, description="Events dated more than this many days before the worker's wall clock are "
+        "dead-lettered (field ts); 0: off (a backfill of older events through the topics). Replay and eval never "
+        "check it")
+
     # --- Store -------------------------------------------------------------------------
     clickhouse_url: SecretStr = Field(
         SecretStr("chdb://.stack/chdb"),
@@ -126,8 +134,14 @@ class Settings(BaseSettings):
                                             "window in which one principal's alerts of two kinds correlate")
     correlation_horizon_days: float = Field(7.0, gt=0, description="risk.cross_kind: evidence this far (event "
                                             "time) behind the newest of its partition is dropped")
+    worker_checkpoint_out_of_range: Literal["cold", "fail"] = Field(
+        "cold", description="What a worker does with a checkpoint outside its partition's log (past its end: the "
+        "topic was deleted and recreated; before its start: records deleted unscored), always logged as an error: "
+        "cold (the partition restarts from the log start without state) or fail (the worker stops)")
     checkpoint_key: SecretStr | None = Field(
-        None, description="HMAC key signing engine checkpoints (default: one generated in the stack dir)")
+        None, description="HMAC key signing engine checkpoints, at least 32 bytes; every worker of a group needs "
+        "the same one. Required when the store is a server; for the embedded store one is generated in the stack "
+        "dir if unset")
 
     # --- Local stack -------------------------------------------------------------------
     stack_dir: Path = Field(Path(".stack"), description="Where the local stack keeps data, logs and pids")

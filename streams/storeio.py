@@ -3,9 +3,11 @@ the service is away, and the one failure that ends the worker's writes.
 
 The store's clients block: each call runs on an I/O thread, the writer's, or the events lane's
 when the worker has a connection of its own for the events (a server's; the embedded store is
-one session per process, so both share one thread). A call failing with an error that means
-"the service is away" is retried with backoff while consumption waits (no unbounded buffer, no
-drop); the store is reported up only when both connections are.
+one session per process, so both share one thread). A call failing with a transient error (the
+service away, slow or behind) is retried with backoff while consumption waits (no unbounded
+buffer, no drop); the store is reported up only when both connections are. An error of the data
+(:class:`~streams.sinks.base.StoreDataError`) is never retried: the writer isolates the rows at
+fault (:mod:`streams.quarantine`) and goes on.
 
 A failure (an error not retried, a revoke that could not wait) is for good: nothing more is
 stored, checkpointed or acked by this worker, which is crashed so the group moves its partitions
@@ -53,6 +55,8 @@ class StoreIO:
                 out = await loop.run_in_executor(self._events_io if events else self._io, fn)
             except retry as exc:
                 if self.stopping or self.failed is not None:  # give up: the next owner re-scores
+                    raise
+                if isinstance(exc, StoreError) and not exc.transient:  # the data's: retrying cannot help
                     raise
                 if isinstance(exc, StoreError):
                     self._store_errors[events] = f"{what}: {exc}"

@@ -25,7 +25,7 @@ from prometheus_client import generate_latest
 from schemas.errors import ConfigError
 from schemas.migrate import pending
 from streams import metrics as m
-from streams.checkpoints import CheckpointStore, checkpoint_key
+from streams.checkpoints import CheckpointStore, Mark, checkpoint_key
 from streams.kafka_security import kafka_client_config
 from streams.scoring import Scorer
 from streams.settings import Settings
@@ -68,8 +68,7 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
     # the events inserts get a connection of their own on a server, so an alert never waits behind one; the
     # embedded store is one session per process, shared
     events_store = open_store(store.url) if isinstance(store, NativeStore) else None
-    key = checkpoint_key(settings.checkpoint_key.get_secret_value() if settings.checkpoint_key else None,
-                         settings.stack_dir)
+    key = worker_checkpoint_key(settings)
     checkpoints = CheckpointStore(store, settings.worker_group, key, worker=name)
 
     async def publish(topic: str, key_: bytes | None, value: bytes, headers: list | None) -> Any:
@@ -81,9 +80,16 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
     def crash(exc: BaseException) -> None:  # the writer failed: exit (non-zero) and let the group move on
         asyncio.get_running_loop().create_task(app.crash(exc))
 
+    async def log_bounds(topic: str, partition: int) -> tuple[int, int]:
+        tp = TP(topic, partition)
+        start = (await app.consumer.earliest_offsets(tp)).get(tp, 0)
+        end = (await app.consumer.highwaters(tp)).get(tp, 0)
+        return start, end
+
+    record_reader = RecordReader(settings)
     scorer = Scorer(settings, store, checkpoints, publish, ack=ack, worker=name, on_failure=crash,
                     published_alerts=lambda since_ms: published_alert_ids(settings, since_ms),
-                    events_store=events_store)
+                    events_store=events_store, log_bounds=log_bounds, record_at=record_reader)
     # the event topics, and the risk evidence the engines publish (correlated across kinds: risk.cross_kind)
     topics = app.topic(*settings.topics().values(), settings.topic_risk_evidence, key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw", internal=False)
@@ -142,6 +148,7 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
         return web.bytes(generate_latest(m.REGISTRY), content_type="text/plain; version=0.0.4")
 
     app.spyglass_store = store  # type: ignore[attr-defined]
+    app.spyglass_record_reader = record_reader  # type: ignore[attr-defined]
     app.spyglass_events_store = events_store  # type: ignore[attr-defined]
     return app, scorer
 
@@ -195,6 +202,48 @@ def published_alert_ids(settings: Settings, since_ms: int) -> set[str]:
         return ids
     finally:
         c.close()
+
+
+class RecordReader:
+    """Reads one record of a partition by offset, as a :class:`~streams.checkpoints.Mark` (a restore compares it
+    with the checkpoint's). Blocking: called on the I/O thread, one consumer kept for every call."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._consumer: Any = None
+
+    def __call__(self, topic: str, partition: int, offset: int) -> Mark | None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        if self._consumer is None:
+            self._consumer = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap.split(","),
+                                           enable_auto_commit=False, group_id=None,
+                                           client_id="spyglass-worker-record-check", max_poll_records=1,
+                                           fetch_max_bytes=2 * 1024 * 1024, **kafka_client_config(self.settings))
+        c, tp = self._consumer, TopicPartition(topic, partition)
+        c.assign([tp])
+        start, end = c.beginning_offsets([tp])[tp], c.end_offsets([tp])[tp]
+        if not start <= offset < end:
+            return None
+        c.seek(tp, offset)
+        for _ in range(10):
+            for msg in c.poll(timeout_ms=1000, max_records=1).get(tp, []):
+                if msg.offset == offset:
+                    return Mark.of(msg.offset, msg.key, msg.value)
+                if msg.offset > offset:  # compacted away, or an aborted transaction's
+                    return None
+        return None
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+
+
+def worker_checkpoint_key(settings: Settings) -> bytes:
+    """The checkpoint signing key the settings give (required for a server store; see
+    :func:`streams.checkpoints.checkpoint_key`)."""
+    return checkpoint_key(settings.checkpoint_key.get_secret_value() if settings.checkpoint_key else None,
+                          settings.stack_dir, server=settings.store().scheme != "chdb")
 
 
 def warm_up() -> float:
@@ -262,6 +311,7 @@ def run_worker(settings: Settings, *, migrate: bool = True, loglevel: str = "INF
     import logging.config
 
     logging.config.dictConfig(m.logging_config(loglevel))
+    worker_checkpoint_key(settings)  # a missing or short key fails here, before anything starts
     store = open_store(settings.store())
     if migrate:
         _with_store_retries(lambda: apply_ddl(store), "migrations")
@@ -283,6 +333,7 @@ def run_worker(settings: Settings, *, migrate: bool = True, loglevel: str = "INF
         return int(exc.code or 0)
     finally:
         scorer.close()
+        app.spyglass_record_reader.close()  # type: ignore[attr-defined]
         store.close()
         if app.spyglass_events_store is not None:  # type: ignore[attr-defined]
             app.spyglass_events_store.close()  # type: ignore[attr-defined]

@@ -5,8 +5,9 @@ is scored. The queue holds ``worker_write_ahead`` batches, so a slow or absent s
 (and so fetching) instead of filling memory. For each batch, in this order:
 
 1. its dead letters, new alerts and their risk evidence are published, and acknowledged by Kafka;
-2. its alerts are inserted into ClickHouse at once (what on-call waits for), retried until the
-   store takes them (consumption waits meanwhile: no unbounded buffer, no drop);
+2. its alerts are inserted into ClickHouse at once (what on-call waits for), retried while the
+   store's errors are transient (consumption waits meanwhile: no unbounded buffer, no drop); rows
+   it refuses for their data are isolated and dead-lettered (:mod:`streams.quarantine`);
 3. its events (with the score each got) are held until ``worker_insert_min_rows`` of them wait,
    ``worker_insert_linger_s`` has passed, or a checkpoint or flush needs them, and go in one
    insert (an insert costs the server about the same whatever its size).
@@ -16,7 +17,8 @@ own when the worker has one, so the next batches' alerts are stored while a big 
 instead of waiting behind it. The checkpoints are queued in the same lane, behind the events they
 cover and after their alerts were stored, so a checkpoint is stored (and its records acked) only
 once everything before it is. A write that fails for good fails the worker (:meth:`StoreIO.fail`):
-nothing after it is written, checkpointed or acked.
+nothing after it is written, checkpointed or acked. A dead letter Kafka refuses for what it is (its
+size) is a problem of that record, never of the worker (:meth:`Writer._publish_dead_letters`).
 """
 
 from __future__ import annotations
@@ -34,18 +36,29 @@ from detectors.correlation import RiskEvidence, encode_evidence
 from schemas.alerts import Alert, encode_alert
 from schemas.block import EventBlock
 from schemas.errors import EventError
-from schemas.rows import alert_columns, block_columns, block_packed
+from schemas.rows import ColumnRangeError, alert_columns, block_columns, block_packed
 from streams import metrics as m
 from streams.dedup import stored_event_keys, without
 from streams.partitions import Part, Partitions, Snapshot
-from streams.records import TP, Record, dead_letter_headers
+from streams.quarantine import Isolating, halves_of_blocks, halves_of_list, rows_of_blocks
+from streams.records import TP, DeadLetter, Record, bare_dead_letter, dead_letter, record_refused
 from streams.settings import Settings
-from streams.sinks.base import Store, StoreError
+from streams.sinks.base import Store, StoreDataError, StoreError
 from streams.storeio import StoreIO
 
 log = logging.getLogger("spyglass.worker")
 
 Publish = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]] | None], Awaitable[Awaitable[Any]]]
+
+
+@dataclass
+class _Quarantined:
+    """A row the store refused, as a record to dead-letter: its source offset (-1: an event's is not kept after
+    scoring, its source topic and event id name it), key and value."""
+
+    offset: int
+    key: bytes | None
+    value: bytes
 
 
 @dataclass
@@ -161,10 +174,8 @@ class Writer:
     async def _write(self, w: Writes) -> None:
         t0 = time.perf_counter()
         # 1. Kafka: dead letters and new alerts, acknowledged before anything is stored
-        futs = [await self.publish(self.settings.topic_dead_letter, r.key, r.value or b"",
-                                   dead_letter_headers(topic, partition, r.offset, err, "worker"))
-                for (topic, partition), r, err in w.dead]
-        futs += [await self.publish(self.settings.topic_alerts, f"{a.tenant}/{a.entity}".encode(), encode_alert(a),
+        await self._publish_dead_letters(w.dead)
+        futs = [await self.publish(self.settings.topic_alerts, f"{a.tenant}/{a.entity}".encode(), encode_alert(a),
                                     None) for a in w.publish]
         futs += [await self.publish(self._evidence_topic, f"{e.tenant}/{e.principal}".encode(), encode_evidence(e),
                                     None) for e in w.evidence]
@@ -179,10 +190,21 @@ class Writer:
         # 2. ClickHouse: the alerts at once (what on-call waits for), on this writer's connection
         self.io.check()  # the events lane failed meanwhile
         if w.alerts:
-            acols = alert_columns([a for a, _, _ in w.alerts], datetime.now(UTC).replace(microsecond=0),
-                                  [(topic, partition, offset) for _, (topic, partition), offset in w.alerts])
-            await self.io.call(lambda: self.store.insert("alerts", acols), "alerts.insert", w.where)
-            m.STORE_INSERTS.labels("alerts").inc()
+            created = datetime.now(UTC).replace(microsecond=0)
+
+            def insert_alerts(piece: list[tuple[Alert, TP, int]]) -> None:
+                self.store.insert("alerts", alert_columns(
+                    [a for a, _, _ in piece], created, [(topic, partition, offset) for _, (topic, partition), offset
+                                                        in piece]))
+
+            alerts = Isolating(w.alerts, insert_alerts, len, halves_of_list)
+            await self.io.call(alerts.run, "alerts.insert", w.where)
+            m.STORE_INSERTS.labels("alerts").inc(alerts.pieces)
+            if alerts.refused:
+                await self._quarantine("alerts", [
+                    ((topic, partition), _Quarantined(offset, f"{a.tenant}/{a.entity}".encode(), encode_alert(a)),
+                     EventError("$", f"alert {a.alert_id}: the store refused it: {exc}"))
+                    for [(a, (topic, partition), offset)], exc in alerts.refused])
         for a in w.publish:
             m.ALERTS.labels(a.detector, a.severity).inc()
         t2 = time.perf_counter()
@@ -214,6 +236,49 @@ class Writer:
             self.io.health.last_batch = time.monotonic()
             await self._health(w.touched, seconds)
 
+    async def _publish_dead_letters(self, dead: list[tuple[TP, Record, EventError]], stage: str = "worker") -> None:
+        """Publish dead letters (bounded: :func:`streams.records.dead_letter`) and wait for the broker's acks.
+
+        A dead letter the producer or the broker refuses for what it is (too large, say) is a problem of that
+        record, never of the worker: it is published again without its value, and if even that is refused it
+        is logged and counted (``spyglass_dead_letters_unpublished_total``) and the stream goes on. Any other
+        error (the broker away) fails the writer as before: the records are re-scored by the next owner."""
+        if not dead:
+            return
+        topic_dl = self.settings.topic_dead_letter
+        letters = [dead_letter(topic, partition, r.offset, r.key, r.value, err, stage)
+                   for (topic, partition), r, err in dead]
+
+        async def send(letter: DeadLetter) -> Any:
+            return await self.publish(topic_dl, letter.key, letter.value, letter.headers)
+
+        refused: list[tuple[int, BaseException]] = []
+        futs: list[tuple[int, Awaitable[Any]]] = []
+        for i, letter in enumerate(letters):
+            try:
+                futs.append((i, await send(letter)))
+            except Exception as exc:
+                if not record_refused(exc):
+                    raise
+                refused.append((i, exc))
+        for (i, _), res in zip(futs, await asyncio.gather(*(f for _, f in futs), return_exceptions=True),
+                               strict=True):
+            if isinstance(res, BaseException):
+                if not record_refused(res):
+                    raise res
+                refused.append((i, res))
+        for i, exc in sorted(refused, key=lambda x: x[0]):
+            (topic, partition), r, err = dead[i]
+            where = {"topic": topic, "partition": partition, "offset": r.offset, "error": repr(exc)}
+            try:
+                await (await send(bare_dead_letter(letters[i], repr(exc))))
+                log.error("dead letter refused by Kafka; published without its value", extra=where)
+            except Exception as again:
+                if not record_refused(again):
+                    raise
+                log.error("dead letter refused by Kafka, even without its value; not published", extra=where)
+                m.DEAD_LETTERS_UNPUBLISHED.labels(topic).inc()
+
     async def _to_lane(self, op: Callable[[], Awaitable[Any]], where: dict[str, Any]) -> None:
         """Queue ``op`` in the events lane, behind the inserts and checkpoints already there; waits while
         the lane is one op behind (backpressure, as the writer's own queue)."""
@@ -232,33 +297,50 @@ class Writer:
                 self._lane.task_done()
 
     async def _store_events(self, w: Writes) -> None:
-        """Insert held events (one insert; a retry first asks which of them the failed try stored)."""
+        """Insert held events (one insert; a retry first asks which of them the failed try stored). Events the
+        store refuses for their data are isolated and dead-lettered (:mod:`streams.quarantine`)."""
         t0 = time.perf_counter()
         now = datetime.now(UTC)
-        tries = [0]
 
-        def insert_events() -> None:  # the columns are built on the I/O thread too, off the event loop
-            blocks = w.events if tries[0] == 0 else self._not_stored(w)  # a failed try may have landed
-            tries[0] += 1
-            if not any(map(len, blocks)):
-                return
+        def insert_events(blocks: list[EventBlock]) -> None:  # the columns are built on the I/O thread too
             insert_packed = getattr(self.events_store, "insert_packed", None)  # the server's store has it
-            packed = block_packed(blocks, now) if insert_packed is not None else None  # None: no native module
-            if packed is not None:
-                insert_packed("events", packed)
-            else:
-                self.events_store.insert("events", block_columns(blocks, now))
+            try:
+                packed = block_packed(blocks, now) if insert_packed is not None else None  # None: no native module
+                if packed is not None:
+                    insert_packed("events", packed)
+                else:
+                    self.events_store.insert("events", block_columns(blocks, now))
+            except ColumnRangeError as exc:
+                raise StoreDataError(str(exc)) from None
 
-        # on an error the writer fails: no later checkpoint, so the next owner re-scores these events
-        await self.io.call(insert_events, "events.insert", w.where, events=True)
-        m.STORE_INSERTS.labels("events").inc()
-        m.EVENTS_STORED.inc(sum(map(len, w.events)))
+        events = Isolating(w.events, insert_events, rows_of_blocks, halves_of_blocks,
+                           before_retry=self._not_stored)  # a failed try may have landed
+        # on a transient error the call is retried; on any other the writer fails: no later checkpoint, so the
+        # next owner re-scores these events
+        await self.io.call(events.run, "events.insert", w.where, events=True)
+        m.STORE_INSERTS.labels("events").inc(events.pieces)
+        if events.refused:
+            topics = self.settings.topics()
+            await self._quarantine("events", [
+                ((topics.get(b.kind, b.kind), -1), _Quarantined(-1, None, (b.raws or [b""])[0]),
+                 EventError("$", f"event {b.cols['event_id'][0]}: the store refused it: {exc}"))
+                for [b], exc in events.refused])
+        m.EVENTS_STORED.inc(sum(map(len, w.events)) - len(events.refused))
         m.STAGE_SECONDS.labels("store.events").inc(time.perf_counter() - t0)
 
-    def _not_stored(self, w: Writes) -> list[EventBlock]:
+    def _not_stored(self, blocks: list[EventBlock]) -> list[EventBlock]:
         """The events (with payloads and scores) ``events`` does not hold yet (an insert retried after an error)."""
-        known = stored_event_keys(self.events_store, w.events)
-        return [without(known, b) for b in w.events]
+        known = stored_event_keys(self.events_store, blocks)
+        return [without(known, b) for b in blocks]
+
+    async def _quarantine(self, table: str, dead: list[tuple[TP, Record, EventError]]) -> None:
+        """Rows the store refused for their data: logged, counted and dead-lettered with the reason (stage
+        ``store``), before any checkpoint that covers them is stored."""
+        for (topic, partition), r, err in dead:
+            log.error("the store refused a row for its data; dead-lettered", extra={
+                "table": table, "topic": topic, "partition": partition, "offset": r.offset, "reason": err.reason})
+        m.QUARANTINED.labels(table).inc(len(dead))
+        await self._publish_dead_letters(dead, stage="store")
 
     async def _health(self, touched: list[tuple[Part, int, int, int]], seconds: float) -> None:
         """Per-partition health rows, written at most once a second (best effort, never holds the stream)."""

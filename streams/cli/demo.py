@@ -101,7 +101,9 @@ def run_demo(settings: Settings, *, events: int, rate: float, seed: int, keep_st
 
     sim = Simulation(seed=seed, events=events, days=max(1, min(7, events // 20_000)))
     port = free_port()
-    env = {**os.environ, "SPYGLASS_WORKER_WEB_PORT": str(port), "SPYGLASS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap}
+    env = {**os.environ, "SPYGLASS_WORKER_WEB_PORT": str(port), "SPYGLASS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+           # the simulation is dated from a fixed day (its labels depend on it), however long ago that is
+           "SPYGLASS_EVENT_MAX_AGE_DAYS": "0"}
     log_path = settings.stack_dir / "demo-worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     alerts_in = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","), group_id=None,

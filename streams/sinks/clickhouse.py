@@ -14,7 +14,7 @@ from typing import Any
 from schemas.errors import ConfigError
 from schemas.rows import Packed
 from streams.settings import StoreURL
-from streams.sinks.base import Store, StoreError
+from streams.sinks.base import Store, StoreError, classify
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -58,7 +58,7 @@ class NativeStore:
                 f"INSERT INTO {self.database}.{table} ({', '.join(names)}) VALUES", data, columnar=True
             )
         except Exception as exc:
-            raise StoreError(f"{self.url}: insert into {table}: {exc}") from None
+            raise classify(exc, f"{self.url}: insert into {table}: {exc}") from None
         return n
 
     def insert_packed(self, table: str, packed: Packed) -> int:
@@ -73,7 +73,7 @@ class NativeStore:
         try:
             self._client.execute(f"INSERT INTO {self.database}.{table} ({names}) VALUES", packed)
         except Exception as exc:
-            raise StoreError(f"{self.url}: insert into {table}: {exc}") from None
+            raise classify(exc, f"{self.url}: insert into {table}: {exc}") from None
         return packed.rows
 
     def version(self) -> str:
@@ -142,7 +142,7 @@ class ChdbStore:
                 f"INSERT INTO {self.database}.{table} ({cols}) SELECT {select} FROM Python(spyglass_batch)"  # noqa: S608
             )
         except Exception as exc:
-            raise StoreError(f"{self.url}: insert into {table}: {exc}") from None
+            raise classify(exc, f"{self.url}: insert into {table}: {exc}") from None
         return n
 
     def _insert_json(self, table: str, names: list[str], columns: dict[str, list[Any]], n: int) -> int:
@@ -166,7 +166,7 @@ class ChdbStore:
             self._session.query(f"INSERT INTO {self.database}.{table} ({', '.join(names)}) FORMAT JSONEachRow\n"
                                 + body.decode("utf-8"))
         except Exception as exc:
-            raise StoreError(f"{self.url}: insert into {table}: {exc}") from None
+            raise classify(exc, f"{self.url}: insert into {table}: {exc}") from None
         return n
 
     def version(self) -> str:

@@ -12,6 +12,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from kafka import KafkaConsumer, TopicPartition
 from detectors.correlation import Correlator, evidence_of
 from detectors.engine import Engine
 from schemas.errors import EventError
-from schemas.events import decode
+from schemas.events import Event, decode
 from streams.kafka_security import kafka_client_config
 from streams.settings import Settings, StoreURL
 from streams.simulator.output import produce_kafka
@@ -40,6 +41,8 @@ class Run:
     tmp: Path
     names: list[str] = field(default_factory=list)
     db: str = ""
+    checkpoint_key: str = field(default_factory=lambda: uuid.uuid4().hex)  # the workers of a run share it
+    worker_settings: dict = field(default_factory=dict)  # settings of this run's workers (``Settings`` fields)
 
     @classmethod
     def create(cls, base: Settings, tmp: Path, partitions: int = 3) -> Run:
@@ -75,7 +78,8 @@ class Run:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPYGLASS_")}
         env.update(self.settings.child_env(
             clickhouse_url=self.store_url, stack_dir=self.tmp / "worker-state", worker_web_port=web_port,
-            worker_checkpoint_s=2, worker_session_timeout_s=6))
+            worker_checkpoint_s=2, worker_session_timeout_s=6, checkpoint_key=self.checkpoint_key,
+            **self.worker_settings))
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
@@ -270,9 +274,9 @@ def read_topic(run: Run, topic: str, timeout_s: float = 30) -> list:
         c.close()
 
 
-def reference_alert_ids(run: Run) -> set[str]:
-    """What a fault-free run must give: one engine per partition over its records, offline, and the
-    correlator over the evidence of their alerts (in any order: it does not depend on it)."""
+def reference_alert_ids(run: Run, keep: Callable[[Event], bool] | None = None) -> set[str]:
+    """What a fault-free run must give: one engine per partition over its records (those ``keep`` keeps),
+    offline, and the correlator over the evidence of their alerts (in any order: it does not depend on it)."""
     ids: set[str] = set()
     correlator = Correlator(run.settings.correlation_window_hours, run.settings.correlation_horizon_days)
     by_tp: dict[tuple[str, int], list] = {}
@@ -286,6 +290,8 @@ def reference_alert_ids(run: Run) -> set[str]:
         for m in msgs:
             ev = decode(m.value) if m.value is not None else None
             if ev is None or isinstance(ev, EventError) or type(ev).__struct_config__.tag != kinds[topic]:
+                continue
+            if keep is not None and not keep(ev):
                 continue
             events.append(ev)
         eng = Engine()

@@ -62,6 +62,7 @@ def stack_test_settings(stack_dir: Path, ports: dict[str, int] | None = None) ->
         clickhouse_tcp_port=ports["clickhouse_tcp_port"],
         clickhouse_http_port=ports["clickhouse_http_port"],
         clickhouse_url=f"clickhouse://default@127.0.0.1:{ports['clickhouse_tcp_port']}/default",
+        event_max_age_days=0,  # the tests replay the simulator's fixed dates (from 2026-11-02) through the worker
     )
 
 

@@ -120,7 +120,8 @@ def test_upgrade_to_the_measure_columns_on_the_server(server_store, stack_settin
     assert [m.version for m in pending(server_store)][:1] == [10]
     url = f"clickhouse://default@127.0.0.1:{stack_settings.clickhouse_tcp_port}/{server_store.database}"
     r = subprocess.run([sys.executable, "-m", "streams.cli", "worker", "--no-migrate"], capture_output=True,
-                       text=True, timeout=120, check=False, env={**os.environ, "SPYGLASS_CLICKHOUSE_URL": url})
+                       text=True, timeout=120, check=False, env={**os.environ, "SPYGLASS_CLICKHOUSE_URL": url,
+                                                             "SPYGLASS_CHECKPOINT_KEY": "k" * 32})
     assert r.returncode == 1 and "010_events_measures" in r.stderr and "spyglass db migrate" in r.stderr, r.stderr
     write_events(server_store, batch[:1000], with_measures=False)  # an old worker, old schema
     migrate(server_store)

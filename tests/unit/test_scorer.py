@@ -58,7 +58,7 @@ def _fails_then(result: str, failures: int, error: str) -> tuple[list[int], obje
 
 
 def test_revoke_gives_up_when_a_batch_holds_the_scorer_past_half_the_session_timeout(tmp_path):
-    settings = Settings(worker_session_timeout_s=6, stack_dir=tmp_path)
+    settings = Settings(event_max_age_days=0, worker_session_timeout_s=6, stack_dir=tmp_path)
     failures: list[BaseException] = []
 
     async def run() -> Scorer:
@@ -119,8 +119,8 @@ def test_events_are_held_for_one_bigger_insert_and_stored_before_any_checkpoint(
     from streams.sinks.clickhouse import ChdbStore
 
     raws = _raws("api_usage", 1500)
-    settings = Settings(stack_dir=tmp_path, worker_insert_min_rows=1000, worker_insert_linger_s=0.3,
-                        worker_checkpoint_s=3600)
+    settings = Settings(event_max_age_days=0, stack_dir=tmp_path, worker_insert_min_rows=1000,
+                        worker_insert_linger_s=0.3, worker_checkpoint_s=3600)
     topic = settings.topics()["api_usage"]
     store = ChdbStore(StoreURL.parse(f"chdb://{tmp_path / 'chdb'}"), database="held")
     acked: list[int] = []
@@ -132,9 +132,9 @@ def test_events_are_held_for_one_bigger_insert_and_stored_before_any_checkpoint(
     at_checkpoint: list[int] = []
 
     class Watched(CheckpointStore):  # the real checkpoint store, noting what events held when it was called
-        def save_states(self, states):
+        def save_states(self, states, marks=None):
             at_checkpoint.append(stored()[0])
-            return super().save_states(states)
+            return super().save_states(states, marks)
 
     async def run() -> list[tuple[int, int]]:
         scorer = Scorer(settings, store, Watched(store, "g", b"k"), _acked,
@@ -185,7 +185,7 @@ def test_alerts_are_stored_while_an_events_insert_runs_and_no_checkpoint_passes_
 
     raws = _raws("agent_execution", 300)
     # no learning period: the run is one simulated day, and the test counts the risk incident among its alerts
-    settings = Settings(stack_dir=tmp_path, worker_insert_min_rows=1, worker_checkpoint_s=3600,
+    settings = Settings(event_max_age_days=0, stack_dir=tmp_path, worker_insert_min_rows=1, worker_checkpoint_s=3600,
                         engine_learning_hours=0)
     topic = settings.topics()["agent_execution"]
     chdb = ChdbStore(StoreURL.parse(f"chdb://{tmp_path / 'chdb'}"), database="lane")
@@ -218,9 +218,9 @@ def test_alerts_are_stored_while_an_events_insert_runs_and_no_checkpoint_passes_
                      for t in ("events", "alerts", "engine_checkpoints"))
 
     class Watched(CheckpointStore):
-        def save_states(self, states):
+        def save_states(self, states, marks=None):
             at_checkpoint.append(stored()[0])
-            return super().save_states(states)
+            return super().save_states(states, marks)
 
     async def run() -> list[tuple[int, int, int]]:
         scorer = Scorer(settings, store, Watched(store, "g", b"k"), _acked, events_store=SlowEvents(),
@@ -267,7 +267,7 @@ def test_a_failed_events_insert_stops_the_worker_before_any_checkpoint_or_ack(tm
     from streams.sinks.clickhouse import ChdbStore
 
     raws = _raws("api_usage", 200)
-    settings = Settings(stack_dir=tmp_path, worker_insert_min_rows=1, worker_checkpoint_s=3600)
+    settings = Settings(event_max_age_days=0, stack_dir=tmp_path, worker_insert_min_rows=1, worker_checkpoint_s=3600)
     topic = settings.topics()["api_usage"]
     store = ChdbStore(StoreURL.parse(f"chdb://{tmp_path / 'chdb'}"), database="broken")
     acked: list[int] = []
@@ -309,7 +309,7 @@ def test_a_failed_events_insert_stops_the_worker_before_any_checkpoint_or_ack(tm
 def test_the_store_is_reported_up_only_when_both_connections_are(tmp_path):
     """A working alerts connection does not hide an events lane that keeps failing (health stays degraded)."""
 
-    settings = Settings(stack_dir=tmp_path)
+    settings = Settings(event_max_age_days=0, stack_dir=tmp_path)
     tries, flaky = _fails_then("stored", 2, "events: too many parts")
 
     async def run() -> list[str | None]:
