@@ -305,12 +305,19 @@ def reference_alert_ids(run: Run, keep: Callable[[Event], bool] | None = None) -
 
 
 def stored_alerts(run: Run) -> Counter:
-    """alert_id -> rows, after deduplication (FINAL)."""
+    """alert_id -> rows as stored, without ``FINAL``: an alert inserted twice counts twice until a background
+    merge collapses it (:func:`risk_minute_alert_count` counts every insert, merged or not)."""
     st = run.store()
     try:
-        return Counter(r[0] for r in st.query(f"SELECT alert_id FROM {run.db}.alerts FINAL"))  # noqa: S608
+        return Counter(r[0] for r in st.query(f"SELECT alert_id FROM {run.db}.alerts"))  # noqa: S608
     finally:
         st.close()
+
+
+def risk_minute_alert_count(run: Run) -> int:
+    """Alerts the per-minute risk view counted (each insert is counted: an alert inserted twice counts twice,
+    whatever merges did to ``alerts`` since)."""
+    return _count(run, f"SELECT sum(alerts) FROM {run.db}.entity_risk_minute")  # noqa: S608
 
 
 def _count(run: Run, sql: str) -> int:

@@ -21,6 +21,7 @@ from tests.fault.harness import (
     produce_rows,
     published_alert_ids,
     reference_alert_ids,
+    risk_minute_alert_count,
     stored_alerts,
     stored_event_ids,
     wait_committed,
@@ -47,6 +48,7 @@ def _check_accounting_and_alerts(run: Run, expected_events: int, reference: set[
     stored = stored_alerts(run)
     assert stored, "the run has attacks: it must raise alerts"
     assert max(stored.values()) == 1, "an alert_id appears twice in the alerts table"
+    assert risk_minute_alert_count(run) == len(stored), "an alert was inserted twice (entity_risk_minute counted it)"
     published = published_alert_ids(run)
     assert [a for a, n in published.items() if n > 1] == [], "an alert_id was published twice"
     assert set(published) == set(stored) == reference
