@@ -54,6 +54,9 @@ class Checkpoint:
     engine: Engine | Correlator  # a correlator for a partition of the risk-evidence topic
     written_at: datetime
     mark: Mark | None = None  # the last record it covers (None: a checkpoint written before marks)
+    # when the snapshot was taken (None: a checkpoint written before this was recorded); the save can come much
+    # later (it waits for the writes the snapshot covers, a whole store outage at worst)
+    taken_at: datetime | None = None
 
 
 class Mark(NamedTuple):
@@ -71,23 +74,28 @@ class Mark(NamedTuple):
         return cls(offset, h.hexdigest())
 
 
-_FRAME = b"SGCP\x01"  # a framed state: the mark (JSON) then the engine's state; an older one is the bare pickle
+_FRAME = b"SGCP\x01"  # a framed state: the meta (JSON: mark, time taken) then the engine's state; or the bare pickle
 
 
-def _framed(state: bytes, mark: Mark | None) -> bytes:
-    if mark is None:
+def _framed(state: bytes, mark: Mark | None, taken_at: datetime | None = None) -> bytes:
+    if mark is None and taken_at is None:
         return state
-    meta = json.dumps({"offset": mark.offset, "sha256": mark.sha256}).encode()
-    return _FRAME + len(meta).to_bytes(4, "big") + meta + state
+    meta: dict[str, Any] = {} if mark is None else {"offset": mark.offset, "sha256": mark.sha256}
+    if taken_at is not None:
+        meta["taken_at"] = taken_at.timestamp()
+    raw = json.dumps(meta).encode()
+    return _FRAME + len(raw).to_bytes(4, "big") + raw + state
 
 
-def _unframed(data: bytes) -> tuple[bytes, Mark | None]:
+def _unframed(data: bytes) -> tuple[bytes, Mark | None, datetime | None]:
     if not data.startswith(_FRAME):
-        return data, None
+        return data, None, None
     n = int.from_bytes(data[len(_FRAME):len(_FRAME) + 4], "big")
     start = len(_FRAME) + 4
     meta = json.loads(data[start:start + n])
-    return data[start + n:], Mark(int(meta["offset"]), str(meta["sha256"]))
+    mark = Mark(int(meta["offset"]), str(meta["sha256"])) if "offset" in meta else None
+    taken_at = datetime.fromtimestamp(float(meta["taken_at"]), UTC) if "taken_at" in meta else None
+    return data[start + n:], mark, taken_at
 
 
 MIN_KEY_BYTES = 32  # an HMAC-SHA256 key shorter than its output is weaker than the signature
@@ -197,18 +205,19 @@ class CheckpointStore:
         return self.save_states([(topic, partition, offset, state, entities)], [mark])[0]
 
     def save_states(self, snaps: list[tuple[str, int, int, bytes, int]],
-                    marks: list[Mark | None] | None = None) -> list[int]:
+                    marks: list[Mark | None] | None = None, taken_at: list[datetime | None] | None = None) -> list[int]:
         """Store several (topic, partition, offset, state, entities) snapshots in one insert (each insert
         costs the server a new part, tens of milliseconds on 18.16); returns each blob's size in bytes.
 
         ``marks[i]``: the last record snapshot i covers (:class:`Mark`), signed with it, so a restore can tell
-        that the partition's log still holds that record at that offset."""
+        that the partition's log still holds that record at that offset. ``taken_at[i]``: when snapshot i was
+        taken (a restore scans the alerts topic from then, see ``Partitions.get``), signed with it too."""
         cols: dict[str, list] = {k: [] for k in ("group_id", "topic", "partition", "offset", "state", "digest",
                                                  "entities", "bytes", "worker", "written_at")}
         now = datetime.now(UTC).replace(microsecond=0)
         for i, (topic, partition, offset, state, entities) in enumerate(snaps):
             mark = marks[i] if marks is not None else None
-            blob = zlib.compress(_framed(state, mark), 1)
+            blob = zlib.compress(_framed(state, mark, taken_at[i] if taken_at is not None else None), 1)
             for k, v in (("group_id", self.group_id), ("topic", topic), ("partition", partition),
                          ("offset", offset), ("state", base64.b64encode(blob).decode("ascii")),
                          ("digest", self._digest(topic, partition, offset, blob)), ("entities", entities),
@@ -243,7 +252,7 @@ class CheckpointStore:
         if not hmac.compare_digest(self._digest(topic, partition, offset, blob), str(digest)):
             raise CheckpointError(f"checkpoint {topic}[{partition}]@{offset}: signature check failed; refusing it")
         try:
-            state, mark = _unframed(zlib.decompress(blob))
+            state, mark, snapshot_taken_at = _unframed(zlib.decompress(blob))
         except (zlib.error, ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"checkpoint {topic}[{partition}]@{offset}: unreadable ({exc})") from None
         try:
@@ -254,7 +263,8 @@ class CheckpointStore:
             engine = restore(state)
         except Exception as exc:  # a signed blob that does not load: a version change, say
             raise CheckpointError(f"checkpoint {topic}[{partition}]@{offset}: cannot load ({exc})") from None
-        return Checkpoint(topic, partition, offset, engine, datetime.fromtimestamp(int(rows[0][4]), UTC), mark)
+        return Checkpoint(topic, partition, offset, engine, datetime.fromtimestamp(int(rows[0][4]), UTC), mark,
+                          snapshot_taken_at)
 
     def newest(self, topic: str, partition: int) -> tuple[int, datetime] | None:
         """(offset, written_at) of the partition's checkpoint with the highest offset, or None: nothing is read

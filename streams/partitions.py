@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -87,6 +88,19 @@ class Snapshot:
     entities: int
     offsets: list[int]  # acked once the snapshot is stored
     mark: Mark | None = None  # the last record it covers
+    taken_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # wall clock: where an alerts scan starts
+
+
+ALERT_SCAN_MARGIN_S = 120  # the alerts' producer timestamps come from other hosts' clocks: this much skew is allowed
+
+
+def alert_scan_start_ms(cp: Checkpoint) -> int:
+    """Where (producer time, ms) a new owner's scan of the alerts topic starts: the time the checkpoint's snapshot
+    was taken, less a margin for clock skew. Every alert of a record after the checkpoint was raised (and
+    published) after that; the save time can be a whole store outage later, so it is used only for a checkpoint
+    that did not record when its snapshot was taken."""
+    taken = cp.taken_at if cp.taken_at is not None else cp.written_at
+    return int(taken.timestamp() - ALERT_SCAN_MARGIN_S) * 1000
 
 
 def wall_clock_limit_ms(max_future_s: float) -> int:
@@ -156,7 +170,7 @@ class Partitions:
                                            idle_evict_days=self.settings.engine_idle_evict_days,
                                            learning_hours=self.settings.engine_learning_hours)
             part = Part(topic, partition, cp.engine, offset=cp.offset, checkpoint_offset=cp.offset)
-            since = int(cp.written_at.timestamp() - 120) * 1000
+            since = alert_scan_start_ms(cp)
         # alerts an earlier owner raised from the records about to be re-scored: stored ones, and
         # published ones it crashed before storing. Neither is published or stored again.
         part.stored_alerts = await self.io.call(
@@ -288,7 +302,7 @@ class Partitions:
         where = {"topic": first.topic, "partition": first.partition, "offset": snaps[0].offset}
         sizes = await self.io.call(lambda: self.checkpoints.save_states(
             [(s.part.topic, s.part.partition, s.offset, s.state, s.entities) for s in snaps],
-            [s.mark for s in snaps]), "checkpoint.save", where)
+            [s.mark for s in snaps], taken_at=[s.taken_at for s in snaps]), "checkpoint.save", where)
         self.io.check()  # failed meanwhile: ack nothing more
         now = self.clock()
         for snap, size in zip(snaps, sizes, strict=True):

@@ -132,9 +132,9 @@ def test_events_are_held_for_one_bigger_insert_and_stored_before_any_checkpoint(
     at_checkpoint: list[int] = []
 
     class Watched(CheckpointStore):  # the real checkpoint store, noting what events held when it was called
-        def save_states(self, states, marks=None):
+        def save_states(self, states, marks=None, **kwargs):
             at_checkpoint.append(stored()[0])
-            return super().save_states(states, marks)
+            return super().save_states(states, marks, **kwargs)
 
     async def run() -> list[tuple[int, int]]:
         scorer = Scorer(settings, store, Watched(store, "g", b"k"), _acked,
@@ -218,9 +218,9 @@ def test_alerts_are_stored_while_an_events_insert_runs_and_no_checkpoint_passes_
                      for t in ("events", "alerts", "engine_checkpoints"))
 
     class Watched(CheckpointStore):
-        def save_states(self, states, marks=None):
+        def save_states(self, states, marks=None, **kwargs):
             at_checkpoint.append(stored()[0])
-            return super().save_states(states, marks)
+            return super().save_states(states, marks, **kwargs)
 
     async def run() -> list[tuple[int, int, int]]:
         scorer = Scorer(settings, store, Watched(store, "g", b"k"), _acked, events_store=SlowEvents(),
