@@ -23,6 +23,10 @@ QUARANTINED = Counter("spyglass_store_quarantined_total", "Rows the store refuse
 CHECKPOINTS_OUT_OF_RANGE = Counter(
     "spyglass_checkpoints_out_of_range_total", "Checkpoints found outside their partition's log (topic recreated, "
     "truncated, records deleted before they were scored)", ["topic"], registry=REGISTRY)
+ALERT_SCANS_PARTIAL = Counter(
+    "spyglass_alert_scans_partial_total", "Alerts-topic scans (a partition taken on) that did not reach the end "
+    "offsets they started with within their time limit: an alert they missed may be published again",
+    registry=REGISTRY)
 ALERTS = Counter("spyglass_alerts_total", "Alerts raised (first delivery only)", ["detector", "severity"],
                  registry=REGISTRY)
 BATCH_SECONDS = Histogram("spyglass_batch_seconds", "Batch latency: decode, score, publish and store",

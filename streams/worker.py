@@ -15,6 +15,8 @@ import asyncio
 import logging
 import os
 import socket
+import time
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -157,7 +159,10 @@ class _AlertId(msgspec.Struct):
     alert_id: str = ""
 
 
-def published_alert_ids(settings: Settings, since_ms: int) -> set[str]:
+ALERT_SCAN_LIMIT_S = 60.0  # a scan this long is given up as partial (logged, counted)
+
+
+def published_alert_ids(settings: Settings, since_ms: int, time_limit_s: float = ALERT_SCAN_LIMIT_S) -> set[str]:
     """Ids of the alerts on the alerts topic since ``since_ms`` (producer time), every partition.
 
     A new owner of a partition asks this before re-scoring the records after its checkpoint, so
@@ -174,34 +179,49 @@ def published_alert_ids(settings: Settings, since_ms: int) -> set[str]:
             c.partitions_for_topic(settings.topic_alerts) or [])]
         if not parts:
             return set()
-        c.assign(parts)
-        ends = c.end_offsets(parts)
+        ends = c.end_offsets(parts)  # as of the scan's start
         starts = c.offsets_for_times({tp: max(since_ms, 0) for tp in parts})
-        todo = {}
-        for tp in parts:
-            start = starts.get(tp)
-            if start is None or start.offset >= ends[tp]:
-                continue
-            c.seek(tp, start.offset)
-            todo[tp] = ends[tp]
-        ids: set[str] = set()
-        dec = msgspec.json.Decoder(_AlertId)
-        while todo:
-            batch = c.poll(timeout_ms=1000, max_records=10_000)
-            if not batch:
-                break
-            for tp, msgs in batch.items():
-                for msg in msgs:
-                    if msg.offset < todo.get(tp, 0):
-                        try:
-                            ids.add(dec.decode(msg.value).alert_id)
-                        except msgspec.DecodeError:
-                            continue
-                if msgs and msgs[-1].offset + 1 >= todo.get(tp, 0):
-                    todo.pop(tp, None)
-        return ids
+        todo = {tp: (start.offset, ends[tp]) for tp, start in starts.items()
+                if start is not None and start.offset < ends[tp]}
+        if not todo:
+            return set()
+        c.assign(list(todo))
+        for tp, (start_offset, _) in todo.items():
+            c.seek(tp, start_offset)
+        return alert_ids_up_to(c, {tp: end for tp, (_, end) in todo.items()}, time_limit_s)
     finally:
         c.close()
+
+
+def alert_ids_up_to(consumer: Any, ends: dict[Any, int], time_limit_s: float,
+                    clock: Callable[[], float] = time.monotonic) -> set[str]:
+    """Ids of the alerts ``consumer`` (assigned, positioned) reads up to each partition's end offset in ``ends``
+    (the ends as the scan started: what is published later is not the earlier owner's).
+
+    A poll that returns nothing does not end the scan (the broker may be slow to answer); a partition is done once
+    the consumer's position reaches its end. A scan still short of an end after ``time_limit_s`` is partial:
+    logged and counted (``spyglass_alert_scans_partial_total``), and what it read is returned."""
+    todo = dict(ends)
+    ids: set[str] = set()
+    dec = msgspec.json.Decoder(_AlertId)
+    deadline = clock() + time_limit_s
+    while todo:
+        for tp, msgs in consumer.poll(timeout_ms=1000, max_records=10_000).items():
+            for msg in msgs:
+                if msg.offset < todo.get(tp, 0):
+                    try:
+                        ids.add(dec.decode(msg.value).alert_id)
+                    except msgspec.DecodeError:
+                        continue
+        todo = {tp: end for tp, end in todo.items() if consumer.position(tp) < end}
+        if todo and clock() >= deadline:
+            m.ALERT_SCANS_PARTIAL.inc()
+            short = {f"{tp.topic}[{tp.partition}]": end - consumer.position(tp) for tp, end in todo.items()}
+            log.error("the alerts topic scan did not finish within its time limit: partial (an alert it missed may "
+                      "be published again)", extra={"time_limit_s": time_limit_s, "alerts_found": len(ids),
+                                                    "records_short_of_end": short})
+            break
+    return ids
 
 
 class RecordReader:
