@@ -2,7 +2,7 @@
 
 The next owner of a partition re-scores the records after its checkpoint: the alerts they raise
 have the ids the first run gave them, and their events are the same events. An earlier owner may
-have stored some of them before it died; an events insert retried after an error may have landed.
+have stored some of them before it died; an events or alerts insert retried after an error may have landed.
 These queries ask the store which, so they are not inserted twice (``events`` and ``alerts`` would
 dedupe the rows, but the per-minute views over them would count them twice).
 """
@@ -59,3 +59,17 @@ def stored_alert_ids(store: Store, topic: str, partition: int, from_offset: int)
         f"SELECT alert_id FROM {store.database}.alerts WHERE source_topic = {sql_string(topic)} "  # noqa: S608
         f"AND source_partition = {int(partition)} AND source_offset >= {int(from_offset)}")
     return {r[0] for r in rows}
+
+
+def stored_alert_ids_among(store: Store, alert_ids: Sequence[str], chunk: int = 1_000) -> set[str]:
+    """Those of ``alert_ids`` the ``alerts`` table holds already (one query per ``chunk`` ids): what a failed
+    alerts insert stored before its retry. Ids not safe to quote are not looked up (so never reported stored):
+    at worst such an alert is inserted twice."""
+    safe = [i for i in dict.fromkeys(alert_ids) if _SAFE_ID.fullmatch(i)]
+    found: set[str] = set()
+    for i in range(0, len(safe), chunk):
+        quoted = ", ".join(sql_string(x) for x in safe[i:i + chunk])
+        rows = store.query(
+            f"SELECT alert_id FROM {store.database}.alerts WHERE alert_id IN ({quoted})")  # noqa: S608 - checked, quoted
+        found.update(str(r[0]) for r in rows)
+    return found

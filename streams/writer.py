@@ -38,7 +38,7 @@ from schemas.block import EventBlock
 from schemas.errors import EventError
 from schemas.rows import ColumnRangeError, alert_columns, block_columns, block_packed
 from streams import metrics as m
-from streams.dedup import stored_event_keys, without
+from streams.dedup import stored_alert_ids_among, stored_event_keys, without
 from streams.partitions import Part, Partitions, Snapshot
 from streams.quarantine import Isolating, halves_of_blocks, halves_of_list, rows_of_blocks
 from streams.records import TP, DeadLetter, Record, bare_dead_letter, dead_letter, record_refused
@@ -197,7 +197,8 @@ class Writer:
                     [a for a, _, _ in piece], created, [(topic, partition, offset) for _, (topic, partition), offset
                                                         in piece]))
 
-            alerts = Isolating(w.alerts, insert_alerts, len, halves_of_list)
+            alerts = Isolating(w.alerts, insert_alerts, len, halves_of_list,
+                               before_retry=self._alerts_not_stored)  # a failed try may have landed
             await self.io.call(alerts.run, "alerts.insert", w.where)
             m.STORE_INSERTS.labels("alerts").inc(alerts.pieces)
             if alerts.refused:
@@ -332,6 +333,11 @@ class Writer:
         """The events (with payloads and scores) ``events`` does not hold yet (an insert retried after an error)."""
         known = stored_event_keys(self.events_store, blocks)
         return [without(known, b) for b in blocks]
+
+    def _alerts_not_stored(self, piece: list[tuple[Alert, TP, int]]) -> list[tuple[Alert, TP, int]]:
+        """The alerts (with their sources) ``alerts`` does not hold yet (an insert retried after an error)."""
+        known = stored_alert_ids_among(self.store, [a.alert_id for a, _, _ in piece])
+        return [row for row in piece if row[0].alert_id not in known]
 
     async def _quarantine(self, table: str, dead: list[tuple[TP, Record, EventError]]) -> None:
         """Rows the store refused for their data: logged, counted and dead-lettered with the reason (stage
