@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import numpy as np
+import pytest
 
 from tests.unit.test_detectors import T0, Stream, _hits, _reads, _work
 
@@ -35,15 +36,16 @@ def _night_reader(ips: str, night_reads: int) -> tuple[list, set[str]]:
 
 
 def test_night_reads_from_a_new_ip_of_a_fixed_ip_worker_are_caught():
-    alerts, ids = _night_reader("fixed", 3)
+    alerts, ids = _night_reader("fixed", 2)
     hits = _hits(alerts, "data.off_hours", ids)
     assert hits and hits[0].entity == "p0"
     assert "1 in" in hits[0].explanation and "a new IP" in hits[0].explanation
 
 
 def test_a_new_ip_is_no_evidence_behind_a_nat_pool():
-    """Every access of the tenant comes from a new address: the same three night reads are not raised."""
-    alerts, ids = _night_reader("nat", 3)
+    """Every access of the tenant comes from a new address: the same two night reads are not raised (three are,
+    by their hour alone: the night's first reads are not learned into the rhythm while it builds up)."""
+    alerts, ids = _night_reader("nat", 2)
     assert not _hits(alerts, "data.off_hours", ids)
 
 
@@ -153,3 +155,27 @@ def test_a_rare_crossing_is_segmentation_even_if_someone_crossed_once():
 def test_a_crossing_the_department_makes_daily_is_not_segmentation():
     alerts, ids = _crossing(colleague_crosses=True)
     assert not _hits(alerts, "data.segmentation", ids)
+
+
+def _newcomer(night: bool) -> tuple[list, set[str]]:
+    """A newcomer with six working-hour accesses reads confidential data eight times a few minutes apart from
+    their usual address, at 03:00 UTC (``night``) or at 11:00, their working hours."""
+    rng = np.random.default_rng(27)
+    s = Stream()
+    _day_workers(s, rng, 4)
+    for _ in range(6):
+        s.data(_work(rng, 2), "new", "finance/ledger", 50, ip="10.0.1.1")
+    start = T0 + timedelta(days=3, hours=3 if night else 11)
+    ids = {s.data(start + timedelta(seconds=150 * i), "new", "finance/ledger", 60, ip="10.0.1.1") for i in range(8)}
+    return s.run(), ids
+
+
+@pytest.mark.parametrize("night", [True, False])
+def test_a_newcomers_night_of_confidential_reads_is_caught_before_it_teaches_itself_in(night: bool):
+    """At night: judged from its fifth access on, and the night's first reads are not learned into its rhythm while
+    the night builds up (learned, they made 03:00 look like one of its hours). The benign twin: the same reads in
+    working hours are not off hours."""
+    alerts, ids = _newcomer(night)
+    hits = _hits(alerts, "data.off_hours", ids)
+    assert bool(hits) == night
+    assert all(h.entity == "new" for h in hits)
