@@ -46,7 +46,7 @@ class DataConfig:
     principal_warm_hours: float = option(12.0, "hours since a principal was first seen before it is warm")
     volume_surprise: float = option(9.0, "surprise (-log10 tail of the log-volume under the principal's own "
                                          "distribution; 9 is about 6 standard deviations) that makes a spike")
-    volume_min_seen: int = option(5, "reads after which a principal's own baseline (and each time-of-day block's) "
+    volume_min_seen: int = option(3, "reads after which a principal's own baseline (and each time-of-day block's) "
                                      "judges it (its department's before)")
     volume_peer_z: float = option(6.0, "log-volume z-score against the department that makes a spike for a "
                                        "cold principal")

@@ -179,3 +179,31 @@ def test_a_newcomers_night_of_confidential_reads_is_caught_before_it_teaches_its
     hits = _hits(alerts, "data.off_hours", ids)
     assert bool(hits) == night
     assert all(h.entity == "new" for h in hits)
+
+
+def _young_exporter(rows: int) -> tuple[list, set[str]]:
+    """A principal with three reads of about 100 rows exports ``rows`` rows five times, 90 s apart, in a department
+    whose volumes are broad (people read about 100 rows, a service account about 100,000 at night), so the
+    department's baseline says little about it."""
+    rng = np.random.default_rng(28)
+    s = Stream()
+    _reads(s, rng, "ann", "finance/ledger", days=3)
+    for day in range(3):
+        for m in range(0, 60, 10):
+            s.data(T0 + timedelta(days=day, hours=2, minutes=m), "svc", "finance/ledger",
+                   int(100_000 * rng.lognormal(0.0, 0.4)))
+    for _ in range(3):
+        s.data(_work(rng, 3), "young", "finance/ledger", int(100 * rng.lognormal(0.0, 0.5)) + 1)
+    start = T0 + timedelta(days=4, hours=10)
+    ids = {s.data(start + timedelta(seconds=90 * i), "young", "finance/ledger", rows, op="export") for i in range(5)}
+    return s.run(), ids
+
+
+@pytest.mark.parametrize("rows", [25_000, 300])
+def test_a_young_principals_bulk_export_is_judged_against_its_own_few_reads(rows: int):
+    """From its third read on, a principal's own baseline judges it: 250x its usual rows is a spike (its
+    department's broad baseline alone let it through, and the first export was learned); 3x is not."""
+    alerts, ids = _young_exporter(rows)
+    hits = _hits(alerts, "data.volume_spike", ids)
+    assert bool(hits) == (rows > 1000)
+    assert all(h.entity == "young" for h in hits)
