@@ -46,7 +46,7 @@ class DataConfig:
     principal_warm_hours: float = option(12.0, "hours since a principal was first seen before it is warm")
     volume_surprise: float = option(9.0, "surprise (-log10 tail of the log-volume under the principal's own "
                                          "distribution; 9 is about 6 standard deviations) that makes a spike")
-    volume_min_seen: int = option(5, "reads after which a principal's own baseline (and each time-of-day block's) "
+    volume_min_seen: int = option(3, "reads after which a principal's own baseline (and each time-of-day block's) "
                                      "judges it (its department's before)")
     volume_peer_z: float = option(6.0, "log-volume z-score against the department that makes a spike for a "
                                        "cold principal")
@@ -60,7 +60,11 @@ class DataConfig:
                                          "(its tenant's profile as the prior); only quiet hours are off hours")
     off_hours_prior: float = option(24.0, "weight (in events) of the tenant's hour profile in the principal's")
     off_hours_tau_min: float = option(30.0, "time constant (minutes) of the recent-activity count judged per hour")
-    off_hours_min_events: int = option(10, "accesses of a principal before off-hours access is judged")
+    off_hours_min_events: int = option(5, "accesses of a principal before off-hours access is judged")
+    off_hours_learn_surprise: float = option(2.5, "surprise of a judged access (its hour's activity plus a new "
+                                                  "IP's) from which it is not learned into the principal's rhythm: "
+                                                  "the first reads of an unusual night do not make that hour look "
+                                                  "usual before the night is judged")
     segmentation_surprise: float = option(3.0, "surprise of a first access to another department's sensitive "
                                                "dataset (the principal's own dataset-novelty rate and the share "
                                                "of its department that uses the dataset) that is raised")
@@ -274,7 +278,7 @@ def _off_hours(ctx: Context, c: DataColumns, p_before: np.ndarray, tenant: _Tena
     hs, ip_s, share, k, mu = hour_rhythm(c.principal, c.tenant, hour, c.ts, p["first"], s.hours_principal,
                                          s.hours_tenant, p["recent"], p["recent_last"], p["ip_carry"],
                                          p["ip_carry_ts"], float(tau), cfg.off_hours_prior, OFF_HOURS_DISPERSION,
-                                         ip_s, judged, cfg.off_hours_surprise)
+                                         ip_s, judged, cfg.off_hours_learn_surprise)
     surprise = hs + ip_s
     out: list[Finding] = []
     # the hour must be unusual in itself: a new IP alone (however rare for the principal) is not off-hours access
@@ -452,7 +456,10 @@ FAMILY = Family(
             "IP-novelty rate (shrunk to its tenant's), so behind a NAT pool a new address adds nothing. A granted "
             "confidential or restricted access in a quiet hour (below `off_hours_share` of the principal's average "
             "hour) whose surprise reaches `off_hours_surprise`, the hour's part alone at least "
-            "`off_hours_hour_surprise`, is raised."),
+            "`off_hours_hour_surprise`, is raised. A judged access whose surprise reaches "
+            "`off_hours_learn_surprise` is not learned into the rhythm, so the first reads of an unusual night "
+            "do not teach that hour in while the night builds up; a principal is judged from "
+            "`off_hours_min_events` accesses on."),
         Detector(
             "data.training_write", "Training data written by an unusual principal", "principal",
             ("atlas:AML.T0020", "owasp-llm:LLM04"),

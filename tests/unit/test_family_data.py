@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import numpy as np
+import pytest
 
 from tests.unit.test_detectors import T0, Stream, _hits, _reads, _work
 
@@ -35,15 +36,16 @@ def _night_reader(ips: str, night_reads: int) -> tuple[list, set[str]]:
 
 
 def test_night_reads_from_a_new_ip_of_a_fixed_ip_worker_are_caught():
-    alerts, ids = _night_reader("fixed", 3)
+    alerts, ids = _night_reader("fixed", 2)
     hits = _hits(alerts, "data.off_hours", ids)
     assert hits and hits[0].entity == "p0"
     assert "1 in" in hits[0].explanation and "a new IP" in hits[0].explanation
 
 
 def test_a_new_ip_is_no_evidence_behind_a_nat_pool():
-    """Every access of the tenant comes from a new address: the same three night reads are not raised."""
-    alerts, ids = _night_reader("nat", 3)
+    """Every access of the tenant comes from a new address: the same two night reads are not raised (three are,
+    by their hour alone: the night's first reads are not learned into the rhythm while it builds up)."""
+    alerts, ids = _night_reader("nat", 2)
     assert not _hits(alerts, "data.off_hours", ids)
 
 
@@ -153,3 +155,55 @@ def test_a_rare_crossing_is_segmentation_even_if_someone_crossed_once():
 def test_a_crossing_the_department_makes_daily_is_not_segmentation():
     alerts, ids = _crossing(colleague_crosses=True)
     assert not _hits(alerts, "data.segmentation", ids)
+
+
+def _newcomer(night: bool) -> tuple[list, set[str]]:
+    """A newcomer with six working-hour accesses reads confidential data eight times a few minutes apart from
+    their usual address, at 03:00 UTC (``night``) or at 11:00, their working hours."""
+    rng = np.random.default_rng(27)
+    s = Stream()
+    _day_workers(s, rng, 4)
+    for _ in range(6):
+        s.data(_work(rng, 2), "new", "finance/ledger", 50, ip="10.0.1.1")
+    start = T0 + timedelta(days=3, hours=3 if night else 11)
+    ids = {s.data(start + timedelta(seconds=150 * i), "new", "finance/ledger", 60, ip="10.0.1.1") for i in range(8)}
+    return s.run(), ids
+
+
+@pytest.mark.parametrize("night", [True, False])
+def test_a_newcomers_night_of_confidential_reads_is_caught_before_it_teaches_itself_in(night: bool):
+    """At night: judged from its fifth access on, and the night's first reads are not learned into its rhythm while
+    the night builds up (learned, they made 03:00 look like one of its hours). The benign twin: the same reads in
+    working hours are not off hours."""
+    alerts, ids = _newcomer(night)
+    hits = _hits(alerts, "data.off_hours", ids)
+    assert bool(hits) == night
+    assert all(h.entity == "new" for h in hits)
+
+
+def _young_exporter(rows: int) -> tuple[list, set[str]]:
+    """A principal with three reads of about 100 rows exports ``rows`` rows five times, 90 s apart, in a department
+    whose volumes are broad (people read about 100 rows, a service account about 100,000 at night), so the
+    department's baseline says little about it."""
+    rng = np.random.default_rng(28)
+    s = Stream()
+    _reads(s, rng, "ann", "finance/ledger", days=3)
+    for day in range(3):
+        for m in range(0, 60, 10):
+            s.data(T0 + timedelta(days=day, hours=2, minutes=m), "svc", "finance/ledger",
+                   int(100_000 * rng.lognormal(0.0, 0.4)))
+    for _ in range(3):
+        s.data(_work(rng, 3), "young", "finance/ledger", int(100 * rng.lognormal(0.0, 0.5)) + 1)
+    start = T0 + timedelta(days=4, hours=10)
+    ids = {s.data(start + timedelta(seconds=90 * i), "young", "finance/ledger", rows, op="export") for i in range(5)}
+    return s.run(), ids
+
+
+@pytest.mark.parametrize("rows", [25_000, 300])
+def test_a_young_principals_bulk_export_is_judged_against_its_own_few_reads(rows: int):
+    """From its third read on, a principal's own baseline judges it: 250x its usual rows is a spike (its
+    department's broad baseline alone let it through, and the first export was learned); 3x is not."""
+    alerts, ids = _young_exporter(rows)
+    hits = _hits(alerts, "data.volume_spike", ids)
+    assert bool(hits) == (rows > 1000)
+    assert all(h.entity == "young" for h in hits)
