@@ -168,7 +168,8 @@ class Partitions:
                 # the state bounds follow the settings, not the checkpoint: an operator can tighten them
                 cp.engine.config = replace(cp.engine.config, max_entities=self.settings.engine_max_entities,
                                            idle_evict_days=self.settings.engine_idle_evict_days,
-                                           learning_hours=self.settings.engine_learning_hours)
+                                           learning_hours=self.settings.engine_learning_hours,
+                                           alert_budget_per_100k=self.settings.engine_alert_budget_per_100k)
             part = Part(topic, partition, cp.engine, offset=cp.offset, checkpoint_offset=cp.offset)
             since = alert_scan_start_ms(cp)
         # alerts an earlier owner raised from the records about to be re-scored: stored ones, and

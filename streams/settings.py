@@ -127,6 +127,9 @@ class Settings(BaseSettings):
                                      "tracks at most; least recently seen are forgotten first (0: no cap)")
     engine_idle_evict_days: float = Field(30.0, ge=0, description="Entities unseen this long (event time) are "
                                           "forgotten (0: never)")
+    engine_alert_budget_per_100k: float = Field(1.0, ge=0, description="Each detector's false-alarm budget: "
+                                                "alerts per 100k of a tenant's events above which its weaker "
+                                                "findings become info (0: no budget)")
     engine_learning_hours: float = Field(24.0, ge=0, description="A tenant's learning period from its first event "
                                          "(event time): the engine learns and scores, and raises nothing above "
                                          "info (0: none)")
@@ -224,7 +227,8 @@ class Settings(BaseSettings):
         from detectors.engine import EngineConfig
 
         return EngineConfig(max_entities=self.engine_max_entities, idle_evict_days=self.engine_idle_evict_days,
-                            learning_hours=self.engine_learning_hours)
+                            learning_hours=self.engine_learning_hours,
+                            alert_budget_per_100k=self.engine_alert_budget_per_100k)
 
 
 class StoreURL:

@@ -185,8 +185,10 @@ def score_events(engine: EventEngine, records: list[Record], kind: str | None, t
         for eid, r in zip(_event_ids(events), good, strict=True):
             by_id.setdefault(eid, r.offset)
     principals = engine.alert_principals
+    # risk evidence (for risk.cross_kind) from alerts above info only: a learning period's, a control that
+    # worked, or a finding the false-alarm budget kept at info is not evidence against anyone
     out.alerts = [(a, by_id.get(a.evidence.event_ids[0], records[0].offset),
-                   None if a.kind == "cross" else principals.get(a.alert_id)) for a in alerts]
+                   None if a.kind == "cross" or a.severity == "info" else principals.get(a.alert_id)) for a in alerts]
     if kind:
         m.EVENTS_IN.labels(kind).inc(out.events_in)
     return out

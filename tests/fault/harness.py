@@ -168,9 +168,10 @@ def produce_in_background(run: Run, sim: Simulation, rate: float) -> threading.T
 
 
 def cross_kind_rows(principals: int) -> list[dict]:
-    """Hand-made cross-kind activity, in event-time order: each principal's burst of denied reads (data_access)
-    and, for two in three of them, an agent acting for them runs a high-risk refund without approval half an
-    hour later (agent_execution). Principals start 15 minutes apart from 2026-11-02T00:00Z."""
+    """Hand-made cross-kind activity, in event-time order: each principal's day of ordinary reads, then a burst of
+    denied reads (data_access) and, for two in three of them, an agent acting for them runs a high-risk refund
+    without approval half an hour later (agent_execution). Bursts start 15 minutes apart from
+    2026-11-02T00:00Z."""
     t0 = 1_793_577_600_000
     out: list[tuple[int, dict]] = []
 
@@ -180,6 +181,12 @@ def cross_kind_rows(principals: int) -> list[dict]:
     for i in range(principals):
         t = t0 + i * 900_000
         who = f"p{i:04d}"
+        # a day of ordinary granted reads first (the tenant's learning period passes; denials are unusual for it)
+        out += [(t - 90_000_000 + k * 3_600_000, {
+            "event_id": f"xk-{who}-b{k}", "kind": "data_access", "ts": iso(t - 90_000_000 + k * 3_600_000),
+            "tenant": "acme", "principal": who, "principal_department": "sales", "dataset": "sales/pipeline",
+            "dataset_owner_department": "sales", "sensitivity": "internal", "operation": "read", "rows": 10,
+            "granted": True}) for k in range(12)]
         out += [(t + j * 5_000, {
             "event_id": f"xk-{who}-d{j}", "kind": "data_access", "ts": iso(t + j * 5_000), "tenant": "acme",
             "principal": who, "principal_department": "sales", "dataset": f"hr/file{j}",
@@ -294,13 +301,13 @@ def reference_alert_ids(run: Run, keep: Callable[[Event], bool] | None = None) -
             if keep is not None and not keep(ev):
                 continue
             events.append(ev)
-        eng = Engine()
+        eng = Engine(run.settings.model_copy(update=run.worker_settings).engine_config())
         for i in range(0, len(events), 2_000):
             alerts = eng.process(events[i: i + 2_000])
             ids.update(a.alert_id for a in alerts)
             ids.update(a.alert_id for a in correlator.process(
                 [evidence_of(a, eng.alert_principals[a.alert_id]) for a in alerts
-                 if a.kind != "cross" and a.alert_id in eng.alert_principals]))
+                 if a.kind != "cross" and a.severity != "info" and a.alert_id in eng.alert_principals]))
     return ids
 
 

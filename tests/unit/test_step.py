@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from detectors.correlation import DAY, HOUR, Correlator, RiskEvidence, encode_evidence
-from detectors.engine import Engine
+from detectors.engine import Engine, EngineConfig
 from streams.settings import Settings
 from streams.step import correlate, decode, score_events
 from tests.unit.test_correlation import T0, ev
@@ -30,7 +30,7 @@ def _records(kind: str, n: int, bad_at: tuple[int, ...] = ()) -> list[_Rec]:
 def test_events_give_dead_letters_alerts_at_their_records_and_scored_events():
     tenant = Settings().default_tenant
     recs = _records("agent_execution", 300, bad_at=(0, 150))
-    engine = Engine()
+    engine = Engine(EngineConfig(learning_hours=0))  # the records are a first day: no learning period, evidence
     out = score_events(engine, recs, "agent_execution", tenant)
 
     assert [r.offset for r, _ in out.dead] == [100, 250]
@@ -45,8 +45,9 @@ def test_events_give_dead_letters_alerts_at_their_records_and_scored_events():
         event_offsets.setdefault(_event_id(r.value), r.offset)
     for a, offset, principal in out.alerts:
         assert offset == event_offsets[a.evidence.event_ids[0]]  # the record of its first evidence event
-        # the principal its risk evidence names; none for the engine's own cross-detector alerts
-        assert principal == (None if a.kind == "cross" else engine.alert_principals[a.alert_id])
+        # the principal its risk evidence names; none for the engine's own cross-detector alerts, nor for info
+        # alerts (a learning period's, a control that worked, a finding the budget kept at info)
+        assert principal == (None if a.kind == "cross" or a.severity == "info" else engine.alert_principals[a.alert_id])
     assert any(principal for _, _, principal in out.alerts)
     assert not out.past_stored  # nothing looked up in the store: nothing said about it
 
