@@ -88,9 +88,10 @@ def test_kill_9_repeatedly_loses_nothing_and_duplicates_nothing(run: Run):
 def test_cross_kind_risk_after_kill_9_equals_the_fault_free_alerts(run: Run):
     """risk.cross_kind comes from evidence that interleaves differently on every run and is re-delivered after
     crashes: the alert ids must still be exactly the fault-free ones."""
-    # a mass attack of 180 principals in one tenant: the false-alarm budget would keep most of it at info, and
-    # this test is about delivery, so its workers (and the reference) run without it
-    run.worker_settings = {"engine_alert_budget_per_100k": 0}
+    # a mass attack of 180 principals in one tenant: the false-alarm budget would keep most of it at info, and each
+    # agent engine's first day is a learning period; this test is about delivery, so its workers (and the
+    # reference) run without either
+    run.worker_settings = {"engine_alert_budget_per_100k": 0, "engine_learning_hours": 0}
     rows = cross_kind_rows(180)
     producer = produce_rows(run, rows, rate=120)  # about 33 s
     w = WorkerProc(run, "victim").start()
