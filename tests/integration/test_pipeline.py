@@ -162,8 +162,14 @@ def test_ingest_stores_good_events_and_dead_letters_bad_ones(fresh_topics: Setti
 
 def _cross_kind_rows() -> tuple[list[dict], list[dict]]:
     """mallory: a burst of denied reads (data_access), then an agent acting for her runs a high-risk refund
-    without approval (agent_execution) an hour later; bob: the same denials only (one kind)."""
-    data = [{"event_id": f"x-{who}-d{i}", "kind": "data_access", "ts": f"2026-11-02T10:00:{i * 5:02d}.000Z",
+    without approval (agent_execution) an hour later; bob: the same denials only (one kind). Both read as usual
+    the day before, so the denials are unusual for them and their tenant."""
+    usual = [{"event_id": f"x-{who}-b{k}", "kind": "data_access",
+              "ts": f"2026-11-01T{k * 20 // 60:02d}:{k * 20 % 60:02d}:00.000Z", "tenant": "acme", "principal": who,
+              "principal_department": "sales", "dataset": "sales/pipeline", "dataset_owner_department": "sales",
+              "sensitivity": "internal", "operation": "read", "rows": 10, "granted": True}
+             for k in range(30) for who in ("mallory", "bob")]
+    data = usual + [{"event_id": f"x-{who}-d{i}", "kind": "data_access", "ts": f"2026-11-02T10:00:{i * 5:02d}.000Z",
              "tenant": "acme", "principal": who, "principal_department": "sales", "dataset": f"hr/file{i}",
              "dataset_owner_department": "hr", "sensitivity": "restricted", "operation": "read", "rows": 0,
              "granted": False} for who in ("mallory", "bob") for i in range(8)]
@@ -183,6 +189,7 @@ def test_the_worker_raises_cross_kind_risk_from_alerts_of_two_event_topics(stack
     from tests.fault.harness import Run, WorkerProc, read_topic, wait_committed
 
     run = Run.create(stack_settings, tmp_path)
+    run.worker_settings = {"engine_learning_hours": 0}  # the agent engine's one event would fall in its first day
     try:
         data, agent = _cross_kind_rows()
         producer = KafkaProducer(bootstrap_servers=run.settings.kafka_bootstrap, acks="all")
