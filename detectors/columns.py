@@ -138,7 +138,6 @@ class AgentColumns(_KindColumns):
     pos: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # index in the input batch
     blocked: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))  # outcome blocked
     failed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))  # outcome error
-    refused: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))  # approval pending or denied
 
 
 
@@ -290,7 +289,6 @@ def _agent(b: EventBlock, ts: np.ndarray, v: Vocabs) -> AgentColumns:
         block=b,
         blocked=c["outcome"] == _BLOCKED,
         failed=c["outcome"] == _FAILED,
-        refused=(approval == _PENDING) | (approval == _DENIED),
     )
 
 
@@ -300,7 +298,6 @@ _BYPASSED, _NOT_REQUIRED, _PENDING = (code("agent_execution", "approval", a) for
                                                                                          "pending"))
 _EXTERNAL = code("agent_execution", "triggered_by", "external_content")
 _BLOCKED, _FAILED = (code("agent_execution", "outcome", o) for o in ("blocked", "error"))
-_DENIED = code("agent_execution", "approval", "denied")
 # the engine's codes are the contract's literal order: checked once here
 assert [code("data_access", "sensitivity", x) for x in SENSITIVITY] == list(SENSITIVITY.values())
 assert [code("data_access", "operation", x) for x in OPERATION] == list(OPERATION.values())

@@ -223,5 +223,5 @@ def footprint(tables: State) -> dict[str, int]:
                                          + 64 * (len(tables.scope_keys) + len(tables.tenant_keys)))
     out["key model times"] = size(tables.key_models) + sum(size(d) + 64 * len(d) for d in tables.key_models.values())
     out["agent-type tables"] = (sum(x.nbytes for x in tables.type_lengths.values()) + size(tables.type_events)
-                                + size(tables.type_longest) + size(tables.tenant_first))
+                                + size(tables.type_longest))
     return out

@@ -89,7 +89,6 @@ class State:
     pairs: dict[int, int] = field(default_factory=dict)  # (principal, dataset) -> dense id
     pair: Arrays = field(default_factory=Arrays)
     seen: dict[str, np.ndarray] = field(default_factory=dict)  # novelty sets, sorted int64
-    tenant_first: dict[int, int] = field(default_factory=dict)
     hours_tenant: np.ndarray = field(default_factory=lambda: np.zeros((0, 24)))  # hour-of-day histograms (UTC)
     hours_principal: np.ndarray = field(default_factory=lambda: np.zeros((0, 24)))
     type_events: dict[int, int] = field(default_factory=dict)  # agent type -> events seen
@@ -126,6 +125,7 @@ class State:
         checkpoint's watermark (so idle eviction starts counting from there). Columns a family added since
         are filled in by the engine (``add_columns``)."""
         d = {_RENAMED.get(k, k): x for k, x in d.items()}
+        d.pop("tenant_first", None)  # no longer kept: a tenant's start is tenant_start
         if "tenant_start" not in d:  # written before learning periods: its tenants are past theirs
             d["tenant_start"] = dict.fromkeys(range(len(d["vocabs"].tenant)), 0) if "vocabs" in d else {}
         self.__dict__.update({**State().__dict__, **d})

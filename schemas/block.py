@@ -270,7 +270,8 @@ class EventBlock:
 
 
 # -- building blocks from msgspec structs ----------------------------------------------------------------
-def _us(ts: datetime) -> int:
+def ts_us(ts: datetime) -> int:
+    """An event time in µs since the epoch, as a block's ``ts`` column holds it."""
     return (ts - _EPOCH) // _US
 
 
@@ -294,7 +295,7 @@ def _column(s: FieldSpec, values: list[Any], tenant: str) -> Column:
     if t == "strs":
         return [tuple(v) if v else () for v in values]
     if t == "ts":
-        return np.fromiter(map(_us, values), dtype=np.int64, count=len(values))
+        return np.fromiter(map(ts_us, values), dtype=np.int64, count=len(values))
     raise TypeError(t)
 
 

@@ -207,7 +207,7 @@ class CheckpointStore:
     def save_states(self, snaps: list[tuple[str, int, int, bytes, int]],
                     marks: list[Mark | None] | None = None, taken_at: list[datetime | None] | None = None) -> list[int]:
         """Store several (topic, partition, offset, state, entities) snapshots in one insert (each insert
-        costs the server a new part, tens of milliseconds on 18.16); returns each blob's size in bytes.
+        costs the server a new part); returns each blob's size in bytes.
 
         ``marks[i]``: the last record snapshot i covers (:class:`Mark`), signed with it, so a restore can tell
         that the partition's log still holds that record at that offset. ``taken_at[i]``: when snapshot i was

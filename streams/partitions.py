@@ -211,7 +211,7 @@ class Partitions:
         name other records. One before the log's start means records were deleted before they were scored.
         Checkpoints past the end written before the one restored are leftovers of a case handled already."""
         start, end = bounds
-        topic, partition = where["topic"], where["partition"]  # noqa: F841 - named in the messages below
+        topic, partition = where["topic"], where["partition"]
         newest = await self.io.call(lambda: self.checkpoints.newest(topic, partition), "checkpoint.newest", where)
         problem = None
         # written_at has one-second resolution: a tie goes to the checkpoint inside the log (the new log's)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from itertools import repeat
 from operator import attrgetter
 
@@ -23,7 +23,7 @@ import numpy as np
 from detectors.base import EventEngine, EvidenceEngine
 from detectors.correlation import decode_evidence
 from schemas.alerts import Alert
-from schemas.block import EventBlock, blocks_of, decode_block
+from schemas.block import EventBlock, blocks_of, decode_block, ts_us
 from schemas.errors import EventError
 from schemas.events import Event, decode_as
 from streams import metrics as m
@@ -123,12 +123,9 @@ def decode(values: list[bytes | None], tenant: str, kind: str | None, window: Ti
     return events, blocks, ok, bad
 
 
-_EPOCH, _US = datetime(1970, 1, 1, tzinfo=UTC), timedelta(microseconds=1)
-
-
 def block_ts_us(ev: Event) -> int:
     """An event's time in µs since the epoch, as a block's ``ts`` column holds it."""
-    return (ev.ts - _EPOCH) // _US
+    return ts_us(ev.ts)
 
 
 def _event_ids(events: EventBlock | list[Event]) -> list[str]:

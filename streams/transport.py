@@ -3,7 +3,7 @@ one module where Spyglass touches Faust's and aiokafka's private names.
 
 Faust hands each fetched message to its agents on its own: per message it starts two tasks
 (``wait_first(callback(message), suspend_flow.wait())``), routes it through the conductor
-and queues it on a stream, a large share of the worker's main thread. The scorer works on batches
+and queues it on a stream. The scorer works on batches
 anyway, so :class:`BatchConsumer` keeps everything else Faust's consumer does (group
 membership, rebalancing and its callbacks, flow control, read offsets, the ack bookkeeping
 that decides what is committed) and changes only that last step: each fetch (up to

@@ -273,8 +273,6 @@ def warm_up() -> float:
     The first call of each compiled kernel loads it from Numba's cache; done before joining the group, the first
     real records do not wait for it.
     """
-    import time
-
     from detectors.engine import Engine
     from schemas.block import native_available
     from schemas.events import decode
@@ -287,7 +285,7 @@ def warm_up() -> float:
     events = [decode(enc.encode(row)) for row in sample_stream(per_kind=1700)]
     Engine().process(events)
     seconds = time.perf_counter() - t0
-    # the native decoder (schemas/native) is built by `make deps`; without it msgspec decodes, about half as fast
+    # the native decoder (schemas/native) is built by `make deps`; without it msgspec decodes, slower
     log.info("engine warmed up", extra={"seconds": round(seconds, 3), "events": len(events),
                                         "decoder": "native" if native_available() else "msgspec"})
     return seconds
@@ -308,7 +306,6 @@ def tune_gc(threshold: tuple[int, int, int] = (20_000, 20, 50)) -> None:
 def _with_store_retries(fn: Any, what: str, give_up_after_s: float = 120.0) -> Any:
     """``fn()`` retried with backoff while the store fails (a worker started while ClickHouse restarts
     waits for it, as a running one does); past ``give_up_after_s`` the last error is raised (exit)."""
-    import time
 
     from streams.sinks.base import StoreError
 

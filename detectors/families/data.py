@@ -518,7 +518,6 @@ FAMILY = Family(
     tables=(
         Table("pairs", "(principal, dataset) -> dense pair id (rows of the 'pair' arrays)",
               "remapped; pairs with an evicted half dropped (compaction._compact_pairs)"),
-        Table("tenant_first", "tenant -> first event time", "never evicted: tenants are peer groups"),
         Table("hours_tenant", "per-tenant hour-of-day histograms (UTC)", "never evicted: tenants are peer groups"),
         Table("hours_principal", "per-principal hour-of-day histograms (UTC)", "rows taken with their principal ids"),
         Table("data_tenant_counts", "tenant -> [new IPs, accesses with an IP, denials, accesses, first "

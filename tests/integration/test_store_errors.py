@@ -40,7 +40,8 @@ class _Rec:
 
 
 def test_an_event_time_out_of_range_is_quarantined_never_wrapped_and_the_writer_goes_on(server_store, tmp_path):
-    """Before: ``astype('<u4')`` wrote 1969-12-31T23:59:59 as 2106-02-07T06:28:15, silently."""
+    """A time before the store's DateTime range is refused by name, never wrapped by ``astype('<u4')`` (which
+    would store 1969-12-31T23:59:59 as 2106-02-07T06:28:15)."""
     from schemas.block import decode_block
     from streams.writer import Writes
 
