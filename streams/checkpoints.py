@@ -205,15 +205,18 @@ class CheckpointStore:
         return self.save_states([(topic, partition, offset, state, entities)], [mark])[0]
 
     def save_states(self, snaps: list[tuple[str, int, int, bytes, int]],
-                    marks: list[Mark | None] | None = None, taken_at: list[datetime | None] | None = None) -> list[int]:
+                    marks: list[Mark | None] | None = None, taken_at: list[datetime | None] | None = None,
+                    epochs: list[int] | None = None) -> list[int]:
         """Store several (topic, partition, offset, state, entities) snapshots in one insert (each insert
         costs the server a new part); returns each blob's size in bytes.
 
         ``marks[i]``: the last record snapshot i covers (:class:`Mark`), signed with it, so a restore can tell
         that the partition's log still holds that record at that offset. ``taken_at[i]``: when snapshot i was
-        taken (a restore scans the alerts topic from then, see ``Partitions.get``), signed with it too."""
+        taken (a restore scans the alerts topic from then, see ``Partitions.get``), signed with it too.
+        ``epochs[i]``: the owner epoch snapshot i is written under (:mod:`streams.fencing`); a restore takes the
+        highest epoch first (not signed: it ranks checkpoints, it is not one's content)."""
         cols: dict[str, list] = {k: [] for k in ("group_id", "topic", "partition", "offset", "state", "digest",
-                                                 "entities", "bytes", "worker", "written_at")}
+                                                 "entities", "bytes", "worker", "written_at", "epoch")}
         now = datetime.now(UTC).replace(microsecond=0)
         for i, (topic, partition, offset, state, entities) in enumerate(snaps):
             mark = marks[i] if marks is not None else None
@@ -221,7 +224,8 @@ class CheckpointStore:
             for k, v in (("group_id", self.group_id), ("topic", topic), ("partition", partition),
                          ("offset", offset), ("state", base64.b64encode(blob).decode("ascii")),
                          ("digest", self._digest(topic, partition, offset, blob)), ("entities", entities),
-                         ("bytes", len(blob)), ("worker", self.worker), ("written_at", now)):
+                         ("bytes", len(blob)), ("worker", self.worker), ("written_at", now),
+                         ("epoch", epochs[i] if epochs is not None else 0)):
                 cols[k].append(v)
         if snaps:
             self.store.insert("engine_checkpoints", cols)
@@ -234,11 +238,13 @@ class CheckpointStore:
 
         ``restore`` turns the state back into its object (``Correlator.from_state`` for risk evidence)."""
         below = "" if at_most is None else f" AND offset <= {int(at_most)}"
+        # the highest owner epoch's (an older owner's late checkpoint never shadows it: streams.fencing), then
         # the newest written (the highest offset of those written in the same second): after a topic was
         # recreated, the new log's checkpoints, not the old log's at higher offsets
+        rank = "(epoch, written_at, offset)"
         rows = self.store.query(
-            "SELECT argMax(offset, (written_at, offset)), argMax(state, (written_at, offset)), "  # noqa: S608
-            "argMax(digest, (written_at, offset)), count(), toUnixTimestamp(max(written_at)) "
+            f"SELECT argMax(offset, {rank}), argMax(state, {rank}), "  # noqa: S608
+            f"argMax(digest, {rank}), count(), toUnixTimestamp(argMax(written_at, {rank})) "
             f"FROM {self.store.database}.engine_checkpoints WHERE group_id = {sql_string(self.group_id)} "
             f"AND topic = {sql_string(topic)} AND partition = {int(partition)}{below}"
         )

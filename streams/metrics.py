@@ -23,6 +23,9 @@ QUARANTINED = Counter("spyglass_store_quarantined_total", "Rows the store refuse
 CHECKPOINTS_OUT_OF_RANGE = Counter(
     "spyglass_checkpoints_out_of_range_total", "Checkpoints found outside their partition's log (topic recreated, "
     "truncated, records deleted before they were scored)", ["topic"], registry=REGISTRY)
+PARTITIONS_FENCED = Counter("spyglass_partitions_fenced_total", "Partitions this worker found claimed by another "
+                            "worker since it claimed them (it writes nothing more for them)", ["topic"],
+                            registry=REGISTRY)
 ALERT_SCANS_PARTIAL = Counter(
     "spyglass_alert_scans_partial_total", "Alerts-topic scans (a partition taken on) that did not reach the end "
     "offsets they started with within their time limit: an alert they missed may be published again",

@@ -15,6 +15,7 @@ partitions are revoked their pending records are checkpointed and they are forgo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -32,6 +33,7 @@ from schemas.errors import SpyglassError
 from streams import metrics as m
 from streams.checkpoints import Checkpoint, CheckpointError, CheckpointStore, Mark
 from streams.dedup import stored_alert_ids
+from streams.fencing import Fenced, OwnerEpochs
 from streams.records import TP, Record
 from streams.settings import Settings
 from streams.sinks.base import Store
@@ -115,8 +117,10 @@ class Partitions:
                  ack: Callable[[str, int, list[int]], None], clock: Callable[[], float] = time.monotonic,
                  published_alerts: Callable[[int], set[str]] | None = None,
                  log_bounds: Callable[[str, int], Awaitable[tuple[int, int]]] | None = None,
-                 record_at: Callable[[str, int, int], Mark | None] | None = None) -> None:
+                 record_at: Callable[[str, int, int], Mark | None] | None = None,
+                 owners: OwnerEpochs | None = None) -> None:
         self.settings = settings
+        self.owners = owners  # claims and fences (streams.fencing); None: this worker is not fenced
         self._log_bounds = log_bounds  # a partition's log start and end offsets, asked when it is taken on
         self._record_at = record_at  # the mark of the record at an offset (blocking: on the I/O thread), or None
         self.store = store
@@ -143,6 +147,7 @@ class Partitions:
                 self.io.fail(exc, where)  # nothing more stored or acked; the restart applies the policy
                 raise exc
             return part
+        await self._claim(tp, where)
         evidence = topic == self._evidence_topic
         restore = Correlator.from_state if evidence else Engine.from_state
         bounds = await self._log_bounds_of(topic, partition, where)
@@ -185,6 +190,19 @@ class Partitions:
                         "alerts_already_published": len(part.published_alerts)})
         self.parts[tp] = part
         return part
+
+    async def _claim(self, tp: TP, where: dict[str, Any]) -> None:
+        """Claim the partition's next owner epoch before anything is read or written for it (a racing claim that
+        won leaves it fenced here: scored by nobody here, written by nobody here)."""
+        owners = self.owners
+        if owners is None:
+            return
+        with contextlib.suppress(Fenced):  # logged and marked by the claim
+            where["epoch"] = await self.io.call(lambda: owners.claim(tp), "partition.claim", where)
+
+    def fenced(self, tp: TP) -> bool:
+        """Another worker claimed ``tp`` since this one did: nothing more is scored, written or acked for it."""
+        return self.owners is not None and self.owners.is_fenced(tp)
 
     async def _log_bounds_of(self, topic: str, partition: int, where: dict[str, Any]) -> tuple[int, int] | None:
         """The partition's log start and end offsets, or None when this worker cannot ask (no seam given)."""
@@ -273,7 +291,7 @@ class Partitions:
 
     def ack_checkpointed(self, part: Part, records: list[Record]) -> None:
         """Ack the records (in offset order) the partition's stored checkpoint reflects already."""
-        if records[0].offset < part.checkpoint_offset:
+        if records[0].offset < part.checkpoint_offset and not self.fenced((part.topic, part.partition)):
             self._ack(part.topic, part.partition, [r.offset for r in records if r.offset < part.checkpoint_offset])
 
     def snapshot(self, part: Part) -> Snapshot:
@@ -289,11 +307,13 @@ class Partitions:
         """Snapshots of those of ``parts`` whose pending records waited ``min_age_s`` (default: the interval)."""
         age = self.settings.worker_checkpoint_s if min_age_s is None else min_age_s
         now = self.clock()
-        return [self.snapshot(p) for p in parts if p.pending and now - p.snapshot_at >= age]
+        return [self.snapshot(p) for p in parts if p.pending and now - p.snapshot_at >= age
+                and not self.fenced((p.topic, p.partition))]
 
     def pending_of(self, tps: Sequence[TP]) -> list[Snapshot]:
         """Snapshots of those of ``tps`` that have pending records, whatever their age."""
-        return [self.snapshot(part) for part in (self.parts.get(tp) for tp in tps) if part is not None and part.pending]
+        parts = [(tp, self.parts.get(tp)) for tp in tps]
+        return [self.snapshot(part) for tp, part in parts if part is not None and part.pending and not self.fenced(tp)]
 
     async def save(self, snaps: list[Snapshot]) -> None:
         """Store checkpoints (one insert), then ack the records each one covers. Called once every write
@@ -301,9 +321,26 @@ class Partitions:
         self.io.check()  # writes before these snapshots may be missing: never store them
         first = snaps[0].part
         where = {"topic": first.topic, "partition": first.partition, "offset": snaps[0].offset}
-        sizes = await self.io.call(lambda: self.checkpoints.save_states(
-            [(s.part.topic, s.part.partition, s.offset, s.state, s.entities) for s in snaps],
-            [s.mark for s in snaps], taken_at=[s.taken_at for s in snaps]), "checkpoint.save", where)
+        owners = self.owners
+        while True:  # again without the partitions found fenced (another worker's now), if any were
+            snaps = [s for s in snaps if not self.fenced((s.part.topic, s.part.partition))]
+            if not snaps:
+                return
+
+            def save(snaps: list[Snapshot] = snaps) -> list[int]:
+                tps = {(s.part.topic, s.part.partition) for s in snaps}
+                if owners is not None:  # right before the write, on the connection that writes it
+                    owners.check(tps, self.checkpoints.store)
+                return self.checkpoints.save_states(
+                    [(s.part.topic, s.part.partition, s.offset, s.state, s.entities) for s in snaps],
+                    [s.mark for s in snaps], taken_at=[s.taken_at for s in snaps],
+                    epochs=[owners.epoch((s.part.topic, s.part.partition)) if owners else 0 for s in snaps])
+
+            try:
+                sizes = await self.io.call(save, "checkpoint.save", where)
+                break
+            except Fenced:
+                continue
         self.io.check()  # failed meanwhile: ack nothing more
         now = self.clock()
         for snap, size in zip(snaps, sizes, strict=True):
@@ -317,6 +354,8 @@ class Partitions:
     def forget(self, tps: Sequence[TP]) -> None:
         for tp in tps:
             self.parts.pop(tp, None)
+        if self.owners is not None:
+            self.owners.release(tps)
 
     def lag(self) -> int:
         return sum(max(p.highwater - p.offset, 0) for p in self.parts.values() if p.highwater >= 0)

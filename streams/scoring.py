@@ -44,6 +44,7 @@ from schemas.alerts import Alert
 from streams import metrics as m
 from streams.checkpoints import CheckpointStore, Mark
 from streams.dedup import EventKey, stored_event_keys
+from streams.fencing import LEASE_FRACTION, OwnerEpochs
 from streams.partitions import Part, Partitions
 from streams.records import TP, Record
 from streams.settings import Settings
@@ -72,8 +73,12 @@ class Scorer:
         self.store = store
         self.health = m.Health()
         self.io = StoreIO(self.health, events_thread=events_store is not None, on_failure=on_failure)
+        # owner epochs: a check holds for a quarter of the session timeout (streams.fencing)
+        self.owners = OwnerEpochs(store, checkpoints.group_id, worker,
+                                  lease_s=settings.worker_session_timeout_s * LEASE_FRACTION, clock=clock)
         self.partitions = Partitions(settings, store, checkpoints, self.io, ack=ack, clock=clock,
-                                     published_alerts=published_alerts, log_bounds=log_bounds, record_at=record_at)
+                                     published_alerts=published_alerts, log_bounds=log_bounds, record_at=record_at,
+                                     owners=self.owners)
         self.writer = Writer(settings, store, self.io, self.partitions, publish, worker=worker, clock=clock,
                              events_store=events_store)
         self._lock = asyncio.Lock()  # one batch, revoke or checkpoint at a time
@@ -127,8 +132,11 @@ class Scorer:
         for (topic, partition), batch in batches.items():  # every await before any state changes: a cancel
             if not batch:                                   # here leaves no partition half scored
                 continue
-            recs = by_tp[(topic, partition)] = sorted(batch, key=_OFFSET)
-            part = parts[(topic, partition)] = await self.partitions.get(topic, partition, recs[0].offset, recs)
+            recs = sorted(batch, key=_OFFSET)
+            part = await self.partitions.get(topic, partition, recs[0].offset, recs)
+            if self.partitions.fenced((topic, partition)):  # another worker's now: its records are not ours
+                continue
+            by_tp[(topic, partition)], parts[(topic, partition)] = recs, part
             kind = self._kinds.get(topic)
             if part.recheck_stored and kind:  # decoding changes no state: done here, used below
                 dec = decoded[(topic, partition)] = decode([r.value for r in recs if r.offset >= part.offset],
@@ -157,6 +165,7 @@ class Scorer:
                                     "events": len(known)})
             w.dead += [(tp, r, err) for r, err in out.dead]
             w.events += out.events
+            w.event_tps += [tp] * len(out.events)
             alerts_out += [(a, tp, offset, principal) for a, offset, principal in out.alerts]
             part.scored(fresh)
             w.touched.append((part, out.events_in, len(out.dead), len(out.alerts)))

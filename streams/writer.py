@@ -24,6 +24,7 @@ size) is a problem of that record, never of the worker (:meth:`Writer._publish_d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,7 @@ from schemas.errors import EventError
 from schemas.rows import ColumnRangeError, alert_columns, block_columns, block_packed
 from streams import metrics as m
 from streams.dedup import stored_alert_ids_among, stored_event_keys, without
+from streams.fencing import Fenced
 from streams.partitions import Part, Partitions, Snapshot
 from streams.quarantine import Isolating, halves_of_blocks, halves_of_list, rows_of_blocks
 from streams.records import TP, DeadLetter, Record, bare_dead_letter, dead_letter, record_refused
@@ -70,6 +72,7 @@ class Writes:
     publish: list[Alert] = field(default_factory=list)  # to publish (not on the alerts topic before)
     evidence: list[RiskEvidence] = field(default_factory=list)  # to the risk-evidence topic, with the alerts
     events: list[EventBlock] = field(default_factory=list)  # to store: the events, their raw JSON and scores
+    event_tps: list[TP] = field(default_factory=list)  # the partition of each of ``events`` (fencing)
     touched: list[tuple[Part, int, int, int]] = field(default_factory=list)  # part, events, dead, alerts
     snapshots: list[Snapshot] = field(default_factory=list)
     where: dict[str, Any] = field(default_factory=dict)
@@ -89,6 +92,7 @@ class Writes:
             out.publish += j.publish
             out.evidence += j.evidence
             out.events += j.events
+            out.event_tps += j.event_tps
             out.touched += j.touched
             out.snapshots += j.snapshots
             out.scored_s = max(out.scored_s, j.scored_s)
@@ -121,6 +125,7 @@ class Writer:
         self._held_since = 0.0
         self._health_rows: dict[str, list[Any]] = {}
         self._health_at = 0.0
+        self.owners = partitions.owners  # the partitions' owner epochs (streams.fencing), None: not fenced
 
     async def enqueue(self, w: Writes) -> None:
         """Queue a batch's writes; waits while the writer is ``worker_write_ahead`` batches behind."""
@@ -171,12 +176,47 @@ class Writer:
             if isinstance(exc, asyncio.CancelledError):
                 raise
 
+    def _fenced(self, tp: TP) -> bool:
+        return self.owners is not None and self.owners.is_fenced(tp)
+
+    async def _owned(self, w: Writes) -> Writes:
+        """``w`` without what belongs to partitions another worker claimed since this one did (checked on the
+        writer's connection, once the last check's lease ran out: see :mod:`streams.fencing`)."""
+        if self.owners is None:
+            return w
+        source = {a.alert_id: tp for a, tp, _ in w.alerts}
+        tps = {tp for tp, _, _ in w.dead} | set(source.values()) | set(w.event_tps) | {
+            (s.part.topic, s.part.partition) for s in w.snapshots}
+        owners = self.owners
+        with contextlib.suppress(Fenced):  # the fenced ones are marked: filtered out below
+            await self.io.call(lambda: owners.check(tps, self.store), "fence.check", w.where)
+        if not any(map(self._fenced, tps)):
+            return w
+        keep = Writes(where=w.where, scored_s=w.scored_s, flush=w.flush)
+        keep.dead = [d for d in w.dead if not self._fenced(d[0])]
+        keep.alerts = [a for a in w.alerts if not self._fenced(a[1])]
+        keep.publish = [a for a in w.publish if not self._fenced(source.get(a.alert_id, ("", -1)))]
+        keep.evidence = [e for e in w.evidence if not self._fenced(source.get(e.alert_id, ("", -1)))]
+        pairs = [(b, tp) for b, tp in zip(w.events, w.event_tps, strict=False) if not self._fenced(tp)]
+        keep.events, keep.event_tps = [b for b, _ in pairs], [tp for _, tp in pairs]
+        keep.touched = [t for t in w.touched if not self._fenced((t[0].topic, t[0].partition))]
+        keep.snapshots = [s for s in w.snapshots if not self._fenced((s.part.topic, s.part.partition))]
+        return keep
+
+    def _headers(self, tp: TP | None) -> list[tuple[str, bytes]] | None:
+        """An alert's record headers: the owner epoch it was published under (its partition's)."""
+        if self.owners is None or tp is None:
+            return None
+        return [("spyglass.owner.epoch", str(self.owners.epoch(tp)).encode())]
+
     async def _write(self, w: Writes) -> None:
         t0 = time.perf_counter()
+        w = await self._owned(w)
+        source = {a.alert_id: tp for a, tp, _ in w.alerts}
         # 1. Kafka: dead letters and new alerts, acknowledged before anything is stored
         await self._publish_dead_letters(w.dead)
         futs = [await self.publish(self.settings.topic_alerts, f"{a.tenant}/{a.entity}".encode(), encode_alert(a),
-                                    None) for a in w.publish]
+                                    self._headers(source.get(a.alert_id))) for a in w.publish]
         futs += [await self.publish(self._evidence_topic, f"{e.tenant}/{e.principal}".encode(), encode_evidence(e),
                                     None) for e in w.evidence]
         if futs:
@@ -189,23 +229,29 @@ class Writer:
             m.DEAD_LETTERS.labels(topic).inc()
         # 2. ClickHouse: the alerts at once (what on-call waits for), on this writer's connection
         self.io.check()  # the events lane failed meanwhile
-        if w.alerts:
-            created = datetime.now(UTC).replace(microsecond=0)
+        created = datetime.now(UTC).replace(microsecond=0)
+        while w.alerts:  # again without the partitions found fenced meanwhile, if any were
 
             def insert_alerts(piece: list[tuple[Alert, TP, int]]) -> None:
+                self._check_owned({tp for _, tp, _ in piece}, self.store)  # right before the write
                 self.store.insert("alerts", alert_columns(
                     [a for a, _, _ in piece], created, [(topic, partition, offset) for _, (topic, partition), offset
                                                         in piece]))
 
             alerts = Isolating(w.alerts, insert_alerts, len, halves_of_list,
                                before_retry=self._alerts_not_stored)  # a failed try may have landed
-            await self.io.call(alerts.run, "alerts.insert", w.where)
+            try:
+                await self.io.call(alerts.run, "alerts.insert", w.where)
+            except Fenced:
+                w.alerts = [a for a in w.alerts if not self._fenced(a[1])]
+                continue
             m.STORE_INSERTS.labels("alerts").inc(alerts.pieces)
             if alerts.refused:
                 await self._quarantine("alerts", [
                     ((topic, partition), _Quarantined(offset, f"{a.tenant}/{a.entity}".encode(), encode_alert(a)),
                      EventError("$", f"alert {a.alert_id}: the store refused it: {exc}"))
                     for [(a, (topic, partition), offset)], exc in alerts.refused])
+            break
         for a in w.publish:
             m.ALERTS.labels(a.detector, a.severity).inc()
         t2 = time.perf_counter()
@@ -220,6 +266,7 @@ class Writer:
                 self._held_since = time.monotonic()
                 self._held.where = w.where
             self._held.events += w.events
+            self._held.event_tps += w.event_tps
         s = self.settings
         if self._held.events and (w.snapshots or w.flush or sum(map(len, self._held.events)) >= s.worker_insert_min_rows
                                   or time.monotonic() - self._held_since >= s.worker_insert_linger_s):
@@ -297,13 +344,23 @@ class Writer:
             finally:
                 self._lane.task_done()
 
+    def _check_owned(self, tps: set[TP], store: Store) -> None:
+        """Raise :class:`~streams.fencing.Fenced` if another worker claimed any of ``tps`` (blocking: on the I/O
+        thread of ``store``, right before a write)."""
+        if self.owners is not None:
+            self.owners.check(tps, store)
+
     async def _store_events(self, w: Writes) -> None:
         """Insert held events (one insert; a retry first asks which of them the failed try stored). Events the
-        store refuses for their data are isolated and dead-lettered (:mod:`streams.quarantine`)."""
+        store refuses for their data are isolated and dead-lettered (:mod:`streams.quarantine`). Events of a
+        partition found fenced meanwhile are dropped (its new owner stores them)."""
         t0 = time.perf_counter()
         now = datetime.now(UTC)
+        pairs = list(zip(w.events, w.event_tps, strict=False))
+        owned: set[TP] = set(w.event_tps)  # the partitions of what is left to insert (pieces are new blocks)
 
         def insert_events(blocks: list[EventBlock]) -> None:  # the columns are built on the I/O thread too
+            self._check_owned(owned, self.events_store)  # right before the write
             insert_packed = getattr(self.events_store, "insert_packed", None)  # the server's store has it
             try:
                 packed = block_packed(blocks, now) if insert_packed is not None else None  # None: no native module
@@ -314,11 +371,17 @@ class Writer:
             except ColumnRangeError as exc:
                 raise StoreDataError(str(exc)) from None
 
-        events = Isolating(w.events, insert_events, rows_of_blocks, halves_of_blocks,
-                           before_retry=self._not_stored)  # a failed try may have landed
-        # on a transient error the call is retried; on any other the writer fails: no later checkpoint, so the
-        # next owner re-scores these events
-        await self.io.call(events.run, "events.insert", w.where, events=True)
+        while True:
+            events = Isolating(w.events, insert_events, rows_of_blocks, halves_of_blocks,
+                               before_retry=self._not_stored)  # a failed try may have landed
+            # on a transient error the call is retried; on any other the writer fails: no later checkpoint, so
+            # the next owner re-scores these events
+            try:
+                await self.io.call(events.run, "events.insert", w.where, events=True)
+                break
+            except Fenced:
+                pairs = [(b, tp) for b, tp in pairs if not self._fenced(tp)]
+                w.events, owned = [b for b, _ in pairs], {tp for _, tp in pairs}
         m.STORE_INSERTS.labels("events").inc(events.pieces)
         if events.refused:
             topics = self.settings.topics()

@@ -127,6 +127,15 @@ class WorkerProc:
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
 
+    def pause(self) -> None:
+        """SIGSTOP: the worker stops dead (as in a long GC or a stalled disk), its sockets left open."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGCONT)
+
     def terminate(self, timeout: float = 30) -> int:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else 0
@@ -352,3 +361,33 @@ def published_alert_ids(run: Run) -> Counter:
     import msgspec
 
     return Counter(msgspec.json.decode(m.value)["alert_id"] for m in read_topic(run, run.settings.topic_alerts))
+
+
+def owns_partitions(w: WorkerProc, count: int | None = None) -> bool:
+    """Whether the worker owns event-topic partitions (``count``: exactly that many), by its metrics."""
+    try:
+        text = w.metrics()
+    except Exception:  # noqa: BLE001 - not answering yet
+        return False
+    for line in text.splitlines():
+        if line.startswith("spyglass_partitions_owned "):
+            owned = float(line.split()[1])
+            return owned > 0 if count is None else owned == count
+    return False
+
+
+def check_accounting_and_alerts(run: Run, expected_events: int, reference: set[str]) -> set[str]:
+    """The fault tests' accounting: every event stored or dead-lettered, events_minute counted each once, no
+    alert id twice (rows counted without FINAL, and entity_risk_minute's count), none published twice, and the
+    alert ids equal ``reference`` (a fault-free run's); returns the stored alert ids."""
+    assert stored_event_ids(run) + len(dead_letters(run)) == expected_events
+    # events an earlier owner stored are not inserted again, so the dashboards' counts are right too
+    assert minute_event_count(run) == stored_event_ids(run), "events_minute counted re-delivered events twice"
+    stored = stored_alerts(run)
+    assert stored, "the run has attacks: it must raise alerts"
+    assert max(stored.values()) == 1, "an alert_id appears twice in the alerts table"
+    assert risk_minute_alert_count(run) == len(stored), "an alert was inserted twice (entity_risk_minute counted it)"
+    published = published_alert_ids(run)
+    assert [a for a, n in published.items() if n > 1] == [], "an alert_id was published twice"
+    assert set(published) == set(stored) == reference
+    return set(stored)

@@ -14,15 +14,13 @@ from streams.stack import Stack
 from tests.fault.harness import (
     Run,
     WorkerProc,
+    check_accounting_and_alerts,
     cross_kind_rows,
     dead_letters,
-    minute_event_count,
+    owns_partitions,
     produce_in_background,
     produce_rows,
-    published_alert_ids,
     reference_alert_ids,
-    risk_minute_alert_count,
-    stored_alerts,
     stored_event_ids,
     wait_committed,
 )
@@ -41,20 +39,6 @@ def _sim(seed: int = 13) -> Simulation:
     return Simulation(seed=seed, events=N, days=3, instances=1)
 
 
-def _check_accounting_and_alerts(run: Run, expected_events: int, reference: set[str]) -> set[str]:
-    assert stored_event_ids(run) + len(dead_letters(run)) == expected_events
-    # events an earlier owner stored are not inserted again, so the dashboards' counts are right too
-    assert minute_event_count(run) == stored_event_ids(run), "events_minute counted re-delivered events twice"
-    stored = stored_alerts(run)
-    assert stored, "the run has attacks: it must raise alerts"
-    assert max(stored.values()) == 1, "an alert_id appears twice in the alerts table"
-    assert risk_minute_alert_count(run) == len(stored), "an alert was inserted twice (entity_risk_minute counted it)"
-    published = published_alert_ids(run)
-    assert [a for a, n in published.items() if n > 1] == [], "an alert_id was published twice"
-    assert set(published) == set(stored) == reference
-    return set(stored)
-
-
 def test_kill_9_repeatedly_loses_nothing_and_duplicates_nothing(run: Run):
     # kill -9 the worker three times while the simulator produces the labelled run
     producer = produce_in_background(run, _sim(), rate=1_500)
@@ -70,7 +54,7 @@ def test_kill_9_repeatedly_loses_nothing_and_duplicates_nothing(run: Run):
         w.terminate()
     assert w.starts == 4
     reference = reference_alert_ids(run)
-    killed = _check_accounting_and_alerts(run, N, reference)
+    killed = check_accounting_and_alerts(run, N, reference)
 
     # a fault-free run of the same input, in its own group, alerts topic and database
     clean = run.for_group("clean")
@@ -80,7 +64,7 @@ def test_kill_9_repeatedly_loses_nothing_and_duplicates_nothing(run: Run):
     finally:
         assert w0.terminate() == 0, w0.tail()
     try:
-        assert _check_accounting_and_alerts(clean, N, reference) == killed
+        assert check_accounting_and_alerts(clean, N, reference) == killed
     finally:
         clean.cleanup()
 
@@ -107,7 +91,7 @@ def test_cross_kind_risk_after_kill_9_equals_the_fault_free_alerts(run: Run):
     restored = [line for line in w.log.read_text().splitlines() if "state restored" in line and "risk-evidence" in line]
     assert restored, "a correlator must have been restored from its checkpoint, not only started cold"
     reference = reference_alert_ids(run)
-    stored = _check_accounting_and_alerts(run, len(rows), reference)
+    stored = check_accounting_and_alerts(run, len(rows), reference)
     st = run.store()
     try:
         cross = st.query(f"SELECT count() FROM {run.db}.alerts FINAL WHERE detector = 'risk.cross_kind'")  # noqa: S608
@@ -118,24 +102,15 @@ def test_cross_kind_risk_after_kill_9_equals_the_fault_free_alerts(run: Run):
     assert cross[0][0] >= 60 and len(stored) > 180
 
 
-def _owns_partitions(w: WorkerProc) -> bool:
-    try:
-        text = w.metrics()
-    except Exception:  # not answering yet
-        return False
-    return any(line.startswith("spyglass_partitions_owned ") and float(line.split()[1]) > 0
-               for line in text.splitlines())
-
-
 def test_two_workers_one_killed_its_partitions_move_and_state_follows(run: Run):
     producer = produce_in_background(run, _sim(17), rate=1_500)
     a = WorkerProc(run, "a").start()
     b = WorkerProc(run, "b").start()
     try:
         deadline = time.monotonic() + 90  # both own partitions (startup is slower on a busy machine)
-        while time.monotonic() < deadline and not all(_owns_partitions(w) for w in (a, b)):
+        while time.monotonic() < deadline and not all(owns_partitions(w) for w in (a, b)):
             time.sleep(0.5)
-        assert all(_owns_partitions(w) for w in (a, b)), (a.tail(), b.tail())
+        assert all(owns_partitions(w) for w in (a, b)), (a.tail(), b.tail())
         time.sleep(6)  # a scores and checkpoints (every 2 s here) its share
         assert a.alive() and b.alive()
         a.kill9()
@@ -154,7 +129,7 @@ def test_two_workers_one_killed_its_partitions_move_and_state_follows(run: Run):
         b.terminate()
     log = b.log.read_text()
     assert "state restored" in log, "b must restore a's checkpoints, not start a's partitions cold"
-    _check_accounting_and_alerts(run, N, reference_alert_ids(run))
+    check_accounting_and_alerts(run, N, reference_alert_ids(run))
 
 
 def test_clickhouse_down_30s_and_broker_restart_mid_run(run: Run, stack_settings: Settings):
@@ -164,9 +139,9 @@ def test_clickhouse_down_30s_and_broker_restart_mid_run(run: Run, stack_settings
     try:
         producer = produce_in_background(run, sim, rate=3_000)
         deadline = time.monotonic() + 120  # mid-run: the worker has started and owns partitions (a busy
-        while not _owns_partitions(w) and time.monotonic() < deadline:  # machine starts it slower)
+        while not owns_partitions(w) and time.monotonic() < deadline:  # machine starts it slower)
             time.sleep(0.5)
-        assert _owns_partitions(w), w.tail()
+        assert owns_partitions(w), w.tail()
         time.sleep(2)
         stack.down(("clickhouse",))
         try:
@@ -187,7 +162,7 @@ def test_clickhouse_down_30s_and_broker_restart_mid_run(run: Run, stack_settings
         assert w.alive(), w.tail()
     finally:
         w.terminate()
-    _check_accounting_and_alerts(run, N, reference_alert_ids(run))
+    check_accounting_and_alerts(run, N, reference_alert_ids(run))
 
 
 BAD = [

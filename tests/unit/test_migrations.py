@@ -77,7 +77,7 @@ def test_migration_files_are_numbered_and_render_on_both_servers():
 def test_role_statements_parse_on_current_clickhouse(store):
     """chDB's user may not run them, but the parser of the current release must accept every one."""
     roles = [m for m in load_migrations() if "rbac" in m.requires]
-    assert [m.name for m in roles] == ["roles", "writer_reads", "row_policies"]
+    assert [m.name for m in roles] == ["roles", "writer_reads", "row_policies", "partition_owners_grants"]
     stmts = roles[0].statements("spy", ALL)
     assert any(s.startswith("CREATE ROLE") for s in stmts) and any("SETTINGS PROFILE" in s for s in stmts)
     policies = roles[2].statements("spy", ALL)
@@ -97,7 +97,8 @@ def test_migrate_creates_the_contract_and_is_idempotent(store):
     first = migrate(store)
     assert first.versions_applied == [m.version for m in load_migrations() if not m.requires]
     # chDB's user may not manage access
-    assert [m.name for m, _why in first.skipped] == ["roles", "writer_reads", "row_policies"]
+    assert [m.name for m, _why in first.skipped] == ["roles", "writer_reads", "row_policies",
+                                                    "partition_owners_grants"]
     assert {"codecs", "ttl"} <= first.features and "rbac" not in first.features  # chDB: no access management
     assert check_contract(store) == []
     again = migrate(store)

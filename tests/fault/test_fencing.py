@@ -1,0 +1,80 @@
+"""A paused worker (SIGSTOP past the session timeout) whose partitions another worker took over, then SIGCONT:
+none of its writes lands after the new owner's, on the real broker and ClickHouse server."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+import pytest
+
+from streams.settings import Settings
+from streams.simulator.run import Simulation
+from tests.fault.harness import (
+    Run,
+    WorkerProc,
+    check_accounting_and_alerts,
+    end_offsets,
+    owns_partitions,
+    produce_in_background,
+    read_topic,
+    reference_alert_ids,
+    wait_committed,
+)
+
+N = 24_000
+
+
+@pytest.fixture
+def run(stack_settings: Settings, tmp_path):
+    r = Run.create(stack_settings, tmp_path)
+    yield r
+    r.cleanup()
+
+
+def _checkpoints_of(run: Run, worker: str) -> int:
+    st = run.store()
+    try:
+        return int(st.query(f"SELECT count() FROM {run.db}.engine_checkpoints "  # noqa: S608
+                            f"WHERE worker = '{worker}'")[0][0])
+    finally:
+        st.close()
+
+
+def test_a_paused_worker_writes_nothing_after_the_new_owner_took_over(run: Run):
+    """Before: on SIGCONT the paused worker went on with the writes it had queued (events, alerts, publishes)
+    and, revoked, checkpointed its partitions, all after the new owner had restored and re-scored them."""
+    producer = produce_in_background(run, Simulation(seed=41, events=N, days=3, instances=1), rate=1_500)
+    a = WorkerProc(run, "paused").start()
+    b = WorkerProc(run, "taker").start()
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not all(owns_partitions(w) for w in (a, b)):
+            time.sleep(0.5)
+        assert all(owns_partitions(w) for w in (a, b)), (a.tail(), b.tail())
+        time.sleep(3)  # a scores, queues writes and checkpoints its share
+        a.pause()
+        deadline = time.monotonic() + 90  # past a's session timeout (6 s) the group gives b every partition
+        while time.monotonic() < deadline and not owns_partitions(b, 9):
+            time.sleep(1)
+        assert owns_partitions(b, 9), b.tail()
+        producer.join(120)
+        wait_committed(run, N, [b])
+        checkpoints_before = _checkpoints_of(run, "paused")
+        alerts_before = end_offsets(run, [run.settings.topic_alerts])
+        a.resume()
+        time.sleep(15)  # a wakes up, finds it lost its partitions; whatever it still writes, it writes now
+        assert a.alive(), a.tail()
+        wait_committed(run, N, [a, b])
+    finally:
+        a.terminate()
+        b.terminate()
+    assert _checkpoints_of(run, "paused") == checkpoints_before, "the paused worker checkpointed after the takeover"
+    later = [m for m in read_topic(run, run.settings.topic_alerts)
+             if m.offset >= alerts_before.get((m.topic, m.partition), 0)]
+    earlier = {msgspec.json.decode(m.value)["alert_id"] for m in read_topic(run, run.settings.topic_alerts)
+               if m.offset < alerts_before.get((m.topic, m.partition), 0)}
+    assert not [m for m in later if msgspec.json.decode(m.value)["alert_id"] in earlier], \
+        "the paused worker published alerts again after the takeover"
+    check_accounting_and_alerts(run, N, reference_alert_ids(run))
+    assert "fenced" in a.log.read_text(errors="replace"), a.tail()
