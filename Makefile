@@ -8,7 +8,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # rustup's cargo, when it is there, before Debian's
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help demo test unit integration lint deps system-deps stack-up stack-down stack-status schemas dashboards clean
+.PHONY: help demo test unit integration soak lint deps system-deps stack-up stack-down stack-status schemas dashboards clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -50,6 +50,10 @@ unit: $(BIN)/spyglass $(NATIVE) ## unit tests only (no services)
 
 integration: deps ## integration tests only
 	$(BIN)/pytest -q tests/integration
+
+SOAK_CYCLES ?= 50
+soak: deps ## kill -9 a worker at random times SOAK_CYCLES times (default 50) while the simulator produces; the fault tests' accounting at the end
+	SPYGLASS_TEST_SOAK_CYCLES=$(SOAK_CYCLES) $(BIN)/pytest -q -s -p no:cacheprovider tests/fault/test_soak.py
 
 lint: $(BIN)/spyglass ## ruff
 	$(BIN)/ruff check streams detectors schemas grafana tests
