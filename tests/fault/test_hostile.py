@@ -16,6 +16,7 @@ from streams.stack.kafka import delete_topics, ensure_topics
 from tests.fault.harness import (
     Run,
     WorkerProc,
+    check_accounting_and_alerts,
     dead_letters,
     end_offsets,
     produce_rows,
@@ -149,3 +150,37 @@ def test_a_topic_deleted_and_recreated_is_scored_from_its_start_never_skipped(ru
     assert stored_event_ids(run) == stored_before + len(rows), "records of the recreated topic were skipped"
     log = w2.log.read_text(errors="replace")
     assert "past the log end" in log and "restarts cold" in log
+
+
+def test_an_insert_the_server_refuses_for_one_row_is_split_the_row_dead_lettered_the_rest_stored(run: Run):
+    """The server refuses an events insert for the data of a few rows (here: a MATERIALIZED column of the test's
+    own database that cannot parse those rows' ids, code 6). Before: every store error was retried forever and the
+    writer stalled every partition; now the insert is split until each refused row is alone, those rows are
+    dead-lettered with the server's reason, the others stored, and the worker goes on."""
+    from schemas.migrate import migrate
+
+    st = run.store()
+    try:
+        migrate(st)
+        st.execute(f"ALTER TABLE {run.db}.events ADD COLUMN trap UInt32 "
+                   "MATERIALIZED toUInt32(if(event_id LIKE 'poison-%', event_id, '0'))")
+    finally:
+        st.close()
+    rows = [r for ch in Simulation(seed=47, events=6_000, days=1).chunks() for r in ch.rows]
+    poison = [{**rows[500 + i * 1_500], "event_id": f"poison-{i}"} for i in range(3)]
+    for i, row in enumerate(poison):  # valid events, of busy entities, between the others
+        rows.insert(501 + i * 1_500, row)
+    produce_rows(run, rows, rate=100_000).join(120)
+    w = WorkerProc(run, "picky").start()
+    try:
+        wait_committed(run, len(rows), [w], timeout_s=180)
+    finally:
+        assert w.terminate() == 0, w.tail()
+    assert w.starts == 1
+    dead = dead_letters(run)
+    assert sorted(msgspec.json.decode(m.value)["event_id"] for m in dead) == [r["event_id"] for r in poison]
+    for m in dead:
+        h = dict(m.headers)
+        assert h["spyglass.stage"] == b"store" and b"Cannot parse" in h["spyglass.error.reason"], h
+    assert stored_event_ids(run) == len(rows) - len(poison)
+    check_accounting_and_alerts(run, len(rows), reference_alert_ids(run))
