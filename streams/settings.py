@@ -76,9 +76,13 @@ class Settings(BaseSettings):
         SecretStr("chdb://.stack/chdb"),
         description=(
             "Store URL: clickhouse://user:password@host:9000/database (server, native protocol) "
-            "or chdb:///path/to/dir (embedded engine; a relative path is relative to the working dir)"
+            "or chdb:///path/to/dir (embedded engine; a relative path is relative to the working dir); "
+            "clickhouses://...:9440/database?ca_certs=/path/ca.pem for TLS (docs/clickhouse-tls.md)"
         ),
     )
+    clickhouse_password_file: Path | None = Field(
+        None, description="File whose first line is the password of the store URL's user (instead of one in "
+        "SPYGLASS_CLICKHOUSE_URL)")
 
     clickhouse_writer_password: SecretStr | None = Field(
         None, description="Password of the worker's ClickHouse user (local server: generated into the stack dir "
@@ -176,6 +180,7 @@ class Settings(BaseSettings):
             self.kafka_sasl_secret()  # a missing or unreadable file fails here, not at the first connection
         if self.kafka_ssl_key_file is not None and self.kafka_ssl_cert_file is None:
             raise ConfigError("SPYGLASS_KAFKA_SSL_KEY_FILE needs SPYGLASS_KAFKA_SSL_CERT_FILE")
+        self.store()  # a store password file that is missing or doubles the URL's fails here
         return self
 
     def kafka_sasl_secret(self) -> SecretStr | None:
@@ -204,7 +209,21 @@ class Settings(BaseSettings):
         return {"events": self.retention_events_days, "aggregates": self.retention_aggregates_days}
 
     def store(self) -> StoreURL:
-        return StoreURL.parse(self.clickhouse_url.get_secret_value())
+        """The store URL, with the password of ``clickhouse_password_file`` when that is set."""
+        url = StoreURL.parse(self.clickhouse_url.get_secret_value())
+        if self.clickhouse_password_file is None:
+            return url
+        path = self.clickhouse_password_file.expanduser()
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as exc:
+            raise ConfigError(f"SPYGLASS_CLICKHOUSE_PASSWORD_FILE: cannot read {path} ({exc.strerror})") from None
+        if not lines or not lines[0]:
+            raise ConfigError(f"SPYGLASS_CLICKHOUSE_PASSWORD_FILE: {path} is empty")
+        if url.password.get_secret_value() not in ("", lines[0]):
+            raise ConfigError("set the ClickHouse password in one place: SPYGLASS_CLICKHOUSE_URL has another one "
+                              "than SPYGLASS_CLICKHOUSE_PASSWORD_FILE")
+        return url.with_password(SecretStr(lines[0]))
 
     def child_env(self, **updates: object) -> dict[str, str]:
         """``SPYGLASS_*`` variables that give a child process these settings, with ``updates``.
@@ -231,10 +250,19 @@ class Settings(BaseSettings):
                             alert_budget_per_100k=self.engine_alert_budget_per_100k)
 
 
-class StoreURL:
-    """A parsed ``SPYGLASS_CLICKHOUSE_URL``; its ``repr`` never shows the password."""
+_TLS_PARAMS = ("secure", "ca_certs", "certfile", "keyfile")
 
-    __slots__ = ("scheme", "host", "port", "user", "password", "database", "path")
+
+class StoreURL:
+    """A parsed ``SPYGLASS_CLICKHOUSE_URL``; its ``repr`` never shows the password.
+
+    ``clickhouses://`` (or ``clickhouse://...?secure=true``) is the native protocol over TLS, default port
+    9440, the server's certificate always verified (chain and host name) against ``ca_certs`` (a PEM file;
+    the system's CAs when absent); ``certfile``/``keyfile`` give a client certificate for servers that ask.
+    """
+
+    __slots__ = ("scheme", "host", "port", "user", "password", "database", "path", "secure", "ca_certs",
+                 "certfile", "keyfile")
 
     def __init__(
         self,
@@ -246,6 +274,10 @@ class StoreURL:
         password: SecretStr | None = None,
         database: str = "default",
         path: Path | None = None,
+        secure: bool = False,
+        ca_certs: Path | None = None,
+        certfile: Path | None = None,
+        keyfile: Path | None = None,
     ) -> None:
         self.scheme = scheme
         self.host = host
@@ -254,6 +286,10 @@ class StoreURL:
         self.password = password or SecretStr("")
         self.database = database
         self.path = path
+        self.secure = secure
+        self.ca_certs = ca_certs
+        self.certfile = certfile
+        self.keyfile = keyfile
 
     @classmethod
     def parse(cls, url: str) -> StoreURL:
@@ -263,6 +299,8 @@ class StoreURL:
         --------
         >>> StoreURL.parse("clickhouse://writer:s3cret@127.0.0.1:9000/spyglass")
         StoreURL(clickhouse://writer:***@127.0.0.1:9000/spyglass)
+        >>> StoreURL.parse("clickhouses://writer@db.internal/spyglass?ca_certs=/etc/spyglass/ca.pem")
+        StoreURL(clickhouses://writer@db.internal:9440/spyglass?ca_certs=/etc/spyglass/ca.pem)
         >>> StoreURL.parse("chdb:///var/lib/spyglass").path
         PosixPath('/var/lib/spyglass')
         """
@@ -272,12 +310,13 @@ class StoreURL:
             if not raw:
                 raise ConfigError("SPYGLASS_CLICKHOUSE_URL: chdb URL needs a directory, e.g. chdb:///var/lib/spyglass")
             return cls("chdb", path=Path(raw))
-        if parts.scheme == "clickhouse":
+        if parts.scheme in ("clickhouse", "clickhouses"):
             database = parts.path.lstrip("/") or "default"
             if not database.replace("_", "").isalnum():
                 raise ConfigError(f"SPYGLASS_CLICKHOUSE_URL: database name {database!r} must be [A-Za-z0-9_]")
+            tls = _tls_params(parts.query, secure=parts.scheme == "clickhouses")
             try:
-                port = parts.port or 9000
+                port = parts.port or (9440 if tls["secure"] else 9000)
             except ValueError as exc:
                 raise ConfigError(f"SPYGLASS_CLICKHOUSE_URL: bad port ({exc})") from None
             return cls(
@@ -287,14 +326,46 @@ class StoreURL:
                 user=unquote(parts.username or "default"),
                 password=SecretStr(unquote(parts.password or "")),
                 database=database,
+                **tls,
             )
         raise ConfigError(
-            f"SPYGLASS_CLICKHOUSE_URL: scheme {parts.scheme!r} is not supported; use clickhouse:// or chdb://"
+            f"SPYGLASS_CLICKHOUSE_URL: scheme {parts.scheme!r} is not supported; use clickhouse://, clickhouses:// "
+            "or chdb://"
         )
 
     def with_database(self, database: str) -> StoreURL:
-        """The same server and credentials, another database."""
-        return StoreURL.parse(self.secret_url().rsplit("/", 1)[0] + "/" + database)
+        """The same server, credentials and TLS, another database."""
+        return StoreURL(self.scheme, host=self.host, port=self.port, user=self.user, password=self.password,
+                        database=database, path=self.path, secure=self.secure, ca_certs=self.ca_certs,
+                        certfile=self.certfile, keyfile=self.keyfile)
+
+    def with_password(self, password: SecretStr) -> StoreURL:
+        """The same URL with another password."""
+        out = self.with_database(self.database)
+        out.password = password
+        return out
+
+    def driver_options(self) -> dict[str, object]:
+        """Keyword arguments of ``clickhouse_driver.Client`` for this server: address, user, password, TLS.
+
+        With TLS the certificate is always verified (``verify=True``, host name checked).
+        """
+        options: dict[str, object] = {"host": self.host, "port": self.port, "user": self.user,
+                                      "password": self.password.get_secret_value()}
+        if self.secure:
+            options.update(secure=True, verify=True, check_hostname=True)
+            for name in ("ca_certs", "certfile", "keyfile"):
+                value = getattr(self, name)
+                if value is not None:
+                    options[name] = str(value)
+        return options
+
+    def _query(self) -> str:
+        from urllib.parse import quote
+
+        params = [f"{name}={quote(str(getattr(self, name)), safe='/')}" for name in _TLS_PARAMS[1:]
+                  if getattr(self, name) is not None]
+        return "?" + "&".join(params) if params else ""
 
     def secret_url(self) -> str:
         """The URL with its password: for a child process's environment, never for logs or arguments."""
@@ -304,12 +375,48 @@ class StoreURL:
 
         pw = self.password.get_secret_value()
         auth = quote(self.user, safe="") + (":" + quote(pw, safe="") if pw else "")
-        return f"clickhouse://{auth}@{self.host}:{self.port}/{self.database}"
+        scheme = "clickhouses" if self.secure else "clickhouse"
+        return f"{scheme}://{auth}@{self.host}:{self.port}/{self.database}{self._query()}"
 
     def __repr__(self) -> str:
         if self.scheme == "chdb":
             return f"StoreURL(chdb://{self.path})"
         pw = ":***" if self.password.get_secret_value() else ""
-        return f"StoreURL(clickhouse://{self.user}{pw}@{self.host}:{self.port}/{self.database})"
+        scheme = "clickhouses" if self.secure else "clickhouse"
+        return f"StoreURL({scheme}://{self.user}{pw}@{self.host}:{self.port}/{self.database}{self._query()})"
 
     __str__ = __repr__
+
+
+def _tls_params(query: str, *, secure: bool) -> dict:
+    """The TLS parameters of a ``clickhouse(s)://`` URL's query; an unknown or bad one names itself."""
+    from urllib.parse import parse_qsl
+
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise ConfigError(f"SPYGLASS_CLICKHOUSE_URL: cannot parse the query {query!r}") from None
+    out: dict = {"secure": secure, "ca_certs": None, "certfile": None, "keyfile": None}
+    seen: set[str] = set()
+    for name, value in pairs:
+        if name not in _TLS_PARAMS:
+            raise ConfigError(f"SPYGLASS_CLICKHOUSE_URL: unknown parameter {name!r}; known: {', '.join(_TLS_PARAMS)}")
+        if name in seen:
+            raise ConfigError(f"SPYGLASS_CLICKHOUSE_URL: parameter {name!r} given twice")
+        seen.add(name)
+        if name == "secure":
+            if value.lower() not in ("true", "1", "false", "0"):
+                raise ConfigError(f"SPYGLASS_CLICKHOUSE_URL: secure={value!r} must be true or false")
+            if secure and value.lower() in ("false", "0"):
+                raise ConfigError("SPYGLASS_CLICKHOUSE_URL: clickhouses:// with secure=false; use clickhouse://")
+            out["secure"] = value.lower() in ("true", "1")
+        elif not value:
+            raise ConfigError(f"SPYGLASS_CLICKHOUSE_URL: parameter {name!r} needs a file path")
+        else:
+            out[name] = Path(value)
+    if not out["secure"] and any(out[n] is not None for n in _TLS_PARAMS[1:]):
+        raise ConfigError("SPYGLASS_CLICKHOUSE_URL: ca_certs, certfile and keyfile need TLS (clickhouses:// or "
+                          "secure=true)")
+    if out["keyfile"] is not None and out["certfile"] is None:
+        raise ConfigError("SPYGLASS_CLICKHOUSE_URL: keyfile needs certfile")
+    return out

@@ -61,8 +61,7 @@ def run(args: argparse.Namespace, settings: Any) -> int:
     if args.server:
         base = StoreURL.parse(args.server)
         db = "spyglass_bench_panels"
-        server = NativeStore(StoreURL("clickhouse", host=base.host, port=base.port, user=base.user,
-                                      password=base.password, database=db))
+        server = NativeStore(base.with_database(db))
         try:
             server.execute(f"DROP DATABASE IF EXISTS {db}")
             server.execute(f"CREATE DATABASE {db}")

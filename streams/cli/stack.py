@@ -44,8 +44,9 @@ def register(subparsers: Any) -> None:
     up.add_argument("--fresh", action="store_true", help="stop the services and wipe their data before starting")
     up.add_argument(
         "--secure", action="store_true",
-        help="run Kafka with a SASL_SSL listener (a CA made for this stack, SCRAM-SHA-512 users) and ACLs; "
-        "passwords are written to SPYGLASS_STACK_DIR/kafka/secure, mode 0600, never printed",
+        help="run Kafka with a SASL_SSL listener (a CA made for this stack, SCRAM-SHA-512 users) and ACLs, and "
+        "ClickHouse with TLS only and a password; passwords are written to SPYGLASS_STACK_DIR/kafka/secure and "
+        "SPYGLASS_STACK_DIR/clickhouse/secure, mode 0600, never printed",
     )
     up.add_argument(
         "--only", choices=("kafka", "clickhouse"), help="start just this service instead of all of them"
@@ -109,7 +110,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     fresh = bool(getattr(args, "fresh", False))
     # without --secure a broker keeps the mode it was set up in, unless --fresh wipes it (PLAINTEXT then)
     secure = True if getattr(args, "secure", False) else (False if fresh else None)
-    stack = Stack(settings, secure_kafka=secure)
+    stack = Stack(settings, secure_kafka=secure, secure_clickhouse=secure)
     t0 = time.monotonic()
     try:
         with console.status("starting the local stack ..."):
@@ -136,6 +137,10 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
             console.print(f"  {user}: {env}", highlight=False, soft_wrap=True)
     if "clickhouse" in services:
         ch = stack.clickhouse
+        if ch.secure:
+            env = " ".join(f"{k}={v}" for k, v in ch.client_env().items())
+            console.print(f"clickhouse: TLS only; connect as default with (no secret here):\n  {env}",
+                          highlight=False, soft_wrap=True)
         console.print(f"clickhouse users: spyglass_writer, spyglass_grafana (database {ch.users_database}); "
                       f"passwords in {ch.credentials_file} unless set by SPYGLASS_CLICKHOUSE_*_PASSWORD",
                       highlight=False)

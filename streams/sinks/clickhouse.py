@@ -28,7 +28,7 @@ class NativeStore:
         self.url = url
         self.database = url.database
         self._client = PackedClient(
-            host=url.host, port=url.port, user=url.user, password=url.password.get_secret_value(),
+            **url.driver_options(),  # address, user, password and TLS (clickhouses://)
             # no database at connect: a user restricted to its own (allow_databases) is refused "default"
             database="", connect_timeout=connect_timeout, send_receive_timeout=send_receive_timeout,
             client_name="spyglass",

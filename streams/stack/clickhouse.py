@@ -4,10 +4,16 @@ The server is the one from Debian's ``clickhouse-server`` package (18.16 on book
 run with a minimal config of our own under ``SPYGLASS_STACK_DIR/clickhouse``: it
 listens on 127.0.0.1 only and its ``default`` user has no password, so it is a local
 development server, never a shared one.
+
+In secure mode (``spyglass stack up --secure``) the native port serves TLS only (``tcp_port_secure``) and
+the HTTP port HTTPS only, with a certificate for 127.0.0.1/localhost signed by a CA made for this server
+(:mod:`streams.stack.tls`, under ``clickhouse/secure``, directory 0700), and the ``default`` user has a random
+password kept in ``clickhouse/secure/default.password`` (0600; the server's config holds only its SHA-256).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -15,8 +21,10 @@ import time
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from pydantic import SecretStr
+
 from schemas.errors import StackError
-from streams.settings import Settings
+from streams.settings import Settings, StoreURL
 from streams.stack.base import (
     LOOPBACK,
     ServiceStatus,
@@ -29,6 +37,7 @@ from streams.stack.base import (
     tail,
     terminate,
 )
+from streams.stack.tls import CA_CERT, issue_server_certificate, write_secret
 
 _CONFIG = """<?xml version="1.0"?>
 <!-- Written by spyglass stack on every start; edit the SPYGLASS_CLICKHOUSE_* settings instead. -->
@@ -41,9 +50,7 @@ _CONFIG = """<?xml version="1.0"?>
         <count>3</count>
     </logger>
     <listen_host>{host}</listen_host>
-    <tcp_port>{tcp_port}</tcp_port>
-    <http_port>{http_port}</http_port>
-    <path>{path}/</path>
+{ports}    <path>{path}/</path>
     <tmp_path>{tmp_path}/</tmp_path>
     <user_files_path>{user_files}/</user_files_path>
     <format_schema_path>{format_schemas}/</format_schema_path>
@@ -56,8 +63,27 @@ _CONFIG = """<?xml version="1.0"?>
 </yandex>
 """
 
+_PLAIN_PORTS = """    <tcp_port>{tcp_port}</tcp_port>
+    <http_port>{http_port}</http_port>
+"""
+
+_TLS_PORTS = """    <tcp_port_secure>{tcp_port}</tcp_port_secure>
+    <https_port>{http_port}</https_port>
+    <openSSL>
+        <server>
+            <certificateFile>{cert}</certificateFile>
+            <privateKeyFile>{key}</privateKeyFile>
+            <verificationMode>none</verificationMode>
+            <loadDefaultCAFile>false</loadDefaultCAFile>
+            <cacheSessions>true</cacheSessions>
+            <disableProtocols>sslv2,sslv3,tlsv1,tlsv1_1</disableProtocols>
+            <preferServerCiphers>true</preferServerCiphers>
+        </server>
+    </openSSL>
+"""
+
 _USERS = """<?xml version="1.0"?>
-<!-- Written by spyglass stack: the passwordless default user is reachable from 127.0.0.1 only. -->
+<!-- Written by spyglass stack: the default user is reachable from 127.0.0.1 only. -->
 <yandex>
     <profiles>
         <default>
@@ -67,7 +93,7 @@ _USERS = """<?xml version="1.0"?>
     </profiles>
     <users>
         <default>
-            <password></password>
+            {password}
             <networks>
                 <ip>127.0.0.1</ip>
             </networks>
@@ -112,9 +138,11 @@ class ClickHouseServerService:
 
     name = "clickhouse"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, secure: bool | None = None) -> None:
         self.settings = settings
         self.home = settings.stack_dir.expanduser().resolve() / "clickhouse"
+        self.secure_dir = self.home / "secure"
+        self.secure = self.tls_material_exists() if secure is None else secure
         self.data_dir = self.home / "data"
         self.logs_dir = self.home / "logs"
         self.config_file = self.home / "config.xml"
@@ -130,7 +158,51 @@ class ClickHouseServerService:
     @property
     def endpoint(self) -> str:
         """The server's native-protocol URL (no credentials)."""
-        return f"clickhouse://{LOOPBACK}:{self.settings.clickhouse_tcp_port}"
+        scheme = "clickhouses" if self.secure else "clickhouse"
+        return f"{scheme}://{LOOPBACK}:{self.settings.clickhouse_tcp_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA certificate that verifies the server in secure mode."""
+        return self.secure_dir / CA_CERT
+
+    @property
+    def password_file(self) -> Path:
+        """The ``default`` user's password in secure mode (mode 0600)."""
+        return self.secure_dir / "default.password"
+
+    def tls_material_exists(self) -> bool:
+        """Whether the secure mode's CA, certificate, key and password are all there."""
+        return all(p.is_file() for p in (self.ca_file, self.secure_dir / "server.crt",
+                                         self.secure_dir / "server.key", self.password_file))
+
+    def make_tls_material(self) -> None:
+        """Make the CA, the server's certificate and the ``default`` user's password (kept if complete)."""
+        if self.tls_material_exists():
+            return
+        shutil.rmtree(self.secure_dir, ignore_errors=True)
+        self.secure_dir.mkdir(parents=True, mode=0o700)
+        self.secure_dir.chmod(0o700)
+        write_secret(self.password_file, secrets.token_hex(24) + "\n")
+        issue_server_certificate(self.secure_dir, ca_name="Spyglass local ClickHouse CA",
+                                 server_cn="spyglass-clickhouse", stem="server")
+
+    def url(self, database: str = "default") -> StoreURL:
+        """The store URL of the server's ``default`` user: in secure mode TLS with the stack's CA and its
+        password (a secret: for clients and child environments, never for logs)."""
+        if not self.secure:
+            return StoreURL("clickhouse", host=LOOPBACK, port=self.settings.clickhouse_tcp_port, database=database)
+        return StoreURL("clickhouse", host=LOOPBACK, port=self.settings.clickhouse_tcp_port, database=database,
+                        password=SecretStr(self.password_file.read_text().strip()), secure=True,
+                        ca_certs=self.ca_file)
+
+    def client_env(self, database: str = "default") -> dict[str, str]:
+        """The ``SPYGLASS_CLICKHOUSE_*`` variables that connect a Spyglass process as ``default`` (no secret:
+        in secure mode the password is read from :attr:`password_file`)."""
+        env = {"SPYGLASS_CLICKHOUSE_URL": self.url(database).with_password(SecretStr("")).secret_url()}
+        if self.secure:
+            env["SPYGLASS_CLICKHOUSE_PASSWORD_FILE"] = str(self.password_file)
+        return env
 
     def ports(self) -> dict[str, int]:
         """Ports the server listens on, keyed by the environment variable that sets each."""
@@ -140,8 +212,11 @@ class ClickHouseServerService:
         }
 
     def provision(self) -> None:
-        """Check the server binary is installed; never installs it (that needs root and apt)."""
+        """Check the server binary is installed (never installs it: that needs root and apt); in secure mode
+        make the TLS material."""
         find_server_binary()
+        if self.secure:
+            self.make_tls_material()
 
     def write_config(self) -> None:
         """Write config.xml and users.xml for the current settings."""
@@ -152,8 +227,9 @@ class ClickHouseServerService:
                 log=escape(str(self.logs_dir / "clickhouse-server.log")),
                 errorlog=escape(str(self.error_log)),
                 host=LOOPBACK,
-                tcp_port=self.settings.clickhouse_tcp_port,
-                http_port=self.settings.clickhouse_http_port,
+                ports=(_TLS_PORTS if self.secure else _PLAIN_PORTS).format(
+                    tcp_port=self.settings.clickhouse_tcp_port, http_port=self.settings.clickhouse_http_port,
+                    cert=escape(str(self.secure_dir / "server.crt")), key=escape(str(self.secure_dir / "server.key"))),
                 path=escape(str(self.data_dir)),
                 tmp_path=escape(str(self.home / "tmp")),
                 user_files=escape(str(self.home / "user_files")),
@@ -161,7 +237,12 @@ class ClickHouseServerService:
                 users=escape(str(self.users_file)),
             )
         )
-        self.users_file.write_text(_USERS)
+        if self.secure:
+            digest = hashlib.sha256(self.password_file.read_text().strip().encode()).hexdigest()
+            password = f"<password_sha256_hex>{digest}</password_sha256_hex>"
+        else:
+            password = "<password></password>"  # noqa: S105 - the plain local mode: passwordless, loopback only
+        self.users_file.write_text(_USERS.format(password=password))
         self.write_users()
 
     @property
@@ -242,6 +323,7 @@ class ClickHouseServerService:
             raise StackError("stop ClickHouse before wiping its data")
         shutil.rmtree(self.data_dir, ignore_errors=True)
         shutil.rmtree(self.home / "tmp", ignore_errors=True)
+        shutil.rmtree(self.secure_dir, ignore_errors=True)  # a wipe makes a new CA and password
 
     def _query_version(self, connect_timeout: float = 1.0) -> str:
         from clickhouse_driver import Client
@@ -250,8 +332,7 @@ class ClickHouseServerService:
         if port_listening(port) is False:  # no connect before the server listens: see port_open (self-connects)
             raise ConnectionRefusedError(f"nothing listens on port {port} yet")
         client = Client(
-            host=LOOPBACK,
-            port=port,
+            **self.url().driver_options(),
             connect_timeout=connect_timeout,
             send_receive_timeout=5,
             sync_request_timeout=5,
@@ -274,7 +355,8 @@ class ClickHouseServerService:
                 self._version = self._query_version()
             except Exception as exc:  # noqa: BLE001 - shown, not raised
                 return ServiceStatus(self.name, False, pid, self.endpoint, f"not answering yet: {exc}")
-        return ServiceStatus(self.name, True, pid, self.endpoint, f"ClickHouse {self._version}")
+        tls = ", TLS only" if self.secure else ""
+        return ServiceStatus(self.name, True, pid, self.endpoint, f"ClickHouse {self._version}{tls}")
 
     def wait_ready(self, timeout: float = 30.0) -> float:
         """Block until ``SELECT version()`` answers; return the seconds waited."""

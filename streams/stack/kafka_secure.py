@@ -16,16 +16,15 @@ no one else in either.
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from schemas.errors import StackError
 from streams.kafka_security import kafka_client_config
 from streams.settings import Settings
+from streams.stack.tls import CA_CERT, issue_server_certificate, openssl, write_secret
 
 if TYPE_CHECKING:
     from kafka.admin import ACL
@@ -38,32 +37,6 @@ MECHANISM = "SCRAM-SHA-512"
 BROKER_CN = "spyglass-broker"  # the broker's certificate; its principal on the controller listener
 KEYSTORE = "broker.p12"
 KEYSTORE_PASSWORD = "keystore.password"  # noqa: S105 - a file name, not a password
-CA_CERT = "ca.crt"
-
-_BROKER_EXTENSIONS = """basicConstraints=CA:FALSE
-keyUsage=critical,digitalSignature,keyEncipherment
-extendedKeyUsage=serverAuth,clientAuth
-subjectAltName=IP:127.0.0.1,DNS:localhost
-"""
-
-
-def _write_secret(path: Path, text: str) -> None:
-    """Create ``path`` with mode 0600 from the start (never readable by others, even briefly)."""
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        raise StackError("`openssl` is not on PATH; `spyglass stack up --secure` needs it to make the stack's "
-                         "certificates (e.g. `apt-get install openssl`)")
-    done = subprocess.run([openssl, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
-    if done.returncode != 0:
-        raise StackError(f"`openssl {args[0]}` failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
-
 
 class SecureMaterial:
     """The secure stack's files: CA, broker keystore, user passwords."""
@@ -91,23 +64,15 @@ class SecureMaterial:
         self.dir.mkdir(parents=True, mode=0o700)
         self.dir.chmod(0o700)
         d = self.dir
-        _write_secret(d / KEYSTORE_PASSWORD, secrets.token_hex(24) + "\n")
+        write_secret(d / KEYSTORE_PASSWORD, secrets.token_hex(24) + "\n")
         for user in USERS:
-            _write_secret(self.password_file(user), secrets.token_hex(24) + "\n")
-        (d / "broker.ext").write_text(_BROKER_EXTENSIONS)
+            write_secret(self.password_file(user), secrets.token_hex(24) + "\n")
         try:
-            _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", CA_CERT,
-                     "-days", "3650", "-subj", "/CN=Spyglass local stack CA",
-                     "-addext", "basicConstraints=critical,CA:TRUE",
-                     "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
-            _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "broker.key", "-out", "broker.csr",
-                     "-subj", f"/CN={BROKER_CN}", cwd=d)
-            _openssl("x509", "-req", "-in", "broker.csr", "-CA", CA_CERT, "-CAkey", "ca.key", "-CAcreateserial",
-                     "-out", "broker.crt", "-days", "825", "-extfile", "broker.ext", cwd=d)
-            _openssl("pkcs12", "-export", "-in", "broker.crt", "-inkey", "broker.key", "-certfile", CA_CERT,
-                     "-name", "broker", "-out", KEYSTORE, "-passout", f"file:{KEYSTORE_PASSWORD}", cwd=d)
+            issue_server_certificate(d, ca_name="Spyglass local stack CA", server_cn=BROKER_CN, stem="broker")
+            openssl("pkcs12", "-export", "-in", "broker.crt", "-inkey", "broker.key", "-certfile", CA_CERT,
+                    "-name", "broker", "-out", KEYSTORE, "-passout", f"file:{KEYSTORE_PASSWORD}", cwd=d)
         finally:  # only the CA certificate, the keystore and the passwords stay
-            for name in ("ca.key", "ca.srl", "broker.key", "broker.csr", "broker.crt", "broker.ext"):
+            for name in ("broker.key", "broker.crt"):
                 (d / name).unlink(missing_ok=True)
         for path in d.iterdir():
             path.chmod(0o644 if path.name == CA_CERT else 0o600)

@@ -26,14 +26,16 @@ class Stack:
     """The local stack: a KRaft Kafka broker, a ClickHouse server and the chDB directory.
 
     ``secure_kafka``: run the broker with SASL_SSL, SCRAM users and ACLs (``stack up --secure``); None: as
-    the stack directory was set up.
+    the stack directory was set up. ``secure_clickhouse``: the ClickHouse server serves TLS only, with a password
+    for its ``default`` user; None: as the stack directory was set up.
     """
 
-    def __init__(self, settings: Settings, *, secure_kafka: bool | None = None) -> None:
+    def __init__(self, settings: Settings, *, secure_kafka: bool | None = None,
+                 secure_clickhouse: bool | None = None) -> None:
         self.settings = settings
         self.stack_dir = settings.stack_dir.expanduser().resolve()
         self.kafka = KafkaService(settings, secure=secure_kafka)
-        self.clickhouse = ClickHouseServerService(settings)
+        self.clickhouse = ClickHouseServerService(settings, secure=secure_clickhouse)
         self.chdb = ChdbService(settings)
         self.services: dict[str, Service] = {"kafka": self.kafka, "clickhouse": self.clickhouse, "chdb": self.chdb}
         self.topics: list[str] = []
@@ -144,6 +146,7 @@ class Stack:
             },
             "kafka_version": s.kafka_version,
             "kafka_secure": self.kafka.secure,
+            "clickhouse_secure": self.clickhouse.secure,
             "topics": self.topics,
             "services": {
                 st.name: {"running": st.running, "pid": st.pid, "endpoint": st.endpoint, "detail": st.detail}

@@ -29,6 +29,7 @@ from streams.simulator.run import Simulation
 from streams.sinks.clickhouse import NativeStore
 from streams.stack.base import free_port
 from streams.stack.kafka import delete_topics, ensure_topics, group_offsets
+from streams.stack.kafka_secure import ADMIN_USER, WORKER_USER, SecureMaterial, grant_pipeline_acls
 
 SPYGLASS = Path(sys.executable).with_name("spyglass")
 
@@ -55,8 +56,23 @@ class Run:
         })
         run = cls(settings, tmp)
         run.names = ensure_topics(settings, partitions=partitions)
+        run.grant_worker()
         run.db = f"f_{tag}"
         return run
+
+    def grant_worker(self) -> None:
+        """On a secure broker (the tests connect as its admin), the pipeline's ACLs for this run's topics."""
+        if self.settings.kafka_sasl_username == ADMIN_USER:
+            grant_pipeline_acls(self.settings)
+
+    def worker_kafka(self) -> dict:
+        """The Kafka settings of this run's workers: on a secure broker the worker principal, else the run's."""
+        s = self.settings
+        if s.kafka_sasl_username != ADMIN_USER or s.kafka_sasl_password_file is None:
+            return {}
+        worker = SecureMaterial(s.kafka_sasl_password_file.parent).client_settings(s, WORKER_USER)
+        return {"kafka_sasl_username": worker.kafka_sasl_username,
+                "kafka_sasl_password_file": worker.kafka_sasl_password_file}
 
     def for_group(self, suffix: str) -> Run:
         """Another run over the same event topics, with its own group, alerts topic and database."""
@@ -67,19 +83,20 @@ class Run:
                                         "worker_group": f"{s.worker_group}-{suffix}"})
         other = Run(settings, self.tmp)
         other.names = ensure_topics(settings, partitions=3)
+        other.grant_worker()
         other.db = f"{self.db}_{suffix}"
         return other
 
     @property
     def store_url(self) -> str:
-        return f"clickhouse://default@127.0.0.1:{self.settings.clickhouse_tcp_port}/{self.db}"
+        return self.settings.store().with_database(self.db).secret_url()  # TLS and password if the stack's
 
     def env(self, name: str, web_port: int) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPYGLASS_")}
         env.update(self.settings.child_env(
             clickhouse_url=self.store_url, stack_dir=self.tmp / "worker-state", worker_web_port=web_port,
             worker_checkpoint_s=2, worker_session_timeout_s=6, checkpoint_key=self.checkpoint_key,
-            **self.worker_settings))
+            **{**self.worker_kafka(), **self.worker_settings}))
         env["PYTHONUNBUFFERED"] = "1"
         return env
 

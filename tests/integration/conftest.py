@@ -4,6 +4,11 @@ Set ``SPYGLASS_TEST_STACK_DIR`` to the stack directory of a running ``spyglass s
 to reuse it; otherwise a fresh stack is started on free ports in a temporary directory
 for the session and stopped at the end.  Kafka jars are cached in the default
 ``SPYGLASS_CACHE_DIR`` (~/.cache/spyglass), so only the first run downloads them.
+
+A secure stack (``spyglass stack up --secure``, or ``SPYGLASS_TEST_SECURE=1`` for a fresh one) is used as
+it is: the session's settings connect to Kafka over SASL_SSL as the stack's admin (topic creation, ACLs)
+and to ClickHouse over TLS with the stack's CA and password file; the harness's workers connect as the
+worker principal (:mod:`tests.fault.harness`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 # kafka-python 3.x calls the deprecated importlib.resources.read_text while importing its protocol
 # schemas; with the project's filterwarnings=error that would fail collection, so import it here first.
@@ -66,6 +72,17 @@ def stack_test_settings(stack_dir: Path, ports: dict[str, int] | None = None) ->
     )
 
 
+def connect_settings(stack: Stack) -> Settings:
+    """How the tests connect to ``stack``: as they are (plain), or SASL_SSL as the admin and TLS to ClickHouse."""
+    settings = stack.kafka.admin_settings
+    if stack.clickhouse.secure:
+        env = stack.clickhouse.client_env()
+        settings = settings.model_copy(update={
+            "clickhouse_url": SecretStr(env["SPYGLASS_CLICKHOUSE_URL"]),
+            "clickhouse_password_file": Path(env["SPYGLASS_CLICKHOUSE_PASSWORD_FILE"])})
+    return settings
+
+
 def _reusable(stack_dir: Path) -> Settings | None:
     state = read_state(stack_dir)
     if state is None or not isinstance(state.get("ports"), dict):
@@ -74,24 +91,28 @@ def _reusable(stack_dir: Path) -> Settings | None:
         settings = stack_test_settings(stack_dir, {k: int(v) for k, v in state["ports"].items()})
     except (KeyError, TypeError, ValueError):
         return None
-    running = {st.name: st.running for st in Stack(settings).status(("kafka", "clickhouse"))}
-    return settings if all(running.values()) else None
+    stack = Stack(settings)  # secure or not, as the directory was set up
+    running = {st.name: st.running for st in stack.status(("kafka", "clickhouse"))}
+    return connect_settings(stack) if all(running.values()) else None
 
 
 @pytest.fixture(scope="session")
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Settings pointing at a running local stack (reused or started for this session)."""
     reuse = os.environ.get("SPYGLASS_TEST_STACK_DIR")
+    secure = os.environ.get("SPYGLASS_TEST_SECURE", "") not in ("", "0")
     if reuse:
         settings = _reusable(Path(reuse).expanduser().resolve())
         if settings is not None:
+            if secure and not (settings.kafka_security_protocol == "SASL_SSL" and settings.store().secure):
+                pytest.fail(f"SPYGLASS_TEST_SECURE is set but the stack in {reuse} is not secure")
             yield settings
             return
     settings = stack_test_settings(tmp_path_factory.mktemp("stack"))
-    stack = Stack(settings)
+    stack = Stack(settings, secure_kafka=secure, secure_clickhouse=secure)
     try:
         stack.up(("kafka", "clickhouse"))
-        yield settings
+        yield connect_settings(stack)
     finally:
         stack.down()
 
@@ -104,5 +125,5 @@ def make_stack_settings() -> Callable[[Path], Settings]:
 
 @pytest.fixture(scope="session")
 def ch_server_url(stack_settings: Settings) -> str:
-    """Store URL of the session's ClickHouse server."""
-    return f"clickhouse://default@127.0.0.1:{stack_settings.clickhouse_tcp_port}/default"
+    """Store URL of the session's ClickHouse server (with its password and TLS parameters on a secure stack)."""
+    return stack_settings.store().secret_url()

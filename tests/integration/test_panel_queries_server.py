@@ -20,8 +20,7 @@ from tests.panelcheck import check, run_all
 
 def _store(url: str, db: str) -> NativeStore:
     base = StoreURL.parse(url)
-    store = NativeStore(StoreURL("clickhouse", host=base.host, port=base.port, user=base.user,
-                                 password=base.password, database=db))
+    store = NativeStore(base.with_database(db))
     store.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
     store.execute(f"USE {db}")  # the panels name tables unqualified, as the data source's default database
     return store

@@ -12,6 +12,7 @@ from kafka import KafkaConsumer, TopicPartition
 from schemas.errors import EventError
 from schemas.events import ENTITY_FIELD, decode
 from streams.ingest import Ingestor
+from streams.kafka_security import kafka_client_config
 from streams.settings import Settings, StoreURL
 from streams.simulator.output import produce_kafka
 from streams.simulator.run import Simulation
@@ -35,7 +36,7 @@ def fresh_topics(stack_settings: Settings):
 
 def consume_all(settings: Settings, topics: list[str], expected: int, timeout_s: float = 60) -> list:
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-                             auto_offset_reset="earliest", group_id=None)
+                             auto_offset_reset="earliest", group_id=None, **kafka_client_config(settings))
     parts = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)
@@ -52,7 +53,8 @@ def consume_all(settings: Settings, topics: list[str], expected: int, timeout_s:
 
 def test_simulated_traffic_round_trips_through_the_broker(fresh_topics: Settings):
     sim = Simulation(seed=5, events=12_000, days=2)
-    stats = produce_kafka(sim, fresh_topics.kafka_bootstrap, fresh_topics.topics())
+    stats = produce_kafka(sim, fresh_topics.kafka_bootstrap, fresh_topics.topics(),
+                          client_config=kafka_client_config(fresh_topics))
     assert stats.events == 12_000
     msgs = consume_all(fresh_topics, list(fresh_topics.topics().values()), 12_000)
     assert len(msgs) == 12_000
@@ -77,8 +79,7 @@ def test_simulated_traffic_round_trips_through_the_broker(fresh_topics: Settings
 
 def _stores(stack_settings: Settings, tmp_path) -> list:
     return [
-        NativeStore(StoreURL.parse(f"clickhouse://default@127.0.0.1:{stack_settings.clickhouse_tcp_port}/"
-                                   f"it_{uuid.uuid4().hex[:8]}")),
+        NativeStore(stack_settings.store().with_database(f"it_{uuid.uuid4().hex[:8]}")),
         ChdbStore(StoreURL.parse(f"chdb://{tmp_path / 'chdb'}"), database=f"it_{uuid.uuid4().hex[:8]}"),
     ]
 
@@ -126,7 +127,7 @@ def test_ingest_stores_good_events_and_dead_letters_bad_ones(fresh_topics: Setti
     good = [json.dumps(r).encode() for c in sim.chunks() for r in c.rows]
     bad = [b"not json", b'{"kind":"api_usage","event_id":"x"}', b"\xff\xfe\xfd",
            json.dumps({**json.loads(good[0]), "ts": "2026-11-02T10:00:00"}).encode()]
-    producer = KafkaProducer(bootstrap_servers=fresh_topics.kafka_bootstrap)
+    producer = KafkaProducer(bootstrap_servers=fresh_topics.kafka_bootstrap, **kafka_client_config(fresh_topics))
     topic = fresh_topics.topic_api_usage
     for v in good[:1500] + bad + good[1500:]:
         producer.send(topic, v, partition=0)
@@ -192,7 +193,8 @@ def test_the_worker_raises_cross_kind_risk_from_alerts_of_two_event_topics(stack
     run.worker_settings = {"engine_learning_hours": 0}  # the agent engine's one event would fall in its first day
     try:
         data, agent = _cross_kind_rows()
-        producer = KafkaProducer(bootstrap_servers=run.settings.kafka_bootstrap, acks="all")
+        producer = KafkaProducer(bootstrap_servers=run.settings.kafka_bootstrap, acks="all",
+                                 **kafka_client_config(run.settings))
         for r in data:
             producer.send(run.settings.topic_data_access, key=r["principal"].encode(), value=json.dumps(r).encode())
         for r in agent:

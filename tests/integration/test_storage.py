@@ -39,8 +39,7 @@ RISK_QUERY = (
 
 @pytest.fixture
 def server_store(stack_settings: Settings):
-    store = NativeStore(StoreURL.parse(
-        f"clickhouse://default@127.0.0.1:{stack_settings.clickhouse_tcp_port}/st_{uuid.uuid4().hex[:8]}"))
+    store = NativeStore(stack_settings.store().with_database(f"st_{uuid.uuid4().hex[:8]}"))
     yield store
     store.execute(f"DROP DATABASE IF EXISTS {store.database}")
     store.close()
