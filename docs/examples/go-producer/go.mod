@@ -1,0 +1,3 @@
+module github.com/spyglass/examples/go-producer
+
+go 1.22
