@@ -287,6 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     register_db(sub)
 
     register_stack(sub)
+
+    from streams.cli.produce import register as register_produce
+
+    register_produce(sub)
     return p
 
 
