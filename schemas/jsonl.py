@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from schemas.errors import EventError
+from schemas.errors import EventError, SpyglassError
 from schemas.events import DEFAULT_TENANT, Event, decode
 
 BATCH = 20_000
@@ -55,11 +56,30 @@ def event_batches(f: BinaryIO, stats: LineStats, size: int = BATCH, default_tena
         yield batch
 
 
-def open_in(path: str) -> BinaryIO:
-    """The file at ``path`` to read, or stdin for ``-``."""
-    return sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115 - closed by the caller
+class PathError(SpyglassError):
+    """A file named on the command line cannot be opened; the message names it and says why, in one line."""
 
 
-def open_out(path: str) -> BinaryIO:
-    """The file at ``path`` to write, or stdout for ``-``."""
-    return sys.stdout.buffer if path == "-" else open(path, "wb")  # noqa: SIM115 - closed by the caller
+def _open(path: str, mode: str, doing: str) -> BinaryIO:
+    try:
+        return open(path, mode)  # noqa: SIM115 - closed by the caller
+    except OSError as exc:
+        raise PathError(f"cannot {doing} {path}: {exc.strerror or exc}") from None
+
+
+def open_in(path: str) -> AbstractContextManager[BinaryIO]:
+    """The file at ``path`` to read, or stdin for ``-`` (left open when the block ends)."""
+    return nullcontext(sys.stdin.buffer) if path == "-" else _open(path, "rb", "read")
+
+
+def open_out(path: str) -> AbstractContextManager[BinaryIO]:
+    """The file at ``path`` to write, or stdout for ``-`` (flushed, left open when the block ends)."""
+    return _Stdout() if path == "-" else _open(path, "wb", "write")
+
+
+class _Stdout(AbstractContextManager):
+    def __enter__(self) -> BinaryIO:
+        return sys.stdout.buffer
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stdout.buffer.flush()

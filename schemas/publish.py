@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from schemas.errors import EventError
-from schemas.events import CONTRACT_VERSION, DEFAULT_TENANT, KINDS, decode, json_schema
+from schemas.events import CONTRACT_VERSION, DEFAULT_TENANT, KINDS, json_schema
+from schemas.jsonl import open_in
+from schemas.validate import errors_of
 
 SCHEMA_DIR = Path(__file__).parent / "json"
 
@@ -32,15 +34,14 @@ def export(directory: Path | None = None) -> list[Path]:
     return out
 
 
-def check_jsonl(path: str | Path, *, default_tenant: str = DEFAULT_TENANT) -> Iterator[tuple[int, EventError | None]]:
-    """Decode each line of a JSONL file: yields (line number, error or None). Blank lines are skipped."""
-    with open(path, "rb") as f:
+def check_jsonl(path: str, *, default_tenant: str = DEFAULT_TENANT) -> Iterator[tuple[int, list[EventError]]]:
+    """Decode each line of a JSONL file (``-``: stdin): yields (line number, every error of the line, ``[]`` if
+    valid). Blank lines are skipped."""
+    with open_in(path) as f:
         for n, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            r = decode(line.rstrip(b"\r\n"), default_tenant=default_tenant)
-            if isinstance(r, EventError):
-                r.line = n
-                yield n, r
-            else:
-                yield n, None
+            errors = errors_of(line.rstrip(b"\r\n"), default_tenant=default_tenant)
+            for e in errors:
+                e.line = n
+            yield n, errors

@@ -34,10 +34,10 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from schemas.jsonl import LineStats, event_batches, open_in
+    from schemas.jsonl import LineStats, event_batches, open_in, open_out
 
     console = Console(width=max(Console().width, 150))
-    with open(args.labels, "rb") as f:
+    with open_in(args.labels) as f:
         labels = [msgspec.json.decode(line) for line in f if line.strip()]
     alerts: list[Alert] = []
     engine = Engine()
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             events += len(batch)
     seconds = time.perf_counter() - t0
     if args.alerts:
-        with open(args.alerts, "wb") as f:
+        with open_out(args.alerts) as f:
             f.write(msgspec.json.Encoder().encode_lines(alerts))
     results, false, benign = score(alerts, labels, events)
 

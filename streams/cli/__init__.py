@@ -51,7 +51,10 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
             stats = write_jsonl(sim, args.out, on_chunk=lambda n: progress.advance(task, n))
             where = args.out
     if args.world_out:
-        Path(args.world_out).write_text(json.dumps(sim.metadata(), indent=1))
+        from schemas.jsonl import open_out
+
+        with open_out(args.world_out) as f:
+            f.write(json.dumps(sim.metadata(), indent=1).encode())
     if args.labels:
         n_labels = write_labels(sim, args.labels)
         err.print(f"labels: {n_labels} attack instances of {len({i.label.scenario for i in sim.injections})} "
@@ -73,12 +76,16 @@ def _schemas_check(args: argparse.Namespace, settings: Settings) -> int:
     from schemas.publish import check_jsonl
 
     bad = total = 0
-    for _line, err in check_jsonl(args.file, default_tenant=settings.default_tenant):
+    name = "<stdin>" if args.file == "-" else args.file
+    for _line, errors in check_jsonl(args.file, default_tenant=settings.default_tenant):
         total += 1
-        if err is not None:
+        if errors:
             bad += 1
             if bad <= args.max_errors:
-                print(f"{args.file}:{err.line}: {err.field}: {err.reason}", file=sys.stderr)
+                for err in errors:
+                    print(f"{name}:{err.line}: {err.field}: {err.reason}", file=sys.stderr)
+    if bad > args.max_errors:
+        print(f"... and {bad - args.max_errors:,} more invalid lines (--max-errors)", file=sys.stderr)
     print(f"{total - bad:,} valid, {bad:,} invalid of {total:,} lines")
     return 1 if bad else 0
 
@@ -115,7 +122,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     err.print(f"replayed {stats.events:,} events ({stats.invalid:,} invalid lines skipped) in {stats.seconds:.1f}s, "
               f"{stats.rate:,.0f} events/s: {stats.alerts:,} alerts" + (f" -> {args.output}" if args.output != "-"
                                                                       else ""))
-    return 0
+    return 1 if args.strict and stats.invalid else 0
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
@@ -196,9 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_schemas_export)
     c = scs.add_parser("check", help="validate every line of a JSONL file against the contract",
                        description="Decode every line with the contract's decoder; report line, field and reason "
-                       "of each invalid one. Exit 1 if any line is invalid.")
-    c.add_argument("file", help="JSONL file of events")
-    c.add_argument("--max-errors", type=int, default=20, help="print at most this many errors (default 20)")
+                       "of every error of each invalid line (an enum's allowed values too). Exit 1 if any line is "
+                       "invalid.")
+    c.add_argument("file", help="JSONL file of events, or - for stdin")
+    c.add_argument("--max-errors", type=int, default=20,
+                   help="print the errors of at most this many lines (default 20)")
     c.set_defaults(func=_schemas_check)
 
     d = sub.add_parser(
@@ -223,8 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     r.add_argument("--input", required=True, help="events JSONL, or - for stdin")
-    r.add_argument("--output", required=True, help="alerts JSONL, or - for stdout")
+    r.add_argument("--output", default="-", help="alerts JSONL, or - for stdout (the default)")
     r.add_argument("--verbose-errors", action="store_true", help="report every invalid line (default: first 20)")
+    r.add_argument("--strict", action="store_true", help="exit 1 if any line is invalid (they are still skipped)")
     r.set_defaults(func=_replay)
 
     i = sub.add_parser(
@@ -277,6 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     register_db(sub)
 
     register_stack(sub)
+
+    from streams.cli.produce import register as register_produce
+
+    register_produce(sub)
     return p
 
 
@@ -297,6 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args, settings) or 0)
     except SpyglassError as exc:
         print(f"spyglass: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        print(f"spyglass: cannot open {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

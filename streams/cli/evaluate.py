@@ -39,9 +39,9 @@ def register(subparsers: Any) -> None:
     s = sub.add_parser("scenarios", help="per-scenario detection and false alerts on a labelled simulator run",
                        description="Replay events through the engine and match alerts to the labels: detected on "
                        "the right entity, time to detect (event time), false alerts per 100k benign events.")
-    s.add_argument("--events", required=True, help="events JSONL (from spyglass simulate)")
-    s.add_argument("--labels", required=True, help="labels JSONL (from spyglass simulate --labels)")
-    s.add_argument("--alerts", help="also write the alerts JSONL here")
+    s.add_argument("--events", required=True, help="events JSONL (from spyglass simulate), or - for stdin")
+    s.add_argument("--labels", required=True, help="labels JSONL (from spyglass simulate --labels), or - for stdin")
+    s.add_argument("--alerts", help="also write the alerts JSONL here (- for stdout)")
     s.set_defaults(func=_scenarios)
 
     n = sub.add_parser("nab", help="the engine's univariate detector over the Numenta Anomaly Benchmark",

@@ -14,6 +14,7 @@ import msgspec
 
 from schemas.errors import SpyglassError
 from schemas.events import ENTITY_FIELD
+from schemas.jsonl import open_out
 from streams.simulator.run import Simulation, encode_lines
 
 # The partition key of each kind is its entity (per-entity state and order live in one partition).
@@ -38,7 +39,7 @@ def _open(path: str) -> IO[bytes]:
 
 def write_labels(sim: Simulation, path: str | Path) -> int:
     labels = sim.labels()
-    with open(path, "wb") as f:
+    with open_out(str(path)) as f:
         f.write(msgspec.json.Encoder().encode_lines(labels))
     return len(labels)
 

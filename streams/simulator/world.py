@@ -35,7 +35,7 @@ MODELS = ("llm-large-2026", "llm-small-2026", "embed-v3", "moderation-v2", "code
 USER_AGENTS = (
     "python-requests/2.32.3",
     "openai-python/1.54.0",
-    "spyglass-sdk-go/0.9",
+    "Go-http-client/2.0",
     "node-fetch/3.3.2",
     "Mozilla/5.0 (X11; Linux x86_64) InternalPortal/4.2",
     "langchain/0.3.7",

@@ -235,3 +235,42 @@ def test_tls_verification_fails_against_a_wrong_ca_or_hostname(topics: Settings,
     # and a client of the project refuses the broker signed by another CA
     wrong_ca = _with_user(topics, EMITTER_USER, kafka_ssl_ca_file=other_ca)
     assert "CERTIFICATE_VERIFY_FAILED" in _bootstrap_error(wrong_ca, caplog)
+
+
+def test_produce_and_the_go_example_send_as_the_emitter_over_sasl_ssl(topics: Settings, tmp_path: Path):
+    """``spyglass produce`` and the Go example producer connect with the SPYGLASS_KAFKA_* settings (SCRAM over
+    TLS, the stack's CA) as the emitter principal, which may write the event topics."""
+    import json
+    import sys
+
+    from schemas.samples import sample_stream
+    from tests.integration.examples import build_go_example, example_env
+
+    emitter = _with_user(topics, EMITTER_USER)
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in sample_stream(per_kind=5)))
+    r = subprocess.run([sys.executable, "-m", "streams.cli", "produce", "--input", str(path)],
+                       env=example_env(emitter), capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "sent 15 events" in r.stdout
+    go = subprocess.run([str(build_go_example(topics)), "-n", "4"], env=example_env(emitter),  # noqa: S603
+                        capture_output=True, text=True, timeout=120, check=False)
+    assert go.returncode == 0, go.stderr
+    assert json.loads(go.stdout)["stored"] == {"api_usage": 4, "data_access": 4, "agent_execution": 4}
+    consumer = KafkaConsumer(bootstrap_servers=topics.kafka_bootstrap, group_id=None, enable_auto_commit=False,
+                             **kafka_client_config(topics))
+    try:
+        for kind, topic in topics.topics().items():
+            ends = consumer.end_offsets([TopicPartition(topic, p) for p in range(2)])
+            assert sum(ends.values()) == 5 + 4, kind
+    finally:
+        consumer.close()
+    # a wrong password is refused: the settings, not an open listener, let them in
+    wrong = tmp_path / "wrong.password"
+    wrong.write_text("not-the-password\n")
+    wrong.chmod(0o600)
+    bad = subprocess.run([sys.executable, "-m", "streams.cli", "produce", "--input", str(path)],
+                         env=example_env(emitter.model_copy(update={"kafka_sasl_password_file": wrong})),
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert bad.returncode != 0
+    assert "not-the-password" not in bad.stdout + bad.stderr
