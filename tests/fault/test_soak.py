@@ -12,9 +12,6 @@ import os
 import random
 import time
 
-import pytest
-
-from streams.settings import Settings
 from streams.simulator.run import Simulation
 from tests.fault.harness import (
     Run,
@@ -31,13 +28,6 @@ SEED = int(os.environ.get("SPYGLASS_TEST_SOAK_SEED", "2026"))
 # each kill falls this long after the worker got its partitions: from the restore itself (the checkpoint load,
 # the alerts-topic scan, the first re-scored batch) to steady scoring past a few checkpoints (every 2 s here)
 KILL_AFTER_S = (0.2, 8.0)
-
-
-@pytest.fixture
-def run(stack_settings: Settings, tmp_path):
-    r = Run.create(stack_settings, tmp_path)
-    yield r
-    r.cleanup()
 
 
 def test_soak_kill_9_at_random_times_loses_nothing_and_duplicates_nothing(run: Run):
