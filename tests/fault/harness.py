@@ -408,3 +408,13 @@ def check_accounting_and_alerts(run: Run, expected_events: int, reference: set[s
     assert [a for a, n in published.items() if n > 1] == [], "an alert_id was published twice"
     assert set(published) == set(stored) == reference
     return set(stored)
+
+
+def score_with_one_worker(run: Run, name: str, total: int, timeout_s: float = 180) -> WorkerProc:
+    """One worker started, left until the group committed ``total`` event records, and stopped cleanly (exit 0)."""
+    w = WorkerProc(run, name).start()
+    try:
+        wait_committed(run, total, [w], timeout_s=timeout_s)
+    finally:
+        assert w.terminate() == 0, w.tail()
+    return w

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import msgspec
-import pytest
 
 from streams.settings import Settings
 from streams.simulator.output import produce_kafka
@@ -26,13 +25,6 @@ from tests.fault.harness import (
 )
 
 N = 24_000
-
-
-@pytest.fixture
-def run(stack_settings: Settings, tmp_path):
-    r = Run.create(stack_settings, tmp_path)
-    yield r
-    r.cleanup()
 
 
 def _sim(seed: int = 13) -> Simulation:

@@ -7,9 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import msgspec
-import pytest
 
-from streams.settings import Settings
 from streams.simulator.output import produce_kafka
 from streams.simulator.run import Simulation
 from streams.stack.kafka import delete_topics, ensure_topics
@@ -21,17 +19,11 @@ from tests.fault.harness import (
     end_offsets,
     produce_rows,
     reference_alert_ids,
+    score_with_one_worker,
     stored_alerts,
     stored_event_ids,
     wait_committed,
 )
-
-
-@pytest.fixture
-def run(stack_settings: Settings, tmp_path):
-    r = Run.create(stack_settings, tmp_path)
-    yield r
-    r.cleanup()
 
 
 def test_a_1_mb_and_a_5_mb_compressed_record_are_dead_lettered_bounded_and_the_worker_never_crashes(run: Run):
@@ -92,11 +84,7 @@ def test_far_future_and_far_past_times_are_dead_lettered_and_change_no_alert(run
         odd.append(row)
         rows.insert(1_001 + i * 400, row)
     produce_rows(run, rows, rate=100_000).join(120)
-    w = WorkerProc(run, "edge").start()
-    try:
-        wait_committed(run, len(rows), [w], timeout_s=180)
-    finally:
-        assert w.terminate() == 0, w.tail()
+    score_with_one_worker(run, "edge", len(rows))
     dead = dead_letters(run)
     assert sorted(msgspec.json.decode(m.value)["event_id"] for m in dead) == sorted(r["event_id"] for r in odd)
     assert {dict(m.headers)["spyglass.error.field"] for m in dead} == {b"$.ts"}
@@ -171,11 +159,7 @@ def test_an_insert_the_server_refuses_for_one_row_is_split_the_row_dead_lettered
     for i, row in enumerate(poison):  # valid events, of busy entities, between the others
         rows.insert(501 + i * 1_500, row)
     produce_rows(run, rows, rate=100_000).join(120)
-    w = WorkerProc(run, "picky").start()
-    try:
-        wait_committed(run, len(rows), [w], timeout_s=180)
-    finally:
-        assert w.terminate() == 0, w.tail()
+    w = score_with_one_worker(run, "picky", len(rows))
     assert w.starts == 1
     dead = dead_letters(run)
     assert sorted(msgspec.json.decode(m.value)["event_id"] for m in dead) == [r["event_id"] for r in poison]

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from streams.settings import Settings
 from streams.simulator.run import Simulation
 from streams.stack import Stack
@@ -20,19 +18,12 @@ from tests.fault.harness import (
     wait_committed,
 )
 
-N = 18_000
-
-
-@pytest.fixture
-def run(stack_settings: Settings, tmp_path):
-    r = Run.create(stack_settings, tmp_path)
-    yield r
-    r.cleanup()
+N = 12_000
 
 
 def test_a_broker_restart_during_a_rebalance_loses_nothing_and_duplicates_nothing(run: Run, stack_settings: Settings):
     stack = Stack(stack_settings)
-    producer = produce_in_background(run, Simulation(seed=43, events=N, days=2, instances=1), rate=1_500)  # 12 s
+    producer = produce_in_background(run, Simulation(seed=43, events=N, days=2, instances=1), rate=1_500)  # 8 s
     a = WorkerProc(run, "first").start()
     b = WorkerProc(run, "joiner")
     try:

@@ -32,7 +32,11 @@ CONTRACT: dict[str, list[tuple[str, str]]] = {
     "engine_checkpoints": [
         ("group_id", "String"), ("topic", "String"), ("partition", "UInt16"), ("offset", "UInt64"),
         ("state", "String"), ("digest", "String"), ("entities", "UInt32"), ("bytes", "UInt64"),
-        ("worker", "String"), ("written_at", "DateTime"),
+        ("worker", "String"), ("written_at", "DateTime"), ("epoch", "UInt64"),
+    ],
+    "partition_owners": [
+        ("group_id", "String"), ("topic", "String"), ("partition", "UInt16"), ("epoch", "UInt64"),
+        ("claim_id", "String"), ("worker", "String"), ("claimed_at", "DateTime"),
     ],
     "pipeline_health": [
         ("ts", "DateTime"), ("worker", "String"), ("topic", "String"), ("partition", "Int32"), ("events", "UInt64"),
@@ -51,6 +55,7 @@ ENGINES = {
     "pipeline_health": "MergeTree", "alert_status": "ReplacingMergeTree", "events_minute": "SummingMergeTree",
     "entity_risk_minute": "SummingMergeTree", "events_minute_mv": "MaterializedView",
     "entity_risk_minute_mv": "MaterializedView", "schema_migrations": "ReplacingMergeTree",
+    "partition_owners": "MergeTree",
 }
 
 
