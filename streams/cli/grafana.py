@@ -23,7 +23,15 @@ from typing import Any
 
 from schemas.errors import ConfigError, SpyglassError
 
-GRAFANA_DIR = Path(__file__).resolve().parents[2] / "grafana"
+
+def _grafana_dir() -> Path:
+    """The committed ``grafana/`` files: the checkout's, or the copy a wheel carries in ``streams/_grafana``."""
+    checkout = Path(__file__).resolve().parents[2] / "grafana"
+    packaged = Path(__file__).resolve().parents[1] / "_grafana"
+    return packaged if packaged.is_dir() else checkout
+
+
+GRAFANA_DIR = _grafana_dir()
 TOKEN_ENV = "SPYGLASS_GRAFANA_TOKEN"  # noqa: S105 - the name of the variable, not a token
 _ENV_REF = re.compile(r"\$\{(\w+)\}")
 
@@ -225,7 +233,8 @@ def register(sub: Any) -> None:
                    help=f"environment variable holding the API token (default {TOKEN_ENV}); "
                    "the token itself is never an argument")
     p.add_argument("--token", nargs="?", action=_RefuseSecret, help=argparse.SUPPRESS)
-    p.add_argument("--dir", default=str(GRAFANA_DIR), help="the grafana/ directory to push (default: the repo's)")
+    p.add_argument("--dir", default=str(GRAFANA_DIR),
+                   help="the grafana/ directory to push (default: the checkout's, or the copy installed with Spyglass)")
     p.add_argument("--folder", default="Spyglass", help="dashboard and alert-rule folder title (default Spyglass)")
     p.add_argument("--folder-uid", default="spyglass", help="folder uid (default spyglass)")
     p.add_argument("--clickhouse-host", help="ClickHouse host as Grafana reaches it (default: the provisioning "
