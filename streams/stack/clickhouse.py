@@ -349,6 +349,11 @@ class ClickHouseServerService:
         if pid is None:
             detail = f"port {port} is used by another process" if port_open(LOOPBACK, port) else "stopped"
             return ServiceStatus(self.name, False, None, self.endpoint, detail)
+        running_secure = "<tcp_port_secure>" in self.config_file.read_text()
+        if running_secure != self.secure:  # never reused in the other mode: `stack down` (or --fresh) first
+            mode = "TLS-only" if running_secure else "plain"
+            return ServiceStatus(self.name, False, None, self.endpoint,
+                                 f"runs in {mode} mode (pid {pid}); `spyglass stack down` first to switch")
         if self._version is None:
             # query directly rather than probing the port: a bare probe logs a warning in the server log
             try:
