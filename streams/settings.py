@@ -204,7 +204,7 @@ class Settings(BaseSettings):
     def store(self) -> StoreURL:
         """The store URL, with the password of ``clickhouse_password_file`` when that is set."""
         url = StoreURL.parse(self.clickhouse_url.get_secret_value())
-        if self.clickhouse_password_file is None:
+        if self.clickhouse_password_file is None or url.scheme == "chdb":
             return url
         password = _secret_file(self.clickhouse_password_file, "SPYGLASS_CLICKHOUSE_PASSWORD_FILE")
         if url.password.get_secret_value() not in ("", password.get_secret_value()):
