@@ -187,14 +187,7 @@ class Settings(BaseSettings):
         """The SASL password: ``kafka_sasl_password``, or the first line of ``kafka_sasl_password_file``."""
         if self.kafka_sasl_password is not None or self.kafka_sasl_password_file is None:
             return self.kafka_sasl_password
-        path = self.kafka_sasl_password_file.expanduser()
-        try:
-            lines = path.read_text().splitlines()
-        except OSError as exc:
-            raise ConfigError(f"SPYGLASS_KAFKA_SASL_PASSWORD_FILE: cannot read {path} ({exc.strerror})") from None
-        if not lines or not lines[0]:
-            raise ConfigError(f"SPYGLASS_KAFKA_SASL_PASSWORD_FILE: {path} is empty")
-        return SecretStr(lines[0])
+        return _secret_file(self.kafka_sasl_password_file, "SPYGLASS_KAFKA_SASL_PASSWORD_FILE")
 
     def topics(self) -> dict[str, str]:
         """Event kind -> topic."""
@@ -211,19 +204,13 @@ class Settings(BaseSettings):
     def store(self) -> StoreURL:
         """The store URL, with the password of ``clickhouse_password_file`` when that is set."""
         url = StoreURL.parse(self.clickhouse_url.get_secret_value())
-        if self.clickhouse_password_file is None:
+        if self.clickhouse_password_file is None or url.scheme == "chdb":
             return url
-        path = self.clickhouse_password_file.expanduser()
-        try:
-            lines = path.read_text().splitlines()
-        except OSError as exc:
-            raise ConfigError(f"SPYGLASS_CLICKHOUSE_PASSWORD_FILE: cannot read {path} ({exc.strerror})") from None
-        if not lines or not lines[0]:
-            raise ConfigError(f"SPYGLASS_CLICKHOUSE_PASSWORD_FILE: {path} is empty")
-        if url.password.get_secret_value() not in ("", lines[0]):
+        password = _secret_file(self.clickhouse_password_file, "SPYGLASS_CLICKHOUSE_PASSWORD_FILE")
+        if url.password.get_secret_value() not in ("", password.get_secret_value()):
             raise ConfigError("set the ClickHouse password in one place: SPYGLASS_CLICKHOUSE_URL has another one "
                               "than SPYGLASS_CLICKHOUSE_PASSWORD_FILE")
-        return url.with_password(SecretStr(lines[0]))
+        return url.with_password(password)
 
     def child_env(self, **updates: object) -> dict[str, str]:
         """``SPYGLASS_*`` variables that give a child process these settings, with ``updates``.
@@ -248,6 +235,18 @@ class Settings(BaseSettings):
         return EngineConfig(max_entities=self.engine_max_entities, idle_evict_days=self.engine_idle_evict_days,
                             learning_hours=self.engine_learning_hours,
                             alert_budget_per_100k=self.engine_alert_budget_per_100k)
+
+
+def _secret_file(path: Path, variable: str) -> SecretStr:
+    """The first line of a secret file; a missing, unreadable or empty file names ``variable``."""
+    path = path.expanduser()
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot read {path} ({exc.strerror})") from None
+    if not lines or not lines[0]:
+        raise ConfigError(f"{variable}: {path} is empty")
+    return SecretStr(lines[0])
 
 
 _TLS_PARAMS = ("secure", "ca_certs", "certfile", "keyfile")

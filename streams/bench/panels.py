@@ -60,6 +60,8 @@ def run(args: argparse.Namespace, settings: Any) -> int:
             store.close()
     if args.server:
         base = StoreURL.parse(args.server)
+        if not base.password.get_secret_value() and settings.clickhouse_password_file is not None:
+            base = base.with_password(settings.store().password)  # the password from its file, never argv
         db = "spyglass_bench_panels"
         server = NativeStore(base.with_database(db))
         try:
@@ -89,7 +91,7 @@ def register(sub: Any) -> None:
     p.add_argument("--repeat", type=int, default=3, help="runs per query; the median is shown (default 3)")
     p.add_argument("--interval", type=int, default=600, help="$__interval_s in seconds (default 600)")
     p.add_argument("--top", type=int, default=12, help="show the N slowest panels (default 12)")
-    p.add_argument("--server", help="also on this ClickHouse server (clickhouse://user@host:port/db; a "
-                   "database spyglass_bench_panels is created and dropped); the password, if any, from the URL "
-                   "in SPYGLASS_CLICKHOUSE_URL is preferable to a command-line value")
+    p.add_argument("--server", help="also on this ClickHouse server (clickhouse://user@host:port/db, or "
+                   "clickhouses://...?ca_certs=... for TLS; a database spyglass_bench_panels is created and "
+                   "dropped); give no password here: it is read from SPYGLASS_CLICKHOUSE_PASSWORD_FILE")
     p.set_defaults(func=run)

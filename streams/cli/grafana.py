@@ -23,7 +23,15 @@ from typing import Any
 
 from schemas.errors import ConfigError, SpyglassError
 
-GRAFANA_DIR = Path(__file__).resolve().parents[2] / "grafana"
+
+def _grafana_dir() -> Path:
+    """The committed ``grafana/`` files: the checkout's, or the copy a wheel carries in ``streams/_grafana``."""
+    checkout = Path(__file__).resolve().parents[2] / "grafana"
+    packaged = Path(__file__).resolve().parents[1] / "_grafana"
+    return packaged if packaged.is_dir() else checkout
+
+
+GRAFANA_DIR = _grafana_dir()
 TOKEN_ENV = "SPYGLASS_GRAFANA_TOKEN"  # noqa: S105 - the name of the variable, not a token
 _ENV_REF = re.compile(r"\$\{(\w+)\}")
 
@@ -72,9 +80,22 @@ def _env(value: Any, *, required: bool) -> Any:
     return _ENV_REF.sub(sub, value)
 
 
-def load_datasources(root: Path, *, host: str | None, port: int | None) -> list[dict]:
+def load_datasources(root: Path, *, host: str | None, port: int | None, ca_file: Path | None = None) -> list[dict]:
+    """The data sources of the provisioning files, with ``${VAR}`` resolved, for Grafana's API.
+
+    ``ca_file``: Grafana reaches ClickHouse over TLS (native protocol, port 9440 unless ``port`` says otherwise)
+    and verifies the server against this PEM CA certificate.
+    """
     import yaml
 
+    ca_pem = None
+    if ca_file is not None:
+        try:
+            ca_pem = ca_file.expanduser().read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--clickhouse-ca-file: cannot read {ca_file} ({exc})") from None
+        if "-----BEGIN CERTIFICATE-----" not in ca_pem:
+            raise ConfigError(f"--clickhouse-ca-file: {ca_file} holds no PEM certificate")
     out = []
     for f in sorted((root / "provisioning" / "datasources").glob("*.yaml")):
         for ds in yaml.safe_load(f.read_text(encoding="utf-8"))["datasources"]:
@@ -84,6 +105,9 @@ def load_datasources(root: Path, *, host: str | None, port: int | None) -> list[
                 ds["jsonData"]["host"] = host
             if port:
                 ds["jsonData"]["port"] = port
+            if ca_pem is not None and ds.get("type") == "grafana-clickhouse-datasource":
+                ds["jsonData"].update(secure=True, tlsSkipVerify=False, tlsAuthWithCACert=True, port=port or 9440)
+                ds.setdefault("secureJsonData", {})["tlsCACert"] = ca_pem
             out.append(ds)
     return out
 
@@ -108,7 +132,8 @@ def _status(exc: Exception) -> int | None:
 
 
 def provision(api: Any, root: Path = GRAFANA_DIR, *, folder: str = "Spyglass", folder_uid: str = "spyglass",
-              alerting: bool = True, ch_host: str | None = None, ch_port: int | None = None) -> Pushed:
+              alerting: bool = True, ch_host: str | None = None, ch_port: int | None = None,
+              ch_ca_file: Path | None = None) -> Pushed:
     """Create or update everything; idempotent (uids are fixed, dashboards overwrite)."""
     from grafana_client.client import GrafanaClientError
 
@@ -137,7 +162,7 @@ def provision(api: Any, root: Path = GRAFANA_DIR, *, folder: str = "Spyglass", f
         else:
             call(what, create, body)
 
-    for ds in load_datasources(root, host=ch_host, port=ch_port):
+    for ds in load_datasources(root, host=ch_host, port=ch_port, ca_file=ch_ca_file):
         what = f"data source {ds['uid']}"
         upsert(what, exists(what, api.datasource.get_datasource_by_uid, ds["uid"]),
                api.datasource.update_datasource_by_uid, api.datasource.create_datasource, ds["uid"], ds)
@@ -197,7 +222,8 @@ def _provision(args: argparse.Namespace, settings: Any) -> int:
     token = read_token(args.token_env, interactive=sys.stdin.isatty())
     api = GrafanaApi.from_url(args.url, credential=token, timeout=args.timeout)
     pushed = provision(api, Path(args.dir), folder=args.folder, folder_uid=args.folder_uid,
-                       alerting=not args.no_alerting, ch_host=args.clickhouse_host, ch_port=args.clickhouse_port)
+                       alerting=not args.no_alerting, ch_host=args.clickhouse_host, ch_port=args.clickhouse_port,
+                       ch_ca_file=Path(args.clickhouse_ca_file) if args.clickhouse_ca_file else None)
     print(f"provisioned {args.url}: data sources {', '.join(pushed.datasources)}; folder {args.folder_uid}; "
           f"{len(pushed.dashboards)} dashboards; {len(pushed.rules)} alert rules, "
           f"{len(pushed.contact_points)} contact points, {len(pushed.templates)} templates")
@@ -225,12 +251,16 @@ def register(sub: Any) -> None:
                    help=f"environment variable holding the API token (default {TOKEN_ENV}); "
                    "the token itself is never an argument")
     p.add_argument("--token", nargs="?", action=_RefuseSecret, help=argparse.SUPPRESS)
-    p.add_argument("--dir", default=str(GRAFANA_DIR), help="the grafana/ directory to push (default: the repo's)")
+    p.add_argument("--dir", default=str(GRAFANA_DIR),
+                   help="the grafana/ directory to push (default: the checkout's, or the copy installed with Spyglass)")
     p.add_argument("--folder", default="Spyglass", help="dashboard and alert-rule folder title (default Spyglass)")
     p.add_argument("--folder-uid", default="spyglass", help="folder uid (default spyglass)")
     p.add_argument("--clickhouse-host", help="ClickHouse host as Grafana reaches it (default: the provisioning "
                    "file's)")
     p.add_argument("--clickhouse-port", type=int, help="ClickHouse native port as Grafana reaches it")
+    p.add_argument("--clickhouse-ca-file", metavar="PEM",
+                   help="Grafana connects to ClickHouse over TLS (port 9440 unless --clickhouse-port) and verifies "
+                   "it against this CA certificate (docs/clickhouse-tls.md)")
     p.add_argument("--no-alerting", action="store_true", help="push the data source and dashboards only")
     p.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout in seconds (default 10)")
     p.set_defaults(func=_provision)

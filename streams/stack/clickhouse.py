@@ -37,7 +37,7 @@ from streams.stack.base import (
     tail,
     terminate,
 )
-from streams.stack.tls import CA_CERT, issue_server_certificate, write_secret
+from streams.stack.tls import CA_CERT, issue_server_certificate, private_dir, write_secret
 
 _CONFIG = """<?xml version="1.0"?>
 <!-- Written by spyglass stack on every start; edit the SPYGLASS_CLICKHOUSE_* settings instead. -->
@@ -180,9 +180,7 @@ class ClickHouseServerService:
         """Make the CA, the server's certificate and the ``default`` user's password (kept if complete)."""
         if self.tls_material_exists():
             return
-        shutil.rmtree(self.secure_dir, ignore_errors=True)
-        self.secure_dir.mkdir(parents=True, mode=0o700)
-        self.secure_dir.chmod(0o700)
+        private_dir(self.secure_dir)
         write_secret(self.password_file, secrets.token_hex(24) + "\n")
         issue_server_certificate(self.secure_dir, ca_name="Spyglass local ClickHouse CA",
                                  server_cn="spyglass-clickhouse", stem="server")
@@ -349,6 +347,11 @@ class ClickHouseServerService:
         if pid is None:
             detail = f"port {port} is used by another process" if port_open(LOOPBACK, port) else "stopped"
             return ServiceStatus(self.name, False, None, self.endpoint, detail)
+        running_secure = "<tcp_port_secure>" in self.config_file.read_text()
+        if running_secure != self.secure:  # never reused in the other mode: `stack down` (or --fresh) first
+            mode = "TLS-only" if running_secure else "plain"
+            return ServiceStatus(self.name, False, None, self.endpoint,
+                                 f"runs in {mode} mode (pid {pid}); `spyglass stack down` first to switch")
         if self._version is None:
             # query directly rather than probing the port: a bare probe logs a warning in the server log
             try:

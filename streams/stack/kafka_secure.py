@@ -17,14 +17,13 @@ no one else in either.
 from __future__ import annotations
 
 import secrets
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from schemas.errors import StackError
 from streams.kafka_security import kafka_client_config
 from streams.settings import Settings
-from streams.stack.tls import CA_CERT, issue_server_certificate, openssl, write_secret
+from streams.stack.tls import CA_CERT, issue_server_certificate, openssl, private_dir, write_secret
 
 if TYPE_CHECKING:
     from kafka.admin import ACL
@@ -60,10 +59,7 @@ class SecureMaterial:
         """Make the CA, the broker's keystore and a random password per user (idempotent: kept if complete)."""
         if self.exists():
             return
-        shutil.rmtree(self.dir, ignore_errors=True)
-        self.dir.mkdir(parents=True, mode=0o700)
-        self.dir.chmod(0o700)
-        d = self.dir
+        d = private_dir(self.dir)
         write_secret(d / KEYSTORE_PASSWORD, secrets.token_hex(24) + "\n")
         for user in USERS:
             write_secret(self.password_file(user), secrets.token_hex(24) + "\n")

@@ -23,6 +23,14 @@ subjectAltName=IP:127.0.0.1,DNS:localhost
 """
 
 
+def private_dir(directory: Path) -> Path:
+    """``directory`` emptied and made again, mode 0700 (only its owner may list or read what goes in)."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, mode=0o700)
+    directory.chmod(0o700)  # whatever the umask
+    return directory
+
+
 def write_secret(path: Path, text: str) -> None:
     """Create ``path`` with mode 0600 from the start (never readable by others, even briefly)."""
     path.unlink(missing_ok=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from schemas.errors import StackError
 from streams.settings import Settings
 from streams.sinks.base import StoreError
 from streams.sinks.clickhouse import open_store
@@ -99,3 +100,21 @@ def test_the_password_is_in_a_private_file_and_on_no_command_line(tls_stack: Sta
     pid = ch.pid()
     assert pid is not None
     assert password not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+
+
+def test_a_running_server_is_never_reused_in_the_other_mode(make_stack_settings, tmp_path: Path):
+    """`stack up --secure` over a running plain server does not pass it off as TLS; `--fresh` switches it."""
+    settings = make_stack_settings(tmp_path / "stack")
+    try:
+        Stack(settings, secure_clickhouse=False).up(("clickhouse",))
+        secure = Stack(settings, secure_clickhouse=True)
+        (st,) = secure.status(("clickhouse",))
+        assert not st.running and "runs in plain mode" in st.detail
+        with pytest.raises(StackError, match="already in use"):
+            secure.up(("clickhouse",))
+        secure.up(("clickhouse",), fresh=True)
+        (st,) = secure.status(("clickhouse",))
+        assert st.running and "TLS only" in st.detail
+        assert _version(_settings(secure))
+    finally:
+        Stack(settings).down(("clickhouse",))

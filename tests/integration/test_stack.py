@@ -17,7 +17,8 @@ from kafka.admin import KafkaAdminClient
 
 from schemas.errors import StackError
 from streams.cli.stack import cmd_status
-from streams.settings import Settings
+from streams.kafka_security import kafka_client_config
+from streams.settings import Settings, StoreURL
 from streams.stack import Stack
 from streams.stack.base import LOOPBACK, pid_alive, port_open
 from streams.stack.kafka import delete_topics, ensure_topics
@@ -30,18 +31,20 @@ def _unique(prefix: str) -> str:
 
 
 def _ch(settings: Settings) -> Client:
-    return Client(host=LOOPBACK, port=settings.clickhouse_tcp_port, connect_timeout=5, send_receive_timeout=30)
+    return Client(**settings.store().driver_options(), connect_timeout=5, send_receive_timeout=30)
 
 
 def test_kafka_produce_and_consume_100_messages(stack_settings: Settings) -> None:
     topic, group = _unique("test-roundtrip"), _unique("test-group")
-    admin = KafkaAdminClient(bootstrap_servers=stack_settings.kafka_bootstrap, client_id="spyglass-test")
+    admin = KafkaAdminClient(bootstrap_servers=stack_settings.kafka_bootstrap, client_id="spyglass-test",
+                             **kafka_client_config(stack_settings))
     try:
         admin.create_topics({topic: {"num_partitions": 2, "replication_factor": 1}}, wait_for_metadata=True)
     finally:
         admin.close()
     sent = [f"message-{i}".encode() for i in range(100)]
-    producer = KafkaProducer(bootstrap_servers=stack_settings.kafka_bootstrap, acks="all", linger_ms=5)
+    producer = KafkaProducer(bootstrap_servers=stack_settings.kafka_bootstrap, acks="all", linger_ms=5,
+                             **kafka_client_config(stack_settings))
     try:
         for i, value in enumerate(sent):
             producer.send(topic, key=str(i % 7).encode(), value=value)
@@ -55,6 +58,7 @@ def test_kafka_produce_and_consume_100_messages(stack_settings: Settings) -> Non
         group_id=group,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        **kafka_client_config(stack_settings),
     )
     received: list[bytes] = []
     try:
@@ -75,7 +79,8 @@ def test_event_topics_exist_and_ensure_is_idempotent(stack_settings: Settings) -
     expected = [*stack_settings.topics().values(), stack_settings.topic_alerts, stack_settings.topic_dead_letter,
                 stack_settings.topic_risk_evidence]
     assert ensure_topics(stack_settings) == expected  # created by Stack.up; a second call changes nothing
-    admin = KafkaAdminClient(bootstrap_servers=stack_settings.kafka_bootstrap, client_id="spyglass-test")
+    admin = KafkaAdminClient(bootstrap_servers=stack_settings.kafka_bootstrap, client_id="spyglass-test",
+                             **kafka_client_config(stack_settings))
     try:
         described = {t["name"]: t for t in admin.describe_topics(expected)}
     finally:
@@ -95,7 +100,7 @@ def test_clickhouse_answers_version(stack_settings: Settings) -> None:
 
 
 def test_clickhouse_columnar_insert_select_roundtrip(stack_settings: Settings, ch_server_url: str) -> None:
-    assert ch_server_url.endswith(f":{stack_settings.clickhouse_tcp_port}/default")
+    assert StoreURL.parse(ch_server_url).port == stack_settings.clickhouse_tcp_port
     table = _unique("t_roundtrip").replace("-", "_")
     base = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     ids = list(range(1000))

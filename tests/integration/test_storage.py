@@ -100,8 +100,7 @@ def test_measures_on_the_server_equal_its_defaults_and_chdb(server_store, stack_
     batch = sample_events() + odd_events()
     migrate(server_store)
     worker = _measured(server_store, [(batch, True)])
-    other = NativeStore(StoreURL.parse(
-        f"clickhouse://default@127.0.0.1:{stack_settings.clickhouse_tcp_port}/st_{uuid.uuid4().hex[:8]}"))
+    other = NativeStore(stack_settings.store().with_database(f"st_{uuid.uuid4().hex[:8]}"))
     try:
         migrate(other)
         defaults = _measured(other, [(batch, False)])
@@ -118,7 +117,7 @@ def test_upgrade_to_the_measure_columns_on_the_server(server_store, stack_settin
     batch = sample_events() + odd_events()
     migrate(server_store, target=9)
     assert [m.version for m in pending(server_store)][:1] == [10]
-    url = f"clickhouse://default@127.0.0.1:{stack_settings.clickhouse_tcp_port}/{server_store.database}"
+    url = stack_settings.store().with_database(server_store.database).secret_url()
     r = subprocess.run([sys.executable, "-m", "streams.cli", "worker", "--no-migrate"], capture_output=True,
                        text=True, timeout=120, check=False, env={**os.environ, "SPYGLASS_CLICKHOUSE_URL": url,
                                                              "SPYGLASS_CHECKPOINT_KEY": "k" * 32})
@@ -138,8 +137,7 @@ def test_packed_events_insert_stores_what_the_driver_writers_store(server_store,
 
     pytest.importorskip("spyglass_native")
     blocks = _blocks(True)
-    other = NativeStore(StoreURL.parse(
-        f"clickhouse://default@127.0.0.1:{stack_settings.clickhouse_tcp_port}/st_{uuid.uuid4().hex[:8]}"))
+    other = NativeStore(stack_settings.store().with_database(f"st_{uuid.uuid4().hex[:8]}"))
     try:
         migrate(server_store)
         migrate(other)
@@ -172,7 +170,7 @@ def _migrate_cli(settings: Settings, url: str) -> subprocess.Popen:
 @pytest.mark.parametrize("round_", range(3))
 def test_two_processes_migrating_at_once_end_in_one_schema(stack_settings: Settings, round_: int):
     db = f"race_{uuid.uuid4().hex[:8]}"
-    url = f"clickhouse://default@127.0.0.1:{stack_settings.clickhouse_tcp_port}/{db}"
+    url = stack_settings.store().with_database(db).secret_url()
     procs = [_migrate_cli(stack_settings, url) for _ in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
     store = NativeStore(StoreURL.parse(url))
@@ -206,7 +204,7 @@ def test_prune_drops_expired_day_partitions_on_the_server(server_store):
 def test_set_status_cli_on_the_server(server_store, stack_settings: Settings):
     migrate(server_store)
     server_store.insert("alerts", alert_columns(sample_alerts()[:1], CREATED))
-    url = f"clickhouse://default@127.0.0.1:{stack_settings.clickhouse_tcp_port}/{server_store.database}"
+    url = stack_settings.store().with_database(server_store.database).secret_url()
     env = {**os.environ, "SPYGLASS_CLICKHOUSE_URL": url}
     for status in ("acknowledged", "false_positive"):
         r = subprocess.run([sys.executable, "-m", "streams.cli", "alerts", "set-status", "alert-1", status,

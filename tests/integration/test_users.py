@@ -8,6 +8,7 @@ import time
 import uuid
 
 import pytest
+from pydantic import SecretStr
 
 from schemas.migrate import migrate
 from schemas.rows import alert_columns
@@ -19,9 +20,16 @@ from streams.stack.clickhouse import ClickHouseServerService
 from tests.unit.storage_contract import CREATED, sample_alerts, sample_events
 
 
-def _login(port: int, user: str, password: str, database: str, timeout_s: float = 30.0) -> NativeStore:
+def _as(settings: Settings, user: str, password: str, database: str) -> StoreURL:
+    """The session's server (its TLS, if any) as ``user``."""
+    url = settings.store().with_database(database)
+    url.user, url.password = user, SecretStr(password)
+    return url
+
+
+def _login(settings: Settings, user: str, password: str, database: str, timeout_s: float = 30.0) -> NativeStore:
     """A store as ``user``; waits for the server to reload users.d (it polls its config files)."""
-    url = StoreURL.parse(f"clickhouse://{user}:{password}@127.0.0.1:{port}/{database}")
+    url = _as(settings, user, password, database)
     deadline = time.monotonic() + timeout_s
     while True:
         store = NativeStore(url)
@@ -46,10 +54,9 @@ def test_the_stack_writes_hashed_users_and_a_private_credentials_file(stack_sett
     for password in creds.values():
         assert len(password) >= 16 and password not in text
     for user, password in creds.items():
-        store = _login(stack_settings.clickhouse_tcp_port, user, password, svc.users_database)
+        store = _login(stack_settings, user, password, svc.users_database)
         store.close()
-    wrong = NativeStore(StoreURL.parse(f"clickhouse://spyglass_grafana:nope@127.0.0.1:"
-                                       f"{stack_settings.clickhouse_tcp_port}/{svc.users_database}"))
+    wrong = NativeStore(_as(stack_settings, "spyglass_grafana", "nope", svc.users_database))
     try:
         with pytest.raises(StoreError, match="[Ww]rong password|Authentication failed"):
             wrong.query("SELECT 1")
@@ -62,8 +69,7 @@ def users(stack_settings: Settings):
     """A migrated database with its own writer and Grafana users (users.d written by schemas/users.py)."""
     tag = uuid.uuid4().hex[:8]
     db, writer, grafana = f"ru_{tag}", f"w_{tag}", f"g_{tag}"
-    port = stack_settings.clickhouse_tcp_port
-    admin = NativeStore(StoreURL.parse(f"clickhouse://default@127.0.0.1:{port}/{db}"))
+    admin = NativeStore(stack_settings.store().with_database(db))
     migrate(admin)
     other = f"ru_other_{tag}"
     admin.execute(f"CREATE DATABASE {other}")
@@ -72,8 +78,8 @@ def users(stack_settings: Settings):
     path = ClickHouseServerService(stack_settings).users_d_file.with_name(f"test_{tag}.xml")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(users_xml(db, pw, writer=writer, grafana=grafana))
-    w = _login(port, writer, pw[writer], db)
-    g = _login(port, grafana, pw[grafana], db)
+    w = _login(stack_settings, writer, pw[writer], db)
+    g = _login(stack_settings, grafana, pw[grafana], db)
     try:
         yield admin, w, g, other
     finally:

@@ -68,21 +68,89 @@ def test_compose_mounts_grafana_provisioning_from_the_repo():
         assert (ROOT / src).exists(), v
 
 
-def test_compose_workers_install_the_native_decoder_init_builds():
-    services = compose()["services"]
-    assert "pip wheel -q -c constraints.txt -w /wheels ./schemas/native" in services["init"]["command"][-1]
-    assert "/wheels/spyglass_native-*.whl" in services["worker"]["command"][-1]
-    assert (ROOT / "schemas/native/pyproject.toml").exists()
+SPYGLASS_SERVICES = ("init", "worker", "simulator")
+# services that run as their image's own non-root user (the image sets USER): no `user:` needed
+IMAGE_USERS = {"kafka": "apache/kafka runs as appuser", "grafana": "grafana/grafana runs as uid 472"}
+
+
+def _cli_commands(svc: dict) -> list[list[str]]:
+    """The ``spyglass`` command lines a Spyglass service runs (exec form, or `sh -c "spyglass ... && ..."`)."""
+    if svc.get("entrypoint") == ["sh", "-c"]:
+        parts = [p.strip() for p in svc["command"][-1].split("&&")]
+        assert all(p.startswith("spyglass ") for p in parts), parts
+        return [p.split()[1:] for p in parts]
+    assert "entrypoint" not in svc  # the image's entrypoint: spyglass
+    return [list(svc["command"])]
 
 
 def test_compose_commands_are_real_cli_commands():
     from streams.cli import build_parser
 
     parser = build_parser()
-    for name in ("init", "worker", "simulator"):
-        cmd = compose()["services"][name]["command"][-1]
-        for part in cmd.split("&& spyglass ")[1:]:
-            parser.parse_args(part.split())  # raises SystemExit on an unknown command or flag
+    services = compose()["services"]
+    assert [c[:1] for c in _cli_commands(services["init"])] == [["topics"], ["db"], ["db"]]
+    for name in SPYGLASS_SERVICES:
+        for argv in _cli_commands(services[name]):
+            parser.parse_args(argv)  # raises SystemExit on an unknown command or flag
+
+
+def test_compose_runs_the_dockerfile_image_and_installs_nothing_at_start():
+    services = compose()["services"]
+    for name in SPYGLASS_SERVICES:
+        svc = services[name]
+        assert svc["build"] == {"context": ".", "dockerfile": "Dockerfile"}, name
+        assert svc["image"] == services["worker"]["image"], name  # one image for all three
+        text = yaml.safe_dump(svc, width=1000)
+        for word in ("pip ", "apt-get", "cargo", "maturin", "/src"):
+            assert word not in text, f"{name} runs {word!r} at start"
+        assert "volumes" not in svc, name  # no source mount: the code is in the image
+
+
+def test_compose_publishes_on_loopback_only_and_runs_nothing_as_root():
+    for name, svc in compose()["services"].items():
+        for port in svc.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+        user = str(svc.get("user", ""))
+        assert (user and not user.startswith(("0", "root"))) or name in IMAGE_USERS, f"{name} runs as root"
+
+
+def test_compose_has_no_default_admin_password():
+    grafana = compose()["services"]["grafana"]["environment"]
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    ch = compose()["services"]["clickhouse"]["environment"]
+    assert ch["CLICKHOUSE_PASSWORD"].startswith("${CLICKHOUSE_PASSWORD:?")
+
+
+def _stages(dockerfile: str) -> list[list[str]]:
+    """The Dockerfile's instructions (continuation lines joined), split into its stages."""
+    lines = re.sub(r"\\\n", " ", dockerfile).splitlines()
+    stages: list[list[str]] = []
+    for line in (x.strip() for x in lines):
+        if not line or line.startswith("#"):
+            continue
+        if line.upper().startswith("FROM "):
+            stages.append([])
+        if stages:
+            stages[-1].append(line)
+    return stages
+
+
+def test_the_dockerfile_builds_the_native_decoder_once_and_runs_unprivileged():
+    build, runtime = _stages((ROOT / "Dockerfile").read_text())
+    build_text, runtime_text = "\n".join(build), "\n".join(runtime)
+    assert "cargo" in build_text and "pip wheel -q --no-deps -w /wheels ./schemas/native" in build_text
+    assert "pip wheel -q --no-deps -w /wheels ." in build_text
+    assert "COPY --from=build /opt/spyglass /opt/spyglass" in runtime_text
+    for word in ("cargo", "pip ", "apt-get", "RUN pip"):
+        assert word not in runtime_text, f"the runtime stage runs {word!r}"
+    users = [line.split()[1] for line in runtime if line.upper().startswith("USER ")]
+    assert users and users[-1] == compose()["services"]["worker"]["user"] and not users[-1].startswith("0")
+    assert runtime[-2:] == ['ENTRYPOINT ["spyglass"]', 'CMD ["--help"]']
+    for line in build:  # everything it copies exists
+        if line.startswith("COPY ") and "--from" not in line:
+            for src in line.split()[1:-1]:
+                assert (ROOT / src).exists(), line
 
 
 def test_grafana_datasource_is_the_official_clickhouse_plugin():
@@ -96,8 +164,9 @@ def test_docker_compose_config_parses_where_the_client_offers_it(tmp_path):
     probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
     if probe.returncode != 0:
         pytest.skip("this docker client has no compose plugin")
+    required = dict.fromkeys(re.findall(r"\$\{(\w+):\?", (ROOT / "docker-compose.yml").read_text()), "x")
     r = subprocess.run(["docker", "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-                       capture_output=True, text=True, env={"CLICKHOUSE_PASSWORD": "x", "PATH": "/usr/bin:/bin"},
+                       capture_output=True, text=True, env={**required, "PATH": "/usr/bin:/bin"},
                        check=False)
     assert r.returncode == 0, r.stderr
 

@@ -149,3 +149,19 @@ def test_grafana_refusal_names_the_object(grafana, monkeypatch, env, capsys):
     assert main(["grafana", "provision", "--url", url]) == 1
     err = capsys.readouterr().err
     assert re.search(r"data source spyglass-clickhouse", err) and "wrong" not in err
+
+
+def test_provision_with_a_ca_file_makes_grafana_verify_clickhouse_over_tls(grafana, env, tmp_path, capsys):
+    url, g = grafana
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    assert main(["grafana", "provision", "--url", url, "--no-alerting", "--clickhouse-ca-file", str(ca)]) == 0
+    (ds,) = [b for m, p, b, _ in g.calls if m == "POST" and p == "/api/datasources"]
+    assert ds["jsonData"]["secure"] is True and ds["jsonData"]["tlsSkipVerify"] is False
+    assert ds["jsonData"]["tlsAuthWithCACert"] is True and ds["jsonData"]["port"] == 9440
+    assert ds["secureJsonData"]["tlsCACert"] == ca.read_text()
+    assert ds["secureJsonData"]["password"] == "ro-pass"
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello")
+    assert main(["grafana", "provision", "--url", url, "--clickhouse-ca-file", str(not_pem)]) != 0
+    assert "--clickhouse-ca-file" in capsys.readouterr().err
