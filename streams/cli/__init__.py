@@ -93,7 +93,8 @@ def _schemas_check(args: argparse.Namespace, settings: Settings) -> int:
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from streams.cli.demo import run_demo
 
-    return run_demo(settings, events=args.events, rate=args.rate, seed=args.seed, keep_stack=args.keep_stack)
+    return run_demo(settings, events=args.events, rate=args.rate, seed=args.seed, keep_stack=args.keep_stack,
+                    report=Path(args.report) if args.report else None)
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
@@ -214,14 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="the main job end to end: local Kafka, simulated traffic, consumer, embedded store, live view",
         description="Start the local Kafka broker, stream simulated traffic through it, consume and validate "
-        "every event, store them in the ClickHouse store (embedded chDB by default), with a live terminal "
-        "view of what flows.",
+        "every event, store them in the ClickHouse store (embedded chDB in SPYGLASS_STACK_DIR by default), with a "
+        "live terminal view of what flows; at the end (or on Ctrl-C) a summary and a self-contained HTML report.",
         epilog=EPILOG,
     )
     d.add_argument("--events", type=int, default=60_000, help="events to stream (default 60000)")
     d.add_argument("--rate", type=float, default=20_000, help="target produce rate, events/s (default 20000)")
     d.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
     d.add_argument("--keep-stack", action="store_true", help="leave the local Kafka running afterwards")
+    d.add_argument("--report", help="where to write the HTML report (default SPYGLASS_STACK_DIR/demo-report.html)")
     d.set_defaults(func=_demo)
 
     r = sub.add_parser(
