@@ -27,6 +27,30 @@ def filled(tmp_path_factory: pytest.TempPathFactory):
         store.close()
 
 
+def test_the_report_reads_the_clickhouse_server_too(stack_settings, tmp_path: Path):
+    """The same queries on the ClickHouse server the stack runs (Debian's 18.16), as with ``SPYGLASS_CLICKHOUSE_URL``
+    pointing at a server."""
+    import uuid
+
+    from streams.sinks.clickhouse import NativeStore
+
+    db = f"report_{uuid.uuid4().hex[:8]}"
+    store = NativeStore(StoreURL.parse(f"clickhouse://default@127.0.0.1:{stack_settings.clickhouse_tcp_port}/{db}"))
+    try:
+        store.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+        ensure_tables(store)
+        fill(store, events=6_000, days=1)
+        data = gather(store)
+        assert data.events == 6_000 and data.alerts > 0 and data.top and data.entities
+        assert any(a.timeline for a in data.top)  # the timeline's sub-queries run on the server as on chDB
+        page = tmp_path / "report.html"
+        page.write_text(render(data))
+        assert all(c["drawn"] == c["marks"] > 0 for c in render_check(dump_dom(page, tmp_path)))
+    finally:
+        store.execute(f"DROP DATABASE IF EXISTS {db}")
+        store.close()
+
+
 def _rgb(hex_colour: str) -> tuple[int, int, int]:
     return tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
 
