@@ -188,9 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scenario", action="append", help="only this scenario (repeatable); default all")
     s.add_argument("--world-seed", type=int, help="draw a different organisation (size, time zones, habits) and "
                    "attack variants from this seed; without it, the default organisation")
-    s.add_argument("--world-out", help="write the run's metadata (seeds, size, the world's traits) here as JSON")
+    s.add_argument("--world-out", help="write the run's metadata (seeds, size, the world's traits) here as JSON "
+                   "(- for stdout)")
     s.add_argument("--out", help="JSONL output path, or - for stdout")
-    s.add_argument("--labels", help="where to write the ground truth (JSONL, one attack instance a line)")
+    s.add_argument("--labels", help="where to write the ground truth (JSONL, one attack instance a line; - for stdout)")
     s.add_argument("--kafka", action="store_true", help="produce to the Kafka topics instead of a file")
     s.add_argument("--rate", type=float, default=0.0, help="with --kafka: target events/s (0 = as fast as possible)")
     s.set_defaults(func=_simulate)
