@@ -111,7 +111,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
     def report(e) -> None:
         if args.verbose_errors:
-            err.print(f"[yellow]{args.input}:{e.line}: {e.field}: {e.reason}[/]", highlight=False)
+            err.print(f"{args.input}:{e.line}: {e.field}: {e.reason}", style="yellow", markup=False, highlight=False)
 
     with open_in(args.input) as src, open_out(args.output) as out, Progress(
             TextColumn("[bold]replay"), BarColumn(), TextColumn("{task.completed:,} events"), console=err,
@@ -119,7 +119,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         task = progress.add_task("replay", total=None)
         stats = replay(src, out, engine, on_batch=lambda n: progress.advance(task, n), on_error=report)
     for e in stats.errors[: 0 if args.verbose_errors else 20]:
-        err.print(f"[yellow]{args.input}:{e.line}: {e.field}: {e.reason}[/]", highlight=False)
+        err.print(f"{args.input}:{e.line}: {e.field}: {e.reason}", style="yellow", markup=False, highlight=False)
     err.print(f"replayed {stats.events:,} events ({stats.invalid:,} invalid lines skipped) in {stats.seconds:.1f}s, "
               f"{stats.rate:,.0f} events/s: {stats.alerts:,} alerts" + (f" -> {args.output}" if args.output != "-"
                                                                       else ""))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -144,7 +145,7 @@ def _view(flow: Flow, total: int, store_desc: str) -> Group:
     det = Table("detector", "alerts", title="by detector", expand=True)
     shown = flow.by_detector.most_common(RECENT)
     for d, n in shown:
-        det.add_row(d, f"{n:,}")
+        det.add_row(escape(d), f"{n:,}")
     if len(flow.by_detector) > len(shown):
         rest = flow.by_detector.total() - sum(n for _, n in shown)
         det.add_row(f"[dim]+{len(flow.by_detector) - len(shown)} more[/]", f"[dim]{rest:,}[/]")
@@ -156,8 +157,9 @@ def _view(flow: Flow, total: int, store_desc: str) -> Group:
                    "(alerts topic)", expand=True)
     recent.columns[4].overflow = "ellipsis"
     for first_seen, severity, detector, entity, why in flow.latest():
-        recent.add_row(first_seen[5:19].replace("T", " "), f"[{SEVERITY_STYLE[severity]}]{severity}[/]", detector,
-                       cut(entity, 28), cut(why, 90))
+        # entity and explanation carry event data (attacker-written): text, never rich markup
+        recent.add_row(first_seen[5:19].replace("T", " "), f"[{SEVERITY_STYLE[severity]}]{severity}[/]",
+                       escape(detector), escape(cut(entity, 28)), escape(cut(why, 90)))
     if flow.alerts > RECENT:
         recent.caption = f"+{flow.alerts - RECENT:,} more alerts"
     return Group(Panel(Group(head, status), title=f"Kafka -> spyglass worker -> alerts topic + {store_desc}"), side,

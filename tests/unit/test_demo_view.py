@@ -61,3 +61,12 @@ def test_the_view_says_what_the_worker_is_doing():
 
 def test_the_docstring_examples_hold():
     assert doctest.testmod(demo).failed == 0
+
+
+def test_event_data_in_the_view_is_text_not_markup():
+    flow = Flow()
+    flow.add_alert("2026-11-02T10:00:00Z", "high", "api.rate_burst", "[/][bold]key_1", "why [/] [link=x]not a link")
+    console = Console(width=160, record=True, color_system=None)
+    console.print(_view(flow, 1, "chDB store"))  # a markup error would raise here
+    text = console.export_text()
+    assert "[/][bold]key_1" in text and "why [/] [link=x]not a link" in text

@@ -138,3 +138,10 @@ def test_dash_is_stdout_and_stdin_for_the_simulators_labels_and_the_evaluation(t
     ev = spyglass("eval", "scenarios", "--events", str(events), "--labels", "-", stdin=sim.stdout)
     assert ev.returncode == 0, ev.stderr
     assert "20,000 events" in ev.stdout
+
+
+def test_replay_prints_hostile_values_as_text():
+    stdin = line("api_usage", auth_result="[/]") + "\n" + line("api_usage", event_id="ok-1") + "\n"
+    r = spyglass("replay", "--input", "-", stdin=stdin)
+    assert r.returncode == 0, r.stderr  # rich markup in a reason would have raised MarkupError
+    assert "$.auth_result: Invalid enum value '[/]'" in r.stderr
