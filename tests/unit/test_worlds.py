@@ -21,7 +21,7 @@ from streams.simulator.worlds import draw_traits
 
 # sha256 of the default run (seed 7, 30k events, 3 days: every chunk's JSONL, then the labels), taken on main
 # before world seeds existed: the default path must keep producing exactly these bytes.
-DEFAULT_DIGEST = "c8667d59dc0ede049dff9ab69eb7085417b1252cf195f5ac056bd31e3bd26d46"
+DEFAULT_DIGEST = "f3b36b39a4ea7aa2cafa92ce243ca5f9004d50cf8e2002b1df5345b9a0b5eb11"
 WORLD = 3  # a world with NAT pools, proxied keys, blocked approvals and nightly batches (checked below)
 REUSED = ("leaked_api_key", "new_scope_use", "bulk_exfiltration", "approval_bypassed")  # the default scenarios' shapes
 ENTITY_FIELDS = {"api_key": ("api_key_id",), "principal": ("principal",), "agent": ("agent_id",),
