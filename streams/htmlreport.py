@@ -359,15 +359,17 @@ def render(d: ReportData) -> str:
         "<title>Spyglass report</title>", f"<style>{_STYLE}</style>",
         f"<script>{_CHECK_SCRIPT}</script>", "</head><body>",
         "<h1>Spyglass report</h1>",
-        f'<p class="muted">{d.events:,} events and {d.alerts:,} alerts, event time {_e(_when(d.start))} to '
-        f'{_e(_when(d.end))} UTC{", read from " + _e(d.where) if d.where else ""}. Generated '
+        f'<p class="muted">{d.events:,} events and {d.alerts:,} alerts, '
+        + (f"event time {_e(_when(d.start))} to {_e(_when(d.end))} UTC" if d.events or d.alerts
+           else "nothing stored yet")
+        + f'{", read from " + _e(d.where) if d.where else ""}. Generated '
         f'{_e(datetime.now(UTC).strftime("%Y-%m-%d %H:%M"))} UTC. Grafana\'s dashboards show the same and more.</p>',
         "<h2>Alerts by severity over time</h2>",
         stacked_bars("by-severity", "alerts by severity over event time", d.by_severity, sev_colours, d.start, d.end,
-                     d.bucket_s),
+                     d.bucket_s) if d.alerts else '<p class="muted">No alerts.</p>',
         "<h2>Alerts by detector over time</h2>",
         stacked_bars("by-detector", "alerts by detector over event time", det_series, det_colours, d.start, d.end,
-                     d.bucket_s),
+                     d.bucket_s) if d.alerts else '<p class="muted">No alerts.</p>',
         "<h2>Riskiest entities</h2>",
         '<p class="muted">Summed score of each entity\'s alerts.</p>',
         hbars("entities", "riskiest entities", [(f"{e} ({et}, {t})", s, f"{s:,.2f} over {n:,} alerts")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +16,7 @@ from pathlib import Path
 from streams.bench.panelfill import Filled
 from streams.settings import Settings, StoreURL
 from streams.sinks.clickhouse import ChdbStore
-from streams.stack.kafka import delete_topics
+from streams.stack.kafka import delete_topics, group_offsets
 from tests.integration.browser import dump_dom, render_check
 from tests.panelcheck import check, run_all
 
@@ -92,10 +94,13 @@ def test_ctrl_c_stops_the_demo_with_its_summary_and_report(stack_settings: Setti
         demo = subprocess.Popen([str(SPYGLASS), "demo", "--events", "400000", "--rate", "3000", "--keep-stack",
                                  "--report", str(report)], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not (tmp_path / "chdb").exists():
-            time.sleep(0.5)  # the worker has opened the store: it is running
-        time.sleep(5)
+        deadline = time.monotonic() + 180
+        group = env["SPYGLASS_WORKER_GROUP"]
+        while time.monotonic() < deadline and demo.poll() is None:  # until the worker has scored and committed
+            with contextlib.suppress(Exception):  # the group does not exist until the worker joins
+                if sum(group_offsets(stack_settings.kafka_bootstrap, group).values()) > 0:
+                    break
+            time.sleep(1)
         os.killpg(demo.pid, signal.SIGINT)
         out, err = demo.communicate(timeout=180)
     finally:
@@ -105,4 +110,6 @@ def test_ctrl_c_stops_the_demo_with_its_summary_and_report(stack_settings: Setti
     assert "interrupted: stopping the simulator and the worker" in said
     assert "stopped in" in said and "scored by the worker" in said
     assert f"HTML report (open it in a browser): {report}" in said
+    stored = re.search(r"now holds ([\d,]+) distinct events", said)
+    assert stored is not None and int(stored.group(1).replace(",", "")) > 0, said[-2000:]
     assert report.exists() and "<svg" in report.read_text()
