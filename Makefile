@@ -28,12 +28,13 @@ $(NATIVE): $(BIN)/spyglass schemas/native/Cargo.toml schemas/native/Cargo.lock s
 deps: $(BIN)/spyglass system-deps $(NATIVE) ## Python venv + native decoder + system packages + Kafka jars (cached in ~/.cache/spyglass)
 	$(BIN)/spyglass stack fetch
 
-system-deps: ## Debian packages the local stack needs (clickhouse-server, java, maven); installs only what is missing
+system-deps: ## Debian packages the local stack and tests need (clickhouse-server, java, maven, cargo, chromium); installs only what is missing
 	@missing=""; \
 	command -v clickhouse-server >/dev/null || [ -x /usr/sbin/clickhouse-server ] || missing="$$missing clickhouse-server clickhouse-client"; \
 	command -v java >/dev/null || missing="$$missing default-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v cargo >/dev/null || missing="$$missing cargo"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else echo "missing Debian packages:$$missing (run: sudo apt-get install$$missing)"; exit 1; fi; \

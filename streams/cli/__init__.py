@@ -93,7 +93,8 @@ def _schemas_check(args: argparse.Namespace, settings: Settings) -> int:
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from streams.cli.demo import run_demo
 
-    return run_demo(settings, events=args.events, rate=args.rate, seed=args.seed, keep_stack=args.keep_stack)
+    return run_demo(settings, events=args.events, rate=args.rate, seed=args.seed, keep_stack=args.keep_stack,
+                    report=Path(args.report) if args.report else None)
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
@@ -110,7 +111,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
     def report(e) -> None:
         if args.verbose_errors:
-            err.print(f"[yellow]{args.input}:{e.line}: {e.field}: {e.reason}[/]", highlight=False)
+            err.print(f"{args.input}:{e.line}: {e.field}: {e.reason}", style="yellow", markup=False, highlight=False)
 
     with open_in(args.input) as src, open_out(args.output) as out, Progress(
             TextColumn("[bold]replay"), BarColumn(), TextColumn("{task.completed:,} events"), console=err,
@@ -118,7 +119,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         task = progress.add_task("replay", total=None)
         stats = replay(src, out, engine, on_batch=lambda n: progress.advance(task, n), on_error=report)
     for e in stats.errors[: 0 if args.verbose_errors else 20]:
-        err.print(f"[yellow]{args.input}:{e.line}: {e.field}: {e.reason}[/]", highlight=False)
+        err.print(f"{args.input}:{e.line}: {e.field}: {e.reason}", style="yellow", markup=False, highlight=False)
     err.print(f"replayed {stats.events:,} events ({stats.invalid:,} invalid lines skipped) in {stats.seconds:.1f}s, "
               f"{stats.rate:,.0f} events/s: {stats.alerts:,} alerts" + (f" -> {args.output}" if args.output != "-"
                                                                       else ""))
@@ -187,9 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scenario", action="append", help="only this scenario (repeatable); default all")
     s.add_argument("--world-seed", type=int, help="draw a different organisation (size, time zones, habits) and "
                    "attack variants from this seed; without it, the default organisation")
-    s.add_argument("--world-out", help="write the run's metadata (seeds, size, the world's traits) here as JSON")
+    s.add_argument("--world-out", help="write the run's metadata (seeds, size, the world's traits) here as JSON "
+                   "(- for stdout)")
     s.add_argument("--out", help="JSONL output path, or - for stdout")
-    s.add_argument("--labels", help="where to write the ground truth (JSONL, one attack instance a line)")
+    s.add_argument("--labels", help="where to write the ground truth (JSONL, one attack instance a line; - for stdout)")
     s.add_argument("--kafka", action="store_true", help="produce to the Kafka topics instead of a file")
     s.add_argument("--rate", type=float, default=0.0, help="with --kafka: target events/s (0 = as fast as possible)")
     s.set_defaults(func=_simulate)
@@ -214,14 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="the main job end to end: local Kafka, simulated traffic, consumer, embedded store, live view",
         description="Start the local Kafka broker, stream simulated traffic through it, consume and validate "
-        "every event, store them in the ClickHouse store (embedded chDB by default), with a live terminal "
-        "view of what flows.",
+        "every event, store them in the ClickHouse store (embedded chDB in SPYGLASS_STACK_DIR by default), with a "
+        "live terminal view of what flows; at the end (or on Ctrl-C) a summary and a self-contained HTML report.",
         epilog=EPILOG,
     )
     d.add_argument("--events", type=int, default=60_000, help="events to stream (default 60000)")
     d.add_argument("--rate", type=float, default=20_000, help="target produce rate, events/s (default 20000)")
     d.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
     d.add_argument("--keep-stack", action="store_true", help="leave the local Kafka running afterwards")
+    d.add_argument("--report", help="where to write the HTML report (default SPYGLASS_STACK_DIR/demo-report.html)")
     d.set_defaults(func=_demo)
 
     r = sub.add_parser(

@@ -24,7 +24,7 @@ def _scopes(args: argparse.Namespace, settings: Settings) -> int:
     with open_in(args.input) as src:
         stats = replay(src, None, engine)
     for e in stats.errors[:20]:
-        err.print(f"[yellow]{args.input}:{e.line}: {e.field}: {e.reason}[/]", highlight=False)
+        err.print(f"{args.input}:{e.line}: {e.field}: {e.reason}", style="yellow", markup=False, highlight=False)
     rows = engine.unused_scopes()
     fmt = args.format or ("table" if sys.stdout.isatty() else "json")
     if fmt == "json":

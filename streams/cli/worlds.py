@@ -13,7 +13,6 @@ import json
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from detectors.evaluation.worlds import Score, combine, score
@@ -149,9 +148,13 @@ def _run(args: argparse.Namespace, settings: object) -> int:
     console.print(f"{len(tune)} tune and {len(test)} test worlds, {args.events:,} events over {args.days} days each")
     figures = report(sets, console)
     if args.json:
-        Path(args.json).write_text(json.dumps({"events": args.events, "days": args.days, "instances": args.instances,
-                                               **figures}, indent=1))
-        console.print(f"figures -> {args.json}")
+        from schemas.jsonl import open_out
+
+        with open_out(args.json) as f:
+            f.write(json.dumps({"events": args.events, "days": args.days, "instances": args.instances, **figures},
+                               indent=1).encode())
+        if args.json != "-":
+            console.print(f"figures -> {args.json}")
     return 0
 
 
@@ -168,5 +171,5 @@ def register(sub: Any) -> None:
     w.add_argument("--days", type=int, default=5, help="simulated days per world (default 5)")
     w.add_argument("--instances", type=int, default=2, help="instances of each attack scenario (default 2)")
     w.add_argument("--jobs", type=int, default=1, help="worlds evaluated in parallel processes (default 1)")
-    w.add_argument("--json", help="also write the figures (per world, totals, per detector) here")
+    w.add_argument("--json", help="also write the figures (per world, totals, per detector) here (- for stdout)")
     w.set_defaults(func=_run)

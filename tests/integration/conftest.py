@@ -123,6 +123,24 @@ def make_stack_settings() -> Callable[[Path], Settings]:
     return stack_test_settings
 
 
+@pytest.fixture
+def fresh_topics(stack_settings: Settings) -> Iterator[Settings]:
+    """A fresh set of event/alert/dead-letter topics for one test, deleted afterwards."""
+    import uuid
+
+    from streams.stack.kafka import delete_topics, ensure_topics
+
+    tag = uuid.uuid4().hex[:8]
+    settings = stack_settings.model_copy(update={
+        "topic_api_usage": f"t-{tag}.api-usage", "topic_data_access": f"t-{tag}.data-access",
+        "topic_agent_execution": f"t-{tag}.agent-execution", "topic_alerts": f"t-{tag}.alerts",
+        "topic_dead_letter": f"t-{tag}.dead-letter", "topic_risk_evidence": f"t-{tag}.risk-evidence",
+    })
+    names = ensure_topics(settings, partitions=3)
+    yield settings
+    delete_topics(settings, names)
+
+
 @pytest.fixture(scope="session")
 def ch_server_url(stack_settings: Settings) -> str:
     """Store URL of the session's ClickHouse server (with its password and TLS parameters on a secure stack)."""

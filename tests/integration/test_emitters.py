@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -16,24 +15,9 @@ from schemas.events import ENTITY_FIELD, decode, entity_of
 from schemas.samples import sample_stream
 from streams.emitter import Delivery, Emitter, InvalidEvent, api_usage
 from streams.settings import Settings
-from streams.stack.kafka import delete_topics, ensure_topics
 from tests.fault.harness import Run, WorkerProc, dead_letters, read_topic, stored_event_ids, wait_committed
 from tests.integration.examples import build_go_example, example_env, run_python_example
 from tests.integration.test_pipeline import consume_all
-
-
-@pytest.fixture
-def topics(stack_settings: Settings):
-    """Fresh event topics for one test, deleted afterwards."""
-    tag = uuid.uuid4().hex[:8]
-    settings = stack_settings.model_copy(update={
-        "topic_api_usage": f"e-{tag}.api-usage", "topic_data_access": f"e-{tag}.data-access",
-        "topic_agent_execution": f"e-{tag}.agent-execution", "topic_alerts": f"e-{tag}.alerts",
-        "topic_dead_letter": f"e-{tag}.dead-letter", "topic_risk_evidence": f"e-{tag}.risk-evidence",
-    })
-    names = ensure_topics(settings, partitions=2)
-    yield settings
-    delete_topics(settings, names)
 
 
 def _events_on_topics(settings: Settings, expected: int) -> dict[str, object]:
@@ -49,14 +33,14 @@ def _events_on_topics(settings: Settings, expected: int) -> dict[str, object]:
     return out
 
 
-def test_produce_sends_the_valid_lines_and_names_the_invalid_ones(topics: Settings, tmp_path: Path):
+def test_produce_sends_the_valid_lines_and_names_the_invalid_ones(fresh_topics: Settings, tmp_path: Path):
     rows = sample_stream(per_kind=20)
     lines = [json.dumps(r) for r in rows]
     lines.insert(5, json.dumps({**rows[0], "event_id": "bad-1", "status": "200", "auth_result": "maybe"}))
     lines.insert(9, "{not json")
     path = tmp_path / "events.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    env = example_env(topics)
+    env = example_env(fresh_topics)
     r = subprocess.run([sys.executable, "-m", "streams.cli", "produce", "--input", str(path)], env=env,
                        capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 1  # some lines were invalid
@@ -64,7 +48,7 @@ def test_produce_sends_the_valid_lines_and_names_the_invalid_ones(topics: Settin
     assert f"{path}:6: $.auth_result: Invalid enum value 'maybe' (allowed: ok," in r.stderr
     assert f"{path}:10: $: not valid JSON" in r.stderr
     assert "sent 60 events to their kinds' topics" in r.stdout and "2 invalid lines not sent" in r.stdout
-    got = _events_on_topics(topics, 60)
+    got = _events_on_topics(fresh_topics, 60)
     assert set(got) == {row["event_id"] for row in rows}  # all the valid ones, none of the invalid
 
     # stdin, one topic: an event of another kind is refused for that topic, the rest go there
@@ -72,18 +56,18 @@ def test_produce_sends_the_valid_lines_and_names_the_invalid_ones(topics: Settin
     stdin = "\n".join(json.dumps({**r, "event_id": f"again-{i}"}) for i, r in enumerate(agent_rows))
     stdin += "\n" + json.dumps({**rows[0], "event_id": "wrong-kind"}) + "\n"
     r = subprocess.run([sys.executable, "-m", "streams.cli", "produce", "--input", "-", "--topic",
-                        topics.topic_agent_execution], input=stdin, env=env, capture_output=True, text=True,
+                        fresh_topics.topic_agent_execution], input=stdin, env=env, capture_output=True, text=True,
                        timeout=120, check=False)
     assert r.returncode == 1
     assert "<stdin>:4: $.kind: a api_usage event for the agent_execution topic" in r.stderr
-    got = _events_on_topics(topics, 63)
+    got = _events_on_topics(fresh_topics, 63)
     assert {f"again-{i}" for i in range(3)} <= set(got) and "wrong-kind" not in got
 
 
-def test_the_python_emitter_validates_batches_and_reports_each_delivery(topics: Settings):
+def test_the_python_emitter_validates_batches_and_reports_each_delivery(fresh_topics: Settings):
     deliveries: list[Delivery] = []
     rows = sample_stream(per_kind=10)
-    with Emitter(topics, on_delivery=deliveries.append) as em:
+    with Emitter(fresh_topics, on_delivery=deliveries.append) as em:
         for row in rows:
             em.send_json(json.dumps(row))
         with pytest.raises(InvalidEvent) as bad:
@@ -94,17 +78,17 @@ def test_the_python_emitter_validates_batches_and_reports_each_delivery(topics: 
     assert failed == []
     assert len(deliveries) == 30 and all(d.ok and d.offset is not None for d in deliveries)
     assert {d.event_id for d in deliveries} == {r["event_id"] for r in rows}
-    got = _events_on_topics(topics, 30)
+    got = _events_on_topics(fresh_topics, 30)
     assert set(got) == {r["event_id"] for r in rows}
 
 
-def test_the_python_example_runs_as_documented(topics: Settings):
-    r = run_python_example(topics)
+def test_the_python_example_runs_as_documented(fresh_topics: Settings):
+    r = run_python_example(fresh_topics)
     assert r.returncode == 0, r.stderr
     assert "refused before sending: invalid api_usage event" in r.stdout
     assert "$.status" in r.stdout and "$.auth_result" in r.stdout
     assert "3 events sent, 0 failed" in r.stdout
-    got = _events_on_topics(topics, 3)
+    got = _events_on_topics(fresh_topics, 3)
     assert {type(e).__struct_config__.tag for e in got.values()} == set(ENTITY_FIELD)
 
 

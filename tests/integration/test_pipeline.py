@@ -6,7 +6,6 @@ import contextlib
 import json
 import uuid
 
-import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from schemas.errors import EventError
@@ -17,21 +16,6 @@ from streams.settings import Settings, StoreURL
 from streams.simulator.output import produce_kafka
 from streams.simulator.run import Simulation
 from streams.sinks.clickhouse import ChdbStore, EventsSink, NativeStore, apply_ddl, open_store
-from streams.stack.kafka import delete_topics, ensure_topics
-
-
-@pytest.fixture
-def fresh_topics(stack_settings: Settings):
-    """A fresh set of event/alert/dead-letter topics for one test, deleted afterwards."""
-    tag = uuid.uuid4().hex[:8]
-    settings = stack_settings.model_copy(update={
-        "topic_api_usage": f"t-{tag}.api-usage", "topic_data_access": f"t-{tag}.data-access",
-        "topic_agent_execution": f"t-{tag}.agent-execution", "topic_alerts": f"t-{tag}.alerts",
-        "topic_dead_letter": f"t-{tag}.dead-letter", "topic_risk_evidence": f"t-{tag}.risk-evidence",
-    })
-    names = ensure_topics(settings, partitions=3)
-    yield settings
-    delete_topics(settings, names)
 
 
 def consume_all(settings: Settings, topics: list[str], expected: int, timeout_s: float = 60) -> list:

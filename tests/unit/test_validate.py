@@ -126,3 +126,22 @@ def test_replay_writes_to_stdout_without_output_and_strict_fails_on_invalid_line
     ok = spyglass("replay", "--input", "-", "--strict", "--output", str(tmp_path / "a.jsonl"), stdin=events[:-9])
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "a.jsonl").exists()
+
+
+def test_dash_is_stdout_and_stdin_for_the_simulators_labels_and_the_evaluation(tmp_path: Path):
+    events = tmp_path / "events.jsonl"
+    sim = spyglass("simulate", "--events", "20000", "--days", "1", "--instances", "1", "--out", str(events),
+                   "--labels", "-")
+    assert sim.returncode == 0, sim.stderr
+    labels = [json.loads(x) for x in sim.stdout.splitlines()]
+    assert labels and all("scenario" in x for x in labels)
+    ev = spyglass("eval", "scenarios", "--events", str(events), "--labels", "-", stdin=sim.stdout)
+    assert ev.returncode == 0, ev.stderr
+    assert "20,000 events" in ev.stdout
+
+
+def test_replay_prints_hostile_values_as_text():
+    stdin = line("api_usage", auth_result="[/]") + "\n" + line("api_usage", event_id="ok-1") + "\n"
+    r = spyglass("replay", "--input", "-", stdin=stdin)
+    assert r.returncode == 0, r.stderr  # rich markup in a reason would have raised MarkupError
+    assert "$.auth_result: Invalid enum value '[/]'" in r.stderr

@@ -19,8 +19,8 @@ from streams.simulator.run import Simulation, encode_lines
 from streams.simulator.variants import VARIANTS
 from streams.simulator.worlds import draw_traits
 
-# sha256 of the default run (seed 7, 30k events, 3 days: every chunk's JSONL, then the labels), taken on main
-# before world seeds existed: the default path must keep producing exactly these bytes.
+# sha256 of the default run (seed 7, 30k events, 3 days: every chunk's JSONL, then the labels): the default
+# path (no world seed) must keep producing exactly these bytes.
 DEFAULT_DIGEST = "f3b36b39a4ea7aa2cafa92ce243ca5f9004d50cf8e2002b1df5345b9a0b5eb11"
 WORLD = 3  # a world with NAT pools, proxied keys, blocked approvals and nightly batches (checked below)
 REUSED = ("leaked_api_key", "new_scope_use", "bulk_exfiltration", "approval_bypassed")  # the default scenarios' shapes
