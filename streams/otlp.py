@@ -59,14 +59,10 @@ RENAMED: Final[dict[str, tuple[str, ...]]] = {
     "user.id": ("enduser.id",),
 }
 
-# span attributes of Spyglass's own namespace: they win over the conventions and the mapping file
-NS: Final = "spyglass."
 PRINCIPAL_ATTRS: Final = ("spyglass.principal", "user.id", "user.name", "user.email")
 
 MAX_OTLP_RECORD_BYTES: Final = 16 * 1024 * 1024  # a record above this is refused whole (the exporter's default: 1 MB)
 MAX_ANCESTORS: Final = 64  # how far up a span's parents an agent's identity is looked for
-
-_UNSET_STATUS: Final = 0
 
 
 class ToolRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

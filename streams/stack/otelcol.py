@@ -59,7 +59,8 @@ def build(cache_dir: Path) -> Path:
                          "(https://go.dev/doc/install) and run `spyglass stack fetch` again")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{BINARY}.{os.getpid()}")
-    env = {**os.environ, "CGO_ENABLED": "0"}
+    # a static binary; no VCS stamp (the sources sit in a subfolder of Spyglass's checkout, or of no checkout)
+    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": f"{os.environ.get('GOFLAGS', '')} -buildvcs=false".strip()}
     try:
         r = subprocess.run([go, "build", "-trimpath", "-o", str(tmp), "."], cwd=SOURCE, env=env,  # noqa: S603
                            capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False)
