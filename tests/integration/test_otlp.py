@@ -131,6 +131,7 @@ def test_sdk_spans_in_both_encodings_become_scored_events_and_alerts(stack_setti
         assert 'spyglass_otlp_spans_total{outcome="skipped_not_genai"} 1.0' in metrics
         assert 'spyglass_otlp_spans_total{outcome="mapped_agent_execution"} 5.0' in metrics
         assert 'spyglass_otlp_spans_total{outcome="dead"} 1.0' in metrics
+        assert 'spyglass_events_in_total{kind="agent_execution"} 5.0' in metrics
     finally:
         _drop(run)
 

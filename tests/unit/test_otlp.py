@@ -180,3 +180,34 @@ def test_the_mapping_file_is_checked_and_names_the_bad_field(tmp_path: Path):
 def test_the_semantic_conventions_version_is_documented():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "opentelemetry.md").read_text()
     assert f"v{SEMCONV_VERSION}" in doc
+
+
+def test_an_engine_scores_the_mapped_events_of_a_spans_record_counted_by_kind():
+    from detectors.engine import Engine
+    from streams.step import score_events
+
+    spans = recorded(RESOURCE, lambda t: agent_run(t, tools=("a", "b")))
+    out = _expand(otlp_proto(spans))
+    before = {k: m.EVENTS_IN.labels(k)._value.get() for k in ("agent_execution", "api_usage")}
+    scored = score_events(Engine(), out.records, None, "default")  # type: ignore[arg-type]
+    assert scored.events_in == 4 and not scored.dead
+    assert sorted((b.kind, len(b), len(b.scores)) for b in scored.events) == [("agent_execution", 3, 3),
+                                                                              ("api_usage", 1, 1)]
+    assert {k: m.EVENTS_IN.labels(k)._value.get() - v for k, v in before.items()} == {"agent_execution": 3,
+                                                                                     "api_usage": 1}
+
+
+def test_the_collector_is_built_from_the_documented_modules_and_configured_for_loopback():
+    from streams.stack import otelcol
+
+    gomod = (otelcol.SOURCE / "go.mod").read_text()
+    for module in ("go.opentelemetry.io/collector/otelcol v0.165.0",
+                   "go.opentelemetry.io/collector/receiver/otlpreceiver v0.165.0",
+                   "github.com/open-telemetry/opentelemetry-collector-contrib/exporter/kafkaexporter v0.165.1"):
+        assert module in gomod
+    cfg = otelcol.config(otlp_http_port=4318, brokers="127.0.0.1:9092,127.0.0.1:9094", topic="t", encoding="otlp_json")
+    assert cfg["receivers"]["otlp"]["protocols"] == {"http": {"endpoint": "127.0.0.1:4318"}}
+    assert cfg["exporters"]["kafka"]["brokers"] == ["127.0.0.1:9092", "127.0.0.1:9094"]
+    assert cfg["exporters"]["kafka"]["traces"] == {"topic": "t", "encoding": "otlp_json"}
+    assert cfg["service"]["telemetry"]["metrics"] == {"level": "none"}  # no port of its own
+    assert otelcol.binary_path(Path("/c")).parent.name == f"otelcol-{otelcol.source_digest()}"
