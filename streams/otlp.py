@@ -183,6 +183,15 @@ def _hex_ids(d: dict) -> None:
                 raise ValueError(f"{k} {v[:40]!r} is not hex") from None
 
 
+def span_json(span: Span) -> bytes:
+    """One span in OTLP/JSON (ids in hex): what a dead letter of an unmappable span carries."""
+    doc = json_format.MessageToDict(span)
+    for k in ("traceId", "spanId", "parentSpanId"):
+        if k in doc:
+            doc[k] = binascii.a2b_base64(doc[k]).hex()
+    return msgspec.json.encode(doc)
+
+
 def attributes(kvs: Iterable[KeyValue]) -> dict[str, Any]:
     """Span or resource attributes as a dict of plain values (arrays as lists; maps and bytes left out)."""
     out: dict[str, Any] = {}
@@ -515,8 +524,7 @@ class SpanSource:
                     out.records.append(SpanRecord(r.offset, r.key, _encode(got)))
                     outcome = "mapped_" + got["kind"]
                 elif isinstance(got, EventError):
-                    value = json_format.MessageToJson(ctx.span, indent=None).encode()
-                    out.dead.append((SpanRecord(r.offset, r.key, value), got))
+                    out.dead.append((SpanRecord(r.offset, r.key, span_json(ctx.span)), got))
                     outcome = "dead"
                 else:
                     outcome = got.outcome

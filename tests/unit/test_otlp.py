@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
@@ -55,7 +56,8 @@ def test_an_agent_run_becomes_agent_execution_and_api_usage_events(encode):
     assert (fetch.target_system, fetch.privilege, fetch.risk_level, fetch.untrusted_input) == ("fetch_url", "read",
                                                                                              None, True)
     assert delete.untrusted_input is None and delete.approval == "not_required"
-    assert abs(fetch.ts.timestamp() * 1e9 - span_of["fetch_url"].start_time) < 1_000  # µs precision
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    assert (fetch.ts - epoch) // timedelta(microseconds=1) == span_of["fetch_url"].start_time // 1000  # µs precision
     assert fetch.duration_ms == pytest.approx((span_of["fetch_url"].end_time - span_of["fetch_url"].start_time) / 1e6)
     (chat,) = [e for e in events if isinstance(e, ApiUsage)]
     assert (chat.api_key_id, chat.principal, chat.model, chat.tokens_in, chat.tokens_out, chat.endpoint,
@@ -129,14 +131,18 @@ def test_unmappable_spans_become_dead_letters_naming_the_attribute():
                                                    "gen_ai.usage.input_tokens": -4}).end()
         t.start_span("execute_tool v", attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "v",
                                                    "gen_ai.agent.id": "a" * 300, "user.id": "u"}).end()
-    out = _expand(otlp_proto(recorded({"service.name": "s"}, build)))
+    spans = recorded({"service.name": "s"}, build)
+    out = _expand(otlp_proto(spans))
     fields = [err.field for _, err in out.dead]
     assert fields == ["span.attributes.gen_ai.agent.id", "span.attributes.spyglass.privilege",
                       "span.attributes.spyglass.api_key.id", "span.attributes.user.id",
                       "span.attributes.gen_ai.usage.input_tokens"]
     assert "'root' is not one of read, write, admin" in out.dead[1][1].reason
     assert all(r.offset == 7 and json.loads(r.value)["name"].startswith(("execute_tool", "chat"))
-               for r, _ in out.dead)  # the dead letter's value: the span, as OTLP/JSON
+               for r, _ in out.dead)  # the dead letter's value: the span, as OTLP/JSON (ids in hex)
+    first = json.loads(out.dead[0][0].value)
+    assert (first["traceId"], first["spanId"]) == (f"{spans[0].context.trace_id:032x}",
+                                                   f"{spans[0].context.span_id:016x}")
     # the agent id over the contract's limit is mapped, and refused by the contract's decoder on the normal path
     (rec,) = out.records
     _, _, ok, bad = decode_records([rec.value], "default", None)
