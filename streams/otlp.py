@@ -83,6 +83,7 @@ class SpanMapping(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     tools: dict[str, ToolRule] = {}
     untrusted_tools: list[str] = []  # tools returning untrusted content (also ToolRule.untrusted_output)
     api_key_attribute: str = "spyglass.api_key.id"  # the resource attribute whose value is the API key id
+    agent_attribute: str | None = None  # a resource attribute whose value is the agent id of spans naming none
     principal_default: str | None = None  # the principal of spans that name no user (None: dead letter)
     default_privilege: Privilege = "read"
     default_approval: Approval = "not_required"
@@ -388,9 +389,13 @@ class SpanMapper:
 
     def _agent(self, ctx: SpanContext, op: str) -> dict[str, Any]:
         found = _text(ctx, ("spyglass.agent.id", "gen_ai.agent.id", "gen_ai.agent.name"), inherit=True)
+        if found is None and self.mapping.agent_attribute:
+            v = ctx.resource.get(self.mapping.agent_attribute)
+            found = (self.mapping.agent_attribute, str(v)) if v is not None and v != "" else None
         if found is None:
             raise EventError("span.attributes.gen_ai.agent.id", f"an {op} span with no agent: neither it nor its "
-                             "parents in the export have spyglass.agent.id, gen_ai.agent.id or gen_ai.agent.name")
+                             "parents in the export have spyglass.agent.id, gen_ai.agent.id or gen_ai.agent.name, "
+                             "and the mapping file names no agent_attribute of the resource that has a value")
         agent_id = found[1]
         agent_type = _text(ctx, ("spyglass.agent.type", "gen_ai.agent.name"), inherit=True)
         session = _text(ctx, ("spyglass.session.id", "gen_ai.conversation.id"), inherit=True)

@@ -102,6 +102,14 @@ def test_the_mapping_file_names_the_resource_attribute_of_the_api_key_and_a_defa
     assert (e.api_key_id, e.principal, e.status, e.auth_result) == ("k-9", "unknown-user", 429, "rate_limited")
 
 
+def test_a_resource_attribute_named_by_the_mapping_file_is_the_agent_of_spans_that_name_none():
+    spans = recorded({"service.name": "triage-agent"}, lambda t: t.start_span("execute_tool lookup", attributes={
+        "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "lookup", "user.id": "u"}).end())
+    assert [e.field for _, e in _expand(otlp_proto(spans)).dead] == ["span.attributes.gen_ai.agent.id"]
+    (e,) = _events(otlp_proto(spans), _mapping(agent_attribute="service.name"))
+    assert (e.agent_id, e.agent_type, e.action) == ("triage-agent", "genai", "lookup")
+
+
 def test_non_genai_spans_are_skipped_and_counted_and_other_operations_too():
     def build(t):
         t.start_span("GET /health", attributes={"http.request.method": "GET"}).end()
