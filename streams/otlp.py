@@ -56,10 +56,10 @@ RENAMED: Final[dict[str, tuple[str, ...]]] = {
     "gen_ai.provider.name": ("gen_ai.system",),
     "gen_ai.usage.input_tokens": ("gen_ai.usage.prompt_tokens",),
     "gen_ai.usage.output_tokens": ("gen_ai.usage.completion_tokens",),
-    "user.id": ("enduser.id",),
 }
 
-PRINCIPAL_ATTRS: Final = ("spyglass.principal", "user.id", "user.name", "user.email")
+# the principal: Spyglass's attribute, the user attributes, then the end user's (another Development attribute)
+PRINCIPAL_ATTRS: Final = ("spyglass.principal", "user.id", "user.name", "user.email", "enduser.id")
 
 MAX_OTLP_RECORD_BYTES: Final = 16 * 1024 * 1024  # a record above this is refused whole (the exporter's default: 1 MB)
 MAX_ANCESTORS: Final = 64  # how far up a span's parents an agent's identity is looked for
@@ -373,7 +373,7 @@ class SpanMapper:
         return row
 
     def _principal(self, ctx: SpanContext) -> str:
-        found = _text(ctx, PRINCIPAL_ATTRS + RENAMED["user.id"], inherit=True)
+        found = _text(ctx, PRINCIPAL_ATTRS, inherit=True)
         if found is not None:
             return found[1]
         if self.mapping.principal_default:
