@@ -58,6 +58,10 @@ ENTITIES = Gauge("spyglass_entities_tracked", "Entities with state in this worke
 EVICTED = Counter("spyglass_entities_evicted_total", "Entities the engines forgot: idle past the horizon, or over "
                   "the cap (least recently seen first)", ["reason"], registry=REGISTRY)
 STATE_BYTES = Gauge("spyglass_state_bytes", "Bytes of per-entity state in this worker's engines", registry=REGISTRY)
+OTLP_SPANS = Counter("spyglass_otlp_spans_total", "Spans read from the OTLP spans topic, by outcome: mapped_api_usage, "
+                     "mapped_agent_execution, skipped_not_genai, skipped_operation (a GenAI operation with no event), "
+                     "dead (dead-lettered with the reason), dead_record (a record that is no OTLP trace export)",
+                     ["outcome"], registry=REGISTRY)
 
 
 class _GcTime:

@@ -45,11 +45,12 @@ from streams import metrics as m
 from streams.checkpoints import CheckpointStore, Mark
 from streams.dedup import EventKey, stored_event_keys
 from streams.fencing import LEASE_FRACTION, OwnerEpochs
+from streams.otlp import Expanded, SpanSource, load_mapping
 from streams.partitions import Part, Partitions
 from streams.records import TP, Record
 from streams.settings import Settings
 from streams.sinks.base import Store
-from streams.step import Decoded, TimeWindow, correlate, decode, score_events
+from streams.step import Decoded, Scored, TimeWindow, correlate, decode, score_events
 from streams.storeio import StoreIO
 from streams.writer import Publish, Writer, Writes
 
@@ -84,6 +85,9 @@ class Scorer:
         self._lock = asyncio.Lock()  # one batch, revoke or checkpoint at a time
         self._kinds = {t: k for k, t in settings.topics().items()}
         self._window = TimeWindow(settings.event_max_future_s, settings.event_max_age_days)
+        # the OTLP spans topic: its records expand into one contract record per GenAI span (streams.otlp)
+        self._otlp_topic = settings.topic_otlp_spans or None
+        self._spans = SpanSource(load_mapping(settings.otlp_mapping_file)) if self._otlp_topic else None
 
     @property
     def parts(self) -> dict[TP, Part]:
@@ -127,6 +131,7 @@ class Scorer:
         by_tp: dict[TP, list[Record]] = {}
         stored: dict[TP, set[EventKey]] = {}  # events an earlier owner stored already (see Part.recheck_stored)
         decoded: dict[TP, Decoded] = {}
+        spans: dict[TP, Expanded] = {}  # the OTLP spans topic's partitions: their records' spans
         tenant = self.settings.default_tenant
         window, now_s = self._window, time.time()  # the event times taken: as of one wall clock reading a batch
         for (topic, partition), batch in batches.items():  # every await before any state changes: a cancel
@@ -138,9 +143,12 @@ class Scorer:
                 continue
             by_tp[(topic, partition)], parts[(topic, partition)] = recs, part
             kind = self._kinds.get(topic)
-            if part.recheck_stored and kind:  # decoding changes no state: done here, used below
-                dec = decoded[(topic, partition)] = decode([r.value for r in recs if r.offset >= part.offset],
-                                                           tenant, kind, window, now_s)
+            if topic == self._otlp_topic and self._spans is not None:  # mapping changes no state either
+                spans[(topic, partition)] = self._spans.expand([r for r in recs if r.offset >= part.offset])
+            if part.recheck_stored and (kind or (topic, partition) in spans):  # decoding changes no state: done
+                values = ([r.value for r in spans[(topic, partition)].records] if (topic, partition) in spans  # here,
+                          else [r.value for r in recs if r.offset >= part.offset])                        # used below
+                dec = decoded[(topic, partition)] = decode(values, tenant, kind, window, now_s)
                 if len(dec[0]):
                     stored[(topic, partition)] = await self.io.call(
                         partial(stored_event_keys, self.store, dec[1]), "events.known",
@@ -151,18 +159,24 @@ class Scorer:
             self.partitions.ack_checkpointed(part, recs)
             if not fresh:
                 continue
+            expanded = spans.get(tp)
             if part.correlates:  # the risk-evidence topic's: nothing to store
                 out = correlate(cast(EvidenceEngine, part.engine), fresh)
+            elif expanded is not None and not expanded.records:  # no GenAI span to score
+                out = Scored()
             else:
                 known = stored.get(tp)
-                out = score_events(cast(EventEngine, part.engine), fresh, self._kinds.get(part.topic), tenant,
-                                   decoded.get(tp), known, window, now_s)
+                out = score_events(cast(EventEngine, part.engine),
+                                   fresh if expanded is None else expanded.records,  # type: ignore[arg-type]
+                                   self._kinds.get(part.topic), tenant, decoded.get(tp), known, window, now_s)
                 if out.past_stored:
                     part.recheck_stored = False  # past what the earlier owner stored (it wrote in offset order)
                 if known:
                     log.info("events already stored by an earlier owner are not inserted again",
                              extra={"topic": part.topic, "partition": part.partition, "offset": fresh[0].offset,
                                     "events": len(known)})
+            if expanded is not None:  # spans that could not be mapped, records that are no OTLP export
+                out.dead = expanded.dead + out.dead
             w.dead += [(tp, r, err) for r, err in out.dead]
             w.events += out.events
             w.event_tps += [tp] * len(out.events)

@@ -150,6 +150,15 @@ class Settings(BaseSettings):
         "the same one. Required when the store is a server; for the embedded store one is generated in the stack "
         "dir if unset")
 
+    # --- OpenTelemetry GenAI spans (docs/opentelemetry.md) -----------------------------
+    topic_otlp_spans: str = Field(
+        "otlp_spans", max_length=249, description="Topic the OpenTelemetry Collector's Kafka exporter writes spans "
+        "to (otlp_proto or otlp_json); the workers map its GenAI spans to events (empty: not consumed)")
+    otlp_mapping_file: Path | None = Field(
+        None, description="YAML file completing what GenAI spans do not carry: each tool's target, privilege, risk "
+        "and approval, the tools returning untrusted content, the resource attribute naming the API key "
+        "(docs/opentelemetry.md)")
+
     # --- Local stack -------------------------------------------------------------------
     stack_dir: Path = Field(Path(".stack"), description="Where the local stack keeps data, logs and pids")
     cache_dir: Path = Field(

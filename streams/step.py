@@ -12,6 +12,7 @@ writes it. Stage times and counts go to the metrics.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import repeat
@@ -188,6 +189,9 @@ def score_events(engine: EventEngine, records: list[Record], kind: str | None, t
                    None if a.kind == "cross" or a.severity == "info" else principals.get(a.alert_id)) for a in alerts]
     if kind:
         m.EVENTS_IN.labels(kind).inc(out.events_in)
+    elif out.events_in and not isinstance(events, EventBlock):  # a topic of several kinds (OTLP spans): by kind
+        for k, n in Counter(type(e).__struct_config__.tag for e in events).items():
+            m.EVENTS_IN.labels(k).inc(n)
     return out
 
 

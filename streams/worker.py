@@ -93,8 +93,10 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
                     published_alerts=lambda since_ms: published_alert_ids(settings, since_ms),
                     events_store=events_store, log_bounds=log_bounds, record_at=record_reader)
     # the event topics, and the risk evidence the engines publish (correlated across kinds: risk.cross_kind)
-    topics = app.topic(*settings.topics().values(), settings.topic_risk_evidence, key_type=bytes, value_type=bytes,
-                       key_serializer="raw", value_serializer="raw", internal=False)
+    # and the OpenTelemetry Collector's spans, when that topic is set (their GenAI spans become events: streams.otlp)
+    otlp = [settings.topic_otlp_spans] if settings.topic_otlp_spans else []
+    topics = app.topic(*settings.topics().values(), settings.topic_risk_evidence, *otlp, key_type=bytes,
+                       value_type=bytes, key_serializer="raw", value_serializer="raw", internal=False)
 
     app.topics.add(topics)  # subscribed and acked through Faust's conductor; fetches come to score()
     started: list[bool] = []
@@ -128,7 +130,7 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app_: faust.App, assigned: set, **_: Any) -> None:
-        ours = set(settings.topics().values())
+        ours = {*settings.topics().values(), *otlp}
         m.PARTITIONS.set(sum(1 for tp in app.consumer.assignment() if tp.topic in ours))
 
     @app.on_before_shutdown.connect

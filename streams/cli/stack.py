@@ -69,10 +69,12 @@ def register(subparsers: Any) -> None:
 
     fetch = sub.add_parser(
         "fetch",
-        help="only provision: download the Kafka jars into the cache and check the ClickHouse binary",
+        help="only provision: download the Kafka jars into the cache, check the ClickHouse binary, build the "
+             "OpenTelemetry Collector",
         description=(
             "Provision without starting anything: resolve the Kafka jars from Maven Central into "
-            "SPYGLASS_CACHE_DIR (needs mvn once), check java and the clickhouse-server binary."
+            "SPYGLASS_CACHE_DIR (needs mvn once), check java and the clickhouse-server binary, build the "
+            "OpenTelemetry Collector the OTLP tests run into SPYGLASS_CACHE_DIR (needs Go once)."
         ),
     )
     fetch.set_defaults(func=cmd_fetch)
@@ -187,6 +189,25 @@ def cmd_fetch(args: argparse.Namespace, settings: Settings) -> int:
     console.print(f"clickhouse: {' '.join(find_server_binary())}", highlight=False)
     if stack.chdb.path is not None:
         console.print(f"chdb: {stack.chdb.path}", highlight=False)
+    return _fetch_collector(console, settings)
+
+
+def _fetch_collector(console: Console, settings: Settings) -> int:
+    """Build the OpenTelemetry Collector the OTLP tests run (docs/opentelemetry.md), unless it is cached; without
+    Go, say so and go on (those tests then skip, saying why)."""
+    from streams.stack import otelcol
+
+    if not otelcol.binary_path(settings.cache_dir).exists() and otelcol.go_command() is None:
+        console.print("otelcol: not built: Go is not installed (the OpenTelemetry Collector tests will skip)",
+                      highlight=False)
+        return 0
+    try:
+        with console.status("building the OpenTelemetry Collector (Go modules from the proxy, about a minute) ..."):
+            t0 = time.monotonic()
+            path = otelcol.build(settings.cache_dir)
+    except StackError as exc:
+        return _fail(Console(stderr=True), exc)
+    console.print(f"otelcol: {path} ({time.monotonic() - t0:.1f} s)", highlight=False)
     return 0
 
 

@@ -407,14 +407,14 @@ def group_offsets(bootstrap: str, group: str, **client_config: Any) -> dict[tupl
 
 
 def ensure_topics(settings: Settings, partitions: int | None = None, *, bootstrap: str | None = None) -> list[str]:
-    """Create the event, alerts, dead-letter and risk-evidence topics if missing; return all their names.
+    """Create the event, alerts, dead-letter, risk-evidence and OTLP spans topics if missing; return all their names.
 
     ``bootstrap`` defaults to ``settings.kafka_bootstrap``; existing topics are left as they are.
     """
     from kafka.errors import TopicAlreadyExistsError, for_code
 
     names = [*settings.topics().values(), settings.topic_alerts, settings.topic_dead_letter,
-             settings.topic_risk_evidence]
+             settings.topic_risk_evidence, *([settings.topic_otlp_spans] if settings.topic_otlp_spans else [])]
     n = partitions or settings.topic_partitions
     server = bootstrap or settings.kafka_bootstrap
     admin = _admin(settings, server)

@@ -130,10 +130,11 @@ class SecureMaterial:
 def pipeline_acls(settings: Settings, *, worker: str = WORKER_USER, emitter: str = EMITTER_USER) -> list[ACL]:
     """The ACLs of the pipeline on the topics and group ``settings`` name.
 
-    The worker reads the event topics and the risk evidence (as its group) and writes alerts, dead letters and
-    risk evidence; it also reads the alerts topic (a new owner of a partition looks up what was published).
-    The emitters only write the event topics. Nobody else may read or write anything (no ACL, no access;
-    the tooling's admin is a super user). WRITE and READ imply DESCRIBE.
+    The worker reads the event topics, the OTLP spans topic and the risk evidence (as its group) and writes
+    alerts, dead letters and risk evidence; it also reads the alerts topic (a new owner of a partition looks up
+    what was published). The emitters (an OpenTelemetry Collector among them) only write the event topics and
+    the OTLP spans topic. Nobody else may read or write anything (no ACL, no access; the tooling's admin is a
+    super user). WRITE and READ imply DESCRIBE.
     """
     from kafka.admin import ACL, ACLOperation, ACLPermissionType, ResourcePattern, ResourceType
 
@@ -142,11 +143,13 @@ def pipeline_acls(settings: Settings, *, worker: str = WORKER_USER, emitter: str
 
     read, write, topic = ACLOperation.READ, ACLOperation.WRITE, ResourceType.TOPIC
     events = list(settings.topics().values())
-    acls = [allow(worker, read, topic, t) for t in [*events, settings.topic_risk_evidence, settings.topic_alerts]]
+    spans = [settings.topic_otlp_spans] if settings.topic_otlp_spans else []  # an OpenTelemetry Collector's
+    acls = [allow(worker, read, topic, t)
+            for t in [*events, settings.topic_risk_evidence, settings.topic_alerts, *spans]]
     acls += [allow(worker, write, topic, t)
              for t in (settings.topic_alerts, settings.topic_dead_letter, settings.topic_risk_evidence)]
     acls.append(allow(worker, read, ResourceType.GROUP, settings.worker_group))
-    acls += [allow(emitter, write, topic, t) for t in events]
+    acls += [allow(emitter, write, topic, t) for t in [*events, *spans]]
     return acls
 
 

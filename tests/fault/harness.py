@@ -52,6 +52,7 @@ class Run:
             "topic_api_usage": f"f-{tag}.api-usage", "topic_data_access": f"f-{tag}.data-access",
             "topic_agent_execution": f"f-{tag}.agent-execution", "topic_alerts": f"f-{tag}.alerts",
             "topic_dead_letter": f"f-{tag}.dead-letter", "topic_risk_evidence": f"f-{tag}.risk-evidence",
+            "topic_otlp_spans": f"f-{tag}.otlp-spans",
             "worker_group": f"f-{tag}",
         })
         run = cls(settings, tmp)

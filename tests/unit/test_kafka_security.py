@@ -136,13 +136,13 @@ def test_the_acls_let_only_the_worker_write_the_evidence_topic():
     worker, emitter = f"User:{WORKER_USER}", f"User:{EMITTER_USER}"
     writers = {(p, name) for p, op, kind, name in grants if op == ACLOperation.WRITE}
     assert {p for p, name in writers if name == s.topic_risk_evidence} == {worker}
-    assert {name for p, name in writers if p == emitter} == set(s.topics().values())
+    assert {name for p, name in writers if p == emitter} == {*s.topics().values(), s.topic_otlp_spans}
     assert {name for p, name in writers if p == worker} == {s.topic_alerts, s.topic_dead_letter,
                                                            s.topic_risk_evidence}
     readers = {(p, name) for p, op, kind, name in grants if op == ACLOperation.READ}
     assert not any(p == emitter for p, _ in readers)
     assert {name for p, name in readers if p == worker} == {*s.topics().values(), s.topic_risk_evidence,
-                                                           s.topic_alerts, s.worker_group}
+                                                           s.topic_alerts, s.topic_otlp_spans, s.worker_group}
     assert (worker, ACLOperation.READ, ResourceType.GROUP, s.worker_group) in grants
 
 
