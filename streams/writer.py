@@ -175,8 +175,10 @@ class Writer:
         t0 = time.perf_counter()
         # 1. Kafka: dead letters and new alerts, acknowledged before anything is stored
         await self._publish_dead_letters(w.dead)
+        whose = {e.alert_id: e.principal for e in w.evidence}  # the principal header: routing (spyglass notify)
         futs = [await self.publish(self.settings.topic_alerts, f"{a.tenant}/{a.entity}".encode(), encode_alert(a),
-                                    None) for a in w.publish]
+                                    [("principal", whose[a.alert_id].encode())] if a.alert_id in whose else None)
+                for a in w.publish]
         futs += [await self.publish(self._evidence_topic, f"{e.tenant}/{e.principal}".encode(), encode_evidence(e),
                                     None) for e in w.evidence]
         if futs:

@@ -277,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     register_db(sub)
 
     register_stack(sub)
+
+    from streams.cli.notify import register as register_notify
+
+    register_notify(sub)
     return p
 
 

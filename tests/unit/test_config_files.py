@@ -106,3 +106,16 @@ def test_readme_documents_every_setting():
     readme = (ROOT / "README.md").read_text()
     for name in Settings.model_fields:
         assert f"`SPYGLASS_{name.upper()}`" in readme, f"README lacks SPYGLASS_{name.upper()}"
+
+
+def test_compose_runs_the_alertmanager_the_local_stack_builds_with_the_example_routing():
+    services = compose()["services"]
+    am = services["alertmanager"]
+    assert am["image"] == f"prom/alertmanager:v{Settings.model_fields['alertmanager_version'].default}"
+    config = next(v.split(":")[0] for v in am["volumes"] if v.endswith("/etc/alertmanager/alertmanager.yml:ro"))
+    assert (ROOT / config).resolve() == (ROOT / "streams/stack/alertmanager.yml").resolve()
+    assert services["notify"]["environment"]["SPYGLASS_ALERTMANAGER_URL"] == "http://alertmanager:9093"
+    routing = yaml.safe_load((ROOT / config).read_text())
+    assert routing["route"]["group_by"][0] == "tenant" and "entity" in routing["route"]["group_by"]
+    [inhibit] = routing["inhibit_rules"]
+    assert inhibit["source_matchers"] == ['detector="risk.incident"'] and inhibit["equal"] == ["tenant", "principal"]
