@@ -26,6 +26,7 @@ LABEL_MAX = 256  # characters of a label value
 ANNOTATION_MAX = 4000  # characters of an annotation
 LINK_MARGIN_MS = 3_600_000  # the investigation link's time range: an hour either side of the alert
 TECHNIQUE_PREFIX = "atlas:"
+SOURCE = "spyglass-notify"  # the source label: inhibits Grafana's copy of an alert (streams/stack/alertmanager.yml)
 
 
 def _cut(text: str, limit: int) -> str:
@@ -65,7 +66,8 @@ def labels(alert: Alert, principal: str | None) -> dict[str, str]:
         ('AML.T0024', None)
     """
     out = {
-        "alertname": alert.detector, "alert_id": alert.alert_id, "tenant": alert.tenant, "detector": alert.detector,
+        "alertname": alert.detector, "source": SOURCE, "alert_id": alert.alert_id, "tenant": alert.tenant,
+        "detector": alert.detector,
         "severity": alert.severity, "kind": alert.kind, "entity_type": alert.entity_type, "entity": alert.entity,
         "techniques": ",".join(t[len(TECHNIQUE_PREFIX):] for t in alert.tags if t.startswith(TECHNIQUE_PREFIX)),
         "tags": ",".join(alert.tags),

@@ -247,6 +247,17 @@ def test_routing_grouping_inhibition_silence_and_resolution(rig: Rig) -> None:
     link = paged["annotations"]["dashboard"]
     assert link.startswith("https://grafana.example/d/spyglass-alert-investigation/") and a1.alert_id in link
 
+    # Grafana's on-call rule sends its own copy of each open critical or high alert (labels from its query,
+    # grafana/dashboards_src/alerting.py): where notify delivered the alert, the copy is inhibited
+    from grafana.dashboards_src.alerting import RULES, rule
+
+    copy_labels = {**rule(RULES[0])["labels"], "alertname": RULES[0].title, "grafana_folder": "Spyglass",
+                   **{c: str(getattr(a1, c)) for c in RULES[0].columns if c not in ("explanation", "open_alert")}}
+    AlertmanagerRouter(rig.settings.alertmanager_base()).post([{"labels": copy_labels, "annotations": {}}])
+    wait_for(lambda: bool(rig.am_alerts(alertname=RULES[0].title)), "Grafana's copy reached Alertmanager")
+    [copy] = rig.am_alerts(alertname=RULES[0].title)
+    assert copy["status"]["state"] == "suppressed" and copy["status"]["inhibitedBy"]
+
     # inhibition: an incident on a principal mutes that principal's member alerts (and only theirs)
     m1 = make_alert("api.new_scope", "high", "key-5")
     m2 = make_alert("api.new_scope", "high", "key-6")
