@@ -25,7 +25,7 @@ $(NATIVE): $(BIN)/spyglass schemas/native/Cargo.toml schemas/native/Cargo.lock s
 	PIP_CONSTRAINT=constraints.txt $(BIN)/pip install -q -c constraints.txt ./schemas/native
 	touch $@
 
-deps: $(BIN)/spyglass system-deps $(NATIVE) ## Python venv + native decoder + system packages + Kafka jars (cached in ~/.cache/spyglass)
+deps: $(BIN)/spyglass system-deps $(NATIVE) ## Python venv + native decoder + system packages + Kafka jars + Alertmanager build (cached in ~/.cache/spyglass)
 	$(BIN)/spyglass stack fetch
 
 system-deps: ## Debian packages the local stack and tests need (clickhouse-server, java, maven, cargo, chromium); installs only what is missing

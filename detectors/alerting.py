@@ -15,6 +15,7 @@ worked is at most ``info``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,8 @@ class Finding:
     surprise: float | None = None  # -log10 of the tail probability under the entity's model (detectors.calibration)
     cap: Severity | None = None  # the highest severity this finding may have (e.g. "info": a control that worked)
     related: list[str] | None = None  # other events it rests on (an incident's member alerts), kept as evidence
+    title: str | None = None  # what fired, when the detector's title names more than one way to fire
+    members: list[str] | None = None  # an incident's member alert ids
 
 
 def emit(findings: list[Finding], tables: State, catalog: Mapping[str, Spec], max_evidence: int,
@@ -95,6 +98,8 @@ def emit(findings: list[Finding], tables: State, catalog: Mapping[str, Spec], ma
                 cur.last_seen = iso(max(f.ts, last))
                 if len(cur.evidence.event_ids) < max_evidence:
                     cur.evidence.event_ids.append(f.event_id)
+                else:  # cut: count what is left out
+                    cur.evidence.events_total = (cur.evidence.events_total or len(cur.evidence.event_ids)) + 1
                 cur.score = max(cur.score, round(f.score, 3))
                 if key not in demoted:
                     cur.severity = max(cur.severity, capped(f.score, f.cap), key=SEVERITIES.index)
@@ -121,7 +126,18 @@ def emit(findings: list[Finding], tables: State, catalog: Mapping[str, Spec], ma
             if inc.entity:
                 principals[alert.alert_id] = inc.entity
             open_[(inc.detector, inc.entity, inc.tenant)] = alert
+    at_least_members(out)
     return out
+
+
+def at_least_members(alerts: list[Alert]) -> None:
+    """Raise each incident among ``alerts`` to the severity of its worst member among them (a member's later
+    hits in the batch may have raised it after the incident was built)."""
+    by_id = {a.alert_id: a for a in alerts}
+    for a in alerts:
+        members = [by_id[m].severity for m in a.evidence.alert_ids if m in by_id]
+        if members:
+            a.severity = max([a.severity, *members], key=SEVERITIES.index)
 
 
 def build_alert(f: Finding, tables: State, catalog: Mapping[str, Spec], note: str = "") -> Alert:
@@ -137,9 +153,36 @@ def build_alert(f: Finding, tables: State, catalog: Mapping[str, Spec], note: st
     return Alert(
         alert_id=alert_id(spec.name, tenant, f.entity, f.event_id), tenant=tenant, detector=spec.name,
         kind=spec.kind, entity_type=spec.entity_type, entity=f.entity, severity=capped(f.score, f.cap),
-        score=round(f.score, 3), first_seen=iso(f.ts), last_seen=iso(f.ts), title=spec.title,
+        score=round(f.score, 3), first_seen=iso(f.ts), last_seen=iso(f.ts), title=f.title or spec.title,
         explanation=how_unusual(f.explanation, f.surprise, spec.entity_type) + note,
-        evidence=Evidence(features=f.features, event_ids=events), tags=list(spec.tags))
+        evidence=Evidence(features=contributions(f.features), event_ids=events, alert_ids=list(f.members or ())),
+        tags=list(spec.tags))
+
+
+def contributions(features: list[Feature]) -> list[Feature]:
+    """``features`` with each one's share of the finding's departure from its baselines (``Feature``).
+
+    A detector that split the contributions itself (any not 1.0) keeps its split; otherwise each feature
+    with a baseline counts its distance from it in decades, and one without counts 0 (context).
+
+    Examples:
+        >>> [f.contribution for f in contributions([Feature(name="rows", value=9999.0, baseline=9.0),
+        ...                                         Feature(name="z", value=9.0, baseline=0.0),
+        ...                                         Feature(name="tokens", value=50.0)])]
+        [0.75, 0.25, 0.0]
+    """
+    if any(f.contribution != 1.0 for f in features) or len(features) < 2:
+        return features
+    dist = [abs(math.log10((1 + abs(f.value)) / (1 + abs(f.baseline))))
+            if f.baseline is not None and math.isfinite(f.value) and math.isfinite(f.baseline) else 0.0
+            for f in features]
+    total = sum(dist)
+    if total <= 0:  # nothing departs from a baseline: the compared features share it evenly
+        compared = [f.baseline is not None for f in features]
+        n = sum(compared) or len(features)
+        dist, total = [1.0 if c or not any(compared) else 0.0 for c in compared], float(n)
+    return [Feature(name=f.name, value=f.value, baseline=f.baseline, contribution=round(d / total, 3))
+            for f, d in zip(features, dist, strict=True)]
 
 
 # how an explanation names the entity whose model a surprise is measured against

@@ -13,15 +13,29 @@ SEVERITIES = ("info", "low", "medium", "high", "critical")
 
 
 class Feature(msgspec.Struct, kw_only=True):
+    """One measured feature of a finding against its baseline.
+
+    ``contribution``: the feature's share (0 to 1, summing to 1 over the alert's features) of how far the
+    finding departed from its baselines: the detector's own split where it has one (a risk incident's
+    members: their share of its combined surprise), else each feature's distance from its baseline in
+    decades, ``|log10((1 + |value|) / (1 + |baseline|))|``, over the sum of them; a feature without a baseline
+    is context and contributes 0.
+    """
+
     name: str
     value: float
     baseline: float | None = None
     contribution: float = 1.0
 
 
-class Evidence(msgspec.Struct, kw_only=True):
+class Evidence(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What an alert rests on: its features, the ids of its events (at most the engine's ``max_evidence``;
+    ``events_total`` counts them all when the list was cut) and, for an incident, the alerts it aggregates."""
+
     features: list[Feature]
     event_ids: list[str]
+    events_total: int | None = None  # set when event_ids was cut: how many events the episode had
+    alert_ids: list[str] = msgspec.field(default_factory=list)  # a risk incident's member alerts
 
 
 class Alert(msgspec.Struct, kw_only=True):

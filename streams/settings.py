@@ -172,6 +172,26 @@ class Settings(BaseSettings):
     clickhouse_tcp_port: int = Field(9000, ge=1, le=65535, description="Local ClickHouse server native port")
     clickhouse_http_port: int = Field(8123, ge=1, le=65535, description="Local ClickHouse server HTTP port")
 
+    # --- Alert delivery (Alertmanager) ---------------------------------------------------
+    alertmanager_version: str = Field("0.31.1", pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$",
+                                      description="Alertmanager version the local stack builds with go install "
+                                      "(later ones do not build that way: their UI assets are not in the module)")
+    alertmanager_port: int = Field(9193, ge=1, le=65535, description="Local Alertmanager HTTP port")
+    alertmanager_config: Path | None = Field(
+        None, description="Routing config the local Alertmanager runs; default: the example shipped in "
+        "streams/stack/alertmanager.yml")
+    alertmanager_url: str | None = Field(
+        None, pattern=r"^https?://[^\s]+$", description="Alertmanager `spyglass notify` posts to; default: the "
+        "local stack's, http://127.0.0.1:<alertmanager_port>")
+    notify_group: str = Field("spyglass-notify", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$",
+                              description="Consumer group of `spyglass notify` on the alerts topic")
+    notify_min_severity: Literal["info", "low", "medium", "high", "critical"] = Field(
+        "low", description="Alerts below this severity are not sent to Alertmanager (they are stored all the same)")
+    notify_refresh_s: float = Field(60.0, gt=0, le=3600, description="How often `spyglass notify` re-posts "
+                                    "firing alerts (and checks analysts' statuses and episode ends)")
+    grafana_url: str = Field("http://localhost:3000", pattern=r"^https?://[^\s]+$",
+                             description="Grafana's base URL, for the investigation link in notifications")
+
     @field_validator("clickhouse_url")
     @classmethod
     def _check_url(cls, v: SecretStr) -> SecretStr:
@@ -197,6 +217,10 @@ class Settings(BaseSettings):
         if self.kafka_sasl_password is not None or self.kafka_sasl_password_file is None:
             return self.kafka_sasl_password
         return _secret_file(self.kafka_sasl_password_file, "SPYGLASS_KAFKA_SASL_PASSWORD_FILE")
+
+    def alertmanager_base(self) -> str:
+        """The Alertmanager ``spyglass notify`` posts to, without a trailing slash."""
+        return (self.alertmanager_url or f"http://127.0.0.1:{self.alertmanager_port}").rstrip("/")
 
     def topics(self) -> dict[str, str]:
         """Event kind -> topic."""

@@ -203,11 +203,13 @@ class Writer:
         keep.snapshots = [s for s in w.snapshots if not self._fenced((s.part.topic, s.part.partition))]
         return keep
 
-    def _headers(self, tp: TP | None) -> list[tuple[str, bytes]] | None:
-        """An alert's record headers: the owner epoch it was published under (its partition's)."""
-        if self.owners is None or tp is None:
-            return None
-        return [("spyglass.owner.epoch", str(self.owners.epoch(tp)).encode())]
+    def _headers(self, tp: TP | None, principal: str | None = None) -> list[tuple[str, bytes]] | None:
+        """An alert's record headers: the owner epoch it was published under (its partition's) and the
+        principal behind it (for routing by ``spyglass notify``)."""
+        headers = [("principal", principal.encode())] if principal else []
+        if self.owners is not None and tp is not None:
+            headers.append(("spyglass.owner.epoch", str(self.owners.epoch(tp)).encode()))
+        return headers or None
 
     async def _write(self, w: Writes) -> None:
         t0 = time.perf_counter()
@@ -215,8 +217,9 @@ class Writer:
         source = {a.alert_id: tp for a, tp, _ in w.alerts}
         # 1. Kafka: dead letters and new alerts, acknowledged before anything is stored
         await self._publish_dead_letters(w.dead)
+        whose = {e.alert_id: e.principal for e in w.evidence}  # the principal header: routing (spyglass notify)
         futs = [await self.publish(self.settings.topic_alerts, f"{a.tenant}/{a.entity}".encode(), encode_alert(a),
-                                    self._headers(source.get(a.alert_id))) for a in w.publish]
+                                    self._headers(source.get(a.alert_id), whose.get(a.alert_id))) for a in w.publish]
         futs += [await self.publish(self._evidence_topic, f"{e.tenant}/{e.principal}".encode(), encode_evidence(e),
                                     None) for e in w.evidence]
         if futs:

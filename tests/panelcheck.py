@@ -31,7 +31,8 @@ def all_specs() -> list[PanelSpec]:
 
 
 def run_all(store: Any, filled: Filled, *, tenant: str = ALL, entity: str = ALL) -> list[Result]:
-    variables = {"tenant": tenant, "entity": entity, "worker": ALL, "alert": filled.alert_id}
+    variables = {"tenant": tenant, "entity": entity, "worker": ALL, "alert": filled.alert_id, "severity": ALL,
+                 "detector": ALL, "status": ALL, "search": ""}
     out = []
     rule_window = {r.title: r.window_s for r in RULES}
     for spec in all_specs():

@@ -66,3 +66,21 @@ def average_precision(y: ArrayLike, s: ArrayLike) -> float:
     recall = tp / n_pos
     d_recall = np.diff(np.r_[0.0, recall])
     return float(np.sum(d_recall * precision))
+
+
+def human_duration(seconds: float | None) -> str:
+    """A time to detect as a person reads it: seconds under two minutes, then minutes, hours, days.
+
+    Examples:
+        >>> [human_duration(s) for s in (None, 0, 42.4, 119, 600, 5400, 9000, 86_400 * 3.25)]
+        ['-', '0 s', '42 s', '119 s', '10 min', '90 min', '2.5 h', '3.2 d']
+    """
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86_400:.1f} d"

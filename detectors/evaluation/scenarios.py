@@ -17,6 +17,7 @@ from collections import defaultdict
 import msgspec
 
 from detectors.engine import Engine
+from detectors.evaluation.metrics import human_duration
 from detectors.evaluation.worlds import AttackResult, attack_results, match
 from schemas.alerts import Alert
 
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
               title=f"{args.events}: {events:,} events, {len(alerts)} alerts")
     for name, rs in sorted(by_s.items()):
         ttd = sorted(r.ttd_s for r in rs if r.ttd_s is not None)
-        med = f"{ttd[len(ttd) // 2]:,.0f} s" if ttd else "-"
+        med = human_duration(ttd[len(ttd) // 2] if ttd else None)
         t.add_row(name, str(len(rs)), str(sum(r.detected for r in rs)), str(sum(r.caught for r in rs)),
                   str(sum(r.in_time for r in rs)), med, ", ".join(sorted({d for r in rs for d in r.detectors})))
     console.print(t)

@@ -247,6 +247,7 @@ def stage(ctx: Context, c: AgentColumns) -> list[Finding]:
                         f"{int(h[1])} earlier {e.agent_type} sessions none ran longer than {longest} (a session "
                         f"this long is about {one_in(sup)} for a {e.agent_type}).")
         f.surprise = float(sup)
+        f.title = "Runaway agent: session far longer than its type's"
         out.append(f)
     first = np.flatnonzero(step_n == 1)  # session starts: hundreds of short sessions count as much as one long
     fast, expected = burst_vs_baseline(c.agent[first], c.ts[first], a["fast"], a["fast_last"], a["slow"],
@@ -266,6 +267,7 @@ def stage(ctx: Context, c: AgentColumns) -> list[Finding]:
                         f"{fast[j] / expected[j]:.0f}x its usual {expected[j] * per_min:.2f} (its own rate over "
                         f"the last day): about {one_in(sup)} (session {e.session_id}).")
         f.surprise = sup
+        f.title = "Runaway agent: session rate explosion"
         out.append(f)
     if len(sessions) > MAX_UNTRUSTED_SESSIONS:  # bounded: forget untrusted marks older than a day
         horizon = int(c.ts.max()) - DAY

@@ -229,6 +229,8 @@ def _new_client(ctx: Context, c: ApiColumns, n_before: np.ndarray) -> list[Findi
                         f"requests; about {one_in(surprise[i])} for this key (its own novelty rate, shrunk toward "
                         f"its tenant's keys').")
         f.surprise = float(surprise[i])
+        f.title = ("API key used from a new client IP" + (" and user agent" if new_ua[i] else "") if new_ip[i]
+                   else "API key used with a new user agent")
         out.append(f)
     return out
 def _key_model(ctx: Context, c: ApiColumns, tenants: TenantRates) -> np.ndarray:

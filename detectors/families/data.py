@@ -159,7 +159,8 @@ def _volume(ctx: Context, c: DataColumns) -> list[Finding]:
         out.append(_finding(ctx, "data.volume_spike", c, i, surprise, int(c.sensitivity[i]),
                             [Feature(name="rows", value=float(c.rows[i]), baseline=round(base, 1)),
                              Feature(name="rows_log_z", value=round(zj, 2), baseline=0.0)],
-                            f"{e.principal} {e.operation} {int(c.rows[i]):,} rows of {e.dataset} ({e.sensitivity}), "
+                            f"{e.principal} {did(e.operation)} {int(c.rows[i]):,} rows of {e.dataset} "
+                            f"({e.sensitivity}), "
                             f"about {c.rows[i] / max(base, 1):.0f}x {whose}: about {one_in(surprise)} for them."))
     # slow drift per (principal, dataset): CUSUM of the log-volume z-score, baseline frozen above 2 sigma
     pid = _pair_ids(ctx, prin, c.dataset[g])
@@ -239,7 +240,7 @@ def _segmentation(ctx: Context, c: DataColumns, p_before: np.ndarray, warm: np.n
                             [Feature(name="sensitivity", value=float(c.sensitivity[i])),
                              Feature(name="department_crossings", value=float(crossed[i]),
                                      baseline=float(dept_all[i]))],
-                            f"{e.principal} ({e.principal_department}) {e.operation} {e.sensitivity} dataset "
+                            f"{e.principal} ({e.principal_department}) {did(e.operation)} {e.sensitivity} dataset "
                             f"{e.dataset} owned by {e.dataset_owner_department}: new to them, and "
                             f"{e.principal_department} made {int(crossed[i])} of its {int(dept_all[i])} accesses "
                             f"to {e.dataset_owner_department}'s sensitive data"
@@ -287,8 +288,8 @@ def _off_hours(ctx: Context, c: DataColumns, p_before: np.ndarray, tenant: _Tena
     for i in np.flatnonzero(judged & quiet & (surprise >= cfg.off_hours_surprise)
                             & (hs >= cfg.off_hours_hour_surprise)):
         e = c.events[i]
-        ip_part = (f"; {'from ' + e.client_ip + ', ' if new_ip[i] else 'after '}a new IP for them, who show one "
-                   f"in about {one_in(float(ip_s[i]))} accesses" if ip_s[i] > 0 else "")
+        ip_part = (f"; {'from ' + e.client_ip + ', ' if new_ip[i] else 'after '}a new IP for them (they show a "
+                   f"new one on about {one_in(float(ip_s[i]))} accesses)" if ip_s[i] > 0 else "")
         # the features keep their published names: alerts and stored rows carry them
         out.append(_finding(
             ctx, "data.off_hours", c, i, float(surprise[i]), int(c.sensitivity[i]),
@@ -297,7 +298,7 @@ def _off_hours(ctx: Context, c: DataColumns, p_before: np.ndarray, tenant: _Tena
                      baseline=round(float(mu[i]), 3)),
              Feature(name="new_client_ip", value=float(new_ip[i]), baseline=0.0),
              Feature(name="new_ip_surprise", value=round(float(ip_s[i]), 2), baseline=0.0)],
-            f"{e.principal} {e.operation} {e.sensitivity} dataset {e.dataset} at {int(hour[i]):02d}:00 UTC: "
+            f"{e.principal} {did(e.operation)} {e.sensitivity} dataset {e.dataset} at {int(hour[i]):02d}:00 UTC: "
             f"{k[i]:.1f} accesses within about {cfg.off_hours_tau_min:.0f} min where their own rhythm at this "
             f"hour ({share[i] / 3:.2%} of their activity, their tenant's as the prior) expects {mu[i]:.2f}"
             f"{ip_part}; about {one_in(float(surprise[i]))} for them."))
@@ -330,8 +331,8 @@ def _training(ctx: Context, c: DataColumns) -> list[Finding]:
                 [Feature(name="dataset_writers", value=float(writers), baseline=None),
                  Feature(name="dataset_writes_seen", value=float(seen))],
                 f"{e.principal} ({e.principal_department}) wrote to training dataset {e.dataset} of "
-                f"{e.dataset_owner_department}, which only {writers} other principal(s) had written in {seen} "
-                f"writes."))
+                f"{e.dataset_owner_department}, which {_others(writers)} had written in {seen} "
+                f"write{'' if seen == 1 else 's'}."))
         ds_rows["writes"][ds] += 1
         if training and not hit:
             ds_rows["training"][ds] = 1.0
@@ -373,6 +374,19 @@ def _denied(ctx: Context, c: DataColumns, p_before: np.ndarray, tenant: _TenantC
                             f"prior) over their {recent[i]:.0f} recent accesses expects {mu[j]:.2f} (latest: "
                             f"{e.dataset}, {e.sensitivity}); about {one_in(float(sur[j]))} for them."))
     return out
+
+
+# the past tense of each data_access operation (schemas.events.Operation), for explanations
+_DID = {"read": "read", "write": "wrote", "delete": "deleted", "export": "exported", "train": "trained on"}
+
+
+def did(operation: str) -> str:
+    """What a principal did, in the past tense: ``did("export") == "exported"``."""
+    return _DID.get(operation, operation)
+
+
+def _others(n: int) -> str:
+    return "no other principal" if n == 0 else f"only {n} other principal{'' if n == 1 else 's'}"
 
 
 def _finding(ctx: Context, detector: str, c: DataColumns, i: int, surprise: float, asset: int,

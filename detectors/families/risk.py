@@ -22,7 +22,7 @@ from detectors.calibration import one_in, score_of, surprise_from_score
 from detectors.families.common import idle_cutoff
 from detectors.registry import Context, Detector, Family, Table, option
 from detectors.state import State
-from schemas.alerts import Feature
+from schemas.alerts import Feature, alert_id
 
 FORGET_BELOW = 0.05  # a member alert decayed below this share of its weight no longer counts
 ESTIMATED_CAP = 5.0  # the most surprise a detector that reports only a score is credited with
@@ -47,16 +47,18 @@ class Member:
     score: float
     ts: int
     event_id: str
+    alert_id: str = ""  # its alert's id (empty in a checkpoint written before ids were kept)
 
     def weight(self, now: int, tau_ms: float) -> float:
         return self.surprise * math.exp(-max(now - self.ts, 0) / tau_ms)
 
 
-def member_of(f: Finding) -> Member:
-    """A new alert's finding as a member of its principal's risk."""
+def member_of(f: Finding, tenant: str) -> Member:
+    """A new alert's finding as a member of its principal's risk (``tenant``: its tenant's name)."""
+    aid = alert_id(f.detector, tenant, f.entity, f.event_id)  # as detectors.alerting.build_alert names it
     if f.surprise is not None:
-        return Member(f.detector, f.surprise, False, f.score, f.ts, f.event_id)
-    return Member(f.detector, surprise_from_score(f.score, ESTIMATED_CAP), True, f.score, f.ts, f.event_id)
+        return Member(f.detector, f.surprise, False, f.score, f.ts, f.event_id, aid)
+    return Member(f.detector, surprise_from_score(f.score, ESTIMATED_CAP), True, f.score, f.ts, f.event_id, aid)
 
 
 def escalate(ctx: Context, f: Finding) -> tuple[Finding, list[str]] | None:
@@ -66,7 +68,7 @@ def escalate(ctx: Context, f: Finding) -> tuple[Finding, list[str]] | None:
     held = s.risk.get(f.principal)
     members: dict[str, Member] = dict(held[2]) if held is not None and isinstance(held[2], dict) else {}
     members = {d: m for d, m in members.items() if m.weight(f.ts, tau) >= FORGET_BELOW * m.surprise}
-    new = member_of(f)
+    new = member_of(f, s.vocabs.tenant.names[f.tenant])
     old = members.get(f.detector)
     if old is None or new.surprise >= old.weight(f.ts, tau):  # one episode of a detector counts once
         members[f.detector] = new
@@ -90,8 +92,10 @@ def escalate(ctx: Context, f: Finding) -> tuple[Finding, list[str]] | None:
     ranked = sorted(members.values(), key=lambda m: (-weights[m.detector], m.detector))
     parts = [f"{m.detector} (score {m.score:.2f}, counted as {one_in(m.surprise)})" if m.estimated
              else f"{m.detector} (about {one_in(m.surprise)})" for m in ranked]
-    features = [Feature(name="combined_surprise", value=round(total, 2), baseline=cfg.risk_min_surprise),
-                Feature(name="families", value=float(len(families)), baseline=2.0)]
+    # the totals are context (0): the members share the incident between them, by their weight
+    features = [Feature(name="combined_surprise", value=round(total, 2), baseline=cfg.risk_min_surprise,
+                        contribution=0.0),
+                Feature(name="families", value=float(len(families)), baseline=2.0, contribution=0.0)]
     features += [Feature(name=f"{m.detector} surprise", value=round(m.surprise, 2),
                          contribution=round(weights[m.detector] / total, 3)) for m in ranked]
     inc = Finding("risk.incident", "cross", f.tenant, name, f.ts, f.seq, f.event_id, f.principal,
@@ -99,7 +103,8 @@ def escalate(ctx: Context, f: Finding) -> tuple[Finding, list[str]] | None:
                   f"{name} has alerts of {len(ranked)} detectors in {len(families)} "
                   f"famil{'y' if len(families) == 1 else 'ies'} within hours: {', '.join(parts)}; together "
                   f"about {one_in(total)}, past the incident threshold of {one_in(cfg.risk_min_surprise)}.",
-                  surprise=total, related=[m.event_id for m in ranked if m.event_id != f.event_id])
+                  surprise=total, related=[m.event_id for m in ranked if m.event_id != f.event_id],
+                  members=[m.alert_id for m in ranked if m.alert_id])
     return inc, sorted({t for d in members for t in ctx.catalog[d].tags})
 
 
@@ -129,7 +134,10 @@ FAMILY = Family(
             "episode, however often it fired. An incident is raised when at least two detectors' weights "
             "add up to `risk_min_surprise` and they come from two different families (say, a key's api "
             "alert and a data read), or one of them alone reached `risk_strong_surprise`. The explanation "
-            "lists each member detector and how unusual its alert was; the tags are the union of theirs.",
+            "lists each member detector and how unusual its alert was, its evidence the member alerts' ids "
+            "(`alert_ids`); the tags are the union of theirs. Its score is the calibrated score of the "
+            "combined surprise, and at least the strongest member's, so its severity is at least its worst "
+            "member's.",
             cooldown_s=21_600),
         Detector(
             "risk.cross_kind", "Risk across streams: one principal's alerts in two or more kinds", "principal",

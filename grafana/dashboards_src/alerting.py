@@ -1,8 +1,13 @@
 """Grafana alert rules for on-call, with their contact point and notification template, as provisioning YAML.
 
-Two rule groups: critical Spyglass alerts (a new, still-open critical alert in the last 5 minutes) and
-pipeline stalls (a worker that stopped flushing, or lag that does not drain). Queries follow the same
-dialect rules as the dashboards and are run by the same tests.
+Two rule groups: Spyglass alerts to page (every open critical or high alert of the last week, one rule
+instance per alert, labelled with its tenant, detector, severity, entity and id and annotated with its
+explanation and investigation link; it fires until an analyst closes the alert, never by itself after a few
+minutes) and pipeline stalls (a worker that stopped flushing, or lag that does not drain). They are sent to
+Alertmanager (``SPYGLASS_ALERTMANAGER_URL`` in Grafana's environment), whose routing pages critical and sends
+high to chat (streams/stack/alertmanager.yml); there a copy of an alert that ``spyglass notify`` delivered
+too is inhibited by the notify one (``equal: [alert_id]``). Queries follow the same dialect rules as the
+dashboards and are run by the same tests.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from .dashboards import NOT_CLOSED
+from .dashboards import INVESTIGATION_UID, NOT_CLOSED
 from .kit import DATASOURCE_TYPE, DATASOURCE_UID, FORMAT_TABLE
 
 FOLDER = "Spyglass"
@@ -30,22 +35,31 @@ class RuleSpec:
     threshold: float
     for_: str
     no_data: str
-    severity: str
+    severity: str | None  # None: each instance's own, from the query's severity column
     summary: str
     description: str
+    link: str | None = None  # an annotation: where to investigate
+
+
+# the Grafana alert-investigation page of a rule instance's alert; the base URL comes from Grafana's environment
+INVESTIGATE = ("${SPYGLASS_GRAFANA_URL}/d/" + INVESTIGATION_UID + "/alert-investigation"
+               "?var-alert={{ $labels.alert_id }}&var-tenant={{ urlquery $labels.tenant }}")
 
 
 RULES = (
     RuleSpec(
-        uid="spyglass-critical-alert", title="Critical Spyglass alert", group="spyglass-security",
-        sql=("SELECT tenant, detector, count() AS open_critical\n"
+        uid="spyglass-critical-alert", title="Spyglass alert to page", group="spyglass-security",
+        # one row (one rule instance) per open critical or high alert of the last week: it fires until an
+        # analyst sets the alert's status, however long nobody looks
+        sql=("SELECT alert_id, tenant, severity, detector, entity_type, entity,\n"
+             "       substring(explanation, 1, 500) AS explanation, toUInt8(1) AS open_alert\n"
              "FROM alerts FINAL\n"
-             f"WHERE severity = 'critical' AND $__timeFilter(created_at) AND {NOT_CLOSED}\n"
-             "GROUP BY tenant, detector"),
-        columns=("tenant", "detector", "open_critical"), window_s=300, threshold=0, for_="0s", no_data="OK",
-        severity="critical",
-        summary="{{ $values.A }} new critical alert(s) from {{ $labels.detector }} in tenant {{ $labels.tenant }}",
-        description="Open the Security overview, then the alert's investigation page from the alert table."),
+             f"WHERE severity IN ('critical', 'high') AND $__timeFilter(first_seen) AND {NOT_CLOSED}"),
+        columns=("alert_id", "tenant", "severity", "detector", "entity_type", "entity", "explanation", "open_alert"),
+        window_s=7 * 86400, threshold=0, for_="0s", no_data="OK", severity=None,
+        summary="{{ $labels.severity }} {{ $labels.detector }} on {{ $labels.entity_type }} {{ $labels.entity }} "
+                "in tenant {{ $labels.tenant }}",
+        description="{{ $labels.explanation }}", link=INVESTIGATE),
     RuleSpec(
         uid="spyglass-worker-stalled", title="Spyglass worker stopped flushing", group="spyglass-pipeline",
         # workers seen in the last day ($__fromTime .. now), and how long each has been silent
@@ -74,9 +88,11 @@ TEMPLATE_TEXT = """\
 {{ define "spyglass.title" }}[{{ .Status | toUpper }}] {{ .CommonLabels.alertname }}{{ end }}
 {{ define "spyglass.message" }}{{ range .Alerts }}
 {{ .Annotations.summary }}
-severity: {{ .Labels.severity }}{{ if .Labels.tenant }} | tenant: {{ .Labels.tenant }}{{ end }}
+severity: {{ .Labels.severity }}{{ if .Labels.tenant }} | tenant: {{ .Labels.tenant }}{{ end }}\
+{{ if .Labels.entity }} | entity: {{ .Labels.entity_type }} {{ .Labels.entity }}{{ end }}
 {{ .Annotations.description }}
-{{ if .DashboardURL }}dashboard: {{ .DashboardURL }}{{ end }}
+{{ if .Annotations.investigate }}investigate: {{ .Annotations.investigate }}\
+{{ else if .DashboardURL }}dashboard: {{ .DashboardURL }}{{ end }}
 {{ end }}{{ end }}
 """
 
@@ -98,8 +114,11 @@ def rule(r: RuleSpec) -> dict:
         "noDataState": r.no_data,
         "execErrState": "Error",
         "for": r.for_,
-        "annotations": {"summary": r.summary, "description": r.description},
-        "labels": {"severity": r.severity, "team": "spyglass-oncall"},
+        "annotations": {"summary": r.summary, "description": r.description,
+                        **({"investigate": r.link} if r.link else {})},
+        # source: Alertmanager inhibits this copy of an alert that spyglass notify delivered itself
+        "labels": {**({"severity": r.severity} if r.severity else {}), "team": "spyglass-oncall",
+                   "source": "grafana"},
     }
 
 
@@ -112,18 +131,20 @@ def provisioning() -> dict:
         "groups": [{"orgId": 1, "name": g, "folder": FOLDER, "interval": "1m", "rules": rules}
                    for g, rules in groups.items()],
         "contactPoints": [{"orgId": 1, "name": CONTACT_POINT, "receivers": [{
-            "uid": "spyglass-oncall-webhook", "type": "webhook", "disableResolveMessage": False,
-            # the on-call endpoint comes from Grafana's environment, never from the repository
-            "settings": {"url": "${SPYGLASS_ONCALL_WEBHOOK_URL}", "httpMethod": "POST",
-                         "title": '{{ template "spyglass.title" . }}',
-                         "message": '{{ template "spyglass.message" . }}'}}]}],
+            # Alertmanager routes (critical pages, high to chat, grouping, inhibition, silences); its address
+            # comes from Grafana's environment, never from the repository
+            "uid": "spyglass-oncall-alertmanager", "type": "prometheus-alertmanager", "disableResolveMessage": False,
+            "settings": {"url": "${SPYGLASS_ALERTMANAGER_URL}"}}]}],
+        # for a contact point that formats messages itself (e-mail, Slack) instead of Alertmanager
         "templates": [{"orgId": 1, "name": TEMPLATE, "template": TEMPLATE_TEXT}],
-        "policies": [{"orgId": 1, "receiver": CONTACT_POINT, "group_by": ["grafana_folder", "alertname"],
+        "policies": [{"orgId": 1, "receiver": CONTACT_POINT,
+                      "group_by": ["grafana_folder", "alertname", "tenant", "entity"],
                       "group_wait": "30s", "group_interval": "5m", "repeat_interval": "4h"}],
     }
 
 
 def alerting_yaml() -> str:
     head = ("# Generated by grafana/dashboards_src/alerting.py (python -m grafana.dashboards_src): do not edit.\n"
-            "# Set SPYGLASS_ONCALL_WEBHOOK_URL in Grafana's environment to the on-call webhook.\n")
+            "# Set SPYGLASS_ALERTMANAGER_URL (Alertmanager) and SPYGLASS_GRAFANA_URL (its own base URL, for\n"
+            "# the investigation links) in Grafana's environment.\n")
     return head + yaml.safe_dump(provisioning(), sort_keys=False, width=110, allow_unicode=True)

@@ -26,6 +26,14 @@ ALERT_RANGE = "first_seen <= $__toTime AND last_seen >= $__fromTime"
 LATEST_STATUS = "(SELECT alert_id, argMax(status, updated_at) AS st FROM alert_status GROUP BY alert_id)"
 NOT_CLOSED = ("alert_id NOT IN (SELECT alert_id FROM alert_status GROUP BY alert_id "
               "HAVING argMax(status, updated_at) != 'open')")
+SEVERITIES = ("critical", "high", "medium", "low", "info")
+# the alert boards' filters: severity at least the chosen one, the detector, the analyst status
+SEVERITY_AT_LEAST = (f"({var_value('severity')} = '{ALL}' OR {SEVERITY_RANK} >= "
+                     f"indexOf(['info', 'low', 'medium', 'high', 'critical'], {var_value('severity')}))")
+DETECTOR = var_filter("detector", "detector")
+ALERT_FILTERS = f"{SEVERITY_AT_LEAST} AND {DETECTOR}"
+STATUS_OF = "if(st = '', 'open', st)"  # an alert's status after the LATEST_STATUS join (no row: open)
+STATUS = var_filter("status", STATUS_OF)
 def _steps(*pairs: tuple[float | None, str]) -> cb.Builder:  # type: ignore[name-defined]
     return db.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps(
         [dm.Threshold(value=v, color=c) for v, c in pairs])
@@ -55,9 +63,10 @@ def _board(uid: str, title: str, *, tags: list[str], time_from: str, refresh: st
     return board
 
 
-def _variable(board: Board, name: str, label: str, sql: str, *, include_all: bool = True) -> None:
+def _variable(board: Board, name: str, label: str, sql: str, *, include_all: bool = True, sort: bool = True) -> None:
     v = (db.QueryVariable(name).label(label).datasource(DS).query(sql)
-         .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.ALPHABETICAL_ASC))
+         .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
+         .sort(dm.VariableSort.ALPHABETICAL_ASC if sort else dm.VariableSort.DISABLED))
     if include_all:
         v = v.include_all(True).all_value(ALL).current(dm.VariableOption(selected=True, text="All", value="$__all"))
     board.builder.with_variable(v)
@@ -65,23 +74,51 @@ def _variable(board: Board, name: str, label: str, sql: str, *, include_all: boo
 
 
 def _entity_variable(board: Board, kind: str | None, label: str) -> None:
+    """The entity picker: a search box, and the busiest entities whose name contains what it holds.
+
+    The official ClickHouse plugin does not pass a dropdown's typed text to its query (no ``$__searchFilter``),
+    so the search is a text box the entity query reads: it lists at most 100 matches, busiest first,
+    instead of every entity of the range.
+    """
     where = f"kind = '{kind}' AND " if kind else ""
+    board.builder.with_variable(db.TextBoxVariable("search").label(f"{label} contains").default_value(""))
     _variable(board, "entity", label,
-              f"SELECT DISTINCT entity FROM events_minute WHERE {where}$__timeFilter(minute) AND {TENANT} "
-              "ORDER BY entity LIMIT 1000")
+              f"SELECT entity FROM events_minute WHERE {where}$__timeFilter(minute) AND {TENANT} "
+              f"AND position(lowerUTF8(entity), lowerUTF8({var_value('search')})) > 0 "
+              "GROUP BY entity ORDER BY sum(events) DESC, entity LIMIT 100", sort=False)
+
+
+def _alert_variables(board: Board, kind: str | None) -> None:
+    """Severity (at least), detector and analyst-status pickers of an alert board."""
+    sev = (db.CustomVariable("severity").label("Severity (at least)").values(",".join(SEVERITIES))
+           .include_all(True).all_value(ALL).current(dm.VariableOption(selected=True, text="All", value="$__all")))
+    board.builder.with_variable(sev)
+    where = f" AND kind = '{kind}'" if kind else ""
+    _variable(board, "detector", "Detector",
+              f"SELECT DISTINCT detector FROM alerts FINAL WHERE {ALERT_RANGE} AND {TENANT}{where} ORDER BY detector")
+    _variable(board, "status", "Status",
+              "SELECT DISTINCT st FROM (SELECT 'open' AS st UNION ALL SELECT status AS st FROM alert_status) "
+              "ORDER BY st")
 
 
 def _alerts_table(board: Board, title: str, where: str, *, w: int = 24, h: int = 9, limit: int = 200,
-                  may_be_empty: str | None = None) -> None:
-    """Alerts (deduplicated, with their latest status) where ``where``; the alert id links to the investigation."""
+                  may_be_empty: str | None = None, filtered: bool = True) -> None:
+    """Alerts (deduplicated, with their latest status) where ``where``; the alert id links to the investigation.
+
+    ``filtered``: the board's severity, detector and status pickers apply (see :func:`_alert_variables`).
+    """
+    if filtered:
+        where, status = f"{where} AND {ALERT_FILTERS}", f"\n        WHERE {STATUS}"
+    else:
+        status = ""
     sql = f"""
         SELECT alert_id, first_seen, last_seen, tenant, severity, score, detector, entity_type, entity, title,
-               if(st = '', 'open', st) AS status
+               {STATUS_OF} AS status
         FROM (
             SELECT alert_id, first_seen, last_seen, tenant, severity, score, detector, entity_type, entity, title
             FROM alerts FINAL
             WHERE {ALERT_RANGE} AND {TENANT} AND {where}
-        ) AS a ANY LEFT JOIN {LATEST_STATUS} AS s USING alert_id
+        ) AS a ANY LEFT JOIN {LATEST_STATUS} AS s USING alert_id{status}
         ORDER BY last_seen DESC, alert_id
         LIMIT {limit}
     """
@@ -105,6 +142,7 @@ def security_overview() -> Board:
     b = _board("spyglass-security-overview", "Security overview", tags=["soc"], time_from="now-24h", refresh="1m",
                description="What is under attack right now: open alerts, risky entities, techniques.")
     _entity_variable(b, None, "Entity")
+    _alert_variables(b, None)
     b.add(_stat("Open alerts by severity").span(8).height(5)
           .color_mode(common.BigValueColorMode.BACKGROUND)
           .thresholds(_steps((None, "green"), (1, "red"))).unit("short"),
@@ -112,7 +150,7 @@ def security_overview() -> Board:
           SELECT countIf(severity = 'critical') AS critical, countIf(severity = 'high') AS high,
                  countIf(severity = 'medium') AS medium, countIf(severity = 'low') AS low
           FROM alerts FINAL
-          WHERE {ALERT_RANGE} AND {TENANT} AND {ENTITY} AND {NOT_CLOSED}
+          WHERE {ALERT_RANGE} AND {TENANT} AND {ENTITY} AND {NOT_CLOSED} AND {ALERT_FILTERS}
           """, ["critical", "high", "medium", "low"])
     b.add(bargauge.Panel().title("Open alerts by detector").span(8).height(10)
           .orientation(common.VizOrientation.HORIZONTAL).display_mode(common.BarGaugeDisplayMode.GRADIENT)
@@ -120,7 +158,7 @@ def security_overview() -> Board:
           f"""
           SELECT detector, count() AS alerts
           FROM alerts FINAL
-          WHERE {ALERT_RANGE} AND {TENANT} AND {ENTITY} AND {NOT_CLOSED}
+          WHERE {ALERT_RANGE} AND {TENANT} AND {ENTITY} AND {NOT_CLOSED} AND {ALERT_FILTERS}
           GROUP BY detector
           ORDER BY alerts DESC, detector
           LIMIT 20
@@ -161,7 +199,7 @@ def security_overview() -> Board:
                  countIf(severity = 'medium') AS medium, countIf(severity = 'low') AS low,
                  countIf(severity = 'info') AS info
           FROM alerts FINAL
-          WHERE $__timeFilter(first_seen) AND {TENANT} AND {ENTITY}
+          WHERE $__timeFilter(first_seen) AND {TENANT} AND {ENTITY} AND {ALERT_FILTERS}
           GROUP BY time
           ORDER BY time
           """, ["time", "critical", "high", "medium", "low", "info"], timeseries=True)
@@ -172,7 +210,7 @@ def security_overview() -> Board:
           SELECT {bucket('first_seen')} AS time, technique, count() AS alerts
           FROM alerts FINAL
           ARRAY JOIN tags AS technique
-          WHERE $__timeFilter(first_seen) AND {TENANT} AND {ENTITY}
+          WHERE $__timeFilter(first_seen) AND {TENANT} AND {ENTITY} AND {ALERT_FILTERS}
           GROUP BY time, technique
           ORDER BY time, technique
           """, ["time", "technique", "alerts"], timeseries=True)
@@ -188,6 +226,7 @@ def api_governance() -> Board:
                description="API keys: request rate against the key's own baseline, auth failures, new client "
                            "IPs, scopes used versus granted, token consumption.")
     _entity_variable(b, "api_usage", "API key")
+    _alert_variables(b, "api_usage")
     api = f"kind = 'api_usage' AND {TENANT} AND {ENTITY}"
     b.add(timeseries.Panel().title("Requests per minute vs 7-day baseline").span(12).height(8).unit("reqpm")
           .description("Baseline: the selection's average per-minute rate over the 7 days before the range's end."),
@@ -289,6 +328,7 @@ def data_access() -> Board:
                description="Who reads and writes what: volumes by principal and dataset, cross-department and "
                            "off-hours access to sensitive data, training-data writes.")
     _entity_variable(b, "data_access", "Principal")
+    _alert_variables(b, "data_access")
     da = f"kind = 'data_access' AND {TENANT} AND {ENTITY}"
     b.add(timeseries.Panel().title("Bytes read and written").span(12).height(8).unit("bytes"),
           f"""
@@ -364,6 +404,7 @@ def agent_execution() -> Board:
                description="What agents do: actions by agent and privilege, bypassed approvals, untrusted "
                            "input followed by privileged actions, runaway sessions.")
     _entity_variable(b, "agent_execution", "Agent")
+    _alert_variables(b, "agent_execution")
     ag = f"kind = 'agent_execution' AND {TENANT} AND {ENTITY}"
     b.add(timeseries.Panel().title("Agent actions per minute").span(12).height(8).unit("short"),
           f"""
@@ -509,7 +550,7 @@ def alert_investigation() -> Board:
           may_be_empty="no analyst has changed an alert's status in a replay")
     _alerts_table(b, "Other alerts on the same entity",
                   f"(tenant, entity) IN (SELECT tenant, entity FROM alerts FINAL WHERE {the_alert}) "
-                  f"AND NOT {the_alert}", w=12, h=7)
+                  f"AND NOT {the_alert}", w=12, h=7, filtered=False)
     return b
 
 

@@ -294,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     from streams.cli.produce import register as register_produce
 
     register_produce(sub)
+    from streams.cli.notify import register as register_notify
+
+    register_notify(sub)
     return p
 
 

@@ -63,19 +63,20 @@ def read_token(env_name: str, *, interactive: bool) -> str:
                       "to be prompted; tokens are never taken as command-line values")
 
 
-def _env(value: Any, *, required: bool) -> Any:
-    """Resolve ``${VAR}`` references as Grafana's file provisioning does."""
+def _env(value: Any, *, required: bool, defaults: dict[str, str] | None = None) -> Any:
+    """Resolve ``${VAR}`` references as Grafana's file provisioning does (``defaults`` for unset ones)."""
     if isinstance(value, dict):
-        return {k: _env(v, required=required) for k, v in value.items()}
+        return {k: _env(v, required=required, defaults=defaults) for k, v in value.items()}
     if isinstance(value, list):
-        return [_env(v, required=required) for v in value]
+        return [_env(v, required=required, defaults=defaults) for v in value]
     if not isinstance(value, str):
         return value
+    fallback = defaults or {}
 
     def sub(m: re.Match[str]) -> str:
-        if m.group(1) not in os.environ and required:
+        if m.group(1) not in os.environ and m.group(1) not in fallback and required:
             raise ConfigError(f"{m.group(1)} is not set (referenced by the Grafana provisioning files)")
-        return os.environ.get(m.group(1), "")
+        return os.environ.get(m.group(1), fallback.get(m.group(1), ""))
 
     return _ENV_REF.sub(sub, value)
 
@@ -133,8 +134,11 @@ def _status(exc: Exception) -> int | None:
 
 def provision(api: Any, root: Path = GRAFANA_DIR, *, folder: str = "Spyglass", folder_uid: str = "spyglass",
               alerting: bool = True, ch_host: str | None = None, ch_port: int | None = None,
-              ch_ca_file: Path | None = None) -> Pushed:
-    """Create or update everything; idempotent (uids are fixed, dashboards overwrite)."""
+              ch_ca_file: Path | None = None, grafana_url: str = "") -> Pushed:
+    """Create or update everything; idempotent (uids are fixed, dashboards overwrite).
+
+    ``grafana_url``: the base of the rules' investigation links where ``SPYGLASS_GRAFANA_URL`` is not set.
+    """
     from grafana_client.client import GrafanaClientError
 
     pushed = Pushed()
@@ -198,7 +202,8 @@ def provision(api: Any, root: Path = GRAFANA_DIR, *, folder: str = "Spyglass", f
             pushed.contact_points.append(r["uid"])
     for g in doc["groups"]:
         for rule in g["rules"]:
-            body = {**rule, "folderUID": folder_uid, "ruleGroup": g["name"], "orgID": g.get("orgId", 1)}
+            body = {**_env(rule, required=False, defaults={"SPYGLASS_GRAFANA_URL": grafana_url.rstrip("/")}),
+                    "folderUID": folder_uid, "ruleGroup": g["name"], "orgID": g.get("orgId", 1)}
             what = f"alert rule {rule['uid']}"
             upsert(what, exists(what, ap.get_alertrule, rule["uid"]), ap.update_alertrule, ap.create_alertrule,
                    rule["uid"], body)
@@ -223,7 +228,8 @@ def _provision(args: argparse.Namespace, settings: Any) -> int:
     api = GrafanaApi.from_url(args.url, credential=token, timeout=args.timeout)
     pushed = provision(api, Path(args.dir), folder=args.folder, folder_uid=args.folder_uid,
                        alerting=not args.no_alerting, ch_host=args.clickhouse_host, ch_port=args.clickhouse_port,
-                       ch_ca_file=Path(args.clickhouse_ca_file) if args.clickhouse_ca_file else None)
+                       ch_ca_file=Path(args.clickhouse_ca_file) if args.clickhouse_ca_file else None,
+                       grafana_url=args.url)
     print(f"provisioned {args.url}: data sources {', '.join(pushed.datasources)}; folder {args.folder_uid}; "
           f"{len(pushed.dashboards)} dashboards; {len(pushed.rules)} alert rules, "
           f"{len(pushed.contact_points)} contact points, {len(pushed.templates)} templates")
@@ -244,7 +250,7 @@ def register(sub: Any) -> None:
         f"token (a service-account token with the Editor role, or Admin for alerting) is read from ${TOKEN_ENV}, or "
         f"from the variable --token-env names, or prompted for on a terminal. The data source's ClickHouse user "
         f"and password come from SPYGLASS_GRAFANA_CH_USER and SPYGLASS_GRAFANA_CH_PASSWORD (use the read-only "
-        f"Grafana user), the contact point's webhook from SPYGLASS_ONCALL_WEBHOOK_URL.",
+        f"Grafana user), the contact point's Alertmanager from SPYGLASS_ALERTMANAGER_URL.",
     )
     p.add_argument("--url", required=True, help="Grafana base URL, e.g. http://localhost:3000")
     p.add_argument("--token-env", default=TOKEN_ENV, metavar="NAME",

@@ -16,7 +16,7 @@ from streams.settings import Settings
 from streams.stack.base import ServiceStatus
 from streams.stack.manager import Stack
 
-_ALL = ("kafka", "clickhouse", "chdb")
+_ALL = ("kafka", "clickhouse", "chdb", "alertmanager")
 
 
 def register(subparsers: Any) -> None:
@@ -49,7 +49,7 @@ def register(subparsers: Any) -> None:
         "SPYGLASS_STACK_DIR/clickhouse/secure, mode 0600, never printed",
     )
     up.add_argument(
-        "--only", choices=("kafka", "clickhouse"), help="start just this service instead of all of them"
+        "--only", choices=("kafka", "clickhouse", "alertmanager"), help="start just this service instead of all of them"
     )
     up.set_defaults(func=cmd_up)
 
@@ -182,11 +182,13 @@ def cmd_fetch(args: argparse.Namespace, settings: Settings) -> int:
             stack.provision(_ALL)
     except StackError as exc:
         return _fail(Console(stderr=True), exc)
+    from streams.stack.alertmanager import binary_path
     from streams.stack.clickhouse import find_server_binary
 
     jars = len(list(stack.kafka.libs_dir.glob("*.jar")))
     console.print(f"kafka: {jars} jars in {stack.kafka.libs_dir} ({time.monotonic() - t0:.1f} s)", highlight=False)
     console.print(f"clickhouse: {' '.join(find_server_binary())}", highlight=False)
+    console.print(f"alertmanager: {binary_path(settings)}", highlight=False)
     if stack.chdb.path is not None:
         console.print(f"chdb: {stack.chdb.path}", highlight=False)
     return _fetch_collector(console, settings)

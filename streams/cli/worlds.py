@@ -85,7 +85,9 @@ def _pct(x: float | None) -> str:
 
 
 def _ttd(s: float | None) -> str:
-    return "-" if s is None else f"{s:,.0f} s"
+    from detectors.evaluation.metrics import human_duration
+
+    return human_duration(s)
 
 
 def report(sets: dict[str, list[WorldRun]], console: Any) -> dict[str, Any]:

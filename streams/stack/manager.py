@@ -13,12 +13,13 @@ from typing import Any
 
 from schemas.errors import StackError
 from streams.settings import Settings
+from streams.stack.alertmanager import AlertmanagerService
 from streams.stack.base import LOOPBACK, Service, ServiceStatus, port_open, wait_port_closed
 from streams.stack.clickhouse import ChdbService, ClickHouseServerService
 from streams.stack.kafka import KafkaService, ensure_topics
 from streams.stack.kafka_secure import grant_pipeline_acls
 
-SERVICE_NAMES = ("kafka", "clickhouse", "chdb")
+SERVICE_NAMES = ("kafka", "clickhouse", "chdb", "alertmanager")
 STATE_FILE = "state.json"
 
 
@@ -38,6 +39,8 @@ class Stack:
         self.clickhouse = ClickHouseServerService(settings, secure=secure_clickhouse)
         self.chdb = ChdbService(settings)
         self.services: dict[str, Service] = {"kafka": self.kafka, "clickhouse": self.clickhouse, "chdb": self.chdb}
+        self.alertmanager = AlertmanagerService(settings)
+        self.services["alertmanager"] = self.alertmanager
         self.topics: list[str] = []
 
     @property
@@ -143,6 +146,7 @@ class Stack:
                 "kafka_controller_port": s.kafka_controller_port,
                 "clickhouse_tcp_port": s.clickhouse_tcp_port,
                 "clickhouse_http_port": s.clickhouse_http_port,
+                "alertmanager_port": s.alertmanager_port,
             },
             "kafka_version": s.kafka_version,
             "kafka_secure": self.kafka.secure,

@@ -192,6 +192,13 @@ def test_the_worker_raises_cross_kind_risk_from_alerts_of_two_event_topics(stack
             assert w.terminate() == 0, w.tail()
 
         evidence = [decode_evidence(m.value) for m in read_topic(run, run.settings.topic_risk_evidence)]
+        # each engine alert's record names its principal (a header), so Alertmanager can route and inhibit on it
+        from streams.notify.stage import PRINCIPAL_HEADER, decode_alert
+
+        whose = {(a.detector, a.entity): dict(m.headers or ()).get(PRINCIPAL_HEADER) for m in
+                 read_topic(run, run.settings.topic_alerts) for a in [decode_alert(m.value)]}
+        assert whose[("agent.approval_bypass", "agt-x")] == b"mallory"
+        assert whose[("data.denied_burst", "bob")] == b"bob"
         assert {(e.principal, e.kind, e.detector) for e in evidence} >= {
             ("mallory", "data_access", "data.denied_burst"), ("mallory", "agent_execution", "agent.approval_bypass"),
             ("bob", "data_access", "data.denied_burst")}

@@ -175,3 +175,25 @@ def test_readme_documents_every_setting():
     readme = (ROOT / "README.md").read_text()
     for name in Settings.model_fields:
         assert f"`SPYGLASS_{name.upper()}`" in readme, f"README lacks SPYGLASS_{name.upper()}"
+
+
+def test_compose_runs_the_alertmanager_the_local_stack_builds_with_the_example_routing():
+    services = compose()["services"]
+    am = services["alertmanager"]
+    assert am["image"] == f"prom/alertmanager:v{Settings.model_fields['alertmanager_version'].default}"
+    config = next(v.split(":")[0] for v in am["volumes"] if v.endswith("/etc/alertmanager/alertmanager.yml:ro"))
+    assert (ROOT / config).resolve() == (ROOT / "streams/stack/alertmanager.yml").resolve()
+    assert services["notify"]["environment"]["SPYGLASS_ALERTMANAGER_URL"] == "http://alertmanager:9093"
+    routing = yaml.safe_load((ROOT / config).read_text())
+    assert routing["route"]["group_by"][0] == "tenant" and "entity" in routing["route"]["group_by"]
+    incident, duplicate = routing["inhibit_rules"]
+    assert incident["source_matchers"] == ['detector="risk.incident"'] and incident["equal"] == ["tenant", "principal"]
+    assert duplicate["target_matchers"] == ['source="grafana"'] and duplicate["equal"] == ["alert_id"]
+    # Grafana's on-call rule carries what that inhibition and the routing match on
+    from grafana.dashboards_src.alerting import RULES, rule
+    from streams.notify.alertmanager import SOURCE
+
+    assert duplicate["source_matchers"] == [f'source="{SOURCE}"']
+    paging = rule(RULES[0])
+    assert paging["labels"]["source"] == "grafana" and "severity" not in paging["labels"]
+    assert {"alert_id", "tenant", "severity", "entity"} <= set(RULES[0].columns)

@@ -86,7 +86,8 @@ def test_dashboard_is_valid_grafana_json(rel):
             # 18.16 has no toStartOfInterval ($__timeInterval) and no DateTime64 (the *_ms macros)
             assert "$__timeInterval" not in t["rawSql"] and "_ms(" not in t["rawSql"]
     for v in d["templating"]["list"]:
-        assert v["datasource"]["uid"] in uids
+        if v["type"] == "query":
+            assert v["datasource"]["uid"] in uids
         if v.get("includeAll"):
             assert v["allValue"] == "__all"
 
@@ -152,11 +153,36 @@ def test_alert_rules_contact_point_and_template():
     contact = {c["name"] for c in doc["contactPoints"]}
     assert {p["receiver"] for p in doc["policies"]} <= contact
     template_names = set(re.findall(r'define "([^"]+)"', doc["templates"][0]["template"]))
+    assert {"spyglass.title", "spyglass.message"} <= template_names
     for c in doc["contactPoints"]:
         for rcv in c["receivers"]:
-            used = {m for v in rcv["settings"].values() for m in re.findall(r'template "([^"]+)"', str(v))}
-            assert used and used <= template_names
-            assert rcv["settings"]["url"].startswith("${"), "no endpoint committed"
+            # on-call goes through Alertmanager's routing (critical pages, high to chat)
+            assert rcv["type"] == "prometheus-alertmanager"
+            assert rcv["settings"]["url"] == "${SPYGLASS_ALERTMANAGER_URL}", "no endpoint committed"
+            assert rcv["disableResolveMessage"] is False
+    [paging] = [r for r in rules if r["uid"] == "spyglass-critical-alert"]
+    sql = paging["data"][0]["model"]["rawSql"]
+    assert "severity IN ('critical', 'high')" in sql and "alert_id NOT IN (SELECT alert_id FROM alert_status" in sql
+    assert paging["data"][0]["relativeTimeRange"]["from"] >= 86400, "an alert nobody looked at must stay firing"
+    assert "$labels.entity" in paging["annotations"]["summary"]
+    assert paging["annotations"]["description"] == "{{ $labels.explanation }}"
+    assert "var-alert={{ $labels.alert_id }}" in paging["annotations"]["investigate"]
+    assert {"tenant", "entity"} <= set(doc["policies"][0]["group_by"])
+
+
+def test_alert_boards_have_severity_detector_status_and_an_entity_search():
+    for d in DASHBOARDS.values():
+        sqls = [p["targets"][0]["rawSql"] for p in panels(d)]
+        tables = [q for q in sqls if q.startswith("SELECT alert_id,")]
+        if d["uid"] in (INVESTIGATION_UID, "spyglass-pipeline-health"):
+            continue
+        names = {v["name"]: v for v in d["templating"]["list"]}
+        assert {"severity", "detector", "status", "search", "entity"} <= set(names), d["uid"]
+        assert names["search"]["type"] == "textbox"
+        assert var_value("search") in names["entity"]["query"] and "LIMIT 100" in names["entity"]["query"]
+        for q in tables:
+            for var in ("severity", "detector", "status"):
+                assert var_value(var) in q, (d["uid"], var)
 
 
 def test_committed_dashboards_match_the_files_grafana_reads():

@@ -127,6 +127,7 @@ def test_hundreds_of_short_sessions_far_above_the_agents_rate_are_a_runaway_with
     hit = _first_hit(alerts, "agent.runaway", ids, "agt1")
     assert hit.first_seen[:19] <= (ATTACK + timedelta(seconds=60)).isoformat()[:19]
     assert "sessions a minute" in hit.explanation
+    assert hit.title == "Runaway agent: session rate explosion"  # what fired, not the session length
 
 
 def test_sessions_at_the_agents_own_rate_are_not_a_runaway():

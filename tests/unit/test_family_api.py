@@ -60,6 +60,7 @@ def test_a_steady_key_from_a_new_ip_and_user_agent_is_a_new_client_with_its_odds
            for i in range(3)}
     hits = _hits(s.run(), "api.new_client", ids)
     assert hits and hits[0].entity == "k1" and "1 in " in hits[0].explanation
+    assert hits[0].title == "API key used from a new client IP and user agent"
 
 
 # -- api.rate_burst: the key's own rate, its tenant's surge -------------------------------------------

@@ -79,7 +79,8 @@ def env(monkeypatch):
     monkeypatch.setenv("SPYGLASS_GRAFANA_TOKEN", "s3cret-token")
     monkeypatch.setenv("SPYGLASS_GRAFANA_CH_USER", "grafana_ro")
     monkeypatch.setenv("SPYGLASS_GRAFANA_CH_PASSWORD", "ro-pass")
-    monkeypatch.setenv("SPYGLASS_ONCALL_WEBHOOK_URL", "https://oncall.example.invalid/hook")
+    monkeypatch.setenv("SPYGLASS_ALERTMANAGER_URL", "https://alertmanager.example.invalid")
+    monkeypatch.delenv("SPYGLASS_GRAFANA_URL", raising=False)
 
 
 def test_provision_pushes_datasource_dashboards_and_rules(grafana, env, capsys):
@@ -102,7 +103,12 @@ def test_provision_pushes_datasource_dashboards_and_rules(grafana, env, capsys):
                                          "spyglass-lag-not-draining"}
     assert all(r["folderUID"] == "spyglass" and r["ruleGroup"] for r in rules)
     cps = [b for m, p, b in posts if p == "/api/v1/provisioning/contact-points"]
-    assert cps[0]["settings"]["url"] == "https://oncall.example.invalid/hook"
+    assert cps[0]["settings"]["url"] == "https://alertmanager.example.invalid"
+    assert cps[0]["type"] == "prometheus-alertmanager"
+    # the investigation link starts with the Grafana being provisioned (SPYGLASS_GRAFANA_URL is unset here)
+    [paging] = [r for r in rules if r["uid"] == "spyglass-critical-alert"]
+    assert paging["annotations"]["investigate"].startswith(f"{url}/d/spyglass-alert-investigation/")
+    assert "${" not in json.dumps(paging)
     assert any(p == "/api/v1/provisioning/templates/spyglass" and m == "PUT" for m, p, _ in posts)
     assert "6 dashboards; 3 alert rules" in capsys.readouterr().out
 

@@ -11,9 +11,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from streams.bench.panelfill import Filled, ensure_tables, fill
+from grafana.dashboards_src import boards
+from grafana.dashboards_src.alerting import RULES
+from grafana.dashboards_src.kit import ALL, PanelSpec
+from streams.bench.panelfill import Filled, ensure_tables, fill, run_panel
 from streams.settings import StoreURL
 from streams.sinks.clickhouse import ChdbStore
+from tests.dashboard_attacks import TENANT_ESCAPES
 from tests.panelcheck import all_specs, check, run_all
 
 
@@ -41,7 +45,9 @@ def test_every_panel_runs_and_returns_its_columns_with_data(chdb, filled):
     by_title = {r.spec.title: r for r in results}
     assert sum(by_title["Open alerts by severity"].rows[0]) > 0
     assert by_title["Raw events behind the alert"].rows
-    assert by_title["Critical Spyglass alert"].columns == ["tenant", "detector", "open_critical"]
+    paging = by_title["Spyglass alert to page"]
+    assert paging.columns == ["alert_id", "tenant", "severity", "detector", "entity_type", "entity", "explanation",
+                              "open_alert"]
 
 
 def test_panels_with_a_tenant_and_an_entity_selected(chdb, filled):
@@ -72,4 +78,55 @@ def test_no_panel_errors_on_an_empty_database(chdb):
     results = run_all(chdb, empty)
     assert check(results, want_data=False) == []
     assert all(not r.rows or r.spec.title in {"Open alerts by severity", "New entities on the last day of the "
-                                              "range"} for r in results if r.spec.dashboard != "alerting")
+                                              "range", "variable status"}  # 'open' is always a status
+               for r in results if r.spec.dashboard != "alerting")
+
+
+def _run(chdb, filled: Filled, spec: PanelSpec, start: datetime | None = None, **chosen: str) -> list[dict]:
+    variables = {"tenant": ALL, "entity": ALL, "worker": ALL, "alert": filled.alert_id, "severity": ALL,
+                 "detector": ALL, "status": ALL, "search": "", **chosen}
+    cols, rows = run_panel(chdb, spec, start=start or filled.start, end=filled.end, variables=variables)
+    return [dict(zip(cols, r, strict=True)) for r in rows]
+
+
+def test_the_alert_boards_filter_by_severity_detector_and_status(chdb, filled):
+    chdb.execute("USE gf_full")
+    latest = next(s for b in boards() for s in b.specs if s.title.startswith("Latest alerts"))
+    everything = _run(chdb, filled, latest)
+    assert {r["severity"] for r in everything} - {"high", "critical"}, "the fixture has lesser alerts too"
+    high = _run(chdb, filled, latest, severity="high")
+    assert high and {r["severity"] for r in high} <= {"high", "critical"}
+    detector = everything[0]["detector"]
+    assert {r["detector"] for r in _run(chdb, filled, latest, detector=detector)} == {detector}
+    assert [r["alert_id"] for r in _run(chdb, filled, latest, status="resolved")] == [filled.alert_id]
+    assert filled.alert_id not in {r["alert_id"] for r in _run(chdb, filled, latest, status="open")}
+    for crafted in TENANT_ESCAPES:  # a value from the URL selects nothing, and never more than All
+        assert _run(chdb, filled, latest, status=crafted) == _run(chdb, filled, latest, detector=crafted) == []
+        assert _run(chdb, filled, latest, severity=crafted) == everything
+
+
+def test_the_entity_variable_searches(chdb, filled):
+    chdb.execute("USE gf_full")
+    board = next(b for b in boards() if b.uid == "spyglass-security-overview")
+    entities = PanelSpec(board.uid, -1, "variable entity", board.variables["entity"], ("*",))
+    listed = [r["entity"] for r in _run(chdb, filled, entities)]
+    assert 0 < len(listed) <= 100
+    needle = listed[-1][2:6].upper()
+    found = [r["entity"] for r in _run(chdb, filled, entities, search=needle)]
+    assert found and all(needle.lower() in e.lower() for e in found) and listed[-1] in found
+    for crafted in TENANT_ESCAPES:
+        assert _run(chdb, filled, entities, search=crafted) == []
+
+
+def test_the_paging_rule_keeps_each_open_critical_or_high_alert_firing(chdb, filled):
+    """One instance per open critical or high alert of the week, however old: nothing resolves by itself."""
+    chdb.execute("USE gf_full")
+    rule = RULES[0]
+    spec = PanelSpec("alerting", -100, rule.title, rule.sql, rule.columns)
+    rows = _run(chdb, filled, spec, start=filled.end - timedelta(seconds=rule.window_s))
+    stored = chdb.query("SELECT alert_id FROM alerts FINAL WHERE severity IN ('critical', 'high')")
+    assert rows and {r["severity"] for r in rows} <= {"critical", "high"}
+    assert len({r["alert_id"] for r in rows}) == len(rows)
+    assert filled.alert_id not in {r["alert_id"] for r in rows}  # the analyst resolved it
+    assert {r["alert_id"] for r in rows} == {a for (a,) in stored} - {filled.alert_id}
+    assert all(r["entity"] and r["explanation"] for r in rows)

@@ -1,0 +1,53 @@
+"""``spyglass notify``: deliver the alerts topic to Alertmanager (routing, grouping, inhibition, silences)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from typing import Any
+
+from streams.settings import Settings
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``notify`` command to a top-level ``add_subparsers()`` object."""
+    p = subparsers.add_parser(
+        "notify",
+        help="post alerts from the alerts topic to Alertmanager and keep them firing until resolved",
+        description=(
+            "Read the alerts topic in its own consumer group (SPYGLASS_NOTIFY_GROUP) and post each alert at or "
+            "above SPYGLASS_NOTIFY_MIN_SEVERITY to Alertmanager's v2 API (SPYGLASS_ALERTMANAGER_URL, default the "
+            "local stack's). Firing alerts are re-posted every SPYGLASS_NOTIFY_REFRESH_S until an analyst marks "
+            "them resolved or false_positive, or their episode ends. While Alertmanager is away the posts are "
+            "retried with backoff; offsets are committed only past alerts that got through. Runs until "
+            "interrupted."
+        ),
+    )
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=cmd_notify)
+
+
+def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
+    """Handle ``spyglass notify``."""
+    import logging.config
+
+    from streams.metrics import logging_config
+    from streams.notify.alertmanager import AlertmanagerRouter
+    from streams.notify.stage import Notifier, StoreStatuses
+
+    logging.config.dictConfig(logging_config(args.log_level.upper()))  # JSON lines: the extras are kept
+    log = logging.getLogger("spyglass.notify")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    notifier = Notifier(settings, AlertmanagerRouter(settings.alertmanager_base()), statuses=StoreStatuses(settings))
+    log.info("notify started", extra={"topic": settings.topic_alerts, "router": settings.alertmanager_base(),
+                                      "group": settings.notify_group, "refresh_s": settings.notify_refresh_s,
+                                      "min_severity": settings.notify_min_severity})
+    notifier.run(stop)
+    c = notifier.counts
+    print(f"notify: {c.alerts} alert(s) read, {c.posts} post(s), {c.resolved} resolved, {c.failures} failed "
+          f"post(s) retried, {c.bad} bad record(s), {c.refused} refused, {c.below} below "
+          f"{settings.notify_min_severity}")
+    return 0
