@@ -27,12 +27,14 @@ from detectors.columns import Batch, Parts, parts_of, to_batch, ts_ms, window
 from detectors.compaction import MAX_NEW_PER_EVENT, NAMESPACES, compact, footprint, least_recent
 from detectors.families import REGISTRY
 from detectors.families.common import DAY, idle_cutoff
+from detectors.feedback import Feedback
 from detectors.governance import UnusedScopes, learn_scopes, unused_scopes
 from detectors.registry import Context, Registry, option
 from detectors.state import Arrays, State
 from schemas.alerts import Alert
 from schemas.block import EventBlock
 from schemas.events import Event
+from schemas.feedback import FeedbackMark
 
 # Arrays and State are re-exported: checkpoints written before they moved to detectors.state name them here
 __all__ = ["Arrays", "Engine", "EngineConfig", "EngineLimits", "State"]
@@ -64,6 +66,11 @@ class EngineLimits:
                                            "its own level)")
     alert_budget_memory_days: float = option(7.0, "time constant, in days of event time, over which the budget "
                                                   "forgets a tenant's findings and events (0 = never)")
+    feedback_widen_decades: float = option(1.0, "a finding of a detector and entity an analyst marked false "
+                                                "positive is learned as normal up to this many decades (factors "
+                                                "of ten) more unusual than the marked alert")
+    feedback_risk_boost: float = option(0.1, "score added to findings on an entity per alert of it an analyst "
+                                             "confirmed as true positive (at most three)")
 
 
 # the engine's options and every registered family's, e.g. ``EngineConfig(behaviour=True)``
@@ -84,6 +91,7 @@ class Engine:
         self.scores: dict[str, float] = {}  # event_id -> highest detector score, for the last batch only
         self.alert_principals: dict[str, str] = {}  # alert_id -> principal name, for the last batch's alerts only
         self.evicted: dict[str, int] = {"idle": 0, "cap": 0}  # entities forgotten, by reason
+        self.feedback = Feedback()  # what analysts taught it (detectors.feedback)
         self._catalog = registry.catalog()
         self._seen = registry.seen()
         self._longest_cooldown_ms = max(sp.cooldown_s for sp in self._catalog.values()) * 1000
@@ -142,6 +150,9 @@ class Engine:
             if columns is not None:
                 findings += stage(context, columns)
         findings.sort(key=lambda f: (f.seq, f.detector, f.entity))
+        if self.feedback.active:
+            findings = self.feedback.judge(findings, tables, self.config.feedback_widen_decades,
+                                           self.config.feedback_risk_boost)
         self.scores = {}
         for f in findings:
             if f.score > self.scores.get(f.event_id, 0.0):
@@ -183,7 +194,8 @@ class Engine:
     def state(self) -> bytes:
         """The whole engine state (configuration included) as bytes."""
         return pickle.dumps({"config": asdict(self.config), "state": self.tables, "events_seen": self.events_seen,
-                             "alerts_emitted": self.alerts_emitted, "evicted": self.evicted}, protocol=5)
+                             "alerts_emitted": self.alerts_emitted, "evicted": self.evicted,
+                             "feedback": self.feedback}, protocol=5)
 
     @classmethod
     def from_state(cls, blob: bytes, registry: Registry = REGISTRY) -> Engine:
@@ -198,7 +210,13 @@ class Engine:
         eng.events_seen = d["events_seen"]
         eng.alerts_emitted = d["alerts_emitted"]
         eng.evicted = dict(d.get("evicted", eng.evicted))
+        eng.feedback = d.get("feedback") or Feedback()
         return eng
+
+    def apply_feedback(self, mark: FeedbackMark) -> bool:
+        """Learn from an analyst's mark on one of this engine's alerts (``detectors.feedback``); False when it
+        teaches nothing (a triage-only status, or applied already). Checkpointed with the rest of the state."""
+        return self.feedback.apply(mark)
 
     def memory_bytes(self) -> int:
         """Bytes held by the per-entity arrays, novelty sets and histograms (not the vocab strings).

@@ -21,13 +21,14 @@ import numpy as np
 from schemas.alerts import Alert
 from schemas.block import SPECS, EventBlock, blocks_of, code
 from schemas.errors import SpyglassError
+from schemas.feedback import STATUSES
 
 ALERT_COLUMNS = (
     "alert_id", "tenant", "detector", "kind", "entity_type", "entity", "severity", "score", "first_seen",
     "last_seen", "title", "explanation", "evidence", "feature_names", "feature_values", "feature_baselines",
     "event_ids", "tags", "source_topic", "source_partition", "source_offset", "created_at",
 )
-ALERT_STATUSES = ("open", "acknowledged", "resolved", "false_positive")
+ALERT_STATUSES = STATUSES  # schemas.feedback: the analyst statuses
 
 _enc = msgspec.json.Encoder()
 

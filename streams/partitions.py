@@ -66,6 +66,8 @@ class Part:
     recheck_stored: bool = True
     correlates: bool = field(init=False)  # the engine is a correlator (of the risk-evidence topic)
     mark: Mark | None = None  # the last record the engine has seen (a checkpoint keeps it: see Partitions.get)
+    feedback: list[tuple[str, int, int]] = field(default_factory=list)  # feedback records (topic, partition,
+    #                                                                     offset) applied, acked after a checkpoint
 
     def __post_init__(self) -> None:
         self.correlates = isinstance(self.engine, EvidenceEngine)  # once: a protocol check is slow for a hot path
@@ -89,6 +91,7 @@ class Snapshot:
     offsets: list[int]  # acked once the snapshot is stored
     mark: Mark | None = None  # the last record it covers
     taken_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # wall clock: where an alerts scan starts
+    feedback: list[tuple[str, int, int]] = field(default_factory=list)  # feedback records it covers, acked with it
 
 
 ALERT_SCAN_MARGIN_S = 120  # the alerts' producer timestamps come from other hosts' clocks: this much skew is allowed
@@ -279,9 +282,10 @@ class Partitions:
     def snapshot(self, part: Part) -> Snapshot:
         """The partition's state now, with the offsets it covers (no longer pending)."""
         t0 = time.perf_counter()
-        snap = Snapshot(part, part.offset, part.engine.state(), part.engine.entities(), part.pending, part.mark)
+        snap = Snapshot(part, part.offset, part.engine.state(), part.engine.entities(), part.pending, part.mark,
+                        feedback=part.feedback)
         m.STAGE_SECONDS.labels("snapshot").inc(time.perf_counter() - t0)
-        part.pending = []
+        part.pending, part.feedback = [], []
         part.snapshot_at = self.clock()
         return snap
 
@@ -289,11 +293,12 @@ class Partitions:
         """Snapshots of those of ``parts`` whose pending records waited ``min_age_s`` (default: the interval)."""
         age = self.settings.worker_checkpoint_s if min_age_s is None else min_age_s
         now = self.clock()
-        return [self.snapshot(p) for p in parts if p.pending and now - p.snapshot_at >= age]
+        return [self.snapshot(p) for p in parts if (p.pending or p.feedback) and now - p.snapshot_at >= age]
 
     def pending_of(self, tps: Sequence[TP]) -> list[Snapshot]:
         """Snapshots of those of ``tps`` that have pending records, whatever their age."""
-        return [self.snapshot(part) for part in (self.parts.get(tp) for tp in tps) if part is not None and part.pending]
+        return [self.snapshot(part) for part in (self.parts.get(tp) for tp in tps)
+                if part is not None and (part.pending or part.feedback)]
 
     async def save(self, snaps: list[Snapshot]) -> None:
         """Store checkpoints (one insert), then ack the records each one covers. Called once every write
@@ -313,6 +318,12 @@ class Partitions:
             log.debug("checkpoint", extra={"topic": part.topic, "partition": part.partition, "offset": snap.offset,
                                            "bytes": size, "entities": snap.entities})
             self._ack(part.topic, part.partition, snap.offsets)
+            for topic, partition, offset in snap.feedback:
+                self._ack(topic, partition, [offset])
+
+    def ack(self, topic: str, partition: int, offsets: list[int]) -> None:
+        """Ack records no checkpoint needs to cover (feedback that teaches nothing)."""
+        self._ack(topic, partition, offsets)
 
     def forget(self, tps: Sequence[TP]) -> None:
         for tp in tps:

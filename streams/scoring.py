@@ -41,6 +41,8 @@ from typing import Any, cast
 from detectors.base import EventEngine, EvidenceEngine
 from detectors.correlation import evidence_of
 from schemas.alerts import Alert
+from schemas.errors import EventError
+from schemas.feedback import FeedbackMark, decode_mark
 from streams import metrics as m
 from streams.checkpoints import CheckpointStore, Mark
 from streams.dedup import EventKey, stored_event_keys
@@ -79,6 +81,9 @@ class Scorer:
         self._lock = asyncio.Lock()  # one batch, revoke or checkpoint at a time
         self._kinds = {t: k for k, t in settings.topics().items()}
         self._window = TimeWindow(settings.event_max_future_s, settings.event_max_age_days)
+        # analysts' marks for partitions this worker owns but has not taken on yet (no fetch of theirs so far):
+        # target (topic, partition) -> (mark, the feedback record's (topic, partition), its offset)
+        self._waiting: dict[TP, list[tuple[FeedbackMark, TP, int]]] = {}
 
     @property
     def parts(self) -> dict[TP, Part]:
@@ -129,6 +134,8 @@ class Scorer:
                 continue
             recs = by_tp[(topic, partition)] = sorted(batch, key=_OFFSET)
             part = parts[(topic, partition)] = await self.partitions.get(topic, partition, recs[0].offset, recs)
+            for mark, ftp, offset in self._waiting.pop((topic, partition), ()):
+                self._teach(part, mark, ftp, offset)
             kind = self._kinds.get(topic)
             if part.recheck_stored and kind:  # decoding changes no state: done here, used below
                 dec = decoded[(topic, partition)] = decode([r.value for r in recs if r.offset >= part.offset],
@@ -174,6 +181,44 @@ class Scorer:
         w.scored_s = time.perf_counter() - t0
         return w
 
+    async def feedback(self, tp: TP, records: Sequence[Record]) -> None:
+        """Analysts' marks from the feedback topic's partition ``tp``: each teaches the engine of the partition
+        its alert came from (``source_topic``, the same partition number; the group assigns the two together).
+        A record is acked once a checkpoint holds what it taught; one that teaches nothing is acked at once, a
+        bad one is logged with the field and acked (it never stops the stream)."""
+        async with self._lock:
+            for r in sorted(records, key=_OFFSET):
+                where = {"topic": tp[0], "partition": tp[1], "offset": r.offset}
+                try:
+                    mark = decode_mark(r.value)
+                    if mark.source_topic not in self._kinds:
+                        raise EventError("$.source_topic", f"{mark.source_topic!r} is not an event topic of this "
+                                         "worker")
+                except EventError as exc:
+                    m.FEEDBACK.labels("invalid").inc()
+                    log.error("feedback record refused", extra={**where, "field": exc.field, "reason": exc.reason})
+                    self.partitions.ack(tp[0], tp[1], [r.offset])
+                    continue
+                target = (mark.source_topic, tp[1])
+                part = self.parts.get(target)
+                if part is None:  # taken on at its first fetch: applied then, before its records are scored
+                    self._waiting.setdefault(target, []).append((mark, tp, r.offset))
+                else:
+                    self._teach(part, mark, tp, r.offset)
+
+    def _teach(self, part: Part, mark: FeedbackMark, ftp: TP, offset: int) -> None:
+        engine = part.engine
+        taught = not part.correlates and cast(EventEngine, engine).apply_feedback(mark)
+        m.FEEDBACK.labels(mark.status if taught else "no_effect").inc()
+        if taught:
+            part.feedback.append((ftp[0], ftp[1], offset))
+            part.snapshot_at = min(part.snapshot_at, self.partitions.clock() - self.settings.worker_checkpoint_s)
+        else:
+            self.partitions.ack(ftp[0], ftp[1], [offset])
+        log.info("feedback applied" if taught else "feedback taught nothing",
+                 extra={"alert_id": mark.alert_id, "status": mark.status, "detector": mark.detector,
+                        "topic": part.topic, "partition": part.partition, "marked_at": mark.at})
+
     async def revoke(self, tps: Sequence[TP]) -> None:
         """Partitions leave this worker: write and checkpoint what they scored, then forget them."""
         # the rebalance waits for this; past half the session timeout (store down, say) this worker gives
@@ -198,6 +243,9 @@ class Scorer:
             log.error("writes or checkpoint before revoke failed; the next owner re-scores from the last "
                       "stored checkpoint", extra={"error": repr(exc)})
         finally:
+            gone = set(tps)  # their unacked feedback records go to the partitions' new owners
+            self._waiting = {t: kept for t, marks in self._waiting.items()
+                             if (kept := [x for x in marks if x[1] not in gone])}
             self.partitions.forget(tps)
             self._lock.release()
 

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     topic_dead_letter: str = Field("spyglass.dead-letter", description="Topic of records that failed decoding")
     topic_risk_evidence: str = Field("spyglass.risk-evidence", description="Topic of the worker's risk evidence "
                                      "(one record per engine alert with a principal, for cross-kind correlation)")
+    topic_feedback: str = Field("spyglass.feedback", description="Topic of analysts' marks on alerts (`spyglass "
+                                "alerts set-status`), read by the worker whose engine raised the alert; created "
+                                "with as many partitions as the event topics")
     topic_partitions: int = Field(4, ge=1, le=1024, description="Partitions per topic when Spyglass creates them")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="How every Kafka client of Spyglass connects: PLAINTEXT, SSL, SASL_PLAINTEXT or "

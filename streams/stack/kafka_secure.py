@@ -170,7 +170,8 @@ def pipeline_acls(settings: Settings, *, worker: str = WORKER_USER, emitter: str
     """The ACLs of the pipeline on the topics and group ``settings`` name.
 
     The worker reads the event topics and the risk evidence (as its group) and writes alerts, dead letters and
-    risk evidence; it also reads the alerts topic (a new owner of a partition looks up what was published).
+    risk evidence; it also reads the alerts topic (a new owner of a partition looks up what was published) and
+    the analysts' feedback (written by the tooling's admin: ``spyglass alerts set-status``).
     The emitters only write the event topics. Nobody else may read or write anything (no ACL, no access;
     the tooling's admin is a super user). WRITE and READ imply DESCRIBE.
     """
@@ -181,7 +182,8 @@ def pipeline_acls(settings: Settings, *, worker: str = WORKER_USER, emitter: str
 
     read, write, topic = ACLOperation.READ, ACLOperation.WRITE, ResourceType.TOPIC
     events = list(settings.topics().values())
-    acls = [allow(worker, read, topic, t) for t in [*events, settings.topic_risk_evidence, settings.topic_alerts]]
+    acls = [allow(worker, read, topic, t) for t in [*events, settings.topic_risk_evidence, settings.topic_alerts,
+                                                     settings.topic_feedback]]
     acls += [allow(worker, write, topic, t)
              for t in (settings.topic_alerts, settings.topic_dead_letter, settings.topic_risk_evidence)]
     acls.append(allow(worker, read, ResourceType.GROUP, settings.worker_group))
