@@ -57,6 +57,9 @@ EVICTED = Counter("spyglass_entities_evicted_total", "Entities the engines forgo
 FEEDBACK = Counter("spyglass_feedback_total", "Analysts' marks read from the feedback topic, by what they did: "
                    "false_positive, true_positive (taught the engine), no_effect (triage only, or applied already), "
                    "invalid (refused, logged with the field)", ["status"], registry=REGISTRY)
+ALERTS_WITHHELD = Counter("spyglass_alerts_withheld_total", "Alerts stored but neither published nor routed: "
+                          "suppressed (a rule of SPYGLASS_SUPPRESSIONS_FILE matched) or shadow (their detector runs "
+                          "in shadow mode for the tenant)", ["reason"], registry=REGISTRY)
 STATE_BYTES = Gauge("spyglass_state_bytes", "Bytes of per-entity state in this worker's engines", registry=REGISTRY)
 
 

@@ -52,6 +52,7 @@ from streams.settings import Settings
 from streams.sinks.base import Store
 from streams.step import Decoded, TimeWindow, correlate, decode, score_events
 from streams.storeio import StoreIO
+from streams.suppression import Suppressor
 from streams.writer import Publish, Writer, Writes
 
 log = logging.getLogger("spyglass.worker")
@@ -84,6 +85,7 @@ class Scorer:
         # analysts' marks for partitions this worker owns but has not taken on yet (no fetch of theirs so far):
         # target (topic, partition) -> (mark, the feedback record's (topic, partition), its offset)
         self._waiting: dict[TP, list[tuple[FeedbackMark, TP, int]]] = {}
+        self.suppressor = Suppressor(settings.suppressions_file)  # streams.suppression: rules as code
 
     @property
     def parts(self) -> dict[TP, Part]:
@@ -169,10 +171,15 @@ class Scorer:
             w.touched.append((part, out.events_in, len(out.dead), len(out.alerts)))
         # after a crash, an alert the earlier owner published but did not store is stored, not published again
         # its evidence goes out again with it (re-delivered evidence is ignored by the correlator)
+        self.suppressor.refresh()  # the rules file, re-read when it changed (at most once a second)
         for a, tp, offset, principal in alerts_out:
             part = parts[tp]
             if a.alert_id not in part.stored_alerts:
                 w.alerts.append((a, tp, offset))
+                held = self._withheld(a)
+                if held is not None:  # stored with why, never published, routed or counted as risk evidence
+                    w.dispositions[a.alert_id] = held
+                    continue
                 if a.alert_id not in part.published_alerts:
                     w.publish.append(a)
                 if principal:
@@ -180,6 +187,14 @@ class Scorer:
         w.snapshots = self.partitions.due([part for part, *_ in w.touched])
         w.scored_s = time.perf_counter() - t0
         return w
+
+    def _withheld(self, a: Alert) -> tuple[str, str] | None:
+        """(mode, suppressing rule id) of an alert that is stored but not published, or None."""
+        rule = self.suppressor.match(a)
+        if rule is None:
+            return None
+        m.ALERTS_WITHHELD.labels("suppressed").inc()
+        return ("enforce", rule)
 
     async def feedback(self, tp: TP, records: Sequence[Record]) -> None:
         """Analysts' marks from the feedback topic's partition ``tp``: each teaches the engine of the partition

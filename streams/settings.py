@@ -161,6 +161,9 @@ class Settings(BaseSettings):
     kafka_heap: str = Field("512m", description="Local broker JVM heap (-Xmx)")
     clickhouse_tcp_port: int = Field(9000, ge=1, le=65535, description="Local ClickHouse server native port")
     clickhouse_http_port: int = Field(8123, ge=1, le=65535, description="Local ClickHouse server HTTP port")
+    suppressions_file: Path = Field(Path("suppressions.yaml"), description="Suppression rules as code (YAML, "
+                                    "docs/analysts.md): alerts they match are stored, never published or routed; the "
+                                    "worker re-reads the file when it changes. Missing: no rules")
 
     @field_validator("clickhouse_url")
     @classmethod

@@ -41,6 +41,7 @@ RULES = (
         sql=("SELECT tenant, detector, count() AS open_critical\n"
              "FROM alerts FINAL\n"
              f"WHERE severity = 'critical' AND $__timeFilter(created_at) AND {NOT_CLOSED}\n"
+             "  AND mode = 'enforce' AND suppressed_by = ''\n"  # shadow and suppressed alerts never page
              "GROUP BY tenant, detector"),
         columns=("tenant", "detector", "open_critical"), window_s=300, threshold=0, for_="0s", no_data="OK",
         severity="critical",

@@ -277,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     register_db(sub)
 
     register_stack(sub)
+    from streams.cli.suppress import register as register_suppress
+
+    register_suppress(sub)
     return p
 
 
