@@ -28,6 +28,7 @@ from kafka.errors import KafkaError
 from detectors.base import EventEngine, EvidenceEngine
 from detectors.correlation import Correlator
 from detectors.engine import Engine
+from detectors.tuning import Tuning
 from schemas.errors import SpyglassError
 from streams import metrics as m
 from streams.checkpoints import Checkpoint, CheckpointError, CheckpointStore, Mark
@@ -131,6 +132,7 @@ class Partitions:
         self._evidence_topic = settings.topic_risk_evidence
         self._published_alerts = published_alerts
         self._scan_cache: tuple[int, float, set[str]] | None = None
+        self.tuning = Tuning()  # the detector configuration every engine runs with (streams.detector_config)
 
     async def get(self, topic: str, partition: int, first_offset: int,
                   records: Sequence[Record] = ()) -> Part:
@@ -163,7 +165,7 @@ class Partitions:
         if cp is None:
             s = self.settings
             fresh = (Correlator(s.correlation_window_hours, s.correlation_horizon_days) if evidence
-                     else Engine(s.engine_config()))
+                     else Engine(s.engine_config(), tuning=self.tuning))
             part = Part(topic, partition, fresh, offset=first_offset, checkpoint_offset=first_offset)
             since = 0
         else:
@@ -173,6 +175,7 @@ class Partitions:
                                            idle_evict_days=self.settings.engine_idle_evict_days,
                                            learning_hours=self.settings.engine_learning_hours,
                                            alert_budget_per_100k=self.settings.engine_alert_budget_per_100k)
+                cp.engine.retune(self.tuning)  # and the detector configuration follows the file
             part = Part(topic, partition, cp.engine, offset=cp.offset, checkpoint_offset=cp.offset)
             since = alert_scan_start_ms(cp)
         # alerts an earlier owner raised from the records about to be re-scored: stored ones, and

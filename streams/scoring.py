@@ -46,6 +46,7 @@ from schemas.feedback import FeedbackMark, decode_mark
 from streams import metrics as m
 from streams.checkpoints import CheckpointStore, Mark
 from streams.dedup import EventKey, stored_event_keys
+from streams.detector_config import load as load_tuning
 from streams.partitions import Part, Partitions
 from streams.records import TP, Record
 from streams.settings import Settings
@@ -86,6 +87,8 @@ class Scorer:
         # target (topic, partition) -> (mark, the feedback record's (topic, partition), its offset)
         self._waiting: dict[TP, list[tuple[FeedbackMark, TP, int]]] = {}
         self.suppressor = Suppressor(settings.suppressions_file)  # streams.suppression: rules as code
+        self.tuning = load_tuning(settings.detectors_file)  # streams.detector_config: modes and parameters
+        self.partitions.tuning = self.tuning
 
     @property
     def parts(self) -> dict[TP, Part]:
@@ -190,11 +193,12 @@ class Scorer:
 
     def _withheld(self, a: Alert) -> tuple[str, str] | None:
         """(mode, suppressing rule id) of an alert that is stored but not published, or None."""
+        mode = self.tuning.mode(a.detector, a.tenant)
         rule = self.suppressor.match(a)
-        if rule is None:
+        if rule is None and mode == "enforce":
             return None
-        m.ALERTS_WITHHELD.labels("suppressed").inc()
-        return ("enforce", rule)
+        m.ALERTS_WITHHELD.labels("shadow" if mode == "shadow" else "suppressed").inc()
+        return (mode, rule or "")
 
     async def feedback(self, tp: TP, records: Sequence[Record]) -> None:
         """Analysts' marks from the feedback topic's partition ``tp``: each teaches the engine of the partition

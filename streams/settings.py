@@ -164,6 +164,10 @@ class Settings(BaseSettings):
     suppressions_file: Path = Field(Path("suppressions.yaml"), description="Suppression rules as code (YAML, "
                                     "docs/analysts.md): alerts they match are stored, never published or routed; the "
                                     "worker re-reads the file when it changes. Missing: no rules")
+    detectors_file: Path = Field(Path("detectors.yaml"), description="Detector configuration as code (YAML, "
+                                 "docs/analysts.md): per detector and tenant its mode (enforce, shadow, off) and "
+                                 "parameters; read when the worker starts. Missing: every detector enforced with "
+                                 "the engine's parameters")
 
     @field_validator("clickhouse_url")
     @classmethod

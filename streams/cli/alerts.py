@@ -15,6 +15,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from schemas.alerts import Alert
 from schemas.errors import SpyglassError
 from schemas.feedback import STATUSES, TEACHING, FeedbackMark, encode_mark, now_iso
 from streams.settings import Settings
@@ -27,7 +28,7 @@ def register(subparsers: Any) -> None:
     """Add the ``alerts`` command to a top-level ``add_subparsers()`` object."""
     alerts = subparsers.add_parser("alerts", help="find stored alerts, show one, triage them (status, feedback)",
                                    description="Work with stored alerts.")
-    sub = alerts.add_subparsers(dest="alerts_command", metavar="{list,show,set-status}", required=True)
+    sub = alerts.add_subparsers(dest="alerts_command", metavar="{list,show,set-status,export}", required=True)
     ls = sub.add_parser("list", help="list stored alerts, newest first, with their latest status",
                         description="List stored alerts (newest first) with their analyst status (no status row = "
                         "open), filtered by tenant, detector, severity, status and age.")
@@ -57,6 +58,18 @@ def register(subparsers: Any) -> None:
     ss.add_argument("--tenant", help="the alert's tenant, for an alert not in the alerts table")
     ss.add_argument("--by", help="the analyst (default: the login name)")
     ss.set_defaults(func=cmd_set_status)
+    ex = sub.add_parser("export", help="export stored alerts, as OCSF Detection Findings (class 2004) or alert JSON",
+                        description="Write stored alerts (filtered as `list` filters) one JSON object a line: OCSF "
+                        "1.7.0 Detection Findings (--format ocsf, for a SIEM) or the alert contract (--format json).")
+    ex.add_argument("--format", choices=("ocsf", "json"), default="ocsf", help="output format (default ocsf)")
+    ex.add_argument("--output", default="-", help="file to write, - for stdout (default)")
+    for name in ("tenant", "detector"):
+        ex.add_argument(f"--{name}", help=f"only this {name}")
+    ex.add_argument("--severity", choices=SEVERITIES, help="only this severity or higher")
+    ex.add_argument("--status", choices=STATUSES, help="only alerts whose latest status is this")
+    ex.add_argument("--since", help="only alerts first seen this recently (30m, 12h, 7d) or since an ISO 8601 time")
+    ex.add_argument("--limit", type=int, default=100_000, help="at most this many (default 100000)")
+    ex.set_defaults(func=cmd_export)
 
 
 def _open(settings: Settings) -> Any:
@@ -100,11 +113,8 @@ def latest_status_sql(db: str) -> str:
     return f"SELECT alert_id, argMax(status, updated_at) AS st FROM {db}.alert_status GROUP BY alert_id"  # noqa: S608
 
 
-def list_alerts(store: Any, *, tenant: str | None = None, detector: str | None = None,
-                severity: str | None = None, status: str | None = None, since: int | None = None,
-                limit: int = 50, extra: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """Stored alerts, newest first, with their latest status, filtered as ``spyglass alerts list`` does."""
-    db = store.database
+def _where(db: str, tenant: str | None, detector: str | None, severity: str | None, status: str | None,
+           since: int | None) -> list[str]:
     where = ["1"]
     if tenant:
         where.append(f"tenant = {sql_str(tenant)}")
@@ -118,18 +128,30 @@ def list_alerts(store: Any, *, tenant: str | None = None, detector: str | None =
         where.append(f"alert_id NOT IN (SELECT alert_id FROM ({latest_status_sql(db)}) WHERE st != 'open')")  # noqa: S608
     elif status:
         where.append(f"alert_id IN (SELECT alert_id FROM ({latest_status_sql(db)}) WHERE st = {sql_str(status)})")  # noqa: S608
+    return where
+
+
+def _statuses(store: Any, ids: list[str]) -> dict[str, str]:
+    if not ids:
+        return {}
+    return {str(aid): str(st) for aid, st in store.query(
+        f"SELECT alert_id, st FROM ({latest_status_sql(store.database)}) "  # noqa: S608
+        f"WHERE alert_id IN ({', '.join(sql_str(i) for i in ids)})")}
+
+
+def list_alerts(store: Any, *, tenant: str | None = None, detector: str | None = None,
+                severity: str | None = None, status: str | None = None, since: int | None = None,
+                limit: int = 50, extra: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Stored alerts, newest first, with their latest status, filtered as ``spyglass alerts list`` does."""
+    db = store.database
+    where = _where(db, tenant, detector, severity, status, since)
     cols = ("alert_id", "tenant", "detector", "entity_type", "entity", "severity", "score",
-            "toUInt32(first_seen)", "title", *extra)
+            "toUInt32(first_seen)", "title", "mode", "suppressed_by", *extra)
     rows = store.query(f"SELECT {', '.join(cols)} FROM {db}.alerts FINAL WHERE {' AND '.join(where)} "  # noqa: S608
                        f"ORDER BY first_seen DESC, alert_id LIMIT {max(int(limit), 0)}")
     names = [c.removeprefix("toUInt32(").rstrip(")") for c in cols]
     out = [dict(zip(names, r, strict=True)) for r in rows]
-    ids = [a["alert_id"] for a in out]
-    statuses: dict[str, str] = {}
-    if ids:
-        for aid, st in store.query(f"SELECT alert_id, st FROM ({latest_status_sql(db)}) "  # noqa: S608
-                                   f"WHERE alert_id IN ({', '.join(sql_str(i) for i in ids)})"):
-            statuses[str(aid)] = str(st)
+    statuses = _statuses(store, [a["alert_id"] for a in out])
     for a in out:
         a["status"] = statuses.get(a["alert_id"], "open")
         a["score"] = round(float(a["score"]), 3)
@@ -154,18 +176,20 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
             print(json.dumps(r))
         return 0
     table = Table(title=f"{len(rows)} alert(s)", title_justify="left")
-    for col in ("first seen", "alert id", "tenant", "detector", "entity", "severity", "score", "status"):
+    for col in ("first seen", "alert id", "tenant", "detector", "entity", "severity", "score", "status", "held"):
         table.add_column(col)
     for r in rows:
+        held = "shadow" if r["mode"] == "shadow" else ""
+        held += f" suppressed by {r['suppressed_by']}" if r["suppressed_by"] else ""
         table.add_row(r["first_seen"], r["alert_id"], r["tenant"], r["detector"], f"{r['entity_type']} {r['entity']}",
-                      r["severity"], f"{r['score']:.3f}", r["status"])
+                      r["severity"], f"{r['score']:.3f}", r["status"], held.strip())
     Console(width=200).print(table)
     return 0
 
 
 ALERT_FIELDS = ("alert_id", "tenant", "detector", "kind", "entity_type", "entity", "severity", "score",
                 "toUInt32(first_seen)", "toUInt32(last_seen)", "title", "explanation", "evidence", "tags",
-                "source_topic", "source_partition", "source_offset")
+                "source_topic", "source_partition", "source_offset", "mode", "suppressed_by")
 
 
 def fetch_alert(store: Any, alert_id: str) -> dict[str, Any] | None:
@@ -256,4 +280,56 @@ def cmd_set_status(args: argparse.Namespace, settings: Settings) -> int:
             at=now_iso()))
         taught = f"; sent to {settings.topic_feedback}[{a['source_partition']}] for the engine"
     print(f"{args.alert_id} ({tenant}): {args.status} by {by}{taught}")
+    return 0
+
+
+def stored_alerts(store: Any, where: list[str], limit: int) -> list[tuple[Alert, str, str, str]]:
+    """(alert, latest status, mode, suppressed_by) of the stored alerts ``where`` selects, oldest first."""
+    import msgspec
+
+    from schemas.alerts import Evidence
+
+    rows = store.query(f"SELECT alert_id, tenant, detector, kind, entity_type, entity, severity, score, "  # noqa: S608
+                       f"toUInt32(first_seen), toUInt32(last_seen), title, explanation, evidence, tags, mode, "
+                       f"suppressed_by FROM {store.database}.alerts FINAL WHERE {' AND '.join(where)} "
+                       f"ORDER BY first_seen, alert_id LIMIT {max(int(limit), 0)}")
+    out = []
+    for (aid, tenant, det, kind, etype, entity, sev, score, first, last, title, expl, ev, tags, mode,
+         rule) in rows:
+        out.append((Alert(alert_id=str(aid), tenant=str(tenant), detector=str(det), kind=str(kind),
+                          entity_type=etype, entity=str(entity), severity=sev, score=round(float(score), 3),
+                          first_seen=_iso(first), last_seen=_iso(last), title=str(title), explanation=str(expl),
+                          evidence=msgspec.json.decode(ev, type=Evidence) if ev else Evidence(features=[],
+                                                                                                event_ids=[]),
+                          tags=list(tags) if not isinstance(tags, str) else json.loads(tags)),
+                    "", str(mode), str(rule)))
+    statuses = _statuses(store, [a.alert_id for a, *_ in out])
+    return [(a, statuses.get(a.alert_id, "open"), mode, rule) for a, _, mode, rule in out]
+
+
+def _iso(epoch: Any) -> str:
+    return datetime.fromtimestamp(int(epoch), UTC).isoformat().replace("+00:00", "Z")
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    """Handle ``spyglass alerts export``."""
+    import sys
+
+    from schemas.alerts import encode_alert
+    from schemas.jsonl import open_out
+    from schemas.ocsf import detection_finding
+
+    store = _open(settings)
+    try:
+        where = _where(store.database, args.tenant, args.detector, args.severity, args.status,
+                       since_epoch(args.since) if args.since else None)
+        found = stored_alerts(store, where, args.limit)
+    finally:
+        store.close()
+    with open_out(args.output) as out:
+        for a, status, mode, rule in found:
+            line = (json.dumps(detection_finding(a, status=status, mode=mode, suppressed_by=rule)).encode()
+                    if args.format == "ocsf" else encode_alert(a))
+            out.write(line + b"\n")
+    print(f"exported {len(found):,} alert(s) as {args.format}", file=sys.stderr)
     return 0
