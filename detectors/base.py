@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from schemas.alerts import Alert
     from schemas.block import EventBlock
     from schemas.events import Event
+    from schemas.feedback import FeedbackMark
 
 
 @runtime_checkable
@@ -54,6 +55,10 @@ class EventEngine(PartitionEngine, Protocol):
 
     def process(self, events: Sequence[Event] | EventBlock) -> list[Alert]:
         """Score a batch, learn it, and return the alerts it raised, in arrival order."""
+        ...
+
+    def apply_feedback(self, mark: FeedbackMark) -> bool:
+        """Learn from an analyst's mark on one of its alerts; False when it teaches nothing."""
         ...
 
 

@@ -47,6 +47,7 @@ Examples:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -139,8 +140,9 @@ class BudgetGate:
     """
 
     def __init__(self, table: AlertBudget, per_100k: float, rise: float, tenants: np.ndarray,
-                 pos: np.ndarray) -> None:
+                 pos: np.ndarray, per_100k_of: Callable[[int, str], float] | None = None) -> None:
         self.table, self.per_100k, self.rise = table, per_100k, rise
+        self.per_100k_of = per_100k_of  # (tenant, detector) -> its budget (detector configuration); 0: none
         self._span = int(pos.max()) + 1 if pos.size else 1
         self._keys = np.sort(tenants.astype(np.int64) * self._span + pos)
 
@@ -154,7 +156,10 @@ class BudgetGate:
               learning: bool = False) -> float:
         """The threshold a finding of surprise ``value`` is held to; ``learn``: count it as an episode after
         (``learning``: in its tenant's learning period)."""
-        thr = self.table.threshold(tenant, detector, self.events(tenant, seq), self.per_100k)
+        per = self.per_100k if self.per_100k_of is None else self.per_100k_of(tenant, detector)
+        if per <= 0:  # no budget for this detector in this tenant: every finding alerts, none is learned
+            return 0.0
+        thr = self.table.threshold(tenant, detector, self.events(tenant, seq), per)
         if learn:
             self.table.learn(tenant, detector, value, thr, self.rise, ts, learning)
         return thr

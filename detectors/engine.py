@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
@@ -27,12 +27,15 @@ from detectors.columns import Batch, Parts, parts_of, to_batch, ts_ms, window
 from detectors.compaction import MAX_NEW_PER_EVENT, NAMESPACES, compact, footprint, least_recent
 from detectors.families import REGISTRY
 from detectors.families.common import DAY, idle_cutoff
+from detectors.feedback import Feedback
 from detectors.governance import UnusedScopes, learn_scopes, unused_scopes
 from detectors.registry import Context, Registry, option
 from detectors.state import Arrays, State
+from detectors.tuning import Tuning
 from schemas.alerts import Alert
 from schemas.block import EventBlock
 from schemas.events import Event
+from schemas.feedback import FeedbackMark
 
 # Arrays and State are re-exported: checkpoints written before they moved to detectors.state name them here
 __all__ = ["Arrays", "Engine", "EngineConfig", "EngineLimits", "State"]
@@ -64,6 +67,11 @@ class EngineLimits:
                                            "its own level)")
     alert_budget_memory_days: float = option(7.0, "time constant, in days of event time, over which the budget "
                                                   "forgets a tenant's findings and events (0 = never)")
+    feedback_widen_decades: float = option(1.0, "a finding of a detector and entity an analyst marked false "
+                                                "positive is learned as normal up to this many decades (factors "
+                                                "of ten) more unusual than the marked alert")
+    feedback_risk_boost: float = option(0.1, "score added to findings on an entity per alert of it an analyst "
+                                             "confirmed as true positive (at most three)")
 
 
 # the engine's options and every registered family's, e.g. ``EngineConfig(behaviour=True)``
@@ -73,7 +81,8 @@ EngineConfig = REGISTRY.config_class(EngineLimits)
 class Engine:
     """Scores batches of events into explained alerts with the families of ``registry``."""
 
-    def __init__(self, config: object | None = None, registry: Registry = REGISTRY) -> None:
+    def __init__(self, config: object | None = None, registry: Registry = REGISTRY,
+                 tuning: Tuning | None = None) -> None:
         self.registry = registry
         self.config = config or registry.config_class(EngineLimits)()
         self.tables = State()  # every per-entity array, novelty set and ledger of the families
@@ -84,9 +93,9 @@ class Engine:
         self.scores: dict[str, float] = {}  # event_id -> highest detector score, for the last batch only
         self.alert_principals: dict[str, str] = {}  # alert_id -> principal name, for the last batch's alerts only
         self.evicted: dict[str, int] = {"idle": 0, "cap": 0}  # entities forgotten, by reason
-        self._catalog = registry.catalog()
+        self.feedback = Feedback()  # what analysts taught it (detectors.feedback)
+        self.retune(tuning or Tuning())
         self._seen = registry.seen()
-        self._longest_cooldown_ms = max(sp.cooldown_s for sp in self._catalog.values()) * 1000
         self._stages = [(_BATCH_PART[f.kind], f.stage) for f in registry.families
                         if f.stage is not None and (f.switch is None or getattr(self.config, f.switch))]
         self._escalations = [f.escalate for f in registry.families if f.escalate is not None]
@@ -142,6 +151,12 @@ class Engine:
             if columns is not None:
                 findings += stage(context, columns)
         findings.sort(key=lambda f: (f.seq, f.detector, f.entity))
+        if self.feedback.active:
+            findings = self.feedback.judge(findings, tables, self.config.feedback_widen_decades,
+                                           self.config.feedback_risk_boost)
+        if self.tuning.drops:
+            names = tables.vocabs.tenant.names
+            findings = [f for f in findings if self.tuning.keep(f.detector, names[f.tenant], f.score)]
         self.scores = {}
         for f in findings:
             if f.score > self.scores.get(f.event_id, 0.0):
@@ -149,9 +164,15 @@ class Engine:
         cols = _cols(batch)
         tenants = np.concatenate([c.tenant for c in cols])
         gate = None
-        if self.config.alert_budget_per_100k > 0:
+        if self.config.alert_budget_per_100k > 0 or self.tuning.budgets:
+            per_100k_of = None
+            if self.tuning.budgets:
+                names, tuning, default = tables.vocabs.tenant.names, self.tuning, self.config.alert_budget_per_100k
+
+                def per_100k_of(tenant: int, detector: str) -> float:
+                    return tuning.get(detector, names[tenant], "budget_per_100k", default)
             gate = BudgetGate(tables.budget, self.config.alert_budget_per_100k, self.config.alert_budget_rise,
-                              tenants, np.concatenate([c.pos for c in cols]))
+                              tenants, np.concatenate([c.pos for c in cols]), per_100k_of)
         alerts = emit(findings, tables, self._catalog, self.config.max_evidence,
                       [(context, hook) for hook in self._escalations], self.alert_principals,
                       int(self.config.learning_hours * 3_600_000), gate)
@@ -183,7 +204,8 @@ class Engine:
     def state(self) -> bytes:
         """The whole engine state (configuration included) as bytes."""
         return pickle.dumps({"config": asdict(self.config), "state": self.tables, "events_seen": self.events_seen,
-                             "alerts_emitted": self.alerts_emitted, "evicted": self.evicted}, protocol=5)
+                             "alerts_emitted": self.alerts_emitted, "evicted": self.evicted,
+                             "feedback": self.feedback, "tuning": self.tuning}, protocol=5)
 
     @classmethod
     def from_state(cls, blob: bytes, registry: Registry = REGISTRY) -> Engine:
@@ -191,14 +213,28 @@ class Engine:
         d = pickle.loads(blob)  # noqa: S301 - our own checkpoints, written by state()
         config_class = registry.config_class(EngineLimits)
         known = {f.name for f in fields(config_class)}  # options removed since the checkpoint was written: dropped
-        eng = cls(config_class(**{k: v for k, v in d["config"].items() if k in known}), registry)
+        eng = cls(config_class(**{k: v for k, v in d["config"].items() if k in known}), registry, d.get("tuning"))
         eng.tables = d["state"]  # its missing fields: State.__setstate__
         eng.tables.add_columns(registry.columns())  # columns of families registered since
         eng._add_family_tables()  # and their own tables
         eng.events_seen = d["events_seen"]
         eng.alerts_emitted = d["alerts_emitted"]
         eng.evicted = dict(d.get("evicted", eng.evicted))
+        eng.feedback = d.get("feedback") or Feedback()
         return eng
+
+    def retune(self, tuning: Tuning) -> None:
+        """Run with this detector configuration from now on (modes, floors, budgets, cooldowns per tenant)."""
+        self.tuning = tuning  # detectors.tuning; checkpointed with the state
+        self._catalog = self.registry.catalog()
+        for name, seconds in tuning.cooldowns().items():
+            self._catalog[name] = replace(self._catalog[name], cooldown_s=seconds)
+        self._longest_cooldown_ms = max(sp.cooldown_s for sp in self._catalog.values()) * 1000
+
+    def apply_feedback(self, mark: FeedbackMark) -> bool:
+        """Learn from an analyst's mark on one of this engine's alerts (``detectors.feedback``); False when it
+        teaches nothing (a triage-only status, or applied already). Checkpointed with the rest of the state."""
+        return self.feedback.apply(mark)
 
     def memory_bytes(self) -> int:
         """Bytes held by the per-entity arrays, novelty sets and histograms (not the vocab strings).

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from itertools import chain
 from typing import Any, NamedTuple
@@ -21,13 +21,15 @@ import numpy as np
 from schemas.alerts import Alert
 from schemas.block import SPECS, EventBlock, blocks_of, code
 from schemas.errors import SpyglassError
+from schemas.feedback import STATUSES
 
 ALERT_COLUMNS = (
     "alert_id", "tenant", "detector", "kind", "entity_type", "entity", "severity", "score", "first_seen",
     "last_seen", "title", "explanation", "evidence", "feature_names", "feature_values", "feature_baselines",
-    "event_ids", "tags", "source_topic", "source_partition", "source_offset", "created_at",
+    "event_ids", "tags", "source_topic", "source_partition", "source_offset", "created_at", "mode", "suppressed_by",
 )
-ALERT_STATUSES = ("open", "acknowledged", "resolved", "false_positive")
+ALERT_STATUSES = STATUSES  # schemas.feedback: the analyst statuses
+ENFORCED = ("enforce", "")  # an alert's (mode, suppressed_by) unless its detector is in shadow or a rule matched
 
 _enc = msgspec.json.Encoder()
 
@@ -244,9 +246,12 @@ def event_columns(events: Sequence[Any], raws: Sequence[bytes], scores: Sequence
 
 
 def alert_columns(
-    alerts: Sequence[Alert], created_at: datetime, sources: Sequence[tuple[str, int, int]] | None = None
+    alerts: Sequence[Alert], created_at: datetime, sources: Sequence[tuple[str, int, int]] | None = None,
+    dispositions: Mapping[str, tuple[str, str]] | None = None,
 ) -> dict[str, list[Any]]:
-    """The ``alerts`` columns of ``alerts``; ``sources[i]`` is (topic, partition, offset) of alert i's trigger.
+    """The ``alerts`` columns of ``alerts``; ``sources[i]`` is (topic, partition, offset) of alert i's trigger;
+    ``dispositions[alert_id]`` is (mode, suppressing rule id) of an alert that is not simply enforced
+    (migration 014).
 
     A feature without a baseline gets NaN in ``feature_baselines``; without ``sources`` the source
     columns are ``''``, 0, 0.
@@ -291,6 +296,9 @@ def alert_columns(
         cols["source_partition"].append(int(partition))
         cols["source_offset"].append(int(offset))
         cols["created_at"].append(created)
+        mode, rule = dispositions.get(a.alert_id, ENFORCED) if dispositions else ENFORCED
+        cols["mode"].append(mode)
+        cols["suppressed_by"].append(rule)
     return cols
 
 

@@ -57,6 +57,12 @@ PARTITIONS = Gauge("spyglass_partitions_owned", "Topic partitions this worker sc
 ENTITIES = Gauge("spyglass_entities_tracked", "Entities with state in this worker's engines", registry=REGISTRY)
 EVICTED = Counter("spyglass_entities_evicted_total", "Entities the engines forgot: idle past the horizon, or over "
                   "the cap (least recently seen first)", ["reason"], registry=REGISTRY)
+FEEDBACK = Counter("spyglass_feedback_total", "Analysts' marks read from the feedback topic, by what they did: "
+                   "false_positive, true_positive (taught the engine), no_effect (triage only, or applied already), "
+                   "invalid (refused, logged with the field)", ["status"], registry=REGISTRY)
+ALERTS_WITHHELD = Counter("spyglass_alerts_withheld_total", "Alerts stored but neither published nor routed: "
+                          "suppressed (a rule of SPYGLASS_SUPPRESSIONS_FILE matched) or shadow (their detector runs "
+                          "in shadow mode for the tenant)", ["reason"], registry=REGISTRY)
 STATE_BYTES = Gauge("spyglass_state_bytes", "Bytes of per-entity state in this worker's engines", registry=REGISTRY)
 OTLP_SPANS = Counter("spyglass_otlp_spans_total", "Spans read from the OTLP spans topic, by outcome: mapped_api_usage, "
                      "mapped_agent_execution, skipped_not_genai, skipped_operation (a GenAI operation with no event), "

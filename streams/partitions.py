@@ -29,6 +29,7 @@ from kafka.errors import KafkaError
 from detectors.base import EventEngine, EvidenceEngine
 from detectors.correlation import Correlator
 from detectors.engine import Engine
+from detectors.tuning import Tuning
 from schemas.errors import SpyglassError
 from streams import metrics as m
 from streams.checkpoints import Checkpoint, CheckpointError, CheckpointStore, Mark
@@ -68,6 +69,8 @@ class Part:
     recheck_stored: bool = True
     correlates: bool = field(init=False)  # the engine is a correlator (of the risk-evidence topic)
     mark: Mark | None = None  # the last record the engine has seen (a checkpoint keeps it: see Partitions.get)
+    feedback: list[tuple[str, int, int]] = field(default_factory=list)  # feedback records (topic, partition,
+    #                                                                     offset) applied, acked after a checkpoint
 
     def __post_init__(self) -> None:
         self.correlates = isinstance(self.engine, EvidenceEngine)  # once: a protocol check is slow for a hot path
@@ -91,6 +94,7 @@ class Snapshot:
     offsets: list[int]  # acked once the snapshot is stored
     mark: Mark | None = None  # the last record it covers
     taken_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # wall clock: where an alerts scan starts
+    feedback: list[tuple[str, int, int]] = field(default_factory=list)  # feedback records it covers, acked with it
 
 
 ALERT_SCAN_MARGIN_S = 120  # the alerts' producer timestamps come from other hosts' clocks: this much skew is allowed
@@ -132,6 +136,7 @@ class Partitions:
         self._evidence_topic = settings.topic_risk_evidence
         self._published_alerts = published_alerts
         self._scan_cache: tuple[int, float, set[str]] | None = None
+        self.tuning = Tuning()  # the detector configuration every engine runs with (streams.detector_config)
 
     async def get(self, topic: str, partition: int, first_offset: int,
                   records: Sequence[Record] = ()) -> Part:
@@ -165,7 +170,7 @@ class Partitions:
         if cp is None:
             s = self.settings
             fresh = (Correlator(s.correlation_window_hours, s.correlation_horizon_days) if evidence
-                     else Engine(s.engine_config()))
+                     else Engine(s.engine_config(), tuning=self.tuning))
             part = Part(topic, partition, fresh, offset=first_offset, checkpoint_offset=first_offset)
             since = 0
         else:
@@ -175,6 +180,7 @@ class Partitions:
                                            idle_evict_days=self.settings.engine_idle_evict_days,
                                            learning_hours=self.settings.engine_learning_hours,
                                            alert_budget_per_100k=self.settings.engine_alert_budget_per_100k)
+                cp.engine.retune(self.tuning)  # and the detector configuration follows the file
             part = Part(topic, partition, cp.engine, offset=cp.offset, checkpoint_offset=cp.offset)
             since = alert_scan_start_ms(cp)
         # alerts an earlier owner raised from the records about to be re-scored: stored ones, and
@@ -297,9 +303,10 @@ class Partitions:
     def snapshot(self, part: Part) -> Snapshot:
         """The partition's state now, with the offsets it covers (no longer pending)."""
         t0 = time.perf_counter()
-        snap = Snapshot(part, part.offset, part.engine.state(), part.engine.entities(), part.pending, part.mark)
+        snap = Snapshot(part, part.offset, part.engine.state(), part.engine.entities(), part.pending, part.mark,
+                        feedback=part.feedback)
         m.STAGE_SECONDS.labels("snapshot").inc(time.perf_counter() - t0)
-        part.pending = []
+        part.pending, part.feedback = [], []
         part.snapshot_at = self.clock()
         return snap
 
@@ -307,13 +314,14 @@ class Partitions:
         """Snapshots of those of ``parts`` whose pending records waited ``min_age_s`` (default: the interval)."""
         age = self.settings.worker_checkpoint_s if min_age_s is None else min_age_s
         now = self.clock()
-        return [self.snapshot(p) for p in parts if p.pending and now - p.snapshot_at >= age
+        return [self.snapshot(p) for p in parts if (p.pending or p.feedback) and now - p.snapshot_at >= age
                 and not self.fenced((p.topic, p.partition))]
 
     def pending_of(self, tps: Sequence[TP]) -> list[Snapshot]:
         """Snapshots of those of ``tps`` that have pending records, whatever their age."""
         parts = [(tp, self.parts.get(tp)) for tp in tps]
-        return [self.snapshot(part) for tp, part in parts if part is not None and part.pending and not self.fenced(tp)]
+        return [self.snapshot(part) for tp, part in parts
+                if part is not None and (part.pending or part.feedback) and not self.fenced(tp)]
 
     async def save(self, snaps: list[Snapshot]) -> None:
         """Store checkpoints (one insert), then ack the records each one covers. Called once every write
@@ -350,6 +358,12 @@ class Partitions:
             log.debug("checkpoint", extra={"topic": part.topic, "partition": part.partition, "offset": snap.offset,
                                            "bytes": size, "entities": snap.entities})
             self._ack(part.topic, part.partition, snap.offsets)
+            for topic, partition, offset in snap.feedback:
+                self._ack(topic, partition, [offset])
+
+    def ack(self, topic: str, partition: int, offsets: list[int]) -> None:
+        """Ack records no checkpoint needs to cover (feedback that teaches nothing)."""
+        self._ack(topic, partition, offsets)
 
     def forget(self, tps: Sequence[TP]) -> None:
         for tp in tps:

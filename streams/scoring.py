@@ -41,9 +41,12 @@ from typing import Any, cast
 from detectors.base import EventEngine, EvidenceEngine
 from detectors.correlation import evidence_of
 from schemas.alerts import Alert
+from schemas.errors import EventError
+from schemas.feedback import FeedbackMark, decode_mark
 from streams import metrics as m
 from streams.checkpoints import CheckpointStore, Mark
 from streams.dedup import EventKey, stored_event_keys
+from streams.detector_config import load as load_tuning
 from streams.fencing import LEASE_FRACTION, OwnerEpochs
 from streams.otlp import Expanded, SpanSource, load_mapping
 from streams.partitions import Part, Partitions
@@ -52,6 +55,7 @@ from streams.settings import Settings
 from streams.sinks.base import Store
 from streams.step import Decoded, Scored, TimeWindow, correlate, decode, score_events
 from streams.storeio import StoreIO
+from streams.suppression import Suppressor
 from streams.writer import Publish, Writer, Writes
 
 log = logging.getLogger("spyglass.worker")
@@ -88,6 +92,12 @@ class Scorer:
         # the OTLP spans topic: its records expand into one contract record per GenAI span (streams.otlp)
         self._otlp_topic = settings.topic_otlp_spans or None
         self._spans = SpanSource(load_mapping(settings.otlp_mapping_file)) if self._otlp_topic else None
+        # analysts' marks for partitions this worker owns but has not taken on yet (no fetch of theirs so far):
+        # target (topic, partition) -> (mark, the feedback record's (topic, partition), its offset)
+        self._waiting: dict[TP, list[tuple[FeedbackMark, TP, int]]] = {}
+        self.suppressor = Suppressor(settings.suppressions_file)  # streams.suppression: rules as code
+        self.tuning = load_tuning(settings.detectors_file)  # streams.detector_config: modes and parameters
+        self.partitions.tuning = self.tuning
 
     @property
     def parts(self) -> dict[TP, Part]:
@@ -142,6 +152,8 @@ class Scorer:
             if self.partitions.fenced((topic, partition)):  # another worker's now: its records are not ours
                 continue
             by_tp[(topic, partition)], parts[(topic, partition)] = recs, part
+            for mark, ftp, offset in self._waiting.pop((topic, partition), ()):
+                self._teach(part, mark, ftp, offset)
             kind = self._kinds.get(topic)
             if topic == self._otlp_topic and self._spans is not None:  # mapping changes no state either
                 spans[(topic, partition)] = self._spans.expand([r for r in recs if r.offset >= part.offset])
@@ -185,10 +197,15 @@ class Scorer:
             w.touched.append((part, out.events_in, len(out.dead), len(out.alerts)))
         # after a crash, an alert the earlier owner published but did not store is stored, not published again
         # its evidence goes out again with it (re-delivered evidence is ignored by the correlator)
+        self.suppressor.refresh()  # the rules file, re-read when it changed (at most once a second)
         for a, tp, offset, principal in alerts_out:
             part = parts[tp]
             if a.alert_id not in part.stored_alerts:
                 w.alerts.append((a, tp, offset))
+                held = self._withheld(a)
+                if held is not None:  # stored with why, never published, routed or counted as risk evidence
+                    w.dispositions[a.alert_id] = held
+                    continue
                 if a.alert_id not in part.published_alerts:
                     w.publish.append(a)
                 if principal:
@@ -196,6 +213,53 @@ class Scorer:
         w.snapshots = self.partitions.due([part for part, *_ in w.touched])
         w.scored_s = time.perf_counter() - t0
         return w
+
+    def _withheld(self, a: Alert) -> tuple[str, str] | None:
+        """(mode, suppressing rule id) of an alert that is stored but not published, or None."""
+        mode = self.tuning.mode(a.detector, a.tenant)
+        rule = self.suppressor.match(a)
+        if rule is None and mode == "enforce":
+            return None
+        m.ALERTS_WITHHELD.labels("shadow" if mode == "shadow" else "suppressed").inc()
+        return (mode, rule or "")
+
+    async def feedback(self, tp: TP, records: Sequence[Record]) -> None:
+        """Analysts' marks from the feedback topic's partition ``tp``: each teaches the engine of the partition
+        its alert came from (``source_topic``, the same partition number; the group assigns the two together).
+        A record is acked once a checkpoint holds what it taught; one that teaches nothing is acked at once, a
+        bad one is logged with the field and acked (it never stops the stream)."""
+        async with self._lock:
+            for r in sorted(records, key=_OFFSET):
+                where = {"topic": tp[0], "partition": tp[1], "offset": r.offset}
+                try:
+                    mark = decode_mark(r.value)
+                    if mark.source_topic not in self._kinds:
+                        raise EventError("$.source_topic", f"{mark.source_topic!r} is not an event topic of this "
+                                         "worker")
+                except EventError as exc:
+                    m.FEEDBACK.labels("invalid").inc()
+                    log.error("feedback record refused", extra={**where, "field": exc.field, "reason": exc.reason})
+                    self.partitions.ack(tp[0], tp[1], [r.offset])
+                    continue
+                target = (mark.source_topic, tp[1])
+                part = self.parts.get(target)
+                if part is None:  # taken on at its first fetch: applied then, before its records are scored
+                    self._waiting.setdefault(target, []).append((mark, tp, r.offset))
+                else:
+                    self._teach(part, mark, tp, r.offset)
+
+    def _teach(self, part: Part, mark: FeedbackMark, ftp: TP, offset: int) -> None:
+        engine = part.engine
+        taught = not part.correlates and cast(EventEngine, engine).apply_feedback(mark)
+        m.FEEDBACK.labels(mark.status if taught else "no_effect").inc()
+        if taught:
+            part.feedback.append((ftp[0], ftp[1], offset))
+            part.snapshot_at = min(part.snapshot_at, self.partitions.clock() - self.settings.worker_checkpoint_s)
+        else:
+            self.partitions.ack(ftp[0], ftp[1], [offset])
+        log.info("feedback applied" if taught else "feedback taught nothing",
+                 extra={"alert_id": mark.alert_id, "status": mark.status, "detector": mark.detector,
+                        "topic": part.topic, "partition": part.partition, "marked_at": mark.at})
 
     async def revoke(self, tps: Sequence[TP]) -> None:
         """Partitions leave this worker: write and checkpoint what they scored, then forget them."""
@@ -221,6 +285,9 @@ class Scorer:
             log.error("writes or checkpoint before revoke failed; the next owner re-scores from the last "
                       "stored checkpoint", extra={"error": repr(exc)})
         finally:
+            gone = set(tps)  # their unacked feedback records go to the partitions' new owners
+            self._waiting = {t: kept for t, marks in self._waiting.items()
+                             if (kept := [x for x in marks if x[1] not in gone])}
             self.partitions.forget(tps)
             self._lock.release()
 

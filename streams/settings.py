@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     topic_dead_letter: str = Field("spyglass.dead-letter", description="Topic of records that failed decoding")
     topic_risk_evidence: str = Field("spyglass.risk-evidence", description="Topic of the worker's risk evidence "
                                      "(one record per engine alert with a principal, for cross-kind correlation)")
+    topic_feedback: str = Field("spyglass.feedback", description="Topic of analysts' marks on alerts (`spyglass "
+                                "alerts set-status`), read by the worker whose engine raised the alert; created "
+                                "with as many partitions as the event topics")
     topic_partitions: int = Field(4, ge=1, le=1024, description="Partitions per topic when Spyglass creates them")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="How every Kafka client of Spyglass connects: PLAINTEXT, SSL, SASL_PLAINTEXT or "
@@ -171,6 +174,13 @@ class Settings(BaseSettings):
     kafka_heap: str = Field("512m", description="Local broker JVM heap (-Xmx)")
     clickhouse_tcp_port: int = Field(9000, ge=1, le=65535, description="Local ClickHouse server native port")
     clickhouse_http_port: int = Field(8123, ge=1, le=65535, description="Local ClickHouse server HTTP port")
+    suppressions_file: Path = Field(Path("suppressions.yaml"), description="Suppression rules as code (YAML, "
+                                    "docs/analysts.md): alerts they match are stored, never published or routed; the "
+                                    "worker re-reads the file when it changes. Missing: no rules")
+    detectors_file: Path = Field(Path("detectors.yaml"), description="Detector configuration as code (YAML, "
+                                 "docs/analysts.md): per detector and tenant its mode (enforce, shadow, off) and "
+                                 "parameters; read when the worker starts. Missing: every detector enforced with "
+                                 "the engine's parameters")
 
     # --- Alert delivery (Alertmanager) ---------------------------------------------------
     alertmanager_version: str = Field("0.31.1", pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$",

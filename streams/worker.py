@@ -94,9 +94,10 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
                     events_store=events_store, log_bounds=log_bounds, record_at=record_reader)
     # the event topics, and the risk evidence the engines publish (correlated across kinds: risk.cross_kind)
     # and the OpenTelemetry Collector's spans, when that topic is set (their GenAI spans become events: streams.otlp)
+    # and the analysts' feedback (the same partition numbers as the event topics: assigned with them)
     otlp = [settings.topic_otlp_spans] if settings.topic_otlp_spans else []
-    topics = app.topic(*settings.topics().values(), settings.topic_risk_evidence, *otlp, key_type=bytes,
-                       value_type=bytes, key_serializer="raw", value_serializer="raw", internal=False)
+    topics = app.topic(*settings.topics().values(), settings.topic_risk_evidence, settings.topic_feedback, *otlp,
+                       key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", internal=False)
 
     app.topics.add(topics)  # subscribed and acked through Faust's conductor; fetches come to score()
     started: list[bool] = []
@@ -108,6 +109,9 @@ def build_app(settings: Settings, *, worker_name: str | None = None, store: Any 
         batches = {}
         for tp, records in fetch.items():
             if tp not in owned or not records:  # a fetch can outlive a rebalance: the new owner reads those
+                continue
+            if tp.topic == settings.topic_feedback:
+                await scorer.feedback((tp.topic, tp.partition), records)
                 continue
             batches[tp] = records  # aiokafka's records as they are (a TP is a (topic, partition) tuple)
             part = scorer.parts.get((tp.topic, tp.partition))

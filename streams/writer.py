@@ -70,6 +70,8 @@ class Writes:
     dead: list[tuple[TP, Record, EventError]] = field(default_factory=list)  # its partition, the record, why
     alerts: list[tuple[Alert, TP, int]] = field(default_factory=list)  # to store (not stored before), its source
     publish: list[Alert] = field(default_factory=list)  # to publish (not on the alerts topic before)
+    dispositions: dict[str, tuple[str, str]] = field(default_factory=dict)  # alert id -> (mode, suppressing rule)
+    #                                                                         of alerts stored but not published
     evidence: list[RiskEvidence] = field(default_factory=list)  # to the risk-evidence topic, with the alerts
     events: list[EventBlock] = field(default_factory=list)  # to store: the events, their raw JSON and scores
     event_tps: list[TP] = field(default_factory=list)  # the partition of each of ``events`` (fencing)
@@ -90,6 +92,7 @@ class Writes:
             out.dead += j.dead
             out.alerts += j.alerts
             out.publish += j.publish
+            out.dispositions.update(j.dispositions)
             out.evidence += j.evidence
             out.events += j.events
             out.event_tps += j.event_tps
@@ -239,7 +242,7 @@ class Writer:
                 self._check_owned({tp for _, tp, _ in piece}, self.store)  # right before the write
                 self.store.insert("alerts", alert_columns(
                     [a for a, _, _ in piece], created, [(topic, partition, offset) for _, (topic, partition), offset
-                                                        in piece]))
+                                                        in piece], w.dispositions))
 
             alerts = Isolating(w.alerts, insert_alerts, len, halves_of_list,
                                before_retry=self._alerts_not_stored)  # a failed try may have landed

@@ -54,7 +54,8 @@ RULES = (
         sql=("SELECT alert_id, tenant, severity, detector, entity_type, entity,\n"
              "       substring(explanation, 1, 500) AS explanation, toUInt8(1) AS open_alert\n"
              "FROM alerts FINAL\n"
-             f"WHERE severity IN ('critical', 'high') AND $__timeFilter(first_seen) AND {NOT_CLOSED}"),
+             f"WHERE severity IN ('critical', 'high') AND $__timeFilter(first_seen) AND {NOT_CLOSED}\n"
+             "  AND mode = 'enforce' AND suppressed_by = ''"),  # shadow and suppressed alerts never page
         columns=("alert_id", "tenant", "severity", "detector", "entity_type", "entity", "explanation", "open_alert"),
         window_s=7 * 86400, threshold=0, for_="0s", no_data="OK", severity=None,
         summary="{{ $labels.severity }} {{ $labels.detector }} on {{ $labels.entity_type }} {{ $labels.entity }} "

@@ -215,6 +215,16 @@ def security_overview() -> Board:
           ORDER BY time, technique
           """, ["time", "technique", "alerts"], timeseries=True)
     _alerts_table(b, "Latest alerts (click an id to investigate)", ENTITY)
+    b.add(_stat("Alerts by mode: enforced, shadow (trial), suppressed").span(24).height(4)
+          .description("Alerts above info in the range: enforced ones reach on-call; shadow ones come from a "
+                       "detector trialled in shadow mode for the tenant, suppressed ones matched a suppression "
+                       "rule (docs/analysts.md). Both are stored only.").unit("short"),
+          f"""
+          SELECT countIf(mode = 'enforce' AND suppressed_by = '') AS enforced, countIf(mode = 'shadow') AS shadow,
+                 countIf(suppressed_by != '') AS suppressed
+          FROM alerts FINAL
+          WHERE {ALERT_RANGE} AND {TENANT} AND {ENTITY} AND severity != 'info'
+          """, ["enforced", "shadow", "suppressed"])
     return b
 
 

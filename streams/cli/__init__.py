@@ -105,9 +105,18 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from schemas.jsonl import open_in, open_out
     from streams.replay import replay
 
+    if args.from_store:  # a backtest of --config against the current configuration (streams.cli.backtest)
+        from streams.cli.backtest import run_backtest
+
+        return run_backtest(args, settings)
+    if not args.input:
+        raise SpyglassError("replay: give --input (or --from-store)")
+    from streams.detector_config import load as load_tuning
+
     err = Console(stderr=True)
     show = sys.stderr.isatty() and args.input != "-"
-    engine = Engine(settings.engine_config())
+    engine = Engine(settings.engine_config(), tuning=load_tuning(args.config or settings.detectors_file))
+    ocsf: list | None = [] if args.format == "ocsf" else None
 
     def report(e) -> None:
         if args.verbose_errors:
@@ -117,7 +126,12 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
             TextColumn("[bold]replay"), BarColumn(), TextColumn("{task.completed:,} events"), console=err,
             disable=not show) as progress:
         task = progress.add_task("replay", total=None)
-        stats = replay(src, out, engine, on_batch=lambda n: progress.advance(task, n), on_error=report)
+        stats = replay(src, out if ocsf is None else None, engine, on_batch=lambda n: progress.advance(task, n),
+                       on_error=report, collect=ocsf)
+        if ocsf is not None:
+            from streams.cli.backtest import write_ocsf
+
+            write_ocsf(out, ocsf, engine.tuning)
     for e in stats.errors[: 0 if args.verbose_errors else 20]:
         err.print(f"{args.input}:{e.line}: {e.field}: {e.reason}", style="yellow", markup=False, highlight=False)
     err.print(f"replayed {stats.events:,} events ({stats.invalid:,} invalid lines skipped) in {stats.seconds:.1f}s, "
@@ -234,10 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
         "('-' for stdin/stdout). Invalid lines are reported with line number and field, and skipped.",
         epilog=EPILOG,
     )
-    r.add_argument("--input", required=True, help="events JSONL, or - for stdin")
+    r.add_argument("--input", help="events JSONL, or - for stdin")
     r.add_argument("--output", default="-", help="alerts JSONL, or - for stdout (the default)")
     r.add_argument("--verbose-errors", action="store_true", help="report every invalid line (default: first 20)")
     r.add_argument("--strict", action="store_true", help="exit 1 if any line is invalid (they are still skipped)")
+    from streams.cli.backtest import add_replay_arguments
+
+    add_replay_arguments(r)
     r.set_defaults(func=_replay)
 
     i = sub.add_parser(
@@ -297,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     from streams.cli.notify import register as register_notify
 
     register_notify(sub)
+    from streams.cli.suppress import register as register_suppress
+
+    register_suppress(sub)
     return p
 
 

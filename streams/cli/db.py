@@ -1,10 +1,8 @@
-"""``spyglass db migrate|status|prune`` and ``spyglass alerts set-status``: the ClickHouse schema and triage."""
+"""``spyglass db migrate|status|prune|users``: the ClickHouse schema (``alerts``: :mod:`streams.cli.alerts`)."""
 
 from __future__ import annotations
 
 import argparse
-import getpass
-from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -57,21 +55,9 @@ def register(subparsers: Any) -> None:
     )
     u.set_defaults(func=cmd_users)
 
-    alerts = subparsers.add_parser("alerts", help="triage alerts: set an alert's status",
-                                   description="Work with stored alerts.")
-    asub = alerts.add_subparsers(dest="alerts_command", metavar="{set-status}", required=True)
-    ss = asub.add_parser(
-        "set-status",
-        help="record an analyst's status for an alert (open, acknowledged, resolved, false_positive)",
-        description="Append a row to alert_status; the latest row per alert wins. The tenant is looked up "
-        "in the alerts table unless --tenant is given.",
-    )
-    ss.add_argument("alert_id", help="the alert's id")
-    ss.add_argument("status", choices=("open", "acknowledged", "resolved", "false_positive"), help="the new status")
-    ss.add_argument("--note", default="", help="free text stored with the change")
-    ss.add_argument("--tenant", help="the alert's tenant (default: looked up in the alerts table)")
-    ss.add_argument("--by", help="who made the change (default: the login name)")
-    ss.set_defaults(func=cmd_set_status)
+    from streams.cli.alerts import register as register_alerts
+
+    register_alerts(subparsers)
 
 
 def _open(settings: Settings) -> Any:
@@ -183,27 +169,4 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     for d in dropped:
         print(f"{verb} {store.database}.{d.table} partition {d.partition}")
     print(f"{verb} {len(dropped)} partition(s)")
-    return 0
-
-
-def cmd_set_status(args: argparse.Namespace, settings: Settings) -> int:
-    """Handle ``spyglass alerts set-status``."""
-    from schemas.rows import alert_status_columns
-
-    store = _open(settings)
-    try:
-        tenant = args.tenant
-        if tenant is None:
-            safe = args.alert_id.replace("\\", "\\\\").replace("'", "\\'")
-            rows = store.query(f"SELECT tenant FROM {store.database}.alerts WHERE alert_id = '{safe}' LIMIT 1")  # noqa: S608
-            if not rows:
-                raise SpyglassError(f"no alert {args.alert_id!r} in {store.database}.alerts (give --tenant to "
-                                    f"set a status anyway)")
-            tenant = str(rows[0][0])
-        by = args.by or getpass.getuser()
-        store.insert("alert_status", alert_status_columns(
-            args.alert_id, tenant, args.status, updated_at=datetime.now(UTC), updated_by=by, note=args.note))
-    finally:
-        store.close()
-    print(f"{args.alert_id} ({tenant}): {args.status} by {by}")
     return 0

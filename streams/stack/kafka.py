@@ -414,7 +414,8 @@ def ensure_topics(settings: Settings, partitions: int | None = None, *, bootstra
     from kafka.errors import TopicAlreadyExistsError, for_code
 
     names = [*settings.topics().values(), settings.topic_alerts, settings.topic_dead_letter,
-             settings.topic_risk_evidence, *([settings.topic_otlp_spans] if settings.topic_otlp_spans else [])]
+             settings.topic_risk_evidence, settings.topic_feedback,
+             *([settings.topic_otlp_spans] if settings.topic_otlp_spans else [])]
     n = partitions or settings.topic_partitions
     server = bootstrap or settings.kafka_bootstrap
     admin = _admin(settings, server)

@@ -132,8 +132,9 @@ def pipeline_acls(settings: Settings, *, worker: str = WORKER_USER, emitter: str
 
     The worker reads the event topics, the OTLP spans topic and the risk evidence (as its group) and writes
     alerts, dead letters and risk evidence; it also reads the alerts topic (a new owner of a partition looks up
-    what was published). The emitters (an OpenTelemetry Collector among them) only write the event topics and
-    the OTLP spans topic. Nobody else may read or write anything (no ACL, no access; the tooling's admin is a
+    what was published) and the analysts' feedback (written by the tooling's admin: ``spyglass alerts
+    set-status``). The emitters (an OpenTelemetry Collector among them) only write the event topics and the
+    OTLP spans topic. Nobody else may read or write anything (no ACL, no access; the tooling's admin is a
     super user). WRITE and READ imply DESCRIBE.
     """
     from kafka.admin import ACL, ACLOperation, ACLPermissionType, ResourcePattern, ResourceType
@@ -145,7 +146,7 @@ def pipeline_acls(settings: Settings, *, worker: str = WORKER_USER, emitter: str
     events = list(settings.topics().values())
     spans = [settings.topic_otlp_spans] if settings.topic_otlp_spans else []  # an OpenTelemetry Collector's
     acls = [allow(worker, read, topic, t)
-            for t in [*events, settings.topic_risk_evidence, settings.topic_alerts, *spans]]
+            for t in [*events, settings.topic_risk_evidence, settings.topic_alerts, settings.topic_feedback, *spans]]
     acls += [allow(worker, write, topic, t)
              for t in (settings.topic_alerts, settings.topic_dead_letter, settings.topic_risk_evidence)]
     acls.append(allow(worker, read, ResourceType.GROUP, settings.worker_group))

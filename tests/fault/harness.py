@@ -53,6 +53,7 @@ class Run:
             "topic_agent_execution": f"f-{tag}.agent-execution", "topic_alerts": f"f-{tag}.alerts",
             "topic_dead_letter": f"f-{tag}.dead-letter", "topic_risk_evidence": f"f-{tag}.risk-evidence",
             "topic_otlp_spans": f"f-{tag}.otlp-spans",
+            "topic_feedback": f"f-{tag}.feedback",
             "worker_group": f"f-{tag}",
         })
         run = cls(settings, tmp)
@@ -81,6 +82,7 @@ class Run:
         settings = s.model_copy(update={"topic_alerts": f"{s.topic_alerts}-{suffix}",
                                         "topic_dead_letter": f"{s.topic_dead_letter}-{suffix}",
                                         "topic_risk_evidence": f"{s.topic_risk_evidence}-{suffix}",
+                                        "topic_feedback": f"{s.topic_feedback}-{suffix}",
                                         "worker_group": f"{s.worker_group}-{suffix}"})
         other = Run(settings, self.tmp)
         other.names = ensure_topics(settings, partitions=3)

@@ -135,7 +135,7 @@ def fresh_topics(stack_settings: Settings) -> Iterator[Settings]:
         "topic_api_usage": f"t-{tag}.api-usage", "topic_data_access": f"t-{tag}.data-access",
         "topic_agent_execution": f"t-{tag}.agent-execution", "topic_alerts": f"t-{tag}.alerts",
         "topic_dead_letter": f"t-{tag}.dead-letter", "topic_risk_evidence": f"t-{tag}.risk-evidence",
-        "topic_otlp_spans": f"t-{tag}.otlp-spans",
+        "topic_otlp_spans": f"t-{tag}.otlp-spans", "topic_feedback": f"t-{tag}.feedback",
     })
     names = ensure_topics(settings, partitions=3)
     yield settings

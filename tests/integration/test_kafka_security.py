@@ -58,6 +58,7 @@ def topics(secure_stack: Stack) -> Settings:
         "topic_agent_execution": f"s-{tag}.agent-execution", "topic_alerts": f"s-{tag}.alerts",
         "topic_dead_letter": f"s-{tag}.dead-letter", "topic_risk_evidence": f"s-{tag}.risk-evidence",
         "topic_otlp_spans": f"s-{tag}.otlp-spans",
+        "topic_feedback": f"s-{tag}.feedback",
         "worker_group": f"s-{tag}"})
     ensure_topics(admin, partitions=2)
     assert grant_pipeline_acls(admin) > 0

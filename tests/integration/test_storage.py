@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 
@@ -203,9 +204,19 @@ def test_prune_drops_expired_day_partitions_on_the_server(server_store):
 
 def test_set_status_cli_on_the_server(server_store, stack_settings: Settings):
     migrate(server_store)
-    server_store.insert("alerts", alert_columns(sample_alerts()[:1], CREATED))
+    from kafka.admin import NewTopic
+
+    from schemas.feedback import decode_mark
+    from streams.stack.kafka import admin_client, delete_topics
+    from tests.fault.harness import Run, read_topic
+
+    server_store.insert("alerts", alert_columns(sample_alerts()[:1], CREATED, [("t.api", 1, 7)]))
     url = stack_settings.store().with_database(server_store.database).secret_url()
-    env = {**os.environ, "SPYGLASS_CLICKHOUSE_URL": url}
+    topics = stack_settings.model_copy(update={"topic_feedback": f"fb-{uuid.uuid4().hex[:8]}"})
+    admin = admin_client(topics.kafka_bootstrap)
+    admin.create_topics([NewTopic(topics.topic_feedback, 2, 1)])
+    admin.close()
+    env = {**os.environ, **topics.child_env(clickhouse_url=url)}
     for status in ("acknowledged", "false_positive"):
         r = subprocess.run([sys.executable, "-m", "streams.cli", "alerts", "set-status", "alert-1", status,
                             "--note", f"n-{status}", "--by", "ana"], env=env, capture_output=True, text=True,
@@ -220,3 +231,9 @@ def test_set_status_cli_on_the_server(server_store, stack_settings: Settings):
     assert len(got) == 1 and got[0][0] == "acme" and got[0][3] == 2
     final = server_store.query(f"SELECT status, note FROM {server_store.database}.alert_status FINAL")
     assert [tuple(r) for r in final] == [("false_positive", "n-false_positive")]
+    # the false positive (not the acknowledgement) went to the feedback topic, on the alert's partition
+    marks = read_topic(Run(topics, Path()), topics.topic_feedback)
+    assert [(m.partition, decode_mark(m.value).status, decode_mark(m.value).entity) for m in marks] == [
+        (1, "false_positive", "k1")]
+    assert decode_mark(marks[0].value).source_topic == "t.api" and decode_mark(marks[0].value).analyst == "ana"
+    delete_topics(topics, [topics.topic_feedback])

@@ -27,7 +27,7 @@ CONTRACT: dict[str, list[tuple[str, str]]] = {
         ("evidence", "String"), ("feature_names", "Array(String)"), ("feature_values", "Array(Float64)"),
         ("feature_baselines", "Array(Float64)"), ("event_ids", "Array(String)"), ("tags", "Array(String)"),
         ("source_topic", "String"), ("source_partition", "UInt16"), ("source_offset", "UInt64"),
-        ("created_at", "DateTime"),
+        ("created_at", "DateTime"), ("mode", "String"), ("suppressed_by", "String"),
     ],
     "engine_checkpoints": [
         ("group_id", "String"), ("topic", "String"), ("partition", "UInt16"), ("offset", "UInt64"),

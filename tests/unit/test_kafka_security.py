@@ -142,7 +142,9 @@ def test_the_acls_let_only_the_worker_write_the_evidence_topic():
     readers = {(p, name) for p, op, kind, name in grants if op == ACLOperation.READ}
     assert not any(p == emitter for p, _ in readers)
     assert {name for p, name in readers if p == worker} == {*s.topics().values(), s.topic_risk_evidence,
-                                                           s.topic_alerts, s.topic_otlp_spans, s.worker_group}
+                                                           s.topic_alerts, s.topic_otlp_spans, s.topic_feedback,
+                                                           s.worker_group}
+    assert not any(name == s.topic_feedback for _p, name in writers)  # marks come from an administrator only
     assert (worker, ACLOperation.READ, ResourceType.GROUP, s.worker_group) in grants
 
 

@@ -78,7 +78,8 @@ def test_no_panel_errors_on_an_empty_database(chdb):
     results = run_all(chdb, empty)
     assert check(results, want_data=False) == []
     assert all(not r.rows or r.spec.title in {"Open alerts by severity", "New entities on the last day of the "
-                                              "range", "variable status"}  # 'open' is always a status
+                                              "range", "variable status",  # 'open' is always a status
+                                              "Alerts by mode: enforced, shadow (trial), suppressed"}
                for r in results if r.spec.dashboard != "alerting")
 
 
