@@ -70,7 +70,8 @@ def test_compose_mounts_grafana_provisioning_from_the_repo():
 
 SPYGLASS_SERVICES = ("init", "worker", "simulator")
 # services that run as their image's own non-root user (the image sets USER): no `user:` needed
-IMAGE_USERS = {"kafka": "apache/kafka runs as appuser", "grafana": "grafana/grafana runs as uid 472"}
+IMAGE_USERS = {"kafka": "apache/kafka runs as appuser", "grafana": "grafana/grafana runs as uid 472",
+               "alertmanager": "prom/alertmanager runs as nobody"}
 
 
 def _cli_commands(svc: dict) -> list[list[str]]:
