@@ -127,9 +127,15 @@ class Emitter:
         self._failed: list[Delivery] = []
         self._lock = threading.Lock()
         self.sent = 0
-        self._producer = KafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap.split(","), client_id=client_id, acks="all",
-            linger_ms=linger_ms, batch_size=batch_size, retries=10, **kafka_client_config(self.settings))
+        from kafka.errors import KafkaError
+
+        try:
+            self._producer = KafkaProducer(
+                bootstrap_servers=self.settings.kafka_bootstrap.split(","), client_id=client_id, acks="all",
+                linger_ms=linger_ms, batch_size=batch_size, retries=10, **kafka_client_config(self.settings))
+        except KafkaError as exc:
+            raise SpyglassError(f"cannot connect to Kafka at {self.settings.kafka_bootstrap} "
+                                f"(SPYGLASS_KAFKA_BOOTSTRAP, SPYGLASS_KAFKA_SECURITY_PROTOCOL): {exc}") from None
 
     def send(self, event: Event, *, on_delivery: DeliveryCallback | None = None) -> None:
         """Validate ``event`` and queue it for its kind's topic; raises :class:`InvalidEvent` (nothing sent)."""

@@ -276,3 +276,4 @@ def test_produce_and_the_go_example_send_as_the_emitter_over_sasl_ssl(topics: Se
                          capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode != 0
     assert "not-the-password" not in bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stderr and bad.stderr.startswith("spyglass: "), bad.stderr[-2000:]
