@@ -182,3 +182,26 @@ def test_the_opentelemetry_collector_writes_spans_the_worker_scores(stack_settin
         for col in collectors:
             col.stop()
         _drop(run)
+
+
+def test_a_worker_scores_the_event_topics_when_the_spans_topic_does_not_exist(stack_settings: Settings,
+                                                                              tmp_path: Path):
+    """The spans topic is on by default: a broker without it (nobody created it) must not hold the worker back."""
+    from streams.simulator.output import produce_kafka
+    from streams.simulator.run import Simulation
+    from streams.stack.kafka import delete_topics
+    from tests.fault.harness import stored_event_ids, wait_committed
+
+    run = _run(stack_settings, tmp_path)
+    try:
+        assert delete_topics(run.settings, [run.settings.topic_otlp_spans]) == [run.settings.topic_otlp_spans]
+        stats = produce_kafka(Simulation(seed=3, events=6_000, days=1, instances=1), run.settings.kafka_bootstrap,
+                              run.settings.topics())
+        w = WorkerProc(run, "no-spans").start()
+        try:
+            wait_committed(run, stats.events, [w], timeout_s=180)
+        finally:
+            assert w.terminate() == 0, w.tail()
+        assert stored_event_ids(run) == stats.events
+    finally:
+        _drop(run)
