@@ -1,10 +1,12 @@
 """The topic partitions a worker owns: each one's engine, where it stands, and its checkpoints.
 
-A partition is taken on at its first records: its newest checkpoint is restored (a correlator's for
-the risk-evidence topic, an engine's for an event topic) or, without one, it starts cold. The
-records below the checkpoint's offset are acked at once (the state reflects them); the others are
-scored, and what an earlier owner did with them is looked up first: the alerts it stored and those
-it published are neither stored nor published again (see :mod:`streams.dedup`).
+A partition is taken on at its first records: its next owner epoch is claimed (:mod:`streams.fencing`; a
+partition another worker claims later is *fenced* here: nothing more is scored, written or acked for
+it), its newest checkpoint is restored (a correlator's for the risk-evidence topic, an engine's for an
+event topic) or, without one, it starts cold. The records below the checkpoint's offset are acked at
+once (the state reflects them); the others are scored, and what an earlier owner did with them is looked
+up first: the alerts it stored and those it published are neither stored nor published again (see
+:mod:`streams.dedup`).
 
 A scored record's offset is *pending* until a checkpoint covers it: a snapshot of the engine's
 state is taken every ``worker_checkpoint_s`` (right after the batch it covers was scored), stored
