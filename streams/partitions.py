@@ -17,7 +17,6 @@ partitions are revoked their pending records are checkpointed and they are forgo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -195,11 +194,9 @@ class Partitions:
 
     async def _claim(self, tp: TP, where: dict[str, Any]) -> None:
         """Claim the partition's next owner epoch before anything is read or written for it (a racing claim that
-        won leaves it fenced here: scored by nobody here, written by nobody here)."""
+        won is found by the first check, before any write: the partition is then fenced here)."""
         owners = self.owners
-        if owners is None:
-            return
-        with contextlib.suppress(Fenced):  # logged and marked by the claim
+        if owners is not None:
             where["epoch"] = await self.io.call(lambda: owners.claim(tp), "partition.claim", where)
 
     def fenced(self, tp: TP) -> bool:
