@@ -5,7 +5,8 @@ not know that until it runs again, and then goes on with the writes it had queue
 transactions and no conditional insert, so the store cannot refuse them by itself; instead every owner of a
 partition *claims* it in ``partition_owners`` when it takes it on, with the next epoch (the highest so far plus
 one) and a random claim id, and the claim with the highest ``(epoch, claim_id)`` is the owner (claim, then read
-back: of two racing claims of one epoch exactly one wins, and both see which).
+back at the first check, before any write: of two racing claims of one epoch exactly one wins, and both see
+which).
 
 Before each write for a partition (a publish, an alerts or events insert, a checkpoint) the worker checks, on
 the connection and thread that writes, that its claim is still the owner's. A check holds for a *lease* shorter
@@ -82,21 +83,19 @@ class OwnerEpochs:
         return {(str(t), int(p)): (int(e), str(c)) for t, p, e, c in rows}
 
     def claim(self, tp: TP, store: Store | None = None) -> int:
-        """Claim ``tp`` with the next epoch and return it (blocking: on an I/O thread); raises :class:`Fenced`
-        if a racing claim of the same or a higher epoch won."""
+        """Claim ``tp`` with the next epoch and return it (blocking: on an I/O thread). Two round trips: the
+        highest epoch, then the insert; the read back that tells a racing claim of the same epoch is the next
+        check's, which asks the store whatever its lease (before any write for ``tp``)."""
         store = store if store is not None else self.store
         current = self._owners(store, [tp]).get(tp, (0, ""))
         epoch, claim_id = current[0] + 1, secrets.token_hex(16)
         store.insert("partition_owners", {
             "group_id": [self.group_id], "topic": [tp[0]], "partition": [tp[1]], "epoch": [epoch],
             "claim_id": [claim_id], "worker": [self.worker], "claimed_at": [datetime.now(UTC).replace(microsecond=0)]})
-        owner = self._owners(store, [tp]).get(tp)
         with self._lock:
-            if owner != (epoch, claim_id):
-                self._fence({tp: owner[0] if owner else epoch})
-                raise Fenced([tp])
             self.claims[tp] = (epoch, claim_id)
             self.fenced.pop(tp, None)
+            self._checked_at = float("-inf")  # the next check reads the claims back
         log.info("partition claimed", extra={"topic": tp[0], "partition": tp[1], "epoch": epoch})
         return epoch
 
@@ -120,6 +119,10 @@ class OwnerEpochs:
             lost = tps & self.fenced.keys()
         if lost:
             raise Fenced(lost)
+
+    def trusted(self) -> bool:
+        """Whether the last check's lease still holds (a check now would not ask the store)."""
+        return self.clock() - self._checked_at < self.lease_s
 
     def _fence(self, lost: dict[TP, int]) -> None:
         for tp, by_epoch in lost.items():

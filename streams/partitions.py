@@ -1,10 +1,12 @@
 """The topic partitions a worker owns: each one's engine, where it stands, and its checkpoints.
 
-A partition is taken on at its first records: its newest checkpoint is restored (a correlator's for
-the risk-evidence topic, an engine's for an event topic) or, without one, it starts cold. The
-records below the checkpoint's offset are acked at once (the state reflects them); the others are
-scored, and what an earlier owner did with them is looked up first: the alerts it stored and those
-it published are neither stored nor published again (see :mod:`streams.dedup`).
+A partition is taken on at its first records: its next owner epoch is claimed (:mod:`streams.fencing`; a
+partition another worker claims later is *fenced* here: nothing more is scored, written or acked for
+it), its newest checkpoint is restored (a correlator's for the risk-evidence topic, an engine's for an
+event topic) or, without one, it starts cold. The records below the checkpoint's offset are acked at
+once (the state reflects them); the others are scored, and what an earlier owner did with them is looked
+up first: the alerts it stored and those it published are neither stored nor published again (see
+:mod:`streams.dedup`).
 
 A scored record's offset is *pending* until a checkpoint covers it: a snapshot of the engine's
 state is taken every ``worker_checkpoint_s`` (right after the batch it covers was scored), stored
@@ -15,7 +17,6 @@ partitions are revoked their pending records are checkpointed and they are forgo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -199,11 +200,9 @@ class Partitions:
 
     async def _claim(self, tp: TP, where: dict[str, Any]) -> None:
         """Claim the partition's next owner epoch before anything is read or written for it (a racing claim that
-        won leaves it fenced here: scored by nobody here, written by nobody here)."""
+        won is found by the first check, before any write: the partition is then fenced here)."""
         owners = self.owners
-        if owners is None:
-            return
-        with contextlib.suppress(Fenced):  # logged and marked by the claim
+        if owners is not None:
             where["epoch"] = await self.io.call(lambda: owners.claim(tp), "partition.claim", where)
 
     def fenced(self, tp: TP) -> bool:

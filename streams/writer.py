@@ -191,8 +191,9 @@ class Writer:
         tps = {tp for tp, _, _ in w.dead} | set(source.values()) | set(w.event_tps) | {
             (s.part.topic, s.part.partition) for s in w.snapshots}
         owners = self.owners
-        with contextlib.suppress(Fenced):  # the fenced ones are marked: filtered out below
-            await self.io.call(lambda: owners.check(tps, self.store), "fence.check", w.where)
+        if not owners.trusted():  # else the store would not be asked: no hop to the I/O thread
+            with contextlib.suppress(Fenced):  # the fenced ones are marked: filtered out below
+                await self.io.call(lambda: owners.check(tps, self.store), "fence.check", w.where)
         if not any(map(self._fenced, tps)):
             return w
         keep = Writes(where=w.where, scored_s=w.scored_s, flush=w.flush)

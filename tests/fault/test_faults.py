@@ -73,7 +73,10 @@ def test_cross_kind_risk_after_kill_9_equals_the_fault_free_alerts(run: Run):
     w = WorkerProc(run, "victim").start()
     try:
         for _ in range(2):
-            time.sleep(11)  # startup takes about 6 s, then a few checkpoints (every 2 s here)
+            deadline = time.monotonic() + 120  # start-up takes about 6 s on a quiet machine, far more on a busy one
+            while not owns_partitions(w) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(6)  # then a few checkpoints (every 2 s here)
             w.kill9()
             w.start()
         producer.join(120)
