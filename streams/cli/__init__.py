@@ -11,7 +11,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -28,10 +27,10 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from streams.simulator.output import produce_kafka, write_jsonl, write_labels
-    from streams.simulator.run import Simulation
+    from streams.simulator.run import Simulation, parse_start
 
     err = Console(stderr=True)
-    start = datetime.fromisoformat(args.start.replace("Z", "+00:00")) if args.start else None
+    start = parse_start(args.start) if args.start else None
     kwargs = {"start": start} if start else {}
     sim = Simulation(seed=args.seed, events=args.events, days=args.days, instances=args.instances,
                      scenarios=args.scenario or None, world_seed=args.world_seed, **kwargs)
@@ -197,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=7, help="random seed; the same seed gives the same run (default 7)")
     s.add_argument("--events", type=int, default=200_000, help="total events, attacks included (default 200000)")
     s.add_argument("--days", type=int, default=7, help="simulated days of event time (default 7)")
-    s.add_argument("--start", help="event time of the run's start, RFC 3339 with offset (default 2026-11-02T00:00:00Z)")
+    s.add_argument("--start", help="event time of the run's start, RFC 3339 with offset (default "
+                   "2026-11-02T00:00:00Z), or relative to the clock: now, now-7d, now-6h")
     s.add_argument("--instances", type=int, default=2, help="instances of each attack scenario (default 2)")
     s.add_argument("--scenario", action="append", help="only this scenario (repeatable); default all")
     s.add_argument("--world-seed", type=int, help="draw a different organisation (size, time zones, habits) and "

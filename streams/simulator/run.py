@@ -7,9 +7,10 @@ chunks; labels are written once the run is complete.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 import numpy as np
@@ -22,6 +23,35 @@ from streams.simulator.world import build_world
 from streams.simulator.worlds import WorldTraits, varied
 
 DEFAULT_START = datetime(2026, 11, 2, tzinfo=UTC)  # a Monday
+_RELATIVE = re.compile(r"now(?:-(\d{1,5})([dh]))?")
+
+
+def parse_start(text: str, now: datetime | None = None) -> datetime:
+    """A run's ``--start``: RFC 3339 with an offset, or ``now``, ``now-7d``, ``now-6h`` (to the minute).
+
+    A relative start lets a long-running simulator (compose) date its events around the wall clock, so the
+    dashboards' default time ranges show them and the worker's event-time checks accept them.
+
+    Examples
+    --------
+    >>> parse_start("now-7d", now=datetime(2026, 12, 7, 11, 30, 59, tzinfo=UTC)).isoformat()
+    '2026-11-30T11:30:00+00:00'
+    >>> parse_start("2026-11-02T00:00:00Z").isoformat()
+    '2026-11-02T00:00:00+00:00'
+    """
+    relative = _RELATIVE.fullmatch(text.strip())
+    if relative:
+        clock = (now or datetime.now(UTC)).replace(second=0, microsecond=0)
+        n, unit = relative.groups()
+        return clock - timedelta(**{"days" if unit == "d" else "hours": int(n)}) if n else clock
+    try:
+        start = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise SpyglassError(f"--start {text!r}: give RFC 3339 with an offset (2026-11-02T00:00:00Z), or now, "
+                            "now-7d, now-6h") from None
+    if start.tzinfo is None:
+        raise SpyglassError("--start must carry a timezone offset (e.g. 2026-11-02T00:00:00Z)")
+    return start
 
 
 @dataclass

@@ -138,13 +138,19 @@ def _stages(dockerfile: str) -> list[list[str]]:
 
 
 def test_the_dockerfile_builds_the_native_decoder_once_and_runs_unprivileged():
-    build, runtime = _stages((ROOT / "Dockerfile").read_text())
+    rust, build, runtime = _stages((ROOT / "Dockerfile").read_text())
+    assert rust == ["FROM ${RUST_IMAGE} AS rust"]  # only a source of the toolchain
     build_text, runtime_text = "\n".join(build), "\n".join(runtime)
-    assert "cargo" in build_text and "pip wheel -q --no-deps -w /wheels ./schemas/native" in build_text
+    assert "COPY --from=rust /usr/local/cargo /usr/local/cargo" in build_text
+    assert "pip wheel -q --no-deps -w /wheels ./schemas/native" in build_text
     assert "pip wheel -q --no-deps -w /wheels ." in build_text
     assert "COPY --from=build /opt/spyglass /opt/spyglass" in runtime_text
-    for word in ("cargo", "pip ", "apt-get", "RUN pip"):
+    for word in ("cargo", "rust", "pip ", "apt-get", "RUN pip"):
         assert word not in runtime_text, f"the runtime stage runs {word!r}"
+    args = dict(line.split()[1].split("=", 1) for line in (ROOT / "Dockerfile").read_text().splitlines()
+                if line.startswith("ARG "))
+    for image in args.values():  # pinned, like the compose images
+        assert ":" in image and not image.endswith(":latest"), image
     users = [line.split()[1] for line in runtime if line.upper().startswith("USER ")]
     assert users and users[-1] == compose()["services"]["worker"]["user"] and not users[-1].startswith("0")
     assert runtime[-2:] == ['ENTRYPOINT ["spyglass"]', 'CMD ["--help"]']
