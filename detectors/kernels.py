@@ -666,3 +666,49 @@ def gap_scan(key, ts, rate, ring, ks, n_short, size):  # pragma: no cover - comp
             ring[k, j] = ring[k, j - 1]
         ring[k, 0] = now
     return out
+
+
+@njit(cache=True)
+def token_run_model(key, grp, has_tok, resid, tok_mean, tok_var, tok_n, tok_run, g_var, g_n, alpha, min_sd,
+                    prior_n, gate, run_z, g_alpha):  # pragma: no cover - compiled
+    """Each request's tokens (``resid``: log tokens relative to its endpoint's norm) against its key's own
+    log-normal shrunk toward its peers', and the key's run of far-out requests, as of each event.
+
+    A key's mean and spread (exponentially weighted, weight ``max(alpha, 1 / (n + 1))``) are blended with its
+    endpoint group's (mean 0: the residual is relative to the group's norm; spread ``g_var``, the spread of every
+    key's requests around that norm) with the weight of ``prior_n`` requests, so a young key is judged by its
+    peers from its first request and by itself once it has a history. A request ``run_z`` standard deviations or
+    more above adds its normal tail surprise to the key's run, an ordinary one halves it; requests at ``gate`` or
+    more are not learned (neither into the key nor its group). Returns rows (z, run, the key's blended mean).
+    """
+    n = key.shape[0]
+    out = np.zeros((n, 3), dtype=np.float64)
+    floor = min_sd * min_sd
+    for i in range(n):
+        if not has_tok[i]:
+            continue
+        k = key[i]
+        g = grp[i]
+        x = resid[i]
+        w = prior_n / (prior_n + tok_n[k])
+        pv = max(g_var[g], floor) if g_n[g] > 0 else 1.0
+        mean = (1.0 - w) * tok_mean[k]
+        var = (1.0 - w) * (tok_var[k] + tok_mean[k] * tok_mean[k] * w) + w * pv
+        z = (x - mean) / math.sqrt(max(var, floor))
+        out[i, 0] = z
+        out[i, 2] = mean
+        if z >= run_z:
+            tok_run[k] += normal_surprise_nb(z)
+        else:
+            tok_run[k] *= 0.5
+        out[i, 1] = tok_run[k]
+        if z < gate:
+            a = max(alpha, 1.0 / (tok_n[k] + 1.0))
+            d = x - tok_mean[k]
+            tok_mean[k] += a * d
+            tok_var[k] = (1.0 - a) * (tok_var[k] + a * d * d)
+            tok_n[k] += 1.0
+            b = max(g_alpha, 1.0 / (g_n[g] + 1.0))
+            g_var[g] += b * (x * x - g_var[g])
+            g_n[g] += 1.0
+    return out

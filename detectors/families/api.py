@@ -39,6 +39,7 @@ from detectors.kernels import (
     group_log_residual,
     key_rate_model,
     pair,
+    token_run_model,
 )
 from detectors.registry import Column, Context, Detector, Family, NoveltySet, Table, option
 from detectors.state import State
@@ -90,7 +91,8 @@ class ApiConfig:
                                       "chance makes ordinary large requests look extreme")
     token_gate: float = option(4.0, "z-score of log tokens from which a request is not learned into the key's "
                                     "distribution (lower: the spread shrinks on itself)")
-    token_warm: int = option(20, "requests with tokens a key makes before its tokens are judged")
+    token_prior_events: float = option(20.0, "requests' worth of its endpoint peers' token distribution a key's own "
+                                             "is shrunk toward (a young key is judged by its peers)")
     token_route_alpha: float = option(0.01, "weight of each request in its tenant's typical log tokens per endpoint "
                                             "(the norm a key's tokens are judged relative to)")
     token_route_step: float = option(1.0, "the most (log tokens) one request moves its endpoint's norm, times its "
@@ -126,19 +128,21 @@ class TenantRates:
         self.hours = np.zeros((0, 24))
         self.client = np.zeros((0, 3))  # new IPs, new user agents, requests: over its keys, each key's first left out
         self.route_rows: dict[int, int] = {}  # pair(tenant, scope) -> row of route_tok
-        self.route_tok = np.zeros((0, 2))  # per (tenant, scope): typical log tokens per request, requests learned
+        # per (tenant, scope): typical log tokens per request, requests learned; spread of keys' requests around it
+        # (mean square of the residual), requests learned into that; the same four of log(output / input tokens)
+        self.route_tok = np.zeros((0, 8))
 
     def route_index(self, keys: np.ndarray) -> np.ndarray:
         """The ``route_tok`` row of each pair(tenant, scope) key (new pairs get a row)."""
         if not hasattr(self, "route_rows"):  # a checkpoint from before the per-endpoint token norm
-            self.route_rows, self.route_tok = {}, np.zeros((0, 2))
+            self.route_rows, self.route_tok = {}, np.zeros((0, 8))
         uniq, inv = np.unique(keys, return_inverse=True)
         rows = np.empty(uniq.size, dtype=np.int64)
         for j, x in enumerate(uniq.tolist()):
             rows[j] = self.route_rows.setdefault(x, len(self.route_rows))
         grow = len(self.route_rows) - self.route_tok.shape[0]
         if grow > 0:
-            self.route_tok = np.vstack([self.route_tok, np.zeros((grow, 2))])
+            self.route_tok = np.vstack([self.route_tok, np.zeros((grow, 8))])
         return rows[inv.reshape(-1)]
 
     def fit(self, n: int) -> None:
@@ -281,14 +285,28 @@ def _key_model(ctx: Context, c: ApiColumns, tenants: TenantRates) -> tuple[np.nd
     rows = tenants.route_index(pair(c.tenant, np.where(c.scope < 0, 0, c.scope)))
     resid = group_log_residual(rows, x, has_tok, tenants.route_tok[:, 0], tenants.route_tok[:, 1],
                                cfg.token_route_alpha, cfg.token_route_step)
-    m = key_rate_model(
-        c.key, c.tenant, c.ts, ~c.auth_fail, stuff_fail, has_tok, resid,
+    m = key_rate_model(  # tokens are judged below, with peers (no token is passed here)
+        c.key, c.tenant, c.ts, ~c.auth_fail, stuff_fail, np.zeros(len(c.key), dtype=np.bool_), resid,
         k["r1"], k["r10"], k["r60"], k["r_last"], k["base"], k["base_last"], k["since"], k["last_ok"], k["wake"],
         k["wake_n"], k["unk_s"], k["tok_mean"], k["tok_var"], k["tok_n"], k["tok_run"], tenants.rows, tenants.hours,
         np.array(RATE_WINDOWS_S) * 1000, cfg.rate_tau_slow_s * 1000, cfg.rate_prior_events, cfg.rate_nb_size,
         cfg.rhythm_tau_days * DAY, cfg.unknown_dormant_days * DAY, HOUR, cfg.rate_floor_per_hour / HOUR,
-        cfg.rate_surprise, cfg.token_alpha, cfg.token_min_sd, cfg.token_warm, cfg.token_gate, cfg.token_run_z,
+        cfg.rate_surprise, cfg.token_alpha, cfg.token_min_sd, 1, cfg.token_gate, cfg.token_run_z,
         cfg.stuffing_floor_share, cfg.stuffing_surprise, 3)
+    tok = token_run_model(c.key, rows, has_tok, resid, k["tok_mean"], k["tok_var"], k["tok_n"], k["tok_run"],
+                          tenants.route_tok[:, 2], tenants.route_tok[:, 3], cfg.token_alpha, cfg.token_min_sd,
+                          cfg.token_prior_events, cfg.token_gate, cfg.token_run_z, cfg.token_route_alpha)
+    m[:, KR_TOK_Z], m[:, KR_TOK_RUN], m[:, KR_TOK_BASE] = tok[:, 0], tok[:, 1], tok[:, 2]
+    # outputs relative to inputs (long outputs: extraction), the same way: endpoint norm, key shrunk to peers
+    t_in = c.block.cols["tokens_in"].astype(np.float64)
+    t_out = c.block.cols["tokens_out"].astype(np.float64)
+    has_out = has_tok & (t_in > 0) & (t_out > 0)
+    y = np.log1p(np.maximum(t_out, 0.0)) - np.log1p(np.maximum(t_in, 0.0))
+    r_out = group_log_residual(rows, y, has_out, tenants.route_tok[:, 4], tenants.route_tok[:, 5],
+                               cfg.token_route_alpha, cfg.token_route_step)
+    outs = token_run_model(c.key, rows, has_out, r_out, k["out_mean"], k["out_var"], k["out_n"], k["out_run"],
+                           tenants.route_tok[:, 6], tenants.route_tok[:, 7], cfg.token_alpha, cfg.token_min_sd,
+                           cfg.token_prior_events, cfg.token_gate, cfg.token_run_z, cfg.token_route_alpha)
     # the cluster test: the key's expected rate at this event (its baseline, hour level and tenant surge)
     rate = m[:, KR_RATE_E] / (np.array(RATE_WINDOWS_S)[m[:, KR_RATE_W].astype(np.int64)] * 1000.0)
     ring = np.stack([k[f"gap{j}"] for j in range(GAP_DEPTH)], axis=1)
@@ -303,7 +321,7 @@ def _key_model(ctx: Context, c: ApiColumns, tenants: TenantRates) -> tuple[np.nd
                                                                                + len(GAP_KS_BURST)))
     g[:, 0] = np.where(g[:, 0] > windows, g[:, 0], 0.0)  # the cluster tests are the evidence only where they won
     g[:, 4] = np.where(g[:, 4] > windows, g[:, 4], 0.0)
-    return m, x - resid, np.column_stack([g, sustained])
+    return m, x - resid, np.column_stack([g, sustained, outs[:, 1]])
 
 
 def _rate_findings(ctx: Context, c: ApiColumns, m: np.ndarray, asset: np.ndarray, n_before: np.ndarray,
@@ -326,7 +344,7 @@ def _rate_findings(ctx: Context, c: ApiColumns, m: np.ndarray, asset: np.ndarray
     p_model = np.clip((np.maximum(models_before + 1.0 - recent_new, 0.0) + 1.0) / (np.maximum(n_before, 0) + 2.0),
                       1e-12, 1.0)
     model_s = np.where(recent_new >= 2.0, recent_new * -np.log10(p_model), 0.0)
-    tok_run = m[:, KR_TOK_RUN]
+    tok_run = np.maximum(m[:, KR_TOK_RUN], gap[:, 9])  # far more tokens, or far longer outputs for the input
     extra = np.maximum(tok_run, model_s)
     extra = np.where(extra >= cfg.extraction_evidence, extra, 0.0)
     burst = (rate_s >= cfg.rate_surprise) & (count >= cfg.rate_min_requests)
@@ -583,9 +601,10 @@ FAMILY = Family(
             "Model extraction runs many inference queries, with long outputs on one model or spread over models. "
             "Raised when a key's sustained-rate surprise (as for api.rate_burst, with clusters of up to 17 "
             "requests counted too, at least `extraction_rate_surprise`) plus the surprise of its outputs (a run of "
-            "requests far above its own tokens per request) or of the models new to it within 10 minutes (judged "
-            "by how rarely the key takes up a new model) reaches `extraction_surprise`. It fires below the "
-            "rate-burst threshold when the outputs or models add evidence."),
+            "requests far above its own tokens per request, or far above its own ratio of output to input tokens, "
+            "each judged like api.denial_of_wallet) or of the models new to it within 10 minutes (judged by how "
+            "rarely the key takes up a new model) reaches `extraction_surprise`. It fires below the rate-burst "
+            "threshold when the outputs or models add evidence."),
         Detector(
             "api.denial_of_wallet", "Tokens per request far above the key's own", "api_key",
             ("atlas:AML.T0034", "owasp-llm:LLM10"),
@@ -593,7 +612,9 @@ FAMILY = Family(
             "tokens for that scope, a robust running norm), so a key that mixes chat, embeddings and batch jobs is "
             "held to one tight distribution of its own. Keeps each key's relative tokens as a log-normal (an "
             "exponentially weighted mean and spread over about its last 50 requests, spread at least "
-            "`token_min_sd`, learned from requests that are not far out). Each request `token_run_z` standard "
+            "`token_min_sd`, learned from requests that are not far out), shrunk toward its peers' (the spread of "
+            "every key's requests around the endpoint's norm) with the weight of `token_prior_events` requests: a "
+            "young key is judged by its peers from its first request. Each request `token_run_z` standard "
             "deviations or more above it adds its tail surprise to the key's run; an ordinary request halves the "
             "run. Raised when a run adds up to `token_surprise`: far larger contexts or outputs at the key's usual "
             "request rate."),
@@ -627,6 +648,10 @@ FAMILY = Family(
         Column("key", "tok_var", 0, "variance of log tokens per request (exponentially weighted)"),
         Column("key", "tok_n", 0, "requests with tokens learned"),
         Column("key", "tok_run", 0, "summed surprise of the current run of large requests"),
+        Column("key", "out_mean", 0, "mean of log(output / input tokens) relative to the endpoint (weighted)"),
+        Column("key", "out_var", 0, "variance of that (exponentially weighted)"),
+        Column("key", "out_n", 0, "requests with output and input tokens learned"),
+        Column("key", "out_run", 0, "summed surprise of the current run of outputs far longer than usual"),
         Column("key", "models", 0, "distinct models the key queried"),
         Column("key", "mnew", 0, "decayed count of models new to the key, 10 minutes"),
         Column("key", "mnew_last", 0, "time of that count's last update"),

@@ -271,3 +271,72 @@ def test_group_log_residual_is_robust_to_a_run_of_outliers():
     assert r[0] == 0.0 and abs(r[199]) < 1e-9
     assert r[200] == 7.0 and r[219] > 6.5, "twenty huge requests barely move the endpoint's norm"
     assert abs(r[-1]) < 0.5
+
+
+# -- api.denial_of_wallet for a young key: judged by its peers -------------------------------------------
+def young_wallet_pattern(minimal: bool = False, scale: float = 40.0) -> tuple[list, set[str]]:
+    """A key first seen today makes 8 ordinary chat requests, then 6 of ``scale`` times the tenant's usual size
+    (no history of its own to speak of: its peers' spread judges it)."""
+    rng = np.random.default_rng(9)
+    s = Stream()
+    _history(s, rng, per_day=12)
+    ids = set()
+    for j in range(14):
+        eid = s.api(T0 + timedelta(days=4, hours=9, minutes=20 * j), "k-young", "inference:chat")
+        _tokens(s, 30.0 * (scale if j >= 8 else 1.0) * float(rng.lognormal(0.0, 0.4)))
+        if j >= 8:
+            ids.add(eid)
+    return s.run(minimal=minimal), ids
+
+
+def test_a_young_keys_requests_far_above_its_peers_are_denial_of_wallet():
+    alerts, ids = young_wallet_pattern()
+    hits = _hits(alerts, "api.denial_of_wallet", ids)
+    assert hits and hits[0].entity == "k-young"
+
+
+def test_a_young_keys_ordinary_requests_are_not_denial_of_wallet():
+    alerts, ids = young_wallet_pattern(scale=1.0)
+    assert not _hits(alerts, "api.denial_of_wallet", ids)
+
+
+# -- api.model_extraction: outputs far longer than the key's own for their inputs ---------------------------
+def long_output_pattern(minimal: bool = False, out_scale: float = 10.0) -> tuple[list, set[str]]:
+    """k2 at about 8x its own rate for an hour on one model, each output ``out_scale`` times its usual for the
+    same inputs (the total tokens barely move: the outputs were a third of them)."""
+    rng = np.random.default_rng(10)
+    s = Stream()
+    _history(s, rng, per_day=12)
+    t = T0 + timedelta(days=4, hours=10)
+    ids = set()
+    for i in range(60):
+        ids.add(s.api(t + timedelta(seconds=60 * i + float(rng.uniform(0, 30))), "k2", "inference:chat"))
+        total = 30.0 * float(rng.lognormal(0.0, 0.5))
+        row = s.rows[-1][1]
+        row["tokens_in"], row["tokens_out"] = int(total / 3) + 1, int(out_scale * 2 * total / 3) + 1
+    return s.run(minimal=minimal), ids
+
+
+def test_long_outputs_at_a_sustained_rate_are_model_extraction():
+    alerts, ids = long_output_pattern()
+    hits = _hits(alerts, "api.model_extraction", ids)
+    assert hits and hits[0].entity == "k2" and "outputs far longer" in hits[0].explanation
+
+
+def test_the_same_rate_with_usual_outputs_is_not_model_extraction():
+    alerts, ids = long_output_pattern(out_scale=1.0)
+    assert not _hits(alerts, "api.model_extraction", ids)
+
+
+def test_token_run_model_judges_a_young_key_by_its_peers_spread():
+    from detectors.kernels import token_run_model
+
+    key = np.zeros(3, dtype=np.int64)
+    grp = np.zeros(3, dtype=np.int64)
+    cols = [np.zeros(1) for _ in range(4)]
+    g_var, g_n = np.array([0.25]), np.array([100.0])
+    out = token_run_model(key, grp, np.ones(3, dtype=bool), np.array([0.1, 2.0, 2.0]), *cols, g_var, g_n,
+                          0.02, 0.3, 20.0, 4.0, 2.5, 0.01)
+    assert abs(out[0, 0] - 0.1 / 0.5) < 1e-9, "a key's first request: its peers' spread, mean 0"
+    assert out[1, 0] > 3.5 and out[2, 1] > out[1, 1] > 0, "far-out requests start and grow a run"
+    assert cols[2][0] == 1.0, "far-out requests are not learned"
