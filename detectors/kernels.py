@@ -600,3 +600,115 @@ def block_log_zscore(ent, block, x, mean, var, seen, alpha, gate, min_var, warm)
             var[e, b] = (1.0 - a) * (var[e, b] + a * dv * dv)
             seen[e, b] += 1.0
     return z
+
+
+@njit(cache=True)
+def group_log_residual(grp, x, valid, mean, seen, alpha, step):  # pragma: no cover - compiled
+    """``x`` less its group's typical value as of each event (arrival order); the groups' rows are updated.
+
+    ``mean``/``seen`` are indexed by ``grp`` (e.g. a (tenant, endpoint) row): a robust exponentially weighted
+    location (each update moves it at most ``step`` times its weight, so a run of outliers cannot drag it; weight
+    ``max(alpha, 1 / (seen + 1))``). The first value of a group is its own location (residual 0). Invalid events
+    give 0 and are not learned.
+    """
+    n = grp.shape[0]
+    out = np.zeros(n, dtype=np.float64)
+    for i in range(n):
+        if not valid[i]:
+            continue
+        g = grp[i]
+        if seen[g] == 0.0:
+            mean[g] = x[i]
+        d = x[i] - mean[g]
+        out[i] = d
+        a = max(alpha, 1.0 / (seen[g] + 1.0))
+        mean[g] += a * min(max(d, -step), step)
+        seen[g] += 1.0
+    return out
+
+
+@njit(cache=True)
+def gap_scan(key, ts, rate, ring, ks, n_short, size):  # pragma: no cover - compiled
+    """How surprising each key's latest requests are as a cluster: for each ``k`` of ``ks``, the time since the
+    key's k-th previous request against its expected rate (``rate``: requests per ms at this event).
+
+    Under a Poisson process of rate r, the time from one request to the k-th after it is Gamma(k, r), so
+    P(gap <= d) = P(Poisson(r d) >= k): an exact scan over the last k+1 requests, whatever their spacing
+    (a decayed count of fixed time constant blurs a burst of a few requests spaced a minute apart). The count is
+    spread as a negative binomial of size ``size`` like ``key_rate_model``'s windows. ``ring`` holds each key's
+    latest request times (most recent first; 0: none), updated in place. Returns per event (best surprise over
+    the first ``n_short`` k before the multiple-test correction, its k, its gap in ms, the requests expected in
+    it) and the same over every k.
+    """
+    n = key.shape[0]
+    depth = ring.shape[1]
+    out = np.zeros((n, 8), dtype=np.float64)
+    for i in range(n):
+        k = key[i]
+        now = ts[i]
+        for j in range(ks.shape[0]):
+            kk = ks[j]
+            if kk > depth:
+                continue
+            prev = ring[k, kk - 1]
+            if prev <= 0.0:
+                continue
+            mu = rate[i] * max(now - prev, 1.0)
+            phi = 1.0 + mu / size
+            s = poisson_surprise_nb(kk / phi, mu / phi)
+            for part in range(2):
+                if (part == 1 or j < n_short) and s > out[i, 4 * part]:
+                    out[i, 4 * part] = s
+                    out[i, 4 * part + 1] = kk
+                    out[i, 4 * part + 2] = now - prev
+                    out[i, 4 * part + 3] = mu
+        for j in range(depth - 1, 0, -1):
+            ring[k, j] = ring[k, j - 1]
+        ring[k, 0] = now
+    return out
+
+
+@njit(cache=True)
+def token_run_model(key, grp, has_tok, resid, tok_mean, tok_var, tok_n, tok_run, g_var, g_n, alpha, min_sd,
+                    prior_n, gate, run_z, g_alpha):  # pragma: no cover - compiled
+    """Each request's tokens (``resid``: log tokens relative to its endpoint's norm) against its key's own
+    log-normal shrunk toward its peers', and the key's run of far-out requests, as of each event.
+
+    A key's mean and spread (exponentially weighted, weight ``max(alpha, 1 / (n + 1))``) are blended with its
+    endpoint group's (mean 0: the residual is relative to the group's norm; spread ``g_var``, the spread of every
+    key's requests around that norm) with the weight of ``prior_n`` requests, so a young key is judged by its
+    peers from its first request and by itself once it has a history. A request ``run_z`` standard deviations or
+    more above adds its normal tail surprise to the key's run, an ordinary one halves it; requests at ``gate`` or
+    more are not learned (neither into the key nor its group). Returns rows (z, run, the key's blended mean).
+    """
+    n = key.shape[0]
+    out = np.zeros((n, 3), dtype=np.float64)
+    floor = min_sd * min_sd
+    for i in range(n):
+        if not has_tok[i]:
+            continue
+        k = key[i]
+        g = grp[i]
+        x = resid[i]
+        w = prior_n / (prior_n + tok_n[k])
+        pv = max(g_var[g], floor) if g_n[g] > 0 else 1.0
+        mean = (1.0 - w) * tok_mean[k]
+        var = (1.0 - w) * (tok_var[k] + tok_mean[k] * tok_mean[k] * w) + w * pv
+        z = (x - mean) / math.sqrt(max(var, floor))
+        out[i, 0] = z
+        out[i, 2] = mean
+        if z >= run_z:
+            tok_run[k] += normal_surprise_nb(z)
+        else:
+            tok_run[k] *= 0.5
+        out[i, 1] = tok_run[k]
+        if z < gate:
+            a = max(alpha, 1.0 / (tok_n[k] + 1.0))
+            d = x - tok_mean[k]
+            tok_mean[k] += a * d
+            tok_var[k] = (1.0 - a) * (tok_var[k] + a * d * d)
+            tok_n[k] += 1.0
+            b = max(g_alpha, 1.0 / (g_n[g] + 1.0))
+            g_var[g] += b * (x * x - g_var[g])
+            g_n[g] += 1.0
+    return out

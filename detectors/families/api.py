@@ -35,8 +35,11 @@ from detectors.kernels import (
     TN_COLS,
     decayed_count,
     distinct_recent,
+    gap_scan,
+    group_log_residual,
     key_rate_model,
     pair,
+    token_run_model,
 )
 from detectors.registry import Column, Context, Detector, Family, NoveltySet, Table, option
 from detectors.state import State
@@ -46,6 +49,11 @@ from schemas.block import code
 MODEL_WINDOW_MS = 10 * MIN  # look-back of "distinct models a key queried recently"
 RATE_WINDOWS_S = (60.0, 600.0, 3600.0)  # a key's request count is judged over these time constants at once
 WINDOW_NAMES = ("minute", "10 minutes", "hour")
+# a key's last k+1 requests are judged as a cluster for each of these k: the short ones for api.rate_burst (a burst
+# is minutes), all of them for api.model_extraction (sustained over an hour or more, with other evidence besides)
+GAP_KS_BURST = (3, 5, 8)
+GAP_KS = (*GAP_KS_BURST, 12, 16)
+GAP_DEPTH = max(GAP_KS)  # request times each key keeps for that (key columns gap0..)
 ASSET = {"admin": 3, "write": 2}  # a scope's weight in severity (calibration.score_of); others 0
 _RATE_LIMITED = code("api_usage", "auth_result", "rate_limited")
 
@@ -76,8 +84,19 @@ class ApiConfig:
     token_surprise: float = option(7.0, "summed surprise of a run of requests far above the key's usual tokens "
                                         "that raises api.denial_of_wallet")
     token_run_z: float = option(2.5, "z-score of log tokens from which a request counts toward a run")
-    token_min_sd: float = option(0.3, "floor: the least spread (log tokens) a key's requests are judged with")
-    token_warm: int = option(20, "requests with tokens a key makes before its tokens are judged")
+    token_min_sd: float = option(0.5, "floor: the least spread (log tokens) a key's requests are judged with "
+                                      "(request sizes of real traffic vary by a factor of 1.6 and more)")
+    token_alpha: float = option(0.02, "weight of each request in a key's mean and spread of log tokens (about the "
+                                      "last 50 requests): fewer makes the spread noisy, and a spread that is low by "
+                                      "chance makes ordinary large requests look extreme")
+    token_gate: float = option(4.0, "z-score of log tokens from which a request is not learned into the key's "
+                                    "distribution (lower: the spread shrinks on itself)")
+    token_prior_events: float = option(20.0, "requests' worth of its endpoint peers' token distribution a key's own "
+                                             "is shrunk toward (a young key is judged by its peers)")
+    token_route_alpha: float = option(0.01, "weight of each request in its tenant's typical log tokens per endpoint "
+                                            "(the norm a key's tokens are judged relative to)")
+    token_route_step: float = option(1.0, "the most (log tokens) one request moves its endpoint's norm, times its "
+                                          "weight: a run of huge requests cannot drag the norm")
     extraction_rate_surprise: float = option(2.0, "floor: rate surprise from which a key's rate counts toward "
                                                   "model extraction")
     extraction_surprise: float = option(6.0, "rate surprise plus long-output or new-model surprise that raises "
@@ -108,6 +127,23 @@ class TenantRates:
         self.rows = np.zeros((0, TN_COLS))
         self.hours = np.zeros((0, 24))
         self.client = np.zeros((0, 3))  # new IPs, new user agents, requests: over its keys, each key's first left out
+        self.route_rows: dict[int, int] = {}  # pair(tenant, scope) -> row of route_tok
+        # per (tenant, scope): typical log tokens per request, requests learned; spread of keys' requests around it
+        # (mean square of the residual), requests learned into that; the same four of log(output / input tokens)
+        self.route_tok = np.zeros((0, 8))
+
+    def route_index(self, keys: np.ndarray) -> np.ndarray:
+        """The ``route_tok`` row of each pair(tenant, scope) key (new pairs get a row)."""
+        if not hasattr(self, "route_rows"):  # a checkpoint from before the per-endpoint token norm
+            self.route_rows, self.route_tok = {}, np.zeros((0, 8))
+        uniq, inv = np.unique(keys, return_inverse=True)
+        rows = np.empty(uniq.size, dtype=np.int64)
+        for j, x in enumerate(uniq.tolist()):
+            rows[j] = self.route_rows.setdefault(x, len(self.route_rows))
+        grow = len(self.route_rows) - self.route_tok.shape[0]
+        if grow > 0:
+            self.route_tok = np.vstack([self.route_tok, np.zeros((grow, 8))])
+        return rows[inv.reshape(-1)]
 
     def fit(self, n: int) -> None:
         grow = n - self.rows.shape[0]
@@ -165,8 +201,8 @@ def stage(ctx: Context, c: ApiColumns) -> list[Finding]:
                                f"{e.client_ip} failed authentication about {fails[i]:.0f} times in the last minute "
                                f"(latest: {e.auth_result} on key {e.api_key_id})."))
 
-    m = _key_model(ctx, c, tenants)
-    out += _rate_findings(ctx, c, m, asset, n_before)
+    m, route_norm, gap = _key_model(ctx, c, tenants)
+    out += _rate_findings(ctx, c, m, asset, n_before, route_norm, gap)
     out += _stuffing_findings(ctx, c, m, tenants)
     out += _unknown_findings(ctx, c, m)
     _learn_key_models(ctx, c)
@@ -233,28 +269,72 @@ def _new_client(ctx: Context, c: ApiColumns, n_before: np.ndarray) -> list[Findi
                    else "API key used with a new user agent")
         out.append(f)
     return out
-def _key_model(ctx: Context, c: ApiColumns, tenants: TenantRates) -> np.ndarray:
-    """``kernels.key_rate_model`` over the batch: rates, tokens, failures and appearing keys (``KR_*`` columns)."""
+def _key_model(ctx: Context, c: ApiColumns, tenants: TenantRates) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``kernels.key_rate_model`` over the batch: rates, tokens, failures and appearing keys (``KR_*`` columns).
+
+    Tokens are judged relative to their endpoint: a request's log tokens less its tenant's typical log tokens for
+    that scope (``kernels.group_log_residual``), so a key that mixes chat with batch jobs or embeddings is held to
+    one tight distribution of its own (its usual size relative to each endpoint) rather than a wide mixture. The
+    key's rate surprise is the better of its windows' and of the cluster of its latest requests
+    (``kernels.gap_scan``), corrected for the tests made. Also returns each event's endpoint norm (log tokens)
+    and the cluster test's (surprise, k, gap ms, expected requests) rows.
+    """
     cfg, k = ctx.config, ctx.tables.key
     codes = c.block.cols["auth_result"]
     stuff_fail = c.auth_fail & (codes != _RATE_LIMITED)
     has_tok = (c.model >= 0) & (c.tokens > 0) & ~c.auth_fail
-    return key_rate_model(
-        c.key, c.tenant, c.ts, ~c.auth_fail, stuff_fail, has_tok, np.log1p(np.maximum(c.tokens, 0.0)),
+    x = np.log1p(np.maximum(c.tokens, 0.0))
+    rows = tenants.route_index(pair(c.tenant, np.where(c.scope < 0, 0, c.scope)))
+    resid = group_log_residual(rows, x, has_tok, tenants.route_tok[:, 0], tenants.route_tok[:, 1],
+                               cfg.token_route_alpha, cfg.token_route_step)
+    m = key_rate_model(  # tokens are judged below, with peers (no token is passed here)
+        c.key, c.tenant, c.ts, ~c.auth_fail, stuff_fail, np.zeros(len(c.key), dtype=np.bool_), resid,
         k["r1"], k["r10"], k["r60"], k["r_last"], k["base"], k["base_last"], k["since"], k["last_ok"], k["wake"],
         k["wake_n"], k["unk_s"], k["tok_mean"], k["tok_var"], k["tok_n"], k["tok_run"], tenants.rows, tenants.hours,
         np.array(RATE_WINDOWS_S) * 1000, cfg.rate_tau_slow_s * 1000, cfg.rate_prior_events, cfg.rate_nb_size,
         cfg.rhythm_tau_days * DAY, cfg.unknown_dormant_days * DAY, HOUR, cfg.rate_floor_per_hour / HOUR,
-        cfg.rate_surprise, 0.05, cfg.token_min_sd, cfg.token_warm, 3.0, cfg.token_run_z, cfg.stuffing_floor_share,
-        cfg.stuffing_surprise, 3)
+        cfg.rate_surprise, cfg.token_alpha, cfg.token_min_sd, 1, cfg.token_gate, cfg.token_run_z,
+        cfg.stuffing_floor_share, cfg.stuffing_surprise, 3)
+    tok = token_run_model(c.key, rows, has_tok, resid, k["tok_mean"], k["tok_var"], k["tok_n"], k["tok_run"],
+                          tenants.route_tok[:, 2], tenants.route_tok[:, 3], cfg.token_alpha, cfg.token_min_sd,
+                          cfg.token_prior_events, cfg.token_gate, cfg.token_run_z, cfg.token_route_alpha)
+    m[:, KR_TOK_Z], m[:, KR_TOK_RUN], m[:, KR_TOK_BASE] = tok[:, 0], tok[:, 1], tok[:, 2]
+    # outputs relative to inputs (long outputs: extraction), the same way: endpoint norm, key shrunk to peers
+    t_in = c.block.cols["tokens_in"].astype(np.float64)
+    t_out = c.block.cols["tokens_out"].astype(np.float64)
+    has_out = has_tok & (t_in > 0) & (t_out > 0)
+    y = np.log1p(np.maximum(t_out, 0.0)) - np.log1p(np.maximum(t_in, 0.0))
+    r_out = group_log_residual(rows, y, has_out, tenants.route_tok[:, 4], tenants.route_tok[:, 5],
+                               cfg.token_route_alpha, cfg.token_route_step)
+    outs = token_run_model(c.key, rows, has_out, r_out, k["out_mean"], k["out_var"], k["out_n"], k["out_run"],
+                           tenants.route_tok[:, 6], tenants.route_tok[:, 7], cfg.token_alpha, cfg.token_min_sd,
+                           cfg.token_prior_events, cfg.token_gate, cfg.token_run_z, cfg.token_route_alpha)
+    # the cluster test: the key's expected rate at this event (its baseline, hour level and tenant surge)
+    rate = m[:, KR_RATE_E] / (np.array(RATE_WINDOWS_S)[m[:, KR_RATE_W].astype(np.int64)] * 1000.0)
+    ring = np.stack([k[f"gap{j}"] for j in range(GAP_DEPTH)], axis=1)
+    g = gap_scan(c.key, c.ts.astype(np.float64), rate, ring, np.array(GAP_KS, dtype=np.int64), len(GAP_KS_BURST),
+                 cfg.rate_nb_size)
+    for j in range(GAP_DEPTH):
+        k[f"gap{j}"][:] = ring[:, j]
+    windows = m[:, KR_RATE_S] + np.log10(len(RATE_WINDOWS_S))  # back to the best window's own surprise
+    # sustained rate (every k, for api.model_extraction) and burst rate (the short k): best test, corrected
+    sustained = np.maximum(0.0, np.maximum(windows, g[:, 4]) - np.log10(len(RATE_WINDOWS_S) + len(GAP_KS)))
+    m[:, KR_RATE_S] = np.maximum(0.0, np.maximum(windows, g[:, 0]) - np.log10(len(RATE_WINDOWS_S)
+                                                                               + len(GAP_KS_BURST)))
+    g[:, 0] = np.where(g[:, 0] > windows, g[:, 0], 0.0)  # the cluster tests are the evidence only where they won
+    g[:, 4] = np.where(g[:, 4] > windows, g[:, 4], 0.0)
+    return m, x - resid, np.column_stack([g, sustained, outs[:, 1]])
 
 
-def _rate_findings(ctx: Context, c: ApiColumns, m: np.ndarray, asset: np.ndarray,
-                   n_before: np.ndarray) -> list[Finding]:
+def _rate_findings(ctx: Context, c: ApiColumns, m: np.ndarray, asset: np.ndarray, n_before: np.ndarray,
+                   route_norm: np.ndarray, gap: np.ndarray) -> list[Finding]:
     """api.rate_burst, api.model_extraction and api.denial_of_wallet from the key model's columns."""
     cfg, k = ctx.config, ctx.tables.key
     out: list[Finding] = []
-    rate_s, count, expected = m[:, KR_RATE_S], m[:, KR_RATE_C], m[:, KR_RATE_E]
+    rate_s = m[:, KR_RATE_S]
+    # requests the rate surprise rests on: the best window's decayed count, or the cluster's requests where it won
+    count = np.maximum(m[:, KR_RATE_C], np.where(gap[:, 0] > 0, gap[:, 1] + 1, 0.0))
+    count_x = np.maximum(m[:, KR_RATE_C], np.where(gap[:, 4] > 0, gap[:, 5] + 1, 0.0))
     # models new to the key: each as surprising as the key's own rate of new models makes it
     model = np.where(c.model < 0, 0, c.model)
     new_model = ctx.novel("key_model", pair(c.key, model)) & (c.model >= 0)
@@ -266,26 +346,27 @@ def _rate_findings(ctx: Context, c: ApiColumns, m: np.ndarray, asset: np.ndarray
     p_model = np.clip((np.maximum(models_before + 1.0 - recent_new, 0.0) + 1.0) / (np.maximum(n_before, 0) + 2.0),
                       1e-12, 1.0)
     model_s = np.where(recent_new >= 2.0, recent_new * -np.log10(p_model), 0.0)
-    tok_run = m[:, KR_TOK_RUN]
+    tok_run = np.maximum(m[:, KR_TOK_RUN], gap[:, 9])  # far more tokens, or far longer outputs for the input
     extra = np.maximum(tok_run, model_s)
     extra = np.where(extra >= cfg.extraction_evidence, extra, 0.0)
     burst = (rate_s >= cfg.rate_surprise) & (count >= cfg.rate_min_requests)
-    extraction = ((c.model >= 0) & (rate_s >= cfg.extraction_rate_surprise) & (extra > 0)
-                  & (rate_s + extra >= cfg.extraction_surprise) & (count >= cfg.rate_min_requests))
+    rate_x = gap[:, 8]  # the sustained-rate surprise: windows and clusters up to ``max(GAP_KS)`` requests
+    extraction = ((c.model >= 0) & (rate_x >= cfg.extraction_rate_surprise) & (extra > 0)
+                  & (rate_x + extra >= cfg.extraction_surprise) & (count_x >= cfg.rate_min_requests))
     recent_models = _key_models_recent(ctx, c, np.flatnonzero(extraction))
     for i in np.flatnonzero(burst):
         e = c.events[i]
-        w = int(m[i, KR_RATE_W])
+        what = "made " + _rate_words(m, gap, i, 0)
         f = ctx.finding("api.rate_burst", c, i, e.api_key_id, e.principal, score_of(rate_s[i], int(asset[i])),
-                        _rate_features(m, i),
-                        f"API key {e.api_key_id} made about {fmt(count[i])} requests in the last {WINDOW_NAMES[w]} "
-                        f"(decayed count) where its own baseline expects {fmt(expected[i])} at this hour"
-                        f"{_surge_words(m, i)}: about {one_in(rate_s[i])} for this key.")
+                        [*_rate_features(m, i),
+                         Feature(name="requests_in_cluster", value=float(gap[i, 1] + 1 if gap[i, 0] > 0 else 0),
+                                 baseline=round(float(gap[i, 3]), 3))],
+                        f"API key {e.api_key_id} {what}{_surge_words(m, i)}: about {one_in(rate_s[i])} for this key.")
         f.surprise = float(rate_s[i])
         out.append(f)
     for i in np.flatnonzero(extraction):
         e = c.events[i]
-        total = float(rate_s[i] + extra[i])
+        total = float(rate_x[i] + extra[i])
         how = (f"outputs far longer than its usual (a run of requests adding up to {one_in(tok_run[i])})"
                if tok_run[i] >= model_s[i] else
                f"{int(recent_models[i])} models within 10 minutes, {recent_new[i]:.0f} of them new to it")
@@ -294,23 +375,22 @@ def _rate_findings(ctx: Context, c: ApiColumns, m: np.ndarray, asset: np.ndarray
                          Feature(name="models_in_10min", value=float(recent_models[i]), baseline=1.0),
                          Feature(name="new_models_10min", value=round(float(recent_new[i]), 2), baseline=0.0),
                          Feature(name="token_run_surprise", value=round(float(tok_run[i]), 2), baseline=0.0)],
-                        f"API key {e.api_key_id} is querying at {fmt(count[i])} requests per "
-                        f"{WINDOW_NAMES[int(m[i, KR_RATE_W])]} against {fmt(expected[i])} expected "
-                        f"({one_in(rate_s[i])}) with {how}: a model-extraction pattern, about {one_in(total)} "
-                        "for this key.")
+                        f"API key {e.api_key_id} made {_rate_words(m, gap, i, 4)} ({one_in(rate_x[i])}), with "
+                        f"{how}: a model-extraction pattern, about {one_in(total)} for this key.")
         f.surprise = total
         out.append(f)
     for i in np.flatnonzero((tok_run >= cfg.token_surprise) & (m[:, KR_TOK_Z] >= cfg.token_run_z)):
         e = c.events[i]
-        usual = float(np.expm1(m[i, KR_TOK_BASE]))
+        usual = float(np.expm1(m[i, KR_TOK_BASE] + route_norm[i]))
         f = ctx.finding("api.denial_of_wallet", c, i, e.api_key_id, e.principal,
                         score_of(float(tok_run[i]), int(asset[i])),
                         [Feature(name="tokens", value=float(c.tokens[i]), baseline=round(usual, 1), contribution=1.0),
                          Feature(name="tokens_z", value=round(float(m[i, KR_TOK_Z]), 2), baseline=0.0),
                          Feature(name="surprise", value=round(float(tok_run[i]), 2))],
                         f"API key {e.api_key_id} sent a request of {c.tokens[i]:.0f} tokens, "
-                        f"{c.tokens[i] / max(usual, 1):.0f}x its usual {usual:.0f} (its own log-normal of tokens "
-                        f"per request), in a run of such requests adding up to about {one_in(tok_run[i])} for this "
+                        f"{c.tokens[i] / max(usual, 1):.0f}x its usual {usual:.0f} on {e.endpoint} (its own "
+                        f"log-normal of tokens per request, relative to the endpoint), in a run of such requests "
+                        f"adding up to about {one_in(tok_run[i])} for this "
                         "key: cost far above its usual at its request rate.")
         f.surprise = float(tok_run[i])
         out.append(f)
@@ -324,6 +404,21 @@ def _rate_features(m: np.ndarray, i: int) -> list[Feature]:
             Feature(name="tenant_surge", value=round(float(m[i, KR_SURGE]), 2), baseline=1.0),
             Feature(name="hour_level", value=round(float(m[i, KR_LEVEL]), 2), baseline=1.0),
             Feature(name="surprise", value=round(float(m[i, KR_RATE_S]), 2))]
+
+
+def _rate_words(m: np.ndarray, gap: np.ndarray, i: int, col: int) -> str:
+    """What a key's rate surprise rests on: a cluster of its latest requests (``gap[:, col:col + 4]``, when that
+    test won) or its best window's decayed count, against what its own baseline expects."""
+    if gap[i, col] > 0:
+        return (f"{int(gap[i, col + 1]) + 1} requests within {_duration(gap[i, col + 2])} where its own baseline "
+                f"expects {fmt(gap[i, col + 3])} in that time at this hour")
+    return (f"about {fmt(m[i, KR_RATE_C])} requests in the last {WINDOW_NAMES[int(m[i, KR_RATE_W])]} (decayed "
+            f"count) where its own baseline expects {fmt(m[i, KR_RATE_E])} at this hour")
+
+
+def _duration(ms: float) -> str:
+    """A gap in words: '42 s', '7 min'."""
+    return f"{ms / 1000:.0f} s" if ms < 120_000 else f"{ms / 60_000:.0f} min"
 
 
 def _surge_words(m: np.ndarray, i: int) -> str:
@@ -497,26 +592,34 @@ FAMILY = Family(
             "each with what the key's own baseline rate expects (a day-scale rate learned from its unalarming "
             "traffic, shrunk toward its tenant's per-key rate while young), raised at its tenant's busy hours "
             "(the tenant's own hour-of-day rhythm) and by the tenant's current surge (a release day that lifts "
-            "every key of the tenant lifts the expectation too). Raised when the best window's Poisson tail is "
-            "below 1 in 10^`rate_surprise` with at least `rate_min_requests` requests; such requests are not "
-            "learned."),
+            "every key of the tenant lifts the expectation too). It also judges the key's latest 4, 6 and 9 "
+            "requests as a cluster: how likely that many requests are within the time they took at the expected "
+            "rate (an exact test, so a burst of a dozen requests a minute apart is seen as such). Raised when the "
+            "best of these tests, corrected for the number made, is below 1 in 10^`rate_surprise` with at least "
+            "`rate_min_requests` requests; such requests are not learned."),
         Detector(
             "api.model_extraction", "Sustained inference far above the key's rate with long outputs or new models",
             "api_key", ("atlas:AML.T0024.002", "atlas:AML.T0040", "owasp-llm:LLM10"),
             "Model extraction runs many inference queries, with long outputs on one model or spread over models. "
-            "Raised when a key's rate surprise (as for api.rate_burst, at least `extraction_rate_surprise`) plus "
-            "the surprise of its outputs (a run of requests far above its own tokens per request) or of the "
-            "models new to it within 10 minutes (judged by how rarely the key takes up a new model) reaches "
-            "`extraction_surprise`. It fires below the rate-burst threshold when the outputs or models add "
-            "evidence."),
+            "Raised when a key's sustained-rate surprise (as for api.rate_burst, with clusters of up to 17 "
+            "requests counted too, at least `extraction_rate_surprise`) plus the surprise of its outputs (a run of "
+            "requests far above its own tokens per request, or far above its own ratio of output to input tokens, "
+            "each judged like api.denial_of_wallet) or of the models new to it within 10 minutes (judged by how "
+            "rarely the key takes up a new model) reaches `extraction_surprise`. It fires below the rate-burst "
+            "threshold when the outputs or models add evidence."),
         Detector(
             "api.denial_of_wallet", "Tokens per request far above the key's own", "api_key",
             ("atlas:AML.T0034", "owasp-llm:LLM10"),
-            "Keeps each key's tokens per request as a log-normal (an exponentially weighted mean and spread of "
-            "log tokens, at least `token_min_sd`, learned from requests that are not far out). Each request "
-            "`token_run_z` standard deviations or more above it adds its tail surprise to the key's run; a "
-            "normal request ends the run. Raised when a run adds up to `token_surprise`: far larger contexts or "
-            "outputs at the key's usual request rate."),
+            "Judges each request's tokens relative to its endpoint (its log tokens less its tenant's typical log "
+            "tokens for that scope, a robust running norm), so a key that mixes chat, embeddings and batch jobs is "
+            "held to one tight distribution of its own. Keeps each key's relative tokens as a log-normal (an "
+            "exponentially weighted mean and spread over about its last 50 requests, spread at least "
+            "`token_min_sd`, learned from requests that are not far out), shrunk toward its peers' (the spread of "
+            "every key's requests around the endpoint's norm) with the weight of `token_prior_events` requests: a "
+            "young key is judged by its peers from its first request. Each request `token_run_z` standard "
+            "deviations or more above it adds its tail surprise to the key's run; an ordinary request halves the "
+            "run. Raised when a run adds up to `token_surprise`: far larger contexts or outputs at the key's usual "
+            "request rate."),
         Detector(
             "api.unknown_key", "A new or dormant key running calls at a quiet hour of its tenant", "api_key",
             ("atlas:AML.T0012", "owasp-llm:LLM10"),
@@ -547,9 +650,15 @@ FAMILY = Family(
         Column("key", "tok_var", 0, "variance of log tokens per request (exponentially weighted)"),
         Column("key", "tok_n", 0, "requests with tokens learned"),
         Column("key", "tok_run", 0, "summed surprise of the current run of large requests"),
+        Column("key", "out_mean", 0, "mean of log(output / input tokens) relative to the endpoint (weighted)"),
+        Column("key", "out_var", 0, "variance of that (exponentially weighted)"),
+        Column("key", "out_n", 0, "requests with output and input tokens learned"),
+        Column("key", "out_run", 0, "summed surprise of the current run of outputs far longer than usual"),
         Column("key", "models", 0, "distinct models the key queried"),
         Column("key", "mnew", 0, "decayed count of models new to the key, 10 minutes"),
         Column("key", "mnew_last", 0, "time of that count's last update"),
+        *(Column("key", f"gap{j}", 0, f"time of the key's {j + 1}th latest request (cluster test)")
+          for j in range(GAP_DEPTH)),
         Column("ip", "fail", 0, "decayed count of failed authentications, `auth_fail_tau_s`"),
         Column("ip", "fail_last", 0, "time of the failure count's last update"),
     ),

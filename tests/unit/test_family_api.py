@@ -171,3 +171,173 @@ def test_compiled_tails_match_the_calibration_module():
         assert abs(poisson_surprise_nb(k, mu) - poisson_surprise(k, mu)) < 1e-9
     for z in (-1.0, 0.5, 2.0, 6.0):
         assert abs(normal_surprise_nb(z) - normal_surprise(z)) < 1e-9
+
+
+# -- api.rate_burst: the cluster test over a key's latest requests -----------------------------------
+def cluster_pattern(minimal: bool = False, spread_h: float = 0.0) -> tuple[list, set[str]]:
+    """k3 (12 requests a working day) makes 12 requests about a minute apart at night (no decayed window of
+    the old kind saw that as a burst); ``spread_h``: the same 12 requests spread over that many working hours."""
+    rng = np.random.default_rng(6)
+    s = Stream()
+    _history(s, rng, per_day=12)
+    if spread_h:
+        t, step = T0 + timedelta(days=4, hours=9), spread_h * 3600 / 12
+    else:
+        t, step = T0 + timedelta(days=4, hours=2), 60.0
+    ids = {s.api(t + timedelta(seconds=step * i + float(rng.uniform(0, 20))), "k3", "inference:chat")
+           for i in range(12)}
+    return s.run(minimal=minimal), ids
+
+
+def test_a_dozen_requests_a_minute_apart_at_night_is_a_burst_said_as_a_cluster():
+    alerts, ids = cluster_pattern()
+    hits = _hits(alerts, "api.rate_burst", ids)
+    assert hits and hits[0].entity == "k3"
+    assert "requests within" in hits[0].explanation and "1 in " in hits[0].explanation
+
+
+def test_the_same_dozen_requests_spread_over_the_working_day_are_not_a_burst():
+    alerts, ids = cluster_pattern(spread_h=8.0)
+    assert not _hits(alerts, "api.rate_burst", ids)
+
+
+# -- api.denial_of_wallet: tokens judged relative to the endpoint ---------------------------------------
+def endpoint_pattern(minimal: bool = False, batch: bool = False) -> tuple[list, set[str]]:
+    """k4 mixes small chat requests with batch jobs 40x their size. Six chat requests of batch size are far above
+    its usual chat; ``batch``: six more of its ordinary batch jobs instead (large, but usual for the endpoint)."""
+    rng = np.random.default_rng(7)
+    s = Stream()
+    for day in range(4):
+        for key in KEYS:
+            for j in range(40):
+                big = key == "k4" and j % 4 == 0
+                s.api(_work(rng, day), key, "inference:batch" if big else "inference:chat",
+                      endpoint="/v1/batches" if big else "/v1/chat/completions")
+                _tokens(s, (1200.0 if big else 30.0) * float(rng.lognormal(0.0, 0.5)))
+    ids = set()
+    for _ in range(6):
+        ids.add(s.api(_work(rng, 4), "k4", "inference:batch" if batch else "inference:chat",
+                      endpoint="/v1/batches" if batch else "/v1/chat/completions"))
+        _tokens(s, 1200.0 * float(rng.lognormal(0.0, 0.3)))
+    return s.run(minimal=minimal), ids
+
+
+def test_chat_requests_of_batch_size_are_denial_of_wallet_for_a_key_that_mixes_them():
+    alerts, ids = endpoint_pattern()
+    hits = _hits(alerts, "api.denial_of_wallet", ids)
+    assert hits and hits[0].entity == "k4" and "/v1/chat/completions" in hits[0].explanation
+
+
+def test_a_keys_ordinary_batch_jobs_are_not_denial_of_wallet():
+    alerts, ids = endpoint_pattern(batch=True)
+    assert not _hits(alerts, "api.denial_of_wallet", ids)
+
+
+# -- the appended kernels against plain Python ------------------------------------------------------------
+def test_gap_scan_is_the_poisson_tail_of_the_last_k_requests():
+    from detectors.kernels import gap_scan
+
+    rng = np.random.default_rng(8)
+    key = rng.integers(0, 3, size=200)
+    ts = np.cumsum(rng.exponential(30_000.0, size=200))
+    rate = rng.uniform(1e-6, 1e-4, size=200)
+    ks, size = np.array([2, 4]), 10.0
+    ring = np.zeros((3, 4))
+    out = gap_scan(key, ts, rate, ring, ks, 1, size)
+    seen: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    for i in range(200):
+        past = seen[int(key[i])]
+        best, best_all = 0.0, 0.0
+        for j, k in enumerate(ks.tolist()):
+            if len(past) >= k:
+                mu = rate[i] * max(ts[i] - past[-k], 1.0)
+                phi = 1.0 + mu / size
+                sv = poisson_surprise(k / phi, mu / phi)
+                best_all = max(best_all, sv)
+                if j < 1:
+                    best = max(best, sv)
+        assert abs(out[i, 0] - best) < 1e-9 and abs(out[i, 4] - best_all) < 1e-9
+        past.append(float(ts[i]))
+    assert (out[:, 4] > 0).any()
+    assert all(ring[k, 0] == seen[k][-1] for k in range(3) if seen[k])
+
+
+def test_group_log_residual_is_robust_to_a_run_of_outliers():
+    from detectors.kernels import group_log_residual
+
+    x = np.r_[np.full(200, 5.0), np.full(20, 12.0), np.full(5, 5.0)]
+    grp = np.zeros(x.size, dtype=np.int64)
+    mean, seen = np.zeros(1), np.zeros(1)
+    r = group_log_residual(grp, x, np.ones(x.size, dtype=bool), mean, seen, 0.01, 1.0)
+    assert r[0] == 0.0 and abs(r[199]) < 1e-9
+    assert r[200] == 7.0 and r[219] > 6.5, "twenty huge requests barely move the endpoint's norm"
+    assert abs(r[-1]) < 0.5
+
+
+# -- api.denial_of_wallet for a young key: judged by its peers -------------------------------------------
+def young_wallet_pattern(minimal: bool = False, scale: float = 40.0) -> tuple[list, set[str]]:
+    """A key first seen today makes 8 ordinary chat requests, then 6 of ``scale`` times the tenant's usual size
+    (no history of its own to speak of: its peers' spread judges it)."""
+    rng = np.random.default_rng(9)
+    s = Stream()
+    _history(s, rng, per_day=12)
+    ids = set()
+    for j in range(14):
+        eid = s.api(T0 + timedelta(days=4, hours=9, minutes=20 * j), "k-young", "inference:chat")
+        _tokens(s, 30.0 * (scale if j >= 8 else 1.0) * float(rng.lognormal(0.0, 0.4)))
+        if j >= 8:
+            ids.add(eid)
+    return s.run(minimal=minimal), ids
+
+
+def test_a_young_keys_requests_far_above_its_peers_are_denial_of_wallet():
+    alerts, ids = young_wallet_pattern()
+    hits = _hits(alerts, "api.denial_of_wallet", ids)
+    assert hits and hits[0].entity == "k-young"
+
+
+def test_a_young_keys_ordinary_requests_are_not_denial_of_wallet():
+    alerts, ids = young_wallet_pattern(scale=1.0)
+    assert not _hits(alerts, "api.denial_of_wallet", ids)
+
+
+# -- api.model_extraction: outputs far longer than the key's own for their inputs ---------------------------
+def long_output_pattern(minimal: bool = False, out_scale: float = 10.0) -> tuple[list, set[str]]:
+    """k2 at about 8x its own rate for an hour on one model, each output ``out_scale`` times its usual for the
+    same inputs (the total tokens barely move: the outputs were a third of them)."""
+    rng = np.random.default_rng(10)
+    s = Stream()
+    _history(s, rng, per_day=12)
+    t = T0 + timedelta(days=4, hours=10)
+    ids = set()
+    for i in range(60):
+        ids.add(s.api(t + timedelta(seconds=60 * i + float(rng.uniform(0, 30))), "k2", "inference:chat"))
+        total = 30.0 * float(rng.lognormal(0.0, 0.5))
+        row = s.rows[-1][1]
+        row["tokens_in"], row["tokens_out"] = int(total / 3) + 1, int(out_scale * 2 * total / 3) + 1
+    return s.run(minimal=minimal), ids
+
+
+def test_long_outputs_at_a_sustained_rate_are_model_extraction():
+    alerts, ids = long_output_pattern()
+    hits = _hits(alerts, "api.model_extraction", ids)
+    assert hits and hits[0].entity == "k2" and "outputs far longer" in hits[0].explanation
+
+
+def test_the_same_rate_with_usual_outputs_is_not_model_extraction():
+    alerts, ids = long_output_pattern(out_scale=1.0)
+    assert not _hits(alerts, "api.model_extraction", ids)
+
+
+def test_token_run_model_judges_a_young_key_by_its_peers_spread():
+    from detectors.kernels import token_run_model
+
+    key = np.zeros(3, dtype=np.int64)
+    grp = np.zeros(3, dtype=np.int64)
+    cols = [np.zeros(1) for _ in range(4)]
+    g_var, g_n = np.array([0.25]), np.array([100.0])
+    out = token_run_model(key, grp, np.ones(3, dtype=bool), np.array([0.1, 2.0, 2.0]), *cols, g_var, g_n,
+                          0.02, 0.3, 20.0, 4.0, 2.5, 0.01)
+    assert abs(out[0, 0] - 0.1 / 0.5) < 1e-9, "a key's first request: its peers' spread, mean 0"
+    assert out[1, 0] > 3.5 and out[2, 1] > out[1, 1] > 0, "far-out requests start and grow a run"
+    assert cols[2][0] == 1.0, "far-out requests are not learned"
