@@ -182,3 +182,19 @@ def test_an_episode_that_ended_before_the_alert_was_read_is_posted_resolved():
     n.step()
     [[p]] = router.posted
     assert p["endsAt"] == "2020-01-01T01:00:00.000Z" and p["labels"]["principal"] == "ana" and n.held() == []
+
+
+def test_a_rebalance_keeps_what_is_held_of_the_partitions_this_stage_still_owns():
+    n, consumer, router, now = stage()
+    a, b = alert("a1" * 12), alert("b2" * 12)
+    consumer.queue = [(TP("a", 0), Rec(4, encode_alert(a))), (TP("a", 1), Rec(9, encode_alert(b)))]
+    n.step()
+    n.revoked()
+    n.assigned({0, 1})  # the same partitions again: their positions are kept, so nothing is read twice
+    assert {h.alert_id for h in n.held()} == {a.alert_id, b.alert_id}
+    n.revoked()
+    n.assigned({0})  # partition 1 moved to another stage, which reads it again from the commit
+    assert [h.alert_id for h in n.held()] == [a.alert_id]
+    now[0] += 11
+    n.step()
+    assert ids(router)[-1:] == [a.alert_id] and consumer.commits[-1].get(0) == 4
