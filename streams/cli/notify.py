@@ -6,6 +6,7 @@ import argparse
 import signal
 import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 from streams.settings import Settings
 
@@ -41,8 +42,16 @@ def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    notifier = Notifier(settings, AlertmanagerRouter(settings.alertmanager_base()), statuses=StoreStatuses(settings))
-    log.info("notify started", extra={"topic": settings.topic_alerts, "router": settings.alertmanager_base(),
+    # the embedded store (chDB) belongs to the one process that opened it: the worker's; only a server is read
+    server = settings.store().scheme == "clickhouse"
+    if not server:
+        log.warning("the store is embedded (chdb://): analysts' statuses are not read, so alerts resolve when "
+                    "their episode ends; use a ClickHouse server to resolve them from alert_status")
+    notifier = Notifier(settings, AlertmanagerRouter(settings.alertmanager_base()),
+                        statuses=StoreStatuses(settings) if server else None)
+    router = urlsplit(settings.alertmanager_base())
+    where = f"{router.scheme}://{router.hostname}" + (f":{router.port}" if router.port else "")  # no credentials
+    log.info("notify started", extra={"topic": settings.topic_alerts, "router": where,
                                       "group": settings.notify_group, "refresh_s": settings.notify_refresh_s,
                                       "min_severity": settings.notify_min_severity})
     notifier.run(stop)
