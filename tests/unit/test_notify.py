@@ -198,3 +198,10 @@ def test_a_rebalance_keeps_what_is_held_of_the_partitions_this_stage_still_owns(
     now[0] += 11
     n.step()
     assert ids(router)[-1:] == [a.alert_id] and consumer.commits[-1].get(0) == 4
+
+
+def test_an_alert_dated_ahead_of_this_clock_still_starts_before_it_ends():
+    ahead = alert(last_seen="2999-01-01T00:00:00.000Z")
+    ahead.first_seen = "2999-01-01T00:00:00.000Z"
+    p = payload(ahead, None, grafana_url="", ends_ms=1_000)
+    assert p["startsAt"] == p["endsAt"] == "1970-01-01T00:00:01.000Z"
