@@ -137,6 +137,31 @@ class Counts:
     by_status: dict[str, int] = field(default_factory=dict)  # resolutions by an analyst's status
 
 
+class CountsCollector:
+    """The stage's :class:`Counts` as Prometheus metrics, read at each scrape (``spyglass notify`` serves them
+    on ``SPYGLASS_NOTIFY_WEB_PORT``): a stage that stopped posting, or posts that keep failing, can be alerted on.
+    """
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        c = self.notifier.counts
+        for name, doc, value in (
+                ("alerts", "alerts read from the alerts topic, at or above the minimum severity", c.alerts),
+                ("alerts_below", "alerts read below the minimum severity (not sent)", c.below),
+                ("bad_records", "records of the alerts topic that are not alerts (skipped)", c.bad),
+                ("refused", "alerts the router refused as malformed (skipped)", c.refused),
+                ("posts", "successful posts to the router", c.posts),
+                ("post_failures", "posts that failed and were retried", c.failures),
+                ("resolved", "alerts posted as resolved", c.resolved)):
+            yield CounterMetricFamily(f"spyglass_notify_{name}", doc, value=value)
+        yield GaugeMetricFamily("spyglass_notify_firing", "alerts this stage keeps firing",
+                                value=len(self.notifier.held()))
+
+
 class Notifier:
     """The notify stage over one consumer (``kafka-python``, subscribed by :meth:`run`) and one router."""
 

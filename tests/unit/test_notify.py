@@ -205,3 +205,18 @@ def test_an_alert_dated_ahead_of_this_clock_still_starts_before_it_ends():
     ahead.first_seen = "2999-01-01T00:00:00.000Z"
     p = payload(ahead, None, grafana_url="", ends_ms=1_000)
     assert p["startsAt"] == p["endsAt"] == "1970-01-01T00:00:01.000Z"
+
+
+def test_the_stage_counts_are_prometheus_metrics():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from streams.notify.stage import CountsCollector
+
+    n, consumer, router, _ = stage()
+    consumer.queue = [(TP("a", 0), Rec(0, encode_alert(alert("a1" * 12)))), (TP("a", 0), Rec(1, b"x"))]
+    n.step()
+    registry = CollectorRegistry()
+    registry.register(CountsCollector(n))
+    text = generate_latest(registry).decode()
+    assert "spyglass_notify_posts_total 1.0" in text and "spyglass_notify_bad_records_total 1.0" in text
+    assert "spyglass_notify_firing 1.0" in text
