@@ -201,6 +201,8 @@ class Settings(BaseSettings):
                                     "firing alerts (and checks analysts' statuses and episode ends)")
     grafana_url: str = Field("http://localhost:3000", pattern=r"^https?://[^\s]+$",
                              description="Grafana's base URL, for the investigation link in notifications")
+    notify_web_port: int = Field(0, ge=0, le=65535, description="Port `spyglass notify` serves Prometheus /metrics "
+                                 "on, at SPYGLASS_WORKER_WEB_HOST (0: none)")
 
     @field_validator("clickhouse_url")
     @classmethod

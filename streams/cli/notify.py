@@ -6,6 +6,7 @@ import argparse
 import signal
 import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 from streams.settings import Settings
 
@@ -39,13 +40,44 @@ def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
     logging.config.dictConfig(logging_config(args.log_level.upper()))  # JSON lines: the extras are kept
     log = logging.getLogger("spyglass.notify")
     stop = threading.Event()
+    held: list[Any] = []
+
+    def on_signal(*_: Any) -> None:
+        # a consumer still waiting for its first broker has nothing to commit: leave at once; otherwise the
+        # loop ends after its step and commits; a second signal does not wait for that
+        if stop.is_set() or not held or held[0]._consumer is None:
+            raise SystemExit(130)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    notifier = Notifier(settings, AlertmanagerRouter(settings.alertmanager_base()), statuses=StoreStatuses(settings))
-    log.info("notify started", extra={"topic": settings.topic_alerts, "router": settings.alertmanager_base(),
+        signal.signal(sig, on_signal)
+    # the embedded store (chDB) belongs to the one process that opened it: the worker's; only a server is read
+    server = settings.store().scheme == "clickhouse"
+    if not server:
+        log.warning("the store is embedded (chdb://): analysts' statuses are not read, so alerts resolve when "
+                    "their episode ends; use a ClickHouse server to resolve them from alert_status")
+    notifier = Notifier(settings, AlertmanagerRouter(settings.alertmanager_base()),
+                        statuses=StoreStatuses(settings) if server else None)
+    held.append(notifier)
+    router = urlsplit(settings.alertmanager_base())
+    where = f"{router.scheme}://{router.hostname}" + (f":{router.port}" if router.port else "")  # no credentials
+    log.info("notify started", extra={"topic": settings.topic_alerts, "router": where,
                                       "group": settings.notify_group, "refresh_s": settings.notify_refresh_s,
                                       "min_severity": settings.notify_min_severity})
-    notifier.run(stop)
+    served = None
+    if settings.notify_web_port:
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        from streams.notify.stage import CountsCollector
+
+        registry = CollectorRegistry()
+        registry.register(CountsCollector(notifier))
+        served = start_http_server(settings.notify_web_port, str(settings.worker_web_host), registry=registry)
+    try:
+        notifier.run(stop)
+    finally:
+        if served is not None:
+            served[0].shutdown()
     c = notifier.counts
     print(f"notify: {c.alerts} alert(s) read, {c.posts} post(s), {c.resolved} resolved, {c.failures} failed "
           f"post(s) retried, {c.bad} bad record(s), {c.refused} refused, {c.below} below "

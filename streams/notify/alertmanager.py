@@ -120,8 +120,8 @@ def investigation_url(grafana_url: str, alert: Alert) -> str:
 def payload(alert: Alert, principal: str | None, *, grafana_url: str, ends_ms: int) -> dict[str, Any]:
     """One postable Alertmanager alert: firing until ``ends_ms`` (a time already past resolves it)."""
     link = investigation_url(grafana_url, alert)
-    try:
-        starts: str | None = rfc3339(ms_of(alert.first_seen))
+    try:  # never after its end: Alertmanager refuses that (an event clock ahead of this one, a resolved alert)
+        starts: str | None = rfc3339(min(ms_of(alert.first_seen), ends_ms))
     except ValueError:
         starts = None
     out: dict[str, Any] = {

@@ -137,6 +137,31 @@ class Counts:
     by_status: dict[str, int] = field(default_factory=dict)  # resolutions by an analyst's status
 
 
+class CountsCollector:
+    """The stage's :class:`Counts` as Prometheus metrics, read at each scrape (``spyglass notify`` serves them
+    on ``SPYGLASS_NOTIFY_WEB_PORT``): a stage that stopped posting, or posts that keep failing, can be alerted on.
+    """
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        c = self.notifier.counts
+        for name, doc, value in (
+                ("alerts", "alerts read from the alerts topic, at or above the minimum severity", c.alerts),
+                ("alerts_below", "alerts read below the minimum severity (not sent)", c.below),
+                ("bad_records", "records of the alerts topic that are not alerts (skipped)", c.bad),
+                ("refused", "alerts the router refused as malformed (skipped)", c.refused),
+                ("posts", "successful posts to the router", c.posts),
+                ("post_failures", "posts that failed and were retried", c.failures),
+                ("resolved", "alerts posted as resolved", c.resolved)):
+            yield CounterMetricFamily(f"spyglass_notify_{name}", doc, value=value)
+        yield GaugeMetricFamily("spyglass_notify_firing", "alerts this stage keeps firing",
+                                value=len(self.notifier.held()))
+
+
 class Notifier:
     """The notify stage over one consumer (``kafka-python``, subscribed by :meth:`run`) and one router."""
 
@@ -176,12 +201,14 @@ class Notifier:
 
         class Listener(ConsumerRebalanceListener):
             def on_partitions_revoked(self, revoked: Any) -> None:
-                notifier._commit()
-                notifier._forget({tp.partition for tp in revoked})
+                notifier.revoked()
 
             def on_partitions_assigned(self, assigned: Any) -> None:
-                notifier._paused = False  # a fresh assignment is not paused
+                notifier.assigned({tp.partition for tp in assigned})
 
+        # the topic's metadata before joining: a group leader without it assigns its partitions to no one
+        if not consumer.partitions_for_topic(s.topic_alerts):
+            log.warning("the alerts topic has no partitions yet", extra={"topic": s.topic_alerts})
         consumer.subscribe([s.topic_alerts], listener=Listener())
         return consumer
 
@@ -190,6 +217,21 @@ class Notifier:
         if self._consumer is None:
             self._consumer = self._make_consumer()
         return self._consumer
+
+    def revoked(self) -> None:
+        """A rebalance begins: commit what got through (what is held is kept until the new assignment)."""
+        self._commit()
+
+    def assigned(self, partitions: set[int]) -> None:
+        """A rebalance ends with ``partitions``: forget what was held of the others only.
+
+        A rebalance revokes every partition and then assigns, often the same ones again, whose fetch positions
+        the consumer keeps: forgetting what was held of those, an alert read before the rebalance would not be
+        read again and would stop being re-posted.
+        """
+        owned = {h.partition for h in self._held.values()} | set(self._consumed)
+        self._forget(owned - partitions)
+        self._paused = False  # a fresh assignment is not paused
 
     def _forget(self, partitions: set[int]) -> None:
         """Drop what this stage held of partitions it no longer owns (their new owner reads them again)."""

@@ -86,7 +86,6 @@ class AlertmanagerService:
         self.data_dir = self.home / "data"
         self.pid_file = self.home / "alertmanager.pid"
         self.log_file = self.home / "alertmanager.log"
-        self._version: str | None = None
 
     @property
     def endpoint(self) -> str:
@@ -130,7 +129,6 @@ class AlertmanagerService:
         if pid is not None:
             terminate(pid, timeout)
         self.pid_file.unlink(missing_ok=True)
-        self._version = None
 
     def reset(self) -> None:
         """Delete its silences and notification log."""

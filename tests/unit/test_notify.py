@@ -182,3 +182,41 @@ def test_an_episode_that_ended_before_the_alert_was_read_is_posted_resolved():
     n.step()
     [[p]] = router.posted
     assert p["endsAt"] == "2020-01-01T01:00:00.000Z" and p["labels"]["principal"] == "ana" and n.held() == []
+
+
+def test_a_rebalance_keeps_what_is_held_of_the_partitions_this_stage_still_owns():
+    n, consumer, router, now = stage()
+    a, b = alert("a1" * 12), alert("b2" * 12)
+    consumer.queue = [(TP("a", 0), Rec(4, encode_alert(a))), (TP("a", 1), Rec(9, encode_alert(b)))]
+    n.step()
+    n.revoked()
+    n.assigned({0, 1})  # the same partitions again: their positions are kept, so nothing is read twice
+    assert {h.alert_id for h in n.held()} == {a.alert_id, b.alert_id}
+    n.revoked()
+    n.assigned({0})  # partition 1 moved to another stage, which reads it again from the commit
+    assert [h.alert_id for h in n.held()] == [a.alert_id]
+    now[0] += 11
+    n.step()
+    assert ids(router)[-1:] == [a.alert_id] and consumer.commits[-1].get(0) == 4
+
+
+def test_an_alert_dated_ahead_of_this_clock_still_starts_before_it_ends():
+    ahead = alert(last_seen="2999-01-01T00:00:00.000Z")
+    ahead.first_seen = "2999-01-01T00:00:00.000Z"
+    p = payload(ahead, None, grafana_url="", ends_ms=1_000)
+    assert p["startsAt"] == p["endsAt"] == "1970-01-01T00:00:01.000Z"
+
+
+def test_the_stage_counts_are_prometheus_metrics():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from streams.notify.stage import CountsCollector
+
+    n, consumer, router, _ = stage()
+    consumer.queue = [(TP("a", 0), Rec(0, encode_alert(alert("a1" * 12)))), (TP("a", 0), Rec(1, b"x"))]
+    n.step()
+    registry = CollectorRegistry()
+    registry.register(CountsCollector(n))
+    text = generate_latest(registry).decode()
+    assert "spyglass_notify_posts_total 1.0" in text and "spyglass_notify_bad_records_total 1.0" in text
+    assert "spyglass_notify_firing 1.0" in text
