@@ -146,16 +146,22 @@ def validation_message(path: Path | str, exc: ValidationError) -> str:
     return f"{path}: " + "; ".join(dict.fromkeys(parts))
 
 
-def parse(text: str, path: Path | str = "<rules>") -> RuleFile:
-    """The rules a YAML text gives; :class:`ConfigError` naming the key when it does not validate."""
+def yaml_mapping(text: str, path: Path | str, keys: str) -> dict[str, Any]:
+    """The mapping a YAML configuration file holds (empty for an empty file); :class:`ConfigError` otherwise."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not YAML: {exc}") from None
     if raw is None:
-        raw = {}
+        return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: (top level): expected a mapping with version and rules")
+        raise ConfigError(f"{path}: (top level): expected a mapping with {keys}")
+    return raw
+
+
+def parse(text: str, path: Path | str = "<rules>") -> RuleFile:
+    """The rules a YAML text gives; :class:`ConfigError` naming the key when it does not validate."""
+    raw = yaml_mapping(text, path, "version and rules")
     try:
         return RuleFile.model_validate(raw)
     except ValidationError as exc:

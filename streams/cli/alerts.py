@@ -272,13 +272,15 @@ def cmd_set_status(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         store.close()
     taught = ""
-    if a is not None and args.status in TEACHING:
+    if a is not None and args.status in TEACHING and a["source_topic"] in settings.topics().values():
         send_mark(settings, FeedbackMark(
             alert_id=args.alert_id, status=args.status, tenant=a["tenant"], detector=a["detector"],
             entity=a["entity"], entity_type=a["entity_type"], score=min(max(a["score"], 0.0), 1.0),
             source_topic=a["source_topic"], source_partition=a["source_partition"], analyst=by, note=args.note,
             at=now_iso()))
         taught = f"; sent to {settings.topic_feedback}[{a['source_partition']}] for the engine"
+    elif a is not None and args.status in TEACHING:  # risk.cross_kind: raised by the correlator, not an engine
+        taught = "; not sent to an engine (this alert was not raised by one)"
     print(f"{args.alert_id} ({tenant}): {args.status} by {by}{taught}")
     return 0
 
