@@ -57,6 +57,8 @@ def register(subparsers: Any) -> None:
     ss.add_argument("--note", default="", help="free text stored with the change")
     ss.add_argument("--tenant", help="the alert's tenant, for an alert not in the alerts table")
     ss.add_argument("--by", help="the analyst (default: the login name)")
+    ss.add_argument("--suppress", metavar="SPAN", help="with false_positive: also add a suppression rule for the "
+                    "alert's detector, tenant and entity, expiring after SPAN (12h, 7d, 2w) or at an ISO 8601 time")
     ss.set_defaults(func=cmd_set_status)
     ex = sub.add_parser("export", help="export stored alerts, as OCSF Detection Findings (class 2004) or alert JSON",
                         description="Write stored alerts (filtered as `list` filters) one JSON object a line: OCSF "
@@ -281,6 +283,15 @@ def cmd_set_status(args: argparse.Namespace, settings: Settings) -> int:
         taught = f"; sent to {settings.topic_feedback}[{a['source_partition']}] for the engine"
     elif a is not None and args.status in TEACHING:  # risk.cross_kind: raised by the correlator, not an engine
         taught = "; not sent to an engine (this alert was not raised by one)"
+    if args.suppress:
+        if a is None or args.status != "false_positive":
+            raise SpyglassError("--suppress goes with false_positive on a stored alert")
+        from streams.cli.suppress import add_rule
+
+        rule = add_rule(settings, detector=a["detector"], tenant=a["tenant"], entity=a["entity"],
+                        reason=args.note or f"false positive {args.alert_id}", author=by, expires=args.suppress,
+                        rule_id=f"fp-{args.alert_id[:16]}")
+        taught += f"; suppression rule {rule.id} until {rule.expires.isoformat()}"
     print(f"{args.alert_id} ({tenant}): {args.status} by {by}{taught}")
     return 0
 
