@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from detectors.families import REGISTRY
 from detectors.tuning import Tuning
 from schemas.errors import ConfigError
-from streams.suppression import key_path, yaml_mapping
+from streams.suppression import key_path, read_config, yaml_mapping
 
 
 class TenantEntry(BaseModel):
@@ -88,10 +88,5 @@ def _dotted(loc: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def load(path: Path) -> Tuning:
     """The tuning of ``path``; a missing file is the defaults (every detector enforced, the engine's parameters)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return Tuning()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    return parse(text, path)
+    text = read_config(path)
+    return Tuning() if text is None else parse(text, path)

@@ -168,15 +168,20 @@ def parse(text: str, path: Path | str = "<rules>") -> RuleFile:
         raise ConfigError(validation_message(path, exc)) from None
 
 
-def load(path: Path) -> RuleFile:
-    """The rules of ``path``; a missing file has none."""
+def read_config(path: Path) -> str | None:
+    """The text of a configuration file, None when there is none; :class:`ConfigError` when it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return RuleFile()
+        return None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    return parse(text, path)
+
+
+def load(path: Path) -> RuleFile:
+    """The rules of ``path``; a missing file has none."""
+    text = read_config(path)
+    return RuleFile() if text is None else parse(text, path)
 
 
 def dump(rules: RuleFile) -> str:

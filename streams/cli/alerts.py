@@ -90,6 +90,21 @@ def sql_str(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def span_or_time(text: str, flag: str, now: datetime, sign: int = -1) -> datetime:
+    """A span back from ``now`` (``sign`` -1; ahead for +1): ``30m``, ``12h``, ``7d``, ``2w``; or an ISO 8601 time
+    with its UTC offset. ``flag`` names the option in errors."""
+    unit = _UNITS.get(text[-1:])
+    if unit is not None and text[:-1].isdigit():
+        return now + sign * timedelta(seconds=int(text[:-1]) * unit)
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise SpyglassError(f"{flag}: {text!r} is neither a span (30m, 12h, 7d, 2w) nor an ISO 8601 time") from None
+    if when.tzinfo is None:
+        raise SpyglassError(f"{flag}: {text!r} has no UTC offset (add Z or +00:00)")
+    return when
+
+
 def since_epoch(text: str, now: datetime | None = None) -> int:
     """``--since``: a span back from now (``30m``, ``12h``, ``7d``, ``2w``) or an ISO 8601 time, as epoch seconds.
 
@@ -97,17 +112,7 @@ def since_epoch(text: str, now: datetime | None = None) -> int:
         >>> since_epoch("2h", datetime(2026, 1, 1, 2, tzinfo=UTC))
         1767225600
     """
-    now = now or datetime.now(UTC)
-    unit = _UNITS.get(text[-1:])
-    if unit is not None and text[:-1].isdigit():
-        return int((now - timedelta(seconds=int(text[:-1]) * unit)).timestamp())
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise SpyglassError(f"--since: {text!r} is neither a span (30m, 12h, 7d, 2w) nor an ISO 8601 time") from None
-    if when.tzinfo is None:
-        raise SpyglassError(f"--since: {text!r} has no UTC offset (add Z or +00:00)")
-    return int(when.timestamp())
+    return int(span_or_time(text, "--since", now or datetime.now(UTC)).timestamp())
 
 
 def latest_status_sql(db: str) -> str:

@@ -52,18 +52,9 @@ def register(subparsers: Any) -> None:
 
 
 def _until(text: str, now: datetime) -> datetime:
-    from streams.cli.alerts import since_epoch
+    from streams.cli.alerts import span_or_time
 
-    if text[-1:] in "smhdw" and text[:-1].isdigit():  # a span forward from now: since_epoch goes back
-        back = since_epoch(text, now)
-        return now + (now - datetime.fromtimestamp(back, UTC))
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise SpyglassError(f"--expires: {text!r} is neither a span (12h, 7d, 2w) nor an ISO 8601 time") from None
-    if when.tzinfo is None:
-        raise SpyglassError(f"--expires: {text!r} has no UTC offset (add Z or +00:00)")
-    return when
+    return span_or_time(text, "--expires", now, sign=1)
 
 
 def parse_evidence(items: list[str]) -> dict[str, float | Range]:
