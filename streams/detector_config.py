@@ -22,13 +22,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from detectors.families import REGISTRY
 from detectors.tuning import Tuning
 from schemas.errors import ConfigError
-from streams.suppression import key_path
+from streams.suppression import key_path, read_config, yaml_mapping
 
 
 class TenantEntry(BaseModel):
@@ -65,14 +64,7 @@ def engine_detectors() -> list[str]:
 
 def parse(text: str, path: Path | str = "<detectors>") -> Tuning:
     """The tuning a YAML text gives; :class:`ConfigError` naming the key when it does not validate."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not YAML: {exc}") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: (top level): expected a mapping with version and detectors")
+    raw = yaml_mapping(text, path, "version and detectors")
     try:
         doc = DetectorFile.model_validate(raw)
     except ValidationError as exc:
@@ -96,10 +88,5 @@ def _dotted(loc: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def load(path: Path) -> Tuning:
     """The tuning of ``path``; a missing file is the defaults (every detector enforced, the engine's parameters)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return Tuning()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    return parse(text, path)
+    text = read_config(path)
+    return Tuning() if text is None else parse(text, path)

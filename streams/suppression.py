@@ -146,31 +146,42 @@ def validation_message(path: Path | str, exc: ValidationError) -> str:
     return f"{path}: " + "; ".join(dict.fromkeys(parts))
 
 
-def parse(text: str, path: Path | str = "<rules>") -> RuleFile:
-    """The rules a YAML text gives; :class:`ConfigError` naming the key when it does not validate."""
+def yaml_mapping(text: str, path: Path | str, keys: str) -> dict[str, Any]:
+    """The mapping a YAML configuration file holds (empty for an empty file); :class:`ConfigError` otherwise."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not YAML: {exc}") from None
     if raw is None:
-        raw = {}
+        return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: (top level): expected a mapping with version and rules")
+        raise ConfigError(f"{path}: (top level): expected a mapping with {keys}")
+    return raw
+
+
+def parse(text: str, path: Path | str = "<rules>") -> RuleFile:
+    """The rules a YAML text gives; :class:`ConfigError` naming the key when it does not validate."""
+    raw = yaml_mapping(text, path, "version and rules")
     try:
         return RuleFile.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(validation_message(path, exc)) from None
 
 
-def load(path: Path) -> RuleFile:
-    """The rules of ``path``; a missing file has none."""
+def read_config(path: Path) -> str | None:
+    """The text of a configuration file, None when there is none; :class:`ConfigError` when it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return RuleFile()
+        return None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    return parse(text, path)
+
+
+def load(path: Path) -> RuleFile:
+    """The rules of ``path``; a missing file has none."""
+    text = read_config(path)
+    return RuleFile() if text is None else parse(text, path)
 
 
 def dump(rules: RuleFile) -> str:

@@ -57,6 +57,8 @@ def register(subparsers: Any) -> None:
     ss.add_argument("--note", default="", help="free text stored with the change")
     ss.add_argument("--tenant", help="the alert's tenant, for an alert not in the alerts table")
     ss.add_argument("--by", help="the analyst (default: the login name)")
+    ss.add_argument("--suppress", metavar="SPAN", help="with false_positive: also add a suppression rule for the "
+                    "alert's detector, tenant and entity, expiring after SPAN (12h, 7d, 2w) or at an ISO 8601 time")
     ss.set_defaults(func=cmd_set_status)
     ex = sub.add_parser("export", help="export stored alerts, as OCSF Detection Findings (class 2004) or alert JSON",
                         description="Write stored alerts (filtered as `list` filters) one JSON object a line: OCSF "
@@ -88,6 +90,21 @@ def sql_str(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def span_or_time(text: str, flag: str, now: datetime, sign: int = -1) -> datetime:
+    """A span back from ``now`` (``sign`` -1; ahead for +1): ``30m``, ``12h``, ``7d``, ``2w``; or an ISO 8601 time
+    with its UTC offset. ``flag`` names the option in errors."""
+    unit = _UNITS.get(text[-1:])
+    if unit is not None and text[:-1].isdigit():
+        return now + sign * timedelta(seconds=int(text[:-1]) * unit)
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise SpyglassError(f"{flag}: {text!r} is neither a span (30m, 12h, 7d, 2w) nor an ISO 8601 time") from None
+    if when.tzinfo is None:
+        raise SpyglassError(f"{flag}: {text!r} has no UTC offset (add Z or +00:00)")
+    return when
+
+
 def since_epoch(text: str, now: datetime | None = None) -> int:
     """``--since``: a span back from now (``30m``, ``12h``, ``7d``, ``2w``) or an ISO 8601 time, as epoch seconds.
 
@@ -95,17 +112,7 @@ def since_epoch(text: str, now: datetime | None = None) -> int:
         >>> since_epoch("2h", datetime(2026, 1, 1, 2, tzinfo=UTC))
         1767225600
     """
-    now = now or datetime.now(UTC)
-    unit = _UNITS.get(text[-1:])
-    if unit is not None and text[:-1].isdigit():
-        return int((now - timedelta(seconds=int(text[:-1]) * unit)).timestamp())
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise SpyglassError(f"--since: {text!r} is neither a span (30m, 12h, 7d, 2w) nor an ISO 8601 time") from None
-    if when.tzinfo is None:
-        raise SpyglassError(f"--since: {text!r} has no UTC offset (add Z or +00:00)")
-    return int(when.timestamp())
+    return int(span_or_time(text, "--since", now or datetime.now(UTC)).timestamp())
 
 
 def latest_status_sql(db: str) -> str:
@@ -272,13 +279,24 @@ def cmd_set_status(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         store.close()
     taught = ""
-    if a is not None and args.status in TEACHING:
+    if a is not None and args.status in TEACHING and a["source_topic"] in settings.topics().values():
         send_mark(settings, FeedbackMark(
             alert_id=args.alert_id, status=args.status, tenant=a["tenant"], detector=a["detector"],
             entity=a["entity"], entity_type=a["entity_type"], score=min(max(a["score"], 0.0), 1.0),
             source_topic=a["source_topic"], source_partition=a["source_partition"], analyst=by, note=args.note,
             at=now_iso()))
         taught = f"; sent to {settings.topic_feedback}[{a['source_partition']}] for the engine"
+    elif a is not None and args.status in TEACHING:  # risk.cross_kind: raised by the correlator, not an engine
+        taught = "; not sent to an engine (this alert was not raised by one)"
+    if args.suppress:
+        if a is None or args.status != "false_positive":
+            raise SpyglassError("--suppress goes with false_positive on a stored alert")
+        from streams.cli.suppress import add_rule
+
+        rule = add_rule(settings, detector=a["detector"], tenant=a["tenant"], entity=a["entity"],
+                        reason=args.note or f"false positive {args.alert_id}", author=by, expires=args.suppress,
+                        rule_id=f"fp-{args.alert_id[:16]}")
+        taught += f"; suppression rule {rule.id} until {rule.expires.isoformat()}"
     print(f"{args.alert_id} ({tenant}): {args.status} by {by}{taught}")
     return 0
 

@@ -52,18 +52,9 @@ def register(subparsers: Any) -> None:
 
 
 def _until(text: str, now: datetime) -> datetime:
-    from streams.cli.alerts import since_epoch
+    from streams.cli.alerts import span_or_time
 
-    if text[-1:] in "smhdw" and text[:-1].isdigit():  # a span forward from now: since_epoch goes back
-        back = since_epoch(text, now)
-        return now + (now - datetime.fromtimestamp(back, UTC))
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise SpyglassError(f"--expires: {text!r} is neither a span (12h, 7d, 2w) nor an ISO 8601 time") from None
-    if when.tzinfo is None:
-        raise SpyglassError(f"--expires: {text!r} has no UTC offset (add Z or +00:00)")
-    return when
+    return span_or_time(text, "--expires", now, sign=1)
 
 
 def parse_evidence(items: list[str]) -> dict[str, float | Range]:
@@ -92,23 +83,31 @@ def parse_evidence(items: list[str]) -> dict[str, float | Range]:
     return out
 
 
-def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
-    """Handle ``spyglass suppress add``."""
+def add_rule(settings: Settings, *, detector: str = "*", tenant: str = "*", entity: str = "*",
+             evidence: dict[str, float | Range] | None = None, reason: str, author: str, expires: str,
+             rule_id: str | None = None) -> Rule:
+    """Validate a new rule and append it to the rules file (rewritten atomically); the rule."""
     path = settings.suppressions_file
     rules = load(path)
     now = datetime.now(UTC).replace(microsecond=0)
     ids = {r.id for r in rules.rules}
-    rule_id = args.id or next(f"sup-{n}" for n in range(1, len(ids) + 2) if f"sup-{n}" not in ids)
+    rule_id = rule_id or next(f"sup-{n}" for n in range(1, len(ids) + 2) if f"sup-{n}" not in ids)
     try:
-        rule = Rule(id=rule_id, match=Match(detector=args.detector, tenant=args.tenant, entity=args.entity,
-                                            evidence=parse_evidence(args.evidence)),
-                    reason=args.reason, author=args.by or getpass.getuser(), expires=_until(args.expires, now),
-                    created=now)
+        rule = Rule(id=rule_id, match=Match(detector=detector, tenant=tenant, entity=entity, evidence=evidence or {}),
+                    reason=reason, author=author, expires=_until(expires, now), created=now)
         new = RuleFile(version=rules.version, rules=[*rules.rules, rule])
     except ValidationError as exc:
         raise ConfigError(validation_message("suppress add", exc)) from None
     save(path, new)
-    print(f"{rule.id}: added to {path}, expires {rule.expires.isoformat()}")
+    return rule
+
+
+def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
+    """Handle ``spyglass suppress add``."""
+    rule = add_rule(settings, detector=args.detector, tenant=args.tenant, entity=args.entity,
+                    evidence=parse_evidence(args.evidence), reason=args.reason, author=args.by or getpass.getuser(),
+                    expires=args.expires, rule_id=args.id)
+    print(f"{rule.id}: added to {settings.suppressions_file}, expires {rule.expires.isoformat()}")
     return 0
 
 

@@ -407,7 +407,8 @@ def group_offsets(bootstrap: str, group: str, **client_config: Any) -> dict[tupl
 
 
 def ensure_topics(settings: Settings, partitions: int | None = None, *, bootstrap: str | None = None) -> list[str]:
-    """Create the event, alerts, dead-letter, risk-evidence and OTLP spans topics if missing; return all their names.
+    """Create the event, alerts, dead-letter, risk-evidence, feedback and OTLP spans topics if missing; return all
+    their names.
 
     ``bootstrap`` defaults to ``settings.kafka_bootstrap``; existing topics are left as they are.
     """

@@ -210,9 +210,9 @@ def test_set_status_cli_on_the_server(server_store, stack_settings: Settings):
     from streams.stack.kafka import admin_client, delete_topics
     from tests.fault.harness import Run, read_topic
 
-    server_store.insert("alerts", alert_columns(sample_alerts()[:1], CREATED, [("t.api", 1, 7)]))
-    url = stack_settings.store().with_database(server_store.database).secret_url()
     topics = stack_settings.model_copy(update={"topic_feedback": f"fb-{uuid.uuid4().hex[:8]}"})
+    server_store.insert("alerts", alert_columns(sample_alerts()[:1], CREATED, [(topics.topic_api_usage, 1, 7)]))
+    url = stack_settings.store().with_database(server_store.database).secret_url()
     admin = admin_client(topics.kafka_bootstrap)
     admin.create_topics([NewTopic(topics.topic_feedback, 2, 1)])
     admin.close()
@@ -235,5 +235,6 @@ def test_set_status_cli_on_the_server(server_store, stack_settings: Settings):
     marks = read_topic(Run(topics, Path()), topics.topic_feedback)
     assert [(m.partition, decode_mark(m.value).status, decode_mark(m.value).entity) for m in marks] == [
         (1, "false_positive", "k1")]
-    assert decode_mark(marks[0].value).source_topic == "t.api" and decode_mark(marks[0].value).analyst == "ana"
+    mark = decode_mark(marks[0].value)
+    assert (mark.source_topic, mark.analyst, mark.detector) == (topics.topic_api_usage, "ana", "api.rate_burst")
     delete_topics(topics, [topics.topic_feedback])

@@ -107,3 +107,30 @@ def test_the_cli_adds_lists_and_expires_rules(tmp_path, monkeypatch, capsys):
     assert "sup-2" in out and "sup-1" not in out
     assert main(["suppress", "list", "--all"]) == 0 and "expired" in capsys.readouterr().out
     assert main(["suppress", "expire", "nope"]) == 1
+
+
+def test_a_false_positive_mark_can_add_a_suppression_rule_for_its_pattern(tmp_path, monkeypatch, capsys):
+    from schemas.rows import alert_columns
+    from streams.settings import StoreURL
+    from streams.sinks.clickhouse import ChdbStore, apply_ddl
+    from tests.unit.storage_contract import CREATED
+
+    url = f"chdb://{tmp_path / 'store'}"
+    s = ChdbStore(StoreURL.parse(url))
+    try:
+        apply_ddl(s)
+        s.insert("alerts", alert_columns(sample_alerts()[:1], CREATED, [("not-an-event-topic", 0, 1)]))
+    finally:
+        s.close()
+    monkeypatch.setenv("SPYGLASS_CLICKHOUSE_URL", url)
+    monkeypatch.setenv("SPYGLASS_SUPPRESSIONS_FILE", str(tmp_path / "s.yaml"))
+    assert main(["alerts", "set-status", "alert-1", "resolved", "--suppress", "7d"]) == 1  # only with false_positive
+    assert main(["alerts", "set-status", "alert-1", "false_positive", "--note", "load test", "--by", "ana",
+                 "--suppress", "7d"]) == 0
+    out = capsys.readouterr().out
+    assert "not sent to an engine" in out and "suppression rule fp-alert-1" in out
+    [rule] = load(tmp_path / "s.yaml").rules
+    m = rule.match
+    assert (m.detector, m.tenant, m.entity, rule.reason, rule.author) == ("api.rate_burst", "acme", "k1", "load test",
+                                                                          "ana")
+    assert rule.match.matches(sample_alerts()[0]) and not rule.match.matches(sample_alerts()[2])
