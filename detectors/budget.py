@@ -66,6 +66,19 @@ class AlertBudget:
         self.events: dict[int, float] = {}  # tenant -> events seen (decayed)
         self.hist: dict[tuple[int, str], np.ndarray] = {}  # (tenant, detector) -> episodes per surprise bin
         self.above: dict[tuple[int, str], int] = {}  # (tenant, detector) -> time of its last learned alert
+        self.held: dict[tuple[str, str, int], int] = {}  # episodes whose alert is info -> its opening time
+
+    def __setstate__(self, d: dict) -> None:
+        """A checkpoint written before held episodes were kept restores with none held."""
+        self.__dict__.update({"held": {}, **d})
+
+    def held_episodes(self, cooldown: dict[tuple[str, str, int], int]) -> dict[tuple[str, str, int], int]:
+        """The episodes (detector, entity, tenant) whose alert is ``info``, which a later strong hit may lift
+        (``detectors.alerting``); those whose episode has left ``cooldown`` (the engine prunes it) are dropped,
+        so they are bounded by the live episodes."""
+        if len(self.held) > len(cooldown):
+            self.held = {k: t for k, t in self.held.items() if k in cooldown}
+        return self.held
 
     def threshold(self, tenant: int, detector: str, events: float, per_100k: float) -> float:
         """The surprise a finding of ``detector`` must reach to alert in ``tenant`` after ``events`` events.

@@ -158,8 +158,8 @@ def test_a_checkpoint_written_before_budgets_restores_with_an_empty_one():
     run([api(50_000, T0 + timedelta(days=1))], old)  # and it scores
 
 
-def test_a_demoted_episode_is_not_lifted_by_its_later_hits():
-    """A later, stronger hit of an episode the budget kept at info extends it; it does not page through it."""
+def _held_engine() -> Engine:
+    """An engine past initech's learning period whose noisy.hit budget sits above 3 (200 benign episodes)."""
     budget = AlertBudget()
     for _ in range(200):
         budget.learn(0, "noisy.hit", 3.0, threshold=9.0, rise=1.0, ts=0)
@@ -170,12 +170,44 @@ def test_a_demoted_episode_is_not_lifted_by_its_later_hits():
     tenant = eng.tables.vocabs.tenant.ids["initech"]
     eng.tables.budget.hist[(tenant, "noisy.hit")] = budget.hist[(0, "noisy.hit")]
     eng.tables.budget.events[tenant] = 20_000.0
+    return eng
+
+
+def _episode(*strengths: float) -> list:
     t = T0 + timedelta(days=2)
-    row = dict(SAMPLES["api_usage"], tenant="initech", api_key_id="k7", ts=t.isoformat().replace("+00:00", "Z"))
-    first = decode(json.dumps({**row, "event_id": "e7000", "user_agent": "strong/2.5"}).encode())
-    later = decode(json.dumps({**row, "event_id": "e7001", "user_agent": "strong/20"}).encode())
-    alerts = eng.process([first, later])
-    assert [(a.severity, a.evidence.event_ids) for a in alerts] == [("info", ["e7000", "e7001"])]
+    row = dict(SAMPLES["api_usage"], tenant="initech", api_key_id="k7")
+    return [decode(json.dumps({**row, "event_id": f"e{7000 + i}", "user_agent": f"strong/{s}",
+                               "ts": (t + timedelta(seconds=i)).isoformat().replace("+00:00", "Z")}).encode())
+            for i, s in enumerate(strengths)]
+
+
+def test_a_held_episode_is_lifted_once_by_a_later_hit_that_passes_the_threshold():
+    """A weak first finding (kept at info by the budget) does not silence the stronger hits of its episode: the
+    first one past the threshold opens one alert, named after its own event, and later hits fold into it."""
+    eng = _held_engine()
+    alerts = eng.process(_episode(2.5, 2.8, 20, 20))
+    assert [(a.severity, a.evidence.event_ids) for a in alerts] == [
+        ("info", ["e7000", "e7001"]), ("high", ["e7002", "e7003"])]
+    assert "Kept at info by the alert budget" in alerts[0].explanation
+    assert "This episode opened at 2026-11-04T00:00:00.000Z with a finding kept at info" in alerts[1].explanation
+    assert alerts[1].alert_id != alerts[0].alert_id
+
+
+def test_a_held_episode_whose_later_hits_stay_weak_stays_info():
+    """The benign twin: every later hit below the threshold extends the info episode; nothing pages."""
+    alerts = _held_engine().process(_episode(2.5, 2.6, 2.9, 2.7))
+    assert [(a.severity, len(a.evidence.event_ids)) for a in alerts] == [("info", 4)]
+
+
+def test_lifting_is_the_same_whatever_the_batch_cuts_and_survives_a_checkpoint():
+    events = _episode(2.5, 2.8, 20, 20)
+    want = _held_engine().process(events)
+    for cut in (1, 2, 3):
+        eng = _held_engine()
+        first = eng.process(events[:cut])
+        restored = Engine.from_state(eng.state(), REGISTRY)
+        got = first + restored.process(events[cut:])
+        assert [(a.alert_id, a.severity) for a in got] == [(a.alert_id, a.severity) for a in want], cut
 
 
 def test_docstring_examples():
