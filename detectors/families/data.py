@@ -21,8 +21,16 @@ from detectors.calibration import (
     score_of,
 )
 from detectors.columns import DataColumns
-from detectors.families.common import HOUR, MIN, count_before, earlier_flagged, rank_in_batch
-from detectors.kernels import block_log_zscore, cusum, decayed_count, hour_rhythm, log_zscore, pair
+from detectors.families.common import DAY, HOUR, MIN, count_before, earlier_flagged, rank_in_batch
+from detectors.kernels import (
+    block_log_zscore,
+    cusum,
+    daily_peak_zscore,
+    decayed_count,
+    hour_rhythm,
+    log_zscore,
+    pair,
+)
 from detectors.registry import Column, Context, Detector, Family, NoveltySet, Table, option
 from detectors.state import Arrays
 from schemas.alerts import Feature
@@ -71,6 +79,10 @@ class DataConfig:
     training_min_writes: int = option(3, "writes a dataset needs before a new writer is news")
     denied_tau_s: float = option(600.0, "time constant of the per-principal decayed counts of denied and all "
                                         "accesses")
+    volume_peak_z: float = option(3.0, "a read within this many standard deviations of the principal's usual daily "
+                                       "peak (its largest read per UTC day) is not a spike, and one also this far "
+                                       "above its overall baseline adds nothing to drift: a nightly batch")
+    volume_peak_days: int = option(2, "days of daily peaks a principal needs before they can clear a read")
     denied_surprise: float = option(3.5, "surprise of the recent denied count against the principal's own "
                                          "denied rate (shrunk to its tenant's) that makes a probing burst")
 
@@ -144,7 +156,16 @@ def _volume(ctx: Context, c: DataColumns) -> list[Finding]:
     dz = log_zscore(c.dept[g], c.rows[g], s.dept["mean"], s.dept["var"], s.dept["seen"], *DEPT_VOLUME,
                     DEPT_WARM_READS)
     peer = cold & (dz >= cfg.volume_peer_z)
-    for j in np.flatnonzero((z >= 4.0) | peer):
+    # the principal's daily peaks: a volume it reaches every day (a service account's nightly batch) is its habit,
+    # however far above its ordinary reads; the tenant's learning period teaches them as they are
+    tenants, t_inv = np.unique(c.tenant[g], return_inverse=True)
+    t_start = np.array([s.tenant_start.get(t, 0) for t in tenants.tolist()], dtype=np.int64)[t_inv]
+    learning = c.ts[g] - t_start < cfg.learning_hours * HOUR
+    zp = daily_peak_zscore(prin, (c.ts[g] // DAY).astype(np.float64), c.rows[g], learning, p["pk_day"], p["pk_max"],
+                           p["pk_mean"], p["pk_var"], p["pk_seen"], PEAK_ALPHA, PRINCIPAL_VOLUME[2],
+                           cfg.volume_peak_days, cfg.volume_peak_z)
+    usual_peak = zp < cfg.volume_peak_z
+    for j in np.flatnonzero(((z >= 4.0) & ~usual_peak) | peer):
         zj = float(dz[j] if peer[j] else z[j])
         surprise = normal_surprise(zj)
         if surprise < cfg.volume_surprise and not peer[j]:
@@ -171,6 +192,9 @@ def _volume(ctx: Context, c: DataColumns) -> list[Finding]:
     # detector's business: it leaves the drift sum as it is, so one bulk export does not hold the sum up for days
     # of normal reads after it
     dzz = np.where(z_blk < USUAL_Z, np.minimum(pz, z_blk), pz)
+    # a read of the principal's high mode (far above its ordinary reads, within its daily peaks: a nightly batch)
+    # adds nothing either; a drip's reads, a few times the ordinary, still do
+    dzz = np.where(usual_peak & (z_all >= cfg.volume_peak_z), np.minimum(dzz, cfg.drift_k), dzz)
     cs = cusum(pid, np.where(z >= VOLUME_SPIKE_Z, cfg.drift_k, dzz), s.pair["s"], cfg.drift_k, CUSUM_GATE)
     for j in np.flatnonzero(cs >= cfg.drift_h):
         i = g[j]
@@ -187,6 +211,7 @@ def _volume(ctx: Context, c: DataColumns) -> list[Finding]:
     return out
 
 
+PEAK_ALPHA = 0.1  # learning rate of a principal's daily-peak baseline (about ten days of memory)
 VOLUME_SPIKE_Z = 6.0  # z at which a read is the spike detector's and leaves the drift sum as it is
 USUAL_Z = 1.0  # a read within this many standard deviations of its time-of-day block's baseline is usual there
 
@@ -423,8 +448,11 @@ FAMILY = Family(
             "4-hour block of the day, and not from accesses that already look anomalous. An access is judged "
             "against the closest of the baselines of its own and neighbouring blocks (the overall one while they "
             "have too few reads), so a volume that is normal for this principal at this time of day (a service "
-            "account's nightly batch) is not a spike, and the same volume at midday is. Its surprise (the normal "
-            "tail of that z-score) reaching `volume_surprise` "
+            "account's nightly batch) is not a spike, and the same volume at midday is. It also keeps the principal's "
+            "daily peaks (its largest read of each day): a read within `volume_peak_z` standard deviations of "
+            "its usual peak is a volume it reaches every day and is not a spike (after `volume_peak_days` days; "
+            "a day's peak is learned as at most `volume_peak_z` above the usual one, so one export does not "
+            "make the next look usual). Its surprise (the normal tail of that z-score) reaching `volume_surprise` "
             "is raised; until the principal has `volume_min_seen` reads, its department's baseline judges it "
             "(`volume_peer_z`). Severity follows the surprise and the dataset's sensitivity."),
         Detector(
@@ -433,7 +461,8 @@ FAMILY = Family(
             "Per (principal, dataset), sums how far each read's log-volume lies above its baseline (a CUSUM "
             "with allowance `drift_k`); the baseline stops learning above 2 standard deviations, so a slow "
             "drip is not learned as the new normal, and a read that is usual for the principal at this time of "
-            "day adds nothing. The sum reaching `drift_h` is raised. A single spike is left to "
+            "day adds nothing, nor does a read of the principal's high mode (far above its ordinary reads yet within "
+            "its usual daily peaks: a nightly batch). The sum reaching `drift_h` is raised. A single spike is left to "
             "data.volume_spike and does not feed the sum.",
             cooldown_s=86_400),
         Detector(
@@ -485,6 +514,11 @@ FAMILY = Family(
           for b in range(VOLUME_BLOCKS)
           for what, fill, doc in (("mean", 0, "mean log(rows)"), ("var", 0.25, "variance of log(rows)"),
                                   ("seen", 0, "reads learned"))),
+        Column("principal", "pk_day", -1, "UTC day of the principal's current daily peak"),
+        Column("principal", "pk_max", -1, "log(rows) of the principal's largest read that day so far"),
+        Column("principal", "pk_mean", 0, "mean of the principal's daily peak log(rows)"),
+        Column("principal", "pk_var", 0.25, "variance of the principal's daily peak log(rows)"),
+        Column("principal", "pk_seen", 0, "days learned into the daily-peak baseline"),
         Column("principal", "denied", 0, "decayed count of denied accesses, `denied_tau_s`"),
         Column("principal", "denied_last", 0, "time of the denied count's last update"),
         Column("principal", "accesses", 0, "decayed count of all accesses, `denied_tau_s`"),

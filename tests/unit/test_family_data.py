@@ -76,9 +76,8 @@ def test_night_work_in_the_principals_own_history_is_not_off_hours():
     assert not _hits(alerts, "data.volume_spike", ids)
 
 
-def _batch_account(spike_at_day: bool) -> tuple[list, set[str]]:
-    """A service account reads ~100 rows by day and ~20,000 in a nightly batch; then 20,000 rows at night (its
-    habit) or at midday (not its habit)."""
+def _batch_account(hour: int, rows: int = 20_000) -> tuple[list, set[str]]:
+    """A service account reads ~100 rows by day and ~20,000 in a nightly batch; then ``rows`` rows at ``hour``."""
     rng = np.random.default_rng(24)
     s = Stream()
     _reads(s, rng, "ben", "finance/ledger", days=5)
@@ -88,21 +87,39 @@ def _batch_account(spike_at_day: bool) -> tuple[list, set[str]]:
         for m in range(0, 60, 5):
             s.data(T0 + timedelta(days=day, hours=2, minutes=m), "svc", "finance/ledger",
                    int(20_000 * rng.lognormal(0.0, 0.4)))
-    when = T0 + timedelta(days=5, hours=12 if spike_at_day else 2, minutes=30)
-    ids = {s.data(when, "svc", "finance/ledger", 20_000)}
+    ids = {s.data(T0 + timedelta(days=5, hours=hour, minutes=30), "svc", "finance/ledger", rows)}
     return s.run(), ids
 
 
-def test_a_batch_volume_at_midday_is_a_spike():
-    alerts, ids = _batch_account(spike_at_day=True)
+def test_a_volume_far_above_the_principals_daily_peaks_is_a_spike():
+    """The batch account reading fifty times its nightly batch: far above its daily peaks."""
+    alerts, ids = _batch_account(hour=2, rows=1_000_000)
     hits = _hits(alerts, "data.volume_spike", ids)
     assert hits and hits[0].entity == "svc" and "1 in" in hits[0].explanation
 
 
 def test_the_nightly_batch_volume_is_not_a_spike():
-    alerts, ids = _batch_account(spike_at_day=False)
+    alerts, ids = _batch_account(hour=2)
     assert not _hits(alerts, "data.volume_spike", ids)
     assert not _hits(alerts, "data.volume_drift")
+
+
+def test_a_volume_the_principal_reaches_every_day_is_not_a_spike_at_another_hour_either():
+    """Its daily peaks clear it: the volume is its habit (the hour is the off-hours detector's business)."""
+    alerts, ids = _batch_account(hour=12)
+    assert not _hits(alerts, "data.volume_spike", ids)
+
+
+def test_one_export_does_not_make_the_next_look_usual():
+    """A human's bulk export is learned into its daily peaks as at most `volume_peak_z` above them: a second
+    export of the same size the next day is still a spike."""
+    rng = np.random.default_rng(26)
+    s = Stream()
+    _reads(s, rng, "ben", "finance/ledger", days=5)
+    first = {s.data(T0 + timedelta(days=5, hours=11), "ben", "finance/ledger", 30_000, op="export")}
+    second = {s.data(T0 + timedelta(days=6, hours=11), "ben", "finance/ledger", 30_000, op="export")}
+    alerts = s.run()
+    assert _hits(alerts, "data.volume_spike", first) and _hits(alerts, "data.volume_spike", second)
 
 
 def _denials(gap_s: float, heavy: bool) -> tuple[list, set[str]]:
