@@ -80,8 +80,8 @@ class DataConfig:
     denied_tau_s: float = option(600.0, "time constant of the per-principal decayed counts of denied and all "
                                         "accesses")
     volume_peak_z: float = option(3.0, "a read within this many standard deviations of the principal's usual daily "
-                                       "peak (its largest read per UTC day) is not a spike, and one also this far "
-                                       "above its overall baseline adds nothing to drift: a nightly batch")
+                                       "peak (its largest read per UTC day) is not a spike, nor (when it is 4 "
+                                       "standard deviations above its overall baseline) drift: a nightly batch")
     volume_peak_days: int = option(2, "days of daily peaks a principal needs before they can clear a read")
     denied_surprise: float = option(3.5, "surprise of the recent denied count against the principal's own "
                                          "denied rate (shrunk to its tenant's) that makes a probing burst")
@@ -165,7 +165,7 @@ def _volume(ctx: Context, c: DataColumns) -> list[Finding]:
                            p["pk_mean"], p["pk_var"], p["pk_seen"], PEAK_ALPHA, PRINCIPAL_VOLUME[2],
                            cfg.volume_peak_days, cfg.volume_peak_z)
     usual_peak = zp < cfg.volume_peak_z
-    for j in np.flatnonzero(((z >= 4.0) & ~usual_peak) | peer):
+    for j in np.flatnonzero(((z >= HIGH_MODE_Z) & ~usual_peak) | peer):
         zj = float(dz[j] if peer[j] else z[j])
         surprise = normal_surprise(zj)
         if surprise < cfg.volume_surprise and not peer[j]:
@@ -194,7 +194,7 @@ def _volume(ctx: Context, c: DataColumns) -> list[Finding]:
     dzz = np.where(z_blk < USUAL_Z, np.minimum(pz, z_blk), pz)
     # a read of the principal's high mode (far above its ordinary reads, within its daily peaks: a nightly batch)
     # adds nothing either; a drip's reads, a few times the ordinary, still do
-    dzz = np.where(usual_peak & (z_all >= cfg.volume_peak_z), np.minimum(dzz, cfg.drift_k), dzz)
+    dzz = np.where(usual_peak & (z_all >= HIGH_MODE_Z), np.minimum(dzz, cfg.drift_k), dzz)
     cs = cusum(pid, np.where(z >= VOLUME_SPIKE_Z, cfg.drift_k, dzz), s.pair["s"], cfg.drift_k, CUSUM_GATE)
     for j in np.flatnonzero(cs >= cfg.drift_h):
         i = g[j]
@@ -211,6 +211,8 @@ def _volume(ctx: Context, c: DataColumns) -> list[Finding]:
     return out
 
 
+HIGH_MODE_Z = 4.0  # log-volume z above the principal's baseline from which a read is a spike candidate, or (within
+# its daily peaks) a read of its high mode that adds nothing to drift; a drip's reads a few times the usual stay below
 PEAK_ALPHA = 0.1  # learning rate of a principal's daily-peak baseline (about ten days of memory)
 VOLUME_SPIKE_Z = 6.0  # z at which a read is the spike detector's and leaves the drift sum as it is
 USUAL_Z = 1.0  # a read within this many standard deviations of its time-of-day block's baseline is usual there
