@@ -85,7 +85,8 @@ def emit(findings: list[Finding], tables: State, catalog: Mapping[str, Spec], ma
         note, value, threshold = "", 0.0, 0.0
         if gate is not None:
             value = budget_value(f)
-            threshold = gate.judge(f.tenant, f.detector, f.seq, f.ts, value, could_alert and not folded, learning)
+            threshold = gate.judge(f.tenant, f.detector, f.seq, f.ts, value, could_alert and not folded, learning,
+                                   f.surprise is not None)
             if value < threshold and capped(f.score, f.cap) != "info":
                 f.cap = "info"
                 note = budget_note(threshold, gate.per_100k)

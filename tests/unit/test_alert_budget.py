@@ -124,6 +124,29 @@ def test_a_single_rare_strong_finding_in_a_quiet_tenant_alerts():
     assert "That is about 1 in 100,000 for this key." in hit.explanation  # added once, by alert building
 
 
+def test_a_quiet_detectors_first_finding_pages_from_the_cold_floor_and_a_weak_one_does_not():
+    """Before a detector has a few episodes in a tenant, the budget holds its findings to COLD_FLOOR (about 1 in
+    1,000): a first strong finding pages, a first weak one (1 in 50 for its key) is info and says why."""
+    from detectors.budget import COLD_FLOOR
+
+    quiet = [api(i, T0 + timedelta(minutes=5 * i), tenant="initech") for i in range(1_000)]
+    weak = quiet + [api(5_000, T0 + timedelta(days=3, hours=3), tenant="initech", user_agent="strong/1.7")]
+    (hit,) = [a for a in run(weak)[1] if a.detector == "noisy.hit"]
+    assert hit.severity == "info" and "only above about 1 in 1,000" in hit.explanation
+    strong = quiet + [api(5_000, T0 + timedelta(days=3, hours=3), tenant="initech",
+                          user_agent=f"strong/{COLD_FLOOR + 0.2}")]
+    (hit,) = [a for a in run(strong)[1] if a.detector == "noisy.hit"]
+    assert hit.severity != "info"
+
+
+def test_the_cold_floor_gives_way_to_the_learned_tail_once_the_detector_has_episodes():
+    b = AlertBudget()
+    assert b.bar(0, "d", b.threshold(0, "d", events=1e6, per_100k=1.0)) == 3.0
+    for i in range(50):  # a detector whose benign episodes are about 1 in 10, ten allowed
+        b.learn(0, "d", 1.0, threshold=b.threshold(0, "d", 1e6, 1.0), rise=1.0, ts=i * 3_600_000)
+    assert b.bar(0, "d", b.threshold(0, "d", events=1e6, per_100k=1.0)) < 3.0
+
+
 def test_a_strong_finding_stands_out_of_the_noise_and_a_burst_does_not_hide_the_next(noise):
     eng, _ = run(noise)
     t = T0 + timedelta(days=4, hours=2)
