@@ -59,7 +59,7 @@ class DataConfig:
     volume_peer_z: float = option(6.0, "log-volume z-score against the department that makes a spike for a "
                                        "cold principal")
     drift_k: float = option(0.75, "CUSUM allowance: z-scores below this do not add to the drift sum")
-    drift_h: float = option(10.0, "CUSUM threshold of the drift sum")
+    drift_h: float = option(6.0, "CUSUM threshold of the drift sum")
     off_hours_surprise: float = option(4.0, "surprise (this hour's activity against the principal's own rhythm, "
                                             "plus a new IP's against its own IP-novelty rate) that is raised")
     off_hours_hour_surprise: float = option(1.3, "least surprise of the hour's activity alone (about 1 in 20) for "
@@ -82,7 +82,7 @@ class DataConfig:
     volume_peak_z: float = option(3.0, "a read within this many standard deviations of the principal's usual daily "
                                        "peak (its largest read per UTC day) is not a spike, nor (when it is 4 "
                                        "standard deviations above its overall baseline) drift: a nightly batch")
-    volume_peak_days: int = option(2, "days of daily peaks a principal needs before they can clear a read")
+    volume_peak_days: int = option(1, "days of daily peaks a principal needs before they can clear a read")
     denied_surprise: float = option(3.5, "surprise of the recent denied count against the principal's own "
                                          "denied rate (shrunk to its tenant's) that makes a probing burst")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
@@ -224,3 +224,39 @@ def test_a_young_principals_bulk_export_is_judged_against_its_own_few_reads(rows
     hits = _hits(alerts, "data.volume_spike", ids)
     assert bool(hits) == (rows > 1000)
     assert all(h.entity == "young" for h in hits)
+
+
+def _growing(grow: bool) -> tuple[list, set[str], datetime]:
+    """Five days of a principal's ordinary reads (about 100 rows), then three reads a day that grow 1.8x every
+    day (or, the benign twin, stay as varied as ever); returns when the drip first reaches 3x."""
+    rng = np.random.default_rng(31)
+    s = Stream()
+    for day in range(5):
+        for _ in range(6):
+            s.data(_work(rng, day), "ana", "finance/ledger", int(100 * rng.lognormal(0.0, 0.5)) + 1)
+    extra: set[str] = set()
+    unusual = None
+    for d in range(4):
+        for _ in range(3):
+            t = _work(rng, 5 + d)
+            level = 1.8 ** d if grow else rng.lognormal(0.0, 0.5)
+            extra.add(s.data(t, "ana", "finance/ledger", int(100 * level * rng.uniform(0.8, 1.2)) + 1))
+            if grow and level >= 3 and (unusual is None or t < unusual):
+                unusual = t
+    return s.run(), extra, unusual or T0
+
+
+def test_a_drip_growing_daily_is_caught_within_a_day_of_becoming_unusual():
+    """The drift sum's threshold (`drift_h`) lets a drip growing 1.8x a day alert within one day of reaching three
+    times the principal's usual volume (the deadline for slow attacks); at the old threshold of 10 it came a day
+    later."""
+    alerts, extra, unusual = _growing(True)
+    hits = _hits(alerts, "data.volume_drift", extra)
+    assert hits and hits[0].entity == "ana"
+    assert datetime.fromisoformat(hits[0].first_seen.replace("Z", "+00:00")) <= unusual + timedelta(days=1)
+
+
+def test_as_many_extra_reads_as_varied_as_usual_are_not_drift():
+    """The benign twin: the same extra reads at the principal's usual, varied volume."""
+    alerts, _, _ = _growing(False)
+    assert not _hits(alerts, "data.volume_drift")
