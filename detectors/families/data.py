@@ -177,11 +177,16 @@ def _volume(ctx: Context, c: DataColumns) -> list[Finding]:
                               p[f"vb_mean{block[j]}"][c.principal[i]] if by_block else p["mean"][c.principal[i]]))
         whose = (f"what their department usually reads per access ({base:,.0f})" if peer[j]
                  else f"their usual {base:,.0f} per access" + (" at this time of day" if by_block else ""))
-        out.append(_finding(ctx, "data.volume_spike", c, i, surprise, int(c.sensitivity[i]),
-                            [Feature(name="rows", value=float(c.rows[i]), baseline=round(base, 1)),
-                             Feature(name="rows_log_z", value=round(zj, 2), baseline=0.0)],
-                            f"{e.principal} {e.operation} {int(c.rows[i]):,} rows of {e.dataset} ({e.sensitivity}), "
-                            f"about {c.rows[i] / max(base, 1):.0f}x {whose}: about {one_in(surprise)} for them."))
+        f = _finding(ctx, "data.volume_spike", c, i, surprise, int(c.sensitivity[i]),
+                     [Feature(name="rows", value=float(c.rows[i]), baseline=round(base, 1)),
+                      Feature(name="rows_log_z", value=round(zj, 2), baseline=0.0)],
+                     f"{e.principal} {e.operation} {int(c.rows[i]):,} rows of {e.dataset} ({e.sensitivity}), "
+                     f"about {c.rows[i] / max(base, 1):.0f}x {whose}: about {one_in(surprise)} for them.")
+        if learning[j] and not np.isfinite(zp[j]):
+            # the learning period's spikes of a principal with no day of peaks yet (its first nightly batch) are
+            # info anyway; capped, they do not teach the alert budget a first-night habit as the detector's noise
+            f.cap = "info"
+        out.append(f)
     # slow drift per (principal, dataset): CUSUM of the log-volume z-score, baseline frozen above 2 sigma
     pid = _pair_ids(ctx, prin, c.dataset[g])
     s.pair.fit(len(s.pairs))

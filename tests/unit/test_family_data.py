@@ -260,3 +260,25 @@ def test_as_many_extra_reads_as_varied_as_usual_are_not_drift():
     """The benign twin: the same extra reads at the principal's usual, varied volume."""
     alerts, _, _ = _growing(False)
     assert not _hits(alerts, "data.volume_drift")
+
+
+def test_first_night_batches_in_the_learning_period_do_not_hold_a_later_export_at_info():
+    """Service accounts' first nightly batches fall in the tenant's learning period, before any day of their peaks:
+    info, and kept out of the alert budget, so a person's bulk export two days later still pages."""
+    rng = np.random.default_rng(32)
+    s = Stream()
+    for name in ("ana", "ben", "cy"):
+        _reads(s, rng, name, "finance/ledger", days=4)
+    for k in range(8):
+        for day in range(4):
+            for m in range(0, 60, 10):  # small reads just before the batch: its block's baseline is small
+                s.data(T0 + timedelta(days=day, hours=1, minutes=m + k), f"svc{k}", "finance/ledger",
+                       int(100 * rng.lognormal(0.0, 0.5)) + 1)
+            for m in range(0, 60, 10):
+                s.data(T0 + timedelta(days=day, hours=2, minutes=m + k), f"svc{k}", "finance/ledger",
+                       int(30_000 * rng.lognormal(0.0, 0.4)))
+    ids = {s.data(T0 + timedelta(days=3, hours=11), "ana", "finance/ledger", 40_000, op="export")}
+    alerts = s.run()
+    assert not [a for a in _hits(alerts, "data.volume_spike") if a.entity.startswith("svc") and a.severity != "info"]
+    hits = _hits(alerts, "data.volume_spike", ids)
+    assert hits and hits[0].entity == "ana" and hits[0].severity != "info", hits and hits[0].explanation
