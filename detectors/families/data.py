@@ -45,6 +45,7 @@ CUSUM_GATE = 4.0  # drift: the CUSUM stops learning the pair's baseline above th
 VOLUME_BLOCKS = 6  # time-of-day blocks (4 hours of UTC each) of a principal's volume baselines
 OFF_HOURS_DISPERSION = 5.0  # gamma-Poisson shape of a principal's counts per hour (kernels.hour_rhythm)
 NOVELTY_PRIOR = 20.0  # weight (in observations) of the tenant's novelty rate in an entity's own
+TENANT_CROSS_KEY = 1 << 30  # data_crossings rows of a tenant (tenant id + this, owner department): above every dept id
 TENANT_IP_NEW, TENANT_IP_SEEN, TENANT_DENIED, TENANT_ACCESSES, TENANT_PD_NEW = range(5)
 
 
@@ -255,14 +256,22 @@ def _segmentation(ctx: Context, c: DataColumns, p_before: np.ndarray, warm: np.n
     uk, inv = np.unique(cross_key, return_inverse=True)
     crossed = np.array([crossings.get(k, 0.0) for k in uk.tolist()])[inv] + earlier_flagged(cross_key, sens)
     dept_all = s.dept["accesses"][c.dept] + rank_in_batch(c.dept)
-    for k, n in zip(*np.unique(cross_key[sens], return_counts=True), strict=True):
+    # the peer prior of a department's crossing rate: how often the tenant's other departments cross to this
+    # owner's sensitive data (per tenant access), so a department young or small in accesses is not judged on a
+    # handful of them alone, and an owner whose data everyone reads is not news
+    t_key = pair(c.tenant.astype(np.int64) + TENANT_CROSS_KEY, c.owner)
+    t_flag = sens & (c.dept != c.owner)
+    ut, t_inv = np.unique(t_key, return_inverse=True)
+    t_crossed = np.array([crossings.get(k, 0.0) for k in ut.tolist()])[t_inv] + earlier_flagged(t_key, t_flag)
+    for k, n in zip(*np.unique(np.r_[cross_key[sens], t_key[t_flag]], return_counts=True), strict=True):
         crossings[int(k)] = crossings.get(int(k), 0.0) + float(n)
     np.add.at(s.dept["accesses"], c.dept, 1.0)
     out: list[Finding] = []
     for i in np.flatnonzero(sens & (c.dept != c.owner) & new_pd).tolist():
         prior = t_new[i] / max(t_all[i], 1.0)
         own = rate_surprise(float(own_new[i]), float(p_before[i]), prior, NOVELTY_PRIOR)
-        cross = float(-np.log10((crossed[i] + 0.5) / (dept_all[i] + 1.0)))
+        peers = (t_crossed[i] + 0.5) / (t_all[i] + 1.0)
+        cross = float(-np.log10((crossed[i] + NOVELTY_PRIOR * peers) / (dept_all[i] + NOVELTY_PRIOR)))
         surprise = own + cross
         if surprise < cfg.segmentation_surprise or not (c.sensitivity[i] == 3 or warm[i]):
             continue
@@ -478,7 +487,9 @@ FAMILY = Family(
             "A principal's first granted access to a confidential or restricted dataset owned by another "
             "department. How unusual it is adds two parts: how rarely this principal touches a dataset new to it "
             "(its own rate, shrunk to its tenant's) and how rarely its department crosses to that owner's "
-            "sensitive data (its share of the department's accesses), not only whether anyone did before. The sum "
+            "sensitive data (its share of the department's accesses, shrunk toward how often the tenant's other "
+            "departments cross to that owner, so a small department is not judged on a handful of accesses and an "
+            "owner whose data everyone reads is not news), not only whether anyone did before. The sum "
             "reaching `segmentation_surprise` is raised: restricted data at once, confidential data once the "
             "principal is warm (`principal_warm_events` accesses over `principal_warm_hours`)."),
         Detector(
@@ -565,7 +576,8 @@ FAMILY = Family(
               "(principal, dataset) accesses]: the peer priors of the principals' own rates",
               "never evicted: tenants are peer groups", factory=dict),
         Table("data_crossings", "pair(department, owner department) -> the department's granted accesses to the "
-              "owner's sensitive data", "never evicted: departments are peer groups, few and long-lived",
+              "owner's sensitive data; pair(tenant + 2**30, owner) -> the tenant's crossings to the owner's",
+              "never evicted: departments and tenants are peer groups, few and long-lived",
               factory=dict),
     ),
 )

@@ -282,3 +282,33 @@ def test_first_night_batches_in_the_learning_period_do_not_hold_a_later_export_a
     assert not [a for a in _hits(alerts, "data.volume_spike") if a.entity.startswith("svc") and a.severity != "info"]
     hits = _hits(alerts, "data.volume_spike", ids)
     assert hits and hits[0].entity == "ana" and hits[0].severity != "info", hits and hits[0].explanation
+
+
+def _small_department_crossing(owner_shared: bool) -> tuple[list, set[str]]:
+    """legal is a small department (two dozen accesses); leo (legal) reads hr's restricted payroll for the first
+    time. ``owner_shared``: the tenant's other departments read hr's sensitive data every day, else nobody does."""
+    rng = np.random.default_rng(33)
+    s = Stream()
+    _reads(s, rng, "leo", "legal/holds", days=3, per_day=8, dept="legal", owner="legal")
+    for k, dept in enumerate(("sales", "support", "engineering", "marketing")):
+        _reads(s, rng, f"{dept}{k}", f"{dept}/main", days=3, per_day=40, dept=dept, owner=dept)
+        if owner_shared:
+            _reads(s, rng, f"x{dept}", "hr/payroll", days=3, per_day=10, dept=dept, owner="hr",
+                   sensitivity="restricted")
+    _reads(s, rng, "hana", "hr/payroll", days=3, dept="hr", owner="hr", sensitivity="restricted")
+    ids = {s.data(T0 + timedelta(days=3, hours=11), "leo", "hr/payroll", 80, dept="legal", owner="hr",
+                  sensitivity="restricted")}
+    return s.run(), ids
+
+
+def test_a_small_departments_first_crossing_to_an_owner_nobody_crosses_to_is_segmentation():
+    """A department with few accesses is judged with its tenant's other departments as the prior of its crossing
+    rate: nobody crosses to hr, so legal's first crossing is rare, whatever its own handful of accesses says."""
+    alerts, ids = _small_department_crossing(owner_shared=False)
+    hits = _hits(alerts, "data.segmentation", ids)
+    assert hits and hits[0].entity == "leo" and "1 in" in hits[0].explanation
+
+
+def test_a_first_crossing_to_an_owner_every_department_reads_is_not_segmentation():
+    alerts, ids = _small_department_crossing(owner_shared=True)
+    assert not _hits(alerts, "data.segmentation", ids)
