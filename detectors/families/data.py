@@ -69,7 +69,7 @@ class DataConfig:
                                          "(its tenant's profile as the prior); only quiet hours are off hours")
     off_hours_prior: float = option(24.0, "weight (in events) of the tenant's hour profile in the principal's")
     off_hours_tau_min: float = option(30.0, "time constant (minutes) of the recent-activity count judged per hour")
-    off_hours_min_events: int = option(5, "accesses of a principal before off-hours access is judged")
+    off_hours_min_events: int = option(1, "accesses of a principal before off-hours access is judged")
     off_hours_learn_surprise: float = option(2.5, "surprise of a judged access (its hour's activity plus a new "
                                                   "IP's) from which it is not learned into the principal's rhythm: "
                                                   "the first reads of an unusual night do not make that hour look "

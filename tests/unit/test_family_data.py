@@ -189,7 +189,7 @@ def _newcomer(night: bool) -> tuple[list, set[str]]:
 
 @pytest.mark.parametrize("night", [True, False])
 def test_a_newcomers_night_of_confidential_reads_is_caught_before_it_teaches_itself_in(night: bool):
-    """At night: judged from its fifth access on, and the night's first reads are not learned into its rhythm while
+    """At night: the night's first reads are not learned into its rhythm while
     the night builds up (learned, they made 03:00 look like one of its hours). The benign twin: the same reads in
     working hours are not off hours."""
     alerts, ids = _newcomer(night)
@@ -312,3 +312,26 @@ def test_a_small_departments_first_crossing_to_an_owner_nobody_crosses_to_is_seg
 def test_a_first_crossing_to_an_owner_every_department_reads_is_not_segmentation():
     alerts, ids = _small_department_crossing(owner_shared=True)
     assert not _hits(alerts, "data.segmentation", ids)
+
+
+def _rare_reader(night: bool) -> tuple[list, set[str]]:
+    """Someone who read confidential data once, in working hours, two days ago (their tenant's people work by day)
+    reads it six times a couple of minutes apart at 03:00 UTC (``night``) or at 11:00."""
+    rng = np.random.default_rng(34)
+    s = Stream()
+    _day_workers(s, rng, 4)
+    s.data(_work(rng, 1), "rare", "finance/ledger", 50, ip="10.0.2.2")
+    start = T0 + timedelta(days=3, hours=3 if night else 11)
+    ids = {s.data(start + timedelta(seconds=120 * i), "rare", "finance/ledger", 60, ip="10.0.2.2") for i in range(6)}
+    return s.run(), ids
+
+
+@pytest.mark.parametrize("night", [True, False])
+def test_a_rare_readers_night_is_judged_against_their_tenants_rhythm(night: bool):
+    """`off_hours_min_events` is 1: a principal with a single earlier access is judged, its rhythm its tenant's
+    (worth `off_hours_prior` events) until it has its own; its night of confidential reads is off hours, and the
+    benign twin, the same reads in working hours, is not."""
+    alerts, ids = _rare_reader(night)
+    hits = _hits(alerts, "data.off_hours", ids)
+    assert bool(hits) == night
+    assert all(h.entity == "rare" for h in hits)
