@@ -5,7 +5,11 @@ findings into arrival order and ``emit`` turns them into alerts: the first hit o
 (detector, entity, tenant) opens an episode and becomes an alert; a hit within the detector's
 cooldown of the episode's latest hit extends the episode and folds into its alert (evidence,
 last-seen time, highest score). Before that, the false-alarm budget (``detectors.budget``) holds
-each finding to its (tenant, detector) threshold: below it, the finding is an ``info`` alert. After
+each finding to its (tenant, detector) threshold: below it, the finding is an ``info`` alert. An
+episode whose alert is ``info`` (kept there by the budget, the learning period or a weak first
+score) is *held*: a later hit of it that would alert on its own (above ``info``, past the budget's
+threshold in force, after the learning period) lifts it, once, into a new alert named after that
+hit's event and saying why; an attack whose first finding is weak is not silenced by it. After
 each new alert above ``info``, the families' escalation hooks run (the risk family's ``risk.incident``).
 
 Severity follows the score, and a finding's score is ``calibration.score_of(surprise, asset)``: how
@@ -70,9 +74,9 @@ def emit(findings: list[Finding], tables: State, catalog: Mapping[str, Spec], ma
     each finding that opens an episode teaches the budget (``detectors.budget``).
     """
     open_: dict[tuple[str, str, int], Alert] = {}
-    demoted: set[tuple[str, str, int]] = set()  # episodes the budget kept at info: their later hits do not lift them
     out: list[Alert] = []
     cooldown = tables.cooldown
+    held = tables.budget.held_episodes(cooldown)  # episodes whose alert is info: (detector, entity, tenant) -> ts
     for f in findings:
         could_alert = f.cap != "info" and severity_of(f.score) != "info"  # before the learning period's cap
         learning = bool(learning_ms) and f.ts - tables.tenant_start.get(f.tenant, f.ts) < learning_ms
@@ -81,14 +85,23 @@ def emit(findings: list[Finding], tables: State, catalog: Mapping[str, Spec], ma
         key = (f.detector, f.entity, f.tenant)
         last = cooldown.get(key)
         folded = last is not None and f.ts - last < catalog[f.detector].cooldown_s * 1000
-        note = ""
+        note, value, threshold = "", 0.0, 0.0
         if gate is not None:
             value = budget_value(f)
-            threshold = gate.judge(f.tenant, f.detector, f.seq, f.ts, value, could_alert and not folded, learning)
+            threshold = gate.judge(f.tenant, f.detector, f.seq, f.ts, value, could_alert and not folded, learning,
+                                   f.surprise is not None)
             if value < threshold and capped(f.score, f.cap) != "info":
                 f.cap = "info"
                 note = budget_note(threshold, gate.per_100k)
-        if folded:
+        if folded and key in held and capped(f.score, f.cap) != "info":
+            # a held episode's hit that would alert on its own lifts it: a new alert (named after this hit's
+            # event, whatever the batch cuts), counted by the budget as the episode it now is
+            cooldown[key] = max(last, f.ts)
+            since = held.pop(key)
+            if gate is not None:
+                gate.table.learn(f.tenant, f.detector, value, threshold, gate.rise, f.ts)
+            a = build_alert(f, tables, catalog, lift_note(since))
+        elif folded:
             # one alert per episode: a hit within the cooldown extends it, so the tail of a long burst
             # (a decayed rate still above threshold after the attack stopped) is not a fresh alert
             cooldown[key] = max(last, f.ts)
@@ -101,13 +114,16 @@ def emit(findings: list[Finding], tables: State, catalog: Mapping[str, Spec], ma
                 else:  # cut: count what is left out
                     cur.evidence.events_total = (cur.evidence.events_total or len(cur.evidence.event_ids)) + 1
                 cur.score = max(cur.score, round(f.score, 3))
-                if key not in demoted:
+                if key not in held:
                     cur.severity = max(cur.severity, capped(f.score, f.cap), key=SEVERITIES.index)
             continue
-        cooldown[key] = f.ts
-        if note:
-            demoted.add(key)
-        a = build_alert(f, tables, catalog, note)
+        else:
+            cooldown[key] = f.ts
+            a = build_alert(f, tables, catalog, note)
+            if a.severity == "info":
+                held[key] = f.ts
+            else:
+                held.pop(key, None)
         open_[key] = a
         out.append(a)
         name = principal_name(tables, f.principal)
@@ -217,6 +233,12 @@ def budget_note(threshold: float, per_100k: float) -> str:
     """Why a finding was kept at ``info``: the threshold its detector's budget sets in its tenant."""
     return (f" Kept at info by the alert budget: to stay near {per_100k:g} alert(s) per 100k of this tenant's "
             f"events, this detector alerts here only above about {one_in(threshold)}.")
+
+
+def lift_note(since_ms: int) -> str:
+    """Why an alert lifts an episode that was ``info``: when the episode opened, and that it was held."""
+    return (f" This episode opened at {iso(since_ms)} with a finding kept at info; this later finding of it passes "
+            f"the alert threshold, so the episode is raised now.")
 
 
 def capped(score: float, cap: Severity | None) -> Severity:

@@ -16,7 +16,11 @@ have about ``k = budget * N / 100,000`` alerts, so the threshold is the lowest s
 estimate a tail (a small tenant may be allowed less than one alert a week), the tail beyond them is
 extrapolated as exponential (peaks over threshold, the SPOT method) to where ``k`` episodes would
 lie, so the detector's benign record highs do not each page. A quiet tenant whose detector has never
-fired alerts on its first finding; a detector that fires on one event in twenty is held to its budget.
+fired alerts on its first finding if that finding is at least 1 in 1,000 for its entity (``COLD_FLOOR``: until
+a detector has a few episodes in the tenant, the budget has no picture of its benign findings, so it holds their
+calibrated surprise to this documented floor instead of alerting on anything; a finding that reports only a score
+is not held to it, its surprise being a conservative reading of that score already); a detector that fires on
+one event in twenty is held to its budget.
 
 Why a fixed-bin histogram rather than River's ``stats.Quantile``: the quantile wanted moves with the
 tenant's volume (``1 - k / episodes``), and River's P² estimator tracks one fixed quantile; a histogram
@@ -36,8 +40,10 @@ threshold follows a tenant whose traffic changes.
 
 Examples:
     >>> b = AlertBudget()
-    >>> b.threshold(0, "api.x", events=50_000, per_100k=1.0)  # nothing learned: the first finding alerts
+    >>> b.threshold(0, "api.x", events=50_000, per_100k=1.0)  # nothing learned yet
     0.0
+    >>> b.bar(0, "api.x", 0.0)  # ... so a first finding alerts from the cold floor, 1 in 1,000
+    3.0
     >>> for i in range(2_500):  # a noisy detector: one episode a minute, each about 1 in 100
     ...     b.learn(0, "api.x", 2.0, threshold=b.threshold(0, "api.x", 50_000, 1.0), rise=1.0, ts=i * 60_000)
     >>> b.threshold(0, "api.x", events=50_000, per_100k=1.0) > 2.0
@@ -58,6 +64,11 @@ BINS = 240  # the last bin holds everything from 23.9 decades up
 # surprise exceeds any level by an exponential amount with mean log10(e), about 0.43 decades
 PRIOR_SCALE = 0.5
 PRIOR_WEIGHT = 2.0
+# before a (tenant, detector) has COLD_EPISODES episodes the budget has no picture of its benign findings: a finding
+# alerts only from COLD_FLOOR decades of surprise (about 1 in 1,000 for its entity), a documented floor, so a quiet
+# detector's first strong finding pages while a first weak one (1 in 20 for a NAT-pool key) does not
+COLD_FLOOR = 3.0
+COLD_EPISODES = 3.0
 
 
 class AlertBudget:
@@ -67,6 +78,19 @@ class AlertBudget:
         self.events: dict[int, float] = {}  # tenant -> events seen (decayed)
         self.hist: dict[tuple[int, str], np.ndarray] = {}  # (tenant, detector) -> episodes per surprise bin
         self.above: dict[tuple[int, str], int] = {}  # (tenant, detector) -> time of its last learned alert
+        self.held: dict[tuple[str, str, int], int] = {}  # episodes whose alert is info -> its opening time
+
+    def __setstate__(self, d: dict) -> None:
+        """A checkpoint written before held episodes were kept restores with none held."""
+        self.__dict__.update({"held": {}, **d})
+
+    def held_episodes(self, cooldown: dict[tuple[str, str, int], int]) -> dict[tuple[str, str, int], int]:
+        """The episodes (detector, entity, tenant) whose alert is ``info``, which a later strong hit may lift
+        (``detectors.alerting``); those whose episode has left ``cooldown`` (the engine prunes it) are dropped,
+        so they are bounded by the live episodes."""
+        if len(self.held) > len(cooldown):
+            self.held = {k: t for k, t in self.held.items() if k in cooldown}
+        return self.held
 
     def threshold(self, tenant: int, detector: str, events: float, per_100k: float) -> float:
         """The surprise a finding of ``detector`` must reach to alert in ``tenant`` after ``events`` events.
@@ -75,7 +99,8 @@ class AlertBudget:
         the threshold is the lowest bin edge that at most that many past episodes reached. Where it allows fewer
         (a small tenant: less than one alert so far), the tail beyond the top episodes is extrapolated as
         exponential (peaks over threshold, as in SPOT): the threshold is set where the extrapolated count of
-        episodes above it is the allowance, so a detector's benign maxima do not each become an alert.
+        episodes above it is the allowance, so a detector's benign maxima do not each become an alert. This is
+        what the budget learns against; what a finding must pass is ``bar`` (with the cold floor).
         """
         h = self.hist.get((tenant, detector))
         if h is None:
@@ -95,6 +120,15 @@ class AlertBudget:
         excess = float(np.dot(h[start:], centres - edge))
         scale = (excess + PRIOR_SCALE * PRIOR_WEIGHT) / (counted + PRIOR_WEIGHT)
         return edge + scale * math.log(counted / max(allowed, 1e-9))
+
+    def bar(self, tenant: int, detector: str, threshold: float) -> float:
+        """What a finding must reach to alert, given its budget's ``threshold``: at least ``COLD_FLOOR`` while the
+        (tenant, detector) has fewer than ``COLD_EPISODES`` episodes (the budget has no picture of its benign
+        findings yet). The floor decides only: the budget learns against ``threshold`` as before."""
+        h = self.hist.get((tenant, detector))
+        if h is None or float(h.sum()) < COLD_EPISODES:
+            return max(threshold, COLD_FLOOR)
+        return threshold
 
     def learn(self, tenant: int, detector: str, value: float, threshold: float, rise: float, ts: int = 0,
               learning: bool = False) -> None:
@@ -153,13 +187,15 @@ class BudgetGate:
         return self.table.events.get(tenant, 0.0) + float(hi - lo)
 
     def judge(self, tenant: int, detector: str, seq: int, ts: int, value: float, learn: bool,
-              learning: bool = False) -> float:
+              learning: bool = False, calibrated: bool = True) -> float:
         """The threshold a finding of surprise ``value`` is held to; ``learn``: count it as an episode after
-        (``learning``: in its tenant's learning period)."""
+        (``learning``: in its tenant's learning period). The cold floor holds only a ``calibrated`` surprise (a
+        tail probability): a score-only finding's surprise is already a conservative reading of its score."""
         per = self.per_100k if self.per_100k_of is None else self.per_100k_of(tenant, detector)
         if per <= 0:  # no budget for this detector in this tenant: every finding alerts, none is learned
             return 0.0
         thr = self.table.threshold(tenant, detector, self.events(tenant, seq), per)
+        bar = self.table.bar(tenant, detector, thr) if calibrated else thr
         if learn:
             self.table.learn(tenant, detector, value, thr, self.rise, ts, learning)
-        return thr
+        return bar

@@ -712,3 +712,37 @@ def token_run_model(key, grp, has_tok, resid, tok_mean, tok_var, tok_n, tok_run,
             g_var[g] += b * (x * x - g_var[g])
             g_n[g] += 1.0
     return out
+
+
+@njit(cache=True)
+def daily_peak_zscore(ent, day, x, learn_all, cur_day, cur_max, mean, var, n_seen, alpha, min_var, warm,
+                      rise):  # pragma: no cover - compiled
+    """z-score of log1p(x) against each entity's distribution of daily peaks (its largest log1p(x) per UTC day).
+
+    Per entity, ``cur_day``/``cur_max`` hold the current day and its peak so far; the first event of a later day
+    folds that peak into the exponentially weighted ``mean``/``var``/``n_seen`` (learning rate at least
+    ``alpha``). An event is scored against the days before its own (``inf`` while the entity has fewer than
+    ``warm`` days). It counts toward its day's peak as it is where ``learn_all`` (the tenant's learning period) or
+    the entity is not warm yet, else as at most ``rise`` standard deviations above the usual peak: one bulk
+    export moves the peaks by a bounded step, while a peak that recurs every day (a nightly batch) is followed.
+    """
+    n = ent.shape[0]
+    z = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        e = ent[i]
+        if day[i] > cur_day[e]:
+            if cur_day[e] >= 0.0 and cur_max[e] >= 0.0:
+                a = max(alpha, 1.0 / (n_seen[e] + 1.0))
+                d = cur_max[e] - mean[e]
+                mean[e] += a * d
+                var[e] = (1.0 - a) * (var[e] + a * d * d)
+                n_seen[e] += 1.0
+            cur_day[e] = day[i]
+            cur_max[e] = -1.0
+        v = math.log1p(x[i])
+        sd = math.sqrt(max(var[e], min_var))
+        warm_e = n_seen[e] >= warm
+        z[i] = (v - mean[e]) / sd if warm_e else np.inf
+        counted = v if (learn_all[i] or not warm_e) else min(v, mean[e] + rise * sd)
+        cur_max[e] = max(cur_max[e], counted)
+    return z

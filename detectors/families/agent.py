@@ -238,14 +238,14 @@ def stage(ctx: Context, c: AgentColumns) -> list[Finding]:
         t = int(c.agent_type[i])
         longest = s.type_longest.get(t, 0)
         h = s.type_lengths[t]
-        reached = float(h[min(int(step_n[i]), 1023)]) if step_n[i] < 1024 else 0.0
-        sup = -np.log10((reached + 1.0) / (float(h[1]) + 1.0))
+        sup = length_surprise(h, int(step_n[i]))
         f = ctx.finding("agent.runaway", c, i, e.agent_id, e.principal, score_of(sup, 1),
                         [Feature(name="session_steps", value=float(step_n[i]), baseline=float(longest)),
                          Feature(name="tokens", value=float(c.tokens[i]))],
                         f"Agent {e.agent_id} has taken {step_n[i]} steps in session {e.session_id}; of "
                         f"{int(h[1])} earlier {e.agent_type} sessions none ran longer than {longest} (a session "
-                        f"this long is about {one_in(sup)} for a {e.agent_type}).")
+                        f"this long is about {one_in(sup)} for a {e.agent_type}, its sessions' tail beyond their "
+                        f"longest taken as exponential).")
         f.surprise = float(sup)
         f.title = "Runaway agent: session far longer than its type's"
         out.append(f)
@@ -377,3 +377,36 @@ FAMILY = Family(
               factory=Habits),
     ),
 )
+
+
+LENGTH_PRIOR = 2.0  # weight, in sessions, of the prior mean excess (the threshold length itself) in the tail's scale
+
+
+def length_surprise(reached: np.ndarray, m: int) -> float:
+    """-log10 of the chance that a session of an agent type runs ``m`` steps or more (``reached[x]``: its sessions
+    that reached length ``x``; ``reached[1]`` all of them).
+
+    Up to where the type's sessions were seen, the empirical share (one more session as the prior); beyond that,
+    the tail is extrapolated as exponential (peaks over threshold) from the length ``u`` that about sqrt(n) of the
+    type's sessions reached, with their mean excess over ``u`` (shrunk toward ``u`` itself, worth ``LENGTH_PRIOR``
+    sessions): a session ten times longer than any before is far rarer than one just past the longest, so its
+    surprise keeps growing with its length instead of stopping at 1 in (sessions + 1).
+
+    Examples:
+        >>> h = np.zeros(1024); h[1:6] = [100, 80, 50, 20, 5]  # 100 sessions, none longer than 5 steps
+        >>> round(length_surprise(h, 3), 2), round(length_surprise(h, 6), 2) >= 2.0
+        (0.3, True)
+        >>> length_surprise(h, 40) > length_surprise(h, 20) > length_surprise(h, 8)
+        True
+    """
+    n = float(reached[1])
+    if n <= 0.0:
+        return 0.0
+    top = int(reached.size - 1)
+    empirical = -np.log10((float(reached[min(m, top)]) + 1.0) / (n + 1.0)) if m <= top else np.log10(n + 1.0)
+    u = int(np.flatnonzero(reached >= max(np.sqrt(n), 1.0))[-1])  # the length that about sqrt(n) sessions reached
+    if m <= u:
+        return float(empirical)
+    excess = (float(reached[u + 1:].sum()) + LENGTH_PRIOR * u) / (float(reached[u]) + LENGTH_PRIOR)
+    tail = np.log10((float(reached[u]) + 1.0) / (n + 1.0)) - (m - u) / max(excess, 1.0) / np.log(10.0)
+    return float(max(empirical, -tail))

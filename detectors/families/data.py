@@ -21,8 +21,16 @@ from detectors.calibration import (
     score_of,
 )
 from detectors.columns import DataColumns
-from detectors.families.common import HOUR, MIN, count_before, earlier_flagged, rank_in_batch
-from detectors.kernels import block_log_zscore, cusum, decayed_count, hour_rhythm, log_zscore, pair
+from detectors.families.common import DAY, HOUR, MIN, count_before, earlier_flagged, rank_in_batch
+from detectors.kernels import (
+    block_log_zscore,
+    cusum,
+    daily_peak_zscore,
+    decayed_count,
+    hour_rhythm,
+    log_zscore,
+    pair,
+)
 from detectors.registry import Column, Context, Detector, Family, NoveltySet, Table, option
 from detectors.state import Arrays
 from schemas.alerts import Feature
@@ -37,6 +45,7 @@ CUSUM_GATE = 4.0  # drift: the CUSUM stops learning the pair's baseline above th
 VOLUME_BLOCKS = 6  # time-of-day blocks (4 hours of UTC each) of a principal's volume baselines
 OFF_HOURS_DISPERSION = 5.0  # gamma-Poisson shape of a principal's counts per hour (kernels.hour_rhythm)
 NOVELTY_PRIOR = 20.0  # weight (in observations) of the tenant's novelty rate in an entity's own
+TENANT_CROSS_KEY = 1 << 30  # data_crossings rows of a tenant (tenant id + this, owner department): above every dept id
 TENANT_IP_NEW, TENANT_IP_SEEN, TENANT_DENIED, TENANT_ACCESSES, TENANT_PD_NEW = range(5)
 
 
@@ -51,7 +60,7 @@ class DataConfig:
     volume_peer_z: float = option(6.0, "log-volume z-score against the department that makes a spike for a "
                                        "cold principal")
     drift_k: float = option(0.75, "CUSUM allowance: z-scores below this do not add to the drift sum")
-    drift_h: float = option(10.0, "CUSUM threshold of the drift sum")
+    drift_h: float = option(6.0, "CUSUM threshold of the drift sum")
     off_hours_surprise: float = option(4.0, "surprise (this hour's activity against the principal's own rhythm, "
                                             "plus a new IP's against its own IP-novelty rate) that is raised")
     off_hours_hour_surprise: float = option(1.3, "least surprise of the hour's activity alone (about 1 in 20) for "
@@ -60,7 +69,7 @@ class DataConfig:
                                          "(its tenant's profile as the prior); only quiet hours are off hours")
     off_hours_prior: float = option(24.0, "weight (in events) of the tenant's hour profile in the principal's")
     off_hours_tau_min: float = option(30.0, "time constant (minutes) of the recent-activity count judged per hour")
-    off_hours_min_events: int = option(5, "accesses of a principal before off-hours access is judged")
+    off_hours_min_events: int = option(1, "accesses of a principal before off-hours access is judged")
     off_hours_learn_surprise: float = option(2.5, "surprise of a judged access (its hour's activity plus a new "
                                                   "IP's) from which it is not learned into the principal's rhythm: "
                                                   "the first reads of an unusual night do not make that hour look "
@@ -71,6 +80,10 @@ class DataConfig:
     training_min_writes: int = option(3, "writes a dataset needs before a new writer is news")
     denied_tau_s: float = option(600.0, "time constant of the per-principal decayed counts of denied and all "
                                         "accesses")
+    volume_peak_z: float = option(3.0, "a read within this many standard deviations of the principal's usual daily "
+                                       "peak (its largest read per UTC day) is not a spike, nor (when it is 4 "
+                                       "standard deviations above its overall baseline) drift: a nightly batch")
+    volume_peak_days: int = option(1, "days of daily peaks a principal needs before they can clear a read")
     denied_surprise: float = option(3.5, "surprise of the recent denied count against the principal's own "
                                          "denied rate (shrunk to its tenant's) that makes a probing burst")
 
@@ -144,7 +157,16 @@ def _volume(ctx: Context, c: DataColumns) -> list[Finding]:
     dz = log_zscore(c.dept[g], c.rows[g], s.dept["mean"], s.dept["var"], s.dept["seen"], *DEPT_VOLUME,
                     DEPT_WARM_READS)
     peer = cold & (dz >= cfg.volume_peer_z)
-    for j in np.flatnonzero((z >= 4.0) | peer):
+    # the principal's daily peaks: a volume it reaches every day (a service account's nightly batch) is its habit,
+    # however far above its ordinary reads; the tenant's learning period teaches them as they are
+    tenants, t_inv = np.unique(c.tenant[g], return_inverse=True)
+    t_start = np.array([s.tenant_start.get(t, 0) for t in tenants.tolist()], dtype=np.int64)[t_inv]
+    learning = c.ts[g] - t_start < cfg.learning_hours * HOUR
+    zp = daily_peak_zscore(prin, (c.ts[g] // DAY).astype(np.float64), c.rows[g], learning, p["pk_day"], p["pk_max"],
+                           p["pk_mean"], p["pk_var"], p["pk_seen"], PEAK_ALPHA, PRINCIPAL_VOLUME[2],
+                           cfg.volume_peak_days, cfg.volume_peak_z)
+    usual_peak = zp < cfg.volume_peak_z
+    for j in np.flatnonzero(((z >= HIGH_MODE_Z) & ~usual_peak) | peer):
         zj = float(dz[j] if peer[j] else z[j])
         surprise = normal_surprise(zj)
         if surprise < cfg.volume_surprise and not peer[j]:
@@ -156,12 +178,16 @@ def _volume(ctx: Context, c: DataColumns) -> list[Finding]:
                               p[f"vb_mean{block[j]}"][c.principal[i]] if by_block else p["mean"][c.principal[i]]))
         whose = (f"what their department usually reads per access ({base:,.0f})" if peer[j]
                  else f"their usual {base:,.0f} per access" + (" at this time of day" if by_block else ""))
-        out.append(_finding(ctx, "data.volume_spike", c, i, surprise, int(c.sensitivity[i]),
-                            [Feature(name="rows", value=float(c.rows[i]), baseline=round(base, 1)),
-                             Feature(name="rows_log_z", value=round(zj, 2), baseline=0.0)],
-                            f"{e.principal} {did(e.operation)} {int(c.rows[i]):,} rows of {e.dataset} "
-                            f"({e.sensitivity}), "
-                            f"about {c.rows[i] / max(base, 1):.0f}x {whose}: about {one_in(surprise)} for them."))
+        f = _finding(ctx, "data.volume_spike", c, i, surprise, int(c.sensitivity[i]),
+                     [Feature(name="rows", value=float(c.rows[i]), baseline=round(base, 1)),
+                      Feature(name="rows_log_z", value=round(zj, 2), baseline=0.0)],
+                     f"{e.principal} {did(e.operation)} {int(c.rows[i]):,} rows of {e.dataset} ({e.sensitivity}), "
+                     f"about {c.rows[i] / max(base, 1):.0f}x {whose}: about {one_in(surprise)} for them.")
+        if learning[j] and not np.isfinite(zp[j]):
+            # the learning period's spikes of a principal with no day of peaks yet (its first nightly batch) are
+            # info anyway; capped, they do not teach the alert budget a first-night habit as the detector's noise
+            f.cap = "info"
+        out.append(f)
     # slow drift per (principal, dataset): CUSUM of the log-volume z-score, baseline frozen above 2 sigma
     pid = _pair_ids(ctx, prin, c.dataset[g])
     s.pair.fit(len(s.pairs))
@@ -172,6 +198,9 @@ def _volume(ctx: Context, c: DataColumns) -> list[Finding]:
     # detector's business: it leaves the drift sum as it is, so one bulk export does not hold the sum up for days
     # of normal reads after it
     dzz = np.where(z_blk < USUAL_Z, np.minimum(pz, z_blk), pz)
+    # a read of the principal's high mode (far above its ordinary reads, within its daily peaks: a nightly batch)
+    # adds nothing either; a drip's reads, a few times the ordinary, still do
+    dzz = np.where(usual_peak & (z_all >= HIGH_MODE_Z), np.minimum(dzz, cfg.drift_k), dzz)
     cs = cusum(pid, np.where(z >= VOLUME_SPIKE_Z, cfg.drift_k, dzz), s.pair["s"], cfg.drift_k, CUSUM_GATE)
     for j in np.flatnonzero(cs >= cfg.drift_h):
         i = g[j]
@@ -188,6 +217,9 @@ def _volume(ctx: Context, c: DataColumns) -> list[Finding]:
     return out
 
 
+HIGH_MODE_Z = 4.0  # log-volume z above the principal's baseline from which a read is a spike candidate, or (within
+# its daily peaks) a read of its high mode that adds nothing to drift; a drip's reads a few times the usual stay below
+PEAK_ALPHA = 0.1  # learning rate of a principal's daily-peak baseline (about ten days of memory)
 VOLUME_SPIKE_Z = 6.0  # z at which a read is the spike detector's and leaves the drift sum as it is
 USUAL_Z = 1.0  # a read within this many standard deviations of its time-of-day block's baseline is usual there
 
@@ -224,14 +256,22 @@ def _segmentation(ctx: Context, c: DataColumns, p_before: np.ndarray, warm: np.n
     uk, inv = np.unique(cross_key, return_inverse=True)
     crossed = np.array([crossings.get(k, 0.0) for k in uk.tolist()])[inv] + earlier_flagged(cross_key, sens)
     dept_all = s.dept["accesses"][c.dept] + rank_in_batch(c.dept)
-    for k, n in zip(*np.unique(cross_key[sens], return_counts=True), strict=True):
+    # the peer prior of a department's crossing rate: how often the tenant's other departments cross to this
+    # owner's sensitive data (per tenant access), so a department young or small in accesses is not judged on a
+    # handful of them alone, and an owner whose data everyone reads is not news
+    t_key = pair(c.tenant.astype(np.int64) + TENANT_CROSS_KEY, c.owner)
+    t_flag = sens & (c.dept != c.owner)
+    ut, t_inv = np.unique(t_key, return_inverse=True)
+    t_crossed = np.array([crossings.get(k, 0.0) for k in ut.tolist()])[t_inv] + earlier_flagged(t_key, t_flag)
+    for k, n in zip(*np.unique(np.r_[cross_key[sens], t_key[t_flag]], return_counts=True), strict=True):
         crossings[int(k)] = crossings.get(int(k), 0.0) + float(n)
     np.add.at(s.dept["accesses"], c.dept, 1.0)
     out: list[Finding] = []
     for i in np.flatnonzero(sens & (c.dept != c.owner) & new_pd).tolist():
         prior = t_new[i] / max(t_all[i], 1.0)
         own = rate_surprise(float(own_new[i]), float(p_before[i]), prior, NOVELTY_PRIOR)
-        cross = float(-np.log10((crossed[i] + 0.5) / (dept_all[i] + 1.0)))
+        peers = (t_crossed[i] + 0.5) / (t_all[i] + 1.0)
+        cross = float(-np.log10((crossed[i] + NOVELTY_PRIOR * peers) / (dept_all[i] + NOVELTY_PRIOR)))
         surprise = own + cross
         if surprise < cfg.segmentation_surprise or not (c.sensitivity[i] == 3 or warm[i]):
             continue
@@ -437,8 +477,11 @@ FAMILY = Family(
             "4-hour block of the day, and not from accesses that already look anomalous. An access is judged "
             "against the closest of the baselines of its own and neighbouring blocks (the overall one while they "
             "have too few reads), so a volume that is normal for this principal at this time of day (a service "
-            "account's nightly batch) is not a spike, and the same volume at midday is. Its surprise (the normal "
-            "tail of that z-score) reaching `volume_surprise` "
+            "account's nightly batch) is not a spike, and the same volume at midday is. It also keeps the principal's "
+            "daily peaks (its largest read of each day): a read within `volume_peak_z` standard deviations of "
+            "its usual peak is a volume it reaches every day and is not a spike (after `volume_peak_days` days; "
+            "a day's peak is learned as at most `volume_peak_z` above the usual one, so one export does not "
+            "make the next look usual). Its surprise (the normal tail of that z-score) reaching `volume_surprise` "
             "is raised; until the principal has `volume_min_seen` reads, its department's baseline judges it "
             "(`volume_peer_z`). Severity follows the surprise and the dataset's sensitivity."),
         Detector(
@@ -447,7 +490,8 @@ FAMILY = Family(
             "Per (principal, dataset), sums how far each read's log-volume lies above its baseline (a CUSUM "
             "with allowance `drift_k`); the baseline stops learning above 2 standard deviations, so a slow "
             "drip is not learned as the new normal, and a read that is usual for the principal at this time of "
-            "day adds nothing. The sum reaching `drift_h` is raised. A single spike is left to "
+            "day adds nothing, nor does a read of the principal's high mode (far above its ordinary reads yet within "
+            "its usual daily peaks: a nightly batch). The sum reaching `drift_h` is raised. A single spike is left to "
             "data.volume_spike and does not feed the sum.",
             cooldown_s=86_400),
         Detector(
@@ -456,7 +500,9 @@ FAMILY = Family(
             "A principal's first granted access to a confidential or restricted dataset owned by another "
             "department. How unusual it is adds two parts: how rarely this principal touches a dataset new to it "
             "(its own rate, shrunk to its tenant's) and how rarely its department crosses to that owner's "
-            "sensitive data (its share of the department's accesses), not only whether anyone did before. The sum "
+            "sensitive data (its share of the department's accesses, shrunk toward how often the tenant's other "
+            "departments cross to that owner, so a small department is not judged on a handful of accesses and an "
+            "owner whose data everyone reads is not news), not only whether anyone did before. The sum "
             "reaching `segmentation_surprise` is raised: restricted data at once, confidential data once the "
             "principal is warm (`principal_warm_events` accesses over `principal_warm_hours`)."),
         Detector(
@@ -499,6 +545,11 @@ FAMILY = Family(
           for b in range(VOLUME_BLOCKS)
           for what, fill, doc in (("mean", 0, "mean log(rows)"), ("var", 0.25, "variance of log(rows)"),
                                   ("seen", 0, "reads learned"))),
+        Column("principal", "pk_day", -1, "UTC day of the principal's current daily peak"),
+        Column("principal", "pk_max", -1, "log(rows) of the principal's largest read that day so far"),
+        Column("principal", "pk_mean", 0, "mean of the principal's daily peak log(rows)"),
+        Column("principal", "pk_var", 0.25, "variance of the principal's daily peak log(rows)"),
+        Column("principal", "pk_seen", 0, "days learned into the daily-peak baseline"),
         Column("principal", "denied", 0, "decayed count of denied accesses, `denied_tau_s`"),
         Column("principal", "denied_last", 0, "time of the denied count's last update"),
         Column("principal", "accesses", 0, "decayed count of all accesses, `denied_tau_s`"),
@@ -538,7 +589,8 @@ FAMILY = Family(
               "(principal, dataset) accesses]: the peer priors of the principals' own rates",
               "never evicted: tenants are peer groups", factory=dict),
         Table("data_crossings", "pair(department, owner department) -> the department's granted accesses to the "
-              "owner's sensitive data", "never evicted: departments are peer groups, few and long-lived",
+              "owner's sensitive data; pair(tenant + 2**30, owner) -> the tenant's crossings to the owner's",
+              "never evicted: departments and tenants are peer groups, few and long-lived",
               factory=dict),
     ),
 )

@@ -124,6 +124,29 @@ def test_a_single_rare_strong_finding_in_a_quiet_tenant_alerts():
     assert "That is about 1 in 100,000 for this key." in hit.explanation  # added once, by alert building
 
 
+def test_a_quiet_detectors_first_finding_pages_from_the_cold_floor_and_a_weak_one_does_not():
+    """Before a detector has a few episodes in a tenant, the budget holds its findings to COLD_FLOOR (about 1 in
+    1,000): a first strong finding pages, a first weak one (1 in 50 for its key) is info and says why."""
+    from detectors.budget import COLD_FLOOR
+
+    quiet = [api(i, T0 + timedelta(minutes=5 * i), tenant="initech") for i in range(1_000)]
+    weak = quiet + [api(5_000, T0 + timedelta(days=3, hours=3), tenant="initech", user_agent="strong/1.7")]
+    (hit,) = [a for a in run(weak)[1] if a.detector == "noisy.hit"]
+    assert hit.severity == "info" and "only above about 1 in 1,000" in hit.explanation
+    strong = quiet + [api(5_000, T0 + timedelta(days=3, hours=3), tenant="initech",
+                          user_agent=f"strong/{COLD_FLOOR + 0.2}")]
+    (hit,) = [a for a in run(strong)[1] if a.detector == "noisy.hit"]
+    assert hit.severity != "info"
+
+
+def test_the_cold_floor_gives_way_to_the_learned_tail_once_the_detector_has_episodes():
+    b = AlertBudget()
+    assert b.bar(0, "d", b.threshold(0, "d", events=1e6, per_100k=1.0)) == 3.0
+    for i in range(50):  # a detector whose benign episodes are about 1 in 10, ten allowed
+        b.learn(0, "d", 1.0, threshold=b.threshold(0, "d", 1e6, 1.0), rise=1.0, ts=i * 3_600_000)
+    assert b.bar(0, "d", b.threshold(0, "d", events=1e6, per_100k=1.0)) < 3.0
+
+
 def test_a_strong_finding_stands_out_of_the_noise_and_a_burst_does_not_hide_the_next(noise):
     eng, _ = run(noise)
     t = T0 + timedelta(days=4, hours=2)
@@ -158,8 +181,8 @@ def test_a_checkpoint_written_before_budgets_restores_with_an_empty_one():
     run([api(50_000, T0 + timedelta(days=1))], old)  # and it scores
 
 
-def test_a_demoted_episode_is_not_lifted_by_its_later_hits():
-    """A later, stronger hit of an episode the budget kept at info extends it; it does not page through it."""
+def _held_engine() -> Engine:
+    """An engine past initech's learning period whose noisy.hit budget sits above 3 (200 benign episodes)."""
     budget = AlertBudget()
     for _ in range(200):
         budget.learn(0, "noisy.hit", 3.0, threshold=9.0, rise=1.0, ts=0)
@@ -170,12 +193,44 @@ def test_a_demoted_episode_is_not_lifted_by_its_later_hits():
     tenant = eng.tables.vocabs.tenant.ids["initech"]
     eng.tables.budget.hist[(tenant, "noisy.hit")] = budget.hist[(0, "noisy.hit")]
     eng.tables.budget.events[tenant] = 20_000.0
+    return eng
+
+
+def _episode(*strengths: float) -> list:
     t = T0 + timedelta(days=2)
-    row = dict(SAMPLES["api_usage"], tenant="initech", api_key_id="k7", ts=t.isoformat().replace("+00:00", "Z"))
-    first = decode(json.dumps({**row, "event_id": "e7000", "user_agent": "strong/2.5"}).encode())
-    later = decode(json.dumps({**row, "event_id": "e7001", "user_agent": "strong/20"}).encode())
-    alerts = eng.process([first, later])
-    assert [(a.severity, a.evidence.event_ids) for a in alerts] == [("info", ["e7000", "e7001"])]
+    row = dict(SAMPLES["api_usage"], tenant="initech", api_key_id="k7")
+    return [decode(json.dumps({**row, "event_id": f"e{7000 + i}", "user_agent": f"strong/{s}",
+                               "ts": (t + timedelta(seconds=i)).isoformat().replace("+00:00", "Z")}).encode())
+            for i, s in enumerate(strengths)]
+
+
+def test_a_held_episode_is_lifted_once_by_a_later_hit_that_passes_the_threshold():
+    """A weak first finding (kept at info by the budget) does not silence the stronger hits of its episode: the
+    first one past the threshold opens one alert, named after its own event, and later hits fold into it."""
+    eng = _held_engine()
+    alerts = eng.process(_episode(2.5, 2.8, 20, 20))
+    assert [(a.severity, a.evidence.event_ids) for a in alerts] == [
+        ("info", ["e7000", "e7001"]), ("high", ["e7002", "e7003"])]
+    assert "Kept at info by the alert budget" in alerts[0].explanation
+    assert "This episode opened at 2026-11-04T00:00:00.000Z with a finding kept at info" in alerts[1].explanation
+    assert alerts[1].alert_id != alerts[0].alert_id
+
+
+def test_a_held_episode_whose_later_hits_stay_weak_stays_info():
+    """The benign twin: every later hit below the threshold extends the info episode; nothing pages."""
+    alerts = _held_engine().process(_episode(2.5, 2.6, 2.9, 2.7))
+    assert [(a.severity, len(a.evidence.event_ids)) for a in alerts] == [("info", 4)]
+
+
+def test_lifting_is_the_same_whatever_the_batch_cuts_and_survives_a_checkpoint():
+    events = _episode(2.5, 2.8, 20, 20)
+    want = _held_engine().process(events)
+    for cut in (1, 2, 3):
+        eng = _held_engine()
+        first = eng.process(events[:cut])
+        restored = Engine.from_state(eng.state(), REGISTRY)
+        got = first + restored.process(events[cut:])
+        assert [(a.alert_id, a.severity) for a in got] == [(a.alert_id, a.severity) for a in want], cut
 
 
 def test_docstring_examples():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import numpy as np
+
 from tests.unit.test_detectors import T0, Stream, _agent_history, _first_hit, _hits
 
 ATTACK = T0 + timedelta(days=3, hours=10)
@@ -133,3 +135,50 @@ def test_hundreds_of_short_sessions_far_above_the_agents_rate_are_a_runaway_with
 def test_sessions_at_the_agents_own_rate_are_not_a_runaway():
     alerts, ids = short_sessions(False)
     assert not _hits(alerts, "agent.runaway", ids)
+
+
+def _long_session(steps: int, minimal: bool = False) -> tuple[list, set[str]]:
+    """The helper type's ordinary sessions (3 to 10 steps, from ``_helper_sessions``), then one of ``steps``."""
+    from tests.unit.test_detectors import _helper_sessions
+
+    s = _helper_sessions()
+    ids = {s.agent(ATTACK + timedelta(days=2, seconds=2 * j), "agt0", "long") for j in range(steps)}
+    return s.run(minimal=minimal), ids
+
+
+def test_a_session_ever_longer_than_its_type_runs_gets_ever_more_unusual_and_pages():
+    """Its surprise is the type's length tail extrapolated beyond the longest session, so it keeps growing with the
+    session (it does not stop at 1 in sessions + 1) and passes the alert budget within the session."""
+    alerts, ids = _long_session(300)
+    hits = _hits(alerts, "agent.runaway", ids)
+    assert hits and hits[0].entity == "agt0"
+    assert "taken as exponential" in hits[0].explanation
+    assert any(a.severity in ("high", "critical") for a in hits)
+
+
+def test_the_length_tail_grows_with_the_length_and_stays_modest_just_past_the_longest():
+    from detectors.families.agent import length_surprise
+
+    h = np.zeros(1024)
+    rng = np.random.default_rng(3)
+    for n in rng.geometric(0.2, size=500):  # sessions of mean length 5
+        h[1:n + 1] += 1
+    longest = int(np.flatnonzero(h >= 2)[-1])
+    just_past = length_surprise(h, longest + 1)
+    assert just_past < 3.5  # one step past the longest is not a page on its own
+    assert length_surprise(h, 3 * longest) > just_past + 2.0
+    assert all(np.diff([length_surprise(h, m) for m in range(1, 200)]) >= -1e-9)  # never less unusual when longer
+
+
+def test_sessions_within_their_types_lengths_are_not_a_runaway():
+    """The benign twin: a session as long as the type's usual ones."""
+    alerts, ids = _long_session(8)
+    assert not _hits(alerts, "agent.runaway", ids)
+
+
+def test_docstring_examples():
+    import doctest
+
+    from detectors.families import agent
+
+    assert doctest.testmod(agent).failed == 0
