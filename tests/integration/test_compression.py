@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
 from pathlib import Path
 
 from schemas.events import decode, entity_of
@@ -17,6 +18,9 @@ from tests.fault.harness import Run, WorkerProc, dead_letters, stored_event_ids,
 from tests.integration.test_pipeline import consume_all
 
 CODECS = ("snappy", "lz4", "zstd", "gzip")
+# Kafka's record batch v2 layout (the protocol's): the CRC-32C at byte 17 covers everything from the
+# attributes (int16, the codec in its low 3 bits) at byte 21 on; the records follow the 61-byte header.
+CRC_AT, ATTRIBUTES_AT, HEADER_SIZE = 17, 21, 61
 
 
 def produce_compressed(settings: Settings, codec: str, rows: list[dict]) -> int:
@@ -78,3 +82,62 @@ def test_the_kafka_python_consumers_read_snappy_lz4_and_zstd_batches(fresh_topic
                 assert reader(m.topic, m.partition, 0) == Mark.of(0, m.key, m.value), m.topic
     finally:
         reader.close()
+
+
+def _raw_batch(codec: int, damage: str, rows: list[dict]) -> bytes:
+    """A record batch of ``rows`` compressed with ``codec`` (Kafka's attribute bits), its compressed payload or
+    its codec bits then damaged as ``damage`` says and its CRC recomputed, so only decompression can tell."""
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+    from aiokafka.record.util import calc_crc32c_py
+
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=codec, is_transactional=0, producer_id=-1,
+                                        producer_epoch=-1, base_sequence=-1, batch_size=1 << 30)
+    for i, row in enumerate(rows):
+        value = json.dumps(row).encode()
+        builder.append(i, timestamp=None, key=entity_of(decode(value)).encode(), value=value, headers=[])
+    buf = builder.build()
+    if damage == "payload":
+        for i in range(HEADER_SIZE + 8, len(buf) - 8):
+            buf[i] ^= 0x5A
+    elif damage == "codec":  # 6 and 7: no codec of Kafka's
+        attrs = struct.unpack_from(">h", buf, ATTRIBUTES_AT)[0]
+        struct.pack_into(">h", buf, ATTRIBUTES_AT, (attrs & ~0x07) | 0x06)
+    struct.pack_into(">I", buf, CRC_AT, calc_crc32c_py(bytes(buf[ATTRIBUTES_AT:])))
+    return bytes(buf)
+
+
+def test_the_broker_refuses_a_corrupt_or_unknown_codec_batch_so_no_consumer_ever_sees_one(fresh_topics: Settings):
+    """A hostile producer's damaged batch (valid CRC) is refused at produce time; only the intact ones are read."""
+    from aiokafka.client import AIOKafkaClient
+    from aiokafka.errors import NoError, for_code
+    from aiokafka.protocol.produce import ProduceRequest
+    from aiokafka.structs import TopicPartition
+
+    topic, rows = fresh_topics.topic_api_usage, [r for r in sample_stream(per_kind=5) if r["kind"] == "api_usage"]
+
+    async def produce(batch: bytes) -> type:
+        client = AIOKafkaClient(bootstrap_servers=fresh_topics.kafka_bootstrap,
+                                **kafka_client_config(fresh_topics, "aiokafka"))
+        await client.bootstrap()
+        try:
+            client.add_topic(topic)
+            for _ in range(20):  # a new topic may not have its leader yet
+                await client.force_metadata_update()
+                leader = client.cluster.leader_for_partition(TopicPartition(topic, 0))
+                if leader is not None and leader >= 0:
+                    resp = await client.send(leader, ProduceRequest(
+                        transactional_id=None, required_acks=-1, timeout=10_000, topics=[(topic, [(0, batch)])]))
+                    error = for_code(resp.topics[0][1][0][1])
+                    if not getattr(error, "retriable", False):
+                        return error
+                await asyncio.sleep(0.5)
+            raise AssertionError("no leader for the topic")
+        finally:
+            await client.close()
+
+    for codec in (2, 3, 4):  # snappy, lz4, zstd
+        assert asyncio.run(produce(_raw_batch(codec, "none", rows))) is NoError
+        for damage in ("payload", "codec"):
+            assert asyncio.run(produce(_raw_batch(codec, damage, rows))) is not NoError, (codec, damage)
+    got = consume_all(fresh_topics, [topic], 3 * len(rows), timeout_s=20)
+    assert sorted(json.loads(m.value)["event_id"] for m in got) == sorted([r["event_id"] for r in rows] * 3)
