@@ -328,12 +328,29 @@ def _with_store_retries(fn: Any, what: str, give_up_after_s: float = 120.0) -> A
             delay = min(delay * 2, 5.0)
 
 
+def require_codecs() -> None:
+    """Refuse to start without the snappy, lz4 and zstd codecs of both Kafka clients.
+
+    Producers may compress their batches with any codec the broker accepts; a fetcher without the codec
+    would crash on the first such batch and, restarted, crash on it again. A clear error at start instead.
+    """
+    from aiokafka import codec as aiokafka_codec
+    from kafka import codec as kafka_codec
+
+    missing = [f"{client} {name}" for client, codec in (("aiokafka", aiokafka_codec), ("kafka-python", kafka_codec))
+               for name in ("snappy", "lz4", "zstd") if not getattr(codec, f"has_{name}")()]
+    if missing:
+        raise ConfigError(f"no {', '.join(missing)} codec: install spyglass's dependencies "
+                          f"(pip install -c constraints.txt cramjam 'kafka-python[lz4,snappy,zstd]')")
+
+
 def run_worker(settings: Settings, *, migrate: bool = True, loglevel: str = "INFO",
                worker_name: str | None = None) -> int:
     """Start a worker in the foreground until SIGTERM/SIGINT; returns its exit code."""
     import logging.config
 
     logging.config.dictConfig(m.logging_config(loglevel))
+    require_codecs()
     worker_checkpoint_key(settings)  # a missing or short key fails here, before anything starts
     store = open_store(settings.store())
     if migrate:

@@ -8,11 +8,13 @@ an embedded store (chDB), so no ClickHouse server is needed. Every client is bui
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 import ssl
 import subprocess
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -132,8 +134,18 @@ def _bootstrap_error(settings: Settings, caplog: pytest.LogCaptureFixture) -> st
             await producer.stop()
 
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="aiokafka"), pytest.raises(KafkaConnectionError):
-        asyncio.run(start())
+    with caplog.at_level(logging.WARNING, logger="aiokafka"), pytest.raises(KafkaConnectionError), \
+            warnings.catch_warnings():
+        # aiokafka closes the refused connection but never awaits its close (AIOKafkaConnection.close returns
+        # a future its connect and bootstrap drop), so asyncio.run may close the loop before the TLS
+        # shutdown has closed the socket, and the garbage collector then warns. In a long-lived loop the
+        # close completes; collect the leftovers here, where that one warning is expected, not at session end.
+        warnings.filterwarnings("ignore", r"unclosed (transport <_SelectorSocketTransport|<socket\.socket)",
+                                ResourceWarning)
+        try:
+            asyncio.run(start())
+        finally:
+            gc.collect()
     return caplog.text
 
 
