@@ -28,7 +28,7 @@ from pydantic import SecretStr
 from detectors.catalog import CATALOG
 from schemas.alerts import Alert, Evidence, Feature, alert_id, encode_alert
 from schemas.migrate import migrate
-from streams.cli.db import cmd_set_status
+from streams.cli.alerts import cmd_set_status
 from streams.notify.alertmanager import AlertmanagerRouter
 from streams.notify.stage import Notifier, StoreStatuses
 from streams.settings import Settings, StoreURL
@@ -290,7 +290,8 @@ def test_routing_grouping_inhibition_silence_and_resolution(rig: Rig) -> None:
     assert silenced["status"]["silencedBy"] == [silence_id]
 
     # resolution: an analyst's status in the store resolves a3; a5's episode ends by itself
-    rig_args = argparse.Namespace(alert_id=a3.alert_id, status="resolved", tenant="t1", by="analyst", note="ok")
+    rig_args = argparse.Namespace(alert_id=a3.alert_id, status="resolved", tenant="t1", by="analyst", note="ok",
+                                  suppress=None)
     assert cmd_set_status(rig_args, rig.settings) == 0
     wait_for(lambda: a3.alert_id in {i for _, i, _ in hook.seen("chat", "resolved")}, "a3 resolved in chat")
     wait_for(lambda: a5.alert_id in {i for _, i, _ in hook.seen("tickets", "resolved")}, "a5's episode ended")
