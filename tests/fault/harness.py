@@ -45,6 +45,13 @@ class Run:
     checkpoint_key: str = field(default_factory=lambda: uuid.uuid4().hex)  # the workers of a run share it
     worker_settings: dict = field(default_factory=dict)  # settings of this run's workers (``Settings`` fields)
 
+    @property
+    def scored_partitions(self) -> int:
+        """How many partitions one worker scores when it owns them all (``spyglass_partitions_owned``): the event
+        topics' and the OTLP spans topic's, 3 each (``create``'s default)."""
+        spans = [self.settings.topic_otlp_spans] if self.settings.topic_otlp_spans else []
+        return 3 * len([*self.settings.topics().values(), *spans])
+
     @classmethod
     def create(cls, base: Settings, tmp: Path, partitions: int = 3) -> Run:
         tag = uuid.uuid4().hex[:8]

@@ -28,15 +28,15 @@ def test_a_broker_restart_during_a_rebalance_loses_nothing_and_duplicates_nothin
     b = WorkerProc(run, "joiner")
     try:
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not owns_partitions(a, 9):
+        while time.monotonic() < deadline and not owns_partitions(a, run.scored_partitions):
             time.sleep(0.5)
-        assert owns_partitions(a, 9), a.tail()
+        assert owns_partitions(a, run.scored_partitions), a.tail()
         time.sleep(3)  # a scores and checkpoints
         b.start()  # the group rebalances once b has warmed up and joins
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and owns_partitions(a, 9) and not owns_partitions(b):
+        while time.monotonic() < deadline and owns_partitions(a, run.scored_partitions) and not owns_partitions(b):
             time.sleep(0.2)
-        assert not owns_partitions(a, 9) or owns_partitions(b), "no rebalance"
+        assert not owns_partitions(a, run.scored_partitions) or owns_partitions(b), "no rebalance"
         producer.join(120)  # done by now (a producer's retries would not outlast the restart, nor keep order)
         stack.down(("kafka",))  # the partitions were just handed over: the new owners are restoring them
         try:
