@@ -20,7 +20,9 @@ fired alerts on its first finding if that finding is at least 1 in 1,000 for its
 a detector has a few episodes in the tenant, the budget has no picture of its benign findings, so it holds their
 calibrated surprise to this documented floor instead of alerting on anything; a finding that reports only a score
 is not held to it, its surprise being a conservative reading of that score already); a detector that fires on
-one event in twenty is held to its budget.
+one event in twenty is held to its budget. Bounding it the other way, a calibrated finding past the
+budget's ``ceiling`` (1 in 10^6 for its entity, for a budget of 1 per 100k) alerts whatever the budget
+learned, and no episode is learned past it, so one extreme episode cannot stretch a small tenant's tail.
 
 Why a fixed-bin histogram rather than River's ``stats.Quantile``: the quantile wanted moves with the
 tenant's volume (``1 - k / episodes``), and River's P² estimator tracks one fixed quantile; a histogram
