@@ -20,7 +20,9 @@ fired alerts on its first finding if that finding is at least 1 in 1,000 for its
 a detector has a few episodes in the tenant, the budget has no picture of its benign findings, so it holds their
 calibrated surprise to this documented floor instead of alerting on anything; a finding that reports only a score
 is not held to it, its surprise being a conservative reading of that score already); a detector that fires on
-one event in twenty is held to its budget.
+one event in twenty is held to its budget. Bounding it the other way, a calibrated finding past the
+budget's ``ceiling`` (1 in 10^6 for its entity, for a budget of 1 per 100k) alerts whatever the budget
+learned, and no episode is learned past it, so one extreme episode cannot stretch a small tenant's tail.
 
 Why a fixed-bin histogram rather than River's ``stats.Quantile``: the quantile wanted moves with the
 tenant's volume (``1 - k / episodes``), and River's P² estimator tracks one fixed quantile; a histogram
@@ -69,6 +71,24 @@ PRIOR_WEIGHT = 2.0
 # detector's first strong finding pages while a first weak one (1 in 20 for a NAT-pool key) does not
 COLD_FLOOR = 3.0
 COLD_EPISODES = 3.0
+# a finding whose calibrated surprise passes the ceiling alerts whatever the budget says: CEILING_MARGIN decades
+# rarer than the budget's own rate per event, and never below CEILING_MIN decades (1 in 10^6)
+CEILING_MARGIN = 1.0
+CEILING_MIN = 6.0
+
+
+def ceiling(per_100k: float) -> float:
+    """The surprise from which a calibrated finding alerts whatever its budget learned: ``CEILING_MARGIN`` decades
+    beyond the budget's rate per event, and at least ``CEILING_MIN`` (6 decades, 1 in 10^6, for 1 alert per 100k
+    or more; 7 for 0.1).
+
+    Each event is at most one test of a detector on one entity, so findings this rare, if their surprise is
+    calibrated, arise by chance at most once per 10^6 events of a tenant: a tenth of the budget, whatever the
+    number of entities the tenant has or how long it has been watched (``CEILING_MIN`` keeps that margin for a
+    detector whose surprise is a few times too high, where a large budget would put the ceiling low). The learned
+    threshold cannot be trusted above it: in a small tenant it is extrapolated from a handful of episodes, which
+    one extreme episode (an attack on the tenant's first day) can move by decades."""
+    return max(CEILING_MIN, math.log10(100_000.0 / per_100k) + CEILING_MARGIN)
 
 
 class AlertBudget:
@@ -121,23 +141,28 @@ class AlertBudget:
         scale = (excess + PRIOR_SCALE * PRIOR_WEIGHT) / (counted + PRIOR_WEIGHT)
         return edge + scale * math.log(counted / max(allowed, 1e-9))
 
-    def bar(self, tenant: int, detector: str, threshold: float) -> float:
+    def bar(self, tenant: int, detector: str, threshold: float, per_100k: float = 0.0) -> float:
         """What a finding must reach to alert, given its budget's ``threshold``: at least ``COLD_FLOOR`` while the
         (tenant, detector) has fewer than ``COLD_EPISODES`` episodes (the budget has no picture of its benign
-        findings yet). The floor decides only: the budget learns against ``threshold`` as before."""
+        findings yet), and at most the ``ceiling`` of a budget of ``per_100k`` (0: no ceiling). The floor and
+        the ceiling decide only: the budget learns against ``threshold`` as before."""
         h = self.hist.get((tenant, detector))
         if h is None or float(h.sum()) < COLD_EPISODES:
-            return max(threshold, COLD_FLOOR)
-        return threshold
+            threshold = max(threshold, COLD_FLOOR)
+        return min(threshold, ceiling(per_100k)) if per_100k > 0 else threshold
 
     def learn(self, tenant: int, detector: str, value: float, threshold: float, rise: float, ts: int = 0,
-              learning: bool = False) -> None:
+              learning: bool = False, top: float = math.inf) -> None:
         """Count an episode of surprise ``value`` (at event time ``ts``) judged against ``threshold``.
 
         Above the threshold: learned only an hour after the last such one of its (tenant, detector), and as at
-        most ``rise`` decades over the threshold; in the tenant's learning period (nothing alerts), as it is.
+        most ``rise`` decades over the threshold; in the tenant's learning period (nothing alerts), as it is. Never
+        above ``top`` (the budget's ``ceiling``, past which a finding alerts whatever the threshold): how far past it
+        an episode lay tells the budget nothing it uses, and would let one extreme episode (an attack on a small
+        tenant's first day) stretch the extrapolated tail, and so the threshold, by decades.
         """
         key = (tenant, detector)
+        value = min(value, top)
         if value >= threshold and not learning:
             last = self.above.get(key)
             if last is not None and ts - last < ABOVE_EVERY_MS:
@@ -195,7 +220,8 @@ class BudgetGate:
         if per <= 0:  # no budget for this detector in this tenant: every finding alerts, none is learned
             return 0.0
         thr = self.table.threshold(tenant, detector, self.events(tenant, seq), per)
-        bar = self.table.bar(tenant, detector, thr) if calibrated else thr
+        bar = self.table.bar(tenant, detector, thr, per) if calibrated else thr
         if learn:
-            self.table.learn(tenant, detector, value, thr, self.rise, ts, learning)
+            self.table.learn(tenant, detector, value, thr, self.rise, ts, learning,
+                             ceiling(per) if calibrated else math.inf)
         return bar

@@ -233,6 +233,43 @@ def test_lifting_is_the_same_whatever_the_batch_cuts_and_survives_a_checkpoint()
         assert [(a.alert_id, a.severity) for a in got] == [(a.alert_id, a.severity) for a in want], cut
 
 
+def _first_day_attack(tenant: str, base: int) -> list:
+    """Three strong findings (1 in 10^12, each on a key of its own) in ``tenant``'s learning period."""
+    return [api(base + i, T0 + timedelta(hours=2 + i), tenant=tenant, user_agent="strong/12") for i in range(3)]
+
+
+def test_an_attack_on_a_small_tenants_first_day_does_not_keep_a_later_rarer_finding_at_info():
+    """The pattern: a quiet tenant whose first day held an attack (learned while nothing alerts) still pages on a
+    later finding rarer than the budget's ceiling (1 in 10^6 for 1 alert per 100k), whatever threshold the
+    budget extrapolated from that day; and the budget learned the attack as no more than the ceiling."""
+    from detectors.budget import ceiling
+
+    quiet = [api(i, T0 + timedelta(minutes=5 * i), tenant="initech") for i in range(1_000)]
+    attacked = sorted(quiet + _first_day_attack("initech", 800_000), key=lambda e: e.ts)
+    assert ceiling(1.0) == 6.0 and ceiling(0.1) == 7.0 and ceiling(50.0) == 6.0
+    later = api(5_000, T0 + timedelta(days=3, hours=3), tenant="initech", user_agent="strong/6.5")
+    eng, alerts = run([*attacked, later])
+    (hit,) = [a for a in alerts if a.entity == "k5000"]
+    assert hit.severity != "info", hit.explanation
+    assert all(a.severity == "info" for a in alerts if a.entity != "k5000")  # the first day is info-only
+    (hist,) = eng.tables.budget.hist.values()
+    assert hist[int(ceiling(1.0) / 0.1) + 1:].sum() == 0  # nothing learned past the ceiling
+
+
+def test_a_noisy_detectors_ordinary_findings_stay_held_after_a_first_day_attack():
+    """The benign twin: a detector firing on one event in twenty of globex, each finding up to 1 in 300,000 (under
+    the ceiling), with the same first-day attack, is still held to its budget: a few record highs at most."""
+    rng = np.random.default_rng(25)
+    noisy = [api(i, day_of(i % EVENTS_PER_DAY, i // EVENTS_PER_DAY, "globex"), tenant="globex",
+                 user_agent=f"strong/{rng.uniform(2.0, 5.5):.2f}" if i % 20 == 0 else "sdk/1.0")
+             for i in range(4 * EVENTS_PER_DAY)]
+    events = sorted(noisy + _first_day_attack("globex", 800_000), key=lambda e: e.ts)
+    _, alerts = run(events)
+    later = [a for a in alerts if a.first_seen >= "2026-11-03"]
+    assert len(later) == 1_500
+    assert len(paged(later)) <= 3, [(a.first_seen, a.score) for a in paged(later)]
+
+
 def test_docstring_examples():
     from detectors import alerting, budget
 
