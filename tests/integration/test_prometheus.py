@@ -1,8 +1,8 @@
 """The pipeline-health board's PromQL, run by a real Prometheus scraping a real worker.
 
-Prometheus is the compose stack's version, built from the Go module proxy into the cache
-(``GOBIN=<cache>/prometheus-v<version> go install github.com/prometheus/prometheus/cmd/prometheus@v0.<3xx>.0``);
-the test skips, saying so, where it is not built. The scrape config is the repository's
+Prometheus is the compose stack's version, built from the Go module proxy into the cache by
+``make prometheus`` (not part of ``make deps``: a cold build takes minutes); the test skips, saying so,
+where it is not built. The scrape config is the repository's
 (streams/stack/prometheus.yml) with the worker job's Docker DNS discovery replaced by the test worker's
 loopback port; every panel target goes through Prometheus's HTTP API as Grafana sends it.
 """
@@ -41,13 +41,15 @@ def binary(settings: Settings) -> Path:
 
 PROM_BIN = binary(Settings())
 needs_prometheus = pytest.mark.skipif(
-    not PROM_BIN.is_file(), reason=f"no Prometheus binary at {PROM_BIN}: build it with GOBIN={PROM_BIN.parent} go "
-    f"install github.com/prometheus/prometheus/cmd/prometheus@v0.{int(VERSION.split('.')[1]) + 300}.0")
+    not PROM_BIN.is_file(), reason=f"no Prometheus binary at {PROM_BIN}: `make prometheus` builds it (go install "
+    f"github.com/prometheus/prometheus/cmd/prometheus@v0.{int(VERSION.split('.')[1]) + 300}.0)")
 
 
-def test_the_binary_is_the_compose_version():
+def test_the_binary_is_the_compose_version_make_builds():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     assert compose["services"]["prometheus"]["image"] == f"prom/prometheus:v{VERSION}"
+    make = (ROOT / "Makefile").read_text()
+    assert f"/prometheus-v{VERSION}\n" in make and f"prometheus@v0.{int(VERSION.split('.')[1]) + 300}.0 " in make
 
 
 def scrape_config(worker_port: int) -> dict:
@@ -130,7 +132,7 @@ def test_every_promql_panel_returns_the_series_a_running_worker_exports(stack_se
             return {r["metric"][label]: max(float(v) for _, v in r["values"]) for r in results[key]}
 
         events = peak("Events in per second by kind (live) {{kind}}", "kind")
-        assert set(events) == {r["kind"] for r in rows} and min(events.values()) > 0, events
+        assert {k for k, v in events.items() if v > 0} == {r["kind"] for r in rows}, events  # api_usage: 0
         dead = peak("Dead letters per second (live) {{topic}}", "topic")
         assert dead.get(run.settings.topic_api_usage, 0) > 0, dead
         lag = peak("Consumer lag by topic (live) {{topic}}", "topic")

@@ -70,3 +70,15 @@ def test_rate_interval_is_grafanas_variable_and_expands():
             if "rate(" in expr:
                 assert "[$__rate_interval]" in expr, s.title
             assert "$" not in prom_expand(expr, rate_interval="2m")
+
+
+def test_the_worker_starts_the_rated_counters_at_zero():
+    """A counter series born at its first increment shows no rate for it: the worker creates them at 0."""
+    from prometheus_client import generate_latest
+
+    from streams.metrics import zero_series
+
+    zero_series(["api_usage"], ["t-zero.api-usage"])
+    text = generate_latest(REGISTRY).decode()
+    assert 'spyglass_dead_letters_total{topic="t-zero.api-usage"} 0.0' in text
+    assert re.search(r'spyglass_events_in_total\{kind="api_usage"\} \d', text)
