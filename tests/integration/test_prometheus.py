@@ -85,6 +85,29 @@ def wait_for(what: str, check, timeout_s: float = 60) -> None:
 
 
 @needs_prometheus
+def test_prometheus_loads_the_repository_config_unchanged(tmp_path):
+    """Compose mounts streams/stack/prometheus.yml as is: Prometheus accepts it, with both jobs (here the
+    Docker names do not resolve, so the worker job finds no target and notify's is down)."""
+    port = free_port()
+    log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115 - the child owns it
+    prom = subprocess.Popen(  # noqa: S603 - fixed argv
+        [str(PROM_BIN), f"--config.file={ROOT / 'streams/stack/prometheus.yml'}",
+         f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=log, stderr=log, start_new_session=True)
+    log.close()
+    try:
+        wait_for("Prometheus discovers the notify target", lambda: prom.poll() is None and
+                 api(port, "targets")["activeTargets"], timeout_s=30)
+        config = yaml.safe_load(api(port, "status/config")["yaml"])
+        jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+        assert jobs["spyglass-worker"]["dns_sd_configs"][0]["names"] == ["worker"]
+        assert [t["labels"]["job"] for t in api(port, "targets")["activeTargets"]] == ["spyglass-notify"]
+    finally:
+        os.killpg(prom.pid, signal.SIGTERM)
+        prom.wait(30)
+
+
+@needs_prometheus
 def test_every_promql_panel_returns_the_series_a_running_worker_exports(stack_settings: Settings, tmp_path):
     prom_bin = binary(stack_settings)
     run = Run.create(stack_settings, tmp_path)
