@@ -75,3 +75,12 @@ stack-status: $(BIN)/spyglass
 clean: ## remove the venv and the local stack's data (not the jar cache)
 	-$(BIN)/spyglass stack down
 	rm -rf $(VENV) .stack
+
+# Prometheus of docker-compose.yml's version, for tests/integration/test_prometheus.py (which skips without it):
+# not part of deps, a cold build takes minutes; cached, so a second run does nothing
+PROM_DIR = $${SPYGLASS_CACHE_DIR:-$$HOME/.cache/spyglass}/prometheus-v3.16.0
+.PHONY: prometheus
+prometheus: ## build Prometheus 3.16.0 into ~/.cache/spyglass (the pipeline-health PromQL test; not in deps)
+	@d=$(PROM_DIR); test -x $$d/prometheus && exit 0; tmp=$$(mktemp -d); \
+	  GOBIN=$$tmp CGO_ENABLED=0 go install github.com/prometheus/prometheus/cmd/prometheus@v0.316.0 && \
+	  mkdir -p $$d && mv $$tmp/prometheus $$d/prometheus; rc=$$?; rm -rf $$tmp; exit $$rc

@@ -6,6 +6,7 @@ import gc
 import json
 import logging
 import time
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
@@ -100,6 +101,17 @@ class _GcTime:
 
 GC_TIME = _GcTime()
 REGISTRY.register(GC_TIME)
+
+
+def zero_series(kinds: Iterable[str], topics: Iterable[str]) -> None:
+    """Create the zero series of the event and dead-letter counters before anything happens.
+
+    Prometheus's ``rate()`` sees no increase on a series' first sample, so a series born at its first
+    increment would show a burst (or a single dead letter) as nothing on the pipeline-health board."""
+    for kind in kinds:
+        EVENTS_IN.labels(kind)
+    for topic in topics:
+        DEAD_LETTERS.labels(topic)
 
 
 def count_evictions(before: dict[str, int], after: dict[str, int]) -> None:

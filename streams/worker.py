@@ -365,6 +365,7 @@ def run_worker(settings: Settings, *, migrate: bool = True, loglevel: str = "INF
     warm_up()
     app, scorer = build_app(settings, worker_name=worker_name, store=store)
     tune_gc()
+    m.zero_series(settings.topics(), [*settings.topics().values(), settings.topic_otlp_spans])
     worker = faust.Worker(app, loglevel=loglevel, logging_config=m.logging_config(loglevel), quiet=True,
                           override_logging=False, redirect_stdouts=False)
     try:

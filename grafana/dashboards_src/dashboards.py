@@ -17,6 +17,8 @@ from grafana_foundation_sdk.models import dashboard as dm
 
 from .kit import ALL, DS, Board, bucket, minute_bucket, var_filter, var_value
 
+LIVE = "Live, from Prometheus (the workers' /metrics, every worker; the worker variable does not apply)."
+
 INVESTIGATION_UID = "spyglass-alert-investigation"
 SEVERITY_RANK = "indexOf(['info', 'low', 'medium', 'high', 'critical'], severity)"
 TENANT = var_filter("tenant", "tenant")
@@ -658,6 +660,20 @@ def pipeline_health() -> Board:
           ORDER BY group_id, topic, partition
           """, ["group_id", "topic", "partition", "next_offset", "worker", "entities", "state_bytes", "last_written",
                 "age_s"])
+    # the same pipeline seen live, scraped by Prometheus (streams/metrics.py names the series)
+    b.add_prom(timeseries.Panel().title("Events in per second by kind (live)").span(6).height(8).unit("short")
+               .description(LIVE),
+               [("{{kind}}", "sum by (kind) (rate(spyglass_events_in_total[$__rate_interval]))")])
+    b.add_prom(timeseries.Panel().title("Consumer lag by topic (live)").span(6).height(8).unit("short")
+               .description(LIVE).thresholds(_steps((None, "green"), (10000, "orange"), (100000, "red"))),
+               [("{{topic}}", "sum by (topic) (spyglass_consumer_lag)")])
+    b.add_prom(timeseries.Panel().title("Dead letters per second (live)").span(6).height(8).unit("short")
+               .description(LIVE).thresholds(_steps((None, "green"), (0.001, "red"))),
+               [("{{topic}}", "sum by (topic) (rate(spyglass_dead_letters_total[$__rate_interval]))")])
+    b.add_prom(timeseries.Panel().title("Worker batch latency (live)").span(6).height(8).unit("s")
+               .description(LIVE + " Decode, score, publish and store of one batch."),
+               [(f"p{q}", f"histogram_quantile(0.{q}, sum by (le) (rate(spyglass_batch_seconds_bucket"
+                          "[$__rate_interval])))") for q in (50, 99)])
     return b
 
 

@@ -25,6 +25,9 @@ from grafana_foundation_sdk.models import dashboard as dm
 DATASOURCE_UID = "spyglass-clickhouse"
 DATASOURCE_TYPE = "grafana-clickhouse-datasource"
 DS = dm.DataSourceRef(type_val=DATASOURCE_TYPE, uid=DATASOURCE_UID)
+PROM_UID = "spyglass-prometheus"  # grafana/provisioning/datasources/prometheus.yaml: the workers' /metrics
+PROM_TYPE = "prometheus"
+PROM_DS = dm.DataSourceRef(type_val=PROM_TYPE, uid=PROM_UID)
 ALL = "__all"  # the value of a variable's "All" option: queries test for it, so an empty list never yields IN ()
 
 FORMAT_TIMESERIES = 0  # the plugin's Format enum
@@ -58,6 +61,49 @@ class ClickHouseQueryBuilder(cogbuilder.Builder[cogvariants.Dataquery]):
         return self._internal
 
 
+class PromQuery(cogvariants.Dataquery):
+    """A target of Grafana's Prometheus data source (code editor, range query)."""
+
+    def __init__(self, ref_id: str, expr: str, legend: str) -> None:
+        self.ref_id = ref_id
+        self.expr = expr
+        self.legend = legend
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "datasource": {"type": PROM_TYPE, "uid": PROM_UID},
+            "editorMode": "code",
+            "expr": self.expr,
+            "legendFormat": self.legend,
+            "range": True,
+            "refId": self.ref_id,
+        }
+
+
+class PromQueryBuilder(cogbuilder.Builder[cogvariants.Dataquery]):
+    def __init__(self, query: PromQuery) -> None:
+        self._internal = query
+
+    def build(self) -> PromQuery:
+        return self._internal
+
+
+@dataclass(frozen=True)
+class PromSpec:
+    """A panel that reads Prometheus: its PromQL targets (legend, expression), checked against the worker's
+    metrics registry and, where a Prometheus binary is built, run through Prometheus's HTTP API."""
+
+    dashboard: str
+    panel_id: int
+    title: str
+    targets: tuple[tuple[str, str], ...]
+
+
+def prom_expand(expr: str, *, rate_interval: str = "1m") -> str:
+    """The expression as Prometheus receives it from Grafana (``$__rate_interval`` replaced)."""
+    return expr.replace("$__rate_interval", rate_interval)
+
+
 @dataclass(frozen=True)
 class PanelSpec:
     """What a panel runs and must return: the test and bench contract of one panel."""
@@ -78,7 +124,8 @@ class Board:
     uid: str
     title: str
     builder: Any
-    specs: list[PanelSpec] = field(default_factory=list)
+    specs: list[PanelSpec] = field(default_factory=list)  # the ClickHouse panels
+    prom_specs: list[PromSpec] = field(default_factory=list)  # the Prometheus panels
     variables: dict[str, str] = field(default_factory=dict)  # name -> SQL of query variables
     _next_id: int = 1
     _x: int = 0  # layout cursor: panels flow left to right, wrapping at 24 columns
@@ -105,6 +152,18 @@ class Board:
         self._place(panel)
         self.builder.with_panel(panel)
         self.specs.append(PanelSpec(self.uid, pid, title, sql, tuple(columns), may_be_empty))
+
+    def add_prom(self, panel: Any, targets: list[tuple[str, str]]) -> None:
+        """Add a panel of PromQL ``targets`` (legend format, expression) on the Prometheus data source."""
+        pid = self._next_id
+        self._next_id += 1
+        panel.id(pid).datasource(PROM_DS)
+        for i, (legend, expr) in enumerate(targets):
+            panel.with_target(PromQueryBuilder(PromQuery(chr(ord("A") + i), expr, legend)))
+        title = panel.build().title or ""
+        self._place(panel)
+        self.builder.with_panel(panel)
+        self.prom_specs.append(PromSpec(self.uid, pid, title, tuple(targets)))
 
 
 def _dedent(sql: str) -> str:

@@ -2,7 +2,8 @@
 
 For teams that do not use file provisioning (``grafana/provisioning``, mounted by docker-compose.yml). It
 pushes exactly the committed, generated files: grafana/dashboards/*.json and
-grafana/provisioning/alerting/*.yaml, and the data source of grafana/provisioning/datasources/clickhouse.yaml.
+grafana/provisioning/alerting/*.yaml, and the data source of grafana/provisioning/datasources/clickhouse.yaml
+(and the Prometheus one of prometheus.yaml when ``--prometheus-url`` says where Grafana reaches Prometheus).
 
 Secrets never travel in process arguments (any local user can read them with ``ps``): the API token comes
 from an environment variable (``SPYGLASS_GRAFANA_TOKEN``, or the one ``--token-env`` names) or an
@@ -81,8 +82,12 @@ def _env(value: Any, *, required: bool, defaults: dict[str, str] | None = None) 
     return _ENV_REF.sub(sub, value)
 
 
-def load_datasources(root: Path, *, host: str | None, port: int | None, ca_file: Path | None = None) -> list[dict]:
+def load_datasources(root: Path, *, host: str | None, port: int | None, ca_file: Path | None = None,
+                     prometheus_url: str | None = None) -> list[dict]:
     """The data sources of the provisioning files, with ``${VAR}`` resolved, for Grafana's API.
+
+    ``host``, ``port`` and ``ca_file`` apply to ClickHouse. The Prometheus data source's file names the compose
+    stack's Prometheus, so it is pushed only with ``prometheus_url`` (the address Grafana reaches it at).
 
     ``ca_file``: Grafana reaches ClickHouse over TLS (native protocol, port 9440 unless ``port`` says otherwise)
     and verifies the server against this PEM CA certificate.
@@ -102,6 +107,10 @@ def load_datasources(root: Path, *, host: str | None, port: int | None, ca_file:
         for ds in yaml.safe_load(f.read_text(encoding="utf-8"))["datasources"]:
             ds = _env(dict(ds), required=True)
             ds.pop("editable", None)
+            if ds.get("type") == "prometheus":
+                if prometheus_url:
+                    out.append({**ds, "url": prometheus_url})
+                continue
             if host:
                 ds["jsonData"]["host"] = host
             if port:
@@ -134,7 +143,7 @@ def _status(exc: Exception) -> int | None:
 
 def provision(api: Any, root: Path = GRAFANA_DIR, *, folder: str = "Spyglass", folder_uid: str = "spyglass",
               alerting: bool = True, ch_host: str | None = None, ch_port: int | None = None,
-              ch_ca_file: Path | None = None, grafana_url: str = "") -> Pushed:
+              ch_ca_file: Path | None = None, grafana_url: str = "", prometheus_url: str | None = None) -> Pushed:
     """Create or update everything; idempotent (uids are fixed, dashboards overwrite).
 
     ``grafana_url``: the base of the rules' investigation links where ``SPYGLASS_GRAFANA_URL`` is not set.
@@ -166,7 +175,7 @@ def provision(api: Any, root: Path = GRAFANA_DIR, *, folder: str = "Spyglass", f
         else:
             call(what, create, body)
 
-    for ds in load_datasources(root, host=ch_host, port=ch_port, ca_file=ch_ca_file):
+    for ds in load_datasources(root, host=ch_host, port=ch_port, ca_file=ch_ca_file, prometheus_url=prometheus_url):
         what = f"data source {ds['uid']}"
         upsert(what, exists(what, api.datasource.get_datasource_by_uid, ds["uid"]),
                api.datasource.update_datasource_by_uid, api.datasource.create_datasource, ds["uid"], ds)
@@ -229,7 +238,7 @@ def _provision(args: argparse.Namespace, settings: Any) -> int:
     pushed = provision(api, Path(args.dir), folder=args.folder, folder_uid=args.folder_uid,
                        alerting=not args.no_alerting, ch_host=args.clickhouse_host, ch_port=args.clickhouse_port,
                        ch_ca_file=Path(args.clickhouse_ca_file) if args.clickhouse_ca_file else None,
-                       grafana_url=args.url)
+                       grafana_url=args.url, prometheus_url=args.prometheus_url)
     print(f"provisioned {args.url}: data sources {', '.join(pushed.datasources)}; folder {args.folder_uid}; "
           f"{len(pushed.dashboards)} dashboards; {len(pushed.rules)} alert rules, "
           f"{len(pushed.contact_points)} contact points, {len(pushed.templates)} templates")
@@ -267,6 +276,9 @@ def register(sub: Any) -> None:
     p.add_argument("--clickhouse-ca-file", metavar="PEM",
                    help="Grafana connects to ClickHouse over TLS (port 9440 unless --clickhouse-port) and verifies "
                    "it against this CA certificate (docs/clickhouse-tls.md)")
+    p.add_argument("--prometheus-url", metavar="URL",
+                   help="also push the Prometheus data source (the pipeline-health board's live panels), at this "
+                   "URL as Grafana reaches it, e.g. http://prometheus:9090")
     p.add_argument("--no-alerting", action="store_true", help="push the data source and dashboards only")
     p.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout in seconds (default 10)")
     p.set_defaults(func=_provision)

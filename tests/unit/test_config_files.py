@@ -71,7 +71,7 @@ def test_compose_mounts_grafana_provisioning_from_the_repo():
 SPYGLASS_SERVICES = ("init", "worker", "simulator")
 # services that run as their image's own non-root user (the image sets USER): no `user:` needed
 IMAGE_USERS = {"kafka": "apache/kafka runs as appuser", "grafana": "grafana/grafana runs as uid 472",
-               "alertmanager": "prom/alertmanager runs as nobody"}
+               "alertmanager": "prom/alertmanager runs as nobody", "prometheus": "prom/prometheus runs as nobody"}
 
 
 def _cli_commands(svc: dict) -> list[list[str]]:
@@ -204,3 +204,27 @@ def test_compose_runs_the_alertmanager_the_local_stack_builds_with_the_example_r
     paging = rule(RULES[0])
     assert paging["labels"]["source"] == "grafana" and "severity" not in paging["labels"]
     assert {"alert_id", "tenant", "severity", "entity"} <= set(RULES[0].columns)
+
+
+def test_compose_prometheus_scrapes_every_worker_and_notify_with_the_repo_config():
+    services = compose()["services"]
+    prom = services["prometheus"]
+    assert prom["image"].startswith("prom/prometheus:v") and "user" not in prom  # the image's nobody
+    config = next(v.split(":")[0] for v in prom["volumes"] if v.endswith("/etc/prometheus/prometheus.yml:ro"))
+    assert (ROOT / config).resolve() == (ROOT / "streams/stack/prometheus.yml").resolve()
+    scrape = {j["job_name"]: j for j in yaml.safe_load((ROOT / config).read_text())["scrape_configs"]}
+    # every replica of the worker service, on the port it serves /metrics on in compose
+    (sd,) = scrape["spyglass-worker"]["dns_sd_configs"]
+    assert sd["names"] == ["worker"] and sd["type"] == "A"
+    assert "SPYGLASS_WORKER_WEB_PORT" not in services["worker"]["environment"]
+    assert sd["port"] == Settings.model_fields["worker_web_port"].default
+    assert services["worker"]["environment"]["SPYGLASS_WORKER_WEB_HOST"] == "0.0.0.0"
+    notify_env = services["notify"]["environment"]
+    notify_target = f"notify:{notify_env['SPYGLASS_NOTIFY_WEB_PORT']}"
+    assert scrape["spyglass-notify"]["static_configs"] == [{"targets": [notify_target]}]
+    assert notify_env["SPYGLASS_WORKER_WEB_HOST"] == "0.0.0.0"
+    # Grafana's Prometheus data source is this service, at the interval it scrapes
+    ds = yaml.safe_load((ROOT / "grafana/provisioning/datasources/prometheus.yaml").read_text())["datasources"][0]
+    assert ds["type"] == "prometheus" and ds["url"] == "http://prometheus:9090"
+    interval = yaml.safe_load((ROOT / config).read_text())["global"]["scrape_interval"]
+    assert ds["jsonData"]["timeInterval"] == interval

@@ -75,10 +75,15 @@ def test_dashboard_is_valid_grafana_json(rel):
     for p in ps:
         if p["type"] == "row":
             continue
-        assert p["datasource"]["uid"] in uids and p["datasource"]["type"] == "grafana-clickhouse-datasource"
         g = p["gridPos"]
         assert g["w"] > 0 and g["h"] > 0 and g["x"] + g["w"] <= 24
         assert p["targets"], f"{p['title']}: no targets"
+        if p["datasource"]["type"] == "prometheus":  # PromQL: checked in test_prom_panels.py
+            assert p["datasource"]["uid"] in uids and d["uid"] == "spyglass-pipeline-health", p["title"]
+            for t in p["targets"]:
+                assert t["datasource"] == p["datasource"] and t["expr"].strip() and "rawSql" not in t
+            continue
+        assert p["datasource"]["uid"] in uids and p["datasource"]["type"] == "grafana-clickhouse-datasource"
         for t in p["targets"]:
             assert t["datasource"]["uid"] in uids
             assert t["rawSql"].strip().upper().startswith("SELECT"), p["title"]
@@ -116,7 +121,7 @@ def test_every_alert_table_links_to_the_investigation():
     the_alert = f"alert_id = {var_value('alert')}"
     for d in DASHBOARDS.values():
         for p in panels(d):
-            sql = p["targets"][0]["rawSql"]
+            sql = p["targets"][0].get("rawSql", "")
             if p["type"] != "table" or not sql.startswith("SELECT alert_id,"):
                 continue
             if d["uid"] == INVESTIGATION_UID and f"FROM alerts FINAL WHERE {the_alert}\n)" in sql:
@@ -131,9 +136,16 @@ def test_every_alert_table_links_to_the_investigation():
 
 
 def test_specs_match_the_json():
+    """Every panel is either a ClickHouse panel (``specs``: executed by the panel-query tests) or a Prometheus
+    one (``prom_specs``: test_prom_panels.py), never neither, so no query of the provisioning goes unchecked."""
     for b in boards():
         d = DASHBOARDS[f"dashboards/{b.uid.removeprefix('spyglass-')}.json"]
         by_id = {p["id"]: p for p in panels(d)}
+        ch, prom = {s.panel_id for s in b.specs}, {s.panel_id for s in b.prom_specs}
+        assert not ch & prom and ch | prom == {i for i, p in by_id.items() if p["type"] != "row"}, b.uid
+        for s in b.prom_specs:
+            assert [(t["legendFormat"], t["expr"]) for t in by_id[s.panel_id]["targets"]] == list(s.targets)
+            assert by_id[s.panel_id]["datasource"]["type"] == "prometheus" and by_id[s.panel_id]["title"] == s.title
         for s in b.specs:
             assert by_id[s.panel_id]["targets"][0]["rawSql"] == s.sql
             assert by_id[s.panel_id]["title"] == s.title
@@ -172,7 +184,7 @@ def test_alert_rules_contact_point_and_template():
 
 def test_alert_boards_have_severity_detector_status_and_an_entity_search():
     for d in DASHBOARDS.values():
-        sqls = [p["targets"][0]["rawSql"] for p in panels(d)]
+        sqls = [p["targets"][0].get("rawSql", "") for p in panels(d)]
         tables = [q for q in sqls if q.startswith("SELECT alert_id,")]
         if d["uid"] in (INVESTIGATION_UID, "spyglass-pipeline-health"):
             continue
@@ -196,7 +208,7 @@ def test_every_variable_reaches_sql_percent_encoded_and_decoded():
     any other form (bare, ``:sqlstring``, ``:singlequote``) lets a value from the URL end its string literal."""
     found = 0
     for d in DASHBOARDS.values():
-        sqls = [p["targets"][0]["rawSql"] for p in panels(d)]
+        sqls = [t["rawSql"] for p in panels(d) for t in p["targets"] if "rawSql" in t]
         sqls += [v["query"] for v in d["templating"]["list"] if v.get("type") == "query"]
         for sql in sqls:
             refs = re.findall(r"\$\{?(?!__)\w+(?::\w+)?\}?", sql)

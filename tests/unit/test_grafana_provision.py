@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from grafana.dashboards_src import GRAFANA_DIR, boards
+from grafana.dashboards_src import GRAFANA_DIR, boards, dashboard_json
 from streams.cli import main
 
 
@@ -171,3 +171,19 @@ def test_provision_with_a_ca_file_makes_grafana_verify_clickhouse_over_tls(grafa
     not_pem.write_text("hello")
     assert main(["grafana", "provision", "--url", url, "--clickhouse-ca-file", str(not_pem)]) != 0
     assert "--clickhouse-ca-file" in capsys.readouterr().err
+
+
+def test_prometheus_data_source_is_pushed_only_with_its_url(grafana, env):
+    """Without --prometheus-url only ClickHouse is pushed (the file names compose's Prometheus); with it, the
+    Prometheus data source the pipeline-health board's live panels read, at that URL, untouched by the
+    ClickHouse host option."""
+    url, g = grafana
+    assert main(["grafana", "provision", "--url", url, "--no-alerting", "--clickhouse-host", "ch.internal",
+                 "--prometheus-url", "http://prom.internal:9090"]) == 0
+    ds = {b["uid"]: b for m, p, b, _ in g.calls if m == "POST" and p == "/api/datasources"}
+    assert set(ds) == {"spyglass-clickhouse", "spyglass-prometheus"}
+    prom = ds["spyglass-prometheus"]
+    assert prom["type"] == "prometheus" and prom["url"] == "http://prom.internal:9090"
+    assert "host" not in prom["jsonData"] and ds["spyglass-clickhouse"]["jsonData"]["host"] == "ch.internal"
+    uses = {p["datasource"]["uid"] for b in boards() for p in json.loads(dashboard_json(b))["panels"]}
+    assert "spyglass-prometheus" in uses
