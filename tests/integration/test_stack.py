@@ -77,7 +77,7 @@ def test_kafka_produce_and_consume_100_messages(stack_settings: Settings) -> Non
 
 def test_event_topics_exist_and_ensure_is_idempotent(stack_settings: Settings) -> None:
     expected = [*stack_settings.topics().values(), stack_settings.topic_alerts, stack_settings.topic_dead_letter,
-                stack_settings.topic_risk_evidence, stack_settings.topic_feedback]
+                stack_settings.topic_risk_evidence, stack_settings.topic_feedback, stack_settings.topic_otlp_spans]
     assert ensure_topics(stack_settings) == expected  # created by Stack.up; a second call changes nothing
     admin = KafkaAdminClient(bootstrap_servers=stack_settings.kafka_bootstrap, client_id="spyglass-test",
                              **kafka_client_config(stack_settings))
