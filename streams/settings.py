@@ -234,6 +234,17 @@ class Settings(BaseSettings):
         """The Alertmanager ``spyglass notify`` posts to, without a trailing slash."""
         return (self.alertmanager_url or f"http://127.0.0.1:{self.alertmanager_port}").rstrip("/")
 
+    @classmethod
+    def topic_names(cls, prefix: str) -> dict[str, str]:
+        """Every topic setting, named under ``prefix`` (``{prefix}.api-usage``, ``{prefix}.alerts``, ...): the
+        topics of one run of its own (a test, a benchmark), as ``model_copy``/``child_env`` updates.
+
+        >>> Settings.topic_names("t-1")["topic_dead_letter"]
+        't-1.dead-letter'
+        """
+        return {name: f"{prefix}.{name.removeprefix('topic_').replace('_', '-')}"
+                for name, field in cls.model_fields.items() if name.startswith("topic_") and field.annotation is str}
+
     def topics(self) -> dict[str, str]:
         """Event kind -> topic."""
         return {

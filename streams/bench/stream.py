@@ -43,10 +43,7 @@ from streams.simulator.run import Simulation
 
 def _topics(settings: Settings, tag: str) -> Settings:
     return settings.model_copy(update={
-        "topic_api_usage": f"bench-{tag}.api-usage", "topic_data_access": f"bench-{tag}.data-access",
-        "topic_agent_execution": f"bench-{tag}.agent-execution", "topic_alerts": f"bench-{tag}.alerts",
-        "topic_dead_letter": f"bench-{tag}.dead-letter", "topic_risk_evidence": f"bench-{tag}.risk-evidence",
-        "topic_feedback": f"bench-{tag}.feedback",
+        **Settings.topic_names(f"bench-{tag}"),
         "worker_group": f"bench-{tag}", "topic_otlp_spans": "",  # the benchmark sends no spans
     })
 

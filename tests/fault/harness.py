@@ -55,14 +55,7 @@ class Run:
     @classmethod
     def create(cls, base: Settings, tmp: Path, partitions: int = 3) -> Run:
         tag = uuid.uuid4().hex[:8]
-        settings = base.model_copy(update={
-            "topic_api_usage": f"f-{tag}.api-usage", "topic_data_access": f"f-{tag}.data-access",
-            "topic_agent_execution": f"f-{tag}.agent-execution", "topic_alerts": f"f-{tag}.alerts",
-            "topic_dead_letter": f"f-{tag}.dead-letter", "topic_risk_evidence": f"f-{tag}.risk-evidence",
-            "topic_otlp_spans": f"f-{tag}.otlp-spans",
-            "topic_feedback": f"f-{tag}.feedback",
-            "worker_group": f"f-{tag}",
-        })
+        settings = base.model_copy(update={**Settings.topic_names(f"f-{tag}"), "worker_group": f"f-{tag}"})
         run = cls(settings, tmp)
         run.names = ensure_topics(settings, partitions=partitions)
         run.grant_worker()

@@ -131,12 +131,7 @@ def fresh_topics(stack_settings: Settings) -> Iterator[Settings]:
     from streams.stack.kafka import delete_topics, ensure_topics
 
     tag = uuid.uuid4().hex[:8]
-    settings = stack_settings.model_copy(update={
-        "topic_api_usage": f"t-{tag}.api-usage", "topic_data_access": f"t-{tag}.data-access",
-        "topic_agent_execution": f"t-{tag}.agent-execution", "topic_alerts": f"t-{tag}.alerts",
-        "topic_dead_letter": f"t-{tag}.dead-letter", "topic_risk_evidence": f"t-{tag}.risk-evidence",
-        "topic_otlp_spans": f"t-{tag}.otlp-spans", "topic_feedback": f"t-{tag}.feedback",
-    })
+    settings = stack_settings.model_copy(update=Settings.topic_names(f"t-{tag}"))
     names = ensure_topics(settings, partitions=3)
     yield settings
     delete_topics(settings, names)

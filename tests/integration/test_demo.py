@@ -26,10 +26,7 @@ SPYGLASS = Path(sys.executable).with_name("spyglass")
 def _demo_env(stack_settings: Settings, tmp_path: Path) -> tuple[dict[str, str], list[str]]:
     """The demo's environment on the session's broker, with topics, group and store of its own."""
     tag = uuid.uuid4().hex[:8]
-    topics = {"topic_api_usage": f"d-{tag}.api-usage", "topic_data_access": f"d-{tag}.data-access",
-              "topic_agent_execution": f"d-{tag}.agent-execution", "topic_alerts": f"d-{tag}.alerts",
-              "topic_dead_letter": f"d-{tag}.dead-letter", "topic_risk_evidence": f"d-{tag}.risk-evidence",
-              "topic_otlp_spans": f"d-{tag}.otlp-spans", "topic_feedback": f"d-{tag}.feedback"}
+    topics = Settings.topic_names(f"d-{tag}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPYGLASS_")}
     env.update(stack_settings.child_env(
         **topics, clickhouse_url=f"chdb://{tmp_path / 'chdb'}", worker_group=f"d-{tag}",

@@ -55,13 +55,7 @@ def _as(stack: Stack, user: str, **updates: object) -> Settings:
 def topics(secure_stack: Stack) -> Settings:
     """Fresh topics and group for one test, created by the admin, with the pipeline's ACLs; admin settings."""
     tag = uuid.uuid4().hex[:8]
-    admin = _as(secure_stack, ADMIN_USER, **{
-        "topic_api_usage": f"s-{tag}.api-usage", "topic_data_access": f"s-{tag}.data-access",
-        "topic_agent_execution": f"s-{tag}.agent-execution", "topic_alerts": f"s-{tag}.alerts",
-        "topic_dead_letter": f"s-{tag}.dead-letter", "topic_risk_evidence": f"s-{tag}.risk-evidence",
-        "topic_otlp_spans": f"s-{tag}.otlp-spans",
-        "topic_feedback": f"s-{tag}.feedback",
-        "worker_group": f"s-{tag}"})
+    admin = _as(secure_stack, ADMIN_USER, **Settings.topic_names(f"s-{tag}"), worker_group=f"s-{tag}")
     ensure_topics(admin, partitions=2)
     assert grant_pipeline_acls(admin) > 0
     return admin
