@@ -33,26 +33,52 @@ def decayed_count(ent, ts, weight, count, last, tau_ms):  # pragma: no cover - c
 
 @njit(cache=True)
 def burst_vs_baseline(ent, ts, fast, fast_last, slow, slow_last, seen_since, tau_fast, tau_slow, gate, floor,
-                      min_count):
-    """Fast decayed count against the expected count from a slow decayed baseline.
+                      min_count, ten, hours, hours_last, rhythm_tau):  # pragma: no cover - compiled
+    """Fast decayed counts against the expected counts from a slow decayed baseline, at this hour of the day.
 
-    Returns (fast count after the event, expected fast count from the baseline). The slow
-    baseline (an event rate, via a decayed count over ``tau_slow``) learns every event
-    except those of a burst (fast count at least ``min_count`` and ``gate`` x expected), so
-    a burst cannot teach itself in while normal growth still can. ``floor`` is the least
-    expected count, so an entity with a thin history is not judged against zero.
+    ``fast`` has one column per window, of time constant ``tau_fast[w]`` (all decayed from ``fast_last``).
+    Returns (fast counts after the event, expected fast counts from the baseline: both one column per window,
+    and the hour's level). The slow baseline (an event rate, via a decayed count over ``tau_slow``) learns every
+    event except those of a burst (in some window, a fast count at least ``min_count`` and ``gate`` x expected),
+    so a burst cannot teach itself in while normal growth still can. ``floor`` is the least expected count in
+    the first window (the others' in proportion), so an entity with a thin history is not judged against zero.
+
+    The baseline is a daily rate; the expected counts are scaled by the level of this hour (UTC hours of event
+    time, so the group's own rhythm whatever its time zone) in the entity's group ``ten`` (e.g. its tenant):
+    the hour's share of the group's events (``hours``: decayed over ``rhythm_tau``; ``hours_last``: when) times
+    24, never below 1, so an entity is not judged at its daily average in its group's busiest hours, and never
+    above that average in its quiet ones. Bursts are not learned into the rhythm either. ``rhythm_tau`` of 0
+    keeps the level at 1 (no rhythm).
     """
     n = ent.shape[0]
-    f_out = np.empty(n, dtype=np.float64)
-    x_out = np.empty(n, dtype=np.float64)
+    nw = tau_fast.shape[0]
+    f_out = np.empty((n, nw), dtype=np.float64)
+    x_out = np.empty((n, nw), dtype=np.float64)
+    l_out = np.ones(n, dtype=np.float64)
     for i in range(n):
         e = ent[i]
         t = ts[i]
+        g = ten[i]
+        hour = (t // 3_600_000) % 24
+        level = 1.0
+        if rhythm_tau > 0:
+            dh = t - hours_last[g]
+            if dh > 0:
+                f = math.exp(-dh / rhythm_tau)
+                for h in range(24):
+                    hours[g, h] *= f
+                hours_last[g] = t
+            tot = 0.0
+            for h in range(24):
+                tot += hours[g, h]
+            level = max(1.0, (hours[g, hour] + 1.0) / (tot + 24.0) * 24.0)
         dt = t - fast_last[e]
+        for w in range(nw):
+            if dt > 0:
+                fast[e, w] *= math.exp(-dt / tau_fast[w])
+            fast[e, w] += 1.0
         if dt > 0:
-            fast[e] *= math.exp(-dt / tau_fast)
             fast_last[e] = t
-        fast[e] += 1.0
         ds = t - slow_last[e]
         if ds > 0:
             slow[e] *= math.exp(-ds / tau_slow)
@@ -61,13 +87,21 @@ def burst_vs_baseline(ent, ts, fast, fast_last, slow, slow_last, seen_since, tau
             seen_since[e] = t
         # expected events within tau_fast at the baseline rate; a decayed count over an age a
         # holds rate * tau * (1 - exp(-a / tau)) events, so young entities are not under-estimated
-        age = max(t - seen_since[e], tau_fast)
-        expected = max(slow[e] / (tau_slow * (1.0 - math.exp(-age / tau_slow))) * tau_fast, floor)
-        f_out[i] = fast[e]
-        x_out[i] = expected
-        if fast[e] < min_count or fast[e] < gate * expected:
+        age = max(t - seen_since[e], tau_fast[0])
+        rate = max(slow[e] / (tau_slow * (1.0 - math.exp(-age / tau_slow))), floor / tau_fast[0])
+        burst = False
+        for w in range(nw):
+            expected = rate * tau_fast[w] * level
+            f_out[i, w] = fast[e, w]
+            x_out[i, w] = expected
+            if fast[e, w] >= min_count and fast[e, w] >= gate * expected:
+                burst = True
+        l_out[i] = level
+        if not burst:
             slow[e] += 1.0
-    return f_out, x_out
+            if rhythm_tau > 0:
+                hours[g, hour] += 1.0
+    return f_out, x_out, l_out
 
 
 @njit(cache=True)

@@ -51,6 +51,13 @@ class AgentConfig:
     runaway_rate_floor: float = option(0.05, "the least session starts per `runaway_tau_s` an agent is "
                                              "expected to make (a documented floor: a quiet agent is not judged "
                                              "against zero)")
+    runaway_long_tau_s: float = option(1800.0, "time constant of an agent's sustained session-start rate (a second "
+                                               "window: a runaway at a moderate rate for an hour)")
+    runaway_nb_size: float = option(10.0, "the most session starts an agent's expected count is trusted as resting "
+                                          "on (negative-binomial size): counts over half an hour vary more than a "
+                                          "Poisson's")
+    runaway_rhythm_days: float = option(7.0, "time constant of a tenant's learned hour-of-day rhythm of session "
+                                             "starts (0: judge every hour at the daily rate)")
     runaway_session_steps: int = option(30, "session steps before a session's length is judged")
     agent_type_warm_events: int = option(200, "events of an agent type before its session lengths are trusted")
     agent_prior_weight: float = option(20.0, "observations an agent type's own rates are worth against all "
@@ -65,6 +72,24 @@ class AgentConfig:
                                        "failure rate of that tool) that is a tool loop (a floor)")
     loop_fail_rate_floor: float = option(0.01, "the least failure rate a tool is judged with (a floor: a tool "
                                                "that never failed is not judged against zero)")
+
+
+class TenantRhythm:
+    """Per tenant (id): its agents' session starts per UTC hour of the day, decayed (``kernels.burst_vs_baseline``).
+
+    An agent is judged at its daily rate times its tenant's level at this hour, so an agent that works in its
+    tenant's office hours is not a runaway every morning; hours of the tenant's own event time, whatever its
+    time zone."""
+
+    def __init__(self) -> None:
+        self.hours = np.zeros((0, 24))
+        self.last = np.zeros(0)
+
+    def fit(self, n: int) -> None:
+        grow = n - self.hours.shape[0]
+        if grow > 0:
+            self.hours = np.vstack([self.hours, np.zeros((grow, 24))])
+            self.last = np.concatenate([self.last, np.zeros(grow)])
 
 
 @dataclass
@@ -250,22 +275,39 @@ def stage(ctx: Context, c: AgentColumns) -> list[Finding]:
         f.title = "Runaway agent: session far longer than its type's"
         out.append(f)
     first = np.flatnonzero(step_n == 1)  # session starts: hundreds of short sessions count as much as one long
-    fast, expected = burst_vs_baseline(c.agent[first], c.ts[first], a["fast"], a["fast_last"], a["slow"],
-                                       a["slow_last"], a["since"], cfg.runaway_tau_s * 1000,
-                                       RUNAWAY_BASELINE_TAU_MS, 8.0, cfg.runaway_rate_floor, 3.0)
-    r_surprise = poisson_surprise_many(np.floor(fast), expected)
+    rhythm: TenantRhythm = fam["agent_tenant_rhythm"]
+    rhythm.fit(len(ctx.tables.vocabs.tenant))
+    taus = np.array([cfg.runaway_tau_s, cfg.runaway_long_tau_s]) * 1000
+    counts = np.stack([a["fast"], a["fast_long"]], axis=1)
+    fasts, expects, level = burst_vs_baseline(c.agent[first], c.ts[first], counts, a["fast_last"], a["slow"],
+                                              a["slow_last"], a["since"], taus, RUNAWAY_BASELINE_TAU_MS, 8.0,
+                                              cfg.runaway_rate_floor, 3.0, c.tenant[first], rhythm.hours,
+                                              rhythm.last, cfg.runaway_rhythm_days * DAY)
+    a["fast"][:], a["fast_long"][:] = counts[:, 0], counts[:, 1]
+    # the better window, less log10 of the windows tried
+    # a negative-binomial spread (a Poisson of counts scaled by 1 + expected / size): over half an hour an agent's
+    # real session counts vary more than a Poisson's
+    phi = 1.0 + expects / cfg.runaway_nb_size
+    per_window = np.stack([poisson_surprise_many(np.floor(fasts[:, w]) / phi[:, w], expects[:, w] / phi[:, w])
+                           for w in range(2)], axis=1)
+    best = np.argmax(per_window, axis=1) if len(first) else np.zeros(0, dtype=np.int64)
+    r_surprise = np.max(per_window, axis=1, initial=0.0) - np.log10(2.0)
+    rows = np.arange(len(first))
+    fast, expected = fasts[rows, best], expects[rows, best]
     for j in np.flatnonzero(r_surprise >= cfg.runaway_surprise).tolist():
         i = int(first[j])
         e = c.events[i]
         sup = float(r_surprise[j])
-        per_min = 60.0 / cfg.runaway_tau_s
+        per_min = 60_000.0 / taus[best[j]]
         f = ctx.finding("agent.runaway", c, i, e.agent_id, e.principal, score_of(sup, 1),
                         [Feature(name="sessions_per_min", value=round(float(fast[j]) * per_min, 2),
                                  baseline=round(float(expected[j]) * per_min, 3)),
+                         Feature(name="hour_level", value=round(float(level[j]), 2), baseline=1.0),
                          Feature(name="tokens", value=float(c.tokens[i]))],
                         f"Agent {e.agent_id} is starting about {fast[j] * per_min:.1f} sessions a minute, "
-                        f"{fast[j] / expected[j]:.0f}x its usual {expected[j] * per_min:.2f} (its own rate over "
-                        f"the last day): about {one_in(sup)} (session {e.session_id}).")
+                        f"{fast[j] / expected[j]:.0f}x its usual {expected[j] * per_min:.2f} at this hour (its own "
+                        f"rate over the last day, times {level[j]:.1f} for its tenant's agents at this hour): about "
+                        f"{one_in(sup)} (session {e.session_id}).")
         f.surprise = sup
         f.title = "Runaway agent: session rate explosion"
         out.append(f)
@@ -336,9 +378,13 @@ FAMILY = Family(
         Detector(
             "agent.runaway", "Runaway agent: session rate or length explosion", "agent",
             ("atlas:AML.T0034", "owasp-llm:LLM10"),
-            "Two signals. An agent starting sessions far above its own rate: the decayed count of its session "
-            "starts (`runaway_tau_s`) against a Poisson with its daily rate (at least `runaway_rate_floor`), "
-            "alerting at `runaway_surprise`; hundreds of short sessions count as much as one long run. Or a "
+            "Two signals. An agent starting sessions far above its own rate: the decayed counts of its session "
+            "starts over two minutes (`runaway_tau_s`) and half an hour (`runaway_long_tau_s`) against what its "
+            "daily rate (at least `runaway_rate_floor`) expects at this hour, scaled by how busy its tenant's "
+            "agents are at this hour of the day (learned, so office hours are not a runaway every morning), each "
+            "judged as a negative binomial (real counts vary more than a Poisson's), the better window counted "
+            "as two tests; it alerts at `runaway_surprise`. Hundreds of short sessions count as much as one long "
+            "run, and a moderate runaway that lasts an hour is caught by the longer window. Or a "
             "session that passes `runaway_session_steps` and runs longer than 1.5x the longest length at least "
             "two earlier sessions of its agent type reached (one runaway session cannot raise the bar)."),
         Detector(
@@ -351,6 +397,7 @@ FAMILY = Family(
     ),
     columns=(
         Column("agent", "fast", 0, "decayed session-start count, `runaway_tau_s`"),
+        Column("agent", "fast_long", 0, "decayed session-start count, `runaway_long_tau_s`"),
         Column("agent", "fast_last", 0, "time of the fast count's last update"),
         Column("agent", "slow", 0, "decayed baseline session-start count (a day)"),
         Column("agent", "slow_last", 0, "time of the baseline's last update"),
@@ -371,6 +418,8 @@ FAMILY = Family(
               _SESSION_EVICTION, factory=dict),
         Table("agent_new_action_evidence", "session -> its new privileged actions' surprise", _SESSION_EVICTION,
               factory=dict),
+        Table("agent_tenant_rhythm", "tenant -> its agents' session starts per hour of the day",
+              "keyed by tenant id: tenants are never evicted (24 floats per tenant)", factory=TenantRhythm),
         Table("agent_type_actions", "per agent type: actions taken, calls and failures per action", _TOKENS,
               factory=Habits),
         Table("agent_untrusted_transitions", "per agent type: transitions taken after untrusted input", _TOKENS,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 
@@ -182,3 +182,45 @@ def test_docstring_examples():
     from detectors.families import agent
 
     assert doctest.testmod(agent).failed == 0
+
+
+# -- agent.runaway: session starts judged at the tenant's hour, over two windows ------------------
+def _office_agents(s: Stream, days: int = 6) -> None:
+    """Four agents of one tenant that start a session every 2 minutes in office hours (08-16 UTC) and every 15
+    outside them: their daily rate is about 0.2 a minute, their office-hours rate 0.5."""
+    for day in range(days):
+        for hour in range(24):
+            every = 2 if 8 <= hour < 16 else 15
+            for m in range(0, 60, every):
+                for a in range(4):
+                    t = T0 + timedelta(days=day, hours=hour, minutes=m, seconds=7 * a)
+                    sid = f"o{a}-{day}-{hour}-{m}"
+                    s.agent(t, f"office{a}", sid)
+                    s.agent(t + timedelta(seconds=3), f"office{a}", sid)
+
+
+def test_an_agent_working_at_its_tenants_office_hours_rate_is_not_a_runaway():
+    """The benign twin: eight sessions in 80 seconds at 09:00 are about 1 in 10,000 for an agent at its tenant's
+    office-hours rate (0.5 a minute), but 1 in 10 million at its daily average: judged without the hour's level,
+    every busy morning minute would be a runaway."""
+    s = Stream()
+    _office_agents(s)
+    day = T0 + timedelta(days=6, hours=9, seconds=30)
+    for j in range(8):
+        s.agent(day + timedelta(seconds=10 * j), "office0", f"busy{j}")
+    assert not _hits(s.run(), "agent.runaway")
+
+
+def test_a_sustained_moderate_runaway_is_caught_by_the_half_hour_window():
+    """The pattern: a quiet agent (a session an hour) starting one session a minute for an hour. Over two
+    minutes that is two sessions, too few to be sure of; over half an hour it is thirty against about one."""
+    s = Stream()
+    _office_agents(s)
+    for h in range(6 * 24):
+        s.agent(T0 + timedelta(hours=h, minutes=30), "quiet", f"q{h}")
+    start = T0 + timedelta(days=6, hours=2)
+    ids = {s.agent(start + timedelta(seconds=60 * j + 13 * (j % 3)), "quiet", f"run{j}") for j in range(60)}
+    alerts = s.run()
+    hit = _first_hit(alerts, "agent.runaway", ids, "quiet")
+    assert datetime.fromisoformat(hit.first_seen.replace("Z", "+00:00")) <= start + timedelta(minutes=30)
+    assert "at this hour" in hit.explanation
