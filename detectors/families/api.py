@@ -62,12 +62,11 @@ _RATE_LIMITED = code("api_usage", "auth_result", "rate_limited")
 class ApiConfig:
     auth_fail_tau_s: float = option(60.0, "time constant of the per-IP decayed count of failed authentications")
     auth_fail_min: float = option(20.0, "failed authentications (decayed count) from one IP that make a burst")
-    key_warm_events: int = option(30, "requests a key makes before it is judged against its own history")
     key_warm_hours: float = option(6.0, "hours since a key was first seen before it is judged against itself")
-    scope_warm_events: int = option(30, "requests of a warm key after which any first use of a scope is news")
-    scope_cold_events: int = option(10, "requests of a young key after which its tenant's rare scopes are news")
-    scope_peer_share: float = option(0.05, "a scope used by fewer than this share of the tenant's keys is rare")
-    scope_peer_min_keys: int = option(20, "keys a tenant needs before its peers' scope usage is trusted")
+    scope_cold_events: int = option(10, "floor: requests of a key before its first use of a scope is judged")
+    scope_surprise: float = option(3.0, "surprise of a key's first use of an unprivileged scope (its own rate of "
+                                        "taking up scopes, times the share of its tenant's keys using the scope) "
+                                        "that raises api.new_scope (a floor: the false-alarm budget decides)")
     client_surprise: float = option(5.0, "surprise (-log10 probability) of a new client IP / user agent, judged by "
                                          "the key's own novelty rate, that raises api.new_client")
     client_prior_weight: float = option(5.0, "requests' worth of the tenant's novelty rate a key's own is shrunk to")
@@ -127,6 +126,7 @@ class TenantRates:
         self.rows = np.zeros((0, TN_COLS))
         self.hours = np.zeros((0, 24))
         self.client = np.zeros((0, 3))  # new IPs, new user agents, requests: over its keys, each key's first left out
+        self.scopes = np.zeros((0, 2))  # scopes taken up, requests: over its keys, each key's first left out
         self.route_rows: dict[int, int] = {}  # pair(tenant, scope) -> row of route_tok
         # per (tenant, scope): typical log tokens per request, requests learned; spread of keys' requests around it
         # (mean square of the residual), requests learned into that; the same four of log(output / input tokens)
@@ -151,6 +151,11 @@ class TenantRates:
             self.rows = np.vstack([self.rows, np.zeros((grow, TN_COLS))])
             self.hours = np.vstack([self.hours, np.zeros((grow, 24))])
             self.client = np.vstack([self.client, np.zeros((grow, 3))])
+        if not hasattr(self, "scopes"):  # a checkpoint from before the scope take-up rates
+            self.scopes = np.zeros((0, 2))
+        grow = n - self.scopes.shape[0]
+        if grow > 0:
+            self.scopes = np.vstack([self.scopes, np.zeros((grow, 2))])
 
 
 def stage(ctx: Context, c: ApiColumns) -> list[Finding]:
@@ -163,31 +168,11 @@ def stage(ctx: Context, c: ApiColumns) -> list[Finding]:
     k = s.key
     out: list[Finding] = []
     n_before = count_before(k, c.key, c.ts)
-    warm = (n_before >= cfg.key_warm_events) & (c.ts - k["first"][c.key] >= cfg.key_warm_hours * HOUR)
     asset = _asset(ctx, c)
 
     out += _new_client(ctx, c, n_before)
 
-    # scope never used by a warm key
-    scope = np.where(c.scope < 0, 0, c.scope)
-    new_scope = ctx.novel("key_scope", pair(c.key, scope)) & (c.scope >= 0)
-    # a key with a short history of its own starts from its peer group's: a scope (almost) no key of its
-    # tenant uses is news for a key of any age past a handful of requests
-    peer_users, peer_keys = _scope_peers(ctx, c, new_scope, scope)
-    rare = (peer_keys >= cfg.scope_peer_min_keys) & (peer_users < cfg.scope_peer_share * peer_keys)
-    young = (n_before >= cfg.scope_cold_events) & (c.ts - k["first"][c.key] >= cfg.key_warm_hours * HOUR)
-    for i in np.flatnonzero(new_scope & ~c.auth_fail & (((n_before >= cfg.scope_warm_events) & warm)
-                                                        | (rare & young))):
-        e = c.events[i]
-        sc = e.scope_used or ""
-        score = 0.9 if sc.startswith("admin") else (0.75 if sc in ("fine_tune:write", "files:write") else 0.55)
-        out.append(ctx.finding("api.new_scope", c, i, e.api_key_id, e.principal, score,
-                               [Feature(name="scope_first_use", value=1.0, baseline=0.0),
-                                Feature(name="key_events_seen", value=float(n_before[i])),
-                                Feature(name="tenant_keys_using_scope", value=float(peer_users[i]),
-                                        baseline=float(peer_keys[i]))],
-                               f"API key {e.api_key_id} used scope '{sc}' ({e.method} {e.endpoint}) for the first "
-                               f"time after {int(n_before[i])} requests that never needed it."))
+    out += _new_scope(ctx, c, n_before, asset)
 
     # authentication-failure burst per client IP
     fails = decayed_count(c.ip, c.ts, c.auth_fail.astype(np.float64), s.ip["fail"], s.ip["fail_last"],
@@ -206,6 +191,60 @@ def stage(ctx: Context, c: ApiColumns) -> list[Finding]:
     out += _stuffing_findings(ctx, c, m, tenants)
     out += _unknown_findings(ctx, c, m)
     _learn_key_models(ctx, c)
+    return out
+
+
+def _new_scope(ctx: Context, c: ApiColumns, n_before: np.ndarray, asset: np.ndarray) -> list[Finding]:
+    """api.new_scope: a key using a scope for the first time, as surprising as its own habits make it.
+
+    The chance that a key's next request brings a scope new to it is its own rate of taking up scopes (the
+    scopes it used after its first, over its requests), shrunk toward its tenant's keys' rate (``client_prior_weight``
+    requests' worth) while it is young; the chance that the new scope is this one is the share of the tenant's
+    keys that use it (one more key as the prior). A young key trying the scopes most keys use is not surprising; a
+    key that used one scope for a thousand requests turning to one no other key uses is. A privileged scope
+    (admin, write) a key past ``scope_cold_events`` requests uses for the first time is raised whatever the odds:
+    it is what an over-permissioned key's misuse looks like, and its severity follows the asset.
+    """
+    cfg, k = ctx.config, ctx.tables.key
+    pooled = ctx.tables.family["api_tenants"].scopes
+    scope = np.where(c.scope < 0, 0, c.scope)
+    new_scope = ctx.novel("key_scope", pair(c.key, scope)) & (c.scope >= 0)
+    peer_users, peer_keys = _scope_peers(ctx, c, new_scope, scope)
+    later = new_scope & (n_before > 0)  # a key's first request brings its first scope: not a novelty
+    own = k["scopes"][c.key] + earlier_flagged(c.key, later)
+    t_new = pooled[c.tenant, 0] + earlier_flagged(c.tenant, later)
+    t_all = pooled[c.tenant, 1] + earlier_flagged(c.tenant, n_before > 0)
+    prior = (t_new + 1.0) / (t_all + 2.0)
+    w = cfg.client_prior_weight
+    p_new = np.clip((own + prior * w) / (np.maximum(n_before - 1, 0) + w), 1e-12, 1.0)
+    p_this = (peer_users + 1.0) / (peer_keys + 2.0)
+    surprise = -np.log10(p_new) - np.log10(np.minimum(p_this, 1.0))
+    np.add.at(k["scopes"], c.key[later], 1.0)
+    np.add.at(pooled[:, 0], c.tenant[later], 1.0)
+    np.add.at(pooled[:, 1], c.tenant[n_before > 0], 1.0)
+    young = (n_before >= cfg.scope_cold_events) & (c.ts - k["first"][c.key] >= cfg.key_warm_hours * HOUR)
+    privileged = asset >= 2
+    out = []
+    for i in np.flatnonzero(later & ~c.auth_fail & young & (privileged | (surprise >= cfg.scope_surprise))):
+        e = c.events[i]
+        sc = e.scope_used or ""
+        score = score_of(float(surprise[i]), int(asset[i]))
+        if privileged[i]:
+            score = max(score, 0.9 if asset[i] >= 3 else 0.75)
+        f = ctx.finding("api.new_scope", c, i, e.api_key_id, e.principal, score,
+                        [Feature(name="scope_first_use", value=1.0, baseline=round(float(p_new[i]), 5)),
+                         Feature(name="key_events_seen", value=float(n_before[i])),
+                         Feature(name="tenant_keys_using_scope", value=float(peer_users[i]),
+                                 baseline=float(peer_keys[i])),
+                         Feature(name="surprise", value=round(float(surprise[i]), 2))],
+                        f"API key {e.api_key_id} used scope '{sc}' ({e.method} {e.endpoint}) for the first time "
+                        f"after {int(n_before[i])} requests; it takes up a new scope on about "
+                        f"{one_in(-np.log10(p_new[i]))} requests, and {int(peer_users[i])} of its tenant's "
+                        f"{int(peer_keys[i])} keys use this one: about {one_in(surprise[i])} for this key"
+                        + (" (a privileged scope: raised whatever the odds)." if privileged[i] else "."))
+        if not privileged[i]:
+            f.surprise = float(surprise[i])
+        out.append(f)
     return out
 
 
@@ -482,13 +521,16 @@ def _unknown_findings(ctx: Context, c: ApiColumns, m: np.ndarray) -> list[Findin
 
 def _scope_peers(ctx: Context, c: ApiColumns, new_scope: np.ndarray,
                  scope: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """As of each event: keys of its tenant that used its scope before, and keys of its tenant seen before.
+    """As of each event: keys of its tenant that used its scope before, and keys of its tenant seen before (with a
+    successful request: the keys a credential-stuffing run guesses are not its tenant's keys).
 
     The counts are of tracked keys: compaction takes an evicted key out of them (``compaction.uncount_keys``),
     so a key that comes back is counted once again, not twice.
     """
     s = ctx.tables
-    new_key = ctx.novel("tenant_key", c.key.astype(np.int64))
+    ok = ~c.auth_fail  # a key counts once it made a successful request: guessed keys are not the tenant's
+    new_key = np.zeros(len(c.key), dtype=np.bool_)
+    new_key[ok] = ctx.novel("tenant_key", c.key[ok].astype(np.int64))
     ts_key = pair(c.tenant, scope)
     uniq, inv = np.unique(ts_key, return_inverse=True)  # one dict look-up per (tenant, scope), not per event
     users = np.array([s.scope_keys.get(x, 0) for x in uniq.tolist()], dtype=np.int64)[inv]
@@ -580,11 +622,13 @@ FAMILY = Family(
         Detector(
             "api.new_scope", "API key used a scope it never used", "api_key",
             ("atlas:AML.T0012", "owasp-llm:LLM06"),
-            "Remembers which scopes each key used. A warm key (`scope_warm_events` requests) using a scope "
-            "for the first time is raised; a young key (`scope_cold_events` requests) is judged by its "
-            "tenant's keys instead: using a scope fewer than `scope_peer_share` of them use (with at least "
-            "`scope_peer_min_keys` keys in the tenant) is raised. Admin scopes score highest, write scopes "
-            "next."),
+            "Remembers which scopes each key used. A key's first use of a scope (past `scope_cold_events` "
+            "requests) is as unusual as the key's own rate of taking up new scopes (shrunk toward its tenant's "
+            "keys' while it is young) times the share of the tenant's keys that use that scope: a young key "
+            "trying the scopes most keys use is not news, a key that used one scope for a thousand requests "
+            "turning to one no other key uses is. It alerts at `scope_surprise`, as the false-alarm budget "
+            "allows. A privileged scope (admin, write) used for the first time is raised whatever the odds: "
+            "admin scopes score highest, write scopes next."),
         Detector(
             "api.rate_burst", "Request rate far above the key's own expected rate", "api_key",
             ("atlas:AML.T0034", "owasp-llm:LLM10"),
@@ -655,6 +699,7 @@ FAMILY = Family(
         Column("key", "out_n", 0, "requests with output and input tokens learned"),
         Column("key", "out_run", 0, "summed surprise of the current run of outputs far longer than usual"),
         Column("key", "models", 0, "distinct models the key queried"),
+        Column("key", "scopes", 0, "scopes the key took up after its first request"),
         Column("key", "mnew", 0, "decayed count of models new to the key, 10 minutes"),
         Column("key", "mnew_last", 0, "time of that count's last update"),
         *(Column("key", f"gap{j}", 0, f"time of the key's {j + 1}th latest request (cluster test)")

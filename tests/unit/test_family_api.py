@@ -341,3 +341,44 @@ def test_token_run_model_judges_a_young_key_by_its_peers_spread():
     assert abs(out[0, 0] - 0.1 / 0.5) < 1e-9, "a key's first request: its peers' spread, mean 0"
     assert out[1, 0] > 3.5 and out[2, 1] > out[1, 1] > 0, "far-out requests start and grow a run"
     assert cols[2][0] == 1.0, "far-out requests are not learned"
+
+
+# -- api.new_scope: the key's own rate of taking up scopes, times the scope's share of the tenant's keys -------
+def _scopes(scope: str, *, history: int, guessed: int = 0) -> tuple[list, set[str]]:
+    """30 keys of a tenant using chat (every third also embeddings); key ``solo`` uses chat ``history`` times,
+    then ``scope`` (unprivileged) three times. ``guessed`` keys of a credential-stuffing run fail first."""
+    rng = np.random.default_rng(11)
+    s = Stream()
+    for k in range(30):
+        for day in range(3):
+            for _ in range(4):
+                s.api(_work(rng, day), f"key{k}", "inference:chat")
+            if k % 3 == 0:
+                s.api(_work(rng, day), f"key{k}", "inference:embed", endpoint="/v1/embeddings")
+    for g in range(guessed):
+        s.api(T0 + timedelta(days=1, seconds=g), f"guess{g}", "inference:chat", auth_result="invalid_credentials")
+    for h in range(history):
+        s.api(T0 + timedelta(hours=2, seconds=3 * 24 * 3600 * h / history), "solo", "inference:chat")
+    t = T0 + timedelta(days=3, hours=10)
+    ids = {s.api(t + timedelta(seconds=20 * i), "solo", scope, endpoint="/v1/batches") for i in range(3)}
+    return s.run(), ids
+
+
+def test_a_key_with_one_scope_for_hundreds_of_requests_turning_to_a_scope_no_key_uses_is_caught():
+    alerts, ids = _scopes("inference:batch", history=400)
+    hits = [a for a in _hits(alerts, "api.new_scope", ids) if a.severity != "info"]
+    assert hits and hits[0].entity == "solo"
+    assert "1 in" in hits[0].explanation and "0 of its tenant's" in hits[0].explanation
+
+
+def test_a_young_key_taking_up_a_scope_a_third_of_its_peers_use_is_not_news():
+    """The benign twin: 12 requests in, embeddings (a third of the tenant's keys use them) is what young keys do."""
+    alerts, ids = _scopes("inference:embed", history=12)
+    assert not [a for a in _hits(alerts, "api.new_scope", ids) if a.severity != "info"]
+
+
+def test_keys_a_credential_stuffing_run_guessed_do_not_make_a_scope_look_rare():
+    """Three hundred guessed keys that never authenticated are not the tenant's keys: the embeddings scope is
+    still used by a third of its keys, so a young key taking it up stays quiet."""
+    alerts, ids = _scopes("inference:embed", history=12, guessed=300)
+    assert not [a for a in _hits(alerts, "api.new_scope", ids) if a.severity != "info"]
