@@ -746,3 +746,79 @@ def daily_peak_zscore(ent, day, x, learn_all, cur_day, cur_max, mean, var, n_see
         counted = v if (learn_all[i] or not warm_e) else min(v, mean[e] + rise * sd)
         cur_max[e] = max(cur_max[e], counted)
     return z
+
+
+@njit(cache=True)
+def hour_rhythm_bursts(ent, group, hour, ts, first, ent_hist, group_hist, recent, recent_last, short, short_last,
+                       new_hour, carry, carry_ts, tau_ms, short_ms, prior, dispersion, extra, judged,
+                       floor):  # pragma: no cover - compiled
+    """``hour_rhythm`` judged at two time scales, with a peer prior counted in activity episodes, not events.
+
+    As ``hour_rhythm``, the entity's share of activity in the 3 hours around the event's hour starts from its
+    group's share (worth ``prior`` events), and each of two decayed counts of its accesses (``recent`` with time
+    constant ``tau_ms``, ``short`` with ``short_ms``) is judged by its Poisson tail under the count that share
+    expects at that scale; the surprise is the larger of the two less log10(2) (two tests). A burst of reads
+    within minutes is judged on the minutes, a longer night's work on the half hours. Each event adds one to its
+    entity's histogram, but only an entity's first event at each hour of the day (``new_hour``) adds one to its
+    group's: the group's rhythm counts how many of its entities work at each hour, so a few accounts reading
+    thousands of times at night (nightly batches) do not make the night look busy for everyone else.
+    ``extra``/``carry`` and the learning gate (``judged``, ``floor``) are ``hour_rhythm``'s.
+    Returns (surprise, extra in force, the entity's share of the 3-hour window, the decayed count, the expected
+    count, the time constant in ms) of the deciding scale.
+    """
+    n = ent.shape[0]
+    s_out = np.empty(n, dtype=np.float64)
+    x_out = np.empty(n, dtype=np.float64)
+    share_out = np.empty(n, dtype=np.float64)
+    k_out = np.empty(n, dtype=np.float64)
+    mu_out = np.empty(n, dtype=np.float64)
+    tau_out = np.empty(n, dtype=np.float64)
+    two = math.log10(2.0)
+    for i in range(n):
+        e = ent[i]
+        g = group[i]
+        h = hour[i]
+        dt = ts[i] - recent_last[e]
+        if dt > 0:
+            recent[e] *= math.exp(-dt / tau_ms)
+            recent_last[e] = ts[i]
+        recent[e] += 1.0
+        dt = ts[i] - short_last[e]
+        if dt > 0:
+            short[e] *= math.exp(-dt / short_ms)
+            short_last[e] = ts[i]
+        short[e] += 1.0
+        e_tot = 0.0
+        g_tot = 0.0
+        for j in range(24):
+            e_tot += ent_hist[e, j]
+            g_tot += group_hist[g, j]
+        lo, hi = (h + 23) % 24, (h + 1) % 24
+        e_win = ent_hist[e, lo] + ent_hist[e, h] + ent_hist[e, hi]
+        g_win = group_hist[g, lo] + group_hist[g, h] + group_hist[g, hi]
+        g_share = (g_win + 1.5) / (g_tot + 12.0)
+        share = (e_win + prior * g_share) / (e_tot + prior)
+        per_hour = share / 3.0 * (e_tot + 1.0) / max((ts[i] - first[e]) / 86_400_000.0, 1.0)
+        best, k_best, mu_best, tau_best = -1.0, 0.0, 0.0, tau_ms
+        for scale in range(2):
+            mu = per_hour * (tau_ms if scale == 0 else short_ms) / 3_600_000.0
+            k = recent[e] if scale == 0 else short[e]
+            d = 1.0 + mu / dispersion
+            s = poisson_surprise_nb(k / d, mu / d)
+            if s > best:
+                best, k_best, mu_best, tau_best = s, k, mu, tau_ms if scale == 0 else short_ms
+        s = max(best - two, 0.0)
+        if extra[i] > 0.0:
+            carry[e] = extra[i]
+            carry_ts[e] = ts[i]
+        x = carry[e] if ts[i] - carry_ts[e] <= tau_ms else 0.0
+        s_out[i] = s
+        x_out[i] = x
+        share_out[i] = share
+        k_out[i] = k_best
+        mu_out[i] = mu_best
+        tau_out[i] = tau_best
+        if not (judged[i] and s + x >= floor):
+            ent_hist[e, h] += 1.0
+            group_hist[g, h] += new_hour[i]
+    return s_out, x_out, share_out, k_out, mu_out, tau_out
