@@ -63,6 +63,9 @@ class DataConfig:
                                        "cold principal")
     drift_k: float = option(0.75, "CUSUM allowance: z-scores below this do not add to the drift sum")
     drift_h: float = option(6.0, "CUSUM threshold of the drift sum")
+    drift_surprise: float = option(5.0, "surprise of the drift sum (its tail per read while reads keep to their "
+                                        "baseline, exp(-2 x drift_k x sum)) that is raised: 1 in 100,000 reads, the "
+                                        "rate per event of a false-alarm budget of 1 per 100k")
     off_hours_surprise: float = option(4.0, "surprise (this hour's activity against the principal's own rhythm, "
                                             "plus a new IP's against its own IP-novelty rate) that is raised")
     off_hours_hour_surprise: float = option(1.3, "least surprise of the hour's activity alone (about 1 in 20) for "
@@ -74,10 +77,11 @@ class DataConfig:
     off_hours_short_min: float = option(5.0, "time constant (minutes) of the second, short recent-activity count: "
                                              "a burst of reads within minutes is judged on the minutes")
     off_hours_min_events: int = option(1, "accesses of a principal before off-hours access is judged")
-    off_hours_learn_surprise: float = option(2.0, "surprise of a judged access (its hour's activity plus a new "
-                                                  "IP's) from which it is not learned into the principal's rhythm: "
-                                                  "the first reads of an unusual night do not make that hour look "
-                                                  "usual before the night is judged")
+    off_hours_learn_surprise: float = option(2.5, "surprise of a judged access (its hour's activity plus a new "
+                                                  "IP's) from which it is held back from the principal's rhythm "
+                                                  "until its episode ends (learned then unless the episode reached "
+                                                  "`off_hours_surprise`): the first reads of an unusual night do "
+                                                  "not make that hour look usual before the night is judged")
     segmentation_surprise: float = option(3.0, "surprise of a first access to another department's sensitive "
                                                "dataset (the principal's own dataset-novelty rate and the share "
                                                "of its department that uses the dataset) that is raised")
@@ -212,9 +216,11 @@ def _volume(ctx: Context, c: DataColumns) -> list[Finding]:
     cs = cusum(pid, np.where((z >= VOLUME_SPIKE_Z) | learning, cfg.drift_k, dzz), s.pair["s"], cfg.drift_k,
                CUSUM_GATE)
     for j in np.flatnonzero(cs >= cfg.drift_h):
+        surprise = cusum_surprise(float(cs[j]), cfg.drift_k)
+        if surprise < cfg.drift_surprise:
+            continue
         i = g[j]
         e = c.events[i]
-        surprise = cusum_surprise(float(cs[j]), cfg.drift_k)
         base = float(np.expm1(s.pair["mean"][pid[j]]))
         out.append(_finding(ctx, "data.volume_drift", c, i, surprise, int(c.sensitivity[i]),
                             [Feature(name="cusum", value=round(float(cs[j]), 2), baseline=0.0),
@@ -347,12 +353,20 @@ def _off_hours(ctx: Context, c: DataColumns, p_before: np.ndarray, tenant: _Tena
     # day), not accesses: a few batch accounts reading all night do not make the night look usual for its people
     new_hour = ctx.novel("principal_hour", pair(c.principal, hour)).astype(np.float64)
     tau = cfg.off_hours_tau_min * MIN
+    # the held-back reads of each principal's current episode, per hour of day (gathered for the batch's principals)
+    uniq, loc = np.unique(c.principal, return_inverse=True)
+    pending = np.stack([p[f"oh_pend{h}"][uniq] for h in range(24)], axis=1)
+    pend_max = p["oh_pend_max"][uniq]
+    ep_n = p["oh_ep_n"][uniq]
     hs, ip_s, share, k, mu, scale = hour_rhythm_bursts(
         c.principal, c.tenant, hour, c.ts, p["first"], s.hours_principal, s.hours_tenant, p["recent"],
-        p["recent_last"], p["recent_s"], p["recent_s_last"], new_hour, p["ip_carry"], p["ip_carry_ts"],
-        float(tau),
+        p["recent_last"], p["recent_s"], p["recent_s_last"], new_hour, p["ip_carry"], p["ip_carry_ts"], float(tau),
         float(cfg.off_hours_short_min * MIN), cfg.off_hours_prior, OFF_HOURS_DISPERSION, ip_s, judged,
-        cfg.off_hours_learn_surprise)
+        cfg.off_hours_learn_surprise, loc, pending, pend_max, ep_n, cfg.off_hours_surprise)
+    for h in range(24):
+        p[f"oh_pend{h}"][uniq] = pending[:, h]
+    p["oh_pend_max"][uniq] = pend_max
+    p["oh_ep_n"][uniq] = ep_n
     surprise = hs + ip_s
     out: list[Finding] = []
     # the hour must be unusual in itself: a new IP alone (however rare for the principal) is not off-hours access
@@ -547,9 +561,11 @@ FAMILY = Family(
             "with allowance `drift_k`); the baseline stops learning above 2 standard deviations, so a slow "
             "drip is not learned as the new normal, and a read that is usual for the principal at this time of "
             "day adds nothing, nor does a read of the principal's high mode (far above its ordinary reads yet within "
-            "its usual daily peaks: a nightly batch). The sum reaching `drift_h` is raised; how unusual it is is the "
-            "sum's own tail while the reads keep to their baseline (exp(-2 x `drift_k` x sum)), so a sum that "
-            "keeps growing grows more unusual and the false-alarm budget ranks drifts by it. A single spike is left "
+            "its usual daily peaks: a nightly batch). How unusual a sum is is its own tail "
+            "while the reads keep to their baseline (exp(-2 x `drift_k` x sum), per read); a sum reaching `drift_h` "
+            "whose tail is at least `drift_surprise` (1 in 100,000 reads, the rate per event of a budget of 1 per "
+            "100k) is raised, and as it keeps growing it grows more unusual, so the false-alarm budget ranks "
+            "drifts by it. A single spike is left "
             "to data.volume_spike and does not feed the sum, nor do the reads of the tenant's learning period.",
             cooldown_s=86_400),
         Detector(
@@ -572,17 +588,21 @@ FAMILY = Family(
             "principals at work at each hour (each one's first access at that hour), not accesses, so a few batch "
             "accounts reading all night do not make the night look usual for a young principal. From the "
             "histogram and the principal's events per day it expects how many accesses fall within "
-            "`off_hours_short_min` and within `off_hours_tau_min` at this hour; the larger Poisson tail of the two "
-            "recent counts (less log10(2), two tests) is the surprise, so a second read within a minute or two is "
-            "judged on the minutes. A new client IP adds its surprise under the principal's own IP-novelty rate "
+            "`off_hours_tau_min` at this hour, and, in hours the principal never worked at before this episode, within "
+            "`off_hours_short_min` too; the Poisson tail of the recent count (the larger of the two, less log10(2) "
+            "for two tests) is the surprise, so a person's second read within a minute or two is judged on the "
+            "minutes, while a batch account's clustered reads in its usual hours are judged on the half hour. A new "
+            "client IP adds its surprise under the principal's own IP-novelty rate "
             "(shrunk to its tenant's), so behind a NAT pool a new address adds nothing; an address on a network "
             "(IPv4 /16, IPv6 /48) the tenant never used adds how rarely the tenant's new addresses are on a new "
             "network, so the first read from outside can alert on its own. A granted "
             "confidential or restricted access in a quiet hour (below `off_hours_share` of the principal's average "
             "hour) whose surprise reaches `off_hours_surprise`, the hour's part alone at least "
             "`off_hours_hour_surprise`, is raised. A judged access whose surprise reaches "
-            "`off_hours_learn_surprise` is not learned into the rhythm, so the first reads of an unusual night "
-            "do not teach that hour in while the night builds up; a principal is judged from "
+            "`off_hours_learn_surprise` is held back from the rhythm while its episode lasts, so the first reads "
+            "of an unusual night do not teach that hour in while the night builds up, and learned when the "
+            "episode is over unless it reached `off_hours_surprise` (a raised night is never learned; a service "
+            "account's unraised nightly batch becomes its rhythm); a principal is judged from "
             "`off_hours_min_events` accesses on."),
         Detector(
             "data.training_write", "Training data written by an unusual principal", "principal",
@@ -623,6 +643,10 @@ FAMILY = Family(
         Column("principal", "recent_last", 0, "time of the recent count's last update"),
         Column("principal", "recent_s", 0, "decayed count of accesses, `off_hours_short_min`"),
         Column("principal", "recent_s_last", 0, "time of the short recent count's last update"),
+        *(Column("principal", f"oh_pend{h}", 0, f"held-back accesses at {h:02d}:00 UTC of the current episode")
+          for h in range(24)),
+        Column("principal", "oh_pend_max", 0, "largest surprise of the current episode's held-back accesses"),
+        Column("principal", "oh_ep_n", 0, "accesses learned into the rhythm since the current episode began"),
         Column("principal", "ip_new", 0, "accesses from a client IP new to the principal"),
         Column("principal", "ip_seen", 0, "accesses with a client IP"),
         Column("principal", "ip_carry", 0, "surprise of the principal's latest new IP"),
