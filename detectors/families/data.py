@@ -7,6 +7,7 @@ hour-of-day profiles.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,14 +21,14 @@ from detectors.calibration import (
     rate_surprise_many,
     score_of,
 )
-from detectors.columns import DataColumns
+from detectors.columns import SEP, DataColumns, Vocab
 from detectors.families.common import DAY, HOUR, MIN, count_before, earlier_flagged, rank_in_batch
 from detectors.kernels import (
     block_log_zscore,
     cusum,
     daily_peak_zscore,
     decayed_count,
-    hour_rhythm,
+    hour_rhythm_bursts,
     log_zscore,
     pair,
 )
@@ -43,10 +44,11 @@ PAIR_VOLUME = (0.02, 2.0, 0.25)  # per (principal, dataset): frozen above 2 sigm
 PAIR_WARM_READS = 5
 CUSUM_GATE = 4.0  # drift: the CUSUM stops learning the pair's baseline above this z
 VOLUME_BLOCKS = 6  # time-of-day blocks (4 hours of UTC each) of a principal's volume baselines
-OFF_HOURS_DISPERSION = 5.0  # gamma-Poisson shape of a principal's counts per hour (kernels.hour_rhythm)
+OFF_HOURS_DISPERSION = 5.0  # gamma-Poisson shape of a principal's counts per hour (kernels.hour_rhythm_bursts)
 NOVELTY_PRIOR = 20.0  # weight (in observations) of the tenant's novelty rate in an entity's own
 TENANT_CROSS_KEY = 1 << 30  # data_crossings rows of a tenant (tenant id + this, owner department): above every dept id
-TENANT_IP_NEW, TENANT_IP_SEEN, TENANT_DENIED, TENANT_ACCESSES, TENANT_PD_NEW = range(5)
+TENANT_IP_NEW, TENANT_IP_SEEN, TENANT_DENIED, TENANT_ACCESSES, TENANT_PD_NEW, TENANT_NET_NEW = range(6)
+TENANT_COLS = 6
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ class DataConfig:
                                        "cold principal")
     drift_k: float = option(0.75, "CUSUM allowance: z-scores below this do not add to the drift sum")
     drift_h: float = option(6.0, "CUSUM threshold of the drift sum")
+    drift_surprise: float = option(5.0, "surprise of the drift sum (its tail per read while reads keep to their "
+                                        "baseline, exp(-2 x drift_k x sum)) that is raised: 1 in 100,000 reads, the "
+                                        "rate per event of a false-alarm budget of 1 per 100k")
     off_hours_surprise: float = option(4.0, "surprise (this hour's activity against the principal's own rhythm, "
                                             "plus a new IP's against its own IP-novelty rate) that is raised")
     off_hours_hour_surprise: float = option(1.3, "least surprise of the hour's activity alone (about 1 in 20) for "
@@ -69,11 +74,14 @@ class DataConfig:
                                          "(its tenant's profile as the prior); only quiet hours are off hours")
     off_hours_prior: float = option(24.0, "weight (in events) of the tenant's hour profile in the principal's")
     off_hours_tau_min: float = option(30.0, "time constant (minutes) of the recent-activity count judged per hour")
+    off_hours_short_min: float = option(5.0, "time constant (minutes) of the second, short recent-activity count: "
+                                             "a burst of reads within minutes is judged on the minutes")
     off_hours_min_events: int = option(1, "accesses of a principal before off-hours access is judged")
     off_hours_learn_surprise: float = option(2.5, "surprise of a judged access (its hour's activity plus a new "
-                                                  "IP's) from which it is not learned into the principal's rhythm: "
-                                                  "the first reads of an unusual night do not make that hour look "
-                                                  "usual before the night is judged")
+                                                  "IP's) from which it is held back from the principal's rhythm "
+                                                  "until its episode ends (learned then unless the episode reached "
+                                                  "`off_hours_surprise`): the first reads of an unusual night do "
+                                                  "not make that hour look usual before the night is judged")
     segmentation_surprise: float = option(3.0, "surprise of a first access to another department's sensitive "
                                                "dataset (the principal's own dataset-novelty rate and the share "
                                                "of its department that uses the dataset) that is raised")
@@ -110,16 +118,18 @@ def stage(ctx: Context, c: DataColumns) -> list[Finding]:
 
 
 class _TenantCounts:
-    """Per-tenant counts (new IPs, accesses with an IP, denials, accesses, first (principal, dataset) accesses)
-    as of each event of the batch: the peer priors of the principals' own rates."""
+    """Per-tenant counts (new IPs, accesses with an IP, denials, accesses, first (principal, dataset) accesses,
+    networks new to the tenant) as of each event of the batch: the peer priors of the principals' own rates."""
 
     def __init__(self, ctx: Context, c: DataColumns) -> None:
         self.table: dict[int, list[float]] = ctx.tables.family["data_tenant_counts"]
         self.c = c
         self.tenants, inv = np.unique(c.tenant, return_inverse=True)
-        self.base = np.array([self.table.get(t, [0.0] * 5) for t in self.tenants.tolist()],
-                             dtype=np.float64).reshape(-1, 5)[inv]
-        self.added = np.zeros((c.ts.size, 5))
+        rows = [self.table.setdefault(t, [0.0] * TENANT_COLS) for t in self.tenants.tolist()]
+        for row in rows:  # a row of an older checkpoint: the counts it did not keep start at zero
+            row.extend([0.0] * (TENANT_COLS - len(row)))
+        self.base = np.array(rows, dtype=np.float64).reshape(-1, TENANT_COLS)[inv]
+        self.added = np.zeros((c.ts.size, TENANT_COLS))
 
     def as_of(self, col: int, flag: np.ndarray) -> np.ndarray:
         """The tenant's count ``col`` before each event, ``flag`` marking the batch's events that add to it."""
@@ -128,9 +138,9 @@ class _TenantCounts:
 
     def commit(self) -> None:
         for t in self.tenants.tolist():
-            row = self.table.setdefault(t, [0.0] * 5)
+            row = self.table.setdefault(t, [0.0] * TENANT_COLS)
             mine = self.c.tenant == t
-            for col in range(5):
+            for col in range(TENANT_COLS):
                 row[col] += float(self.added[mine, col].sum())
 
 
@@ -201,14 +211,18 @@ def _volume(ctx: Context, c: DataColumns) -> list[Finding]:
     # a read of the principal's high mode (far above its ordinary reads, within its daily peaks: a nightly batch)
     # adds nothing either; a drip's reads, a few times the ordinary, still do
     dzz = np.where(usual_peak & (z_all >= HIGH_MODE_Z), np.minimum(dzz, cfg.drift_k), dzz)
-    cs = cusum(pid, np.where(z >= VOLUME_SPIKE_Z, cfg.drift_k, dzz), s.pair["s"], cfg.drift_k, CUSUM_GATE)
+    # the tenant's learning period learns baselines and judges nothing: its reads (a service account's first nightly
+    # batches, far from a baseline only just started) do not build a sum that the first judged day inherits
+    cs = cusum(pid, np.where((z >= VOLUME_SPIKE_Z) | learning, cfg.drift_k, dzz), s.pair["s"], cfg.drift_k,
+               CUSUM_GATE)
     for j in np.flatnonzero(cs >= cfg.drift_h):
+        surprise = cusum_surprise(float(cs[j]), cfg.drift_k)
+        if surprise < cfg.drift_surprise:
+            continue
         i = g[j]
         e = c.events[i]
-        # the sum of n z-scores above the allowance k: its tail as if each excess were a standard normal's
-        surprise = normal_surprise(float(cs[j]) / np.sqrt(max(float(s.pair["seen"][pid[j]]), 1.0)))
         base = float(np.expm1(s.pair["mean"][pid[j]]))
-        out.append(_finding(ctx, "data.volume_drift", c, i, max(surprise, 3.0), int(c.sensitivity[i]),
+        out.append(_finding(ctx, "data.volume_drift", c, i, surprise, int(c.sensitivity[i]),
                             [Feature(name="cusum", value=round(float(cs[j]), 2), baseline=0.0),
                              Feature(name="rows", value=float(c.rows[i]), baseline=round(base, 1))],
                             f"{e.principal}'s reads of {e.dataset} have kept growing above their baseline of "
@@ -222,6 +236,20 @@ HIGH_MODE_Z = 4.0  # log-volume z above the principal's baseline from which a re
 PEAK_ALPHA = 0.1  # learning rate of a principal's daily-peak baseline (about ten days of memory)
 VOLUME_SPIKE_Z = 6.0  # z at which a read is the spike detector's and leaves the drift sum as it is
 USUAL_Z = 1.0  # a read within this many standard deviations of its time-of-day block's baseline is usual there
+
+
+def cusum_surprise(s: float, k: float) -> float:
+    """-log10 of how often a CUSUM of standard-normal z-scores with allowance ``k`` stands at ``s`` or above while
+    the reads keep to their baseline: the sum's stationary tail is exponential, ``exp(-2 k s)`` (Siegmund), so each
+    read is one test and the surprise grows with the sum, and the false-alarm budget can rank drifts by it.
+
+    Examples:
+        >>> round(cusum_surprise(6.0, 0.75), 2)
+        3.91
+        >>> cusum_surprise(9.0, 0.75) > cusum_surprise(6.0, 0.75)
+        True
+    """
+    return max(0.0, 2.0 * k * s / np.log(10.0))
 
 
 def _block_zscore(p: Arrays, prin: np.ndarray, block: np.ndarray, rows: np.ndarray, warm: int) -> np.ndarray:
@@ -307,6 +335,12 @@ def _off_hours(ctx: Context, c: DataColumns, p_before: np.ndarray, tenant: _Tena
     np.add.at(p["ip_seen"], c.principal, has_ip.astype(np.float64))
     ip_s = np.where(new_ip, rate_surprise_many(own_new, own_seen, t_new / np.maximum(t_seen, 1.0), NOVELTY_PRIOR),
                     0.0)
+    # ... and an address from a network the tenant never used adds how rarely the tenant's new addresses are on a
+    # new network (Laplace's rule over its new IPs): a NAT pool's or an office's new addresses stay in their networks
+    net = networks(v.ip, c.ip)
+    new_net = ctx.novel("tenant_network", pair(c.tenant, np.maximum(net, 0))) & new_ip & (net >= 0)
+    t_net = tenant.as_of(TENANT_NET_NEW, new_net.astype(np.float64))
+    ip_s = ip_s + np.where(new_net, -np.log10((t_net + 1.0) / (t_new + 2.0)), 0.0)
     # the tenant's learning period learns every event (its findings would be info only): a service account's first
     # nightly batch becomes its rhythm instead of being held out as an anomaly
     tenants, t_inv = np.unique(c.tenant, return_inverse=True)
@@ -315,11 +349,24 @@ def _off_hours(ctx: Context, c: DataColumns, p_before: np.ndarray, tenant: _Tena
     judged = (c.sensitivity >= 2) & c.granted & (p_before >= cfg.off_hours_min_events) & ~learning
     # hour of day in UTC: each principal's own histogram places its working hours, whatever its time zone
     hour = (c.ts // HOUR) % 24
+    # the tenant's rhythm counts principals at work at each hour (each principal's first access at that hour of the
+    # day), not accesses: a few batch accounts reading all night do not make the night look usual for its people
+    new_hour = ctx.novel("principal_hour", pair(c.principal, hour)).astype(np.float64)
     tau = cfg.off_hours_tau_min * MIN
-    hs, ip_s, share, k, mu = hour_rhythm(c.principal, c.tenant, hour, c.ts, p["first"], s.hours_principal,
-                                         s.hours_tenant, p["recent"], p["recent_last"], p["ip_carry"],
-                                         p["ip_carry_ts"], float(tau), cfg.off_hours_prior, OFF_HOURS_DISPERSION,
-                                         ip_s, judged, cfg.off_hours_learn_surprise)
+    # the held-back reads of each principal's current episode, per hour of day (gathered for the batch's principals)
+    uniq, loc = np.unique(c.principal, return_inverse=True)
+    pending = np.stack([p[f"oh_pend{h}"][uniq] for h in range(24)], axis=1)
+    pend_max = p["oh_pend_max"][uniq]
+    ep_n = p["oh_ep_n"][uniq]
+    hs, ip_s, share, k, mu, scale = hour_rhythm_bursts(
+        c.principal, c.tenant, hour, c.ts, p["first"], s.hours_principal, s.hours_tenant, p["recent"],
+        p["recent_last"], p["recent_s"], p["recent_s_last"], new_hour, p["ip_carry"], p["ip_carry_ts"], float(tau),
+        float(cfg.off_hours_short_min * MIN), cfg.off_hours_prior, OFF_HOURS_DISPERSION, ip_s, judged,
+        cfg.off_hours_learn_surprise, loc, pending, pend_max, ep_n, cfg.off_hours_surprise)
+    for h in range(24):
+        p[f"oh_pend{h}"][uniq] = pending[:, h]
+    p["oh_pend_max"][uniq] = pend_max
+    p["oh_ep_n"][uniq] = ep_n
     surprise = hs + ip_s
     out: list[Finding] = []
     # the hour must be unusual in itself: a new IP alone (however rare for the principal) is not off-hours access
@@ -328,8 +375,9 @@ def _off_hours(ctx: Context, c: DataColumns, p_before: np.ndarray, tenant: _Tena
     for i in np.flatnonzero(judged & quiet & (surprise >= cfg.off_hours_surprise)
                             & (hs >= cfg.off_hours_hour_surprise)):
         e = c.events[i]
-        ip_part = (f"; {'from ' + e.client_ip + ', ' if new_ip[i] else 'after '}a new IP for them (they show a "
-                   f"new one on about {one_in(float(ip_s[i]))} accesses)" if ip_s[i] > 0 else "")
+        ip_part = (f"; {'from ' + e.client_ip + ', ' if new_ip[i] else 'after '}a new IP for them"
+                   + (" on a network their tenant never used" if new_net[i] else "")
+                   + f" (about {one_in(float(ip_s[i]))} for them)" if ip_s[i] > 0 else "")
         # the features keep their published names: alerts and stored rows carry them
         out.append(_finding(
             ctx, "data.off_hours", c, i, float(surprise[i]), int(c.sensitivity[i]),
@@ -339,7 +387,7 @@ def _off_hours(ctx: Context, c: DataColumns, p_before: np.ndarray, tenant: _Tena
              Feature(name="new_client_ip", value=float(new_ip[i]), baseline=0.0),
              Feature(name="new_ip_surprise", value=round(float(ip_s[i]), 2), baseline=0.0)],
             f"{e.principal} {did(e.operation)} {e.sensitivity} dataset {e.dataset} at {int(hour[i]):02d}:00 UTC: "
-            f"{k[i]:.1f} accesses within about {cfg.off_hours_tau_min:.0f} min where their own rhythm at this "
+            f"{k[i]:.1f} accesses within about {scale[i] / MIN:.0f} min where their own rhythm at this "
             f"hour ({share[i] / 3:.2%} of their activity, their tenant's as the prior) expects {mu[i]:.2f}"
             f"{ip_part}; about {one_in(float(surprise[i]))} for them."))
     return out
@@ -420,6 +468,28 @@ def _denied(ctx: Context, c: DataColumns, p_before: np.ndarray, tenant: _TenantC
 _DID = {"read": "read", "write": "wrote", "delete": "deleted", "export": "exported", "train": "trained on"}
 
 
+def networks(ips: Vocab, ids: np.ndarray) -> np.ndarray:
+    """The network of each interned client IP (``ids`` in ``ips``; -1 absent) as an int key: an IPv4 address's
+    /16, an IPv6 address's /48 (hashed above the IPv4 keys); -1 for an absent or unreadable address."""
+    out = np.full(ids.shape, -1, dtype=np.int64)
+    uniq, inv = np.unique(ids, return_inverse=True)
+    keys = np.array([_network(ips.names[i].rpartition(SEP)[2]) if i >= 0 else -1 for i in uniq.tolist()],
+                    dtype=np.int64)
+    if ids.size:
+        out = keys[inv].reshape(ids.shape)
+    return out
+
+
+def _network(ip: str) -> int:
+    if ":" in ip:
+        groups = ip.split(":")[:3]
+        return 1 << 16 | (zlib.crc32(":".join(groups).lower().encode()) & 0x3FFFFFFF)
+    octets = ip.split(".")
+    if len(octets) != 4 or not all(o.isdigit() and int(o) < 256 for o in octets[:2]):
+        return -1
+    return int(octets[0]) << 8 | int(octets[1])
+
+
 def did(operation: str) -> str:
     """What a principal did, in the past tense: ``did("export") == "exported"``."""
     return _DID.get(operation, operation)
@@ -491,8 +561,12 @@ FAMILY = Family(
             "with allowance `drift_k`); the baseline stops learning above 2 standard deviations, so a slow "
             "drip is not learned as the new normal, and a read that is usual for the principal at this time of "
             "day adds nothing, nor does a read of the principal's high mode (far above its ordinary reads yet within "
-            "its usual daily peaks: a nightly batch). The sum reaching `drift_h` is raised. A single spike is left to "
-            "data.volume_spike and does not feed the sum.",
+            "its usual daily peaks: a nightly batch). How unusual a sum is is its own tail "
+            "while the reads keep to their baseline (exp(-2 x `drift_k` x sum), per read); a sum reaching `drift_h` "
+            "whose tail is at least `drift_surprise` (1 in 100,000 reads, the rate per event of a budget of 1 per "
+            "100k) is raised, and as it keeps growing it grows more unusual, so the false-alarm budget ranks "
+            "drifts by it. A single spike is left "
+            "to data.volume_spike and does not feed the sum, nor do the reads of the tenant's learning period.",
             cooldown_s=86_400),
         Detector(
             "data.segmentation", "Sensitive data of another department accessed", "principal",
@@ -510,15 +584,25 @@ FAMILY = Family(
             ("atlas:AML.T0025", "owasp-llm:LLM02"),
             "Keeps each principal's hour-of-day histogram, starting from its tenant's (worth `off_hours_prior` "
             "events), so working hours are the principal's own whatever its time zone, and night work is normal "
-            "for a service account or on-call engineer whose history has it. From it and the principal's events "
-            "per day it expects how many accesses fall within `off_hours_tau_min` at this hour; the Poisson tail "
-            "of the recent count is the surprise. A new client IP adds its surprise under the principal's own "
-            "IP-novelty rate (shrunk to its tenant's), so behind a NAT pool a new address adds nothing. A granted "
+            "for a service account or on-call engineer whose history has it. The tenant's histogram counts its "
+            "principals at work at each hour (each one's first access at that hour), not accesses, so a few batch "
+            "accounts reading all night do not make the night look usual for a young principal. From the "
+            "histogram and the principal's events per day it expects how many accesses fall within "
+            "`off_hours_tau_min` at this hour, and, in hours the principal never worked at before this episode, within "
+            "`off_hours_short_min` too; the Poisson tail of the recent count (the larger of the two, less log10(2) "
+            "for two tests) is the surprise, so a person's second read within a minute or two is judged on the "
+            "minutes, while a batch account's clustered reads in its usual hours are judged on the half hour. A new "
+            "client IP adds its surprise under the principal's own IP-novelty rate "
+            "(shrunk to its tenant's), so behind a NAT pool a new address adds nothing; an address on a network "
+            "(IPv4 /16, IPv6 /48) the tenant never used adds how rarely the tenant's new addresses are on a new "
+            "network, so the first read from outside can alert on its own. A granted "
             "confidential or restricted access in a quiet hour (below `off_hours_share` of the principal's average "
             "hour) whose surprise reaches `off_hours_surprise`, the hour's part alone at least "
             "`off_hours_hour_surprise`, is raised. A judged access whose surprise reaches "
-            "`off_hours_learn_surprise` is not learned into the rhythm, so the first reads of an unusual night "
-            "do not teach that hour in while the night builds up; a principal is judged from "
+            "`off_hours_learn_surprise` is held back from the rhythm while its episode lasts, so the first reads "
+            "of an unusual night do not teach that hour in while the night builds up, and learned when the "
+            "episode is over unless it reached `off_hours_surprise` (a raised night is never learned; a service "
+            "account's unraised nightly batch becomes its rhythm); a principal is judged from "
             "`off_hours_min_events` accesses on."),
         Detector(
             "data.training_write", "Training data written by an unusual principal", "principal",
@@ -557,6 +641,12 @@ FAMILY = Family(
         Column("principal", "denied_n", 0, "denied accesses seen"),
         Column("principal", "recent", 0, "decayed count of accesses, `off_hours_tau_min`"),
         Column("principal", "recent_last", 0, "time of the recent count's last update"),
+        Column("principal", "recent_s", 0, "decayed count of accesses, `off_hours_short_min`"),
+        Column("principal", "recent_s_last", 0, "time of the short recent count's last update"),
+        *(Column("principal", f"oh_pend{h}", 0, f"held-back accesses at {h:02d}:00 UTC of the current episode")
+          for h in range(24)),
+        Column("principal", "oh_pend_max", 0, "largest surprise of the current episode's held-back accesses"),
+        Column("principal", "oh_ep_n", 0, "accesses learned into the rhythm since the current episode began"),
         Column("principal", "ip_new", 0, "accesses from a client IP new to the principal"),
         Column("principal", "ip_seen", 0, "accesses with a client IP"),
         Column("principal", "ip_carry", 0, "surprise of the principal's latest new IP"),
@@ -579,6 +669,10 @@ FAMILY = Family(
         NoveltySet("dept_dataset", (None, "dataset"), "datasets each department accessed"),
         NoveltySet("dataset_writer", ("dataset", "principal"), "principals who wrote each dataset"),
         NoveltySet("principal_ip", ("principal", "ip"), "client IPs each principal accessed data from"),
+        NoveltySet("tenant_network", (None, None), "networks (IPv4 /16, IPv6 /48) each tenant's principals "
+                   "accessed data from"),
+        NoveltySet("principal_hour", ("principal", None), "hours of the day (UTC) at which each principal accessed "
+                   "data"),
     ),
     tables=(
         Table("pairs", "(principal, dataset) -> dense pair id (rows of the 'pair' arrays)",
@@ -586,7 +680,7 @@ FAMILY = Family(
         Table("hours_tenant", "per-tenant hour-of-day histograms (UTC)", "never evicted: tenants are peer groups"),
         Table("hours_principal", "per-principal hour-of-day histograms (UTC)", "rows taken with their principal ids"),
         Table("data_tenant_counts", "tenant -> [new IPs, accesses with an IP, denials, accesses, first "
-              "(principal, dataset) accesses]: the peer priors of the principals' own rates",
+              "(principal, dataset) accesses, new networks]: the peer priors of the principals' own rates",
               "never evicted: tenants are peer groups", factory=dict),
         Table("data_crossings", "pair(department, owner department) -> the department's granted accesses to the "
               "owner's sensitive data; pair(tenant + 2**30, owner) -> the tenant's crossings to the owner's",

@@ -19,8 +19,9 @@ def _day_workers(s: Stream, rng: np.random.Generator, days: int) -> None:
 
 
 def _night_reader(ips: str, night_reads: int) -> tuple[list, set[str]]:
-    """A day worker (``ips``: 'fixed' one address, 'nat' a new address on every access) reads confidential data
-    ``night_reads`` times a minute apart at 03:00 UTC on day 3, from an address new to them."""
+    """A day worker (``ips``: 'fixed' one address, 'nat' a new address of the tenant's pool on every access) reads
+    confidential data ``night_reads`` times a minute apart at 03:00 UTC on day 3, from an address new to them (in
+    the pool, for 'nat')."""
     rng = np.random.default_rng(21)
     s = Stream()
     n = 0
@@ -30,7 +31,8 @@ def _night_reader(ips: str, night_reads: int) -> tuple[list, set[str]]:
                 n += 1
                 ip = f"100.64.{n // 250}.{n % 250}" if ips == "nat" else f"10.0.0.{p}"
                 s.data(_work(rng, day), f"p{p}", "finance/ledger", 50, ip=ip)
-    ids = {s.data(T0 + timedelta(days=3, hours=3, minutes=i), "p0", "finance/ledger", 60, ip=f"100.99.0.{i}")
+    net = "100.64.240" if ips == "nat" else "100.99.0"
+    ids = {s.data(T0 + timedelta(days=3, hours=3, minutes=i), "p0", "finance/ledger", 60, ip=f"{net}.{i}")
            for i in range(night_reads)}
     return s.run(), ids
 
@@ -43,9 +45,9 @@ def test_night_reads_from_a_new_ip_of_a_fixed_ip_worker_are_caught():
 
 
 def test_a_new_ip_is_no_evidence_behind_a_nat_pool():
-    """Every access of the tenant comes from a new address: the same two night reads are not raised (three are,
-    by their hour alone: the night's first reads are not learned into the rhythm while it builds up)."""
-    alerts, ids = _night_reader("nat", 2)
+    """Every access of the tenant comes from a new address of its pool: a first night read from the pool is not
+    raised on its new address (a second within minutes is, by the hour alone: test_family_data3)."""
+    alerts, ids = _night_reader("nat", 1)
     assert not _hits(alerts, "data.off_hours", ids)
 
 
