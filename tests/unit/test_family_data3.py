@@ -109,6 +109,19 @@ def test_networks_are_ipv4_16s_and_ipv6_48s():
     assert net[5] == -1 and net[6] == -1
 
 
+def test_network_keys_stay_bounded_whatever_addresses_an_attacker_writes():
+    """The tenant's network novelty set is never evicted: IPv6 /48s fold into 2**16 keys (a compressed and an
+    expanded spelling of one /48 alike, an IPv4-mapped address as its IPv4 /16), so random addresses cannot grow it
+    past 2**17 keys a tenant."""
+    rng = np.random.default_rng(5)
+    names = [f"acme{SEP}{':'.join(f'{x:x}' for x in rng.integers(0, 65_536, 8))}" for _ in range(5_000)]
+    names += [f"acme{SEP}2001:db8::1", f"acme{SEP}2001:0db8:0000:0001::5", f"acme{SEP}::ffff:10.1.2.3",
+              f"acme{SEP}10.1.7.7"]
+    net = networks(Vocab(names), np.arange(len(names)))
+    assert net[:5_000].min() >= 1 << 16 and net[:5_000].max() < 1 << 17
+    assert net[-4] == net[-3] and net[-2] == net[-1] < 1 << 16
+
+
 def test_the_drift_sums_surprise_grows_with_the_sum():
     """A calibrated tail (the CUSUM's stationary exp(-2ks)), not a floor: the budget can rank drifts by it."""
     assert cusum_surprise(12.0, 0.75) == pytest.approx(2 * cusum_surprise(6.0, 0.75))
