@@ -141,8 +141,8 @@ def _budget_verdicts(alerts) -> list[tuple[str, bool]]:
 
 @pytest.fixture(scope="module")
 def varied():
-    """A varied world (NAT pools, surges, untrusted work: world seed 6, a tune world) whose findings the budget
-    holds back now and then."""
+    """A varied world (NAT pools, surges, untrusted work: world seed 6, a tune world) with findings of many
+    detectors for the budget to learn."""
     sim = Simulation(seed=6, world_seed=6, events=100_000, days=5, instances=1)
     return [decode(json.dumps(r).encode()) for c in sim.chunks() for r in c.rows]
 
@@ -152,7 +152,8 @@ def test_the_alert_budget_judges_alike_whatever_the_batch_cuts_and_across_a_chec
     restored checkpoint carries the budget on (its histograms and event counts identical)."""
     events = varied
     straight, want = process(events, size=5_000)
-    assert any(kept for _, kept in _budget_verdicts(want)), "the budget holds something back in this run"
+    # (that a held verdict is the same whatever the cuts: test_alert_budget, with a detector that is held often)
+    assert sum(float(h.sum()) for h in straight.tables.budget.hist.values()) >= 10, "the budget learns episodes"
     _, other = process(events, size=997)
     assert _budget_verdicts(other) == _budget_verdicts(want)
     half = len(events) // 2
