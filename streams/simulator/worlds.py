@@ -255,7 +255,10 @@ class VariedTraffic(Traffic):
             for j in range(n):
                 d = self.world.datasets[p.datasets[int(rng.integers(len(p.datasets)))]]
                 n_rows = int(p.rows_scale * p.nightly_rows * rng.lognormal(0.0, 0.4)) + 1
-                ts.append(min(start + int(rng.uniform(0, 3 * 3_600_000)), plan.start_ms + DAY_MS - 1))
+                # the same local hours every day: a run past the UTC day's end wraps to that day's start, so no
+                # account's reads stack up at the day's last millisecond
+                at = start - plan.start_ms + int(rng.uniform(0, 3 * 3_600_000))
+                ts.append(plan.start_ms + at % DAY_MS)
                 rows.append({
                     "event_id": ids[j], "kind": "data_access", "ts": "", "tenant": p.tenant,
                     "source": "data-platform", "principal": p.name, "principal_department": p.department,
