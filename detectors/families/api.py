@@ -557,7 +557,8 @@ FAMILY = Family(
     kind="api_usage",
     doc="Per-key, per-IP and per-tenant models of API requests: a key's client novelty rate, scopes and models, "
         "its request rate and tokens per request against its own learned baseline (with its own hour-of-day "
-        "rhythm and its tenant's current surge), its tenant's authentication-failure rate and how often the tenant sees new keys.",
+        "rhythm and its tenant's current surge), its tenant's authentication-failure rate and how often the "
+        "tenant sees new keys.",
     config=ApiConfig,
     stage=stage,
     expire=expire,
