@@ -108,6 +108,9 @@ class ApiConfig:
     extraction_surprise: float = option(6.0, "rate surprise plus long-output or new-model surprise that raises "
                                              "api.model_extraction")
     extraction_evidence: float = option(3.0, "floor: the long-output or new-model surprise that counts as evidence")
+    extraction_run_evidence: float = option(4.5, "floor: the surprise of a run of long outputs that counts as "
+                                                 "evidence (more than one request's: among a key's thousands of "
+                                                 "requests, one output 3 spreads above its usual is common)")
     extraction_models: int = option(3, "distinct models in 10 minutes from which spreading over models is checked")
     stuffing_surprise: float = option(7.0, "surprise of a tenant's failed authentications against its own failure "
                                            "rate that raises api.auth_failure_spread")
@@ -356,7 +359,9 @@ def _rate_findings(ctx: Context, c: ApiColumns, m: np.ndarray, asset: np.ndarray
                       1e-12, 1.0)
     model_s = np.where(recent_new >= 2.0, recent_new * -np.log10(p_model), 0.0)
     tok_run = np.maximum(m[:, KR_TOK_RUN], gap[:, 9])  # far more tokens, or far longer outputs for the input
-    extra = np.maximum(tok_run, model_s)
+    # a run of outputs counts from the surprise no single request gives by chance among the key's recent ones
+    run_x = np.where(tok_run >= cfg.extraction_run_evidence, tok_run, 0.0)
+    extra = np.maximum(run_x, model_s)
     extra = np.where(extra >= cfg.extraction_evidence, extra, 0.0)
     burst = (rate_s >= cfg.rate_surprise) & (count >= cfg.rate_min_requests)
     rate_x = gap[:, 8]  # the sustained-rate surprise: windows and clusters up to ``max(GAP_KS)`` requests
@@ -617,7 +622,8 @@ FAMILY = Family(
             "Raised when a key's sustained-rate surprise (as for api.rate_burst, with clusters of up to 17 "
             "requests counted too, at least `extraction_rate_surprise`) plus the surprise of its outputs (a run of "
             "requests far above its own tokens per request, or far above its own ratio of output to input tokens, "
-            "each judged like api.denial_of_wallet) or of the models new to it within 10 minutes (judged by how "
+            "each judged like api.denial_of_wallet, counted from `extraction_run_evidence`: a run, not one long "
+            "output that a busy key shows by chance) or of the models new to it within 10 minutes (judged by how "
             "rarely the key takes up a new model) reaches `extraction_surprise`. It fires below the rate-burst "
             "threshold when the outputs or models add evidence."),
         Detector(

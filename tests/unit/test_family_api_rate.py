@@ -102,3 +102,34 @@ def test_key_level_follows_the_keys_own_rhythm_and_its_tenants_while_young():
     assert abs(young - 1.0) < 1e-6
     assert key_level(np.zeros((1, 24)), np.zeros((1, 24)), 0, 0, night, prior, floor) == 1.0
     assert key_level(hist * 1e6, tenant, 0, 0, night, prior, floor) == floor
+
+
+# -- api.model_extraction: a run of long outputs, not one -------------------------------------------------
+def one_long_output(minimal: bool = False, longs: int = 1) -> tuple[list, set[str]]:
+    """k2 at about 8x its own rate for an hour on one model (a rate that is not a burst on its own), with
+    ``longs`` consecutive outputs 5 times its usual in the middle: one is chance, a run is extraction."""
+    from tests.unit.test_family_api import _history
+
+    rng = np.random.default_rng(10)
+    s = Stream()
+    _history(s, rng, per_day=12)
+    t = T0 + timedelta(days=4, hours=10)
+    ids = set()
+    for i in range(60):
+        ids.add(s.api(t + timedelta(seconds=60 * i + float(rng.uniform(0, 30))), "k2", "inference:chat"))
+        total = 30.0 * float(rng.lognormal(0.0, 0.5))
+        row = s.rows[-1][1]
+        scale = 5.0 if 30 <= i < 30 + longs else 1.0
+        row["tokens_in"], row["tokens_out"] = int(total / 3) + 1, int(scale * 2 * total / 3) + 1
+    return s.run(minimal=minimal), ids
+
+
+def test_a_run_of_long_outputs_at_a_sustained_rate_is_model_extraction():
+    alerts, ids = one_long_output(longs=6)
+    hits = _hits(alerts, "api.model_extraction", ids)
+    assert hits and hits[0].entity == "k2" and "outputs far longer" in hits[0].explanation
+
+
+def test_one_long_output_at_a_sustained_rate_is_not_model_extraction():
+    alerts, ids = one_long_output(longs=1)
+    assert not _hits(alerts, "api.model_extraction", ids)
