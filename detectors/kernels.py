@@ -365,9 +365,11 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
     (poisoning resistance); a key's requests join its own baseline and rhythm only once their clock hour is over
     (``pend``/``pend_h``: the count and hour held back): the cluster test's rates (``KR_GAP_RATE``, over at most
     two hours, and ``KR_GAP_RATE_LONG``, at no less than the key's average hour, for longer spans) leave them out,
-    so a burst does not raise its own bar; the windows count them in. Tokens with a z-score of ``tok_gate`` or
-    more and failures with a surprise of ``fail_gate`` or more are not learned either. Returns one row per event
-    with the ``KR_*`` columns.
+    so a burst does not raise its own bar (a key whose history began this clock hour is judged by its requests so
+    far); the windows count them in. A key's history starts with its first successful request (``since``):
+    failed guesses at a key id days before its owner starts using it are no quiet history. Tokens with a z-score
+    of ``tok_gate`` or more and failures with a surprise of ``fail_gate`` or more are not learned either. Returns
+    one row per event with the ``KR_*`` columns.
     """
     n = key.shape[0]
     nw = taus.shape[0]
@@ -425,8 +427,8 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
             base[k] += pend[k] * math.exp(-age / tau_slow)
             key_hours[k, int(pend_h[k]) % 24] += pend[k] * math.exp(-age / hist_tau)
             pend[k] = 0.0
-        if since[k] == 0:
-            since[k] = now
+        if since[k] == 0 and ok[i]:
+            since[k] = now  # a key's history starts with its first successful request, not a failed guess at it
         dbt = now - tn[t, TN_BLAST]
         if dbt > 0:
             decay = math.exp(-dbt / tau_slow)
@@ -441,11 +443,13 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
         rate_t = tn[t, TN_BASE] / (eff_t + tau10)
         # the key's rate and level as of the start of this clock hour (its requests of the hour held back): the
         # cluster test of a few requests is judged by them, so a burst does not raise its own bar
-        eff_k = tau_slow * (1.0 - math.exp(-max(h_abs * 3_600_000 - since[k], 0.0) / tau_slow))
+        start = since[k] if since[k] > 0 else now
+        eff_k = tau_slow * (1.0 - math.exp(-max(h_abs * 3_600_000 - start, 0.0) / tau_slow))
         prior = max(rate_t / max(tn[t, TN_KEYS], 1.0), min_rate)
         rate_d = max((base[k] + prior_events) / (eff_k + prior_events / prior), min_rate)
+        young = start >= h_abs * 3_600_000  # no clock hour of its own yet: judged by its requests so far, as below
         # the windows (minutes to an hour of counts) by the rate and level with the hour's requests so far in
-        eff_k = tau_slow * (1.0 - math.exp(-max(now - since[k], 0.0) / tau_slow))
+        eff_k = tau_slow * (1.0 - math.exp(-max(now - start, 0.0) / tau_slow))
         rate_k = max((base[k] + pend[k] + prior_events) / (eff_k + prior_events / prior), min_rate)
         size = min(base[k] + pend[k] + prior_events, nb_size)
         e_other = max(rate_t - rate_k, 0.0) * tau10 * level
@@ -455,6 +459,8 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
         own60 = key_level(key_hours, hours, k, t, now, rhythm_prior, level_floor)
         for back in (taus[1], taus[2], 2.0 * taus[2]):
             own60 = max(own60, key_level(key_hours, hours, k, t, now - back, rhythm_prior, level_floor))
+        if young:
+            rate_d = rate_k
         out[i, KR_GAP_RATE] = rate_d * own60 * surge
         out[i, KR_GAP_RATE_LONG] = rate_d * max(own60, 1.0) * surge
         key_hours[k, hour] += pend[k]

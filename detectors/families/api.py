@@ -611,7 +611,9 @@ FAMILY = Family(
             "current surge (a release day that lifts every key of the tenant lifts the expectation too). It also "
             "judges the key's latest 4, 6 and 9 requests as a cluster: how likely that many requests are within "
             "the time they took at the rate expected before the current clock hour (an exact test, so a burst of "
-            "a dozen requests a minute apart is seen as such, and the burst's own requests do not raise the bar). "
+            "a dozen requests a minute apart is seen as such, and the burst's own requests do not raise the bar; "
+            "a key in its first hour is judged by its requests so far, its history starting with its first "
+            "successful request). "
             "Raised when the best of these tests, corrected for the number made, is below 1 in 10^`rate_surprise` "
             "with at least `rate_min_requests` requests; such requests are not learned, and a key's requests join "
             "its baseline only once their clock hour is over."),
@@ -660,7 +662,7 @@ FAMILY = Family(
         Column("key", "r_last", 0, "time of the request counts' last update"),
         Column("key", "base", 0, "decayed baseline request count, `rate_tau_slow_s` (unalarming requests)"),
         Column("key", "base_last", 0, "time of the baseline's last update"),
-        Column("key", "since", 0, "start of the baseline's learning"),
+        Column("key", "since", 0, "start of the baseline's learning (the key's first successful request)"),
         Column("key", "last_ok", 0, "time of the key's latest successful request"),
         Column("key", "wake", 0, "time the key last appeared (first seen, or back from dormancy)"),
         Column("key", "wake_n", 0, "calls since the key last appeared"),

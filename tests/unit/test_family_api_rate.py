@@ -133,3 +133,34 @@ def test_a_run_of_long_outputs_at_a_sustained_rate_is_model_extraction():
 def test_one_long_output_at_a_sustained_rate_is_not_model_extraction():
     alerts, ids = one_long_output(longs=1)
     assert not _hits(alerts, "api.model_extraction", ids)
+
+
+# -- api.rate_burst: a key's history starts with its first successful request ------------------------------
+def joiner_pattern(minimal: bool = False, guessed: bool = True) -> tuple[list, set[str]]:
+    """Key j1 makes a request a minute from 09:00 of day 3 (a new joiner's busy first hours). ``guessed``: before
+    that its id only showed in two failed authentications on day 0 (someone guessing keys), so it has no usage
+    history; else it had a real, quiet one (two requests a day since day 0) and the same hours are a burst."""
+    from tests.unit.test_family_api import _history
+
+    rng = np.random.default_rng(14)
+    s = Stream()
+    _history(s, rng, per_day=40)
+    for day in range(3):
+        for j in range(2):
+            t = T0 + timedelta(days=day, hours=2 + 8 * j, minutes=float(rng.uniform(0, 30)))
+            s.api(t, "j1", "inference:chat", auth_result="invalid_credentials" if guessed else "ok")
+    t = T0 + timedelta(days=3, hours=9)
+    ids = {s.api(t + timedelta(seconds=60 * i + float(rng.uniform(0, 20))), "j1", "inference:chat")
+           for i in range(120)}
+    return s.run(minimal=minimal), ids
+
+
+def test_a_new_joiners_first_hours_are_not_a_burst_after_failed_guesses_at_its_key():
+    alerts, ids = joiner_pattern(guessed=True)
+    assert not _hits(alerts, "api.rate_burst", ids)
+
+
+def test_a_quiet_keys_same_hours_are_a_burst():
+    alerts, ids = joiner_pattern(guessed=False)
+    hits = _hits(alerts, "api.rate_burst", ids)
+    assert hits and hits[0].entity == "j1"
