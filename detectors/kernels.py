@@ -365,8 +365,8 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
     (poisoning resistance); a key's requests join its own baseline and rhythm only once their clock hour is over
     (``pend``/``pend_h``: the count and hour held back): the cluster test's rates (``KR_GAP_RATE``, over at most
     two hours, and ``KR_GAP_RATE_LONG``, at no less than the key's average hour, for longer spans) leave them out,
-    so a burst does not raise its own bar (a key whose history began this clock hour is judged by its requests so
-    far); the windows count them in. A key's history starts with its first successful request (``since``):
+    so a burst does not raise its own bar (a key whose history began this clock hour is judged by its tenant's
+    per-key rate); the windows count them in. A key's history starts with its first successful request (``since``):
     failed guesses at a key id days before its owner starts using it are no quiet history. Tokens with a z-score
     of ``tok_gate`` or more and failures with a surprise of ``fail_gate`` or more are not learned either. Returns
     one row per event with the ``KR_*`` columns.
@@ -447,7 +447,6 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
         eff_k = tau_slow * (1.0 - math.exp(-max(h_abs * 3_600_000 - start, 0.0) / tau_slow))
         prior = max(rate_t / max(tn[t, TN_KEYS], 1.0), min_rate)
         rate_d = max((base[k] + prior_events) / (eff_k + prior_events / prior), min_rate)
-        young = start >= h_abs * 3_600_000  # no clock hour of its own yet: judged by its requests so far, as below
         # the windows (minutes to an hour of counts) by the rate and level with the hour's requests so far in
         eff_k = tau_slow * (1.0 - math.exp(-max(now - start, 0.0) / tau_slow))
         rate_k = max((base[k] + pend[k] + prior_events) / (eff_k + prior_events / prior), min_rate)
@@ -459,8 +458,6 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
         own60 = key_level(key_hours, hours, k, t, now, rhythm_prior, level_floor)
         for back in (taus[1], taus[2], 2.0 * taus[2]):
             own60 = max(own60, key_level(key_hours, hours, k, t, now - back, rhythm_prior, level_floor))
-        if young:
-            rate_d = rate_k
         out[i, KR_GAP_RATE] = rate_d * own60 * surge
         out[i, KR_GAP_RATE_LONG] = rate_d * max(own60, 1.0) * surge
         key_hours[k, hour] += pend[k]

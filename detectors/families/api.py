@@ -612,7 +612,7 @@ FAMILY = Family(
             "judges the key's latest 4, 6 and 9 requests as a cluster: how likely that many requests are within "
             "the time they took at the rate expected before the current clock hour (an exact test, so a burst of "
             "a dozen requests a minute apart is seen as such, and the burst's own requests do not raise the bar; "
-            "a key in its first hour is judged by its requests so far, its history starting with its first "
+            "a key in its first hour is judged by its tenant's per-key rate, its history starting with its first "
             "successful request). "
             "Raised when the best of these tests, corrected for the number made, is below 1 in 10^`rate_surprise` "
             "with at least `rate_min_requests` requests; such requests are not learned, and a key's requests join "

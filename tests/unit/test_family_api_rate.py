@@ -137,9 +137,10 @@ def test_one_long_output_at_a_sustained_rate_is_not_model_extraction():
 
 # -- api.rate_burst: a key's history starts with its first successful request ------------------------------
 def joiner_pattern(minimal: bool = False, guessed: bool = True) -> tuple[list, set[str]]:
-    """Key j1 makes a request a minute from 09:00 of day 3 (a new joiner's busy first hours). ``guessed``: before
-    that its id only showed in two failed authentications on day 0 (someone guessing keys), so it has no usage
-    history; else it had a real, quiet one (two requests a day since day 0) and the same hours are a burst."""
+    """Key j1 makes a request every 2 minutes from 09:00 of day 3 (a new joiner's first hours, about six times
+    its tenant's typical key). ``guessed``: before that its id only showed in two failed authentications a day
+    (someone guessing keys), so it has no usage history and is judged by its tenant's keys; else it had a real,
+    quiet one (two requests a day) and the same hours are a burst."""
     from tests.unit.test_family_api import _history
 
     rng = np.random.default_rng(14)
@@ -150,8 +151,8 @@ def joiner_pattern(minimal: bool = False, guessed: bool = True) -> tuple[list, s
             t = T0 + timedelta(days=day, hours=2 + 8 * j, minutes=float(rng.uniform(0, 30)))
             s.api(t, "j1", "inference:chat", auth_result="invalid_credentials" if guessed else "ok")
     t = T0 + timedelta(days=3, hours=9)
-    ids = {s.api(t + timedelta(seconds=60 * i + float(rng.uniform(0, 20))), "j1", "inference:chat")
-           for i in range(120)}
+    ids = {s.api(t + timedelta(seconds=120 * i + float(rng.uniform(0, 30))), "j1", "inference:chat")
+           for i in range(60)}
     return s.run(minimal=minimal), ids
 
 
