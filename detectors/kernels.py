@@ -361,7 +361,7 @@ def normal_surprise_nb(z):  # pragma: no cover - compiled
 
 # columns of ``key_rate_model``'s output, one row per event
 KR_RATE_S, KR_RATE_W, KR_RATE_C, KR_RATE_E, KR_SURGE, KR_TOK_Z, KR_TOK_RUN, KR_TOK_BASE, KR_FAIL_S, KR_FAIL_C, \
-    KR_FAIL_E, KR_UNK_S, KR_WAKE_N, KR_P_HOUR, KR_P_NEW, KR_LEVEL = range(16)
+    KR_FAIL_E, KR_UNK_S, KR_WAKE_N, KR_P_HOUR, KR_P_NEW, KR_LEVEL, KR_GAP_RATE, KR_GAP_RATE_LONG = range(18)
 # columns of the per-tenant rows ``key_rate_model`` keeps
 TN_R10, TN_RLAST, TN_BASE, TN_BLAST, TN_SINCE, TN_F10, TN_FLAST, TN_FBASE, TN_FBLAST, TN_HLAST, TN_NK, TN_EV, \
     TN_NLAST, TN_KEYS = range(14)
@@ -382,24 +382,32 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
                    r1, r10, r60, r_last, base, base_last, since, k_last, wake, wake_n, unk_s,
                    tok_mean, tok_var, tok_n, tok_run, tn, hours,
                    taus, tau_slow, prior_events, nb_size, hist_tau, dormant_ms, young_ms, min_rate, rate_gate,
-                   tok_alpha, tok_min_sd, tok_warm, tok_gate, tok_run_z, fail_floor_share, fail_gate, unk_runs):
+                   tok_alpha, tok_min_sd, tok_warm, tok_gate, tok_run_z, fail_floor_share, fail_gate, unk_runs,
+                   key_hours, rhythm_prior, level_floor, pend, pend_h):
     """A key's request counts against its own expected rate, its tokens per request against its own log-normal,
     its tenant's authentication failures against the tenant's own failure rate, and how unusual a key that
     (re)appears is for its tenant, as of each event (arrival order).
 
     Expected requests in a window of time constant ``taus[w]`` are the key's baseline rate (a decayed count over
     ``tau_slow``, shrunk toward its tenant's per-key rate with the weight of ``prior_events`` requests) times the
-    tenant's hour-of-day level (its own rhythm, learned in event time; never below 1) times the tenant's current
-    surge (the other keys' count over their expectation, never below 1). The surprise is the best window's
+    key's own hour-of-day level (``key_level``: its rhythm, shrunk toward its tenant's with the weight of
+    ``rhythm_prior`` requests, at least ``level_floor``) times the tenant's current surge (the other keys' count
+    over their expectation at the tenant's level, never below 1). The surprise is the best window's
     negative-binomial tail of the *other* requests in the window (the Gamma-Poisson predictive of a rate known from
     the events it rests on, at most ``nb_size``), less log10 of the number of windows. Events with a
-    surprise of at least ``rate_gate`` are not learned (poisoning resistance); likewise tokens with a z-score of
-    ``tok_gate`` or more and failures with a surprise of ``fail_gate`` or more. Returns one row per event with the
-    ``KR_*`` columns.
+    surprise of at least ``rate_gate`` are not learned into the key's rate and rhythm nor its tenant's rhythm
+    (poisoning resistance); a key's requests join its own baseline and rhythm only once their clock hour is over
+    (``pend``/``pend_h``: the count and hour held back): the cluster test's rates (``KR_GAP_RATE``, over at most
+    two hours, and ``KR_GAP_RATE_LONG``, at no less than the key's average hour, for longer spans) leave them out,
+    so a burst does not raise its own bar (a key whose history began this clock hour is judged by its tenant's
+    per-key rate); the windows count them in. A key's history starts with its first successful request (``since``):
+    failed guesses at a key id days before its owner starts using it are no quiet history. Tokens with a z-score
+    of ``tok_gate`` or more and failures with a surprise of ``fail_gate`` or more are not learned either. Returns
+    one row per event with the ``KR_*`` columns.
     """
     n = key.shape[0]
     nw = taus.shape[0]
-    out = np.zeros((n, 16), dtype=np.float64)
+    out = np.zeros((n, 18), dtype=np.float64)
     ln10 = math.log(10.0)
     bonf = math.log10(nw)
     tau10 = taus[1]
@@ -442,8 +450,19 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
         if db > 0:
             base[k] *= math.exp(-db / tau_slow)
             base_last[k] = now
-        if since[k] == 0:
-            since[k] = now
+            f = math.exp(-db / hist_tau)
+            for h in range(24):
+                key_hours[k, h] *= f
+        # the key's requests of an earlier clock hour join its baseline and rhythm now: a request is judged
+        # against a baseline that does not hold the requests of its own hour (a burst does not raise its own bar)
+        h_abs = now // 3_600_000
+        if pend[k] > 0.0 and pend_h[k] != h_abs:
+            age = max(now - (pend_h[k] + 0.5) * 3_600_000, 0.0)
+            base[k] += pend[k] * math.exp(-age / tau_slow)
+            key_hours[k, int(pend_h[k]) % 24] += pend[k] * math.exp(-age / hist_tau)
+            pend[k] = 0.0
+        if since[k] == 0 and ok[i]:
+            since[k] = now  # a key's history starts with its first successful request, not a failed guess at it
         dbt = now - tn[t, TN_BLAST]
         if dbt > 0:
             decay = math.exp(-dbt / tau_slow)
@@ -456,31 +475,55 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
             tn[t, TN_SINCE] = now
         eff_t = tau_slow * (1.0 - math.exp(-max(now - tn[t, TN_SINCE], tau10) / tau_slow))
         rate_t = tn[t, TN_BASE] / (eff_t + tau10)
-        eff_k = tau_slow * (1.0 - math.exp(-max(now - since[k], 0.0) / tau_slow))
+        # the key's rate and level as of the start of this clock hour (its requests of the hour held back): the
+        # cluster test of a few requests is judged by them, so a burst does not raise its own bar
+        start = since[k] if since[k] > 0 else now
+        eff_k = tau_slow * (1.0 - math.exp(-max(h_abs * 3_600_000 - start, 0.0) / tau_slow))
         prior = max(rate_t / max(tn[t, TN_KEYS], 1.0), min_rate)
-        rate_k = max((base[k] + prior_events) / (eff_k + prior_events / prior), min_rate)
-        size = min(base[k] + prior_events, nb_size)
+        rate_d = max((base[k] + prior_events) / (eff_k + prior_events / prior), min_rate)
+        # the windows (minutes to an hour of counts) by the rate and level with the hour's requests so far in
+        eff_k = tau_slow * (1.0 - math.exp(-max(now - start, 0.0) / tau_slow))
+        rate_k = max((base[k] + pend[k] + prior_events) / (eff_k + prior_events / prior), min_rate)
+        size = min(base[k] + pend[k] + prior_events, nb_size)
         e_other = max(rate_t - rate_k, 0.0) * tau10 * level
         surge = max(1.0, (max(tn[t, TN_R10] - r10[k], 0.0) + 1.0) / (e_other + 1.0))
+        # the key's level now and over the span its windows remember (the highest: a quiet evening is not judged
+        # by the busy afternoon still in its hour window)
+        own60 = key_level(key_hours, hours, k, t, now, rhythm_prior, level_floor)
+        for back in (taus[1], taus[2], 2.0 * taus[2]):
+            own60 = max(own60, key_level(key_hours, hours, k, t, now - back, rhythm_prior, level_floor))
+        out[i, KR_GAP_RATE] = rate_d * own60 * surge
+        out[i, KR_GAP_RATE_LONG] = rate_d * max(own60, 1.0) * surge
+        key_hours[k, hour] += pend[k]
+        own = key_level(key_hours, hours, k, t, now, rhythm_prior, level_floor)
+        own10 = max(own, key_level(key_hours, hours, k, t, now - taus[1], rhythm_prior, level_floor))
+        own60 = max(own10, key_level(key_hours, hours, k, t, now - taus[2], rhythm_prior, level_floor),
+                    key_level(key_hours, hours, k, t, now - 2.0 * taus[2], rhythm_prior, level_floor))
+        key_hours[k, hour] -= pend[k]
         best = -1.0
         best_w = 0
+        best_l = own
         for w in range(nw):
             c = (r1[k] if w == 0 else (r10[k] if w == 1 else r60[k])) - 1.0
-            e = rate_k * taus[w] * level * surge
+            lw = own if w == 0 else (own10 if w == 1 else own60)
+            e = rate_k * taus[w] * lw * surge
             phi = 1.0 + e / size  # a Gamma-Poisson (negative binomial) spread, as a Poisson of scaled counts
             s = poisson_surprise_nb(c / phi, e / phi)
             if s > best:
                 best = s
                 best_w = w
+                best_l = lw
         best = max(0.0, best - bonf)
         out[i, KR_RATE_S] = best
         out[i, KR_RATE_W] = best_w
         out[i, KR_RATE_C] = r1[k] if best_w == 0 else (r10[k] if best_w == 1 else r60[k])
-        out[i, KR_RATE_E] = rate_k * taus[best_w] * level * surge
+        out[i, KR_RATE_E] = rate_k * taus[best_w] * best_l * surge
         out[i, KR_SURGE] = surge
-        out[i, KR_LEVEL] = level
-        if best < rate_gate:
-            base[k] += 1.0
+        out[i, KR_LEVEL] = best_l
+        learn = best < rate_gate
+        if learn:
+            pend[k] += 1.0
+            pend_h[k] = h_abs
             if ok[i]:
                 tn[t, TN_BASE] += 1.0
         # tokens per request against the key's own log-normal; a run of large ones adds up
@@ -534,7 +577,8 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
             wake_n[k] += 1.0
             tn[t, TN_EV] += 1.0
             k_last[k] = max(k_last[k], now)
-            hours[t, hour] += 1.0
+            if learn:
+                hours[t, hour] += 1.0
             if now - wake[k] <= young_ms:
                 out[i, KR_UNK_S] = unk_s[k]
                 out[i, KR_WAKE_N] = wake_n[k]
@@ -662,7 +706,7 @@ def group_log_residual(grp, x, valid, mean, seen, alpha, step):  # pragma: no co
 
 
 @njit(cache=True)
-def gap_scan(key, ts, rate, ring, ks, n_short, size):  # pragma: no cover - compiled
+def gap_scan(key, ts, rate, ring, ks, n_short, size, rate_long, long_ms):  # pragma: no cover - compiled
     """How surprising each key's latest requests are as a cluster: for each ``k`` of ``ks``, the time since the
     key's k-th previous request against its expected rate (``rate``: requests per ms at this event).
 
@@ -672,7 +716,8 @@ def gap_scan(key, ts, rate, ring, ks, n_short, size):  # pragma: no cover - comp
     spread as a negative binomial of size ``size`` like ``key_rate_model``'s windows. ``ring`` holds each key's
     latest request times (most recent first; 0: none), updated in place. Returns per event (best surprise over
     the first ``n_short`` k before the multiple-test correction, its k, its gap in ms, the requests expected in
-    it) and the same over every k.
+    it) and the same over every k. A gap longer than ``long_ms`` spans hours of the key's rhythm: it is judged at
+    ``rate_long`` (the key's rate at no less than its average hour) instead.
     """
     n = key.shape[0]
     depth = ring.shape[1]
@@ -687,7 +732,8 @@ def gap_scan(key, ts, rate, ring, ks, n_short, size):  # pragma: no cover - comp
             prev = ring[k, kk - 1]
             if prev <= 0.0:
                 continue
-            mu = rate[i] * max(now - prev, 1.0)
+            span = max(now - prev, 1.0)
+            mu = (rate[i] if span <= long_ms else rate_long[i]) * span
             phi = 1.0 + mu / size
             s = poisson_surprise_nb(kk / phi, mu / phi)
             for part in range(2):
@@ -881,3 +927,34 @@ def hour_rhythm_bursts(ent, group, hour, ts, first, ent_hist, group_hist, recent
             ep_n[r] += 1.0
         group_hist[g, h] += new_hour[i]
     return s_out, x_out, share_out, k_out, mu_out, tau_out
+
+
+@njit(cache=True)
+def key_level(key_hours, hours, k, t, now, prior, floor):  # pragma: no cover - compiled
+    """A key's request rate at ``now``'s time of day relative to its 24-hour average (1: an average hour).
+
+    ``key_hours[k]`` / ``hours[t]`` are the key's and its tenant's decayed request counts per hour of the day.
+    The key's share of each hour is its own count shrunk toward its tenant's share (itself smoothed by one
+    request per hour) with the weight of ``prior`` requests, so a young key starts from its tenant's rhythm and
+    a service key in a tenant of office workers keeps its own flat one. The shares are read with a triangular
+    kernel 1.5 hours wide around the exact time of day (no step at the top of the hour), times 24; at least
+    ``floor``.
+    """
+    k_tot = 0.0
+    t_tot = 0.0
+    for h in range(24):
+        k_tot += key_hours[k, h]
+        t_tot += hours[t, h]
+    x = (now % 86_400_000) / 3_600_000.0
+    h0 = int(x)
+    acc = 0.0
+    wsum = 0.0
+    for d in range(-2, 3):
+        w = 1.5 - abs(h0 + d + 0.5 - x)
+        if w <= 0.0:
+            continue
+        b = (h0 + d) % 24
+        g = (hours[t, b] + 1.0) / (t_tot + 24.0)
+        acc += w * (key_hours[k, b] + prior * g) / (k_tot + prior)
+        wsum += w
+    return max(24.0 * acc / wsum, floor)

@@ -19,6 +19,8 @@ from detectors.kernels import (
     KR_FAIL_C,
     KR_FAIL_E,
     KR_FAIL_S,
+    KR_GAP_RATE,
+    KR_GAP_RATE_LONG,
     KR_LEVEL,
     KR_P_HOUR,
     KR_P_NEW,
@@ -79,7 +81,11 @@ class ApiConfig:
     rate_nb_size: float = option(10.0, "the most requests a key's rate is trusted as resting on (negative-binomial "
                                        "size): hour-scale counts of real traffic vary more than a Poisson's")
     rate_floor_per_hour: float = option(0.5, "floor: the least request rate a key is expected to have, per hour")
-    rhythm_tau_days: float = option(7.0, "time constant of a tenant's learned hour-of-day rhythm")
+    rhythm_tau_days: float = option(7.0, "time constant of a tenant's and a key's learned hour-of-day rhythm")
+    rhythm_prior_events: float = option(48.0, "requests' worth of its tenant's hour-of-day rhythm a key's own is "
+                                              "shrunk toward (a young key follows its tenant's)")
+    rate_level_floor: float = option(0.02, "floor: the least share of its average rate a key is expected to have "
+                                           "at its quietest hour")
     token_surprise: float = option(7.0, "summed surprise of a run of requests far above the key's usual tokens "
                                         "that raises api.denial_of_wallet")
     token_run_z: float = option(2.5, "z-score of log tokens from which a request counts toward a run")
@@ -101,6 +107,9 @@ class ApiConfig:
     extraction_surprise: float = option(6.0, "rate surprise plus long-output or new-model surprise that raises "
                                              "api.model_extraction")
     extraction_evidence: float = option(3.0, "floor: the long-output or new-model surprise that counts as evidence")
+    extraction_run_evidence: float = option(4.5, "floor: the surprise of a run of long outputs that counts as "
+                                                 "evidence (more than one request's: among a key's thousands of "
+                                                 "requests, one output 3 spreads above its usual is common)")
     extraction_models: int = option(3, "distinct models in 10 minutes from which spreading over models is checked")
     stuffing_surprise: float = option(7.0, "surprise of a tenant's failed authentications against its own failure "
                                            "rate that raises api.auth_failure_spread")
@@ -326,6 +335,7 @@ def _key_model(ctx: Context, c: ApiColumns, tenants: TenantRates) -> tuple[np.nd
     rows = tenants.route_index(pair(c.tenant, np.where(c.scope < 0, 0, c.scope)))
     resid = group_log_residual(rows, x, has_tok, tenants.route_tok[:, 0], tenants.route_tok[:, 1],
                                cfg.token_route_alpha, cfg.token_route_step)
+    hours = np.stack([k[f"hour{j}"] for j in range(24)], axis=1)  # the key's own hour-of-day rhythm
     m = key_rate_model(  # tokens are judged below, with peers (no token is passed here)
         c.key, c.tenant, c.ts, ~c.auth_fail, stuff_fail, np.zeros(len(c.key), dtype=np.bool_), resid,
         k["r1"], k["r10"], k["r60"], k["r_last"], k["base"], k["base_last"], k["since"], k["last_ok"], k["wake"],
@@ -333,7 +343,10 @@ def _key_model(ctx: Context, c: ApiColumns, tenants: TenantRates) -> tuple[np.nd
         np.array(RATE_WINDOWS_S) * 1000, cfg.rate_tau_slow_s * 1000, cfg.rate_prior_events, cfg.rate_nb_size,
         cfg.rhythm_tau_days * DAY, cfg.unknown_dormant_days * DAY, HOUR, cfg.rate_floor_per_hour / HOUR,
         cfg.rate_surprise, cfg.token_alpha, cfg.token_min_sd, 1, cfg.token_gate, cfg.token_run_z,
-        cfg.stuffing_floor_share, cfg.stuffing_surprise, 3)
+        cfg.stuffing_floor_share, cfg.stuffing_surprise, 3, hours, cfg.rhythm_prior_events, cfg.rate_level_floor,
+        k["pend"], k["pend_h"])
+    for j in range(24):
+        k[f"hour{j}"][:] = hours[:, j]
     tok = token_run_model(c.key, rows, has_tok, resid, k["tok_mean"], k["tok_var"], k["tok_n"], k["tok_run"],
                           tenants.route_tok[:, 2], tenants.route_tok[:, 3], cfg.token_alpha, cfg.token_min_sd,
                           cfg.token_prior_events, cfg.token_gate, cfg.token_run_z, cfg.token_route_alpha)
@@ -349,10 +362,9 @@ def _key_model(ctx: Context, c: ApiColumns, tenants: TenantRates) -> tuple[np.nd
                            tenants.route_tok[:, 6], tenants.route_tok[:, 7], cfg.token_alpha, cfg.token_min_sd,
                            cfg.token_prior_events, cfg.token_gate, cfg.token_run_z, cfg.token_route_alpha)
     # the cluster test: the key's expected rate at this event (its baseline, hour level and tenant surge)
-    rate = m[:, KR_RATE_E] / (np.array(RATE_WINDOWS_S)[m[:, KR_RATE_W].astype(np.int64)] * 1000.0)
     ring = np.stack([k[f"gap{j}"] for j in range(GAP_DEPTH)], axis=1)
-    g = gap_scan(c.key, c.ts.astype(np.float64), rate, ring, np.array(GAP_KS, dtype=np.int64), len(GAP_KS_BURST),
-                 cfg.rate_nb_size)
+    g = gap_scan(c.key, c.ts.astype(np.float64), m[:, KR_GAP_RATE], ring, np.array(GAP_KS, dtype=np.int64),
+                 len(GAP_KS_BURST), cfg.rate_nb_size, m[:, KR_GAP_RATE_LONG], 2.0 * HOUR)
     for j in range(GAP_DEPTH):
         k[f"gap{j}"][:] = ring[:, j]
     windows = m[:, KR_RATE_S] + np.log10(len(RATE_WINDOWS_S))  # back to the best window's own surprise
@@ -386,7 +398,9 @@ def _rate_findings(ctx: Context, c: ApiColumns, m: np.ndarray, asset: np.ndarray
                       1e-12, 1.0)
     model_s = np.where(recent_new >= 2.0, recent_new * -np.log10(p_model), 0.0)
     tok_run = np.maximum(m[:, KR_TOK_RUN], gap[:, 9])  # far more tokens, or far longer outputs for the input
-    extra = np.maximum(tok_run, model_s)
+    # a run of outputs counts from the surprise no single request gives by chance among the key's recent ones
+    run_x = np.where(tok_run >= cfg.extraction_run_evidence, tok_run, 0.0)
+    extra = np.maximum(run_x, model_s)
     extra = np.where(extra >= cfg.extraction_evidence, extra, 0.0)
     burst = (rate_s >= cfg.rate_surprise) & (count >= cfg.rate_min_requests)
     rate_x = gap[:, 8]  # the sustained-rate surprise: windows and clusters up to ``max(GAP_KS)`` requests
@@ -589,8 +603,9 @@ FAMILY = Family(
     name="api",
     kind="api_usage",
     doc="Per-key, per-IP and per-tenant models of API requests: a key's client novelty rate, scopes and models, "
-        "its request rate and tokens per request against its own learned baseline (with its tenant's hour-of-day "
-        "rhythm and current surge), its tenant's authentication-failure rate and how often the tenant sees new keys.",
+        "its request rate and tokens per request against its own learned baseline (with its own hour-of-day "
+        "rhythm and its tenant's current surge), its tenant's authentication-failure rate and how often the "
+        "tenant sees new keys.",
     config=ApiConfig,
     stage=stage,
     expire=expire,
@@ -634,13 +649,18 @@ FAMILY = Family(
             ("atlas:AML.T0034", "owasp-llm:LLM10"),
             "Counts each key's requests over the last minute, 10 minutes and hour (decayed counts) and compares "
             "each with what the key's own baseline rate expects (a day-scale rate learned from its unalarming "
-            "traffic, shrunk toward its tenant's per-key rate while young), raised at its tenant's busy hours "
-            "(the tenant's own hour-of-day rhythm) and by the tenant's current surge (a release day that lifts "
-            "every key of the tenant lifts the expectation too). It also judges the key's latest 4, 6 and 9 "
-            "requests as a cluster: how likely that many requests are within the time they took at the expected "
-            "rate (an exact test, so a burst of a dozen requests a minute apart is seen as such). Raised when the "
-            "best of these tests, corrected for the number made, is below 1 in 10^`rate_surprise` with at least "
-            "`rate_min_requests` requests; such requests are not learned."),
+            "traffic, shrunk toward its tenant's per-key rate while young) at this time of day in the key's own "
+            "hour-of-day rhythm (learned per key, shrunk toward its tenant's rhythm while young: a key used in "
+            "office hours is expected to be nearly silent at night, a service key is not), raised by the tenant's "
+            "current surge (a release day that lifts every key of the tenant lifts the expectation too). It also "
+            "judges the key's latest 4, 6 and 9 requests as a cluster: how likely that many requests are within "
+            "the time they took at the rate expected before the current clock hour (an exact test, so a burst of "
+            "a dozen requests a minute apart is seen as such, and the burst's own requests do not raise the bar; "
+            "a key in its first hour is judged by its tenant's per-key rate, its history starting with its first "
+            "successful request). "
+            "Raised when the best of these tests, corrected for the number made, is below 1 in 10^`rate_surprise` "
+            "with at least `rate_min_requests` requests; such requests are not learned, and a key's requests join "
+            "its baseline only once their clock hour is over."),
         Detector(
             "api.model_extraction", "Sustained inference far above the key's rate with long outputs or new models",
             "api_key", ("atlas:AML.T0024.002", "atlas:AML.T0040", "owasp-llm:LLM10"),
@@ -648,7 +668,8 @@ FAMILY = Family(
             "Raised when a key's sustained-rate surprise (as for api.rate_burst, with clusters of up to 17 "
             "requests counted too, at least `extraction_rate_surprise`) plus the surprise of its outputs (a run of "
             "requests far above its own tokens per request, or far above its own ratio of output to input tokens, "
-            "each judged like api.denial_of_wallet) or of the models new to it within 10 minutes (judged by how "
+            "each judged like api.denial_of_wallet, counted from `extraction_run_evidence`: a run, not one long "
+            "output that a busy key shows by chance) or of the models new to it within 10 minutes (judged by how "
             "rarely the key takes up a new model) reaches `extraction_surprise`. It fires below the rate-burst "
             "threshold when the outputs or models add evidence."),
         Detector(
@@ -685,7 +706,7 @@ FAMILY = Family(
         Column("key", "r_last", 0, "time of the request counts' last update"),
         Column("key", "base", 0, "decayed baseline request count, `rate_tau_slow_s` (unalarming requests)"),
         Column("key", "base_last", 0, "time of the baseline's last update"),
-        Column("key", "since", 0, "start of the baseline's learning"),
+        Column("key", "since", 0, "start of the baseline's learning (the key's first successful request)"),
         Column("key", "last_ok", 0, "time of the key's latest successful request"),
         Column("key", "wake", 0, "time the key last appeared (first seen, or back from dormancy)"),
         Column("key", "wake_n", 0, "calls since the key last appeared"),
@@ -704,6 +725,11 @@ FAMILY = Family(
         Column("key", "mnew_last", 0, "time of that count's last update"),
         *(Column("key", f"gap{j}", 0, f"time of the key's {j + 1}th latest request (cluster test)")
           for j in range(GAP_DEPTH)),
+        Column("key", "pend", 0, "the key's unalarming requests of its latest clock hour, held back from its "
+                                 "baseline and rhythm until the hour is over"),
+        Column("key", "pend_h", 0, "that clock hour (hours since the epoch)"),
+        *(Column("key", f"hour{j}", 0, f"decayed count of the key's unalarming requests in hour {j} of the day "
+                 "(its own rhythm)") for j in range(24)),
         Column("ip", "fail", 0, "decayed count of failed authentications, `auth_fail_tau_s`"),
         Column("ip", "fail_last", 0, "time of the failure count's last update"),
     ),

@@ -243,14 +243,16 @@ def test_gap_scan_is_the_poisson_tail_of_the_last_k_requests():
     rate = rng.uniform(1e-6, 1e-4, size=200)
     ks, size = np.array([2, 4]), 10.0
     ring = np.zeros((3, 4))
-    out = gap_scan(key, ts, rate, ring, ks, 1, size)
+    long_ms = 90_000.0  # a longer gap is judged at the long rate (the key's rhythm can have turned within it)
+    out = gap_scan(key, ts, rate, ring, ks, 1, size, 3.0 * rate, long_ms)
     seen: dict[int, list[float]] = {0: [], 1: [], 2: []}
     for i in range(200):
         past = seen[int(key[i])]
         best, best_all = 0.0, 0.0
         for j, k in enumerate(ks.tolist()):
             if len(past) >= k:
-                mu = rate[i] * max(ts[i] - past[-k], 1.0)
+                span = max(ts[i] - past[-k], 1.0)
+                mu = (rate[i] if span <= long_ms else 3.0 * rate[i]) * span
                 phi = 1.0 + mu / size
                 sv = poisson_surprise(k / phi, mu / phi)
                 best_all = max(best_all, sv)
