@@ -678,8 +678,7 @@ def token_run_model(key, grp, has_tok, resid, tok_mean, tok_var, tok_n, tok_run,
     endpoint group's (mean 0: the residual is relative to the group's norm; spread ``g_var``, the spread of every
     key's requests around that norm) with the weight of ``prior_n`` requests, so a young key is judged by its
     peers from its first request and by itself once it has a history. A request ``run_z`` standard deviations or
-    more above adds its tail surprise to the key's run (a Student-t's, with as many degrees of freedom as the spread
-    rests on requests: ``student_t_surprise_nb``), an ordinary one halves it; requests at ``gate`` or
+    more above adds its normal tail surprise to the key's run, an ordinary one halves it; requests at ``gate`` or
     more are not learned (neither into the key nor its group). Returns rows (z, run, the key's blended mean).
     """
     n = key.shape[0]
@@ -699,10 +698,7 @@ def token_run_model(key, grp, has_tok, resid, tok_mean, tok_var, tok_n, tok_run,
         out[i, 0] = z
         out[i, 2] = mean
         if z >= run_z:
-            # the spread rests on the key's own requests (at most the ~1 / alpha its weights keep) and its peers'
-            # (at most ``prior_n``, fewer while the group is young): a Student-t tail with that many degrees
-            nu = max(min(tok_n[k], 1.0 / alpha) + min(prior_n, g_n[g]), 1.0)
-            tok_run[k] += student_t_surprise_nb(z, nu)
+            tok_run[k] += normal_surprise_nb(z)
         else:
             tok_run[k] *= 0.5
         out[i, 1] = tok_run[k]
@@ -754,6 +750,9 @@ def daily_peak_zscore(ent, day, x, learn_all, cur_day, cur_max, mean, var, n_see
 
 APPEAR_BINS = 16  # a tenant's past appearances by how quiet their hour was: -log10(hour share) in quarter decades
 APPEAR_WIDTH = 0.25
+# an earlier appearance counts as "at an hour at least as quiet" from this many bins less quiet: how quiet an hour
+# is drifts by a fraction of a decade as the tenant's rhythm is learned (half a decade)
+APPEAR_SLACK = 2
 
 
 @njit(cache=True)
@@ -765,8 +764,9 @@ def appearance_model(key, ten, ts, wake_n, p_hour, p_new, rate, hist, hist_last,
     young); ``p_hour``: the share of the tenant's activity at hours at least as quiet as this one (its rhythm);
     ``p_new``: the tenant's new keys per request; ``rate``: the key's expected requests per ms (for a new key, its
     tenant's per-key rate at this hour and surge). On the appearing call the appearance's surprise is ``-log10(p_new
-    * q)``, with ``q`` the share of the tenant's past appearances at hours at least this quiet (``hist``: a
-    histogram per tenant of past appearances by ``-log10(p_hour)``, decayed over ``tau``) shrunk toward ``p_hour``
+    * q)``, with ``q`` the share of the tenant's past appearances at hours at least about this quiet (within
+    ``APPEAR_SLACK`` bins; ``hist``: a histogram per tenant of past appearances by ``-log10(p_hour)``, decayed
+    over ``tau``) shrunk toward ``p_hour``
     with the weight of ``prior_w`` appearances, and never below ``p_hour``: a tenant whose new keys appear at night
     is not surprised by one more, while a tenant whose keys all first appeared in its busy hours (as every key does
     on its first day) is not made more surprised than its rhythm says; an appearance whose ``q`` is above
@@ -802,7 +802,7 @@ def appearance_model(key, ten, ts, wake_n, p_hour, p_new, rate, hist, hist_last,
             le = 0.0
             for j in range(nb):
                 tot += hist[t, j]
-                if j >= b:
+                if j >= b - APPEAR_SLACK:
                     le += hist[t, j]
             q = max((le + prior_w * ph) / (tot + prior_w), ph)
             # an appearance at an hour outside the tenant's quiet tail (``q`` above ``quiet_max``) is not judged
@@ -823,55 +823,3 @@ def appearance_model(key, ten, ts, wake_n, p_hour, p_new, rate, hist, hist_last,
             app_bin[k] = 0.0
     return out
 
-
-@njit(cache=True)
-def _betacf(a, b, x):  # pragma: no cover - compiled
-    """The continued fraction of the regularized incomplete beta function (modified Lentz), for ``student_t_sf_nb``."""
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c = 1.0
-    d = 1.0 - qab * x / qap
-    d = tiny if abs(d) < tiny else d
-    d = 1.0 / d
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = tiny if abs(d) < tiny else d
-        c = 1.0 + aa / c
-        c = tiny if abs(c) < tiny else c
-        d = 1.0 / d
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = tiny if abs(d) < tiny else d
-        c = 1.0 + aa / c
-        c = tiny if abs(c) < tiny else c
-        d = 1.0 / d
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-12:
-            break
-    return h
-
-
-@njit(cache=True)
-def student_t_surprise_nb(t, nu):  # pragma: no cover - compiled
-    """-log10 of the upper tail of a Student-t with ``nu`` degrees of freedom beyond ``t`` (0 for t <= 0).
-
-    The predictive of a new observation when the spread is estimated from about ``nu`` observations: heavier-tailed
-    than the normal while the estimate is young, the normal as ``nu`` grows. The tail is ``I_x(nu / 2, 1 / 2) / 2``
-    with ``x = nu / (nu + t^2)``, the regularized incomplete beta function, computed in logs.
-    """
-    if t <= 0.0:
-        return 0.0
-    a = 0.5 * nu
-    b = 0.5
-    x = nu / (nu + t * t)
-    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        log_i = log_front + math.log(_betacf(a, b, x) / a)
-    else:  # the symmetric side (t near 0): I_x(a, b) = 1 - I_(1-x)(b, a)
-        log_i = math.log(max(1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b, 1e-300))
-    return max(0.0, -(log_i + math.log(0.5)) / math.log(10.0))

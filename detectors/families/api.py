@@ -82,9 +82,8 @@ class ApiConfig:
                                        "size): hour-scale counts of real traffic vary more than a Poisson's")
     rate_floor_per_hour: float = option(0.5, "floor: the least request rate a key is expected to have, per hour")
     rhythm_tau_days: float = option(7.0, "time constant of a tenant's learned hour-of-day rhythm")
-    token_surprise: float = option(6.0, "summed surprise of a run of requests far above the key's usual tokens "
-                                        "that raises api.denial_of_wallet (each request's a Student-t tail, so one "
-                                        "request this far out for its key is 1 in 10^6)")
+    token_surprise: float = option(7.0, "summed surprise of a run of requests far above the key's usual tokens "
+                                        "that raises api.denial_of_wallet")
     token_run_z: float = option(2.5, "z-score of log tokens from which a request counts toward a run")
     token_min_sd: float = option(0.5, "floor: the least spread (log tokens) a key's requests are judged with "
                                       "(request sizes of real traffic vary by a factor of 1.6 and more)")
@@ -110,8 +109,8 @@ class ApiConfig:
     stuffing_min_failures: float = option(8.0, "floor: failures (decayed count over 10 minutes) below which no "
                                                "spread is raised")
     stuffing_floor_share: float = option(0.01, "floor: the least share of a tenant's requests expected to fail")
-    unknown_surprise: float = option(6.0, "surprise of a key appearing (new, or dormant) in its tenant at a quiet "
-                                          "hour that raises api.unknown_key")
+    unknown_surprise: float = option(5.5, "surprise of a key appearing (new, or dormant) in its tenant at a quiet "
+                                          "hour, plus that of its calls since, that raises api.unknown_key")
     unknown_min_calls: int = option(2, "floor: calls a (re)appearing key makes before it is judged")
     unknown_dormant_days: float = option(3.0, "days of silence after which a key counts as appearing again")
     unknown_prior_appearances: float = option(5.0, "appearances' worth of its activity rhythm the hours its tenant's "
@@ -650,24 +649,22 @@ FAMILY = Family(
             "`token_min_sd`, learned from requests that are not far out), shrunk toward its peers' (the spread of "
             "every key's requests around the endpoint's norm) with the weight of `token_prior_events` requests: a "
             "young key is judged by its peers from its first request. Each request `token_run_z` standard "
-            "deviations or more above it adds its tail surprise to the key's run: a Student-t tail with as many "
-            "degrees of freedom as the spread rests on requests (the key's own, at most about 50, plus its peers', "
-            "at most `token_prior_events`), so a young key or a young peer group is judged with a heavy tail; an "
-            "ordinary request halves the run. Raised when a run adds up to `token_surprise`, which one request far "
-            "enough out reaches alone: far larger contexts or outputs at the key's usual request rate."),
+            "deviations or more above it adds its tail surprise to the key's run; an ordinary request halves the "
+            "run. Raised when a run adds up to `token_surprise`: far larger contexts or outputs at the key's usual "
+            "request rate."),
         Detector(
             "api.unknown_key", "A new or dormant key running calls at a quiet hour of its tenant", "api_key",
             ("atlas:AML.T0012", "owasp-llm:LLM10"),
             "A key the tenant never saw (or silent for `unknown_dormant_days` days) that makes calls. Its "
             "appearance is as surprising as how rarely the tenant sees a new key (new keys per request, recent "
             "history) times how rarely its keys appear at an hour this quiet: the share of the tenant's past "
-            "appearances at hours at least as quiet in its own hour-of-day rhythm, shrunk toward the share of its "
-            "activity there (worth `unknown_prior_appearances` appearances; never below that share), so a tenant "
-            "whose new keys appear at night is not surprised by one more. Each later call adds how unlikely that "
-            "many calls since it appeared are for a new key of the tenant (the tenant's per-key rate at this hour, "
-            "a Gamma-Poisson tail): a burst of calls seconds apart, not a key used now and then. Raised from its "
-            "`unknown_min_calls`-th call when the hour is quiet (that share at most `unknown_quiet_share`), the "
-            "appearance alone reaches `unknown_appear_min` and both together "
+            "appearances at hours at least about as quiet (within half a decade) in its own hour-of-day rhythm, "
+            "shrunk toward the share of its activity there (worth `unknown_prior_appearances` appearances; never "
+            "below that share), so a tenant whose new keys appear at night is not surprised by one more. Each "
+            "later call adds how unlikely that many calls since it appeared are for a new key of the tenant (the "
+            "tenant's per-key rate at this hour, a Gamma-Poisson tail): a burst of calls seconds apart, not a key "
+            "used now and then. Raised from its `unknown_min_calls`-th call when the hour is quiet (that share at "
+            "most `unknown_quiet_share`), the appearance alone reaches `unknown_appear_min` and both together "
             "`unknown_surprise`; an appearance that raised it is not learned as one of the tenant's."),
     ),
     columns=(
