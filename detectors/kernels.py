@@ -750,9 +750,6 @@ def daily_peak_zscore(ent, day, x, learn_all, cur_day, cur_max, mean, var, n_see
 
 APPEAR_BINS = 16  # a tenant's past appearances by how quiet their hour was: -log10(hour share) in quarter decades
 APPEAR_WIDTH = 0.25
-# an earlier appearance counts as "at an hour at least as quiet" from this many bins less quiet: how quiet an hour
-# is drifts by a fraction of a decade as the tenant's rhythm is learned (half a decade)
-APPEAR_SLACK = 2
 
 
 @njit(cache=True)
@@ -764,9 +761,8 @@ def appearance_model(key, ten, ts, wake_n, p_hour, p_new, rate, hist, hist_last,
     young); ``p_hour``: the share of the tenant's activity at hours at least as quiet as this one (its rhythm);
     ``p_new``: the tenant's new keys per request; ``rate``: the key's expected requests per ms (for a new key, its
     tenant's per-key rate at this hour and surge). On the appearing call the appearance's surprise is ``-log10(p_new
-    * q)``, with ``q`` the share of the tenant's past appearances at hours at least about this quiet (within
-    ``APPEAR_SLACK`` bins; ``hist``: a histogram per tenant of past appearances by ``-log10(p_hour)``, decayed
-    over ``tau``) shrunk toward ``p_hour``
+    * q)``, with ``q`` the share of the tenant's past appearances at hours at least this quiet (``hist``: a
+    histogram per tenant of past appearances by ``-log10(p_hour)``, decayed over ``tau``) shrunk toward ``p_hour``
     with the weight of ``prior_w`` appearances, and never below ``p_hour``: a tenant whose new keys appear at night
     is not surprised by one more, while a tenant whose keys all first appeared in its busy hours (as every key does
     on its first day) is not made more surprised than its rhythm says; an appearance whose ``q`` is above
@@ -802,7 +798,7 @@ def appearance_model(key, ten, ts, wake_n, p_hour, p_new, rate, hist, hist_last,
             le = 0.0
             for j in range(nb):
                 tot += hist[t, j]
-                if j >= b - APPEAR_SLACK:
+                if j >= b:
                     le += hist[t, j]
             q = max((le + prior_w * ph) / (tot + prior_w), ph)
             # an appearance at an hour outside the tenant's quiet tail (``q`` above ``quiet_max``) is not judged

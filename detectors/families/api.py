@@ -658,7 +658,7 @@ FAMILY = Family(
             "A key the tenant never saw (or silent for `unknown_dormant_days` days) that makes calls. Its "
             "appearance is as surprising as how rarely the tenant sees a new key (new keys per request, recent "
             "history) times how rarely its keys appear at an hour this quiet: the share of the tenant's past "
-            "appearances at hours at least about as quiet (within half a decade) in its own hour-of-day rhythm, "
+            "appearances at hours at least as quiet in its own hour-of-day rhythm, "
             "shrunk toward the share of its activity there (worth `unknown_prior_appearances` appearances; never "
             "below that share), so a tenant whose new keys appear at night is not surprised by one more. Each "
             "later call adds how unlikely that many calls since it appeared are for a new key of the tenant (the "

@@ -24,14 +24,14 @@ def _night_key(s: Stream, day: int, key: str, calls: int, gap_s: float, hour: fl
 
 def night_keys(nightly: bool) -> tuple[list, set[str]]:
     """Four days of working-day traffic; ``nightly``: on each of the nights before, a new key also appears at
-    02:00 and makes two calls 15 minutes apart (a nightly job given a fresh key every night). On the fifth night a
+    03:00 and makes two calls 15 minutes apart (a nightly job given a fresh key every night). On the fifth night a
     new key appears at 03:00 and calls every 20 s."""
     rng = np.random.default_rng(4)
     s = Stream()
     _history(s, rng, per_day=30)
     if nightly:
         for day in range(1, 4):
-            _night_key(s, day, f"rotated-{day}", 2, 900.0, hour=2.0)
+            _night_key(s, day, f"rotated-{day}", 2, 900.0, hour=3.0)
     ids = _night_key(s, 4, "k-new", 30, 20.0)
     return s.run(), ids
 
