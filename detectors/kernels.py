@@ -958,3 +958,75 @@ def key_level(key_hours, hours, k, t, now, prior, floor):  # pragma: no cover - 
         acc += w * (key_hours[k, b] + prior * g) / (k_tot + prior)
         wsum += w
     return max(24.0 * acc / wsum, floor)
+
+
+APPEAR_BINS = 16  # a tenant's past appearances by how quiet their hour was: -log10(hour share) in quarter decades
+APPEAR_WIDTH = 0.25
+
+
+@njit(cache=True)
+def appearance_model(key, ten, ts, wake_n, p_hour, p_new, rate, hist, hist_last, tau, prior_w, nb_size, gate,
+                     app_min, quiet_max, app_s, app_t, app_rate, app_bin):  # pragma: no cover - compiled
+    """How unusual a key that (re)appears in its tenant is, as of each of its first calls (arrival order).
+
+    ``wake_n``: the key's calls since it appeared (``KR_WAKE_N``: 1 on the appearing call, 0 where the key is not
+    young); ``p_hour``: the share of the tenant's activity at hours at least as quiet as this one (its rhythm);
+    ``p_new``: the tenant's new keys per request; ``rate``: the key's expected requests per ms (for a new key, its
+    tenant's per-key rate at this hour and surge). On the appearing call the appearance's surprise is ``-log10(p_new
+    * q)``, with ``q`` the share of the tenant's past appearances at hours at least this quiet (``hist``: a
+    histogram per tenant of past appearances by ``-log10(p_hour)``, decayed over ``tau``) shrunk toward ``p_hour``
+    with the weight of ``prior_w`` appearances, and never below ``p_hour``: a tenant whose new keys appear at night
+    is not surprised by one more, while a tenant whose keys all first appeared in its busy hours (as every key does
+    on its first day) is not made more surprised than its rhythm says; an appearance whose ``q`` is above
+    ``quiet_max`` (not at a quiet hour) has surprise 0. Each later call adds the surprise of the
+    key's calls since it appeared under its expected rate then (a Gamma-Poisson tail, the rate known as ``nb_size``
+    requests' worth): a burst of calls seconds apart, not a key used now and then. Once the sum reaches ``gate``
+    (with the appearance's own surprise at least ``app_min``: what raises ``api.unknown_key``) the appearance is
+    taken out of ``hist`` (an attack does not teach its tenant that keys appear at night). Per key: ``app_s``
+    (appearance surprise), ``app_t`` (its time), ``app_rate`` (expected rate then), ``app_bin`` (its ``hist`` bin +
+    1, 0 once out). Returns rows (appearance surprise, calls surprise, q).
+    """
+
+    n = key.shape[0]
+    out = np.zeros((n, 3), dtype=np.float64)
+    nb = hist.shape[1]
+    for i in range(n):
+        wn = wake_n[i]
+        if wn < 1.0:
+            continue
+        k = key[i]
+        t = ten[i]
+        now = ts[i]
+        dt = now - hist_last[t]
+        if dt > 0:
+            f = math.exp(-dt / tau)
+            for b in range(nb):
+                hist[t, b] *= f
+            hist_last[t] = now
+        if wn == 1.0:
+            ph = min(max(p_hour[i], 1e-12), 1.0)
+            b = min(int(-math.log10(ph) / APPEAR_WIDTH), nb - 1)
+            tot = 0.0
+            le = 0.0
+            for j in range(nb):
+                tot += hist[t, j]
+                if j >= b:
+                    le += hist[t, j]
+            q = max((le + prior_w * ph) / (tot + prior_w), ph)
+            # an appearance at an hour outside the tenant's quiet tail (``q`` above ``quiet_max``) is not judged
+            app_s[k] = -math.log10(max(p_new[i], 1e-12)) - math.log10(q) if q <= quiet_max else 0.0
+            app_t[k] = now
+            app_rate[k] = rate[i]
+            hist[t, b] += 1.0
+            app_bin[k] = b + 1.0
+            out[i, 2] = q
+        e = app_rate[k] * max(now - app_t[k], 0.0)
+        phi = 1.0 + e / nb_size
+        calls = poisson_surprise_nb((wn - 1.0) / phi, e / phi)
+        out[i, 0] = app_s[k]
+        out[i, 1] = calls
+        if app_s[k] + calls >= gate and app_s[k] >= app_min and app_bin[k] > 0.0:
+            j = int(app_bin[k]) - 1
+            hist[t, j] = max(0.0, hist[t, j] - math.exp(-max(now - app_t[k], 0.0) / tau))
+            app_bin[k] = 0.0
+    return out

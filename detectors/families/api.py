@@ -16,6 +16,7 @@ from detectors.calibration import one_in, score_of
 from detectors.columns import ApiColumns
 from detectors.families.common import DAY, HOUR, MIN, count_before, earlier_flagged, fmt, idle_cutoff
 from detectors.kernels import (
+    APPEAR_BINS,
     KR_FAIL_C,
     KR_FAIL_E,
     KR_FAIL_S,
@@ -32,9 +33,9 @@ from detectors.kernels import (
     KR_TOK_BASE,
     KR_TOK_RUN,
     KR_TOK_Z,
-    KR_UNK_S,
     KR_WAKE_N,
     TN_COLS,
+    appearance_model,
     decayed_count,
     distinct_recent,
     gap_scan,
@@ -116,10 +117,16 @@ class ApiConfig:
     stuffing_min_failures: float = option(8.0, "floor: failures (decayed count over 10 minutes) below which no "
                                                "spread is raised")
     stuffing_floor_share: float = option(0.01, "floor: the least share of a tenant's requests expected to fail")
-    unknown_surprise: float = option(6.0, "surprise of a key appearing (new, or dormant) in its tenant at a quiet "
-                                          "hour that raises api.unknown_key")
+    unknown_surprise: float = option(5.5, "surprise of a key appearing (new, or dormant) in its tenant at a quiet "
+                                          "hour, plus that of its calls since, that raises api.unknown_key")
     unknown_min_calls: int = option(2, "floor: calls a (re)appearing key makes before it is judged")
     unknown_dormant_days: float = option(3.0, "days of silence after which a key counts as appearing again")
+    unknown_prior_appearances: float = option(5.0, "appearances' worth of its activity rhythm the hours its tenant's "
+                                                   "keys appeared at are shrunk toward")
+    unknown_quiet_share: float = option(0.2, "floor: a quiet hour is one where the tenant's activity (and its keys' "
+                                              "appearances) at hours at least as quiet is at most this share of it")
+    unknown_appear_min: float = option(3.0, "floor: surprise of the appearance alone (how rarely the tenant sees a "
+                                            "key appear at an hour this quiet) below which its calls are not judged")
 
 
 class TenantRates:
@@ -140,6 +147,9 @@ class TenantRates:
         # per (tenant, scope): typical log tokens per request, requests learned; spread of keys' requests around it
         # (mean square of the residual), requests learned into that; the same four of log(output / input tokens)
         self.route_tok = np.zeros((0, 8))
+        # per tenant: its keys' past appearances by how quiet their hour was (``kernels.appearance_model``), decayed
+        self.appear = np.zeros((0, APPEAR_BINS))
+        self.appear_last = np.zeros(0)
 
     def route_index(self, keys: np.ndarray) -> np.ndarray:
         """The ``route_tok`` row of each pair(tenant, scope) key (new pairs get a row)."""
@@ -165,6 +175,12 @@ class TenantRates:
         grow = n - self.scopes.shape[0]
         if grow > 0:
             self.scopes = np.vstack([self.scopes, np.zeros((grow, 2))])
+        if not hasattr(self, "appear"):  # a checkpoint from before appearances were learned by hour
+            self.appear, self.appear_last = np.zeros((0, APPEAR_BINS)), np.zeros(0)
+        grow = n - self.appear.shape[0]
+        if grow > 0:
+            self.appear = np.vstack([self.appear, np.zeros((grow, APPEAR_BINS))])
+            self.appear_last = np.concatenate([self.appear_last, np.zeros(grow)])
 
 
 def stage(ctx: Context, c: ApiColumns) -> list[Finding]:
@@ -513,21 +529,39 @@ def _stuffing_findings(ctx: Context, c: ApiColumns, m: np.ndarray, tenants: Tena
 
 
 def _unknown_findings(ctx: Context, c: ApiColumns, m: np.ndarray) -> list[Finding]:
-    """api.unknown_key: a key that appears (never seen, or silent for days) and runs calls at a quiet hour."""
-    cfg = ctx.config
+    """api.unknown_key: a key that appears (never seen, or silent for days) at an hour its tenant's keys do not
+    appear at, and runs calls faster than a new key of its tenant would (``kernels.appearance_model``)."""
+    cfg, k = ctx.config, ctx.tables.key
+    tenants: TenantRates = ctx.tables.family["api_tenants"]
+    # a new key's calls at its tenant's per-key rate of an average hour at least: the quiet hour is already the
+    # appearance's own evidence, and is not counted twice
+    rate = m[:, KR_GAP_RATE_LONG]
+    a = appearance_model(c.key, c.tenant, c.ts.astype(np.float64), m[:, KR_WAKE_N], m[:, KR_P_HOUR], m[:, KR_P_NEW],
+                         rate, tenants.appear, tenants.appear_last, cfg.rhythm_tau_days * DAY,
+                         cfg.unknown_prior_appearances, cfg.rate_prior_events, cfg.unknown_surprise,
+                         cfg.unknown_appear_min, cfg.unknown_quiet_share, k["app_s"],
+                         k["app_t"], k["app_rate"], k["app_bin"])
+    total = a[:, 0] + a[:, 1]
     out: list[Finding] = []
-    for i in np.flatnonzero((m[:, KR_UNK_S] >= cfg.unknown_surprise) & (m[:, KR_WAKE_N] >= cfg.unknown_min_calls)):
+    for i in np.flatnonzero((total >= cfg.unknown_surprise) & (a[:, 0] >= cfg.unknown_appear_min)
+                            & (m[:, KR_WAKE_N] >= cfg.unknown_min_calls)):
         e = c.events[i]
-        sv = float(m[i, KR_UNK_S])
+        sv, calls = float(total[i]), float(m[i, KR_WAKE_N])
+        span = float(c.ts[i] - k["app_t"][c.key[i]])
+        expected = float(k["app_rate"][c.key[i]]) * span
         f = ctx.finding("api.unknown_key", c, i, e.api_key_id, e.principal, score_of(sv, 1),
-                        [Feature(name="calls_since_appearing", value=float(m[i, KR_WAKE_N])),
+                        [Feature(name="calls_since_appearing", value=calls, baseline=round(expected + 1.0, 3)),
+                         Feature(name="appearance_surprise", value=round(float(a[i, 0]), 2), baseline=0.0),
                          Feature(name="tenant_new_key_rate", value=float(m[i, KR_P_NEW])),
                          Feature(name="tenant_hour_share", value=round(float(m[i, KR_P_HOUR]), 4)),
                          Feature(name="surprise", value=round(sv, 2))],
                         f"API key {e.api_key_id} appeared in tenant {e.tenant} (never seen, or silent for "
-                        f"{cfg.unknown_dormant_days:g} days) and made {m[i, KR_WAKE_N]:.0f} calls at an hour that "
-                        f"holds {m[i, KR_P_HOUR]:.1%} of the tenant's own activity (its learned rhythm); the tenant "
-                        f"sees a new key on {one_in(-np.log10(m[i, KR_P_NEW]))} requests: about {one_in(sv)}.")
+                        f"{cfg.unknown_dormant_days:g} days) at an hour that holds {m[i, KR_P_HOUR]:.1%} of the "
+                        f"tenant's own activity; with how often the tenant sees a new key (1 in "
+                        f"{1 / max(float(m[i, KR_P_NEW]), 1e-12):,.0f} requests) and the hours its keys appear at, "
+                        f"that was about {one_in(float(a[i, 0]))}. It then made {calls:.0f} calls in "
+                        f"{_duration(span)} where a new key of the tenant is expected to make {fmt(expected)} more "
+                        f"after its first ({one_in(float(a[i, 1]))}): about {one_in(sv)} together.")
         f.surprise = sv
         out.append(f)
     return out
@@ -688,12 +722,17 @@ FAMILY = Family(
         Detector(
             "api.unknown_key", "A new or dormant key running calls at a quiet hour of its tenant", "api_key",
             ("atlas:AML.T0012", "owasp-llm:LLM10"),
-            "A key the tenant never saw (or silent for `unknown_dormant_days` days) that makes calls: its surprise "
-            "is how rarely the tenant sees a new key (new keys per request, recent history) plus, for each of its "
-            "first three calls, how quiet the hour is in the tenant's own hour-of-day rhythm (the share of its "
-            "activity in hours at least as quiet). Raised from its `unknown_min_calls`-th call when that reaches "
-            "`unknown_surprise`: a key that appears at 03:00 in a tenant busy by day, not a new joiner's key in "
-            "the morning."),
+            "A key the tenant never saw (or silent for `unknown_dormant_days` days) that makes calls. Its "
+            "appearance is as surprising as how rarely the tenant sees a new key (new keys per request, recent "
+            "history) times how rarely its keys appear at an hour this quiet: the share of the tenant's past "
+            "appearances at hours at least as quiet in its own hour-of-day rhythm, "
+            "shrunk toward the share of its activity there (worth `unknown_prior_appearances` appearances; never "
+            "below that share), so a tenant whose new keys appear at night is not surprised by one more. Each "
+            "later call adds how unlikely that many calls since it appeared are for a new key of the tenant (the "
+            "tenant's per-key rate at this hour, a Gamma-Poisson tail): a burst of calls seconds apart, not a key "
+            "used now and then. Raised from its `unknown_min_calls`-th call when the hour is quiet (that share at "
+            "most `unknown_quiet_share`), the appearance alone reaches `unknown_appear_min` and both together "
+            "`unknown_surprise`; an appearance that raised it is not learned as one of the tenant's."),
     ),
     columns=(
         Column("key", "n", 0, "requests seen (warm-up)"),
@@ -711,6 +750,10 @@ FAMILY = Family(
         Column("key", "wake", 0, "time the key last appeared (first seen, or back from dormancy)"),
         Column("key", "wake_n", 0, "calls since the key last appeared"),
         Column("key", "unk_s", 0, "surprise of the key's appearance so far"),
+        Column("key", "app_s", 0, "surprise of the key's latest appearance (its tenant's new-key rate and hours)"),
+        Column("key", "app_t", 0, "time of the key's latest appearance"),
+        Column("key", "app_rate", 0, "requests per ms a new key of its tenant was expected to make then"),
+        Column("key", "app_bin", 0, "the appearance's bin in its tenant's appearance hours, plus 1 (0: not there)"),
         Column("key", "tok_mean", 0, "mean of log tokens per request (exponentially weighted)"),
         Column("key", "tok_var", 0, "variance of log tokens per request (exponentially weighted)"),
         Column("key", "tok_n", 0, "requests with tokens learned"),
@@ -746,7 +789,8 @@ FAMILY = Family(
         Table("scope_keys", "(tenant, scope) -> tracked keys that used the scope",
               "evicted keys uncounted (compaction.uncount_keys)"),
         Table("tenant_keys", "tenant -> tracked keys", "evicted keys uncounted (compaction.uncount_keys)"),
-        Table("api_tenants", "tenant -> request, failure and new-key rates, hour-of-day rhythm, client novelty",
+        Table("api_tenants", "tenant -> request, failure and new-key rates, hour-of-day rhythm, client novelty, the "
+              "hours its keys appeared at",
               "keyed by tenant id: tenants are never evicted (a fixed number of floats per tenant)",
               factory=TenantRates),
     ),
