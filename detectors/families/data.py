@@ -209,9 +209,10 @@ def _volume(ctx: Context, c: DataColumns) -> list[Finding]:
     # detector's business: it leaves the drift sum as it is, so one bulk export does not hold the sum up for days
     # of normal reads after it
     dzz = np.where(z_blk < USUAL_Z, np.minimum(pz, z_blk), pz)
-    # a read of the principal's high mode (far above its ordinary reads, within its daily peaks: a nightly batch)
-    # adds nothing either; a drip's reads, a few times the ordinary, still do
-    dzz = np.where(usual_peak & (z_all >= HIGH_MODE_Z), np.minimum(dzz, cfg.drift_k), dzz)
+    # a read of the principal's high mode (far above its ordinary reads or this pair's, within its daily peaks: a
+    # nightly batch, also on a dataset it reads lightly by day) adds nothing either; a drip's reads, a few times
+    # the ordinary, still do
+    dzz = np.where(usual_peak & ((z_all >= HIGH_MODE_Z) | (pz >= HIGH_MODE_Z)), np.minimum(dzz, cfg.drift_k), dzz)
     # the tenant's learning period learns baselines and judges nothing: its reads (a service account's first nightly
     # batches, far from a baseline only just started) do not build a sum that the first judged day inherits
     cs = cusum(pid, np.where((z >= VOLUME_SPIKE_Z) | learning, cfg.drift_k, dzz), s.pair["s"], cfg.drift_k,

@@ -181,3 +181,28 @@ def test_a_held_back_night_is_learned_once_it_ends_unraised():
 
 def test_a_raised_night_is_never_learned():
     assert _episode(raise_floor=0.0)[0] == 0.0
+
+
+def _batch_turns_to(dataset: str) -> tuple[list, set[str]]:
+    """A service account reads ``warehouse/facts`` in a nightly batch (40 reads of ~20,000 rows) and ``finance/ledger``
+    lightly by day (~100 rows); from the fourth day an evening job (22:00, another block of the day than the
+    batch) also reads ``dataset`` at the batch's volume."""
+    rng = np.random.default_rng(31)
+    s = Stream()
+    for day in range(6):
+        for _ in range(10):
+            s.data(T0 + timedelta(days=day, hours=9 + int(rng.integers(8)), minutes=int(rng.integers(60))), "svc",
+                   "finance/ledger", int(100 * rng.lognormal(0.0, 0.5)) + 1)
+        for m in range(40):
+            s.data(T0 + timedelta(days=day, hours=2, seconds=90 * m), "svc", "warehouse/facts",
+                   int(20_000 * rng.lognormal(0.0, 0.4)))
+    ids = {s.data(T0 + timedelta(days=day, hours=22, minutes=m), "svc", dataset, int(20_000 * rng.lognormal(0.0, 0.4)))
+           for day in range(3, 6) for m in range(0, 30, 6)}
+    return s.run(), ids
+
+
+def test_a_batch_accounts_nightly_volume_on_a_dataset_it_reads_lightly_by_day_is_not_drift():
+    """The benign twin of a drip: far above the pair's own reads, but within the account's daily peaks (its
+    nightly batch's volume), night after night: its high mode, not a pair growing."""
+    alerts, ids = _batch_turns_to("finance/ledger")
+    assert not _hits(alerts, "data.volume_drift", ids)
