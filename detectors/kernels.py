@@ -586,69 +586,6 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
 
 
 @njit(cache=True)
-def hour_rhythm(ent, group, hour, ts, first, ent_hist, group_hist, recent, recent_last, carry, carry_ts, tau_ms,
-                prior, dispersion, extra, judged, floor):  # pragma: no cover - compiled
-    """Surprise of each entity's recent activity at this hour of day, against its own hour-of-day rhythm.
-
-    ``ent_hist``/``group_hist`` (rows of 24 hour-of-day counts, the entity's and its peer group's) and the
-    decayed count ``recent``/``recent_last`` (time constant ``tau_ms``) per entity are updated in place. The
-    entity's share of activity in the 3 hours around the event's hour starts from its group's share, worth
-    ``prior`` events; times the entity's events per day it gives the events expected within ``tau_ms`` at this
-    hour, and the surprise is the Poisson tail of the decayed count of its accesses (this one included) under
-    that expectation. ``extra`` is other evidence an event carries (a new IP's surprise); it holds for the
-    entity's later events within ``tau_ms`` (``carry``/``carry_ts`` per entity), so the activity it starts is
-    judged with it. An event that is ``judged`` and whose surprise plus extra reaches ``floor`` is not learned
-    into the histograms (an alerting night does not teach itself in).
-    Returns (surprise, extra in force, the entity's share of the 3-hour window, the decayed count, the expected
-    count).
-    """
-    n = ent.shape[0]
-    s_out = np.empty(n, dtype=np.float64)
-    x_out = np.empty(n, dtype=np.float64)
-    share_out = np.empty(n, dtype=np.float64)
-    k_out = np.empty(n, dtype=np.float64)
-    mu_out = np.empty(n, dtype=np.float64)
-    for i in range(n):
-        e = ent[i]
-        g = group[i]
-        h = hour[i]
-        dt = ts[i] - recent_last[e]
-        if dt > 0:
-            recent[e] *= math.exp(-dt / tau_ms)
-            recent_last[e] = ts[i]
-        recent[e] += 1.0
-        e_tot = 0.0
-        g_tot = 0.0
-        for j in range(24):
-            e_tot += ent_hist[e, j]
-            g_tot += group_hist[g, j]
-        lo, hi = (h + 23) % 24, (h + 1) % 24
-        e_win = ent_hist[e, lo] + ent_hist[e, h] + ent_hist[e, hi]
-        g_win = group_hist[g, lo] + group_hist[g, h] + group_hist[g, hi]
-        g_share = (g_win + 1.5) / (g_tot + 12.0)  # half an event per hour: no group hour is impossible
-        share = (e_win + prior * g_share) / (e_tot + prior)
-        days = max((ts[i] - first[e]) / 86_400_000.0, 1.0)
-        mu = share / 3.0 * (e_tot + 1.0) / days * tau_ms / 3_600_000.0
-        # over-dispersion: a busy entity's counts vary far more than a Poisson's; scaling count and expectation by
-        # a gamma-Poisson's variance inflation (shape ``dispersion``) keeps its busy hours from looking like bursts
-        d = 1.0 + mu / dispersion
-        s = poisson_surprise_nb(recent[e] / d, mu / d)
-        if extra[i] > 0.0:
-            carry[e] = extra[i]
-            carry_ts[e] = ts[i]
-        x = carry[e] if ts[i] - carry_ts[e] <= tau_ms else 0.0
-        s_out[i] = s
-        x_out[i] = x
-        share_out[i] = share
-        k_out[i] = recent[e]
-        mu_out[i] = mu
-        if not (judged[i] and s + x >= floor):
-            ent_hist[e, h] += 1.0
-            group_hist[g, h] += 1.0
-    return s_out, x_out, share_out, k_out, mu_out
-
-
-@njit(cache=True)
 def block_log_zscore(ent, block, x, mean, var, seen, alpha, gate, min_var, warm):  # pragma: no cover - compiled
     """z-score of log1p(x) against the entity's baseline of the event's time-of-day block, bimodal-aware.
 
@@ -832,12 +769,16 @@ def daily_peak_zscore(ent, day, x, learn_all, cur_day, cur_max, mean, var, n_see
 def hour_rhythm_bursts(ent, group, hour, ts, first, ent_hist, group_hist, recent, recent_last, short, short_last,
                        new_hour, carry, carry_ts, tau_ms, short_ms, prior, dispersion, extra, judged, floor,
                        loc, pending, pend_max, ep_n, raise_floor):  # pragma: no cover - compiled
-    """``hour_rhythm`` judged at two time scales, with a peer prior counted in activity episodes, not events.
+    """Surprise of each entity's recent activity at this hour of day, against its own hour-of-day rhythm, judged at
+    two time scales.
 
-    As ``hour_rhythm``, the entity's share of activity in the 3 hours around the event's hour starts from its
-    group's share (worth ``prior`` events), and each of two decayed counts of its accesses (``recent`` with time
-    constant ``tau_ms``, ``short`` with ``short_ms``) is judged by its Poisson tail under the count that share
-    expects at that scale; the surprise is the larger of the two less log10(2) (two tests). A burst of reads
+    ``ent_hist``/``group_hist`` (rows of 24 hour-of-day counts, the entity's and its peer group's) and the decayed
+    counts per entity are updated in place. The entity's share of activity in the 3 hours around the event's hour
+    starts from its group's share (worth ``prior`` events); times the entity's events per day it gives the events
+    expected at this hour, and each of two decayed counts of its accesses (``recent`` with time constant
+    ``tau_ms``, ``short`` with ``short_ms``, this one included) is judged by its Poisson tail (scaled by
+    ``dispersion`` for a busy entity) under the count that share expects at that scale; the surprise is the
+    larger of the two less log10(2) (two tests). A burst of reads
     within minutes is judged on the minutes, a longer night's work on the half hours; the minutes only in an hour
     window (the event's hour and its neighbours) the entity had no learned access in before its current episode
     (``ep_n``: its accesses learned since its episode began), as how a working hour's accesses cluster within
@@ -845,7 +786,9 @@ def hour_rhythm_bursts(ent, group, hour, ts, first, ent_hist, group_hist, recent
     entity's histogram, but only an entity's first event at each hour of the day (``new_hour``) adds one to its
     group's: the group's rhythm counts how many of its entities work at each hour, so a few accounts reading
     thousands of times at night (nightly batches) do not make the night look busy for everyone else.
-    ``extra``/``carry`` are ``hour_rhythm``'s. A judged event whose surprise plus extra reaches ``floor`` is held
+    ``extra`` is other evidence an event carries (a new IP's surprise); it holds for the entity's later events
+    within ``tau_ms`` (``carry``/``carry_ts`` per entity), so the activity it starts is judged with it. A judged
+    event whose surprise plus extra reaches ``floor`` is held
     back, not learned at once (the first reads of an unusual night do not teach that hour in while the night builds
     up): ``pending``/``pend_max`` (rows ``loc``: the entity's row in them) count the held-back events per hour and
     their largest surprise, and when the entity's episode ends (its next event comes more than ``tau_ms`` later)
