@@ -361,7 +361,7 @@ def normal_surprise_nb(z):  # pragma: no cover - compiled
 
 # columns of ``key_rate_model``'s output, one row per event
 KR_RATE_S, KR_RATE_W, KR_RATE_C, KR_RATE_E, KR_SURGE, KR_TOK_Z, KR_TOK_RUN, KR_TOK_BASE, KR_FAIL_S, KR_FAIL_C, \
-    KR_FAIL_E, KR_UNK_S, KR_WAKE_N, KR_P_HOUR, KR_P_NEW, KR_LEVEL, KR_GAP_RATE, KR_GAP_RATE_LONG = range(18)
+    KR_FAIL_E, KR_WAKE_N, KR_P_HOUR, KR_P_NEW, KR_LEVEL, KR_GAP_RATE, KR_GAP_RATE_LONG = range(17)
 # columns of the per-tenant rows ``key_rate_model`` keeps
 TN_R10, TN_RLAST, TN_BASE, TN_BLAST, TN_SINCE, TN_F10, TN_FLAST, TN_FBASE, TN_FBLAST, TN_HLAST, TN_NK, TN_EV, \
     TN_NLAST, TN_KEYS = range(14)
@@ -379,14 +379,15 @@ def _decay_cell(rows, r, col, last_col, now, tau):  # pragma: no cover - compile
 
 @njit(cache=True)
 def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no cover - compiled
-                   r1, r10, r60, r_last, base, base_last, since, k_last, wake, wake_n, unk_s,
+                   r1, r10, r60, r_last, base, base_last, since, k_last, wake, wake_n,
                    tok_mean, tok_var, tok_n, tok_run, tn, hours,
                    taus, tau_slow, prior_events, nb_size, hist_tau, dormant_ms, young_ms, min_rate, rate_gate,
-                   tok_alpha, tok_min_sd, tok_warm, tok_gate, tok_run_z, fail_floor_share, fail_gate, unk_runs,
+                   tok_alpha, tok_min_sd, tok_warm, tok_gate, tok_run_z, fail_floor_share, fail_gate,
                    key_hours, rhythm_prior, level_floor, pend, pend_h):
     """A key's request counts against its own expected rate, its tokens per request against its own log-normal,
-    its tenant's authentication failures against the tenant's own failure rate, and how unusual a key that
-    (re)appears is for its tenant, as of each event (arrival order).
+    its tenant's authentication failures against the tenant's own failure rate, and how often its tenant sees a key
+    (re)appear and how quiet the hour is (``KR_P_NEW``, ``KR_P_HOUR``, ``KR_WAKE_N``: what
+    ``appearance_model`` judges an appearing key by), as of each event (arrival order).
 
     Expected requests in a window of time constant ``taus[w]`` are the key's baseline rate (a decayed count over
     ``tau_slow``, shrunk toward its tenant's per-key rate with the weight of ``prior_events`` requests) times the
@@ -407,8 +408,7 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
     """
     n = key.shape[0]
     nw = taus.shape[0]
-    out = np.zeros((n, 18), dtype=np.float64)
-    ln10 = math.log(10.0)
+    out = np.zeros((n, 17), dtype=np.float64)
     bonf = math.log10(nw)
     tau10 = taus[1]
     for i in range(n):
@@ -558,8 +558,8 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
             out[i, KR_FAIL_E] = e
             if s < fail_gate:
                 tn[t, TN_FBASE] += 1.0
-        # a key that appears (never seen, or silent for ``dormant_ms``): how often its tenant sees one, at an hour
-        # this quiet in its rhythm, for the first ``unk_runs`` calls of its run
+        # a key that appears (never seen, or silent for ``dormant_ms``): how often its tenant sees one, and how quiet
+        # this hour is in its rhythm (``kernels.appearance_model`` judges the appearance)
         p_new = (tn[t, TN_NK] + 1.0) / (tn[t, TN_EV] + 2.0)
         out[i, KR_P_HOUR] = p_hour
         out[i, KR_P_NEW] = p_new
@@ -568,19 +568,15 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
             if first or now - k_last[k] >= dormant_ms:
                 wake[k] = now
                 wake_n[k] = 0.0
-                unk_s[k] = -math.log(p_new) / ln10
                 tn[t, TN_NK] += 1.0
                 if first:
                     tn[t, TN_KEYS] += 1.0
-            if now - wake[k] <= young_ms and wake_n[k] < unk_runs:
-                unk_s[k] += -math.log(min(p_hour, 1.0)) / ln10
             wake_n[k] += 1.0
             tn[t, TN_EV] += 1.0
             k_last[k] = max(k_last[k], now)
             if learn:
                 hours[t, hour] += 1.0
             if now - wake[k] <= young_ms:
-                out[i, KR_UNK_S] = unk_s[k]
                 out[i, KR_WAKE_N] = wake_n[k]
     return out
 

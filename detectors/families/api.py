@@ -355,11 +355,11 @@ def _key_model(ctx: Context, c: ApiColumns, tenants: TenantRates) -> tuple[np.nd
     m = key_rate_model(  # tokens are judged below, with peers (no token is passed here)
         c.key, c.tenant, c.ts, ~c.auth_fail, stuff_fail, np.zeros(len(c.key), dtype=np.bool_), resid,
         k["r1"], k["r10"], k["r60"], k["r_last"], k["base"], k["base_last"], k["since"], k["last_ok"], k["wake"],
-        k["wake_n"], k["unk_s"], k["tok_mean"], k["tok_var"], k["tok_n"], k["tok_run"], tenants.rows, tenants.hours,
+        k["wake_n"], k["tok_mean"], k["tok_var"], k["tok_n"], k["tok_run"], tenants.rows, tenants.hours,
         np.array(RATE_WINDOWS_S) * 1000, cfg.rate_tau_slow_s * 1000, cfg.rate_prior_events, cfg.rate_nb_size,
         cfg.rhythm_tau_days * DAY, cfg.unknown_dormant_days * DAY, HOUR, cfg.rate_floor_per_hour / HOUR,
         cfg.rate_surprise, cfg.token_alpha, cfg.token_min_sd, 1, cfg.token_gate, cfg.token_run_z,
-        cfg.stuffing_floor_share, cfg.stuffing_surprise, 3, hours, cfg.rhythm_prior_events, cfg.rate_level_floor,
+        cfg.stuffing_floor_share, cfg.stuffing_surprise, hours, cfg.rhythm_prior_events, cfg.rate_level_floor,
         k["pend"], k["pend_h"])
     for j in range(24):
         k[f"hour{j}"][:] = hours[:, j]
@@ -749,7 +749,6 @@ FAMILY = Family(
         Column("key", "last_ok", 0, "time of the key's latest successful request"),
         Column("key", "wake", 0, "time the key last appeared (first seen, or back from dormancy)"),
         Column("key", "wake_n", 0, "calls since the key last appeared"),
-        Column("key", "unk_s", 0, "surprise of the key's appearance so far"),
         Column("key", "app_s", 0, "surprise of the key's latest appearance (its tenant's new-key rate and hours)"),
         Column("key", "app_t", 0, "time of the key's latest appearance"),
         Column("key", "app_rate", 0, "requests per ms a new key of its tenant was expected to make then"),

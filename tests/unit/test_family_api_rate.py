@@ -56,7 +56,7 @@ def _model(ts: np.ndarray, hist: np.ndarray | None = None) -> np.ndarray:
     cfg = ApiConfig()
     n = ts.size
     key, ten = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
-    col = [np.zeros(1) for _ in range(15)]  # r1 .. tok_run
+    col = [np.zeros(1) for _ in range(14)]  # r1 .. tok_run
     tn, hours = np.zeros((1, TN_COLS)), np.zeros((1, 24))
     key_hours = np.zeros((1, 24))
     if hist is not None:
@@ -67,7 +67,7 @@ def _model(ts: np.ndarray, hist: np.ndarray | None = None) -> np.ndarray:
         np.array(RATE_WINDOWS_S) * 1000, cfg.rate_tau_slow_s * 1000, cfg.rate_prior_events, cfg.rate_nb_size,
         cfg.rhythm_tau_days * DAY, cfg.unknown_dormant_days * DAY, HOUR, cfg.rate_floor_per_hour / HOUR,
         cfg.rate_surprise, cfg.token_alpha, cfg.token_min_sd, 1, cfg.token_gate, cfg.token_run_z,
-        cfg.stuffing_floor_share, cfg.stuffing_surprise, 3, key_hours, cfg.rhythm_prior_events, cfg.rate_level_floor,
+        cfg.stuffing_floor_share, cfg.stuffing_surprise, key_hours, cfg.rhythm_prior_events, cfg.rate_level_floor,
         np.zeros(1), np.zeros(1))
 
 
