@@ -27,8 +27,9 @@ from streams.stack.base import (
     port_open,
     read_pid,
     spawn,
+    stop_pid_file,
     tail,
-    terminate,
+    wipe,
 )
 
 MODULE = "github.com/prometheus/alertmanager/cmd/alertmanager"
@@ -125,16 +126,11 @@ class AlertmanagerService:
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop it (SIGTERM, SIGKILL after ``timeout`` s); its silences are saved on the way out."""
-        pid = self.pid()
-        if pid is not None:
-            terminate(pid, timeout)
-        self.pid_file.unlink(missing_ok=True)
+        stop_pid_file(self.pid(), self.pid_file, timeout)
 
     def reset(self) -> None:
         """Delete its silences and notification log."""
-        if self.pid() is not None:
-            raise StackError("stop Alertmanager before wiping its data")
-        shutil.rmtree(self.data_dir, ignore_errors=True)
+        wipe(self.pid() is not None, "Alertmanager", self.data_dir)
 
     def _ready(self) -> bool:
         try:

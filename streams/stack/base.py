@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+from schemas.errors import StackError
 
 LOOPBACK = "127.0.0.1"
 
@@ -243,6 +246,21 @@ def terminate(pid: int, timeout: float = 20.0) -> bool:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=1.0)
     return graceful
+
+
+def stop_pid_file(pid: int | None, pid_file: Path, timeout: float) -> None:
+    """Stop a service known by its pid file: ``terminate`` its process if it runs (``pid``), then drop the file."""
+    if pid is not None:
+        terminate(pid, timeout)
+    pid_file.unlink(missing_ok=True)
+
+
+def wipe(running: bool, name: str, *dirs: Path) -> None:
+    """Delete a stopped service's data ``dirs``; refuse (``StackError``) while it runs."""
+    if running:
+        raise StackError(f"stop {name} before wiping its data")
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def tail(path: Path, lines: int = 20) -> str:

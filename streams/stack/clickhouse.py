@@ -34,8 +34,9 @@ from streams.stack.base import (
     port_open,
     read_pid,
     spawn,
+    stop_pid_file,
     tail,
-    terminate,
+    wipe,
 )
 from streams.stack.tls import CA_CERT, issue_server_certificate, private_dir, write_secret
 
@@ -309,19 +310,13 @@ class ClickHouseServerService:
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop the server (SIGTERM, SIGKILL after ``timeout`` s)."""
-        pid = self.pid()
-        if pid is not None:
-            terminate(pid, timeout)
-        self.pid_file.unlink(missing_ok=True)
+        stop_pid_file(self.pid(), self.pid_file, timeout)
         self._version = None
 
     def reset(self) -> None:
         """Delete the server's databases and tables."""
-        if self.pid() is not None:
-            raise StackError("stop ClickHouse before wiping its data")
-        shutil.rmtree(self.data_dir, ignore_errors=True)
-        shutil.rmtree(self.home / "tmp", ignore_errors=True)
-        shutil.rmtree(self.secure_dir, ignore_errors=True)  # a wipe makes a new CA and password
+        wipe(self.pid() is not None, "ClickHouse", self.data_dir, self.home / "tmp",
+             self.secure_dir)  # a wipe makes a new CA and password
 
     def _query_version(self, connect_timeout: float = 1.0) -> str:
         from clickhouse_driver import Client

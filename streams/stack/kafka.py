@@ -31,8 +31,9 @@ from streams.stack.base import (
     port_open,
     read_pid,
     spawn,
+    stop_pid_file,
     tail,
-    terminate,
+    wipe,
 )
 from streams.stack.kafka_secure import ADMIN_USER, SecureMaterial
 
@@ -307,17 +308,11 @@ class KafkaService:
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop the broker (controlled shutdown on SIGTERM, SIGKILL after ``timeout`` s)."""
-        pid = self.pid()
-        if pid is not None:
-            terminate(pid, timeout)
-        self.pid_file.unlink(missing_ok=True)
+        stop_pid_file(self.pid(), self.pid_file, timeout)
 
     def reset(self) -> None:
         """Delete the broker's data (topics, offsets, cluster id)."""
-        if self.pid() is not None:
-            raise StackError("stop Kafka before wiping its data")
-        shutil.rmtree(self.data_dir, ignore_errors=True)
-        shutil.rmtree(self.secure_material.dir, ignore_errors=True)  # the users live in the data: new ones
+        wipe(self.pid() is not None, "Kafka", self.data_dir, self.secure_material.dir)  # users live in the data
 
     def status(self) -> ServiceStatus:
         """Running if our broker process is alive and its port accepts connections."""
