@@ -314,7 +314,7 @@ class Engine:
             self.evicted["cap"] += sum(int(m.sum()) for m in over.values())
 
     def _touch(self, batch: Batch) -> None:
-        """Record each entity's last-seen event time (and each agent session's)."""
+        """Record each entity's last-seen event time (an agent session's: the agent family's stage)."""
         s, v = self.tables, self.tables.vocabs
         for ns, ids, ts in _entity_columns(batch):
             n = len(getattr(v, ns))
@@ -326,8 +326,6 @@ class Engine:
                     grown[: last.size] = last
                 last = s.last_seen[ns] = grown
             np.maximum.at(last, ids, ts)
-        if batch.agent is not None:
-            s.session_last.update(zip(batch.agent.session, batch.agent.ts.tolist(), strict=True))
 
 
 def _entity_columns(batch: Batch) -> list[tuple[str, np.ndarray, np.ndarray]]:
