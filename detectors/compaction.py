@@ -104,6 +104,7 @@ def compact(tables: State, drop: dict[str, np.ndarray],
             arrays.a[k] = _take(col, keep)
         if ns == "principal":
             tables.hours_principal = _take(tables.hours_principal, keep)
+            tables.oh_pending.renumbered(r)
     if not remap:
         return
     for name in list(tables.seen):
@@ -211,6 +212,7 @@ def footprint(tables: State) -> dict[str, int]:
     out["novelty sets"] = sum(x.nbytes for x in tables.seen.values())
     out["scope ledger"] = sum(x.nbytes for x in tables.scopes.values())
     out["hour-of-day histograms"] = tables.hours_tenant.nbytes + tables.hours_principal.nbytes
+    out["held-back reads"] = tables.oh_pending.nbytes()
     out["(principal, dataset) pair map"] = size(tables.pairs) + sum(size(k) + size(i)
                                                                     for k, i in tables.pairs.items())
     out["agent sessions"] = tables.sessions.nbytes()

@@ -245,6 +245,7 @@ class Engine:
         total = sum(a.nbytes() for a in (s.key, s.ip, s.principal, s.agent, s.dataset, s.pair, s.dept))
         total += sum(x.nbytes for x in s.seen.values()) + s.hours_tenant.nbytes + s.hours_principal.nbytes
         total += sum(x.nbytes for x in s.last_seen.values()) + sum(x.nbytes for x in s.scopes.values())
+        total += s.oh_pending.nbytes() + sum(x.nbytes for x in s.sessions.c.values())
         return total
 
     def footprint(self) -> dict[str, int]:

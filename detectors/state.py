@@ -116,6 +116,51 @@ class Sessions:
                 + sum(a.nbytes for a in self.c.values()))
 
 
+class SparseRows:
+    """Rows of ``width`` floats for the few entities of a namespace whose row is not all zeros (by sorted id).
+
+    For per-entity state that is zero for most entities most of the time (a principal's held-back reads):
+    a dense column per value would hold ``width`` floats for every entity.
+    """
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.ids = np.zeros(0, dtype=np.int64)  # sorted
+        self.rows = np.zeros((0, width))
+
+    def __len__(self) -> int:
+        return int(self.ids.size)
+
+    def get(self, ids: np.ndarray) -> np.ndarray:
+        """The rows of ``ids`` (zeros for an id without one), as a new array."""
+        out = np.zeros((ids.size, self.width))
+        if self.ids.size:
+            at = np.minimum(np.searchsorted(self.ids, ids), self.ids.size - 1)
+            hit = self.ids[at] == ids
+            out[hit] = self.rows[at[hit]]
+        return out
+
+    def put(self, ids: np.ndarray, rows: np.ndarray) -> None:
+        """Set the rows of distinct ``ids``; a row of zeros is not held."""
+        held = ~np.isin(self.ids, ids)
+        nonzero = rows.any(axis=1)
+        if not nonzero.any() and held.all():
+            return
+        new_ids = np.concatenate([self.ids[held], ids[nonzero]])
+        order = np.argsort(new_ids, kind="stable")
+        self.ids = new_ids[order]
+        self.rows = np.concatenate([self.rows[held], rows[nonzero]])[order]
+
+    def renumbered(self, r: np.ndarray) -> None:
+        """Ids renumbered through ``r`` (old id -> new id, -1: dropped with its row); order is kept."""
+        new = np.where(self.ids < r.size, r[np.minimum(self.ids, r.size - 1)], -1) if self.ids.size else self.ids
+        ok = new >= 0
+        self.ids, self.rows = new[ok], self.rows[ok]
+
+    def nbytes(self) -> int:
+        return self.ids.nbytes + self.rows.nbytes
+
+
 # every field of State the engine itself keeps (the families' own are their ``Table``s), and how it is bounded
 CORE_FIELDS: dict[str, str] = {
     "vocabs": "entity names: evicted ids dropped, survivors renumbered (tenant, dept and token never evicted)",
@@ -156,6 +201,7 @@ class State:
     seen: dict[str, np.ndarray] = field(default_factory=dict)  # novelty sets, sorted int64
     hours_tenant: np.ndarray = field(default_factory=lambda: np.zeros((0, 24)))  # hour-of-day histograms (UTC)
     hours_principal: np.ndarray = field(default_factory=lambda: np.zeros((0, 24)))
+    oh_pending: SparseRows = field(default_factory=lambda: SparseRows(24))  # principal -> held-back reads per hour
     type_events: dict[int, int] = field(default_factory=dict)  # agent type -> events seen
     type_lengths: dict[int, np.ndarray] = field(default_factory=dict)  # agent type -> sessions reaching n steps
     type_longest: dict[int, int] = field(default_factory=dict)  # agent type -> longest length 2 sessions reached
@@ -192,6 +238,8 @@ class State:
         chain = d.get("family", {}).pop("agent_session_chain", None)
         if "sessions" not in d:
             d["sessions"] = _sessions_of(*old, chain, d.get("watermark", 0))
+        if "oh_pending" not in d and "principal" in d:  # held-back reads were 24 dense columns
+            d["oh_pending"] = _pending_of(d["principal"])
         if "tenant_start" not in d:  # written before learning periods: its tenants are past theirs
             d["tenant_start"] = dict.fromkeys(range(len(d["vocabs"].tenant)), 0) if "vocabs" in d else {}
         self.__dict__.update({**State().__dict__, **d})
@@ -219,4 +267,16 @@ def _sessions_of(last: dict | None, steps: dict | None, marked: dict | None, run
     out["runaway"][rows] = [x in runaway for x in names]
     out["action"][rows] = [chain.get(x, (-1, 0))[0] for x in names]
     out["fail_run"][rows] = [chain.get(x, (-1, 0))[1] for x in names]
+    return out
+
+
+def _pending_of(principal: Arrays) -> SparseRows:
+    """The held-back reads a checkpoint kept as 24 principal columns (``oh_pend0`` ...), taken out of them."""
+    out = SparseRows(24)
+    names = [f"oh_pend{h}" for h in range(24)]
+    if names[0] in principal.a:
+        dense = np.stack([principal.a.pop(x) for x in names], axis=1)
+        for x in names:
+            principal.spec.pop(x, None)
+        out.put(np.arange(dense.shape[0]), dense)
     return out
