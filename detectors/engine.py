@@ -321,7 +321,8 @@ class Engine:
             n = len(getattr(v, ns))
             last = s.last_seen.get(ns)
             if last is None or last.size < n:
-                grown = np.full(max(n, 2 * (0 if last is None else last.size), 64), np.iinfo(np.int64).min,
+                cur = 0 if last is None else last.size
+                grown = np.full(max(n, cur + cur // 4, 64), np.iinfo(np.int64).min,
                                 dtype=np.int64)
                 if last is not None:
                     grown[: last.size] = last

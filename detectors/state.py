@@ -30,7 +30,7 @@ class Arrays:
         cur = next(iter(self.a.values())).size if self.a else 0
         if n <= cur:
             return
-        size = max(n, 2 * cur, 64)
+        size = max(n, cur + cur // 4, 64)
         for k, v in self.spec.items():
             new = np.full(size, v, dtype=np.float64)
             new[:cur] = self.a[k]

@@ -518,7 +518,7 @@ def _finding(ctx: Context, detector: str, c: DataColumns, i: int, surprise: floa
 def _grown_hours(hist: np.ndarray, n: int) -> np.ndarray:
     """``hist`` (rows of 24 hour-of-day counts) with at least ``n`` rows."""
     if hist.shape[0] < n:
-        grown = np.zeros((max(n, 2 * hist.shape[0], 16), 24))
+        grown = np.zeros((max(n, hist.shape[0] + hist.shape[0] // 4, 16), 24))
         grown[: hist.shape[0]] = hist
         return grown
     return hist
