@@ -104,6 +104,7 @@ def compact(tables: State, drop: dict[str, np.ndarray],
             arrays.a[k] = _take(col, keep)
         if ns == "principal":
             tables.hours_principal = _take(tables.hours_principal, keep)
+            tables.oh_pending.renumbered(r)
     if not remap:
         return
     for name in list(tables.seen):
@@ -211,12 +212,10 @@ def footprint(tables: State) -> dict[str, int]:
     out["novelty sets"] = sum(x.nbytes for x in tables.seen.values())
     out["scope ledger"] = sum(x.nbytes for x in tables.scopes.values())
     out["hour-of-day histograms"] = tables.hours_tenant.nbytes + tables.hours_principal.nbytes
+    out["held-back reads"] = tables.oh_pending.nbytes()
     out["(principal, dataset) pair map"] = size(tables.pairs) + sum(size(k) + size(i)
                                                                     for k, i in tables.pairs.items())
-    kept = (tables.session_steps, tables.untrusted_sessions, tables.session_last, tables.runaway_sessions)
-    names = set().union(*kept)
-    out["agent sessions"] = (sum(size(x) for x in kept) + sum(size(x) for x in names)
-                             + 32 * sum(len(x) for x in kept))
+    out["agent sessions"] = tables.sessions.nbytes()
     out["cooldowns"] = size(tables.cooldown) + sum(size(k) + size(k[1]) + 32 for k in tables.cooldown)
     out["risk ledger"] = size(tables.risk) + sum(size(x) + size(x[2]) + 64 for x in tables.risk.values())
     out["tenant peer counts of keys"] = (size(tables.scope_keys) + size(tables.tenant_keys)
@@ -224,4 +223,19 @@ def footprint(tables: State) -> dict[str, int]:
     out["key model times"] = size(tables.key_models) + sum(size(d) + 64 * len(d) for d in tables.key_models.values())
     out["agent-type tables"] = (sum(x.nbytes for x in tables.type_lengths.values()) + size(tables.type_events)
                                 + size(tables.type_longest))
+    out["families' own tables"] = sum(_deep_size(t) for t in tables.family.values())
     return out
+
+
+def _deep_size(x: object) -> int:
+    """``sys.getsizeof`` of ``x`` and of everything it holds (arrays by their data, containers and objects by
+    their items and attributes): for the families' own tables, whatever their shape."""
+    if isinstance(x, np.ndarray):
+        return x.nbytes
+    if isinstance(x, dict):
+        return sys.getsizeof(x) + sum(_deep_size(k) + _deep_size(v) for k, v in x.items())
+    if isinstance(x, (list, tuple, set, frozenset)):
+        return sys.getsizeof(x) + sum(_deep_size(v) for v in x)
+    if hasattr(x, "__dict__"):
+        return sys.getsizeof(x) + _deep_size(vars(x))
+    return sys.getsizeof(x)

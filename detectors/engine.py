@@ -245,6 +245,7 @@ class Engine:
         total = sum(a.nbytes() for a in (s.key, s.ip, s.principal, s.agent, s.dataset, s.pair, s.dept))
         total += sum(x.nbytes for x in s.seen.values()) + s.hours_tenant.nbytes + s.hours_principal.nbytes
         total += sum(x.nbytes for x in s.last_seen.values()) + sum(x.nbytes for x in s.scopes.values())
+        total += s.oh_pending.nbytes() + sum(x.nbytes for x in s.sessions.c.values())
         return total
 
     def footprint(self) -> dict[str, int]:
@@ -314,20 +315,19 @@ class Engine:
             self.evicted["cap"] += sum(int(m.sum()) for m in over.values())
 
     def _touch(self, batch: Batch) -> None:
-        """Record each entity's last-seen event time (and each agent session's)."""
+        """Record each entity's last-seen event time (an agent session's: the agent family's stage)."""
         s, v = self.tables, self.tables.vocabs
         for ns, ids, ts in _entity_columns(batch):
             n = len(getattr(v, ns))
             last = s.last_seen.get(ns)
             if last is None or last.size < n:
-                grown = np.full(max(n, 2 * (0 if last is None else last.size), 64), np.iinfo(np.int64).min,
+                cur = 0 if last is None else last.size
+                grown = np.full(max(n, cur + cur // 4, 64), np.iinfo(np.int64).min,
                                 dtype=np.int64)
                 if last is not None:
                     grown[: last.size] = last
                 last = s.last_seen[ns] = grown
             np.maximum.at(last, ids, ts)
-        if batch.agent is not None:
-            s.session_last.update(zip(batch.agent.session, batch.agent.ts.tolist(), strict=True))
 
 
 def _entity_columns(batch: Batch) -> list[tuple[str, np.ndarray, np.ndarray]]:

@@ -30,15 +30,15 @@ from detectors.kernels import (
     session_runaway,
 )
 from detectors.registry import Column, Context, Detector, Family, Table, option
-from detectors.state import State
+from detectors.state import NO_TIME, State
 from schemas.alerts import Feature
 
-_NO_TIME = np.iinfo(np.int64).min  # a session never marked
+_NO_TIME = NO_TIME  # a session never marked
 _NO_LENGTHS = np.zeros(1024, dtype=np.int64)  # an agent type's session lengths before its first session
 UNTRUSTED_WINDOW_MS = HOUR  # a privileged step this soon after the session read untrusted input follows from it
 RUNAWAY_BASELINE_TAU_MS = 86_400_000.0  # time constant of an agent's baseline session-start rate (a day)
 MAX_UNTRUSTED_SESSIONS = 200_000  # above this many marked sessions, marks older than a day are forgotten
-MAX_SESSION_COUNTERS = 500_000  # above this many session step counters, the oldest half is forgotten
+MAX_SESSION_COUNTERS = 500_000  # above this many sessions (or evidence entries), the oldest half is forgotten
 _ID_BITS = 21  # token ids in a transition key: agent type, previous action, action (each < 2**21)
 _ID_MASK = (1 << _ID_BITS) - 1
 
@@ -163,18 +163,18 @@ def stage(ctx: Context, c: AgentColumns) -> list[Finding]:
                                f"with approval '{e.approval}' (outcome {e.outcome})."))
     # the session's chain: each step's previous action and its run of failures of the same tool
     sid, names = c.block.factor("session_id")  # per event, its session's index in names (first appearance)
-    chain = fam["agent_session_chain"]
-    held = [chain.get(x, (-1, 0)) for x in names]
-    last_action = np.array([h[0] for h in held], dtype=np.int64)
-    fail_run = np.array([h[1] for h in held], dtype=np.int64)
+    ses = s.sessions
+    rows = ses.rows(names)  # each of the batch's sessions' row in the sessions table
+    latest = np.zeros(len(names), dtype=np.int64)
+    np.maximum.at(latest, sid, np.arange(sid.size))
+    ses["last"][rows] = c.ts[latest]  # the idle clock: the time of each session's latest-arriving step
+    last_action, fail_run = ses["action"][rows], ses["fail_run"][rows]
     prev, run = session_chain(sid, c.action, c.failed, last_action, fail_run)
-    chain.update(zip(names, zip(last_action.tolist(), fail_run.tolist(), strict=True), strict=True))
+    ses["action"][rows], ses["fail_run"][rows] = last_action, fail_run
     # untrusted context: the step was triggered by external content, or its session read untrusted input
-    sessions = s.untrusted_sessions
-    marked = np.array([sessions.get(x, _NO_TIME) for x in names], dtype=np.int64)
+    marked = ses["marked"][rows]
     after_untrusted = after_mark(sid, c.ts, c.untrusted, marked, marked != _NO_TIME, UNTRUSTED_WINDOW_MS)
-    for j in np.unique(sid[c.untrusted]).tolist():
-        sessions[names[j]] = int(marked[j])
+    ses["marked"][rows] = marked
     priv = c.privilege >= 1
     context = c.external | after_untrusted
     # transitions after untrusted input, per agent type: (type, previous action, action, triggered externally)
@@ -239,21 +239,17 @@ def stage(ctx: Context, c: AgentColumns) -> list[Finding]:
         f.surprise = sup
         out.append(f)
     # runaway: a session far longer than its agent type runs, or session starts far above the agent's own rate
-    steps = s.session_steps
     seen_before = np.array([s.type_events.get(t, 0) for t in types.tolist()], dtype=np.int64)
     type_n = seen_before[inv] + rank_in_batch(c.agent_type)
     for t, n in zip(types.tolist(), (seen_before + np.bincount(inv, minlength=types.size)).tolist(), strict=True):
         s.type_events[t] = n
     type_warm = type_n >= cfg.agent_type_warm_events
-    n_steps = np.array([steps.get(x, 0) for x in names], dtype=np.int64)
-    flagged = np.array([x in s.runaway_sessions for x in names], dtype=np.bool_)
-    was_flagged = flagged.copy()
+    n_steps, flagged = ses["steps"][rows], ses["runaway"][rows]
     hists = np.stack([s.type_lengths.get(t, _NO_LENGTHS) for t in types.tolist()])
     longest_of = np.array([s.type_longest.get(t, 0) for t in types.tolist()], dtype=np.int64)
     step_n, long_session = session_runaway(sid, inv, type_warm, n_steps, flagged, hists, longest_of,
                                            cfg.runaway_session_steps)
-    steps.update(zip(names, n_steps.tolist(), strict=True))
-    s.runaway_sessions.update(names[j] for j in np.flatnonzero(flagged & ~was_flagged).tolist())
+    ses["steps"][rows], ses["runaway"][rows] = n_steps, flagged
     for t, h, top in zip(types.tolist(), hists, longest_of.tolist(), strict=True):
         s.type_lengths[t] = h.copy()  # its own array, not a view keeping this batch's stack alive
         if top != s.type_longest.get(t, 0):
@@ -311,13 +307,14 @@ def stage(ctx: Context, c: AgentColumns) -> list[Finding]:
         f.surprise = sup
         f.title = "Runaway agent: session rate explosion"
         out.append(f)
-    if len(sessions) > MAX_UNTRUSTED_SESSIONS:  # bounded: forget untrusted marks older than a day
-        horizon = int(c.ts.max()) - DAY
-        s.untrusted_sessions = {k: t for k, t in sessions.items() if t >= horizon}
-    if len(steps) > MAX_SESSION_COUNTERS:  # bounded: keep the newest half of the session step counters
-        s.session_steps = dict(list(steps.items())[len(steps) // 2:])
-        s.runaway_sessions = {x for x in s.runaway_sessions if x in s.session_steps}
-    for name in ("agent_session_chain", "agent_untrusted_evidence", "agent_new_action_evidence"):
+    marks = ses["marked"]
+    if np.count_nonzero(marks != _NO_TIME) > MAX_UNTRUSTED_SESSIONS:  # bounded: forget marks older than a day
+        marks[marks < int(c.ts.max()) - DAY] = _NO_TIME
+    if len(ses) > MAX_SESSION_COUNTERS:  # bounded: forget the oldest half of the sessions (by their first step)
+        keep = np.zeros(len(ses), dtype=np.bool_)
+        keep[len(ses) // 2:] = True
+        _forget_evidence(fam, ses.keep(keep))
+    for name in _EVIDENCE:
         if len(fam[name]) > MAX_SESSION_COUNTERS:  # bounded: keep the newest half
             fam[name] = dict(list(fam[name].items())[len(fam[name]) // 2:])
     return out
@@ -326,15 +323,21 @@ def stage(ctx: Context, c: AgentColumns) -> list[Finding]:
 def expire(tables: State, day_start: int, config: Any) -> None:
     """Forget the sessions idle for ``session_idle_hours``: their step counts, marks, chains and idle clock."""
     if config.session_idle_hours > 0:
-        cut = day_start - int(config.session_idle_hours * HOUR)
-        gone = [sid for sid, t in tables.session_last.items() if t < cut]
-        for sid in gone:
-            del tables.session_last[sid]
-            tables.session_steps.pop(sid, None)
-            tables.untrusted_sessions.pop(sid, None)
-            tables.runaway_sessions.discard(sid)
-            for name in ("agent_session_chain", "agent_untrusted_evidence", "agent_new_action_evidence"):
-                tables.family.get(name, {}).pop(sid, None)
+        ses = tables.sessions
+        _forget_evidence(tables.family, ses.keep(ses["last"] >= day_start - int(config.session_idle_hours * HOUR)))
+
+
+_EVIDENCE = ("agent_untrusted_evidence", "agent_new_action_evidence")  # per-session tables of the few rare steps
+
+
+def _forget_evidence(family: dict[str, Any], gone: list[str]) -> None:
+    """The evidence of the sessions ``gone`` dropped (each store rebuilt at its new size)."""
+    if gone:
+        drop = set(gone)
+        for name in _EVIDENCE:
+            store = family.get(name)
+            if store and not drop.isdisjoint(store):
+                family[name] = {x: v for x, v in store.items() if x not in drop}
 
 
 _SESSION_EVICTION = "dropped with its session once idle past `session_idle_hours` (and bounded in size)"
@@ -405,15 +408,13 @@ FAMILY = Family(
     ),
     tables=(
         Table("type_events", "agent type (token) -> events seen", "not entity-keyed: agent types are tokens"),
-        Table("untrusted_sessions", "session -> time of its last untrusted-input step", _SESSION_EVICTION),
-        Table("session_steps", "session -> steps so far", _SESSION_EVICTION),
+        Table("sessions", "session -> its row of: time of its latest step (the idle clock), steps so far, time of "
+              "its last untrusted-input step, runaway flag, last action and its run of failures",
+              _SESSION_EVICTION),
         Table("type_lengths", "agent type (token) -> histogram of session lengths reached",
               "not entity-keyed: agent types are tokens"),
         Table("type_longest", "agent type (token) -> longest length two sessions reached",
               "not entity-keyed: agent types are tokens"),
-        Table("runaway_sessions", "sessions flagged as runaway (not learned)", _SESSION_EVICTION),
-        Table("agent_session_chain", "session -> (its last action, its run of failures of that action)",
-              _SESSION_EVICTION, factory=dict),
         Table("agent_untrusted_evidence", "session -> its rare privileged steps' surprise after untrusted input",
               _SESSION_EVICTION, factory=dict),
         Table("agent_new_action_evidence", "session -> its new privileged actions' surprise", _SESSION_EVICTION,

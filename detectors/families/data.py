@@ -357,7 +357,7 @@ def _off_hours(ctx: Context, c: DataColumns, p_before: np.ndarray, tenant: _Tena
     tau = cfg.off_hours_tau_min * MIN
     # the held-back reads of each principal's current episode, per hour of day (gathered for the batch's principals)
     uniq, loc = np.unique(c.principal, return_inverse=True)
-    pending = np.stack([p[f"oh_pend{h}"][uniq] for h in range(24)], axis=1)
+    pending = s.oh_pending.get(uniq)
     pend_max = p["oh_pend_max"][uniq]
     ep_n = p["oh_ep_n"][uniq]
     hs, ip_s, share, k, mu, scale = hour_rhythm_bursts(
@@ -365,8 +365,7 @@ def _off_hours(ctx: Context, c: DataColumns, p_before: np.ndarray, tenant: _Tena
         p["recent_last"], p["recent_s"], p["recent_s_last"], new_hour, p["ip_carry"], p["ip_carry_ts"], float(tau),
         float(cfg.off_hours_short_min * MIN), cfg.off_hours_prior, OFF_HOURS_DISPERSION, ip_s, judged,
         cfg.off_hours_learn_surprise, loc, pending, pend_max, ep_n, cfg.off_hours_surprise)
-    for h in range(24):
-        p[f"oh_pend{h}"][uniq] = pending[:, h]
+    s.oh_pending.put(uniq, pending)
     p["oh_pend_max"][uniq] = pend_max
     p["oh_ep_n"][uniq] = ep_n
     surprise = hs + ip_s
@@ -519,7 +518,7 @@ def _finding(ctx: Context, detector: str, c: DataColumns, i: int, surprise: floa
 def _grown_hours(hist: np.ndarray, n: int) -> np.ndarray:
     """``hist`` (rows of 24 hour-of-day counts) with at least ``n`` rows."""
     if hist.shape[0] < n:
-        grown = np.zeros((max(n, 2 * hist.shape[0], 16), 24))
+        grown = np.zeros((max(n, hist.shape[0] + hist.shape[0] // 4, 16), 24))
         grown[: hist.shape[0]] = hist
         return grown
     return hist
@@ -651,8 +650,6 @@ FAMILY = Family(
         Column("principal", "recent_last", 0, "time of the recent count's last update"),
         Column("principal", "recent_s", 0, "decayed count of accesses, `off_hours_short_min`"),
         Column("principal", "recent_s_last", 0, "time of the short recent count's last update"),
-        *(Column("principal", f"oh_pend{h}", 0, f"held-back accesses at {h:02d}:00 UTC of the current episode")
-          for h in range(24)),
         Column("principal", "oh_pend_max", 0, "largest surprise of the current episode's held-back accesses"),
         Column("principal", "oh_ep_n", 0, "accesses learned into the rhythm since the current episode began"),
         Column("principal", "ip_new", 0, "accesses from a client IP new to the principal"),
@@ -687,6 +684,8 @@ FAMILY = Family(
               "remapped; pairs with an evicted half dropped (compaction._compact_pairs)"),
         Table("hours_tenant", "per-tenant hour-of-day histograms (UTC)", "never evicted: tenants are peer groups"),
         Table("hours_principal", "per-principal hour-of-day histograms (UTC)", "rows taken with their principal ids"),
+        Table("oh_pending", "principal -> held-back accesses per hour of the day (UTC) of its current off-hours "
+              "episode, held only for principals with some", "rows renumbered with their principal ids"),
         Table("data_tenant_counts", "tenant -> [new IPs, accesses with an IP, denials, accesses, first "
               "(principal, dataset) accesses, new networks]: the peer priors of the principals' own rates",
               "never evicted: tenants are peer groups", factory=dict),

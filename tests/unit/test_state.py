@@ -98,8 +98,10 @@ def test_peer_counts_of_keys_follow_eviction(sim, cfg):
     assert eng.tables.tenant_keys == tenant_keys
     assert _real_scopes(eng.tables.scope_keys) == _real_scopes(scope_keys)
     assert sum(eng.tables.tenant_keys.values()) <= len(eng.tables.vocabs.key)
-    # runaway marks go with their sessions
-    assert eng.tables.runaway_sessions <= set(eng.tables.session_last)
+    # the sessions table: one dense row per session held, numbered in the order of the names
+    ses = eng.tables.sessions
+    assert list(ses.ids.values()) == list(range(len(ses)))
+    assert all(col.size >= len(ses) for col in ses.c.values())
 
 
 def test_default_bounds_change_nothing_on_a_week(sim):
@@ -187,14 +189,14 @@ def test_an_old_checkpoint_without_the_new_fields_restores(sim):
     eng = Engine()
     process(events[:5_000], eng, 5_000)
     d = pickle.loads(eng.state())  # noqa: S301 - our own
-    for f in ("last_seen", "session_last", "scopes",  # bounded state
-              "runaway_sessions", "scope_keys", "tenant_keys"):  # the detector fixes
+    for f in ("last_seen", "sessions", "scopes",  # bounded state
+              "scope_keys", "tenant_keys"):  # the detector fixes
         del d["state"].__dict__[f]
     del d["evicted"]
     restored = Engine.from_state(pickle.dumps(d))
     assert len(restored.tables.last_seen["key"]) == len(restored.tables.vocabs.key)
     assert (restored.tables.last_seen["key"] == restored.tables.watermark).all()
-    assert restored.tables.scope_keys == {} and restored.tables.runaway_sessions == set()
+    assert restored.tables.scope_keys == {} and len(restored.tables.sessions) == 0
     assert process(events[5_000:10_000], restored, 5_000) is not None
 
 
@@ -212,6 +214,42 @@ def test_a_checkpoint_with_the_old_hour_histogram_names_restores(sim):
     assert (restored.tables.hours_principal == eng.tables.hours_principal).all()
     assert (restored.tables.hours_tenant == eng.tables.hours_tenant).all()
     assert not hasattr(restored.tables, "tow_tenant")
+
+
+def _as_session_dicts(st: dict) -> None:
+    """A checkpoint's state as written before the sessions table: one dict (or set) per field, by name."""
+    ses = st.pop("sessions")
+    names = list(ses.ids)
+    rows = [ses.ids[x] for x in names]
+    no_time = np.iinfo(np.int64).min
+    st["session_last"] = {x: int(ses["last"][r]) for x, r in zip(names, rows, strict=True)}
+    st["session_steps"] = {x: int(ses["steps"][r]) for x, r in zip(names, rows, strict=True)}
+    st["untrusted_sessions"] = {x: int(ses["marked"][r]) for x, r in zip(names, rows, strict=True)
+                                if ses["marked"][r] != no_time}
+    st["runaway_sessions"] = {x for x, r in zip(names, rows, strict=True) if ses["runaway"][r]}
+    st["family"]["agent_session_chain"] = {x: (int(ses["action"][r]), int(ses["fail_run"][r]))
+                                           for x, r in zip(names, rows, strict=True)}
+
+
+def test_a_checkpoint_with_the_per_field_session_dicts_restores_into_the_table(sim):
+    """Sessions held as a dict per field by name (before the sessions table) restore to the same rows, and
+    the engine goes on to raise the same alerts as one never checkpointed."""
+    import pickle
+
+    _, events = sim
+    eng = Engine(TIGHT)
+    process(events[:30_000], eng, 5_000)
+    before = eng.tables.sessions
+    assert len(before) > 50 and before["steps"][: len(before)].max() > 1
+    d = pickle.loads(eng.state())  # noqa: S301 - our own
+    _as_session_dicts(d["state"].__dict__)
+    restored = Engine.from_state(pickle.dumps(d))
+    after = restored.tables.sessions
+    assert after.ids == before.ids and "agent_session_chain" not in restored.tables.family
+    for k in before.c:
+        assert np.array_equal(after[k][: len(after)], before[k][: len(before)]), k
+    a, b = process(events[30_000:], eng, 5_000), process(events[30_000:], restored, 5_000)
+    assert a and ids(a) == ids(b)
 
 
 # -- governance: unused scopes --------------------------------------------------------------------
@@ -296,3 +334,85 @@ def test_evictions_reach_the_worker_metric():
     before = value()
     m.count_evictions({"idle": 3, "cap": 5}, {"idle": 3, "cap": 12})
     assert value() - before == 7
+
+
+def test_forgetting_sessions_gives_their_room_back():
+    """The sessions table keeps the survivors' rows in order and shrinks to them (a dict never shrinks on its
+    own: deleting keys leaves its table at its largest size)."""
+    import sys
+
+    from detectors.state import Sessions
+
+    ses = Sessions()
+    rows = ses.rows([f"s{i}" for i in range(20_000)])
+    ses["steps"][rows] = np.arange(20_000)
+    assert ses.rows(["s5", "new"]).tolist() == [5, 20_000]
+    keep = np.zeros(len(ses), dtype=np.bool_)
+    keep[::100] = True
+    gone = ses.keep(keep)
+    assert len(gone) == 20_001 - 201 and "s100" not in gone and "s5" in gone
+    assert list(ses.ids) == [f"s{i}" for i in range(0, 20_000, 100)] + ["new"]
+    assert ses["steps"].tolist() == [*range(0, 20_000, 100), 0]
+    assert sys.getsizeof(ses.ids) == sys.getsizeof(dict(ses.ids)) < 20_000
+    assert ses.keep(np.ones(len(ses), dtype=np.bool_)) == []
+
+
+def test_sparse_rows_hold_only_nonzero_rows_and_follow_renumbering():
+    from detectors.state import SparseRows
+
+    t = SparseRows(3)
+    t.put(np.array([7, 2, 5]), np.array([[1.0, 0, 0], [0, 0, 0], [0, 2.0, 0]]))
+    assert t.ids.tolist() == [5, 7] and t.get(np.array([2, 5, 7, 9])).tolist() == [[0, 0, 0], [0, 2, 0],
+                                                                                   [1, 0, 0], [0, 0, 0]]
+    t.put(np.array([5, 1]), np.array([[0.0, 0, 0], [0, 0, 4.0]]))  # 5 back to zeros: no longer held
+    assert t.ids.tolist() == [1, 7] and t.rows.tolist() == [[0, 0, 4], [1, 0, 0]]
+    r = np.array([-1, 0, -1, 1, 2, 3, 4, 5, 6, 7])  # ids 0 and 2 dropped, the rest shift down
+    t.renumbered(r)
+    assert t.ids.tolist() == [0, 5] and t.get(np.array([5])).tolist() == [[1, 0, 0]]
+    t.renumbered(np.full(10, -1))
+    assert len(t) == 0 and t.rows.shape == (0, 3)
+
+
+def test_held_back_reads_follow_their_principals_through_eviction(sim):
+    """Principals with held-back reads in the sparse table keep them when others are evicted and renumbered."""
+    _, events = sim
+    eng = Engine(EngineConfig(idle_evict_days=0, session_idle_hours=0, max_entities=0))
+    process(events[:40_000], eng, 5_000)
+    s = eng.tables
+    names = s.vocabs.principal.names
+    held = {names[i]: row.tolist() for i, row in zip(s.oh_pending.ids.tolist(), s.oh_pending.rows, strict=True)}
+    assert held, "the week holds off-hours episodes with held-back reads"
+    drop = np.zeros(len(names), dtype=np.bool_)
+    drop[[i for i, n in enumerate(names) if n not in held][::2]] = True  # half the principals without any
+    compact(s, {"principal": drop})
+    names = s.vocabs.principal.names
+    assert {names[i]: row.tolist() for i, row in zip(s.oh_pending.ids.tolist(), s.oh_pending.rows,
+                                                     strict=True)} == held
+    assert (np.diff(s.oh_pending.ids) > 0).all()
+
+
+def test_a_checkpoint_with_the_held_back_reads_as_columns_restores(sim):
+    """Held-back reads kept as 24 dense principal columns (before the sparse table) restore into it, and the
+    engine goes on to raise the same alerts as one never checkpointed."""
+    import pickle
+
+    _, events = sim
+    eng = Engine()
+    process(events[:30_000], eng, 5_000)
+    pend = eng.tables.oh_pending
+    assert len(pend) > 0
+    d = pickle.loads(eng.state())  # noqa: S301 - our own
+    st = d["state"].__dict__
+    p = st["principal"]
+    dense = np.zeros((p.a["first"].size, 24))
+    dense[pend.ids] = pend.rows
+    for h in range(24):
+        p.spec[f"oh_pend{h}"] = 0
+        p.a[f"oh_pend{h}"] = dense[:, h].copy()
+    del st["oh_pending"]
+    restored = Engine.from_state(pickle.dumps(d))
+    assert restored.tables.oh_pending.ids.tolist() == pend.ids.tolist()
+    assert np.array_equal(restored.tables.oh_pending.rows, pend.rows)
+    assert not any(k.startswith("oh_pend") and k != "oh_pend_max" for k in restored.tables.principal.a)
+    a, b = process(events[30_000:], eng, 5_000), process(events[30_000:], restored, 5_000)
+    assert a and ids(a) == ids(b)
