@@ -12,8 +12,8 @@ import numpy as np
 from numba import njit
 
 # Layout of the scalar state vector ``_s``; per-view sums live in ``_v`` (rows: sum, sum of squares).
-_T, _VMIN, _VMAX, _DN, _LAST, _EMA, _ZMAX, _PEAK, _LO, _HI, _USED, _REB = range(12)
-_NS = 12
+_T, _VMIN, _VMAX, _DN, _LAST, _EMA, _ZMAX, _PEAK, _LO, _HI, _REB = range(11)
+_NS = 11
 _NV = 7  # views: nearest window, nearest coarse window, level vs. recent mean, step, value novelty, shift, shift/range
 _W_AT = (10, 11, 12, 13, 18, 19, 20)  # index of each view's weight in the configuration vector
 
@@ -35,22 +35,22 @@ def _nearest(buf: np.ndarray, t: int, dim: int, stride: int, gmin: int, gmax: in
 
 
 @njit(cache=True)
-def _level(x: float, lo: float, hi: float, levels: int) -> int:
-    """Bin of ``x`` among ``levels`` equal bins over ``[lo, hi]`` (clipped)."""
+def _level(x: float, lo: float, hi: float, levels: int, offset: float) -> int:
+    """Bin of ``x`` among ``levels`` equal bins over ``[lo, hi]`` shifted by ``offset`` of a bin (clipped)."""
     if hi <= lo:
         return 0
-    q = int((x - lo) / (hi - lo) * levels)
+    q = int((x - lo) / (hi - lo) * levels + offset)
     return min(max(q, 0), levels - 1)
 
 
 @njit(cache=True)
-def _context_visit(qbuf: np.ndarray, t: int, first: int, bits: int, order: int, ctab: np.ndarray,
-                   used: int) -> tuple[float, int]:
-    """Novelty of row ``t``'s level after its contexts, then learn it (CAD-style).
+def _context_visit(qbuf: np.ndarray, t: int, first: int, bits: int, order: int, ctab: np.ndarray) -> float:
+    """Novelty of row ``t``'s bin after its contexts, then learn it (CAD-style).
 
-    The contexts are the previous 1..``order`` levels (not before row ``first``), each an exact integer key; the
-    facts are the ``bits`` active cells of the level's binary code (cell ``2i + bit_i``). Novelty is the share of the
+    The contexts are the previous 1..``order`` bins (not before row ``first``), each an exact integer key; the
+    facts are the ``bits`` active cells of the bin's binary code (cell ``2i + bit_i``). Novelty is the share of the
     facts that each context has not been followed by before (1 for an unseen context), averaged over the contexts.
+    ``ctab`` is an open-addressing table (keys, fact masks) that the caller keeps at most half full.
     """
     m = qbuf.shape[0]
     h = ctab.shape[1]
@@ -75,27 +75,28 @@ def _context_visit(qbuf: np.ndarray, t: int, first: int, bits: int, order: int, 
             seen = ctab[1, slot]
             hit = 0
             for i in range(2 * bits):
-                if (seen & facts) >> i & 1:
-                    hit += 1
+                hit += ((seen & facts) >> i) & 1
             tot += 1.0 - hit / bits
             ctab[1, slot] = seen | facts
         else:
             tot += 1.0
-            if used < (3 * h) // 4:
-                ctab[0, slot] = key
-                ctab[1, slot] = facts
-                used += 1
+            ctab[0, slot] = key
+            ctab[1, slot] = facts
         cnt += 1
-    return (tot / cnt if cnt > 0 else 0.0), used
+    return tot / cnt if cnt > 0 else 0.0
 
 
 @njit(cache=True)
 def _context_step(x: float, t: int, s: np.ndarray, xbuf: np.ndarray, qbuf: np.ndarray, ctab: np.ndarray,
                   bits: int, order: int) -> float:
-    """Context novelty of ``x`` (row ``t``), after rebuilding the contexts if the value range grew or aged."""
+    """Context novelty of ``x`` (row ``t``): the smallest over the tilings (bins shifted by ``1/tilings`` of a bin),
+    so a value jittering across one tiling's bin edge is not a new context. The contexts are rebuilt from the last
+    ``mem`` rows whenever the range seen so far grows or ``mem`` rows have passed, so a table holds at most
+    ``2 * mem`` rows' contexts (the tables are sized for that)."""
     m = xbuf.shape[0]
     mem = m - 1
     levels = 1 << bits
+    tilings = qbuf.shape[0]
     xbuf[t % m] = x
     if t == 0:
         s[_LO] = x
@@ -104,17 +105,17 @@ def _context_step(x: float, t: int, s: np.ndarray, xbuf: np.ndarray, qbuf: np.nd
         # bins follow the range seen so far: replay the last `mem` rows with the new bins (the past only)
         s[_LO] = s[_VMIN]
         s[_HI] = s[_VMAX]
-        ctab[:, :] = 0
-        used = 0
+        ctab[:, :, :] = 0
         first = max(0, t - mem)
-        for u in range(first, t):
-            qbuf[u % m] = _level(xbuf[u % m], s[_LO], s[_HI], levels)
-            used = _context_visit(qbuf, u, first, bits, order, ctab, used)[1]
-        s[_USED] = used
+        for j in range(tilings):
+            for u in range(first, t):
+                qbuf[j, u % m] = _level(xbuf[u % m], s[_LO], s[_HI], levels, j / tilings)
+                _context_visit(qbuf[j], u, first, bits, order, ctab[j])
         s[_REB] = 0
-    qbuf[t % m] = _level(x, s[_LO], s[_HI], levels)
-    nov, used = _context_visit(qbuf, t, max(0, t - mem), bits, order, ctab, int(s[_USED]))
-    s[_USED] = used
+    nov = 1.0
+    for j in range(tilings):
+        qbuf[j, t % m] = _level(x, s[_LO], s[_HI], levels, j / tilings)
+        nov = min(nov, _context_visit(qbuf[j], t, max(0, t - mem), bits, order, ctab[j]))
     s[_REB] += 1
     return nov
 
@@ -271,9 +272,10 @@ class UnivariateDetector:
     The context novelty follows the Contextual Anomaly Detector (CAD OSE, Smirnov, NAB 2016): the value's bin among
     ``2 ** context_bits`` equal bins over the range seen so far is coded as ``context_bits`` active cells, each of
     the previous 1..``context_order`` bins is a context, and the novelty is the share of the current cells that the
-    contexts have not been followed by before, averaged over the contexts (an unseen context counts 1). The bins
-    follow the range seen so far: when it grows (or every ``context_memory`` rows) the contexts are rebuilt from the
-    last ``context_memory`` rows with the new bins, so old contexts are never judged in stale bins.
+    contexts have not been followed by before, averaged over the contexts (an unseen context counts 1), and the
+    smallest over ``context_tilings`` binnings shifted by a fraction of a bin. The bins follow the range seen so
+    far: when it grows (or every ``context_memory`` rows) the contexts are rebuilt from the last
+    ``context_memory`` rows with the new bins, so old contexts are never judged in stale bins.
 
     The score is the larger of ``z / (1 + z)`` and ``w_context`` times the context novelty, in [0, 1). Once a row
     reaches ``z_detect / (1 + z_detect)``, scores are zero for ``rest_fraction`` of the ``probationary_period`` (NAB
@@ -289,9 +291,10 @@ class UnivariateDetector:
                  w_level: float = 0.0, w_step: float = 1.0, log_eps: float = 0.0, decay: float = 0.999,
                  z_floor: float = 10.0, margin: float = 1e9, w_value: float = 0.5, w_shift: float = 0.5,
                  w_shift_range: float = 0.7, shift_short: int = 8, shift_long: int = 128, w_context: float = 0.8,
-                 context_bits: int = 4, context_order: int = 7, context_memory: int = 4096) -> None:
-        if not 1 <= context_bits <= 6 or context_order < 1 or context_memory < 1:
-            raise ValueError("context_bits must be 1..6, context_order and context_memory at least 1")
+                 context_bits: int = 4, context_order: int = 7, context_memory: int = 4096,
+                 context_tilings: int = 2) -> None:
+        if not 1 <= context_bits <= 6 or min(context_order, context_memory, context_tilings) < 1:
+            raise ValueError("context_bits must be 1..6, context_order, context_memory and context_tilings at least 1")
         if ((1 << context_bits) + 1) ** context_order >= 2**62:
             raise ValueError("context_bits and context_order too large: a context's key must fit in 62 bits")
         self.probationary_period = probationary_period
@@ -321,6 +324,7 @@ class UnivariateDetector:
         self.context_bits = context_bits
         self.context_order = context_order
         self.context_memory = context_memory
+        self.context_tilings = context_tilings
         self._cfg = np.array([probationary_period, dim, memory, history, short,
                               max(1, int(rest_fraction * probationary_period)), z_detect, std_floor, coarse, alpha,
                               w_window, w_coarse, w_level, w_step, log_eps, decay, z_floor, margin, w_value, w_shift,
@@ -334,10 +338,10 @@ class UnivariateDetector:
         self._cbuf = np.zeros(bsz, dtype=np.float64)
         self._dhist = np.zeros((_NV, max(history, short) + 1), dtype=np.float64)
         self._xbuf = np.zeros(context_memory + 1, dtype=np.float64)
-        self._qbuf = np.zeros(context_memory + 1, dtype=np.int64)
+        self._qbuf = np.zeros((context_tilings, context_memory + 1), dtype=np.int64)
         # at most 2 * context_memory rows' contexts are stored between rebuilds: keep the table at most half full
         slots = 1 << int(math.ceil(math.log2(4 * context_order * context_memory)))
-        self._ctab = np.zeros((2, slots), dtype=np.int64)
+        self._ctab = np.zeros((context_tilings, 2, slots), dtype=np.int64)
 
     def _step(self, values: np.ndarray) -> np.ndarray:
         out = np.empty(values.shape[0], dtype=np.float64)
@@ -383,7 +387,7 @@ _ARRAYS = ("s", "v", "buf", "cbuf", "dhist", "xbuf", "qbuf", "ctab")
 _PARAMS = ("probationary_period", "dim", "memory", "history", "short", "rest_fraction", "z_detect", "std_floor",
            "coarse", "alpha", "w_window", "w_coarse", "w_level", "w_step", "log_eps", "decay",
            "z_floor", "margin", "w_value", "w_shift", "w_shift_range", "shift_short", "shift_long", "w_context",
-           "context_bits", "context_order", "context_memory")
+           "context_bits", "context_order", "context_memory", "context_tilings")
 
 
 def _value(x: dict[str, float]) -> float:

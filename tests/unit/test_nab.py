@@ -149,9 +149,10 @@ def test_context_novelty_flags_a_reordered_cycle_and_not_its_benign_twin():
     assert np.all(benign == 0.0)
 
 
-def reference_context_novelty(x: np.ndarray, bits: int, order: int, mem: int) -> np.ndarray:
-    """Plain-Python statement of the context novelty: bins over the range so far, rebuilt from the last ``mem`` rows
-    whenever the range grows or ``mem`` rows have passed, contexts as tuples of the previous levels."""
+def reference_context_novelty(x: np.ndarray, bits: int, order: int, mem: int, offset: float) -> np.ndarray:
+    """Plain-Python statement of one tiling's context novelty: bins over the range so far shifted by ``offset`` of a
+    bin, rebuilt from the last ``mem`` rows whenever the range grows or ``mem`` rows have passed, contexts as tuples
+    of the previous bins."""
     levels = 1 << bits
     out = np.zeros(len(x))
     table: dict[tuple[int, ...], set[int]] = {}
@@ -160,7 +161,7 @@ def reference_context_novelty(x: np.ndarray, bits: int, order: int, mem: int) ->
     q: dict[int, int] = {}
 
     def level(v: float) -> int:
-        return 0 if hi <= lo else min(max(int((v - lo) / (hi - lo) * levels), 0), levels - 1)
+        return 0 if hi <= lo else min(max(int((v - lo) / (hi - lo) * levels + offset), 0), levels - 1)
 
     def visit(t: int, first: int) -> float:
         facts = {2 * i + ((q[t] >> i) & 1) for i in range(bits)}
@@ -190,18 +191,19 @@ def reference_context_novelty(x: np.ndarray, bits: int, order: int, mem: int) ->
 
 
 @settings(max_examples=20, deadline=None)
-@given(st.integers(0, 2**31 - 1), st.integers(1, 4), st.integers(1, 5), st.integers(3, 40))
-def test_context_novelty_kernel_equals_plain_python(seed, bits, order, mem):
+@given(st.integers(0, 2**31 - 1), st.integers(1, 4), st.integers(1, 5), st.integers(3, 40), st.integers(1, 3))
+def test_context_novelty_kernel_equals_plain_python(seed, bits, order, mem, tilings):
     rng = np.random.default_rng(seed)
     x = np.round(np.cumsum(rng.standard_normal(150)) * 2) / 2
-    det = UnivariateDetector(context_bits=bits, context_order=order, context_memory=mem)
+    det = UnivariateDetector(context_bits=bits, context_order=order, context_memory=mem, context_tilings=tilings)
     s = np.zeros(_NS)
     got = np.empty(len(x))
     for t, v in enumerate(x):
         s[_VMIN] = v if t == 0 else min(s[_VMIN], v)
         s[_VMAX] = v if t == 0 else max(s[_VMAX], v)
         got[t] = _context_step(v, t, s, det._xbuf, det._qbuf, det._ctab, bits, order)
-    np.testing.assert_allclose(got, reference_context_novelty(x, bits, order, mem), rtol=0, atol=1e-12)
+    want = np.min([reference_context_novelty(x, bits, order, mem, j / tilings) for j in range(tilings)], axis=0)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
 
 
 def test_context_settings_that_would_overflow_a_key_are_refused():
