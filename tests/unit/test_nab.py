@@ -100,6 +100,26 @@ def test_threshold_is_optimized_over_the_corpus():
     assert (r.tp, r.fp, r.fn) == (2, 1, 2)
 
 
+def test_split_check_scores_each_half_with_its_own_threshold():
+    fs = []
+    for i in range(4):
+        f = corpus()
+        f.key = f"synthetic/{i}.csv"
+        fs.append(f)
+    scores = {}
+    for i, f in enumerate(fs):
+        s = np.full(f.rows, 0.5)
+        if i % 2 == 0:  # perfect on the even files, constant on the odd ones
+            s[:] = 0.0
+            for a, _ in f.windows:
+                s[a] = 1.0
+        scores[f.key] = s
+    halves = nab.split_check(fs, scores)
+    for p in nab.PROFILES:
+        assert halves["even"][p].normalized == pytest.approx(100.0)
+        assert halves["odd"][p].normalized == pytest.approx(0.0)
+
+
 def series(n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     x = np.sin(np.arange(n) / 20.0) + 0.1 * rng.standard_normal(n)
