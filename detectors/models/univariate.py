@@ -12,8 +12,8 @@ import numpy as np
 from numba import njit
 
 # Layout of the scalar state vector ``_s``; per-view sums live in ``_v`` (rows: sum, sum of squares).
-_T, _VMIN, _VMAX, _DN, _LAST, _EMA, _ZMAX, _PEAK = range(8)
-_NS = 8
+_T, _VMIN, _VMAX, _DN, _LAST, _EMA, _ZMAX, _PEAK, _LO, _HI, _REB = range(11)
+_NS = 11
 _NV = 7  # views: nearest window, nearest coarse window, level vs. recent mean, step, value novelty, shift, shift/range
 _W_AT = (10, 11, 12, 13, 18, 19, 20)  # index of each view's weight in the configuration vector
 
@@ -35,8 +35,94 @@ def _nearest(buf: np.ndarray, t: int, dim: int, stride: int, gmin: int, gmax: in
 
 
 @njit(cache=True)
+def _level(x: float, lo: float, hi: float, levels: int, offset: float) -> int:
+    """Bin of ``x`` among ``levels`` equal bins over ``[lo, hi]`` shifted by ``offset`` of a bin (clipped)."""
+    if hi <= lo:
+        return 0
+    q = int((x - lo) / (hi - lo) * levels + offset)
+    return min(max(q, 0), levels - 1)
+
+
+@njit(cache=True)
+def _context_visit(qbuf: np.ndarray, t: int, first: int, bits: int, order: int, ctab: np.ndarray) -> float:
+    """Novelty of row ``t``'s bin after its contexts, then learn it (CAD-style).
+
+    The contexts are the previous 1..``order`` bins (not before row ``first``), each an exact integer key; the
+    facts are the ``bits`` active cells of the bin's binary code (cell ``2i + bit_i``). Novelty is the share of the
+    facts that each context has not been followed by before (1 for an unseen context), averaged over the contexts.
+    ``ctab`` is an open-addressing table (keys, fact masks) that the caller keeps at most half full.
+    """
+    m = qbuf.shape[0]
+    h = ctab.shape[1]
+    q = qbuf[t % m]
+    facts = 0
+    for i in range(bits):
+        facts |= 1 << (2 * i + ((q >> i) & 1))
+    base = (1 << bits) + 1
+    key = 0
+    mult = 1
+    tot = 0.0
+    cnt = 0
+    for k in range(1, order + 1):
+        if t - k < first:
+            break
+        key += (qbuf[(t - k) % m] + 1) * mult  # digits 1..2^bits in base 2^bits + 1: one key per context
+        mult *= base
+        slot = (key ^ (key >> 13) ^ (key >> 27)) & (h - 1)
+        while ctab[0, slot] != 0 and ctab[0, slot] != key:
+            slot = (slot + 1) & (h - 1)
+        if ctab[0, slot] == key:
+            seen = ctab[1, slot]
+            hit = 0
+            for i in range(2 * bits):
+                hit += ((seen & facts) >> i) & 1
+            tot += 1.0 - hit / bits
+            ctab[1, slot] = seen | facts
+        else:
+            tot += 1.0
+            ctab[0, slot] = key
+            ctab[1, slot] = facts
+        cnt += 1
+    return tot / cnt if cnt > 0 else 0.0
+
+
+@njit(cache=True)
+def _context_step(x: float, t: int, s: np.ndarray, xbuf: np.ndarray, qbuf: np.ndarray, ctab: np.ndarray,
+                  bits: int, order: int) -> float:
+    """Context novelty of ``x`` (row ``t``): the smallest over the tilings (bins shifted by ``1/tilings`` of a bin),
+    so a value jittering across one tiling's bin edge is not a new context. The contexts are rebuilt from the last
+    ``mem`` rows whenever the range seen so far grows or ``mem`` rows have passed, so a table holds at most
+    ``2 * mem`` rows' contexts (the tables are sized for that)."""
+    m = xbuf.shape[0]
+    mem = m - 1
+    levels = 1 << bits
+    tilings = qbuf.shape[0]
+    xbuf[t % m] = x
+    if t == 0:
+        s[_LO] = x
+        s[_HI] = x
+    if s[_VMIN] < s[_LO] or s[_VMAX] > s[_HI] or s[_REB] >= mem:
+        # bins follow the range seen so far: replay the last `mem` rows with the new bins (the past only)
+        s[_LO] = s[_VMIN]
+        s[_HI] = s[_VMAX]
+        ctab[:, :, :] = 0
+        first = max(0, t - mem)
+        for j in range(tilings):
+            for u in range(first, t):
+                qbuf[j, u % m] = _level(xbuf[u % m], s[_LO], s[_HI], levels, j / tilings)
+                _context_visit(qbuf[j], u, first, bits, order, ctab[j])
+        s[_REB] = 0
+    nov = 1.0
+    for j in range(tilings):
+        qbuf[j, t % m] = _level(x, s[_LO], s[_HI], levels, j / tilings)
+        nov = min(nov, _context_visit(qbuf[j], t, max(0, t - mem), bits, order, ctab[j]))
+    s[_REB] += 1
+    return nov
+
+
+@njit(cache=True)
 def _kernel(values: np.ndarray, cfg: np.ndarray, s: np.ndarray, v: np.ndarray, buf: np.ndarray, cbuf: np.ndarray,
-            dhist: np.ndarray, out: np.ndarray) -> None:
+            dhist: np.ndarray, xbuf: np.ndarray, qbuf: np.ndarray, ctab: np.ndarray, out: np.ndarray) -> None:
     """Score then learn every value in order, updating the state arrays in place."""
     p = int(cfg[0])
     dim = int(cfg[1])
@@ -54,6 +140,10 @@ def _kernel(values: np.ndarray, cfg: np.ndarray, s: np.ndarray, v: np.ndarray, b
     margin = cfg[17]
     ns = int(cfg[21])
     nl = int(cfg[22])
+    w_ctx = cfg[23]
+    bits = int(cfg[24])
+    order = int(cfg[25])
+    s_det = z_det / (1.0 + z_det)
     w = np.empty(_NV)
     for i in range(_NV):
         w[i] = cfg[_W_AT[i]]
@@ -71,6 +161,7 @@ def _kernel(values: np.ndarray, cfg: np.ndarray, s: np.ndarray, v: np.ndarray, b
         else:
             s[_VMIN] = min(s[_VMIN], x)
             s[_VMAX] = max(s[_VMAX], x)
+        nov = _context_step(x, t, s, xbuf, qbuf, ctab, bits, order) if w_ctx > 0.0 else 0.0
         rng = s[_VMAX] - s[_VMIN]
         if rng <= 0.0:
             rng = 1.0
@@ -148,23 +239,24 @@ def _kernel(values: np.ndarray, cfg: np.ndarray, s: np.ndarray, v: np.ndarray, b
         if decay > 0.0:
             zeff = z / max(s[_ZMAX], z_floor) * z_floor
             s[_ZMAX] = max(z, s[_ZMAX] * decay)
-        if t >= p and zeff > 0.0:
-            score = zeff / (1.0 + zeff)
+        c = max(zeff / (1.0 + zeff), w_ctx * nov) if zeff > 0.0 else w_ctx * nov
+        if t >= p and c > 0.0:
+            score = c
             if t - s[_LAST] < rest:
                 # inside an event: only a clearly higher peak is reported again
-                if zeff > s[_PEAK] * (1.0 + margin):
-                    s[_PEAK] = zeff
+                if c > s[_PEAK] * (1.0 + margin):
+                    s[_PEAK] = c
                 else:
                     score = 0.0
-            elif zeff >= z_det:
+            elif c >= s_det:
                 s[_LAST] = t
-                s[_PEAK] = zeff
+                s[_PEAK] = c
         out[k] = score
         s[_T] = t + 1
 
 
 class UnivariateDetector:
-    """Several cheap novelty views, each turned into an anomaly likelihood, with a rest period after a detection.
+    """Several cheap novelty views, each turned into an anomaly likelihood, and a context novelty, with a rest period.
 
     Views (each a raw statistic scaled by the running value range): distance of the last ``dim`` values to the
     nearest earlier window within ``memory`` rows (``w_window``), the same over ``coarse``-row means (``w_coarse``),
@@ -176,19 +268,35 @@ class UnivariateDetector:
     over ``short`` rows, becomes a z-score against its own last ``history`` values (sd at least ``std_floor``); the
     combined z is the largest weighted one. With ``decay`` > 0, z is divided by a slowly decaying maximum of past z
     (at least ``z_floor``) and rescaled by ``z_floor``, so a stream that is always surprising needs more to alert.
-    The score is ``z / (1 + z)`` in [0, 1). Once a row reaches ``z_detect``, scores are zero for ``rest_fraction``
-    of the ``probationary_period`` (NAB tells a detector that period; no score is emitted inside it), except a peak
-    ``margin`` times higher than the event's first (off by default).
+
+    The context novelty follows the Contextual Anomaly Detector (CAD OSE, Smirnov, NAB 2016): the value's bin among
+    ``2 ** context_bits`` equal bins over the range seen so far is coded as ``context_bits`` active cells, each of
+    the previous 1..``context_order`` bins is a context, and the novelty is the share of the current cells that the
+    contexts have not been followed by before, averaged over the contexts (an unseen context counts 1), and the
+    smallest over ``context_tilings`` binnings shifted by a fraction of a bin. The bins follow the range seen so
+    far: when it grows (or every ``context_memory`` rows) the contexts are rebuilt from the last
+    ``context_memory`` rows with the new bins, so old contexts are never judged in stale bins.
+
+    The score is the larger of ``z / (1 + z)`` and ``w_context`` times the context novelty, in [0, 1). Once a row
+    reaches ``z_detect / (1 + z_detect)``, scores are zero for ``rest_fraction`` of the ``probationary_period`` (NAB
+    tells a detector that period; no score is emitted inside it), except a peak ``margin`` times higher than the
+    event's first (off by default).
     """
 
     name = "spyglass"
 
     def __init__(self, probationary_period: int = 750, dim: int = 8, memory: int = 750, history: int = 4000,
-                 short: int = 5, rest_fraction: float = 0.2, z_detect: float = 3.0, std_floor: float = 0.004,
+                 short: int = 5, rest_fraction: float = 0.1, z_detect: float = 3.0, std_floor: float = 0.004,
                  coarse: int = 4, alpha: float = 0.05, w_window: float = 1.0, w_coarse: float = 0.0,
                  w_level: float = 0.0, w_step: float = 1.0, log_eps: float = 0.0, decay: float = 0.999,
                  z_floor: float = 10.0, margin: float = 1e9, w_value: float = 0.5, w_shift: float = 0.5,
-                 w_shift_range: float = 0.7, shift_short: int = 8, shift_long: int = 128) -> None:
+                 w_shift_range: float = 0.7, shift_short: int = 8, shift_long: int = 128, w_context: float = 0.8,
+                 context_bits: int = 4, context_order: int = 7, context_memory: int = 4096,
+                 context_tilings: int = 2) -> None:
+        if not 1 <= context_bits <= 6 or min(context_order, context_memory, context_tilings) < 1:
+            raise ValueError("context_bits must be 1..6, context_order, context_memory and context_tilings at least 1")
+        if ((1 << context_bits) + 1) ** context_order >= 2**62:
+            raise ValueError("context_bits and context_order too large: a context's key must fit in 62 bits")
         self.probationary_period = probationary_period
         self.dim = dim
         self.memory = memory
@@ -212,10 +320,16 @@ class UnivariateDetector:
         self.w_shift_range = w_shift_range
         self.shift_short = shift_short
         self.shift_long = shift_long
+        self.w_context = w_context
+        self.context_bits = context_bits
+        self.context_order = context_order
+        self.context_memory = context_memory
+        self.context_tilings = context_tilings
         self._cfg = np.array([probationary_period, dim, memory, history, short,
                               max(1, int(rest_fraction * probationary_period)), z_detect, std_floor, coarse, alpha,
                               w_window, w_coarse, w_level, w_step, log_eps, decay, z_floor, margin, w_value, w_shift,
-                              w_shift_range, shift_short, shift_long], dtype=np.float64)
+                              w_shift_range, shift_short, shift_long, w_context, context_bits, context_order],
+                             dtype=np.float64)
         self._s = np.zeros(_NS, dtype=np.float64)
         self._s[_LAST] = -1e18
         self._v = np.zeros((2, _NV), dtype=np.float64)
@@ -223,10 +337,16 @@ class UnivariateDetector:
         self._buf = np.zeros(bsz, dtype=np.float64)
         self._cbuf = np.zeros(bsz, dtype=np.float64)
         self._dhist = np.zeros((_NV, max(history, short) + 1), dtype=np.float64)
+        self._xbuf = np.zeros(context_memory + 1, dtype=np.float64)
+        self._qbuf = np.zeros((context_tilings, context_memory + 1), dtype=np.int64)
+        # at most 2 * context_memory rows' contexts are stored between rebuilds: keep the table at most half full
+        slots = 1 << int(math.ceil(math.log2(4 * context_order * context_memory)))
+        self._ctab = np.zeros((context_tilings, 2, slots), dtype=np.int64)
 
     def _step(self, values: np.ndarray) -> np.ndarray:
         out = np.empty(values.shape[0], dtype=np.float64)
-        _kernel(values, self._cfg, self._s, self._v, self._buf, self._cbuf, self._dhist, out)
+        _kernel(values, self._cfg, self._s, self._v, self._buf, self._cbuf, self._dhist, self._xbuf, self._qbuf,
+                self._ctab, out)
         return out
 
     def score_learn_many(self, values: np.ndarray, timestamps: np.ndarray | None = None) -> np.ndarray:
@@ -257,16 +377,17 @@ class UnivariateDetector:
 
     def _restore(self, state: dict[str, Any]) -> None:
         for k in _ARRAYS:
-            setattr(self, f"_{k}", np.array(state[k], dtype=np.float64))
+            setattr(self, f"_{k}", np.array(state[k], dtype=getattr(self, f"_{k}").dtype))
 
     def _params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in _PARAMS}
 
 
-_ARRAYS = ("s", "v", "buf", "cbuf", "dhist")
+_ARRAYS = ("s", "v", "buf", "cbuf", "dhist", "xbuf", "qbuf", "ctab")
 _PARAMS = ("probationary_period", "dim", "memory", "history", "short", "rest_fraction", "z_detect", "std_floor",
            "coarse", "alpha", "w_window", "w_coarse", "w_level", "w_step", "log_eps", "decay",
-           "z_floor", "margin", "w_value", "w_shift", "w_shift_range", "shift_short", "shift_long")
+           "z_floor", "margin", "w_value", "w_shift", "w_shift_range", "shift_short", "shift_long", "w_context",
+           "context_bits", "context_order", "context_memory", "context_tilings")
 
 
 def _value(x: dict[str, float]) -> float:

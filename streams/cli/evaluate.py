@@ -49,6 +49,8 @@ def register(subparsers: Any) -> None:
                        "and score them with NAB's rules for the standard, reward_low_FP and reward_low_FN profiles.")
     n.add_argument("--data", type=Path, default=SHARED / "nab", help="NAB folder with data/ and labels/")
     n.add_argument("--out", type=Path, default=Path(".stack/nab-results"), help="results folder")
+    n.add_argument("--split", action="store_true", help="also score the files at even and at odd positions apart "
+                   "(each half with its own threshold): tune on even, check on odd")
     n.set_defaults(func=_nab)
 
     a = sub.add_parser("adbench", help="the engine's multivariate model over ADBench http, smtp, shuttle",

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors.evaluation import nab
-from detectors.models.univariate import UnivariateDetector, _kernel
+from detectors.models.univariate import _NS, _VMAX, _VMIN, UnivariateDetector, _context_step, _kernel
 
 NAB_DATA = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "nab"
 
@@ -100,6 +100,26 @@ def test_threshold_is_optimized_over_the_corpus():
     assert (r.tp, r.fp, r.fn) == (2, 1, 2)
 
 
+def test_split_check_scores_each_half_with_its_own_threshold():
+    fs = []
+    for i in range(4):
+        f = corpus()
+        f.key = f"synthetic/{i}.csv"
+        fs.append(f)
+    scores = {}
+    for i, f in enumerate(fs):
+        s = np.full(f.rows, 0.5)
+        if i % 2 == 0:  # perfect on the even files, constant on the odd ones
+            s[:] = 0.0
+            for a, _ in f.windows:
+                s[a] = 1.0
+        scores[f.key] = s
+    halves = nab.split_check(fs, scores)
+    for p in nab.PROFILES:
+        assert halves["even"][p].normalized == pytest.approx(100.0)
+        assert halves["odd"][p].normalized == pytest.approx(0.0)
+
+
 def series(n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     x = np.sin(np.arange(n) / 20.0) + 0.1 * rng.standard_normal(n)
@@ -119,10 +139,96 @@ def test_detector_is_deterministic_and_flags_a_level_shift():
 
 @pytest.mark.parametrize("view", ["w_shift", "w_shift_range", "w_value"])
 def test_each_new_view_alone_flags_a_level_shift(view):
-    weights = {"w_window": 0.0, "w_step": 0.0, "w_value": 0.0, "w_shift": 0.0, "w_shift_range": 0.0, view: 1.0}
+    weights = {"w_window": 0.0, "w_step": 0.0, "w_value": 0.0, "w_shift": 0.0, "w_shift_range": 0.0,
+               "w_context": 0.0, view: 1.0}
     a = UnivariateDetector(probationary_period=450, **weights).score_learn_many(series(3000, 4))
     assert np.all((a >= 0.0) & (a <= 1.0))
     assert int(np.argmax(a)) in range(1500, 1520)  # the windowed views peak a few rows after the shift
+
+
+def pattern(n: int, broken: bool) -> np.ndarray:
+    """A repeating 12-step staircase; the broken twin plays one cycle's steps in reverse, inside the usual range."""
+    cycle = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], dtype=np.float64)
+    x = np.tile(cycle, n // 12 + 1)[:n]
+    if broken:
+        x[1800:1812] = cycle[::-1]
+    return x
+
+
+CONTEXT_ONLY = {"w_window": 0.0, "w_step": 0.0, "w_value": 0.0, "w_shift": 0.0, "w_shift_range": 0.0}
+
+
+def test_context_novelty_flags_a_reordered_cycle_and_not_its_benign_twin():
+    """Every value stays in range and every step size was seen before; only the order of the levels is new."""
+    broken = UnivariateDetector(probationary_period=450, **CONTEXT_ONLY).score_learn_many(pattern(3000, True))
+    benign = UnivariateDetector(probationary_period=450, **CONTEXT_ONLY).score_learn_many(pattern(3000, False))
+    level = 3.0 / 4.0  # the default z_detect = 3 as a score
+    assert int(np.argmax(broken)) in range(1800, 1812)
+    assert broken.max() >= level
+    assert benign.max() < level
+    assert np.all(benign == 0.0)
+
+
+def reference_context_novelty(x: np.ndarray, bits: int, order: int, mem: int, offset: float) -> np.ndarray:
+    """Plain-Python statement of one tiling's context novelty: bins over the range so far shifted by ``offset`` of a
+    bin, rebuilt from the last ``mem`` rows whenever the range grows or ``mem`` rows have passed, contexts as tuples
+    of the previous bins."""
+    levels = 1 << bits
+    out = np.zeros(len(x))
+    table: dict[tuple[int, ...], set[int]] = {}
+    lo = hi = float(x[0])
+    since = 0
+    q: dict[int, int] = {}
+
+    def level(v: float) -> int:
+        return 0 if hi <= lo else min(max(int((v - lo) / (hi - lo) * levels + offset), 0), levels - 1)
+
+    def visit(t: int, first: int) -> float:
+        facts = {2 * i + ((q[t] >> i) & 1) for i in range(bits)}
+        parts = []
+        for k in range(1, order + 1):
+            if t - k < first:
+                break
+            ctx = tuple(q[t - j] for j in range(1, k + 1))
+            seen = table.get(ctx)
+            parts.append(1.0 if seen is None else 1.0 - len(seen & facts) / bits)
+            table.setdefault(ctx, set()).update(facts)
+        return sum(parts) / len(parts) if parts else 0.0
+
+    for t, v in enumerate(x):
+        if min(x[: t + 1]) < lo or max(x[: t + 1]) > hi or since >= mem:
+            lo, hi = float(min(x[: t + 1])), float(max(x[: t + 1]))
+            table.clear()
+            first = max(0, t - mem)
+            for u in range(first, t):
+                q[u] = level(x[u])
+                visit(u, first)
+            since = 0
+        q[t] = level(v)
+        out[t] = visit(t, max(0, t - mem))
+        since += 1
+    return out
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 4), st.integers(1, 5), st.integers(3, 40), st.integers(1, 3))
+def test_context_novelty_kernel_equals_plain_python(seed, bits, order, mem, tilings):
+    rng = np.random.default_rng(seed)
+    x = np.round(np.cumsum(rng.standard_normal(150)) * 2) / 2
+    det = UnivariateDetector(context_bits=bits, context_order=order, context_memory=mem, context_tilings=tilings)
+    s = np.zeros(_NS)
+    got = np.empty(len(x))
+    for t, v in enumerate(x):
+        s[_VMIN] = v if t == 0 else min(s[_VMIN], v)
+        s[_VMAX] = v if t == 0 else max(s[_VMAX], v)
+        got[t] = _context_step(v, t, s, det._xbuf, det._qbuf, det._ctab, bits, order)
+    want = np.min([reference_context_novelty(x, bits, order, mem, j / tilings) for j in range(tilings)], axis=0)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+def test_context_settings_that_would_overflow_a_key_are_refused():
+    with pytest.raises(ValueError, match="62 bits"):
+        UnivariateDetector(context_bits=6, context_order=12)
 
 
 def test_state_round_trip_gives_identical_scores():
@@ -154,11 +260,12 @@ def test_compiled_kernel_equals_pure_python(seed, n):
     x = np.cumsum(rng.standard_normal(n)) + (rng.random(n) < 0.02) * rng.normal(0, 20, n)
     if seed % 3 == 0:
         x = np.round(x)  # ties and flat stretches
-    params = {"probationary_period": 30, "memory": 60, "history": 100}
+    params = {"probationary_period": 30, "memory": 60, "history": 100, "context_memory": 50}
     fast = UnivariateDetector(**params).score_learn_many(x)
     slow_det = UnivariateDetector(**params)
     out = np.empty(n)
-    _kernel.py_func(x, slow_det._cfg, slow_det._s, slow_det._v, slow_det._buf, slow_det._cbuf, slow_det._dhist, out)
+    _kernel.py_func(x, slow_det._cfg, slow_det._s, slow_det._v, slow_det._buf, slow_det._cbuf, slow_det._dhist,
+                    slow_det._xbuf, slow_det._qbuf, slow_det._ctab, out)
     np.testing.assert_allclose(fast, out, rtol=1e-9, atol=1e-12)
 
 
