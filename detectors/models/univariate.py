@@ -266,7 +266,7 @@ def _kernel(values: np.ndarray, cfg: np.ndarray, s: np.ndarray, v: np.ndarray, b
             zeff = z / max(s[_ZMAX], z_floor) * z_floor
             s[_ZMAX] = max(z, s[_ZMAX] * decay)
         zs = zeff / (1.0 + zeff) if zeff > 0.0 else 0.0
-        if gate and not _gate(zs, t, s, zq):
+        if gate and not _gate(z, t, s, zq):
             zs *= repeat  # not the largest in the gate's window: a repeat of something already seen
         c = max(zs, w_ctx * nov)
         if t >= p and c > 0.0:
@@ -306,9 +306,10 @@ class UnivariateDetector:
     far: when it grows (or every ``context_memory`` rows) the contexts are rebuilt from the last
     ``context_memory`` rows with the new bins, so old contexts are never judged in stale bins.
 
-    The z part ``z / (1 + z)`` is a repeat unless it is larger than every z part of the previous ``z_gate`` times
-    the ``probationary_period`` rows (0 turns the gate off); a repeat is scaled by ``z_repeat``, so a deviation that
-    recurs (a daily step, a burst as large as the last one) must grow to be reported again.
+    The z part ``z / (1 + z)`` is a repeat unless its combined z (before the decaying-maximum scaling) is larger than
+    every one of the previous ``z_gate`` times the ``probationary_period`` rows (0 turns the gate off); a repeat is
+    scaled by ``z_repeat``, so a deviation that recurs (a daily step, a burst as large as the last one) must grow to
+    be reported again.
 
     The score is the larger of the z part and ``w_context`` times the context novelty, in [0, 1). Once a row
     reaches ``z_detect / (1 + z_detect)``, scores are zero for ``rest_fraction`` of the ``probationary_period`` (NAB
