@@ -12,8 +12,8 @@ import numpy as np
 from numba import njit
 
 # Layout of the scalar state vector ``_s``; per-view sums live in ``_v`` (rows: sum, sum of squares).
-_T, _VMIN, _VMAX, _DN, _LAST, _EMA, _ZMAX, _PEAK, _LO, _HI, _REB = range(11)
-_NS = 11
+_T, _VMIN, _VMAX, _DN, _LAST, _EMA, _ZMAX, _PEAK, _LO, _HI, _REB, _QH, _QT = range(13)
+_NS = 13
 _NV = 7  # views: nearest window, nearest coarse window, level vs. recent mean, step, value novelty, shift, shift/range
 _W_AT = (10, 11, 12, 13, 18, 19, 20)  # index of each view's weight in the configuration vector
 
@@ -121,8 +121,32 @@ def _context_step(x: float, t: int, s: np.ndarray, xbuf: np.ndarray, qbuf: np.nd
 
 
 @njit(cache=True)
+def _gate(z: float, t: int, s: np.ndarray, zq: np.ndarray) -> bool:
+    """True if ``z`` is larger than every value pushed in the last ``zq.shape[1] - 2`` rows, then push it.
+
+    ``zq`` is a ring (values, row numbers) holding the decreasing running maxima of that window (a monotone
+    deque); ``s[_QH]`` and ``s[_QT]`` count the rows taken from its front and put at its back.
+    """
+    m = zq.shape[1]
+    span = m - 2
+    h = int(s[_QH])
+    e = int(s[_QT])
+    while e > h and zq[1, h % m] < t - span:
+        h += 1
+    new = e == h or z > zq[0, h % m]
+    while e > h and zq[0, (e - 1) % m] <= z:
+        e -= 1
+    zq[0, e % m] = z
+    zq[1, e % m] = t
+    s[_QH] = h
+    s[_QT] = e + 1
+    return new
+
+
+@njit(cache=True)
 def _kernel(values: np.ndarray, cfg: np.ndarray, s: np.ndarray, v: np.ndarray, buf: np.ndarray, cbuf: np.ndarray,
-            dhist: np.ndarray, xbuf: np.ndarray, qbuf: np.ndarray, ctab: np.ndarray, out: np.ndarray) -> None:
+            dhist: np.ndarray, xbuf: np.ndarray, qbuf: np.ndarray, ctab: np.ndarray, zq: np.ndarray,
+            out: np.ndarray) -> None:
     """Score then learn every value in order, updating the state arrays in place."""
     p = int(cfg[0])
     dim = int(cfg[1])
@@ -143,6 +167,8 @@ def _kernel(values: np.ndarray, cfg: np.ndarray, s: np.ndarray, v: np.ndarray, b
     w_ctx = cfg[23]
     bits = int(cfg[24])
     order = int(cfg[25])
+    gate = cfg[26] > 0.0
+    repeat = cfg[27]
     s_det = z_det / (1.0 + z_det)
     w = np.empty(_NV)
     for i in range(_NV):
@@ -239,7 +265,10 @@ def _kernel(values: np.ndarray, cfg: np.ndarray, s: np.ndarray, v: np.ndarray, b
         if decay > 0.0:
             zeff = z / max(s[_ZMAX], z_floor) * z_floor
             s[_ZMAX] = max(z, s[_ZMAX] * decay)
-        c = max(zeff / (1.0 + zeff), w_ctx * nov) if zeff > 0.0 else w_ctx * nov
+        zs = zeff / (1.0 + zeff) if zeff > 0.0 else 0.0
+        if gate and not _gate(z, t, s, zq):
+            zs *= repeat  # not the largest in the gate's window: a repeat of something already seen
+        c = max(zs, w_ctx * nov)
         if t >= p and c > 0.0:
             score = c
             if t - s[_LAST] < rest:
@@ -277,7 +306,12 @@ class UnivariateDetector:
     far: when it grows (or every ``context_memory`` rows) the contexts are rebuilt from the last
     ``context_memory`` rows with the new bins, so old contexts are never judged in stale bins.
 
-    The score is the larger of ``z / (1 + z)`` and ``w_context`` times the context novelty, in [0, 1). Once a row
+    The z part ``z / (1 + z)`` is a repeat unless its combined z (before the decaying-maximum scaling) is larger than
+    every one of the previous ``z_gate`` times the ``probationary_period`` rows (0 turns the gate off); a repeat is
+    scaled by ``z_repeat``, so a deviation that recurs (a daily step, a burst as large as the last one) must grow to
+    be reported again.
+
+    The score is the larger of the z part and ``w_context`` times the context novelty, in [0, 1). Once a row
     reaches ``z_detect / (1 + z_detect)``, scores are zero for ``rest_fraction`` of the ``probationary_period`` (NAB
     tells a detector that period; no score is emitted inside it), except a peak ``margin`` times higher than the
     event's first (off by default).
@@ -286,17 +320,19 @@ class UnivariateDetector:
     name = "spyglass"
 
     def __init__(self, probationary_period: int = 750, dim: int = 8, memory: int = 750, history: int = 4000,
-                 short: int = 5, rest_fraction: float = 0.1, z_detect: float = 3.0, std_floor: float = 0.004,
+                 short: int = 5, rest_fraction: float = 0.2, z_detect: float = 3.0, std_floor: float = 0.004,
                  coarse: int = 4, alpha: float = 0.05, w_window: float = 1.0, w_coarse: float = 0.0,
                  w_level: float = 0.0, w_step: float = 1.0, log_eps: float = 0.0, decay: float = 0.999,
                  z_floor: float = 10.0, margin: float = 1e9, w_value: float = 0.5, w_shift: float = 0.5,
                  w_shift_range: float = 0.7, shift_short: int = 8, shift_long: int = 128, w_context: float = 0.8,
                  context_bits: int = 4, context_order: int = 7, context_memory: int = 4096,
-                 context_tilings: int = 2) -> None:
+                 context_tilings: int = 2, z_gate: float = 1.0, z_repeat: float = 0.85) -> None:
         if not 1 <= context_bits <= 6 or min(context_order, context_memory, context_tilings) < 1:
             raise ValueError("context_bits must be 1..6, context_order, context_memory and context_tilings at least 1")
         if ((1 << context_bits) + 1) ** context_order >= 2**62:
             raise ValueError("context_bits and context_order too large: a context's key must fit in 62 bits")
+        if z_gate < 0.0 or not 0.0 <= z_repeat <= 1.0:
+            raise ValueError("z_gate must be at least 0 and z_repeat in [0, 1]")
         self.probationary_period = probationary_period
         self.dim = dim
         self.memory = memory
@@ -325,10 +361,14 @@ class UnivariateDetector:
         self.context_order = context_order
         self.context_memory = context_memory
         self.context_tilings = context_tilings
+        self.z_gate = z_gate
+        self.z_repeat = z_repeat
+        gate_rows = int(z_gate * probationary_period)
         self._cfg = np.array([probationary_period, dim, memory, history, short,
                               max(1, int(rest_fraction * probationary_period)), z_detect, std_floor, coarse, alpha,
                               w_window, w_coarse, w_level, w_step, log_eps, decay, z_floor, margin, w_value, w_shift,
-                              w_shift_range, shift_short, shift_long, w_context, context_bits, context_order],
+                              w_shift_range, shift_short, shift_long, w_context, context_bits, context_order, gate_rows,
+                              z_repeat],
                              dtype=np.float64)
         self._s = np.zeros(_NS, dtype=np.float64)
         self._s[_LAST] = -1e18
@@ -342,11 +382,12 @@ class UnivariateDetector:
         # at most 2 * context_memory rows' contexts are stored between rebuilds: keep the table at most half full
         slots = 1 << int(math.ceil(math.log2(4 * context_order * context_memory)))
         self._ctab = np.zeros((context_tilings, 2, slots), dtype=np.int64)
+        self._zq = np.zeros((2, gate_rows + 2), dtype=np.float64)
 
     def _step(self, values: np.ndarray) -> np.ndarray:
         out = np.empty(values.shape[0], dtype=np.float64)
         _kernel(values, self._cfg, self._s, self._v, self._buf, self._cbuf, self._dhist, self._xbuf, self._qbuf,
-                self._ctab, out)
+                self._ctab, self._zq, out)
         return out
 
     def score_learn_many(self, values: np.ndarray, timestamps: np.ndarray | None = None) -> np.ndarray:
@@ -383,11 +424,11 @@ class UnivariateDetector:
         return {k: getattr(self, k) for k in _PARAMS}
 
 
-_ARRAYS = ("s", "v", "buf", "cbuf", "dhist", "xbuf", "qbuf", "ctab")
+_ARRAYS = ("s", "v", "buf", "cbuf", "dhist", "xbuf", "qbuf", "ctab", "zq")
 _PARAMS = ("probationary_period", "dim", "memory", "history", "short", "rest_fraction", "z_detect", "std_floor",
            "coarse", "alpha", "w_window", "w_coarse", "w_level", "w_step", "log_eps", "decay",
            "z_floor", "margin", "w_value", "w_shift", "w_shift_range", "shift_short", "shift_long", "w_context",
-           "context_bits", "context_order", "context_memory", "context_tilings")
+           "context_bits", "context_order", "context_memory", "context_tilings", "z_gate", "z_repeat")
 
 
 def _value(x: dict[str, float]) -> float:

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors.evaluation import nab
-from detectors.models.univariate import _NS, _VMAX, _VMIN, UnivariateDetector, _context_step, _kernel
+from detectors.models.univariate import _NS, _VMAX, _VMIN, UnivariateDetector, _context_step, _gate, _kernel
 
 NAB_DATA = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "nab"
 
@@ -226,6 +226,46 @@ def test_context_novelty_kernel_equals_plain_python(seed, bits, order, mem, tili
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
 
 
+def bursts(n: int, seed: int, big_at: int) -> np.ndarray:
+    """A noisy sine with the same 3-row burst every 250 rows from row 600, and one burst twice as high at ``big_at``."""
+    rng = np.random.default_rng(seed)
+    x = np.sin(np.arange(n) / 20.0) + 0.1 * rng.standard_normal(n)
+    for a in range(600, n, 250):
+        x[a : a + 3] += 4.0
+    x[big_at : big_at + 3] += 8.0
+    return x
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_z_gate_quiets_a_recurring_burst_and_not_a_larger_one(seed):
+    """A burst as large as the last ones is a repeat (its z part scaled down, unless noise makes it the largest yet);
+    the one twice as high is new and scores exactly as without the gate."""
+    x = bursts(3000, seed, big_at=2100)
+    params = {"probationary_period": 450, "w_context": 0.0}
+    on = UnivariateDetector(**params).score_learn_many(x)
+    off = UnivariateDetector(**params, z_gate=0.0).score_learn_many(x)
+    level = 3.0 / 4.0
+    repeats = range(850, 2100, 250)  # the bursts after the first and before the big one
+    flagged_on = sum(on[a : a + 5].max() >= level for a in repeats)
+    flagged_off = sum(off[a : a + 5].max() >= level for a in repeats)
+    assert flagged_off == len(repeats)
+    assert flagged_on <= flagged_off - 2
+    assert on[2100:2105].max() >= level
+    assert on[2100:2105].max() == off[2100:2105].max()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 30))
+def test_z_gate_equals_a_plain_sliding_maximum(seed, span):
+    rng = np.random.default_rng(seed)
+    z = np.round(rng.random(300) * 5) / 5  # ties
+    s = np.zeros(_NS)
+    zq = np.zeros((2, span + 2))
+    got = [_gate(float(v), t, s, zq) for t, v in enumerate(z)]
+    want = [t == 0 or bool(v > z[max(0, t - span) : t].max()) for t, v in enumerate(z)]
+    assert got == want
+
+
 def test_context_settings_that_would_overflow_a_key_are_refused():
     with pytest.raises(ValueError, match="62 bits"):
         UnivariateDetector(context_bits=6, context_order=12)
@@ -265,7 +305,7 @@ def test_compiled_kernel_equals_pure_python(seed, n):
     slow_det = UnivariateDetector(**params)
     out = np.empty(n)
     _kernel.py_func(x, slow_det._cfg, slow_det._s, slow_det._v, slow_det._buf, slow_det._cbuf, slow_det._dhist,
-                    slow_det._xbuf, slow_det._qbuf, slow_det._ctab, out)
+                    slow_det._xbuf, slow_det._qbuf, slow_det._ctab, slow_det._zq, out)
     np.testing.assert_allclose(fast, out, rtol=1e-9, atol=1e-12)
 
 
