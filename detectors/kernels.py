@@ -969,3 +969,30 @@ def appearance_model(key, ten, ts, wake_n, p_hour, p_new, rate, hist, hist_last,
             hist[t, j] = max(0.0, hist[t, j] - math.exp(-max(now - app_t[k], 0.0) / tau))
             app_bin[k] = 0.0
     return out
+
+
+@njit(cache=True)
+def log_zscore_excess(ent, x, mean, var, n_seen, alpha, gate, min_var, warm):  # pragma: no cover - compiled
+    """``log_zscore`` that also returns how far each event's log1p(x) lies above its entity's mean as of the event,
+    in log units: a z-score of 3 is a large step for an entity whose reads keep to one size and a small one for an
+    entity whose baseline spans two modes, and the excess says which.
+
+    Returns ``(z, excess)``; both are 0 for an entity with fewer than ``warm`` observations.
+    """
+    n = ent.shape[0]
+    z = np.empty(n, dtype=np.float64)
+    excess = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        e = ent[i]
+        v = math.log1p(x[i])
+        sd = math.sqrt(max(var[e], min_var))
+        cold = n_seen[e] < warm
+        z[i] = 0.0 if cold else (v - mean[e]) / sd
+        excess[i] = 0.0 if cold else v - mean[e]
+        if z[i] < gate:
+            a = max(alpha, 1.0 / (n_seen[e] + 1.0))
+            d = v - mean[e]
+            mean[e] += a * d
+            var[e] = (1.0 - a) * (var[e] + a * d * d)
+            n_seen[e] += 1.0
+    return z, excess
