@@ -977,22 +977,15 @@ def log_zscore_excess(ent, x, mean, var, n_seen, alpha, gate, min_var, warm):  #
     in log units: a z-score of 3 is a large step for an entity whose reads keep to one size and a small one for an
     entity whose baseline spans two modes, and the excess says which.
 
-    Returns ``(z, excess)``; both are 0 for an entity with fewer than ``warm`` observations.
+    Returns ``(z, excess)``; both are 0 for an entity with fewer than ``warm`` observations. Each event goes through
+    ``log_zscore`` itself, so the two score and learn alike.
     """
     n = ent.shape[0]
     z = np.empty(n, dtype=np.float64)
     excess = np.empty(n, dtype=np.float64)
     for i in range(n):
         e = ent[i]
-        v = math.log1p(x[i])
-        sd = math.sqrt(max(var[e], min_var))
-        cold = n_seen[e] < warm
-        z[i] = 0.0 if cold else (v - mean[e]) / sd
-        excess[i] = 0.0 if cold else v - mean[e]
-        if z[i] < gate:
-            a = max(alpha, 1.0 / (n_seen[e] + 1.0))
-            d = v - mean[e]
-            mean[e] += a * d
-            var[e] = (1.0 - a) * (var[e] + a * d * d)
-            n_seen[e] += 1.0
+        before, cold = mean[e], n_seen[e] < warm
+        z[i] = log_zscore(ent[i:i + 1], x[i:i + 1], mean, var, n_seen, alpha, gate, min_var, warm)[0]
+        excess[i] = 0.0 if cold else math.log1p(x[i]) - before
     return z, excess
