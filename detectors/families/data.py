@@ -420,6 +420,11 @@ def _training(ctx: Context, c: DataColumns, tenant: _TenantCounts) -> list[Findi
     in_batch = np.bincount(c.dept, minlength=dept["accesses"].size)
     dept_acc = dept["accesses"][c.dept] - in_batch[c.dept] + rank_in_batch(c.dept)
     t_acc = tenant.base[:, TENANT_ACCESSES] + rank_in_batch(c.tenant)
+    # the tenant's learning period learns every first write (its findings are info only): a department whose
+    # service feeds another's training sets from the start is learned as such
+    tenants, t_inv = np.unique(c.tenant, return_inverse=True)
+    t_start = np.array([ctx.tables.tenant_start.get(t, 0) for t in tenants.tolist()], dtype=np.int64)[t_inv]
+    learning = c.ts - t_start < cfg.learning_hours * HOUR
     new_writer = ctx.novel("dataset_writer", pair(c.dataset[wi], c.principal[wi]))
     for j, i in enumerate(wi):
         ds = c.dataset[i]
@@ -460,7 +465,7 @@ def _training(ctx: Context, c: DataColumns, tenant: _TenantCounts) -> list[Findi
             ds_rows["training"][ds] = 1.0
         if new_writer[j]:
             ds_rows["writers"][ds] += 1
-        if new_writer[j] and training and outsider and not hit:  # an alerted writer is not learned as the habit
+        if new_writer[j] and training and outsider and (learning[i] or not hit):  # an alerted writer is not learned
             dept["train_in"][c.dept[i]] += 1
             row[TENANT_TRAIN_IN] += 1
     return out
@@ -662,7 +667,8 @@ FAMILY = Family(
             "writing other departments' training data, per access of the department, shrunk toward the tenant's "
             "rate (so a small department is not judged on a handful of accesses, and a labelling team whose people "
             "feed another team's training sets is not news); that surprise reaching `training_peer_surprise` is "
-            "raised, and an alerted writer is not learned as the department's habit."),
+            "raised, and an alerted writer is not learned as the department's habit (except in the tenant's learning "
+            "period, which learns every first write)."),
         Detector(
             "data.denied_burst", "Burst of denied data access (probing)", "principal",
             ("atlas:AML.T0007", "owasp-llm:LLM02"),

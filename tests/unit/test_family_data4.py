@@ -101,3 +101,33 @@ def test_log_zscore_excess_is_log_zscore_with_the_excess_in_log_units():
             var[e] = (1.0 - al) * (var[e] + al * d * d)
             seen[e] += 1.0
     assert (excess > 0).any()
+
+
+def _pipelines_from_the_start(learning: bool) -> tuple[list, set[str]]:
+    """engineering's three ETL services start writing ml's training set at 20:00 of the tenant's first day (its
+    learning period), or (the pattern) of its second; on day 3 a fourth ETL service of engineering writes it."""
+    rng = np.random.default_rng(54)
+    s = Stream()
+    for day in range(3):
+        for p in range(6):
+            for _ in range(30):
+                s.data(_work(rng, day), f"eng{p}", "eng/logs", 50, dept="engineering", owner="engineering")
+                s.data(_work(rng, day), f"ml{p}", "ml/features", 80, dept="ml", owner="ml")
+    for k in range(3):
+        for day in range(0 if learning else 1, 3):
+            for h in range(4):
+                s.data(T0 + timedelta(days=day, hours=20 + h, minutes=10 * k), f"etl{k}", "ml/train-set", 400,
+                       dept="engineering", owner="ml", op="write", purpose="model-training")
+    ids = {s.data(T0 + timedelta(days=3, hours=10), "etl3", "ml/train-set", 400, dept="engineering", owner="ml",
+                  op="write", purpose="model-training")}
+    return s.run(), ids
+
+
+@pytest.mark.parametrize("learning", [True, False])
+def test_a_department_feeding_anothers_training_sets_from_the_learning_period_is_learned(learning: bool):
+    """The tenant's learning period learns first writes it would raise: engineering's services feeding ml's
+    training set from the first day are its habit, and a fourth service is not news. Started after the learning
+    period, the first is raised and none is learned, so the fourth is raised too."""
+    alerts, ids = _pipelines_from_the_start(learning)
+    hits = _hits(alerts, "data.training_write", ids)
+    assert not hits if learning else hits and hits[0].entity == "etl3"
