@@ -1022,3 +1022,23 @@ def lgamma_many(x):  # pragma: no cover - compiled
             r += (v - 0.5) * (math.log(v + _LANCZOS_G - 0.5) - 1.0)
             out[i] = r
     return out
+
+
+@njit(cache=True)
+def log_zscore_excess(ent, x, mean, var, n_seen, alpha, gate, min_var, warm):  # pragma: no cover - compiled
+    """``log_zscore`` that also returns how far each event's log1p(x) lies above its entity's mean as of the event,
+    in log units: a z-score of 3 is a large step for an entity whose reads keep to one size and a small one for an
+    entity whose baseline spans two modes, and the excess says which.
+
+    Returns ``(z, excess)``; both are 0 for an entity with fewer than ``warm`` observations. Each event goes through
+    ``log_zscore`` itself, so the two score and learn alike.
+    """
+    n = ent.shape[0]
+    z = np.empty(n, dtype=np.float64)
+    excess = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        e = ent[i]
+        before, cold = mean[e], n_seen[e] < warm
+        z[i] = log_zscore(ent[i:i + 1], x[i:i + 1], mean, var, n_seen, alpha, gate, min_var, warm)[0]
+        excess[i] = 0.0 if cold else math.log1p(x[i]) - before
+    return z, excess

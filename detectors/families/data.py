@@ -31,6 +31,7 @@ from detectors.kernels import (
     decayed_count,
     hour_rhythm_bursts,
     log_zscore,
+    log_zscore_excess,
     pair,
 )
 from detectors.registry import Column, Context, Detector, Family, NoveltySet, Table, option
@@ -49,7 +50,8 @@ OFF_HOURS_DISPERSION = 5.0  # gamma-Poisson shape of a principal's counts per ho
 NOVELTY_PRIOR = 20.0  # weight (in observations) of the tenant's novelty rate in an entity's own
 TENANT_CROSS_KEY = 1 << 30  # data_crossings rows of a tenant (tenant id + this, owner department): above every dept id
 TENANT_IP_NEW, TENANT_IP_SEEN, TENANT_DENIED, TENANT_ACCESSES, TENANT_PD_NEW, TENANT_NET_NEW = range(6)
-TENANT_COLS = 6
+TENANT_TRAIN_IN = 6  # the tenant's principals' first writes to another department's training datasets
+TENANT_COLS = 7
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,10 @@ class DataConfig:
                                                "dataset (the principal's own dataset-novelty rate and the share "
                                                "of its department that uses the dataset) that is raised")
     training_min_writes: int = option(3, "writes a dataset needs before a new writer is news")
+    training_peer_surprise: float = option(3.0, "surprise of a new writer's department writing another "
+                                                "department's training data (its share of such writes among its "
+                                                "accesses, shrunk to its tenant's) that is raised, however few "
+                                                "writes the dataset has seen")
     denied_tau_s: float = option(600.0, "time constant of the per-principal decayed counts of denied and all "
                                         "accesses")
     volume_peak_z: float = option(3.0, "a read within this many standard deviations of the principal's usual daily "
@@ -112,7 +118,7 @@ def stage(ctx: Context, c: DataColumns) -> list[Finding]:
     out = _volume(ctx, c)
     out += _segmentation(ctx, c, p_before, warm, tenant)
     out += _off_hours(ctx, c, p_before, tenant)
-    out += _training(ctx, c)
+    out += _training(ctx, c, tenant)
     out += _denied(ctx, c, p_before, tenant)
     tenant.commit()
     return out
@@ -202,8 +208,8 @@ def _volume(ctx: Context, c: DataColumns) -> list[Finding]:
     # slow drift per (principal, dataset): CUSUM of the log-volume z-score, baseline frozen above 2 sigma
     pid = _pair_ids(ctx, prin, c.dataset[g])
     s.pair.fit(len(s.pairs))
-    pz = log_zscore(pid, c.rows[g], s.pair["mean"], s.pair["var"], s.pair["seen"], *PAIR_VOLUME,
-                    PAIR_WARM_READS)
+    pz, excess = log_zscore_excess(pid, c.rows[g], s.pair["mean"], s.pair["var"], s.pair["seen"], *PAIR_VOLUME,
+                                   PAIR_WARM_READS)
     # what is usual for the principal at this time of day (within USUAL_Z of its block's baseline) does not
     # drift (a nightly batch of a dataset read lightly by day); a spike (z at the spike threshold) is the spike
     # detector's business: it leaves the drift sum as it is, so one bulk export does not hold the sum up for days
@@ -212,7 +218,13 @@ def _volume(ctx: Context, c: DataColumns) -> list[Finding]:
     # a read of the principal's high mode (far above its ordinary reads or this pair's, within its daily peaks: a
     # nightly batch, also on a dataset it reads lightly by day) adds nothing either; a drip's reads, a few times
     # the ordinary, still do
-    dzz = np.where(usual_peak & ((z_all >= HIGH_MODE_Z) | (pz >= HIGH_MODE_Z)), np.minimum(dzz, cfg.drift_k), dzz)
+    high_mode = (z_all >= HIGH_MODE_Z) | (pz >= HIGH_MODE_Z)
+    # ... also when the pair's baseline spans both modes (its first nights' batch reads learned into it, so a batch
+    # read is only 3 of its wide standard deviations up): a read at the level of the principal's usual daily peak
+    # (within `volume_peak_z` of it either way) and far above the pair's mean in log units (HIGH_MODE_Z standard
+    # deviations of a tight baseline, the variance floor) is the high mode however wide the pair's spread
+    high_mode |= (zp >= -cfg.volume_peak_z) & (excess >= HIGH_MODE_Z * np.sqrt(PAIR_VOLUME[2]))
+    dzz = np.where(usual_peak & high_mode, np.minimum(dzz, cfg.drift_k), dzz)
     # the tenant's learning period learns baselines and judges nothing: its reads (a service account's first nightly
     # batches, far from a baseline only just started) do not build a sum that the first judged day inherits
     cs = cusum(pid, np.where((z >= VOLUME_SPIKE_Z) | learning, cfg.drift_k, dzz), s.pair["s"], cfg.drift_k,
@@ -394,39 +406,67 @@ def _off_hours(ctx: Context, c: DataColumns, p_before: np.ndarray, tenant: _Tena
     return out
 
 
-def _training(ctx: Context, c: DataColumns) -> list[Finding]:
-    """data.training_write: writes to a training pipeline by a principal from outside its owning department."""
-    cfg, ds_rows = ctx.config, ctx.tables.dataset
+def _training(ctx: Context, c: DataColumns, tenant: _TenantCounts) -> list[Finding]:
+    """data.training_write: writes to a training pipeline by a principal from outside its owning department, or to
+    training data by a principal whose department (its own share, shrunk to its tenant's) does not write others'."""
+    cfg, ds_rows, dept = ctx.config, ctx.tables.dataset, ctx.tables.dept
     out: list[Finding] = []
     writes = c.granted & ((c.operation == 1) | (c.operation == 2) | (c.operation == 4))
     wi = np.flatnonzero(writes)
     if not wi.size:
         return out
+    # the department's and the tenant's accesses before each event (the department's counts already hold the batch)
+    in_batch = np.bincount(c.dept, minlength=dept["accesses"].size)
+    dept_acc = dept["accesses"][c.dept] - in_batch[c.dept] + rank_in_batch(c.dept)
+    t_acc = tenant.base[:, TENANT_ACCESSES] + rank_in_batch(c.tenant)
+    # the tenant's learning period learns every first write (its findings are info only): a department whose
+    # service feeds another's training sets from the start is learned as such
+    tenants, t_inv = np.unique(c.tenant, return_inverse=True)
+    t_start = np.array([ctx.tables.tenant_start.get(t, 0) for t in tenants.tolist()], dtype=np.int64)[t_inv]
+    learning = c.ts - t_start < cfg.learning_hours * HOUR
     new_writer = ctx.novel("dataset_writer", pair(c.dataset[wi], c.principal[wi]))
     for j, i in enumerate(wi):
         ds = c.dataset[i]
         e = c.events[i]
         training = ds_rows["training"][ds] > 0 or e.purpose == "model-training" or c.operation[i] == 4
+        outsider = bool(c.dept[i] != c.owner[i])
         # training data (known as such from its writes' purpose) or a dataset fed by few writers
         # (a pipeline) gets a writer from outside its owning department
         fed = training and ds_rows["writers"][ds] <= 2 and ds_rows["writes"][ds] >= cfg.training_min_writes
-        hit = bool(new_writer[j] and fed and c.dept[i] != c.owner[i])
-        if hit:
+        hit = bool(new_writer[j] and fed and outsider)
+        row = tenant.table[int(c.tenant[i])]
+        peer = 0.0
+        if new_writer[j] and training and outsider:
+            # ... or a writer whose department does not write other departments' training data: such writes' share of
+            # its accesses, shrunk to its tenant's (Laplace's rule over the tenant's accesses), so a dataset never
+            # written before is judged too, and a department that feeds others' pipelines is not news
+            prior = (row[TENANT_TRAIN_IN] + 0.5) / (t_acc[i] + 1.0)
+            d = int(c.dept[i])
+            peer = float(-np.log10((dept["train_in"][d] + NOVELTY_PRIOR * prior) / (dept_acc[i] + NOVELTY_PRIOR)))
+        if hit or peer >= cfg.training_peer_surprise:
             writers, seen = int(ds_rows["writers"][ds]), int(ds_rows["writes"][ds])
             # a new writer where `writers` wrote all `seen` writes: Laplace's rule of succession
-            surprise = float(-np.log10((writers + 1.0) / (seen + 2.0))) + 1.0
+            surprise = max(float(-np.log10((writers + 1.0) / (seen + 2.0))) + 1.0 if hit else 0.0, peer)
             out.append(_finding(
                 ctx, "data.training_write", c, i, max(surprise, 3.0), max(int(c.sensitivity[i]), 2),
                 [Feature(name="dataset_writers", value=float(writers), baseline=None),
-                 Feature(name="dataset_writes_seen", value=float(seen))],
+                 Feature(name="dataset_writes_seen", value=float(seen)),
+                 Feature(name="department_training_writes", value=float(dept["train_in"][c.dept[i]]),
+                         baseline=float(dept_acc[i]))],
                 f"{e.principal} ({e.principal_department}) wrote to training dataset {e.dataset} of "
                 f"{e.dataset_owner_department}, which {_others(writers)} had written in {seen} "
-                f"write{'' if seen == 1 else 's'}."))
+                f"write{'' if seen == 1 else 's'}; {e.principal_department} made "
+                f"{int(dept['train_in'][c.dept[i]])} of its {int(dept_acc[i])} accesses as writes to other "
+                f"departments' training data; about {one_in(surprise)} for them."))
+            hit = True
         ds_rows["writes"][ds] += 1
         if training and not hit:
             ds_rows["training"][ds] = 1.0
         if new_writer[j]:
             ds_rows["writers"][ds] += 1
+        if new_writer[j] and training and outsider and (learning[i] or not hit):  # an alerted writer is not learned
+            dept["train_in"][c.dept[i]] += 1
+            row[TENANT_TRAIN_IN] += 1
     return out
 
 
@@ -568,7 +608,10 @@ FAMILY = Family(
             "with allowance `drift_k`); the baseline stops learning above 2 standard deviations, so a slow "
             "drip is not learned as the new normal, and a read that is usual for the principal at this time of "
             "day adds nothing, nor does a read of the principal's high mode (far above its ordinary reads yet within "
-            "its usual daily peaks: a nightly batch). How unusual a sum is is its own tail "
+            "its usual daily peaks: a nightly batch; also when the pair's baseline learned a first night's batch "
+            "reads and so spans both modes: a read at the level of the usual daily peak and 2 log units, 4 standard "
+            "deviations of a tight baseline, above the pair's mean is the high mode however wide the pair's spread). "
+            "How unusual a sum is is its own tail "
             "while the reads keep to their baseline (exp(-2 x `drift_k` x sum), per read); a sum reaching `drift_h` "
             "whose tail is at least `drift_surprise` (1 in 100,000 reads, the rate per event of a budget of 1 per "
             "100k) is raised, and as it keeps growing it grows more unusual, so the false-alarm budget ranks "
@@ -617,7 +660,14 @@ FAMILY = Family(
             "Training data (marked by its writes' purpose or a train operation) fed by at most two writers "
             "over at least `training_min_writes` writes is a pipeline. A write to it by a principal who never "
             "wrote there, from outside the dataset's owning department, is raised: a likely poisoning attempt. "
-            "How unusual: a new writer where so few wrote so many writes (the rule of succession)."),
+            "How unusual: a new writer where so few wrote so many writes (the rule of succession). A first write "
+            "to another department's training data is also judged by the writer's department, however few writes "
+            "the dataset has seen (a training set never written in this tenant too): how often its people started "
+            "writing other departments' training data, per access of the department, shrunk toward the tenant's "
+            "rate (so a small department is not judged on a handful of accesses, and a labelling team whose people "
+            "feed another team's training sets is not news); that surprise reaching `training_peer_surprise` is "
+            "raised, and an alerted writer is not learned as the department's habit (except in the tenant's learning "
+            "period, which learns every first write)."),
         Detector(
             "data.denied_burst", "Burst of denied data access (probing)", "principal",
             ("atlas:AML.T0007", "owasp-llm:LLM02"),
@@ -664,6 +714,8 @@ FAMILY = Family(
         Column("dept", "var", 0.25, "the department's variance of log(rows)"),
         Column("dept", "seen", 0, "accesses learned into the department's baseline"),
         Column("dept", "accesses", 0, "accesses of the department's principals"),
+        Column("dept", "train_in", 0, "(principal, dataset) pairs of the department's first granted writes to "
+               "another department's training data (not alerted)"),
         Column("pair", "mean", 0, "mean log(rows) of the (principal, dataset) pair"),
         Column("pair", "var", 0.25, "the pair's variance of log(rows)"),
         Column("pair", "seen", 0, "reads learned into the pair's baseline"),
@@ -687,7 +739,8 @@ FAMILY = Family(
         Table("oh_pending", "principal -> held-back accesses per hour of the day (UTC) of its current off-hours "
               "episode, held only for principals with some", "rows renumbered with their principal ids"),
         Table("data_tenant_counts", "tenant -> [new IPs, accesses with an IP, denials, accesses, first "
-              "(principal, dataset) accesses, new networks]: the peer priors of the principals' own rates",
+              "(principal, dataset) accesses, new networks, first writes to another department's training data]: "
+              "the peer priors of the principals' own rates",
               "never evicted: tenants are peer groups", factory=dict),
         Table("data_crossings", "pair(department, owner department) -> the department's granted accesses to the "
               "owner's sensitive data; pair(tenant + 2**30, owner) -> the tenant's crossings to the owner's",
