@@ -115,9 +115,9 @@ class ApiConfig:
                                                  "model extraction is raised (fewer than api.rate_burst's: the "
                                                  "outputs or models are evidence of their own)")
     extraction_models: int = option(3, "distinct models in 10 minutes from which spreading over models is checked")
-    stuffing_surprise: float = option(7.0, "surprise of a tenant's failed authentications against its own failure "
+    stuffing_surprise: float = option(6.0, "surprise of a tenant's failed authentications against its own failure "
                                            "rate that raises api.auth_failure_spread")
-    stuffing_min_failures: float = option(5.0, "floor: failures (decayed count over 10 minutes) below which no "
+    stuffing_min_failures: float = option(4.5, "floor: failures (decayed count over 10 minutes) below which no "
                                                "spread is raised")
     stuffing_floor_share: float = option(0.01, "floor: the least share of a tenant's requests expected to fail")
     unknown_surprise: float = option(5.5, "surprise of a key appearing (new, or dormant) in its tenant at a quiet "
