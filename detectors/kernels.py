@@ -383,7 +383,7 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
                    tok_mean, tok_var, tok_n, tok_run, tn, hours,
                    taus, tau_slow, prior_events, nb_size, hist_tau, dormant_ms, young_ms, min_rate, rate_gate,
                    tok_alpha, tok_min_sd, tok_warm, tok_gate, tok_run_z, fail_floor_share, fail_gate,
-                   key_hours, rhythm_prior, level_floor, pend, pend_h, x1, x10, x60):
+                   key_hours, rhythm_prior, level_floor, pend, pend_h, x1, x10, x60, report_min):
     """A key's request counts against its own expected rate, its tokens per request against its own log-normal,
     its tenant's authentication failures against the tenant's own failure rate, and how often its tenant sees a key
     (re)appear and how quiet the hour is (``KR_P_NEW``, ``KR_P_HOUR``, ``KR_WAKE_N``: what
@@ -398,7 +398,8 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
     the events it rests on, at most ``nb_size``), less log10 of the number of windows. Events with a
     surprise of at least ``rate_gate`` are not learned into the key's rate and rhythm nor its tenant's rhythm
     (poisoning resistance). The surprise reported is judged without the requests whose own reported surprise
-    reached ``rate_gate`` (``x1``/``x10``/``x60``: their decayed counts, explained by the alarm they raised), so the
+    reached ``rate_gate`` on at least ``report_min`` requests (``x1``/``x10``/``x60``: their decayed counts,
+    explained by the alarm they raised), so the
     requests after an alarming burst are judged by what else is in their windows, not by the burst still decaying
     there; a key's requests join its own baseline and rhythm only once their clock hour is over
     (``pend``/``pend_h``: the count and hour held back): the cluster test's rates (``KR_GAP_RATE``, over at most
@@ -545,7 +546,7 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
         out[i, KR_RATE_E] = rate_k * taus[best_w] * best_l * surge
         out[i, KR_SURGE] = surge
         out[i, KR_LEVEL] = best_l
-        if best >= rate_gate:
+        if best >= rate_gate and c_best >= report_min:  # reported (a burst of at least ``report_min`` requests)
             x1[k] += 1.0
             x10[k] += 1.0
             x60[k] += 1.0

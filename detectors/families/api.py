@@ -365,7 +365,7 @@ def _key_model(ctx: Context, c: ApiColumns, tenants: TenantRates) -> tuple[np.nd
         cfg.rhythm_tau_days * DAY, cfg.unknown_dormant_days * DAY, HOUR, cfg.rate_floor_per_hour / HOUR,
         cfg.rate_surprise, cfg.token_alpha, cfg.token_min_sd, 1, cfg.token_gate, cfg.token_run_z,
         cfg.stuffing_floor_share, cfg.stuffing_surprise, hours, cfg.rhythm_prior_events, cfg.rate_level_floor,
-        k["pend"], k["pend_h"], k["x1"], k["x10"], k["x60"])
+        k["pend"], k["pend_h"], k["x1"], k["x10"], k["x60"], cfg.rate_min_requests)
     for j in range(24):
         k[f"hour{j}"][:] = hours[:, j]
     tok = token_run_model(c.key, rows, has_tok, resid, k["tok_mean"], k["tok_var"], k["tok_n"], k["tok_run"],

@@ -128,3 +128,40 @@ def test_a_keys_first_successful_use_after_guesses_at_its_id_is_not_a_new_client
     first = {s.api(T0 + timedelta(days=4, hours=10 + i), "k-late", "inference:chat", ip="10.1.0.9",
                    user_agent="openai-python/1.54.0") for i in range(3)}
     assert not _hits(s.run(), "api.new_client", first)
+
+
+# -- the kernel: only reported requests are explained ---------------------------------------------------------
+def _explained(ts: np.ndarray) -> float:
+    """``key_rate_model`` over one key from fresh state; returns its explained hour count (``x60``) after ``ts``."""
+    from detectors.families.api import RATE_WINDOWS_S, ApiConfig
+    from detectors.families.common import DAY, HOUR
+    from detectors.kernels import TN_COLS, key_rate_model
+
+    cfg = ApiConfig()
+    n = ts.size
+    key, ten = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    col = [np.zeros(1) for _ in range(14)]  # r1 .. tok_run
+    x = [np.zeros(1) for _ in range(3)]
+    key_rate_model(
+        key, ten, ts, np.ones(n, dtype=np.bool_), np.zeros(n, dtype=np.bool_), np.zeros(n, dtype=np.bool_),
+        np.zeros(n), *col, np.zeros((1, TN_COLS)), np.zeros((1, 24)),
+        np.array(RATE_WINDOWS_S) * 1000, cfg.rate_tau_slow_s * 1000, cfg.rate_prior_events, cfg.rate_nb_size,
+        cfg.rhythm_tau_days * DAY, cfg.unknown_dormant_days * DAY, HOUR, cfg.rate_floor_per_hour / HOUR,
+        cfg.rate_surprise, cfg.token_alpha, cfg.token_min_sd, 1, cfg.token_gate, cfg.token_run_z,
+        cfg.stuffing_floor_share, cfg.stuffing_surprise, np.zeros((1, 24)), cfg.rhythm_prior_events,
+        cfg.rate_level_floor, np.zeros(1), np.zeros(1), *x, cfg.rate_min_requests)
+    return float(x[2][0])
+
+
+def test_only_requests_reported_as_a_burst_are_explained():
+    day0 = 20_000 * DAY_MS
+    rng = np.random.default_rng(3)
+    history = np.sort(day0 + rng.uniform(0, 3 * DAY_MS, size=30))  # three days at about 0.4 requests an hour
+    at = day0 + 3 * DAY_MS + 2 * HOUR_MS
+    few = at + np.arange(5) * 2_000.0  # five requests in 8 s: improbable, but fewer than a reported burst's
+    many = at + np.arange(40) * 5_000.0  # forty: reported, and explained
+    assert _explained(np.concatenate([history, few]).astype(np.int64)) == 0.0
+    assert _explained(np.concatenate([history, many]).astype(np.int64)) > 10.0
+
+
+DAY_MS, HOUR_MS = 86_400_000, 3_600_000
