@@ -383,7 +383,7 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
                    tok_mean, tok_var, tok_n, tok_run, tn, hours,
                    taus, tau_slow, prior_events, nb_size, hist_tau, dormant_ms, young_ms, min_rate, rate_gate,
                    tok_alpha, tok_min_sd, tok_warm, tok_gate, tok_run_z, fail_floor_share, fail_gate,
-                   key_hours, rhythm_prior, level_floor, pend, pend_h):
+                   key_hours, rhythm_prior, level_floor, pend, pend_h, x1, x10, x60, report_min):
     """A key's request counts against its own expected rate, its tokens per request against its own log-normal,
     its tenant's authentication failures against the tenant's own failure rate, and how often its tenant sees a key
     (re)appear and how quiet the hour is (``KR_P_NEW``, ``KR_P_HOUR``, ``KR_WAKE_N``: what
@@ -397,7 +397,11 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
     negative-binomial tail of the *other* requests in the window (the Gamma-Poisson predictive of a rate known from
     the events it rests on, at most ``nb_size``), less log10 of the number of windows. Events with a
     surprise of at least ``rate_gate`` are not learned into the key's rate and rhythm nor its tenant's rhythm
-    (poisoning resistance); a key's requests join its own baseline and rhythm only once their clock hour is over
+    (poisoning resistance). The surprise reported is judged without the requests whose own reported surprise
+    reached ``rate_gate`` on at least ``report_min`` requests (``x1``/``x10``/``x60``: their decayed counts,
+    explained by the alarm they raised), so the
+    requests after an alarming burst are judged by what else is in their windows, not by the burst still decaying
+    there; a key's requests join its own baseline and rhythm only once their clock hour is over
     (``pend``/``pend_h``: the count and hour held back): the cluster test's rates (``KR_GAP_RATE``, over at most
     two hours, and ``KR_GAP_RATE_LONG``, at no less than the key's average hour, for longer spans) leave them out,
     so a burst does not raise its own bar (a key whose history began this clock hour is judged by its tenant's
@@ -438,6 +442,9 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
             r1[k] *= math.exp(-dk / taus[0])
             r10[k] *= math.exp(-dk / taus[1])
             r60[k] *= math.exp(-dk / taus[2])
+            x1[k] *= math.exp(-dk / taus[0])
+            x10[k] *= math.exp(-dk / taus[1])
+            x60[k] *= math.exp(-dk / taus[2])
             r_last[k] = now
         r1[k] += 1.0
         r10[k] += 1.0
@@ -514,13 +521,35 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
                 best_w = w
                 best_l = lw
         best = max(0.0, best - bonf)
+        learn = best < rate_gate
+        # what is reported is judged without the requests that were reported already (``x*``): an alarming burst
+        # is explained, and the requests after it are judged by what else is in their windows
+        explained = x60[k] > 1e-3
+        c_best = r1[k] if best_w == 0 else (r10[k] if best_w == 1 else r60[k])
+        if explained:
+            best = -1.0
+            for w in range(nw):
+                c = (r1[k] - x1[k] if w == 0 else (r10[k] - x10[k] if w == 1 else r60[k] - x60[k]))
+                lw = own if w == 0 else (own10 if w == 1 else own60)
+                e = rate_k * taus[w] * lw * surge
+                phi = 1.0 + e / size
+                s = poisson_surprise_nb(max(c - 1.0, 0.0) / phi, e / phi)
+                if s > best:
+                    best = s
+                    best_w = w
+                    best_l = lw
+                    c_best = c
+            best = max(0.0, best - bonf)
         out[i, KR_RATE_S] = best
         out[i, KR_RATE_W] = best_w
-        out[i, KR_RATE_C] = r1[k] if best_w == 0 else (r10[k] if best_w == 1 else r60[k])
+        out[i, KR_RATE_C] = c_best
         out[i, KR_RATE_E] = rate_k * taus[best_w] * best_l * surge
         out[i, KR_SURGE] = surge
         out[i, KR_LEVEL] = best_l
-        learn = best < rate_gate
+        if best >= rate_gate and c_best >= report_min:  # reported (a burst of at least ``report_min`` requests)
+            x1[k] += 1.0
+            x10[k] += 1.0
+            x60[k] += 1.0
         if learn:
             pend[k] += 1.0
             pend_h[k] = h_abs

@@ -111,10 +111,13 @@ class ApiConfig:
     extraction_run_evidence: float = option(4.5, "floor: the surprise of a run of long outputs that counts as "
                                                  "evidence (more than one request's: among a key's thousands of "
                                                  "requests, one output 3 spreads above its usual is common)")
+    extraction_min_requests: float = option(4.0, "floor: requests (decayed count, or the cluster's) below which no "
+                                                 "model extraction is raised (fewer than api.rate_burst's: the "
+                                                 "outputs or models are evidence of their own)")
     extraction_models: int = option(3, "distinct models in 10 minutes from which spreading over models is checked")
-    stuffing_surprise: float = option(7.0, "surprise of a tenant's failed authentications against its own failure "
+    stuffing_surprise: float = option(6.0, "surprise of a tenant's failed authentications against its own failure "
                                            "rate that raises api.auth_failure_spread")
-    stuffing_min_failures: float = option(8.0, "floor: failures (decayed count over 10 minutes) below which no "
+    stuffing_min_failures: float = option(4.5, "floor: failures (decayed count over 10 minutes) below which no "
                                                "spread is raised")
     stuffing_floor_share: float = option(0.01, "floor: the least share of a tenant's requests expected to fail")
     unknown_surprise: float = option(5.5, "surprise of a key appearing (new, or dormant) in its tenant at a quiet "
@@ -294,7 +297,9 @@ def _new_client(ctx: Context, c: ApiColumns, n_before: np.ndarray) -> list[Findi
     new_ip = ctx.novel("key_ip", pair(c.key, c.ip))
     ua = np.where(c.agent_tok < 0, 0, c.agent_tok)
     new_ua = ctx.novel("key_ua", pair(c.key, ua)) & (c.agent_tok >= 0)
-    later = n_before > 0  # a key's first request brings its first client: not a novelty
+    # a key's first successful request brings its first client: not a novelty (failed guesses at a key id before
+    # its owner's first use are not the key's clients)
+    later = (k["since"][c.key] > 0) | (earlier_flagged(c.key, ~c.auth_fail) > 0)
     surprise = np.zeros(len(c.key))
     rates = {}
     for col, new in (("ip_new", new_ip), ("ua_new", new_ua)):
@@ -360,7 +365,7 @@ def _key_model(ctx: Context, c: ApiColumns, tenants: TenantRates) -> tuple[np.nd
         cfg.rhythm_tau_days * DAY, cfg.unknown_dormant_days * DAY, HOUR, cfg.rate_floor_per_hour / HOUR,
         cfg.rate_surprise, cfg.token_alpha, cfg.token_min_sd, 1, cfg.token_gate, cfg.token_run_z,
         cfg.stuffing_floor_share, cfg.stuffing_surprise, hours, cfg.rhythm_prior_events, cfg.rate_level_floor,
-        k["pend"], k["pend_h"])
+        k["pend"], k["pend_h"], k["x1"], k["x10"], k["x60"], cfg.rate_min_requests)
     for j in range(24):
         k[f"hour{j}"][:] = hours[:, j]
     tok = token_run_model(c.key, rows, has_tok, resid, k["tok_mean"], k["tok_var"], k["tok_n"], k["tok_run"],
@@ -421,7 +426,7 @@ def _rate_findings(ctx: Context, c: ApiColumns, m: np.ndarray, asset: np.ndarray
     burst = (rate_s >= cfg.rate_surprise) & (count >= cfg.rate_min_requests)
     rate_x = gap[:, 8]  # the sustained-rate surprise: windows and clusters up to ``max(GAP_KS)`` requests
     extraction = ((c.model >= 0) & (rate_x >= cfg.extraction_rate_surprise) & (extra > 0)
-                  & (rate_x + extra >= cfg.extraction_surprise) & (count_x >= cfg.rate_min_requests))
+                  & (rate_x + extra >= cfg.extraction_surprise) & (count_x >= cfg.extraction_min_requests))
     recent_models = _key_models_recent(ctx, c, np.flatnonzero(extraction))
     for i in np.flatnonzero(burst):
         e = c.events[i]
@@ -502,7 +507,11 @@ def _stuffing_findings(ctx: Context, c: ApiColumns, m: np.ndarray, tenants: Tena
     client IP of the failure that crossed the threshold: the failures may come from hundreds of IPs and keys.
     """
     cfg = ctx.config
-    hit = (m[:, KR_FAIL_S] >= cfg.stuffing_surprise) & (m[:, KR_FAIL_C] >= cfg.stuffing_min_failures)
+    # raised on a failure of a key id that had not succeeded yet (a guess): a tenant's own key failing (an expired
+    # key retried) is what its failure rate already holds, and its client is no stuffing source to name
+    since = ctx.tables.key["since"][c.key]
+    guess = (since <= 0) | (since > c.ts)
+    hit = (m[:, KR_FAIL_S] >= cfg.stuffing_surprise) & (m[:, KR_FAIL_C] >= cfg.stuffing_min_failures) & guess
     cooldown = ctx.catalog["api.auth_failure_spread"].cooldown_s * 1000
     out: list[Finding] = []
     for i in np.flatnonzero(hit):
@@ -658,8 +667,10 @@ FAMILY = Family(
             "tenant's failed authentications (rate limiting left out) over about 10 minutes and compares them with "
             "what its own failure rate (learned, at least `stuffing_floor_share` of its requests) expects at this "
             "hour of its rhythm and its current traffic level. Raised when the Poisson tail of the count is below "
-            "1 in 10^`stuffing_surprise` and at least `stuffing_min_failures` failed; one alert per tenant episode, "
-            "named by the client IP of the failure that crossed the line."),
+            "1 in 10^`stuffing_surprise` and at least `stuffing_min_failures` failed, on a failure at a key id that "
+            "had not succeeded yet (a guess: the tenant's own key failing, an expired key retried, is what its "
+            "failure rate holds, and its client is not the source to name); one alert per tenant episode, named by "
+            "the client IP of the guess that crossed the line."),
         Detector(
             "api.new_client", "API key used from a new client IP or user agent", "api_key",
             ("atlas:AML.T0012", "atlas:AML.T0055"),
@@ -667,7 +678,9 @@ FAMILY = Family(
             "a new one (its own novelty rate, shrunk toward its tenant's keys' rate while it is young). A new IP or "
             "user agent is as surprising as that rate makes it: a key behind a proxy or NAT pool that shows a new "
             "IP on most calls is never surprised, a key that always called from one client is. Both new at once add "
-            "up. Raised when the surprise reaches `client_surprise` (1 in 100,000 by default)."),
+            "up. Raised when the surprise reaches `client_surprise` (1 in 100,000 by default). A key's clients start "
+            "with its first successful request: failed guesses at its id before its owner's first use are not its "
+            "clients."),
         Detector(
             "api.new_scope", "API key used a scope it never used", "api_key",
             ("atlas:AML.T0012", "owasp-llm:LLM06"),
@@ -694,7 +707,10 @@ FAMILY = Family(
             "successful request). "
             "Raised when the best of these tests, corrected for the number made, is below 1 in 10^`rate_surprise` "
             "with at least `rate_min_requests` requests; such requests are not learned, and a key's requests join "
-            "its baseline only once their clock hour is over."),
+            "its baseline only once their clock hour is over. Requests that were reported as a burst are explained: "
+            "the requests after them are judged without them (an hour after a burst, the key's next ordinary request "
+            "is not a new burst because the old one still decays in its hour window), while a new burst is judged "
+            "by its own requests."),
         Detector(
             "api.model_extraction", "Sustained inference far above the key's rate with long outputs or new models",
             "api_key", ("atlas:AML.T0024.002", "atlas:AML.T0040", "owasp-llm:LLM10"),
@@ -705,7 +721,8 @@ FAMILY = Family(
             "each judged like api.denial_of_wallet, counted from `extraction_run_evidence`: a run, not one long "
             "output that a busy key shows by chance) or of the models new to it within 10 minutes (judged by how "
             "rarely the key takes up a new model) reaches `extraction_surprise`. It fires below the rate-burst "
-            "threshold when the outputs or models add evidence."),
+            "threshold when the outputs or models add evidence, and from `extraction_min_requests` requests (fewer "
+            "than a burst needs: the outputs or models are evidence of their own)."),
         Detector(
             "api.denial_of_wallet", "Tokens per request far above the key's own", "api_key",
             ("atlas:AML.T0034", "owasp-llm:LLM10"),
@@ -743,6 +760,10 @@ FAMILY = Family(
         Column("key", "r10", 0, "decayed request count, 10 minutes"),
         Column("key", "r60", 0, "decayed request count, 1 hour"),
         Column("key", "r_last", 0, "time of the request counts' last update"),
+        *(Column("key", f"x{w}", 0, f"decayed count of the requests whose {name} count was reported as a burst "
+                 "(explained: later requests are judged without them)") for w, name in ((1, "minute"),
+                                                                                      (10, "10-minute"),
+                                                                                      (60, "hour"))),
         Column("key", "base", 0, "decayed baseline request count, `rate_tau_slow_s` (unalarming requests)"),
         Column("key", "base_last", 0, "time of the baseline's last update"),
         Column("key", "since", 0, "start of the baseline's learning (the key's first successful request)"),
