@@ -415,12 +415,16 @@ class UnivariateDetector:
         least 3, to set the seasonal view's lag in rows; without them that view stays off.
         """
         if self._s[_LAG] == 0 and timestamps is not None and len(timestamps) > 2:
-            self._s[_LAG] = self._season_lag(np.asarray(timestamps[:200], dtype="datetime64[us]"))
+            try:
+                ts = np.asarray(timestamps[:200], dtype="datetime64[us]")
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"timestamps: not datetimes ({exc})") from None
+            self._s[_LAG] = self._season_lag(ts)
         return self._step(np.ascontiguousarray(values, dtype=np.float64))
 
     def _season_lag(self, ts: np.ndarray) -> int:
         """``season`` in rows at the median positive sampling step of ``ts``; -1 (view off) if it does not fit."""
-        steps = np.diff(ts.astype(np.int64))
+        steps = np.diff(ts[~np.isnat(ts)].astype(np.int64))
         steps = steps[steps > 0]
         if self.season <= 0.0 or self.w_season <= 0.0 or steps.size == 0:
             return -1

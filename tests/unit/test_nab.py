@@ -390,8 +390,13 @@ def test_seasonal_lag_follows_the_sampling_step_and_refuses_what_does_not_fit():
     assert UnivariateDetector(season_max=3000)._season_lag(half_min.astype("datetime64[us]")) == 2880
     backwards = five_min[::-1].astype("datetime64[us]")
     assert UnivariateDetector()._season_lag(backwards) == -1
+    with_gaps = five_min.astype("datetime64[us]").copy()
+    with_gaps[[0, 7, 20]] = np.datetime64("NaT")
+    assert UnivariateDetector()._season_lag(with_gaps) == 288
     with pytest.raises(ValueError, match="season"):
         UnivariateDetector(season=-1.0)
+    with pytest.raises(ValueError, match="timestamps"):
+        UnivariateDetector().score_learn_many(np.zeros(3), np.array(["noon", "x", "y"]))
 
 
 def test_state_round_trip_keeps_the_seasonal_lag():
