@@ -12,10 +12,11 @@ import numpy as np
 from numba import njit
 
 # Layout of the scalar state vector ``_s``; per-view sums live in ``_v`` (rows: sum, sum of squares).
-_T, _VMIN, _VMAX, _DN, _LAST, _EMA, _ZMAX, _PEAK, _LO, _HI, _REB, _QH, _QT = range(13)
-_NS = 13
-_NV = 7  # views: nearest window, nearest coarse window, level vs. recent mean, step, value novelty, shift, shift/range
-_W_AT = (10, 11, 12, 13, 18, 19, 20)  # index of each view's weight in the configuration vector
+_T, _VMIN, _VMAX, _DN, _LAST, _EMA, _ZMAX, _PEAK, _LO, _HI, _REB, _QH, _QT, _LAG = range(14)
+_NS = 14
+# views: nearest window, nearest coarse window, level vs. recent mean, step, value novelty, shift, shift/range, season
+_NV = 8
+_W_AT = (10, 11, 12, 13, 18, 19, 20, 28)  # index of each view's weight in the configuration vector
 
 
 @njit(cache=True)
@@ -169,6 +170,7 @@ def _kernel(values: np.ndarray, cfg: np.ndarray, s: np.ndarray, v: np.ndarray, b
     order = int(cfg[25])
     gate = cfg[26] > 0.0
     repeat = cfg[27]
+    tol = int(cfg[29])
     s_det = z_det / (1.0 + z_det)
     w = np.empty(_NV)
     for i in range(_NV):
@@ -226,6 +228,9 @@ def _kernel(values: np.ndarray, cfg: np.ndarray, s: np.ndarray, v: np.ndarray, b
             sdb = math.sqrt(max(sb2 / nl - mb * mb, 0.0))
             raw[5] = abs(ma - mb) / (sdb + 0.01 * rng)
             raw[6] = abs(ma - mb) / rng
+        lag = int(s[_LAG])
+        if lag > 0 and w[7] > 0.0 and n_have >= lag + tol + dim:
+            raw[7] = _nearest(buf, t, dim, 1, lag - tol, lag + tol) / rng
         s[_EMA] += alpha * (x - s[_EMA])
         if log_eps > 0.0:
             for i in range(_NV):
@@ -311,6 +316,11 @@ class UnivariateDetector:
     scaled by ``z_repeat``, so a deviation that recurs (a daily step, a burst as large as the last one) must grow to
     be reported again.
 
+    With ``timestamps``, an eighth view, the seasonal one (``w_season``): distance of the last ``dim`` values to the
+    nearest window ending ``season`` seconds earlier (as rows at the median sampling step, at most ``season_max``),
+    give or take ``season_tol`` rows, so a day that misses its usual rise or fall is new even if the shape was seen
+    at another hour.
+
     The score is the larger of the z part and ``w_context`` times the context novelty, in [0, 1). Once a row
     reaches ``z_detect / (1 + z_detect)``, scores are zero for ``rest_fraction`` of the ``probationary_period`` (NAB
     tells a detector that period; no score is emitted inside it), except a peak ``margin`` times higher than the
@@ -326,13 +336,16 @@ class UnivariateDetector:
                  z_floor: float = 10.0, margin: float = 1e9, w_value: float = 0.5, w_shift: float = 0.5,
                  w_shift_range: float = 0.7, shift_short: int = 8, shift_long: int = 128, w_context: float = 0.8,
                  context_bits: int = 4, context_order: int = 7, context_memory: int = 4096,
-                 context_tilings: int = 2, z_gate: float = 1.0, z_repeat: float = 0.85) -> None:
+                 context_tilings: int = 2, z_gate: float = 1.0, z_repeat: float = 0.85, season: float = 86400.0,
+                 w_season: float = 0.4, season_tol: int = 2, season_max: int = 2048) -> None:
         if not 1 <= context_bits <= 6 or min(context_order, context_memory, context_tilings) < 1:
             raise ValueError("context_bits must be 1..6, context_order, context_memory and context_tilings at least 1")
         if ((1 << context_bits) + 1) ** context_order >= 2**62:
             raise ValueError("context_bits and context_order too large: a context's key must fit in 62 bits")
         if z_gate < 0.0 or not 0.0 <= z_repeat <= 1.0:
             raise ValueError("z_gate must be at least 0 and z_repeat in [0, 1]")
+        if season < 0.0 or season_tol < 0 or season_max < 1:
+            raise ValueError("season and season_tol must be at least 0, season_max at least 1")
         self.probationary_period = probationary_period
         self.dim = dim
         self.memory = memory
@@ -363,17 +376,22 @@ class UnivariateDetector:
         self.context_tilings = context_tilings
         self.z_gate = z_gate
         self.z_repeat = z_repeat
+        self.season = season
+        self.w_season = w_season
+        self.season_tol = season_tol
+        self.season_max = season_max
         gate_rows = int(z_gate * probationary_period)
         self._cfg = np.array([probationary_period, dim, memory, history, short,
                               max(1, int(rest_fraction * probationary_period)), z_detect, std_floor, coarse, alpha,
                               w_window, w_coarse, w_level, w_step, log_eps, decay, z_floor, margin, w_value, w_shift,
                               w_shift_range, shift_short, shift_long, w_context, context_bits, context_order, gate_rows,
-                              z_repeat],
+                              z_repeat, w_season, season_tol],
                              dtype=np.float64)
         self._s = np.zeros(_NS, dtype=np.float64)
         self._s[_LAST] = -1e18
         self._v = np.zeros((2, _NV), dtype=np.float64)
-        bsz = max(memory + 2 * dim * max(coarse, 1) + 1, shift_short + shift_long + 1)
+        bsz = max(memory + 2 * dim * max(coarse, 1) + 1, shift_short + shift_long + 1,
+                  season_max + season_tol + dim + 1 if season > 0.0 and w_season > 0.0 else 0)
         self._buf = np.zeros(bsz, dtype=np.float64)
         self._cbuf = np.zeros(bsz, dtype=np.float64)
         self._dhist = np.zeros((_NV, max(history, short) + 1), dtype=np.float64)
@@ -391,8 +409,27 @@ class UnivariateDetector:
         return out
 
     def score_learn_many(self, values: np.ndarray, timestamps: np.ndarray | None = None) -> np.ndarray:
-        """Score each value from the past and itself, then learn it; the whole series in one compiled pass."""
+        """Score each value from the past and itself, then learn it; the whole series in one compiled pass.
+
+        ``timestamps`` (datetime64, or anything NumPy turns into it) are read once, from the first call that has at
+        least 3, to set the seasonal view's lag in rows; without them that view stays off.
+        """
+        if self._s[_LAG] == 0 and timestamps is not None and len(timestamps) > 2:
+            try:
+                ts = np.asarray(timestamps[:200], dtype="datetime64[us]")
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"timestamps: not datetimes ({exc})") from None
+            self._s[_LAG] = self._season_lag(ts)
         return self._step(np.ascontiguousarray(values, dtype=np.float64))
+
+    def _season_lag(self, ts: np.ndarray) -> int:
+        """``season`` in rows at the median positive sampling step of ``ts``; -1 (view off) if it does not fit."""
+        steps = np.diff(ts[~np.isnat(ts)].astype(np.int64))
+        steps = steps[steps > 0]
+        if self.season <= 0.0 or self.w_season <= 0.0 or steps.size == 0:
+            return -1
+        lag = round(self.season * 1e6 / float(np.median(steps)))
+        return lag if 2 * self.season_tol < lag <= self.season_max else -1
 
     def learn_one(self, x: dict[str, float]) -> None:
         """Learn one observation (``{"value": v}`` or any single-key dict)."""
@@ -428,7 +465,8 @@ _ARRAYS = ("s", "v", "buf", "cbuf", "dhist", "xbuf", "qbuf", "ctab", "zq")
 _PARAMS = ("probationary_period", "dim", "memory", "history", "short", "rest_fraction", "z_detect", "std_floor",
            "coarse", "alpha", "w_window", "w_coarse", "w_level", "w_step", "log_eps", "decay",
            "z_floor", "margin", "w_value", "w_shift", "w_shift_range", "shift_short", "shift_long", "w_context",
-           "context_bits", "context_order", "context_memory", "context_tilings", "z_gate", "z_repeat")
+           "context_bits", "context_order", "context_memory", "context_tilings", "z_gate", "z_repeat", "season",
+           "w_season", "season_tol", "season_max")
 
 
 def _value(x: dict[str, float]) -> float:

@@ -351,3 +351,59 @@ def test_real_corpus_results_have_nab_format(real_results):
     assert set(summary["profiles"]) == set(nab.PROFILES)
     for p in summary["profiles"].values():
         assert -100.0 <= p["normalized"] <= 100.0
+
+
+def days(n_days: int, broken: bool, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Hourly rows, a plateau from 08:00 to 15:00 every day; the broken twin skips one day's plateau (day 40)."""
+    rng = np.random.default_rng(seed)
+    hours = np.arange(24 * n_days)
+    x = ((hours % 24 >= 8) & (hours % 24 < 16)).astype(np.float64)
+    if broken:
+        x[40 * 24 : 41 * 24] = 0.0
+    ts = np.datetime64("2026-01-01T00:00") + hours.astype("timedelta64[h]")
+    return x + 0.02 * rng.standard_normal(x.shape[0]), ts
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_seasonal_view_flags_a_missing_day_and_not_its_benign_twin(seed):
+    """Every value and every 8-hour shape of the broken day was seen before, only not at that hour of the day:
+    the detector flags it only with the seasonal view, and never flags the benign twin."""
+    level = 3.0 / 4.0
+    x, ts = days(60, True, seed)
+    broken = UnivariateDetector(probationary_period=300).score_learn_many(x, ts)
+    without = UnivariateDetector(probationary_period=300, w_season=0.0).score_learn_many(x, ts)
+    assert broken.max() >= level
+    assert int(np.argmax(broken)) in range(40 * 24 + 8, 40 * 24 + 16)
+    assert without.max() < level
+    # without timestamps the view has no lag and stays off
+    np.testing.assert_array_equal(UnivariateDetector(probationary_period=300).score_learn_many(x), without)
+    x, ts = days(60, False, seed)
+    benign = UnivariateDetector(probationary_period=300).score_learn_many(x, ts)
+    assert benign.max() < level
+
+
+def test_seasonal_lag_follows_the_sampling_step_and_refuses_what_does_not_fit():
+    five_min = np.datetime64("2026-01-01T00:00") + (5 * np.arange(50)).astype("timedelta64[m]")
+    assert UnivariateDetector()._season_lag(five_min.astype("datetime64[us]")) == 288
+    half_min = np.datetime64("2026-01-01T00:00") + (30 * np.arange(50)).astype("timedelta64[s]")
+    assert UnivariateDetector()._season_lag(half_min.astype("datetime64[us]")) == -1  # 2,880 rows > season_max
+    assert UnivariateDetector(season_max=3000)._season_lag(half_min.astype("datetime64[us]")) == 2880
+    backwards = five_min[::-1].astype("datetime64[us]")
+    assert UnivariateDetector()._season_lag(backwards) == -1
+    with_gaps = five_min.astype("datetime64[us]").copy()
+    with_gaps[[0, 7, 20]] = np.datetime64("NaT")
+    assert UnivariateDetector()._season_lag(with_gaps) == 288
+    with pytest.raises(ValueError, match="season"):
+        UnivariateDetector(season=-1.0)
+    with pytest.raises(ValueError, match="timestamps"):
+        UnivariateDetector().score_learn_many(np.zeros(3), np.array(["noon", "x", "y"]))
+
+
+def test_state_round_trip_keeps_the_seasonal_lag():
+    x, ts = days(50, True)
+    full = UnivariateDetector(probationary_period=300).score_learn_many(x, ts)
+    det = UnivariateDetector(probationary_period=300)
+    first = det.score_learn_many(x[:700], ts[:700])
+    restored = UnivariateDetector.from_state(pickle.loads(pickle.dumps(det.state())))
+    rest = restored.score_learn_many(x[700:])  # the lag was set by the first call
+    np.testing.assert_array_equal(np.concatenate([first, rest]), full)
