@@ -1071,3 +1071,73 @@ def log_zscore_excess(ent, x, mean, var, n_seen, alpha, gate, min_var, warm):  #
         z[i] = log_zscore(ent[i:i + 1], x[i:i + 1], mean, var, n_seen, alpha, gate, min_var, warm)[0]
         excess[i] = 0.0 if cold else math.log1p(x[i]) - before
     return z, excess
+
+
+@njit(cache=True)
+def token_scope_model(key, grp, has_tok, resid, skip, tok_mean, tok_var, tok_n, tok_run, g_var, g_n, peers, alpha,
+                      var_alpha, min_sd, prior_n, gate, run_z, g_alpha):  # pragma: no cover - compiled
+    """Each request's tokens (``resid``: log tokens relative to its endpoint's norm) against its key's own
+    log-normal, shrunk toward its endpoint peers as a hierarchical normal, and the key's run of far-out requests.
+
+    Two spreads are learned per endpoint group (``peers`` columns: within-key variance and its requests, between-key
+    variance and its updates): how much one key's requests vary around its own mean (pooled over its keys), and
+    how much keys' means differ (each key weighing about as much as another, not by its request count: a few
+    busy keys do not make every key look alike). A key's mean is shrunk toward the norm by the ratio of the
+    two (a key with n requests weighs n against it), its spread toward the pooled within-key spread with the
+    weight of ``prior_n`` requests, and the uncertainty of its mean widens the spread it is judged with. A young
+    key is thus judged as keys differ (its mean is still unknown) and as one key's requests vary (known from its
+    peers), not by the total spread of every key's requests, which held keys with a few hundred requests to a
+    far wider spread than their own.
+
+    The key's mean weighs each request ``max(alpha, 1/(n+1))``, its spread ``max(var_alpha, 1/(n+1))`` (a long
+    memory: a spread estimated from fewer requests is low by chance often enough that ordinary large requests look
+    extreme). A request ``run_z`` standard deviations or more above adds its normal tail surprise to the key's
+    run, an ordinary one halves it. Not learned (key or group): requests at ``gate`` or more, and those ``skip``
+    marks (at a rate the key's baseline finds unusual: a burst's tokens are not the key's habit). Returns rows
+    (z, run, the key's blended mean, the request's own tail surprise).
+    """
+    n = key.shape[0]
+    out = np.zeros((n, 4), dtype=np.float64)
+    floor = min_sd * min_sd
+    for i in range(n):
+        if not has_tok[i]:
+            continue
+        k = key[i]
+        g = grp[i]
+        x = resid[i]
+        total = max(g_var[g], floor) if g_n[g] > 0.0 else 1.0
+        within = max(peers[g, 0], floor) if peers[g, 1] > 0.0 else total
+        between = max(peers[g, 2], 0.01) if peers[g, 3] > 0.0 else max(total - within, 0.01)
+        kappa = within / between
+        nk = tok_n[k]
+        mean = nk * tok_mean[k] / (nk + kappa)
+        spread = (nk * tok_var[k] + prior_n * within) / (nk + prior_n)
+        z = (x - mean) / math.sqrt(max(spread * (1.0 + 1.0 / (nk + kappa)), floor))
+        s = normal_surprise_nb(z)
+        out[i, 0] = z
+        out[i, 2] = mean
+        out[i, 3] = s
+        if z >= run_z:
+            tok_run[k] += s
+        else:
+            tok_run[k] *= 0.5
+        out[i, 1] = tok_run[k]
+        if z < gate and not skip[i]:
+            d = x - tok_mean[k]
+            a = max(alpha, 1.0 / (nk + 1.0))
+            av = max(var_alpha, 1.0 / (nk + 1.0))
+            tok_mean[k] += a * d
+            tok_var[k] = (1.0 - av) * (tok_var[k] + av * d * d)
+            tok_n[k] += 1.0
+            nk += 1.0
+            b = max(g_alpha, 1.0 / (g_n[g] + 1.0))
+            g_var[g] += b * (x * x - g_var[g])
+            g_n[g] += 1.0
+            if nk >= 6.0:  # a key with a few requests: its mean and its deviations from it count
+                b = max(0.01 * min(1.0, 20.0 / nk), 1.0 / (peers[g, 3] + 1.0))
+                peers[g, 2] += b * (tok_mean[k] * tok_mean[k] - peers[g, 0] / nk - peers[g, 2])
+                peers[g, 3] += 1.0
+                b = max(g_alpha, 1.0 / (peers[g, 1] + 1.0))
+                peers[g, 0] += b * (d * d * (nk - 1.0) / nk - peers[g, 0])
+                peers[g, 1] += 1.0
+    return out

@@ -43,6 +43,7 @@ from detectors.kernels import (
     key_rate_model,
     pair,
     token_run_model,
+    token_scope_model,
 )
 from detectors.registry import Column, Context, Detector, Family, NoveltySet, Table, option
 from detectors.state import State
@@ -92,13 +93,13 @@ class ApiConfig:
     token_run_z: float = option(2.5, "z-score of log tokens from which a request counts toward a run")
     token_min_sd: float = option(0.5, "floor: the least spread (log tokens) a key's requests are judged with "
                                       "(request sizes of real traffic vary by a factor of 1.6 and more)")
-    token_alpha: float = option(0.02, "weight of each request in a key's mean and spread of log tokens (about the "
-                                      "last 50 requests): fewer makes the spread noisy, and a spread that is low by "
-                                      "chance makes ordinary large requests look extreme")
+    token_alpha: float = option(0.02, "weight of each request in a key's mean and spread of log(output / input "
+                                      "tokens) (about the last 50 requests; api.model_extraction's long outputs)")
     token_gate: float = option(4.0, "z-score of log tokens from which a request is not learned into the key's "
                                     "distribution (lower: the spread shrinks on itself)")
-    token_prior_events: float = option(20.0, "requests' worth of its endpoint peers' token distribution a key's own "
-                                             "is shrunk toward (a young key is judged by its peers)")
+    token_prior_events: float = option(20.0, "requests' worth of its endpoint peers' distribution of log(output / "
+                                             "input tokens) a key's own is shrunk toward (a young key is judged by "
+                                             "its peers)")
     token_route_alpha: float = option(0.01, "weight of each request in its tenant's typical log tokens per endpoint "
                                             "(the norm a key's tokens are judged relative to)")
     token_route_step: float = option(1.0, "the most (log tokens) one request moves its endpoint's norm, times its "
@@ -130,6 +131,16 @@ class ApiConfig:
                                               "appearances) at hours at least as quiet is at most this share of it")
     unknown_appear_min: float = option(3.0, "floor: surprise of the appearance alone (how rarely the tenant sees a "
                                             "key appear at an hour this quiet) below which its calls are not judged")
+    token_mean_alpha: float = option(0.005, "weight of each request in a key's mean of log tokens (about its last 200 "
+                                            "requests; a young key's requests weigh 1 / requests seen)")
+    token_var_alpha: float = option(0.002, "weight of each request in a key's spread of log tokens (about its last 500 "
+                                           "requests): a spread estimated from fewer is low by chance often enough "
+                                           "that ordinary large requests look extreme")
+    token_peer_events: float = option(100.0, "requests' worth of its endpoint peers' within-key spread a key's own "
+                                             "spread of log tokens is shrunk toward")
+    token_single_surprise: float = option(5.5, "floor: surprise of one request's tokens (its normal tail on the log "
+                                               "scale under the key's own distribution) that raises "
+                                               "api.denial_of_wallet by itself, without a run")
 
 
 class TenantRates:
@@ -150,6 +161,7 @@ class TenantRates:
         # per (tenant, scope): typical log tokens per request, requests learned; spread of keys' requests around it
         # (mean square of the residual), requests learned into that; the same four of log(output / input tokens)
         self.route_tok = np.zeros((0, 8))
+        self.peers = np.zeros((0, 4))  # per route_tok row: keys' token spread within a key and between keys
         # per tenant: its keys' past appearances by how quiet their hour was (``kernels.appearance_model``), decayed
         self.appear = np.zeros((0, APPEAR_BINS))
         self.appear_last = np.zeros(0)
@@ -166,6 +178,16 @@ class TenantRates:
         if grow > 0:
             self.route_tok = np.vstack([self.route_tok, np.zeros((grow, 8))])
         return rows[inv.reshape(-1)]
+
+    def route_peers(self) -> np.ndarray:
+        """Per ``route_tok`` row, its keys' token spreads (``kernels.token_scope_model``): within a key (variance,
+        requests learned) and between keys (variance, updates), grown to the rows there are."""
+        if not hasattr(self, "peers"):  # a checkpoint from before the hierarchical token model
+            self.peers = np.zeros((0, 4))
+        grow = self.route_tok.shape[0] - self.peers.shape[0]
+        if grow > 0:
+            self.peers = np.vstack([self.peers, np.zeros((grow, 4))])
+        return self.peers
 
     def fit(self, n: int) -> None:
         grow = n - self.rows.shape[0]
@@ -358,7 +380,7 @@ def _key_model(ctx: Context, c: ApiColumns, tenants: TenantRates) -> tuple[np.nd
                                cfg.token_route_alpha, cfg.token_route_step)
     hours = np.stack([k[f"hour{j}"] for j in range(24)], axis=1)  # the key's own hour-of-day rhythm
     m = key_rate_model(  # tokens are judged below, with peers (no token is passed here)
-        c.key, c.tenant, c.ts, ~c.auth_fail, stuff_fail, np.zeros(len(c.key), dtype=np.bool_), resid,
+        c.key, c.tenant, c.ts, ~c.auth_fail, stuff_fail, np.zeros(len(c.key), dtype=np.bool_), x,
         k["r1"], k["r10"], k["r60"], k["r_last"], k["base"], k["base_last"], k["since"], k["last_ok"], k["wake"],
         k["wake_n"], k["tok_mean"], k["tok_var"], k["tok_n"], k["tok_run"], tenants.rows, tenants.hours,
         np.array(RATE_WINDOWS_S) * 1000, cfg.rate_tau_slow_s * 1000, cfg.rate_prior_events, cfg.rate_nb_size,
@@ -368,10 +390,6 @@ def _key_model(ctx: Context, c: ApiColumns, tenants: TenantRates) -> tuple[np.nd
         k["pend"], k["pend_h"], k["x1"], k["x10"], k["x60"], cfg.rate_min_requests)
     for j in range(24):
         k[f"hour{j}"][:] = hours[:, j]
-    tok = token_run_model(c.key, rows, has_tok, resid, k["tok_mean"], k["tok_var"], k["tok_n"], k["tok_run"],
-                          tenants.route_tok[:, 2], tenants.route_tok[:, 3], cfg.token_alpha, cfg.token_min_sd,
-                          cfg.token_prior_events, cfg.token_gate, cfg.token_run_z, cfg.token_route_alpha)
-    m[:, KR_TOK_Z], m[:, KR_TOK_RUN], m[:, KR_TOK_BASE] = tok[:, 0], tok[:, 1], tok[:, 2]
     # outputs relative to inputs (long outputs: extraction), the same way: endpoint norm, key shrunk to peers
     t_in = c.block.cols["tokens_in"].astype(np.float64)
     t_out = c.block.cols["tokens_out"].astype(np.float64)
@@ -395,7 +413,25 @@ def _key_model(ctx: Context, c: ApiColumns, tenants: TenantRates) -> tuple[np.nd
                                                                                + len(GAP_KS_BURST)))
     g[:, 0] = np.where(g[:, 0] > windows, g[:, 0], 0.0)  # the cluster tests are the evidence only where they won
     g[:, 4] = np.where(g[:, 4] > windows, g[:, 4], 0.0)
-    return m, x - resid, np.column_stack([g, sustained, outs[:, 1]])
+    tok = _token_model(ctx, c, tenants, rows, has_tok, resid, m[:, KR_RATE_S] >= cfg.extraction_rate_surprise)
+    m[:, KR_TOK_Z], m[:, KR_TOK_RUN], m[:, KR_TOK_BASE] = tok[:, 0], tok[:, 1], tok[:, 2]
+    return m, x - resid, np.column_stack([g, sustained, outs[:, 1], tok[:, 3]])
+
+
+def _token_model(ctx: Context, c: ApiColumns, tenants: TenantRates, rows: np.ndarray, has_tok: np.ndarray,
+                 resid: np.ndarray, at_rate: np.ndarray) -> np.ndarray:
+    """``kernels.token_scope_model`` over the batch: each request's tokens relative to its endpoint against its
+    key's own log-normal, shrunk toward its endpoint peers as a hierarchical normal.
+
+    Requests at a rate their key's baseline finds unusual (``at_rate``: rate surprise at least
+    ``extraction_rate_surprise``) are judged but not learned: a burst's or an extraction's tokens are not the
+    key's habit, and learning them would make its ordinary requests look large afterwards.
+    """
+    cfg, k = ctx.config, ctx.tables.key
+    return token_scope_model(c.key, rows, has_tok, resid, at_rate, k["tok_mean"], k["tok_var"], k["tok_n"],
+                             k["tok_run"], tenants.route_tok[:, 2], tenants.route_tok[:, 3], tenants.route_peers(),
+                             cfg.token_mean_alpha, cfg.token_var_alpha, cfg.token_min_sd, cfg.token_peer_events,
+                             cfg.token_gate, cfg.token_run_z, cfg.token_route_alpha)
 
 
 def _rate_findings(ctx: Context, c: ApiColumns, m: np.ndarray, asset: np.ndarray, n_before: np.ndarray,
@@ -453,20 +489,33 @@ def _rate_findings(ctx: Context, c: ApiColumns, m: np.ndarray, asset: np.ndarray
                         f"{how}: a model-extraction pattern, about {one_in(total)} for this key.")
         f.surprise = total
         out.append(f)
-    for i in np.flatnonzero((tok_run >= cfg.token_surprise) & (m[:, KR_TOK_Z] >= cfg.token_run_z)):
+    out += _wallet_findings(ctx, c, m, asset, route_norm, gap[:, 10])
+    return out
+
+
+def _wallet_findings(ctx: Context, c: ApiColumns, m: np.ndarray, asset: np.ndarray, route_norm: np.ndarray,
+                     single: np.ndarray) -> list[Finding]:
+    """api.denial_of_wallet: a run of requests far above the key's usual tokens adding up to ``token_surprise``,
+    or one request whose own tail surprise (``single``) reaches ``token_single_surprise``."""
+    cfg = ctx.config
+    run = m[:, KR_TOK_RUN]
+    by_run = (run >= cfg.token_surprise) & (m[:, KR_TOK_Z] >= cfg.token_run_z)
+    out: list[Finding] = []
+    for i in np.flatnonzero(by_run | (single >= cfg.token_single_surprise)):
         e = c.events[i]
+        sv = float(max(run[i], single[i]) if by_run[i] else single[i])
         usual = float(np.expm1(m[i, KR_TOK_BASE] + route_norm[i]))
-        f = ctx.finding("api.denial_of_wallet", c, i, e.api_key_id, e.principal,
-                        score_of(float(tok_run[i]), int(asset[i])),
+        how = (f"in a run of such requests adding up to about {one_in(sv)} for this key" if sv > single[i] else
+               f"about {one_in(sv)} for one request of this key")
+        f = ctx.finding("api.denial_of_wallet", c, i, e.api_key_id, e.principal, score_of(sv, int(asset[i])),
                         [Feature(name="tokens", value=float(c.tokens[i]), baseline=round(usual, 1), contribution=1.0),
                          Feature(name="tokens_z", value=round(float(m[i, KR_TOK_Z]), 2), baseline=0.0),
-                         Feature(name="surprise", value=round(float(tok_run[i]), 2))],
+                         Feature(name="surprise", value=round(sv, 2))],
                         f"API key {e.api_key_id} sent a request of {c.tokens[i]:.0f} tokens, "
                         f"{c.tokens[i] / max(usual, 1):.0f}x its usual {usual:.0f} on {e.endpoint} (its own "
-                        f"log-normal of tokens per request, relative to the endpoint), in a run of such requests "
-                        f"adding up to about {one_in(tok_run[i])} for this "
-                        "key: cost far above its usual at its request rate.")
-        f.surprise = float(tok_run[i])
+                        f"log-normal of tokens per request, relative to the endpoint), {how}: cost far above its "
+                        "usual at its request rate.")
+        f.surprise = sv
         out.append(f)
     return out
 
@@ -728,14 +777,19 @@ FAMILY = Family(
             ("atlas:AML.T0034", "owasp-llm:LLM10"),
             "Judges each request's tokens relative to its endpoint (its log tokens less its tenant's typical log "
             "tokens for that scope, a robust running norm), so a key that mixes chat, embeddings and batch jobs is "
-            "held to one tight distribution of its own. Keeps each key's relative tokens as a log-normal (an "
-            "exponentially weighted mean and spread over about its last 50 requests, spread at least "
-            "`token_min_sd`, learned from requests that are not far out), shrunk toward its peers' (the spread of "
-            "every key's requests around the endpoint's norm) with the weight of `token_prior_events` requests: a "
-            "young key is judged by its peers from its first request. Each request `token_run_z` standard "
-            "deviations or more above it adds its tail surprise to the key's run; an ordinary request halves the "
-            "run. Raised when a run adds up to `token_surprise`: far larger contexts or outputs at the key's usual "
-            "request rate."),
+            "held to one distribution of its own. Keeps each key's relative tokens as a log-normal (a mean over "
+            "about its last 200 requests and a spread over about its last 500, spread at least `token_min_sd`, "
+            "learned from requests that are not far out and not sent at a rate its key's baseline finds unusual), "
+            "and judges a key with its peers as a hierarchical normal: per endpoint it learns how much one key's "
+            "requests vary around their own mean and how much keys' means differ (each key counting about as much "
+            "as another). A young key's mean is shrunk toward the endpoint's norm by how much keys differ and its "
+            "spread toward one key's usual spread (worth `token_peer_events` requests), and what is not yet known "
+            "of its mean widens the spread it is judged with: a key of a few dozen requests is judged by how one "
+            "key's requests vary, not by how much every key's do. A request `token_run_z` standard deviations or "
+            "more above adds its tail surprise to the key's run; an ordinary request halves the run. Raised when a "
+            "run adds up to `token_surprise`, or when one request alone is past `token_single_surprise` (about 1 in "
+            "300,000 for that key: the first request of a denial of wallet far above the key's own is raised at "
+            "once): far larger contexts or outputs at the key's usual request rate."),
         Detector(
             "api.unknown_key", "A new or dormant key running calls at a quiet hour of its tenant", "api_key",
             ("atlas:AML.T0012", "owasp-llm:LLM10"),

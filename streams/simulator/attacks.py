@@ -58,12 +58,16 @@ class Injection:
 class Context:
     """What a scenario may use: the world, the run's time span and a seeded RNG."""
 
-    def __init__(self, world: World, rng: np.random.Generator, start_ms: int, days: int) -> None:
+    def __init__(self, world: World, rng: np.random.Generator, start_ms: int, days: int,
+                 taken: set[tuple[str, str]] | None = None) -> None:
         self.world = world
         self.rng = rng
         self.start_ms = start_ms
         self.days = days
         self._tenant = {t.name: t for t in world.tenants}
+        # (key id, scope) pairs an earlier instance of the run already used for the first time: shared by a run's
+        # contexts, so a later instance's "scope never used" is true when it happens
+        self.taken: set[tuple[str, str]] = set() if taken is None else taken
 
     def pick(self, items: list, pred: Callable[[object], bool] = lambda _x: True):
         """A random item that fits ``pred`` among those present from the run's start (no new joiners)."""
@@ -223,9 +227,12 @@ def model_extraction(ctx: Context, n: int) -> Injection:
 
 
 def new_scope_use(ctx: Context, n: int) -> Injection:
-    key = ctx.pick(ctx.world.keys, lambda k: len(set(k.granted) - set(k.used)) > 0)
-    unused = sorted(set(key.granted) - set(key.used))
-    scope = next((s for s in unused if s.startswith("admin:")), unused[0])
+    def unused(k: ApiKey) -> list[str]:
+        return sorted(set(k.granted) - set(k.used) - {sc for kid, sc in ctx.taken if kid == k.key_id})
+
+    key = ctx.pick(ctx.world.keys, lambda k: len(unused(k)) > 0)
+    scope = next((s for s in unused(key) if s.startswith("admin:")), unused(key)[0])
+    ctx.taken.add((key.key_id, scope))
     route = SCOPE_ENDPOINTS[scope][0]
     inj = injection("new_scope_use", n, key.tenant, "burst", [("api_key", key.key_id)],
                     f"Over-permissioned key {key.key_id} suddenly used scope {scope} it had never used")
@@ -432,9 +439,10 @@ def inject(world: World, seed: int, start_ms: int, days: int, instances: int,
            scenarios: list[str] | None = None) -> list[Injection]:
     """All attack instances of a run, each scenario ``instances`` times (seed-determined)."""
     out = []
+    taken: set[tuple[str, str]] = set()
     for name in scenarios or list(SCENARIOS):
         fn = SCENARIOS[name]
         for i in range(instances):
             rng = np.random.default_rng([seed, 2, list(SCENARIOS).index(name), i])
-            out.append(fn(Context(world, rng, start_ms, days), i))
+            out.append(fn(Context(world, rng, start_ms, days, taken), i))
     return out

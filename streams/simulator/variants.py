@@ -76,8 +76,8 @@ class VariantContext(Context):
     """A scenario's context in a varied world: also the entities' own rates and an event budget."""
 
     def __init__(self, world: World, rng: np.random.Generator, start_ms: int, days: int, rates: Rates,
-                 cap: int) -> None:
-        super().__init__(world, rng, start_ms, days)
+                 cap: int, taken: set[tuple[str, str]] | None = None) -> None:
+        super().__init__(world, rng, start_ms, days, taken)
         self.rates = rates
         self.cap = cap  # the most events one instance may inject
 
@@ -395,11 +395,12 @@ def inject_variants(world: World, rates: Rates, seed: int, start_ms: int, days: 
     """Every variant scenario ``instances`` times; a scenario the world cannot host (no fitting entity) is skipped."""
     out = []
     names = list(VARIANTS)
+    taken: set[tuple[str, str]] = set()
     for name in scenarios or names:
         for i in range(instances):
             rng = np.random.default_rng([seed, 22, names.index(name), i])
             try:
-                out.append(VARIANTS[name](VariantContext(world, rng, start_ms, days, rates, cap), i))
+                out.append(VARIANTS[name](VariantContext(world, rng, start_ms, days, rates, cap, taken), i))
             except LookupError:
                 continue
     return out
