@@ -1141,3 +1141,50 @@ def token_scope_model(key, grp, has_tok, resid, skip, tok_mean, tok_var, tok_n, 
                 peers[g, 0] += b * (d * d * (nk - 1.0) / nk - peers[g, 0])
                 peers[g, 1] += 1.0
     return out
+
+
+@njit(cache=True)
+def habit_session_surprise(key, group, learn, scored, novel_only, counts, group_n, group_once, totals, prior_weight,
+                           threshold, session, evidence, step_min, new_evidence):  # pragma: no cover - compiled
+    """``habit_surprise`` judged per session: each scored event's surprise, its session's accumulated evidence
+    as of it, and which events alert; learns the events that do not alert, in place.
+
+    A session's rare steps (surprise at least ``step_min``; with ``new_evidence`` only keys the group never
+    showed, a rare key it has shown being one of its habits) add up in ``evidence`` (per session index, in
+    place) as independent chances multiply; a step alerts when it reaches ``threshold`` alone or adds to a
+    session whose evidence reaches it. An alerting step is not learned, so an alerted session's later rare steps
+    (an attack's other tools) do not become the group's habits either. The surprise and learning are
+    ``habit_surprise``'s; with ``step_min`` infinite the alerts are its hits.
+    """
+    n = key.shape[0]
+    out = np.zeros(n, dtype=np.float64)
+    total = np.zeros(n, dtype=np.float64)
+    alert = np.zeros(n, dtype=np.bool_)
+    for i in range(n):
+        if not (learn[i] or scored[i]):
+            continue
+        k = key[i]
+        g = group[i]
+        c = counts[k]
+        m = group_n[g]
+        if scored[i] and (c == 0 or not novel_only):
+            q_all = (totals[1] + 1.0) / (totals[0] + 1.0)
+            q = (group_once[g] + 1.0 + prior_weight * q_all) / (m + 1.0 + prior_weight)
+            p = min(c / (m + 1.0 + prior_weight) + q, 1.0)
+            out[i] = -math.log10(p)
+            s = session[i]
+            if out[i] >= threshold or (out[i] >= step_min and (c == 0 or not new_evidence)):
+                evidence[s] += out[i]
+                alert[i] = evidence[s] >= threshold
+            total[i] = evidence[s]
+        if learn[i] and not alert[i]:
+            if c == 0:
+                group_once[g] += 1.0
+                totals[1] += 1.0
+            elif c == 1:
+                group_once[g] -= 1.0
+                totals[1] -= 1.0
+            counts[k] = c + 1.0
+            group_n[g] = m + 1.0
+            totals[0] += 1.0
+    return out, total, alert

@@ -24,7 +24,7 @@ from detectors.kernels import (
     after_mark,
     burst_vs_baseline,
     failure_run_surprise,
-    habit_surprise,
+    habit_session_surprise,
     pair,
     session_chain,
     session_runaway,
@@ -64,10 +64,11 @@ class AgentConfig:
                                               "types' while it is young")
     untrusted_surprise: float = option(4.0, "surprise of a privileged step after untrusted input (its "
                                             "transition for the agent type) that is an alert (a floor)")
-    new_action_surprise: float = option(4.0, "surprise of a privileged action new to the agent type (its "
+    new_action_surprise: float = option(3.3, "surprise of a privileged action new to the agent type (its "
                                              "novelty rate) that is an alert (a floor)")
     evidence_step_surprise: float = option(2.0, "the least surprise of a step (1 in 100) that adds to its session's "
-                                                "evidence for `untrusted_surprise` and `new_action_surprise`")
+                                                "evidence for `untrusted_surprise` (a transition new to the type) and "
+                                                "`new_action_surprise`")
     loop_surprise: float = option(6.0, "surprise of a run of failures of one tool in a session (the type's "
                                        "failure rate of that tool) that is a tool loop (a floor)")
     loop_fail_rate_floor: float = option(0.01, "the least failure rate a tool is judged with (a floor: a tool "
@@ -119,20 +120,15 @@ def _grown(a: np.ndarray, n: int) -> np.ndarray:
     return a if a.size >= n else np.concatenate([a, np.zeros(max(n, 2 * a.size) - a.size)])
 
 
-def _session_evidence(store: dict[str, float], names: list[str], session: np.ndarray, surprise: np.ndarray,
-                      hit: np.ndarray, step_min: float, threshold: float) -> list[tuple[int, float]]:
-    """(index, the session's accumulated surprise) of the steps that alert: a step alone at ``threshold``, or a
-    session whose rare steps (each at least ``step_min``) add up to it. Surprises add as the steps' joint
-    probability would (independent steps), so two 1-in-1,000 steps of one session are about 1 in a million;
-    common steps (below ``step_min``) do not accumulate. ``store``: session name -> accumulated surprise."""
-    out = []
-    for j in np.flatnonzero(hit | (surprise >= step_min)).tolist():
-        name = names[session[j]]
-        total = store.get(name, 0.0) + float(surprise[j])
-        store[name] = total
-        if hit[j] or total >= threshold:
-            out.append((j, total))
-    return out
+def _evidence_of(store: dict[str, float], names: list[str]) -> np.ndarray:
+    """The accumulated evidence of each of a batch's sessions (0 for one without rare steps yet)."""
+    return np.fromiter((store.get(x, 0.0) for x in names), dtype=np.float64, count=len(names))
+
+
+def _keep_evidence(store: dict[str, float], names: list[str], before: np.ndarray, after: np.ndarray) -> None:
+    """Write back the evidence of the sessions whose rare steps added to it in this batch."""
+    for j in np.flatnonzero(after != before).tolist():
+        store[names[j]] = float(after[j])
 
 
 def _asset(c: AgentColumns, i: int) -> int:
@@ -182,13 +178,18 @@ def stage(ctx: Context, c: AgentColumns) -> list[Finding]:
     t_key = ((c.agent_type.astype(np.int64) & _ID_MASK) << (2 * _ID_BITS + 1)) | (
         ((prev + 1) & _ID_MASK) << (_ID_BITS + 1)) | ((c.action.astype(np.int64) & _ID_MASK) << 1) | c.external
     t_ix = trans.dense(t_key[context], groups)
-    t_surprise, t_hit = habit_surprise(t_ix, c.agent_type[context].astype(np.int64), np.ones(t_ix.size, np.bool_),
-                                       priv[context], False, trans.counts, trans.group_n, trans.group_once,
-                                       trans.totals, cfg.agent_prior_weight, cfg.untrusted_surprise)
     ctx_ix = np.flatnonzero(context)
-    for j, sup in _session_evidence(fam["agent_untrusted_evidence"], names, sid[ctx_ix], t_surprise, t_hit,
-                                    cfg.evidence_step_surprise, cfg.untrusted_surprise):
-        i = int(ctx_ix[j])
+    # a session's evidence: its transitions new to the type (a rare one the type has taken is one of its habits)
+    t_store = fam["agent_untrusted_evidence"]
+    t_before = _evidence_of(t_store, names)
+    t_ev = t_before.copy()
+    _, t_total, t_alert = habit_session_surprise(
+        t_ix, c.agent_type[context].astype(np.int64), np.ones(t_ix.size, np.bool_), priv[context], False,
+        trans.counts, trans.group_n, trans.group_once, trans.totals, cfg.agent_prior_weight, cfg.untrusted_surprise,
+        sid[ctx_ix], t_ev, cfg.evidence_step_surprise, True)
+    _keep_evidence(t_store, names, t_before, t_ev)
+    for j in np.flatnonzero(t_alert).tolist():
+        i, sup = int(ctx_ix[j]), float(t_total[j])
         e = c.events[i]
         before = type_names[prev[i]] if prev[i] >= 0 else "the session's start"
         why = "triggered by external content" if c.external[i] else "right after the session read untrusted input"
@@ -208,12 +209,15 @@ def stage(ctx: Context, c: AgentColumns) -> list[Finding]:
     acts = fam["agent_type_actions"]
     a_ix = acts.dense(pair(c.agent_type, c.action), groups)
     every = np.ones(a_ix.size, np.bool_)
-    n_surprise, n_hit = habit_surprise(a_ix, c.agent_type.astype(np.int64), every, priv, True, acts.counts,
-                                       acts.group_n, acts.group_once, acts.totals, cfg.agent_prior_weight,
-                                       cfg.new_action_surprise)
-    for i, sup in _session_evidence(fam["agent_new_action_evidence"], names, sid, n_surprise, n_hit,
-                                    cfg.evidence_step_surprise, cfg.new_action_surprise):
-        e = c.events[i]
+    n_store = fam["agent_new_action_evidence"]
+    n_before = _evidence_of(n_store, names)
+    n_ev = n_before.copy()
+    _, n_total, n_alert = habit_session_surprise(
+        a_ix, c.agent_type.astype(np.int64), every, priv, True, acts.counts, acts.group_n, acts.group_once,
+        acts.totals, cfg.agent_prior_weight, cfg.new_action_surprise, sid, n_ev, cfg.evidence_step_surprise, False)
+    _keep_evidence(n_store, names, n_before, n_ev)
+    for i in np.flatnonzero(n_alert).tolist():
+        e, sup = c.events[i], float(n_total[i])
         f = ctx.finding("agent.new_privileged_action", c, i, e.agent_id, e.principal, score_of(sup, _asset(c, i)),
                         [Feature(name="type_action_first_use", value=1.0, baseline=0.0),
                          Feature(name="privilege", value=float(c.privilege[i])),
@@ -362,7 +366,12 @@ FAMILY = Family(
             "that context alerts when its transition is rare for the type: its probability is how often the "
             "type took it, plus the type's own rate of new transitions (Good-Turing), shrunk toward all types' "
             "while the type is young. An assistant whose job is reading mail and replying learns that replying "
-            "is normal; a tool its type never uses after untrusted input reaches `untrusted_surprise`."),
+            "is normal; a tool its type never uses after untrusted input reaches `untrusted_surprise`. Several "
+            "rare steps of one session add up (as independent chances multiply) only when each is a transition "
+            "new to the type: a rare one the type has taken before (a form filled, then an order submitted) is one "
+            "of its habits, and habits that follow each other are not independent evidence. A step that alerts is "
+            "not learned, alone or as part of its session's evidence (an injected session's other tools do not "
+            "become the type's habits)."),
         Detector(
             "agent.approval_bypass", "High-risk agent action without approval", "agent",
             ("atlas:AML.T0053", "owasp-llm:LLM06"),
@@ -376,8 +385,10 @@ FAMILY = Family(
             "Counts the actions each agent type takes. A privileged action no agent of the type took before "
             "alerts when a new action is rare for the type: the chance of one is the type's own rate of new "
             "actions (Good-Turing: actions seen once over steps), shrunk toward all types' while it is young, "
-            "and the alert needs it below `new_action_surprise` (e.g. 1 in 3,000). A type that keeps adding "
-            "tools is not surprised by one more."),
+            "and the alert needs it below `new_action_surprise` (1 in 2,000: one new write after 3,000 steps of a "
+            "type that never adds tools). A type that keeps adding tools is not surprised by one more. A "
+            "session's new privileged actions add up (as independent chances multiply), and a step that alerts, "
+            "alone or with its session, is not learned."),
         Detector(
             "agent.runaway", "Runaway agent: session rate or length explosion", "agent",
             ("atlas:AML.T0034", "owasp-llm:LLM10"),
