@@ -1042,3 +1042,31 @@ def log_zscore_excess(ent, x, mean, var, n_seen, alpha, gate, min_var, warm):  #
         z[i] = log_zscore(ent[i:i + 1], x[i:i + 1], mean, var, n_seen, alpha, gate, min_var, warm)[0]
         excess[i] = 0.0 if cold else math.log1p(x[i]) - before
     return z, excess
+
+
+@njit(cache=True)
+def rising_day_totals(ent, day, x, cur_day, cur_tot, prev1, prev2, prev3):  # pragma: no cover - compiled
+    """Whether each event's entity has a day total rising three days running: the running total of its UTC day so
+    far (with the event) above the total of its last closed day, that above the one before, and that above the one
+    before it (closed days are days with events; ``prev1..3`` keep their log1p totals, -1 for none).
+
+    Under no trend the order of four day totals is any of 4! = 24 alike, so the pattern alone is about 1 in 24.
+    Returns ``(rising, today, last)``: the flag, the day's running total and the last closed day's total (rows, -1
+    for none), each as of the event.
+    """
+    n = ent.shape[0]
+    out = np.zeros(n, dtype=np.bool_)
+    today = np.empty(n, dtype=np.float64)
+    last = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        e = ent[i]
+        if day[i] > cur_day[e]:
+            if cur_day[e] >= 0:
+                prev3[e], prev2[e], prev1[e] = prev2[e], prev1[e], math.log1p(cur_tot[e])
+            cur_day[e] = day[i]
+            cur_tot[e] = 0.0
+        cur_tot[e] += x[i]
+        out[i] = prev3[e] >= 0 and math.log1p(cur_tot[e]) > prev1[e] > prev2[e] > prev3[e]
+        today[i] = cur_tot[e]
+        last[i] = math.expm1(prev1[e]) if prev1[e] >= 0 else -1.0
+    return out, today, last
