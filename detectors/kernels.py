@@ -1188,3 +1188,38 @@ def habit_session_surprise(key, group, learn, scored, novel_only, counts, group_
             group_n[g] = m + 1.0
             totals[0] += 1.0
     return out, total, alert
+
+
+@njit(cache=True)
+def rising_day_totals(ent, day, x, cur_day, cur_tot, prev1, prev2, prev3, prev4):  # pragma: no cover - compiled
+    """How many days running each event's entity's day total has risen: the running total of its UTC day so far
+    (with the event) above the total of its last closed day is one, that above the one before two, and so on up to
+    four (closed days are days with events; ``prev1..4`` keep their log1p totals, newest first, -1 for none).
+
+    Under no trend the order of ``r + 1`` day totals is any of (r + 1)! alike, so ``r`` rises running are about 1 in
+    (r + 1)!. Returns ``(rises, today, last)``: the count, the day's running total and the last closed day's total
+    (rows, -1 for none), each as of the event.
+    """
+    n = ent.shape[0]
+    rises = np.zeros(n, dtype=np.int64)
+    today = np.empty(n, dtype=np.float64)
+    last = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        e = ent[i]
+        if day[i] > cur_day[e]:
+            if cur_day[e] >= 0:
+                prev4[e], prev3[e], prev2[e], prev1[e] = prev3[e], prev2[e], prev1[e], math.log1p(cur_tot[e])
+            cur_day[e] = day[i]
+            cur_tot[e] = 0.0
+        cur_tot[e] += x[i]
+        v = math.log1p(cur_tot[e])
+        r = 0
+        for p in (prev1[e], prev2[e], prev3[e], prev4[e]):
+            if p < 0 or not v > p:
+                break
+            r += 1
+            v = p
+        rises[i] = r
+        today[i] = cur_tot[e]
+        last[i] = math.expm1(prev1[e]) if prev1[e] >= 0 else -1.0
+    return rises, today, last

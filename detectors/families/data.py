@@ -8,6 +8,7 @@ hour-of-day profiles.
 from __future__ import annotations
 
 import ipaddress
+import math
 import zlib
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ from detectors.kernels import (
     log_zscore,
     log_zscore_excess,
     pair,
+    rising_day_totals,
 )
 from detectors.registry import Column, Context, Detector, Family, NoveltySet, Table, option
 from detectors.state import Arrays
@@ -229,19 +231,28 @@ def _volume(ctx: Context, c: DataColumns) -> list[Finding]:
     # batches, far from a baseline only just started) do not build a sum that the first judged day inherits
     cs = cusum(pid, np.where((z >= VOLUME_SPIKE_Z) | learning, cfg.drift_k, dzz), s.pair["s"], cfg.drift_k,
                CUSUM_GATE)
-    for j in np.flatnonzero(cs >= cfg.drift_h):
-        surprise = cusum_surprise(float(cs[j]), cfg.drift_k)
+    # the pair's day totals: today's so far above each of the last three days', each above the one before (the
+    # reads of the tenant's learning period count as they are); under no trend that order is 1 in 4! = 24
+    rises, today, last = rising_day_totals(pid, (c.ts[g] // DAY).astype(np.float64), c.rows[g],
+                                           s.pair["dt_day"], s.pair["dt_tot"], s.pair["dt_l1"], s.pair["dt_l2"],
+                                           s.pair["dt_l3"], s.pair["dt_l4"])
+    rising = rises >= RISING_DAYS
+    for j in np.flatnonzero((cs >= cfg.drift_h) | rising):
+        orders = math.factorial(int(rises[j]) + 1)
+        surprise = cusum_surprise(float(cs[j]), cfg.drift_k) + (math.log10(orders) if rising[j] else 0.0)
         if surprise < cfg.drift_surprise:
             continue
         i = g[j]
         e = c.events[i]
         base = float(np.expm1(s.pair["mean"][pid[j]]))
+        days = (f"; their daily total has risen day after day for {rises[j] + 1} days (last day {last[j]:,.0f} rows, "
+                f"today so far {today[j]:,.0f}), about 1 in {orders} without a trend" if rising[j] else "")
         out.append(_finding(ctx, "data.volume_drift", c, i, surprise, int(c.sensitivity[i]),
                             [Feature(name="cusum", value=round(float(cs[j]), 2), baseline=0.0),
                              Feature(name="rows", value=float(c.rows[i]), baseline=round(base, 1))],
                             f"{e.principal}'s reads of {e.dataset} have kept growing above their baseline of "
                             f"{base:,.0f} rows per read (cumulative drift {cs[j]:.1f} standard deviations above "
-                            f"an allowance of {cfg.drift_k} per read); latest {int(c.rows[i]):,} rows."))
+                            f"an allowance of {cfg.drift_k} per read){days}; latest {int(c.rows[i]):,} rows."))
     return out
 
 
@@ -249,6 +260,7 @@ HIGH_MODE_Z = 4.0  # log-volume z above the principal's baseline from which a re
 # its daily peaks) a read of its high mode that adds nothing to drift; a drip's reads a few times the usual stay below
 PEAK_ALPHA = 0.1  # learning rate of a principal's daily-peak baseline (about ten days of memory)
 VOLUME_SPIKE_Z = 6.0  # z at which a read is the spike detector's and leaves the drift sum as it is
+RISING_DAYS = 3  # rises running of a pair's day totals (four days in order, 1 in 4! = 24) whose tail adds to drift
 USUAL_Z = 1.0  # a read within this many standard deviations of its time-of-day block's baseline is usual there
 
 
@@ -615,7 +627,12 @@ FAMILY = Family(
             "while the reads keep to their baseline (exp(-2 x `drift_k` x sum), per read); a sum reaching `drift_h` "
             "whose tail is at least `drift_surprise` (1 in 100,000 reads, the rate per event of a budget of 1 per "
             "100k) is raised, and as it keeps growing it grows more unusual, so the false-alarm budget ranks "
-            "drifts by it. A single spike is left "
+            "drifts by it. It also keeps the pair's rows per UTC day (its last four days with reads): when today's "
+            "total so far is above the last day's, that above the one before, and that above the one before it, the "
+            "day totals have risen for four days, an order that is about 1 in 24 (4!) without a trend (five days in "
+            "order, 1 in 120); that tail adds to the sum's, so a drip whose first days the pair's young baseline "
+            "learned (its sum short of the threshold) is raised once its day totals have kept rising. Fewer days in "
+            "order add nothing: they are common in ordinary work. A single spike is left "
             "to data.volume_spike and does not feed the sum, nor do the reads of the tenant's learning period.",
             cooldown_s=86_400),
         Detector(
@@ -720,6 +737,12 @@ FAMILY = Family(
         Column("pair", "var", 0.25, "the pair's variance of log(rows)"),
         Column("pair", "seen", 0, "reads learned into the pair's baseline"),
         Column("pair", "s", 0, "the pair's CUSUM drift sum"),
+        Column("pair", "dt_day", -1, "UTC day of the pair's running day total"),
+        Column("pair", "dt_tot", 0, "rows the pair read that day so far"),
+        Column("pair", "dt_l1", -1, "log1p of the pair's total on its last closed day with reads (-1: none)"),
+        Column("pair", "dt_l2", -1, "... on the closed day before that"),
+        Column("pair", "dt_l3", -1, "... on the closed day before that"),
+        Column("pair", "dt_l4", -1, "... on the closed day before that"),
     ),
     novelty=(
         NoveltySet("principal_dataset", ("principal", "dataset"), "datasets each principal accessed"),
