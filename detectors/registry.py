@@ -223,7 +223,15 @@ class Context:
 
     def finding(self, detector: str, c: Any, i: int, entity: str, principal: str, score: float,
                 features: list, explanation: str) -> Finding:
-        """A hit of ``detector`` on event ``i`` of columns ``c`` about ``entity`` (``principal``: its owner)."""
+        """A hit of ``detector`` on event ``i`` of columns ``c`` about ``entity`` (``principal``: its owner).
+
+        Feature values come from numpy columns; they are made plain floats here, since the alert's encoders
+        (msgspec) refuse numpy scalars and one such value would stop the writer."""
+        for f in features:
+            f.value = float(f.value)
+            if f.baseline is not None:
+                f.baseline = float(f.baseline)
+            f.contribution = float(f.contribution)
         return Finding(detector, self.catalog[detector].kind, int(c.tenant[i]), entity, int(c.ts[i]), int(c.pos[i]),
                        c.event_id[i],
                        self.tables.vocabs.principal.id(f"{c.block.cols['tenant'][i]}{SEP}{principal}"),

@@ -236,7 +236,7 @@ def stage(ctx: Context, c: AgentColumns) -> list[Finding]:
         rate = (acts.fails[k] + 1.0) / (acts.calls[k] + 2.0)
         f = ctx.finding("agent.tool_loop", c, i, e.agent_id, e.principal, score_of(sup, _asset(c, i)),
                         [Feature(name="consecutive_failures", value=float(run[i]), baseline=1.0),
-                         Feature(name="tool_failure_rate", value=round(rate, 4))],
+                         Feature(name="tool_failure_rate", value=round(float(rate), 4))],
                         f"Agent {e.agent_id} ({e.agent_type}) called {e.action} on {e.target_system} and it failed "
                         f"{run[i]} times in a row in session {e.session_id}; {e.agent_type} calls of {e.action} fail "
                         f"about {rate:.1%} of the time, so this is about {one_in(sup)}.")
@@ -298,7 +298,7 @@ def stage(ctx: Context, c: AgentColumns) -> list[Finding]:
         i = int(first[j])
         e = c.events[i]
         sup = float(r_surprise[j])
-        per_min = 60_000.0 / taus[best[j]]
+        per_min = 60_000.0 / float(taus[best[j]])
         f = ctx.finding("agent.runaway", c, i, e.agent_id, e.principal, score_of(sup, 1),
                         [Feature(name="sessions_per_min", value=round(float(fast[j]) * per_min, 2),
                                  baseline=round(float(expected[j]) * per_min, 3)),
