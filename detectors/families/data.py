@@ -320,13 +320,22 @@ def _segmentation(ctx: Context, c: DataColumns, p_before: np.ndarray, warm: np.n
     for k, n in zip(*np.unique(np.r_[cross_key[sens], t_key[t_flag]], return_counts=True), strict=True):
         crossings[int(k)] = crossings.get(int(k), 0.0) + float(n)
     np.add.at(s.dept["accesses"], c.dept, 1.0)
+    # the principal's own share of crossings (to any other department's sensitive data) among its accesses, shrunk
+    # to its department's: a person whose department's crossings are someone else's (a batch account's) is not
+    # covered by them, and one who crosses often is judged by that
+    own_x = p["cross_n"][c.principal] + earlier_flagged(c.principal, t_flag)
+    dept_x = s.dept["cross_out"][c.dept] + earlier_flagged(c.dept, t_flag)
+    np.add.at(p["cross_n"], c.principal, t_flag.astype(np.float64))
+    np.add.at(s.dept["cross_out"], c.dept, t_flag.astype(np.float64))
     out: list[Finding] = []
     for i in np.flatnonzero(sens & (c.dept != c.owner) & new_pd).tolist():
         prior = t_new[i] / max(t_all[i], 1.0)
         own = rate_surprise(float(own_new[i]), float(p_before[i]), prior, NOVELTY_PRIOR)
         peers = (t_crossed[i] + 0.5) / (t_all[i] + 1.0)
         cross = float(-np.log10((crossed[i] + NOVELTY_PRIOR * peers) / (dept_all[i] + NOVELTY_PRIOR)))
-        surprise = own + cross
+        dept_rate = (dept_x[i] + 0.5) / (dept_all[i] + 1.0)
+        own_rate = (own_x[i] + NOVELTY_PRIOR * dept_rate) / (p_before[i] + NOVELTY_PRIOR)
+        surprise = own + cross + float(np.log10(dept_rate / own_rate))
         if surprise < cfg.segmentation_surprise or not (c.sensitivity[i] == 3 or warm[i]):
             continue
         e = c.events[i]
@@ -339,6 +348,8 @@ def _segmentation(ctx: Context, c: DataColumns, p_before: np.ndarray, warm: np.n
                             f"{e.principal_department} made {int(crossed[i])} of its {int(dept_all[i])} accesses "
                             f"to {e.dataset_owner_department}'s sensitive data"
                             + (" (the dataset is new to the department)" if new_dd[i] else "")
+                            + f"; they made {int(own_x[i])} of their {int(p_before[i])} accesses to other "
+                            f"departments' sensitive data"
                             + f"; about {one_in(surprise)} for them."))
     return out
 
@@ -643,7 +654,11 @@ FAMILY = Family(
             "(its own rate, shrunk to its tenant's) and how rarely its department crosses to that owner's "
             "sensitive data (its share of the department's accesses, shrunk toward how often the tenant's other "
             "departments cross to that owner, so a small department is not judged on a handful of accesses and an "
-            "owner whose data everyone reads is not news), not only whether anyone did before. The sum "
+            "owner whose data everyone reads is not news), not only whether anyone did before; that department "
+            "rate is then scaled by the principal's own: its share of accesses to any other department's sensitive "
+            "data, shrunk to its department's (worth 20 accesses), over the department's, so a person who never "
+            "crosses is not covered by a batch account of the department that crosses all day, and one who "
+            "crosses often is not news for doing it again. The sum "
             "reaching `segmentation_surprise` is raised: restricted data at once, confidential data once the "
             "principal is warm (`principal_warm_events` accesses over `principal_warm_hours`)."),
         Detector(
@@ -724,6 +739,7 @@ FAMILY = Family(
         Column("principal", "ip_carry", 0, "surprise of the principal's latest new IP"),
         Column("principal", "ip_carry_ts", 0, "time of the principal's latest new IP"),
         Column("principal", "pd_new", 0, "first accesses to a dataset"),
+        Column("principal", "cross_n", 0, "granted accesses to another department's sensitive data"),
         Column("dataset", "writes", 0, "granted writes seen"),
         Column("dataset", "writers", 0, "distinct principals who wrote"),
         Column("dataset", "training", 0, "1: known as training data"),
@@ -731,6 +747,7 @@ FAMILY = Family(
         Column("dept", "var", 0.25, "the department's variance of log(rows)"),
         Column("dept", "seen", 0, "accesses learned into the department's baseline"),
         Column("dept", "accesses", 0, "accesses of the department's principals"),
+        Column("dept", "cross_out", 0, "granted accesses of its principals to other departments' sensitive data"),
         Column("dept", "train_in", 0, "(principal, dataset) pairs of the department's first granted writes to "
                "another department's training data (not alerted)"),
         Column("pair", "mean", 0, "mean log(rows) of the (principal, dataset) pair"),
