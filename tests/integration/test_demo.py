@@ -83,6 +83,13 @@ def test_demo_scores_everything_and_every_dashboard_query_has_data(stack_setting
         store.close()
 
 
+def _as_in_a_terminal() -> None:
+    """Run the demo with SIGINT at its default, as a terminal's foreground job has it: a test run started in the
+    background (``nohup``, ``cmd &``) ignores SIGINT, its children inherit that, and Python then installs no
+    KeyboardInterrupt handler, so the Ctrl-C below would not reach the demo."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_the_demo_with_its_summary_and_report(stack_settings: Settings, tmp_path: Path):
     """Ctrl-C (SIGINT to the demo alone, as a terminal sends it to the foreground process group) stops the
     simulator and the worker in order, prints the summary and writes the report; exit status 130."""
@@ -91,7 +98,8 @@ def test_ctrl_c_stops_the_demo_with_its_summary_and_report(stack_settings: Setti
     try:
         demo = subprocess.Popen([str(SPYGLASS), "demo", "--events", "400000", "--rate", "3000", "--keep-stack",
                                  "--report", str(report)], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                preexec_fn=_as_in_a_terminal)
         deadline = time.monotonic() + 180
         group = env["SPYGLASS_WORKER_GROUP"]
         while time.monotonic() < deadline and demo.poll() is None:  # until the worker has scored and committed
