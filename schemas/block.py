@@ -211,12 +211,15 @@ class EventBlock:
         values the codes index, in order of first appearance). Interning the values in that order gives new names
         the same ids as interning the column event by event."""
         f = self.factors.get(name)
-        if f is None:  # built here (msgspec's blocks): one dict pass
-            seen: dict[str, int] = {}
+        if f is None:  # built here (msgspec's blocks): the distinct values, then one lookup per event
             col = self.cols[name]
-            codes = np.fromiter((-1 if x is None else seen.setdefault(x, len(seen)) for x in col), dtype=np.int64,
-                                count=len(col))
-            f = self.factors[name] = Factor(codes, list(seen), True)
+            distinct = dict.fromkeys(col)
+            distinct.pop(None, None)
+            names = list(distinct)
+            index: dict[Any, int] = dict(zip(names, range(len(names)), strict=True))
+            index[None] = -1
+            codes = np.fromiter(map(index.__getitem__, col), dtype=np.int64, count=len(col))
+            f = self.factors[name] = Factor(codes, names, True)
         elif not f.exact:  # a selection's codes index its parent's values: keep the used ones, renumbered
             f = self.factors[name] = f.compact()
         return f.codes, f.names
@@ -225,7 +228,7 @@ class EventBlock:
         """The events at ``idx``, in that order."""
         idx = np.asarray(idx, dtype=np.int64)
         il = idx.tolist()
-        return self._select(lambda v: [v[i] for i in il], lambda a: a[idx])
+        return self._select(lambda v: list(map(v.__getitem__, il)), lambda a: a[idx])
 
     def slice(self, start: int, stop: int) -> EventBlock:
         if start == 0 and stop >= len(self):
@@ -286,12 +289,14 @@ def _column(s: FieldSpec, values: list[Any], tenant: str) -> Column:
         codes = {v: i for i, v in enumerate(s.values)}
         codes[None] = -1  # type: ignore[index]
         return np.fromiter(map(codes.__getitem__, values), dtype=np.int8, count=len(values))
-    if t in ("int", "oint"):
+    if t == "int" or (t == "oint" and None not in values):
+        return np.fromiter(values, dtype=np.int64, count=len(values))
+    if t == "oint":
         return np.fromiter((v or 0 for v in values), dtype=np.int64, count=len(values))
     if t == "ofloat":
         return np.fromiter((np.nan if v is None else v for v in values), dtype=np.float64, count=len(values))
     if t in ("bool", "obool"):
-        return np.fromiter((bool(v) for v in values), dtype=np.bool_, count=len(values))
+        return np.fromiter(map(bool, values), dtype=np.bool_, count=len(values))
     if t == "strs":
         return [tuple(v) if v else () for v in values]
     if t == "ts":

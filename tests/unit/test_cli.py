@@ -80,3 +80,17 @@ def test_too_small_run_is_a_clear_error(tmp_path):
     r = spyglass("simulate", "--events", "100", "--out", str(tmp_path / "x.jsonl"))
     assert r.returncode == 1
     assert "--events 100 is too small" in r.stderr
+
+
+def test_bench_replay_drives_the_engine_both_ways_on_the_same_input():
+    """The worker's path (records decoded into columns per topic) and the replay path (decoded structs) see
+    the same events; both are printed against the River baseline, and they raise the same alerts."""
+    import re
+
+    r = spyglass("bench", "replay", "--events", "8000", "--batch", "2000", "--baseline-events", "300")
+    assert r.returncode == 0, r.stderr
+    out = " ".join(r.stdout.split())
+    assert "engine as the worker drives it" in out and "engine on decoded structs" in out
+    assert len(re.findall(r"\d+\.\dx", out)) == 3
+    m = re.search(r"alerts: (\d+) \(worker's path: (\d+)\)", out)
+    assert m and m.group(1) == m.group(2)
