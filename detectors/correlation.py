@@ -29,7 +29,7 @@ import msgspec
 
 from detectors.alerting import iso
 from detectors.catalog import CATALOG
-from schemas.alerts import Alert, Evidence, Feature, alert_id, severity_of
+from schemas.alerts import Alert, Evidence, Feature, alert_id, plain_number, severity_of
 
 DETECTOR = "risk.cross_kind"
 HOUR = 3_600_000
@@ -52,7 +52,7 @@ class RiskEvidence(msgspec.Struct, kw_only=True, frozen=True):
     event_id: str
 
 
-_enc = msgspec.json.Encoder()
+_enc = msgspec.json.Encoder(enc_hook=plain_number)
 _dec = msgspec.json.Decoder(RiskEvidence)
 
 

@@ -73,7 +73,19 @@ def severity_of(score: float) -> Severity:
     return "info"
 
 
-_enc = msgspec.json.Encoder()
+def plain_number(obj: object) -> int | float | bool | str:
+    """``enc_hook`` of the encoders of alerts and their evidence: a number a detector took from a numpy column
+    (a numpy scalar, which JSON encoders refuse) as its Python value, so one such value cannot stop the writer.
+    Anything else is refused with a ``TypeError`` naming its type."""
+    item = getattr(obj, "item", None)
+    if callable(item) and type(obj).__module__ == "numpy":
+        value = item()
+        if isinstance(value, int | float | bool | str):
+            return value
+    raise TypeError(f"an alert cannot carry a value of type {type(obj).__name__}")
+
+
+_enc = msgspec.json.Encoder(enc_hook=plain_number)
 
 
 def encode_alert(a: Alert) -> bytes:

@@ -365,10 +365,12 @@ def decode_block(values: Sequence[bytes | None], kind: str, tenant: str = DEFAUL
         block, ok = None, []
     else:
         cols, factored, ok, rest = dec.decode(values, tenant)
-        for s in SPECS[kind]:  # numeric columns come as bytes: viewed, not copied
+        # numeric columns come as bytes: copied into writable arrays, as the msgspec path makes them (a read-only
+        # array would be another signature of every kernel, compiled again)
+        for s in SPECS[kind]:
             v = cols[s.name]
             if isinstance(v, bytes):
-                cols[s.name] = np.frombuffer(v, dtype=_DTYPES[s.type])
+                cols[s.name] = np.frombuffer(v, dtype=_DTYPES[s.type]).copy()
         factors = {k: Factor(np.frombuffer(c, dtype=np.int32), names, True) for k, (c, names) in factored.items()}
         block = EventBlock(kind, cols, [values[i] for i in ok], None, tenant, factors)  # type: ignore[misc]
     errors: list[tuple[int, EventError]] = []

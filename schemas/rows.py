@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import msgspec
 import numpy as np
 
-from schemas.alerts import Alert
+from schemas.alerts import Alert, plain_number
 from schemas.block import SPECS, EventBlock, blocks_of, code
 from schemas.errors import SpyglassError
 from schemas.feedback import STATUSES
@@ -31,7 +31,7 @@ ALERT_COLUMNS = (
 ALERT_STATUSES = STATUSES  # schemas.feedback: the analyst statuses
 ENFORCED = ("enforce", "")  # an alert's (mode, suppressed_by) unless its detector is in shadow or a rule matched
 
-_enc = msgspec.json.Encoder()
+_enc = msgspec.json.Encoder(enc_hook=plain_number)
 
 
 def _utc_seconds(ts: datetime | str) -> datetime:

@@ -280,7 +280,7 @@ def warm_up() -> float:
     real records do not wait for it.
     """
     from detectors.engine import Engine
-    from schemas.block import native_available
+    from schemas.block import decode_block, native_available
     from schemas.events import decode
     from schemas.samples import sample_stream
 
@@ -288,8 +288,16 @@ def warm_up() -> float:
     enc = msgspec.json.Encoder()
     # as many events as a full fetch at the default SPYGLASS_WORKER_BATCH_MAX, so the first real batch also finds
     # numpy's and the allocator's buffers grown to its size
-    events = [decode(enc.encode(row)) for row in sample_stream(per_kind=1700)]
+    rows = sample_stream(per_kind=1700)
+    events = [decode(enc.encode(row)) for row in rows]
     Engine().process(events)
+    # and as a topic's records come: decoded straight into columns (other array types: other kernel signatures)
+    by_kind: dict[str, list[bytes | None]] = {}
+    for row in rows:
+        by_kind.setdefault(row["kind"], []).append(enc.encode(row))
+    engine = Engine()
+    for kind, values in by_kind.items():
+        engine.process(decode_block(values, kind)[0])
     seconds = time.perf_counter() - t0
     # the native decoder (schemas/native) is built by `make deps`; without it msgspec decodes, slower
     log.info("engine warmed up", extra={"seconds": round(seconds, 3), "events": len(events),

@@ -37,6 +37,15 @@ events = [decode(enc.encode(r)) for c in Simulation(seed=11, events=30_000, days
 engine = Engine()
 for i in range(0, len(events), 5_000):
     engine.process(events[i: i + 5_000])
+from schemas.block import decode_block  # and as the worker takes a topic's records: decoded into columns
+
+engine = Engine()
+for i in range(0, len(events), 5_000):
+    by_kind = {}
+    for ev in events[i: i + 5_000]:
+        by_kind.setdefault(type(ev).__struct_config__.tag, []).append(enc.encode(ev))
+    for kind, values in by_kind.items():
+        engine.process(decode_block(values, kind)[0])
 print(len(warmed))
 print(" ".join(sorted(loaded() - warmed)) or "-")
 """
