@@ -252,6 +252,30 @@ def pair(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
+def habit_probability(c, m, once, totals, prior_weight):  # pragma: no cover - compiled
+    """The probability of a key seen ``c`` times among its group's ``m`` observations, ``once`` of its keys seen
+    once (see ``habit_surprise``)."""
+    q_all = (totals[1] + 1.0) / (totals[0] + 1.0)
+    q = (once + 1.0 + prior_weight * q_all) / (m + 1.0 + prior_weight)
+    return min(c / (m + 1.0 + prior_weight) + q, 1.0)
+
+
+@njit(cache=True)
+def habit_learn(k, g, counts, group_n, group_once, totals):  # pragma: no cover - compiled
+    """Learn one observation of key ``k`` in group ``g``, in place (see ``habit_surprise``)."""
+    c = counts[k]
+    if c == 0:
+        group_once[g] += 1.0
+        totals[1] += 1.0
+    elif c == 1:
+        group_once[g] -= 1.0
+        totals[1] -= 1.0
+    counts[k] = c + 1.0
+    group_n[g] += 1.0
+    totals[0] += 1.0
+
+
+@njit(cache=True)
 def habit_surprise(key, group, learn, scored, novel_only, counts, group_n, group_once, totals, prior_weight,
                    threshold):  # pragma: no cover - compiled
     """How surprising each scored event's key is for its group (an agent type's action, or transition), as of
@@ -275,21 +299,10 @@ def habit_surprise(key, group, learn, scored, novel_only, counts, group_n, group
         c = counts[k]
         m = group_n[g]
         if scored[i] and (c == 0 or not novel_only):
-            q_all = (totals[1] + 1.0) / (totals[0] + 1.0)
-            q = (group_once[g] + 1.0 + prior_weight * q_all) / (m + 1.0 + prior_weight)
-            p = min(c / (m + 1.0 + prior_weight) + q, 1.0)
-            out[i] = -math.log10(p)
+            out[i] = -math.log10(habit_probability(c, m, group_once[g], totals, prior_weight))
             hit[i] = out[i] >= threshold
         if learn[i] and not hit[i]:
-            if c == 0:
-                group_once[g] += 1.0
-                totals[1] += 1.0
-            elif c == 1:
-                group_once[g] -= 1.0
-                totals[1] -= 1.0
-            counts[k] = c + 1.0
-            group_n[g] = m + 1.0
-            totals[0] += 1.0
+            habit_learn(k, g, counts, group_n, group_once, totals)
     return out, hit
 
 
@@ -1168,25 +1181,14 @@ def habit_session_surprise(key, group, learn, scored, novel_only, counts, group_
         c = counts[k]
         m = group_n[g]
         if scored[i] and (c == 0 or not novel_only):
-            q_all = (totals[1] + 1.0) / (totals[0] + 1.0)
-            q = (group_once[g] + 1.0 + prior_weight * q_all) / (m + 1.0 + prior_weight)
-            p = min(c / (m + 1.0 + prior_weight) + q, 1.0)
-            out[i] = -math.log10(p)
+            out[i] = -math.log10(habit_probability(c, m, group_once[g], totals, prior_weight))
             s = session[i]
             if out[i] >= threshold or (out[i] >= step_min and (c == 0 or not new_evidence)):
                 evidence[s] += out[i]
                 alert[i] = evidence[s] >= threshold
             total[i] = evidence[s]
         if learn[i] and not alert[i]:
-            if c == 0:
-                group_once[g] += 1.0
-                totals[1] += 1.0
-            elif c == 1:
-                group_once[g] -= 1.0
-                totals[1] -= 1.0
-            counts[k] = c + 1.0
-            group_n[g] = m + 1.0
-            totals[0] += 1.0
+            habit_learn(k, g, counts, group_n, group_once, totals)
     return out, total, alert
 
 
