@@ -413,8 +413,9 @@ class UnivariateDetector:
         self._buf = np.zeros(bsz, dtype=np.float64)
         self._cbuf = np.zeros(bsz, dtype=np.float64)
         self._dhist = np.zeros((_NV, max(history, short) + 1), dtype=np.float64)
-        self._xbuf = np.zeros(context_memory + 1, dtype=np.float64)
-        self._qbuf = np.zeros((context_tilings, context_memory + 1), dtype=np.int64)
+        ring = context_memory + 1 if w_context > 0.0 else 1  # the context novelty's rows (unused when it is off)
+        self._xbuf = np.zeros(ring, dtype=np.float64)
+        self._qbuf = np.zeros((context_tilings, ring), dtype=np.int64)
         # at most 2 * context_memory rows' contexts are stored between rebuilds: keep the table at most half full
         slots = 1 << int(math.ceil(math.log2(4 * context_order * context_memory))) if w_context > 0.0 else 1
         self._ctab = np.zeros((context_tilings, 2, slots), dtype=np.int64)
