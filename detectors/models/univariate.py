@@ -12,8 +12,8 @@ import numpy as np
 from numba import njit
 
 # Layout of the scalar state vector ``_s``; per-view sums live in ``_v`` (rows: sum, sum of squares).
-_T, _VMIN, _VMAX, _DN, _LAST, _EMA, _ZMAX, _PEAK, _LO, _HI, _REB, _QH, _QT, _LAG = range(14)
-_NS = 14
+_T, _VMIN, _VMAX, _DN, _LAST, _EMA, _ZMAX, _PEAK, _LO, _HI, _REB, _QH, _QT, _LAG, _PSUM, _PCNT = range(16)
+_NS = 16
 # views: nearest window, nearest coarse window, level vs. recent mean, step, value novelty, shift, shift/range, season
 _NV = 8
 _W_AT = (10, 11, 12, 13, 18, 19, 20, 28)  # index of each view's weight in the configuration vector
@@ -147,8 +147,12 @@ def _gate(z: float, t: int, s: np.ndarray, zq: np.ndarray) -> bool:
 @njit(cache=True)
 def _kernel(values: np.ndarray, cfg: np.ndarray, s: np.ndarray, v: np.ndarray, buf: np.ndarray, cbuf: np.ndarray,
             dhist: np.ndarray, xbuf: np.ndarray, qbuf: np.ndarray, ctab: np.ndarray, zq: np.ndarray,
-            out: np.ndarray) -> None:
-    """Score then learn every value in order, updating the state arrays in place."""
+            out: np.ndarray, ext: np.ndarray) -> None:
+    """Score then learn every value in order, updating the state arrays in place.
+
+    ``ext`` is a third part per row (the half-rate view's, already weighted; 0 where it has none). With ``cfg[30]``
+    set, ``out`` is the combined part before the probation and rest rules (what a parent detector takes as ``ext``).
+    """
     p = int(cfg[0])
     dim = int(cfg[1])
     mem = int(cfg[2])
@@ -171,6 +175,7 @@ def _kernel(values: np.ndarray, cfg: np.ndarray, s: np.ndarray, v: np.ndarray, b
     gate = cfg[26] > 0.0
     repeat = cfg[27]
     tol = int(cfg[29])
+    raw_out = cfg[30] > 0.0
     s_det = z_det / (1.0 + z_det)
     w = np.empty(_NV)
     for i in range(_NV):
@@ -273,7 +278,11 @@ def _kernel(values: np.ndarray, cfg: np.ndarray, s: np.ndarray, v: np.ndarray, b
         zs = zeff / (1.0 + zeff) if zeff > 0.0 else 0.0
         if gate and not _gate(z, t, s, zq):
             zs *= repeat  # not the largest in the gate's window: a repeat of something already seen
-        c = max(zs, w_ctx * nov)
+        c = max(zs, w_ctx * nov, ext[k])
+        if raw_out:
+            out[k] = c
+            s[_T] = t + 1
+            continue
         if t >= p and c > 0.0:
             score = c
             if t - s[_LAST] < rest:
@@ -321,7 +330,13 @@ class UnivariateDetector:
     give or take ``season_tol`` rows, so a day that misses its usual rise or fall is new even if the shape was seen
     at another hour.
 
-    The score is the larger of the z part and ``w_context`` times the context novelty, in [0, 1). Once a row
+    With ``w_pairs`` > 0, a third part, the half-rate view: a second detector of the same configuration (context
+    novelty off, half the probationary period) reads the means of consecutive row pairs, and its z part (gate
+    included), times ``w_pairs``, counts on the row that ends each pair, so a shift hidden in row-to-row noise (an
+    alternation whose mean moves) is seen at the coarser rate.
+
+    The score is the largest of the z part, ``w_context`` times the context novelty and the half-rate part, in
+    [0, 1). Once a row
     reaches ``z_detect / (1 + z_detect)``, scores are zero for ``rest_fraction`` of the ``probationary_period`` (NAB
     tells a detector that period; no score is emitted inside it), except a peak ``margin`` times higher than the
     event's first (off by default).
@@ -337,7 +352,7 @@ class UnivariateDetector:
                  w_shift_range: float = 0.7, shift_short: int = 8, shift_long: int = 128, w_context: float = 0.8,
                  context_bits: int = 4, context_order: int = 7, context_memory: int = 4096,
                  context_tilings: int = 2, z_gate: float = 1.0, z_repeat: float = 0.85, season: float = 86400.0,
-                 w_season: float = 0.4, season_tol: int = 2, season_max: int = 2048) -> None:
+                 w_season: float = 0.4, season_tol: int = 2, season_max: int = 2048, w_pairs: float = 0.95) -> None:
         if not 1 <= context_bits <= 6 or min(context_order, context_memory, context_tilings) < 1:
             raise ValueError("context_bits must be 1..6, context_order, context_memory and context_tilings at least 1")
         if ((1 << context_bits) + 1) ** context_order >= 2**62:
@@ -346,6 +361,8 @@ class UnivariateDetector:
             raise ValueError("z_gate must be at least 0 and z_repeat in [0, 1]")
         if season < 0.0 or season_tol < 0 or season_max < 1:
             raise ValueError("season and season_tol must be at least 0, season_max at least 1")
+        if not 0.0 <= w_pairs <= 1.0:
+            raise ValueError("w_pairs must be in [0, 1]")
         self.probationary_period = probationary_period
         self.dim = dim
         self.memory = memory
@@ -380,12 +397,13 @@ class UnivariateDetector:
         self.w_season = w_season
         self.season_tol = season_tol
         self.season_max = season_max
+        self.w_pairs = w_pairs
         gate_rows = int(z_gate * probationary_period)
         self._cfg = np.array([probationary_period, dim, memory, history, short,
                               max(1, int(rest_fraction * probationary_period)), z_detect, std_floor, coarse, alpha,
                               w_window, w_coarse, w_level, w_step, log_eps, decay, z_floor, margin, w_value, w_shift,
                               w_shift_range, shift_short, shift_long, w_context, context_bits, context_order, gate_rows,
-                              z_repeat, w_season, season_tol],
+                              z_repeat, w_season, season_tol, 0.0],
                              dtype=np.float64)
         self._s = np.zeros(_NS, dtype=np.float64)
         self._s[_LAST] = -1e18
@@ -395,18 +413,50 @@ class UnivariateDetector:
         self._buf = np.zeros(bsz, dtype=np.float64)
         self._cbuf = np.zeros(bsz, dtype=np.float64)
         self._dhist = np.zeros((_NV, max(history, short) + 1), dtype=np.float64)
-        self._xbuf = np.zeros(context_memory + 1, dtype=np.float64)
-        self._qbuf = np.zeros((context_tilings, context_memory + 1), dtype=np.int64)
+        ring = context_memory + 1 if w_context > 0.0 else 1  # the context novelty's rows (unused when it is off)
+        self._xbuf = np.zeros(ring, dtype=np.float64)
+        self._qbuf = np.zeros((context_tilings, ring), dtype=np.int64)
         # at most 2 * context_memory rows' contexts are stored between rebuilds: keep the table at most half full
-        slots = 1 << int(math.ceil(math.log2(4 * context_order * context_memory)))
+        slots = 1 << int(math.ceil(math.log2(4 * context_order * context_memory))) if w_context > 0.0 else 1
         self._ctab = np.zeros((context_tilings, 2, slots), dtype=np.int64)
         self._zq = np.zeros((2, gate_rows + 2), dtype=np.float64)
+        self._pairs: UnivariateDetector | None = None
+        if w_pairs > 0.0:
+            # the half-rate view: the same z part over the means of row pairs, in a detector of its own
+            half = {"probationary_period": max(1, probationary_period // 2), "w_context": 0.0, "w_pairs": 0.0}
+            self._pairs = UnivariateDetector(**{**self._params(), **half})
+            self._pairs._cfg[30] = 1.0
 
-    def _step(self, values: np.ndarray) -> np.ndarray:
+    def _step(self, values: np.ndarray, timestamps: np.ndarray | None = None) -> np.ndarray:
         out = np.empty(values.shape[0], dtype=np.float64)
         _kernel(values, self._cfg, self._s, self._v, self._buf, self._cbuf, self._dhist, self._xbuf, self._qbuf,
-                self._ctab, self._zq, out)
+                self._ctab, self._zq, out, self._half_rate(values, timestamps))
         return out
+
+    def _half_rate(self, values: np.ndarray, timestamps: np.ndarray | None) -> np.ndarray:
+        """The half-rate view's part (weighted) on each row that ends a pair of rows, 0 on the others.
+
+        Rows pair up in arrival order across calls (an unpaired last row waits in the state); each pair's mean goes
+        to the pairs detector, which scores it from the past pairs only, so a row's part uses no later row.
+        """
+        ext = np.zeros(values.shape[0], dtype=np.float64)
+        if self._pairs is None or values.shape[0] == 0:
+            return ext
+        first = int(self._s[_PCNT])
+        seq = np.concatenate((self._s[_PSUM : _PSUM + 1], values)) if first else values
+        m = seq.shape[0] // 2
+        if seq.shape[0] % 2:
+            self._s[_PSUM] = seq[-1]
+            self._s[_PCNT] = 1.0
+        else:
+            self._s[_PCNT] = 0.0
+        if m == 0:
+            return ext
+        ends = np.arange(1, 2 * m, 2) - first
+        if self._pairs._s[_LAG] == 0 and timestamps is not None and len(timestamps) == values.shape[0] and m > 2:
+            self._pairs._s[_LAG] = self._pairs._season_lag(_datetimes(np.asarray(timestamps)[ends[:200]]))
+        ext[ends] = self.w_pairs * self._pairs._step(np.ascontiguousarray(seq[: 2 * m].reshape(m, 2).mean(axis=1)))
+        return ext
 
     def score_learn_many(self, values: np.ndarray, timestamps: np.ndarray | None = None) -> np.ndarray:
         """Score each value from the past and itself, then learn it; the whole series in one compiled pass.
@@ -415,12 +465,8 @@ class UnivariateDetector:
         least 3, to set the seasonal view's lag in rows; without them that view stays off.
         """
         if self._s[_LAG] == 0 and timestamps is not None and len(timestamps) > 2:
-            try:
-                ts = np.asarray(timestamps[:200], dtype="datetime64[us]")
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"timestamps: not datetimes ({exc})") from None
-            self._s[_LAG] = self._season_lag(ts)
-        return self._step(np.ascontiguousarray(values, dtype=np.float64))
+            self._s[_LAG] = self._season_lag(_datetimes(timestamps[:200]))
+        return self._step(np.ascontiguousarray(values, dtype=np.float64), timestamps)
 
     def _season_lag(self, ts: np.ndarray) -> int:
         """``season`` in rows at the median positive sampling step of ``ts``; -1 (view off) if it does not fit."""
@@ -443,8 +489,10 @@ class UnivariateDetector:
         return out
 
     def state(self) -> dict[str, Any]:
-        """Hyper-parameters and a copy of every state array (restores identical scores)."""
-        return {"params": self._params(), **{k: getattr(self, f"_{k}").copy() for k in _ARRAYS}}
+        """Hyper-parameters and a copy of every state array, the pairs detector's included (restores identical
+        scores)."""
+        pairs = None if self._pairs is None else {k: getattr(self._pairs, f"_{k}").copy() for k in _ARRAYS}
+        return {"params": self._params(), **{k: getattr(self, f"_{k}").copy() for k in _ARRAYS}, "pairs": pairs}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> UnivariateDetector:
@@ -456,6 +504,10 @@ class UnivariateDetector:
     def _restore(self, state: dict[str, Any]) -> None:
         for k in _ARRAYS:
             setattr(self, f"_{k}", np.array(state[k], dtype=getattr(self, f"_{k}").dtype))
+        if self._pairs is not None:
+            if state.get("pairs") is None:
+                raise ValueError("state: no 'pairs' arrays for a detector with w_pairs > 0")
+            self._pairs._restore({**state["pairs"], "pairs": None})
 
     def _params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in _PARAMS}
@@ -466,7 +518,15 @@ _PARAMS = ("probationary_period", "dim", "memory", "history", "short", "rest_fra
            "coarse", "alpha", "w_window", "w_coarse", "w_level", "w_step", "log_eps", "decay",
            "z_floor", "margin", "w_value", "w_shift", "w_shift_range", "shift_short", "shift_long", "w_context",
            "context_bits", "context_order", "context_memory", "context_tilings", "z_gate", "z_repeat", "season",
-           "w_season", "season_tol", "season_max")
+           "w_season", "season_tol", "season_max", "w_pairs")
+
+
+def _datetimes(ts: Any) -> np.ndarray:
+    """``ts`` as datetime64[us], or a ValueError naming the field."""
+    try:
+        return np.asarray(ts, dtype="datetime64[us]")
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"timestamps: not datetimes ({exc})") from None
 
 
 def _value(x: dict[str, float]) -> float:

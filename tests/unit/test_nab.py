@@ -300,12 +300,12 @@ def test_compiled_kernel_equals_pure_python(seed, n):
     x = np.cumsum(rng.standard_normal(n)) + (rng.random(n) < 0.02) * rng.normal(0, 20, n)
     if seed % 3 == 0:
         x = np.round(x)  # ties and flat stretches
-    params = {"probationary_period": 30, "memory": 60, "history": 100, "context_memory": 50}
+    params = {"probationary_period": 30, "memory": 60, "history": 100, "context_memory": 50, "w_pairs": 0.0}
     fast = UnivariateDetector(**params).score_learn_many(x)
     slow_det = UnivariateDetector(**params)
     out = np.empty(n)
     _kernel.py_func(x, slow_det._cfg, slow_det._s, slow_det._v, slow_det._buf, slow_det._cbuf, slow_det._dhist,
-                    slow_det._xbuf, slow_det._qbuf, slow_det._ctab, slow_det._zq, out)
+                    slow_det._xbuf, slow_det._qbuf, slow_det._ctab, slow_det._zq, out, np.zeros(n))
     np.testing.assert_allclose(fast, out, rtol=1e-9, atol=1e-12)
 
 
