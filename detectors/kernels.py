@@ -1225,3 +1225,59 @@ def rising_day_totals(ent, day, x, cur_day, cur_tot, prev1, prev2, prev3, prev4)
         today[i] = cur_tot[e]
         last[i] = math.expm1(prev1[e]) if prev1[e] >= 0 else -1.0
     return rises, today, last
+
+
+@njit(cache=True)
+def nb_tail_surprise(k, mu, size):  # pragma: no cover - compiled
+    """-log10 P(X >= k) for X negative binomial of mean ``mu`` and size ``size`` (a Poisson whose rate is known
+    as from ``size`` events: Gamma(size) uncertain), summed exactly from ``k`` up (no scaled-Poisson
+    approximation: at a dozen requests over a mean of one or two, that approximation is a decade too sure)."""
+    if k <= 0.0 or k <= mu:
+        return 0.0
+    mu = max(mu, 1e-12)
+    q = mu / (size + mu)  # the failure probability of each trial
+    log_pk = (math.lgamma(k + size) - math.lgamma(size) - math.lgamma(k + 1.0) + size * math.log1p(-q)
+              + k * math.log(q))
+    acc = 1.0
+    term = 1.0
+    x = k
+    for _ in range(10_000):
+        term *= (x + size) / (x + 1.0) * q
+        acc += term
+        x += 1.0
+        if term < 1e-12 * acc:
+            break
+    return max(0.0, -(log_pk + math.log(acc)) / math.log(10.0))
+
+
+@njit(cache=True)
+def gap_scan_nb(key, ts, rate, ring, ks, n_short, size, rate_long, long_ms):  # pragma: no cover - compiled
+    """``gap_scan`` with the exact negative-binomial tail (``nb_tail_surprise``) of the k requests after the
+    (k+1)-th latest, the rate known as from ``size[i]`` requests (per event: a young key's rate rests on fewer):
+    the same outputs, the same ring update."""
+    n = key.shape[0]
+    depth = ring.shape[1]
+    out = np.zeros((n, 8), dtype=np.float64)
+    for i in range(n):
+        k = key[i]
+        now = ts[i]
+        for j in range(ks.shape[0]):
+            kk = ks[j]
+            if kk > depth:
+                continue
+            prev = ring[k, kk - 1]
+            if prev <= 0.0:
+                continue
+            span = max(now - prev, 1.0)
+            mu = (rate[i] if span <= long_ms else rate_long[i]) * span
+            s = nb_tail_surprise(float(kk), mu, size[i])
+            for part in range(2):
+                if (part == 1 or j < n_short) and s > out[i, 4 * part]:
+                    out[i, 4 * part] = s
+                    out[i, 4 * part + 1] = kk
+                    out[i, 4 * part + 2] = now - prev
+                    out[i, 4 * part + 3] = mu
+        for j in range(depth - 1, 0, -1):
+            ring[k, j] = ring[k, j - 1]
+        ring[k, 0] = now
+    return out

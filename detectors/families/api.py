@@ -38,7 +38,7 @@ from detectors.kernels import (
     appearance_model,
     decayed_count,
     distinct_recent,
-    gap_scan,
+    gap_scan_nb,
     group_log_residual,
     key_rate_model,
     pair,
@@ -53,10 +53,11 @@ from schemas.block import code
 MODEL_WINDOW_MS = 10 * MIN  # look-back of "distinct models a key queried recently"
 RATE_WINDOWS_S = (60.0, 600.0, 3600.0)  # a key's request count is judged over these time constants at once
 WINDOW_NAMES = ("minute", "10 minutes", "hour")
-# a key's last k+1 requests are judged as a cluster for each of these k: the short ones for api.rate_burst (a burst
-# is minutes), all of them for api.model_extraction (sustained over an hour or more, with other evidence besides)
-GAP_KS_BURST = (3, 5, 8)
-GAP_KS = (*GAP_KS_BURST, 12, 16)
+# a key's last k+1 requests are judged as a cluster for each of these k: the first ones for api.rate_burst (a burst
+# of 4 to 17 requests), all of them for api.model_extraction (its outputs or models are evidence of their own, so
+# two or three requests close together are enough rate evidence to add to them)
+GAP_KS_BURST = (3, 5, 8, 12, 16)
+GAP_KS = (*GAP_KS_BURST, 1, 2)
 GAP_DEPTH = max(GAP_KS)  # request times each key keeps for that (key columns gap0..)
 ASSET = {"admin": 3, "write": 2}  # a scope's weight in severity (calibration.score_of); others 0
 _RATE_LIMITED = code("api_usage", "auth_result", "rate_limited")
@@ -112,7 +113,7 @@ class ApiConfig:
     extraction_run_evidence: float = option(4.5, "floor: the surprise of a run of long outputs that counts as "
                                                  "evidence (more than one request's: among a key's thousands of "
                                                  "requests, one output 3 spreads above its usual is common)")
-    extraction_min_requests: float = option(4.0, "floor: requests (decayed count, or the cluster's) below which no "
+    extraction_min_requests: float = option(3.0, "floor: requests (decayed count, or the cluster's) below which no "
                                                  "model extraction is raised (fewer than api.rate_burst's: the "
                                                  "outputs or models are evidence of their own)")
     extraction_models: int = option(3, "distinct models in 10 minutes from which spreading over models is checked")
@@ -236,7 +237,7 @@ def stage(ctx: Context, c: ApiColumns) -> list[Finding]:
                                f"{e.client_ip} failed authentication about {fails[i]:.0f} times in the last minute "
                                f"(latest: {e.auth_result} on key {e.api_key_id})."))
 
-    m, route_norm, gap = _key_model(ctx, c, tenants)
+    m, route_norm, gap = _key_model(ctx, c, tenants, n_before)
     out += _rate_findings(ctx, c, m, asset, n_before, route_norm, gap)
     out += _stuffing_findings(ctx, c, m, tenants)
     out += _unknown_findings(ctx, c, m)
@@ -360,15 +361,18 @@ def _new_client(ctx: Context, c: ApiColumns, n_before: np.ndarray) -> list[Findi
                    else "API key used with a new user agent")
         out.append(f)
     return out
-def _key_model(ctx: Context, c: ApiColumns, tenants: TenantRates) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _key_model(ctx: Context, c: ApiColumns, tenants: TenantRates,
+               n_before: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``kernels.key_rate_model`` over the batch: rates, tokens, failures and appearing keys (``KR_*`` columns).
 
     Tokens are judged relative to their endpoint: a request's log tokens less its tenant's typical log tokens for
     that scope (``kernels.group_log_residual``), so a key that mixes chat with batch jobs or embeddings is held to
     one tight distribution of its own (its usual size relative to each endpoint) rather than a wide mixture. The
     key's rate surprise is the better of its windows' and of the cluster of its latest requests
-    (``kernels.gap_scan``), corrected for the tests made. Also returns each event's endpoint norm (log tokens)
-    and the cluster test's (surprise, k, gap ms, expected requests) rows.
+    (``kernels.gap_scan_nb``: the exact negative-binomial tail, the rate trusted as resting on at most
+    ``rate_nb_size`` requests and on no more than the key's requests so far plus ``rate_prior_events``, so a young
+    key's few requests are not judged as if its rate were known), corrected for the tests made. Also returns each
+    event's endpoint norm (log tokens) and the cluster test's (surprise, k, gap ms, expected requests) rows.
     """
     cfg, k = ctx.config, ctx.tables.key
     codes = c.block.cols["auth_result"]
@@ -400,10 +404,12 @@ def _key_model(ctx: Context, c: ApiColumns, tenants: TenantRates) -> tuple[np.nd
     outs = token_run_model(c.key, rows, has_out, r_out, k["out_mean"], k["out_var"], k["out_n"], k["out_run"],
                            tenants.route_tok[:, 6], tenants.route_tok[:, 7], cfg.token_alpha, cfg.token_min_sd,
                            cfg.token_prior_events, cfg.token_gate, cfg.token_run_z, cfg.token_route_alpha)
-    # the cluster test: the key's expected rate at this event (its baseline, hour level and tenant surge)
+    # the cluster test: the key's expected rate at this event (its baseline, hour level and tenant surge), trusted
+    # as resting on no more requests than the key has made (plus its prior's)
     ring = np.stack([k[f"gap{j}"] for j in range(GAP_DEPTH)], axis=1)
-    g = gap_scan(c.key, c.ts.astype(np.float64), m[:, KR_GAP_RATE], ring, np.array(GAP_KS, dtype=np.int64),
-                 len(GAP_KS_BURST), cfg.rate_nb_size, m[:, KR_GAP_RATE_LONG], 2.0 * HOUR)
+    g = gap_scan_nb(c.key, c.ts.astype(np.float64), m[:, KR_GAP_RATE], ring, np.array(GAP_KS, dtype=np.int64),
+                    len(GAP_KS_BURST), np.minimum(n_before + cfg.rate_prior_events, cfg.rate_nb_size),
+                    m[:, KR_GAP_RATE_LONG], 2.0 * HOUR)
     for j in range(GAP_DEPTH):
         k[f"gap{j}"][:] = ring[:, j]
     windows = m[:, KR_RATE_S] + np.log10(len(RATE_WINDOWS_S))  # back to the best window's own surprise
@@ -749,11 +755,14 @@ FAMILY = Family(
             "hour-of-day rhythm (learned per key, shrunk toward its tenant's rhythm while young: a key used in "
             "office hours is expected to be nearly silent at night, a service key is not), raised by the tenant's "
             "current surge (a release day that lifts every key of the tenant lifts the expectation too). It also "
-            "judges the key's latest 4, 6 and 9 requests as a cluster: how likely that many requests are within "
-            "the time they took at the rate expected before the current clock hour (an exact test, so a burst of "
-            "a dozen requests a minute apart is seen as such, and the burst's own requests do not raise the bar; "
-            "a key in its first hour is judged by its tenant's per-key rate, its history starting with its first "
-            "successful request). "
+            "judges the key's latest 4, 6, 9, 13 and 17 requests as a cluster: how likely that many requests are "
+            "within the time they took at the rate expected before the current clock hour (an exact "
+            "negative-binomial tail, the rate trusted as resting on at most `rate_nb_size` requests and never on "
+            "more than the key has made plus `rate_prior_events`: a burst of a dozen requests a minute apart, or "
+            "of seventeen over half an hour on a quiet key, is seen as such, the burst's own requests do not raise "
+            "the bar, and a young key's few requests are not judged as if its rate were known; a key in its first "
+            "hour is judged by its tenant's per-key rate, its history starting with its first successful "
+            "request). "
             "Raised when the best of these tests, corrected for the number made, is below 1 in 10^`rate_surprise` "
             "with at least `rate_min_requests` requests; such requests are not learned, and a key's requests join "
             "its baseline only once their clock hour is over. Requests that were reported as a burst are explained: "
@@ -764,8 +773,9 @@ FAMILY = Family(
             "api.model_extraction", "Sustained inference far above the key's rate with long outputs or new models",
             "api_key", ("atlas:AML.T0024.002", "atlas:AML.T0040", "owasp-llm:LLM10"),
             "Model extraction runs many inference queries, with long outputs on one model or spread over models. "
-            "Raised when a key's sustained-rate surprise (as for api.rate_burst, with clusters of up to 17 "
-            "requests counted too, at least `extraction_rate_surprise`) plus the surprise of its outputs (a run of "
+            "Raised when a key's sustained-rate surprise (as for api.rate_burst, with its latest 2 and 3 requests "
+            "judged as clusters too, so that two or three requests close together on a quiet key are rate "
+            "evidence; at least `extraction_rate_surprise`) plus the surprise of its outputs (a run of "
             "requests far above its own tokens per request, or far above its own ratio of output to input tokens, "
             "each judged like api.denial_of_wallet, counted from `extraction_run_evidence`: a run, not one long "
             "output that a busy key shows by chance) or of the models new to it within 10 minutes (judged by how "
