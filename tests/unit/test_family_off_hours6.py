@@ -10,24 +10,24 @@ import numpy as np
 from tests.unit.test_detectors import T0, Stream, _hits, _work
 
 
-def _office(s: Stream, rng: np.random.Generator, days: int, *, around_the_clock: bool = False) -> None:
-    """Ten colleagues of p0 reading confidential data eight times a day in working hours, or (a round-the-clock
-    tenant) half of them on the night shift (22:00-06:00)."""
+def _office(s: Stream, rng: np.random.Generator, days: int, *, night_shift: bool = False) -> None:
+    """Ten colleagues of p0 reading confidential data eight times a day in working hours, or half of them
+    on the night shift (22:00-06:00)."""
     for day in range(days):
         for p in range(1, 11):
             for _ in range(8):
-                t = (T0 + timedelta(days=day, hours=float(rng.uniform(22, 30))) if around_the_clock and p > 5
+                t = (T0 + timedelta(days=day, hours=float(rng.uniform(22, 30))) if night_shift and p > 5
                      else _work(rng, day))
                 s.data(t, f"p{p}", "finance/ledger", 50, ip=f"10.0.0.{p}")
 
 
-def _night(night: list[str], *, mostly_internal: bool = True, around_the_clock: bool = False,
+def _night(night: list[str], *, mostly_internal: bool = True, night_shift: bool = False,
            per_day: int = 8, gap_s: int = 90) -> tuple[list, set]:
     """p0 works office hours for four days, ``per_day`` reads a day (all but one in eight of internal data, or all
     confidential); at 02:00 of day 4 it makes the reads ``night`` names (their sensitivity), ``gap_s`` apart."""
     rng = np.random.default_rng(61)
     s = Stream()
-    _office(s, rng, 4, around_the_clock=around_the_clock)
+    _office(s, rng, 4, night_shift=night_shift)
     for day in range(4):
         for j in range(per_day):
             sens = "internal" if mostly_internal and j % 8 else "confidential"
@@ -70,6 +70,6 @@ def test_a_quiet_hour_of_the_principal_is_not_off_hours_while_its_tenant_works_a
     hours; the benign twin: where half of them work the night shift, 02:00 is not a quiet hour of the tenant, and
     the same reads are a change of shift, not off-hours access."""
     for shift in (False, True):
-        alerts, ids = _night(["confidential"] * 4, mostly_internal=False, around_the_clock=shift, per_day=40,
+        alerts, ids = _night(["confidential"] * 4, mostly_internal=False, night_shift=shift, per_day=40,
                              gap_s=20)
         assert bool(_hits(alerts, "data.off_hours", ids)) is not shift
