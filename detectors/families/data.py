@@ -30,7 +30,7 @@ from detectors.kernels import (
     cusum,
     daily_peak_zscore,
     decayed_count,
-    hour_rhythm_bursts,
+    hour_rhythm_sensitive,
     log_zscore,
     log_zscore_excess,
     pair,
@@ -48,12 +48,13 @@ PAIR_VOLUME = (0.02, 2.0, 0.25)  # per (principal, dataset): frozen above 2 sigm
 PAIR_WARM_READS = 5
 CUSUM_GATE = 4.0  # drift: the CUSUM stops learning the pair's baseline above this z
 VOLUME_BLOCKS = 6  # time-of-day blocks (4 hours of UTC each) of a principal's volume baselines
-OFF_HOURS_DISPERSION = 5.0  # gamma-Poisson shape of a principal's counts per hour (kernels.hour_rhythm_bursts)
+OFF_HOURS_DISPERSION = 5.0  # gamma-Poisson shape of a principal's counts per hour (kernels.hour_rhythm_sensitive)
 NOVELTY_PRIOR = 20.0  # weight (in observations) of the tenant's novelty rate in an entity's own
 TENANT_CROSS_KEY = 1 << 30  # data_crossings rows of a tenant (tenant id + this, owner department): above every dept id
 TENANT_IP_NEW, TENANT_IP_SEEN, TENANT_DENIED, TENANT_ACCESSES, TENANT_PD_NEW, TENANT_NET_NEW = range(6)
 TENANT_TRAIN_IN = 6  # the tenant's principals' first writes to another department's training datasets
-TENANT_COLS = 7
+TENANT_COLS = 8
+TENANT_SENSITIVE = 7  # the tenant's accesses to confidential or restricted data
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,10 @@ class DataConfig:
                                                  "off-hours access to be raised, whatever a new IP adds")
     off_hours_share: float = option(1.0, "an hour is quiet for a principal below this share of its average hour "
                                          "(its tenant's profile as the prior); only quiet hours are off hours")
+    off_hours_tenant_share: float = option(1.0, "an hour is quiet for a tenant below this share of its average hour "
+                                                "of principals at work: off hours are quiet hours of the principal "
+                                                "in a quiet hour of its tenant (not a shift change in a tenant at "
+                                                "work around the clock)")
     off_hours_prior: float = option(24.0, "weight (in events) of the tenant's hour profile in the principal's")
     off_hours_tau_min: float = option(30.0, "time constant (minutes) of the recent-activity count judged per hour")
     off_hours_short_min: float = option(5.0, "time constant (minutes) of the second, short recent-activity count: "
@@ -395,19 +400,30 @@ def _off_hours(ctx: Context, c: DataColumns, p_before: np.ndarray, tenant: _Tena
     pending = s.oh_pending.get(uniq)
     pend_max = p["oh_pend_max"][uniq]
     ep_n = p["oh_ep_n"][uniq]
-    hs, ip_s, share, k, mu, scale = hour_rhythm_bursts(
+    # only sensitive accesses are counted, against the principal's own share of sensitive accesses (shrunk to its
+    # tenant's): a night of confidential reads is rarer for someone who mostly reads public data
+    sens = c.sensitivity >= 2
+    own_sens = p["oh_sens"][c.principal] + earlier_flagged(c.principal, sens)
+    t_sens = tenant.as_of(TENANT_SENSITIVE, sens.astype(np.float64))
+    t_all = tenant.base[:, TENANT_ACCESSES] + rank_in_batch(c.tenant)
+    np.add.at(p["oh_sens"], c.principal, sens.astype(np.float64))
+    sens_share = ((own_sens + NOVELTY_PRIOR * (t_sens + 1.0) / (t_all + 2.0))
+                  / (p_before + NOVELTY_PRIOR))
+    hs, ip_s, share, k, mu, scale, t_share = hour_rhythm_sensitive(
         c.principal, c.tenant, hour, c.ts, p["first"], s.hours_principal, s.hours_tenant, p["recent"],
         p["recent_last"], p["recent_s"], p["recent_s_last"], new_hour, p["ip_carry"], p["ip_carry_ts"], float(tau),
         float(cfg.off_hours_short_min * MIN), cfg.off_hours_prior, OFF_HOURS_DISPERSION, ip_s, judged,
-        cfg.off_hours_learn_surprise, loc, pending, pend_max, ep_n, cfg.off_hours_surprise)
+        cfg.off_hours_learn_surprise, loc, pending, pend_max, ep_n, cfg.off_hours_surprise, sens.astype(np.float64),
+        np.minimum(sens_share, 1.0))
     s.oh_pending.put(uniq, pending)
     p["oh_pend_max"][uniq] = pend_max
     p["oh_ep_n"][uniq] = ep_n
     surprise = hs + ip_s
     out: list[Finding] = []
     # the hour must be unusual in itself: a new IP alone (however rare for the principal) is not off-hours access
-    # and the hour must be a quiet one for the principal: more than usual at a busy hour is not off hours
-    quiet = share / 3 < cfg.off_hours_share / 24
+    # and the hour must be a quiet one for the principal (more than usual at a busy hour is not off hours) and for its
+    # tenant's people at work (a principal moving to a shift its colleagues work is not off hours)
+    quiet = (share / 3 < cfg.off_hours_share / 24) & (t_share / 3 < cfg.off_hours_tenant_share / 24)
     for i in np.flatnonzero(judged & quiet & (surprise >= cfg.off_hours_surprise)
                             & (hs >= cfg.off_hours_hour_surprise)):
         e = c.events[i]
@@ -423,8 +439,9 @@ def _off_hours(ctx: Context, c: DataColumns, p_before: np.ndarray, tenant: _Tena
              Feature(name="new_client_ip", value=float(new_ip[i]), baseline=0.0),
              Feature(name="new_ip_surprise", value=round(float(ip_s[i]), 2), baseline=0.0)],
             f"{e.principal} {did(e.operation)} {e.sensitivity} dataset {e.dataset} at {int(hour[i]):02d}:00 UTC: "
-            f"{k[i]:.1f} accesses within about {scale[i] / MIN:.0f} min where their own rhythm at this "
-            f"hour ({share[i] / 3:.2%} of their activity, their tenant's as the prior) expects {mu[i]:.2f}"
+            f"{k[i]:.1f} sensitive accesses within about {scale[i] / MIN:.0f} min where their own rhythm at this "
+            f"hour ({share[i] / 3:.2%} of their activity, their tenant's as the prior) and their share of sensitive "
+            f"accesses ({min(float(sens_share[i]), 1.0):.0%}) expect {mu[i]:.2f}"
             f"{ip_part}; about {one_in(float(surprise[i]))} for them."))
     return out
 
@@ -673,13 +690,19 @@ FAMILY = Family(
             "`off_hours_tau_min` at this hour, and, in hours the principal never worked at before this episode, within "
             "`off_hours_short_min` too; the Poisson tail of the recent count (the larger of the two, less log10(2) "
             "for two tests) is the surprise, so a person's second read within a minute or two is judged on the "
-            "minutes, while a batch account's clustered reads in its usual hours are judged on the half hour. A new "
+            "minutes, while a batch account's clustered reads in its usual hours are judged on the half hour. Only "
+            "confidential and restricted accesses are counted, against the principal's expected accesses times its "
+            "own share of sensitive accesses (shrunk toward its tenant's, worth 20 accesses): a session of "
+            "confidential reads at night is rarer for someone who mostly reads internal data than for an account "
+            "that reads nothing else, and the night's internal reads do not add to it. A new "
             "client IP adds its surprise under the principal's own IP-novelty rate "
             "(shrunk to its tenant's), so behind a NAT pool a new address adds nothing; an address on a network "
             "(IPv4 /16, IPv6 /48) the tenant never used adds how rarely the tenant's new addresses are on a new "
             "network, so the first read from outside can alert on its own. A granted "
             "confidential or restricted access in a quiet hour (below `off_hours_share` of the principal's average "
-            "hour) whose surprise reaches `off_hours_surprise`, the hour's part alone at least "
+            "hour, and below `off_hours_tenant_share` of its tenant's average hour of principals at work: a shift "
+            "change in a tenant at work around the clock is not off hours) whose surprise reaches "
+            "`off_hours_surprise`, the hour's part alone at least "
             "`off_hours_hour_surprise`, is raised. A judged access whose surprise reaches "
             "`off_hours_learn_surprise` is held back from the rhythm while its episode lasts, so the first reads "
             "of an unusual night do not teach that hour in while the night builds up, and learned when the "
@@ -734,6 +757,7 @@ FAMILY = Family(
         Column("principal", "recent_s_last", 0, "time of the short recent count's last update"),
         Column("principal", "oh_pend_max", 0, "largest surprise of the current episode's held-back accesses"),
         Column("principal", "oh_ep_n", 0, "accesses learned into the rhythm since the current episode began"),
+        Column("principal", "oh_sens", 0, "accesses to confidential or restricted data"),
         Column("principal", "ip_new", 0, "accesses from a client IP new to the principal"),
         Column("principal", "ip_seen", 0, "accesses with a client IP"),
         Column("principal", "ip_carry", 0, "surprise of the principal's latest new IP"),
