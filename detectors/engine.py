@@ -257,6 +257,12 @@ class Engine:
         v = self.tables.vocabs
         return len(v.key) + len(v.principal) + len(v.agent) + len(v.ip) + len(v.dataset)
 
+    def learning_until(self) -> dict[str, int]:
+        """Each tenant seen: the event time (epoch ms) its learning period ends (its findings are ``info`` until
+        then)."""
+        names, period = self.tables.vocabs.tenant.names, int(self.config.learning_hours * 3_600_000)
+        return {names[t]: start + period for t, start in self.tables.tenant_start.items()}
+
     def unused_scopes(self) -> list[UnusedScopes]:
         """Governance: keys granted scopes they never used over the observed period (not alerts)."""
         return unused_scopes(self.tables, iso)

@@ -17,7 +17,7 @@ detector, its alerts, true and false. No I/O: callers bring alerts and labels.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -87,6 +87,7 @@ class AttackResult:
     caught: bool  # an alert that counts for it names one of its entities
     ttd_s: float | None  # time to detect on the right entity (event time)
     detectors: tuple[str, ...]  # detectors whose alerts count for it
+    learning: bool = False  # it ended inside its tenant's learning period (where nothing is raised above info)
 
     @property
     def in_time(self) -> bool:
@@ -94,8 +95,11 @@ class AttackResult:
         return self.caught and self.ttd_s is not None and self.ttd_s <= limit
 
 
-def attack_results(matched: Matched, labels: Sequence[dict]) -> list[AttackResult]:
-    """Per labelled instance: detected, caught on the right entity, time to detect."""
+def attack_results(matched: Matched, labels: Sequence[dict],
+                   learning_until: Mapping[str, int] | None = None) -> list[AttackResult]:
+    """Per labelled instance: detected, caught on the right entity, time to detect; ``learning_until``: each
+    tenant's end of learning period (epoch ms), which marks the instances that ended before it."""
+    until = learning_until or {}
     out = []
     for lab, mine in zip(labels, matched.hits, strict=True):
         ents = {(x["type"], x["id"]) for x in lab["entities"]}
@@ -103,7 +107,8 @@ def attack_results(matched: Matched, labels: Sequence[dict]) -> list[AttackResul
         since = event_time(lab.get("detect_from") or lab["start"])
         ttd = max(0.0, event_time(right[0].first_seen) - since) if right else None
         out.append(AttackResult(lab["scenario"], lab["instance"], lab["tenant"], lab["speed"], bool(mine),
-                                bool(right), ttd, tuple(sorted({a.detector for a in mine}))))
+                                bool(right), ttd, tuple(sorted({a.detector for a in mine})),
+                                1000 * event_time(lab["end"]) < until.get(lab["tenant"], 0)))
     return out
 
 
@@ -142,6 +147,12 @@ class Score:
         return self.caught / len(self.attacks) if self.attacks else 0.0
 
     @property
+    def recall_after_learning(self) -> tuple[int, int]:
+        """(caught, instances) of the attacks that did not end inside their tenant's learning period."""
+        after = [r for r in self.attacks if not r.learning]
+        return sum(r.caught for r in after), len(after)
+
+    @property
     def in_time_share(self) -> float:
         return self.in_time / len(self.attacks) if self.attacks else 0.0
 
@@ -169,12 +180,15 @@ class Score:
                 "in_time_share": round(self.in_time_share, 4), "median_ttd_s": self.median_ttd_s,
                 "alerts": self.alerts, "true_alerts": self.true_alerts, "false_alerts": self.false_alerts,
                 "false_per_100k": round(self.false_per_100k, 3),
+                "after_learning": dict(zip(("caught", "attacks"), self.recall_after_learning, strict=True)),
                 "precision": None if self.precision is None else round(self.precision, 4),
                 "by_detector": {k: vars(v) for k, v in sorted(self.by_detector.items())}}
 
 
-def score(alerts: Iterable[Alert], labels: Sequence[dict], total_events: int, grace_s: float = GRACE_S) -> Score:
-    """Score one world's alerts against its labels; ``total_events`` counts benign and attack events."""
+def score(alerts: Iterable[Alert], labels: Sequence[dict], total_events: int, grace_s: float = GRACE_S,
+          learning_until: Mapping[str, int] | None = None) -> Score:
+    """Score one world's alerts against its labels; ``total_events`` counts benign and attack events;
+    ``learning_until``: see :func:`attack_results`."""
     m = match(alerts, labels, grace_s)
     false_ids = {id(a) for a in m.false}
     by_detector: dict[str, DetectorCount] = defaultdict(DetectorCount)
@@ -185,7 +199,7 @@ def score(alerts: Iterable[Alert], labels: Sequence[dict], total_events: int, gr
             c.false += 1
         else:
             c.true += 1
-    return Score(total_events, total_events - m.attack_events, attack_results(m, labels),
+    return Score(total_events, total_events - m.attack_events, attack_results(m, labels, learning_until),
                  len(m.counted) - len(m.false), len(m.false), dict(by_detector))
 
 

@@ -64,7 +64,8 @@ def evaluate_world(world_seed: int, events: int, days: int, instances: int) -> W
     traits = sim.traits
     if traits is None:  # a Simulation with a world seed always has traits
         raise TypeError("a varied world without traits")
-    return WorldRun(world_seed, traits.brief(), traits.summary(), score(alerts, sim.labels(), sim.total))
+    return WorldRun(world_seed, traits.brief(), traits.summary(),
+                    score(alerts, sim.labels(), sim.total, learning_until=engine.learning_until()))
 
 
 def _evaluate(job: tuple[int, int, int, int]) -> WorldRun:
@@ -111,6 +112,12 @@ def report(sets: dict[str, list[WorldRun]], console: Any) -> dict[str, Any]:
         out[name] = {"worlds": [{"world_seed": r.world_seed, "brief": r.brief, "traits": r.traits,
                                  **r.score.figures()} for r in runs], "total": total.figures()}
     console.print(t)
+    for name, total in totals.items():
+        caught, n = total.recall_after_learning
+        if total.attacks:
+            console.print(f"{name}: recall on the {n} of {len(total.attacks)} attacks that did not end inside their "
+                          f"tenant's learning period (where nothing is raised above info): "
+                          f"{_pct(caught / n if n else None)} ({caught} caught)")
 
     d = Table("detector", *(f"{n} {c}" for n in totals for c in ("alerts", "true", "false")),
               title="alerts above info by detector")

@@ -197,6 +197,36 @@ def test_scoring_counts_true_false_and_precision_on_a_hand_made_example():
     assert combine([score([], LABELS, 10)]).precision is None
 
 
+def test_attacks_that_end_inside_the_learning_period_are_told_apart():
+    """The rate burst ends 10:30 on 3 Nov; acme learns until 11:00 that day: only that instance is marked, and the
+    recall after learning counts the other two. Without the engine's learning ends nothing is marked."""
+    from detectors.evaluation.worlds import event_time
+
+    until = {"acme": int(1000 * event_time("2026-11-03T11:00:00.000Z")), "globex": 0}
+    s = score([_alert(6, "data.volume_drift", "principal", "ana", "2026-11-05T11:00:00.000Z", ["d2"])], LABELS,
+              total_events=100, learning_until=until)
+    assert [r.learning for r in s.attacks] == [True, False, False]
+    assert s.recall_after_learning == (1, 2)
+    assert s.figures()["after_learning"] == {"caught": 1, "attacks": 2}
+    assert score([], LABELS, 100).recall_after_learning == (0, 3)
+
+
+def test_the_engine_tells_each_tenant_s_learning_end():
+    from detectors.engine import Engine, EngineConfig
+    from streams.simulator.run import Simulation
+
+    sim = Simulation(seed=3, world_seed=3, events=20_000, days=2, instances=1)
+    engine = Engine(EngineConfig(learning_hours=6.0))
+    first: dict[str, int] = {}
+    for chunk in sim.chunks():
+        rows = [decode(r) for r in encode_lines(chunk.rows).splitlines()]
+        for ev in rows:
+            t = int(ev.ts.timestamp() * 1000)
+            first[ev.tenant] = min(first.get(ev.tenant, t), t)
+        engine.process(rows)
+    assert engine.learning_until() == {t: ms + 6 * 3_600_000 for t, ms in first.items()}
+
+
 def test_world_seed_ranges():
     assert seeds("1..5") == [1, 2, 3, 4, 5]
     assert seeds("101..103,7") == [101, 102, 103, 7]
