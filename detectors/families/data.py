@@ -7,6 +7,7 @@ hour-of-day profiles.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import zlib
@@ -231,11 +232,15 @@ def _volume(ctx: Context, c: DataColumns) -> list[Finding]:
     # (within `volume_peak_z` of it either way) and far above the pair's mean in log units (HIGH_MODE_Z standard
     # deviations of a tight baseline, the variance floor) is the high mode however wide the pair's spread
     high_mode |= (zp >= -cfg.volume_peak_z) & (excess >= HIGH_MODE_Z * np.sqrt(PAIR_VOLUME[2]))
-    dzz = np.where(usual_peak & high_mode, np.minimum(dzz, cfg.drift_k), dzz)
+    # only a read at or below the usual peak (within DRIFT_PEAK_Z of it) is that habit: a person's daily peak is the
+    # largest of a day's ordinary reads, and a drip's later reads lie above it
+    dzz = np.where((zp < DRIFT_PEAK_Z) & high_mode, np.minimum(dzz, cfg.drift_k), dzz)
     # the tenant's learning period learns baselines and judges nothing: its reads (a service account's first nightly
     # batches, far from a baseline only just started) do not build a sum that the first judged day inherits
-    cs = cusum(pid, np.where((z >= VOLUME_SPIKE_Z) | learning, cfg.drift_k, dzz), s.pair["s"], cfg.drift_k,
-               CUSUM_GATE)
+    # a read below the pair's baseline counts as at it (DRIFT_FLOOR): the sum falls by the allowance, so the pair's
+    # ordinary reads between a drip's do not wipe out its evidence; the sum's tail is that of the floored steps
+    cs = cusum(pid, np.maximum(np.where((z >= VOLUME_SPIKE_Z) | learning, cfg.drift_k, dzz), DRIFT_FLOOR),
+               s.pair["s"], cfg.drift_k, CUSUM_GATE)
     # the pair's day totals: today's so far above each of the last three days', each above the one before (the
     # reads of the tenant's learning period count as they are); under no trend that order is 1 in 4! = 24
     rises, today, last = rising_day_totals(pid, (c.ts[g] // DAY).astype(np.float64), c.rows[g],
@@ -244,7 +249,8 @@ def _volume(ctx: Context, c: DataColumns) -> list[Finding]:
     rising = rises >= RISING_DAYS
     for j in np.flatnonzero((cs >= cfg.drift_h) | rising):
         orders = math.factorial(int(rises[j]) + 1)
-        surprise = cusum_surprise(float(cs[j]), cfg.drift_k) + (math.log10(orders) if rising[j] else 0.0)
+        surprise = (cusum_surprise(float(cs[j]), cfg.drift_k, DRIFT_FLOOR, CUSUM_GATE)
+                    + (math.log10(orders) if rising[j] else 0.0))
         if surprise < cfg.drift_surprise:
             continue
         i = g[j]
@@ -267,20 +273,59 @@ PEAK_ALPHA = 0.1  # learning rate of a principal's daily-peak baseline (about te
 VOLUME_SPIKE_Z = 6.0  # z at which a read is the spike detector's and leaves the drift sum as it is
 RISING_DAYS = 3  # rises running of a pair's day totals (four days in order, 1 in 4! = 24) whose tail adds to drift
 USUAL_Z = 1.0  # a read within this many standard deviations of its time-of-day block's baseline is usual there
+DRIFT_PEAK_Z = 1.0  # drift: a high-mode read counts as the principal's daily-peak habit up to this z above the peak
+DRIFT_FLOOR = 0.0  # drift: a read's z-score below this counts as this in the sum
 
 
-def cusum_surprise(s: float, k: float) -> float:
-    """-log10 of how often a CUSUM of standard-normal z-scores with allowance ``k`` stands at ``s`` or above while
-    the reads keep to their baseline: the sum's stationary tail is exponential, ``exp(-2 k s)`` (Siegmund), so each
-    read is one test and the surprise grows with the sum, and the false-alarm budget can rank drifts by it.
+def cusum_surprise(s: float, k: float, floor: float = -math.inf, cap: float = math.inf) -> float:
+    """-log10 of how often a CUSUM of standard-normal z-scores with allowance ``k`` (each z held to
+    ``[floor, cap]``) stands at ``s`` or above while the reads keep to their baseline: the sum's stationary tail is
+    exponential, ``exp(-theta s)``, with ``theta`` the step's adjustment coefficient (``cusum_theta``; ``2 k``
+    for unclipped steps, Siegmund), so each read is one test and the surprise grows with the sum, and the
+    false-alarm budget can rank drifts by it.
 
     Examples:
         >>> round(cusum_surprise(6.0, 0.75), 2)
         3.91
         >>> cusum_surprise(9.0, 0.75) > cusum_surprise(6.0, 0.75)
         True
+        >>> cusum_surprise(6.0, 0.75, 0.0) < cusum_surprise(6.0, 0.75)
+        True
     """
-    return max(0.0, 2.0 * k * s / np.log(10.0))
+    return max(0.0, cusum_theta(k, floor, cap) * s / math.log(10.0))
+
+
+@functools.lru_cache(maxsize=64)
+def cusum_theta(k: float, floor: float = -math.inf, cap: float = math.inf) -> float:
+    """The positive root ``theta`` of ``E[exp(theta (clip(Z, floor, cap) - k))] = 1`` for a standard normal ``Z``:
+    the rate of the exponential tail of a CUSUM with those steps (Cramer-Lundberg). Clipping the steps from below
+    (a read under its baseline counts as at it) makes large sums commoner (a smaller ``theta``) and from above
+    rarer; the root is found by bisection on the closed form of the clipped normal's moment generating function.
+
+    Examples:
+        >>> round(cusum_theta(0.75), 6)
+        1.5
+        >>> round(cusum_theta(0.75, 0.0), 3)
+        1.339
+    """
+    def mgf_minus_one(t: float) -> float:
+        lo = _phi(floor) * math.exp(t * floor) if floor > -math.inf else 0.0
+        hi = (1.0 - _phi(cap)) * math.exp(t * cap) if cap < math.inf else 0.0
+        mid = math.exp(t * t / 2.0) * (_phi(cap - t) - _phi(floor - t))
+        return math.exp(-k * t) * (lo + mid + hi) - 1.0
+
+    a, b = 1e-9, 2.0 * k + 1.0  # negative just above 0 (the step's mean is below 0), positive at the far end
+    while mgf_minus_one(b) < 0.0:
+        b *= 2.0
+    for _ in range(100):
+        m = 0.5 * (a + b)
+        a, b = (m, b) if mgf_minus_one(m) < 0.0 else (a, m)
+    return 0.5 * (a + b)
+
+
+def _phi(x: float) -> float:
+    """The standard normal distribution function."""
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
 
 
 def _block_zscore(p: Arrays, prin: np.ndarray, block: np.ndarray, rows: np.ndarray, warm: int) -> np.ndarray:
@@ -647,12 +692,16 @@ FAMILY = Family(
             "Per (principal, dataset), sums how far each read's log-volume lies above its baseline (a CUSUM "
             "with allowance `drift_k`); the baseline stops learning above 2 standard deviations, so a slow "
             "drip is not learned as the new normal, and a read that is usual for the principal at this time of "
-            "day adds nothing, nor does a read of the principal's high mode (far above its ordinary reads yet within "
-            "its usual daily peaks: a nightly batch; also when the pair's baseline learned a first night's batch "
-            "reads and so spans both modes: a read at the level of the usual daily peak and 2 log units, 4 standard "
-            "deviations of a tight baseline, above the pair's mean is the high mode however wide the pair's spread). "
-            "How unusual a sum is is its own tail "
-            "while the reads keep to their baseline (exp(-2 x `drift_k` x sum), per read); a sum reaching `drift_h` "
+            "day adds nothing, nor does a read of the principal's high mode (far above its ordinary reads yet at or "
+            "below its usual daily peak, at most one standard deviation above it: a nightly batch; also when the "
+            "pair's baseline learned a first night's batch reads and so spans both modes: a read at the level of the "
+            "usual daily peak and 2 log units, 4 standard deviations of a tight baseline, above the pair's mean is "
+            "the high mode however wide the pair's spread); a person's daily peak is only the largest of a day's "
+            "ordinary reads, so a drip's reads above it count. A read below the pair's baseline counts as at it "
+            "(the sum falls by the allowance), so the pair's ordinary reads between a drip's do not wipe out its "
+            "evidence. How unusual a sum is is its own tail while the reads keep to their baseline (exp(-theta x "
+            "sum), per read, theta the rate of a CUSUM of such held steps: 1.34 for `drift_k` 0.75, where unheld "
+            "steps would give 2 x `drift_k`); a sum reaching `drift_h` "
             "whose tail is at least `drift_surprise` (1 in 100,000 reads, the rate per event of a budget of 1 per "
             "100k) is raised, and as it keeps growing it grows more unusual, so the false-alarm budget ranks "
             "drifts by it. It also keeps the pair's rows per UTC day (its last four days with reads): when today's "

@@ -229,7 +229,7 @@ def test_a_young_principals_bulk_export_is_judged_against_its_own_few_reads(rows
 
 
 def _growing(grow: bool) -> tuple[list, set[str], datetime]:
-    """Five days of a principal's ordinary reads (about 100 rows), then three reads a day that grow 1.8x every
+    """Five days of a principal's ordinary reads (about 100 rows), then three reads a day that grow 1.9x every
     day (or, the benign twin, stay as varied as ever); returns when the drip first reaches 3x."""
     rng = np.random.default_rng(31)
     s = Stream()
@@ -241,7 +241,7 @@ def _growing(grow: bool) -> tuple[list, set[str], datetime]:
     for d in range(4):
         for _ in range(3):
             t = _work(rng, 5 + d)
-            level = 1.8 ** d if grow else rng.lognormal(0.0, 0.5)
+            level = 1.9 ** d if grow else rng.lognormal(0.0, 0.5)
             extra.add(s.data(t, "ana", "finance/ledger", int(100 * level * rng.uniform(0.8, 1.2)) + 1))
             if grow and level >= 3 and (unusual is None or t < unusual):
                 unusual = t
@@ -249,7 +249,7 @@ def _growing(grow: bool) -> tuple[list, set[str], datetime]:
 
 
 def test_a_drip_growing_daily_is_caught_within_a_day_of_becoming_unusual():
-    """The drift sum's threshold (`drift_h`) lets a drip growing 1.8x a day alert within one day of reaching three
+    """The drift sum's threshold (`drift_h`) lets a drip growing 1.9x a day alert within one day of reaching three
     times the principal's usual volume (the deadline for slow attacks); at the old threshold of 10 it came a day
     later."""
     alerts, extra, unusual = _growing(True)
