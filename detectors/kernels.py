@@ -1223,3 +1223,49 @@ def rising_day_totals(ent, day, x, cur_day, cur_tot, prev1, prev2, prev3, prev4)
         today[i] = cur_tot[e]
         last[i] = math.expm1(prev1[e]) if prev1[e] >= 0 else -1.0
     return rises, today, last
+
+
+@njit(cache=True)
+def scope_run(key, scope, new, start, s0, n_before, run_scope, run_len, run_n0, run_s0,
+              last_new):  # pragma: no cover - compiled
+    """The run of requests a key makes on a scope it just took up, and how unusual that run is.
+
+    ``new``: the event is a key's first use of a scope (after ``n_before`` requests of the key); ``start``: one that
+    is judged (its surprise ``s0``). ``n0``, the requests the key made on the same set of scopes before it, counts
+    from the key's previous new scope (``last_new``: its request count then; 0, its first request). Each later
+    request of the key on that scope lengthens the run; a request on any other scope ends it. Under the key's
+    own habits a scope it never used in ``n0`` requests has a share of its traffic of about one in ``n0 + 1`` (a
+    Chinese-restaurant process: after ``i`` uses in ``n0 + i`` requests the next request is on it with
+    probability ``i / (n0 + 1 + i)``), so ``j`` requests in a row on it from its first use are about 1 in
+    ``(n0 + j)! / ((j - 1)! (n0 + 1)!)``; that run's surprise adds to the first use's. A key still taking up
+    scopes (a young one finding its way) has a small ``n0``, and its runs are no news.
+
+    Per key state (``run_*``): the scope of the current run (-1: none), its length, ``n0`` and ``s0``.
+    Returns ``(length, surprise)`` per event: the run as of the event (0 where the event is in none) and the first
+    use's surprise plus the run's.
+    """
+    n = key.shape[0]
+    length = np.zeros(n, dtype=np.int64)
+    total = np.zeros(n, dtype=np.float64)
+    ln10 = math.log(10.0)
+    for i in range(n):
+        k = key[i]
+        since = n_before[i] - last_new[k]
+        if new[i]:
+            last_new[k] = n_before[i]
+        if start[i]:
+            run_scope[k] = scope[i]
+            run_len[k] = 1.0
+            run_n0[k] = max(since, 0.0)
+            run_s0[k] = s0[i]
+        elif run_len[k] > 0.0 and scope[i] == run_scope[k]:
+            run_len[k] += 1.0
+        else:
+            run_len[k] = 0.0
+            run_scope[k] = -1.0
+            continue
+        j = run_len[k]
+        m = run_n0[k]
+        length[i] = int(j)
+        total[i] = run_s0[k] + (math.lgamma(m + j + 1.0) - math.lgamma(m + 2.0) - math.lgamma(j)) / ln10
+    return length, total
