@@ -1226,7 +1226,7 @@ def rising_day_totals(ent, day, x, cur_day, cur_tot, prev1, prev2, prev3, prev4)
 
 
 @njit(cache=True)
-def scope_run(key, scope, new, start, s0, n_before, run_scope, run_len, run_n0, run_s0,
+def scope_run(key, scope, new, start, s0, n_before, min_n0, run_scope, run_len, run_n0, run_s0,
               last_new):  # pragma: no cover - compiled
     """The run of requests a key makes on a scope it just took up, and how unusual that run is.
 
@@ -1238,22 +1238,24 @@ def scope_run(key, scope, new, start, s0, n_before, run_scope, run_len, run_n0, 
     Chinese-restaurant process: after ``i`` uses in ``n0 + i`` requests the next request is on it with
     probability ``i / (n0 + 1 + i)``), so ``j`` requests in a row on it from its first use are about 1 in
     ``(n0 + j)! / ((j - 1)! (n0 + 1)!)``; that run's surprise adds to the first use's. A key still taking up
-    scopes (a young one finding its way) has a small ``n0``, and its runs are no news.
+    scopes (a young one finding its way) has a small ``n0``, and its runs are no news: a first use with ``n0`` not
+    above ``min_n0`` starts no run.
 
     Per key state (``run_*``): the scope of the current run (-1: none), its length, ``n0`` and ``s0``.
-    Returns ``(length, surprise)`` per event: the run as of the event (0 where the event is in none) and the first
-    use's surprise plus the run's.
+    Returns ``(length, surprise, n0)`` per event: the run as of the event (0 where the event is in none), the first
+    use's surprise plus the run's, and the run's ``n0``.
     """
     n = key.shape[0]
     length = np.zeros(n, dtype=np.int64)
     total = np.zeros(n, dtype=np.float64)
+    base = np.zeros(n, dtype=np.float64)
     ln10 = math.log(10.0)
     for i in range(n):
         k = key[i]
         since = n_before[i] - last_new[k]
         if new[i]:
             last_new[k] = n_before[i]
-        if start[i]:
+        if start[i] and since > min_n0:
             run_scope[k] = scope[i]
             run_len[k] = 1.0
             run_n0[k] = max(since, 0.0)
@@ -1267,5 +1269,6 @@ def scope_run(key, scope, new, start, s0, n_before, run_scope, run_len, run_n0, 
         j = run_len[k]
         m = run_n0[k]
         length[i] = int(j)
+        base[i] = m
         total[i] = run_s0[k] + (math.lgamma(m + j + 1.0) - math.lgamma(m + 2.0) - math.lgamma(j)) / ln10
-    return length, total
+    return length, total, base

@@ -308,16 +308,19 @@ def _scope_runs(ctx: Context, c: ApiColumns, new: np.ndarray, start: np.ndarray,
     a key that, after hundreds of requests on the same scopes, turns to a new one and stays on it is a different
     thing: under the key's own habits a scope it never used is a small share of its traffic, so a run of
     requests on it from its first use is unlikely (``kernels.scope_run``). The run's surprise adds to the first
-    use's; it is raised when the sum reaches ``scope_surprise``, each request of the run judged as of itself.
+    use's; it is raised when the sum reaches ``scope_surprise``, each request of the run judged as of itself. A run
+    counts only after more than ``scope_cold_events`` requests on the same scopes: a key whose scopes have only
+    just come to be judged is still finding its way.
     """
     cfg, k = ctx.config, ctx.tables.key
     scope = np.where(c.auth_fail, -2, c.scope).astype(np.float64)  # a failed request ends a run
-    length, total = scope_run(c.key, scope, new, start, surprise, n_before.astype(np.float64), k["srun_scope"],
-                              k["srun_len"], k["srun_n0"], k["srun_s0"], k["srun_last"])
+    length, total, base = scope_run(c.key, scope, new, start, surprise, n_before.astype(np.float64),
+                                    float(cfg.scope_cold_events), k["srun_scope"], k["srun_len"], k["srun_n0"],
+                                    k["srun_s0"], k["srun_last"])
     out: list[Finding] = []
     for i in np.flatnonzero((length >= 2) & (total >= cfg.scope_surprise)):
         e = c.events[i]
-        j, n0 = int(length[i]), int(k["srun_n0"][c.key[i]])
+        j, n0 = int(length[i]), int(base[i])
         f = ctx.finding("api.new_scope", c, i, e.api_key_id, e.principal, score_of(float(total[i]), 0),
                         [Feature(name="scope_run", value=float(j), baseline=1.0),
                          Feature(name="key_events_before_scope", value=float(n0)),
@@ -774,7 +777,8 @@ FAMILY = Family(
             "turning to one no other key uses is. A key that then stays on the new scope adds that run's "
             "unlikeliness: a scope it never used in its last n requests on the same scopes is about one in n + 1 "
             "of its traffic, so request after request on it alone is news even where the first use was not (a "
-            "key still taking up scopes has a small n, and its runs are not). It alerts at `scope_surprise`, as "
+            "key still taking up scopes has a small n, and its runs are not: a run counts once n is above "
+            "`scope_cold_events`). It alerts at `scope_surprise`, as "
             "the false-alarm budget allows. A privileged scope (admin, write) used for the first time is raised "
             "whatever the odds: admin scopes score highest, write scopes next."),
         Detector(
@@ -877,7 +881,7 @@ FAMILY = Family(
         Column("key", "scopes", 0, "scopes the key took up after its first request"),
         Column("key", "srun_scope", -1, "scope of the key's current run on a scope it just took up (-1: none)"),
         Column("key", "srun_len", 0, "requests in that run"),
-        Column("key", "srun_n0", 0, "the key's requests before that scope's first use"),
+        Column("key", "srun_n0", 0, "the key's requests on the same scopes before that scope's first use"),
         Column("key", "srun_s0", 0, "surprise of that scope's first use"),
         Column("key", "srun_last", 0, "the key's request count at its latest first use of a scope"),
         Column("key", "mnew", 0, "decayed count of models new to the key, 10 minutes"),

@@ -14,7 +14,7 @@ from detectors.kernels import scope_run
 from tests.unit.test_detectors import T0, Stream, _hits, _work
 
 
-def _reference(key, scope, new, start, s0, n_before):
+def _reference(key, scope, new, start, s0, n_before, min_n0=0.0):
     """scope_run in plain Python: the run from a judged first use, ended by a request on another scope; its
     ``n0`` counts from the key's previous first use of a scope."""
     state: dict[int, tuple[float, int, float, float]] = {}
@@ -25,19 +25,19 @@ def _reference(key, scope, new, start, s0, n_before):
         since = n - last.get(k, 0.0)
         if nw:
             last[k] = n
-        if st:
-            cur = (sc, 1, max(since, 0.0), s)
+        if st and since > min_n0:
+            cur = (sc, 1, since, s)
         elif cur is not None and cur[1] > 0 and sc == cur[0]:
             cur = (cur[0], cur[1] + 1, cur[2], cur[3])
         else:
             state[k] = (-1.0, 0, 0.0, 0.0) if cur is None else (-1.0, 0, cur[2], cur[3])
-            out.append((0, 0.0))
+            out.append((0, 0.0, 0.0))
             continue
         state[k] = cur
         j, m = cur[1], cur[2]
         # j requests in a row on a scope first used after m requests: prod_{i=1..j-1} i / (m + 1 + i)
         p = math.prod(i / (m + 1 + i) for i in range(1, j))
-        out.append((j, cur[3] - math.log10(p)))
+        out.append((j, cur[3] - math.log10(p), m))
     return out
 
 
@@ -53,10 +53,12 @@ def test_scope_run_kernel_matches_its_reference():
     for k in range(5):  # each key's request count as of each of its events
         n_before[key == k] = np.arange(int((key == k).sum()))
     cols = [np.full(5, -1.0), np.zeros(5), np.zeros(5), np.zeros(5), np.zeros(5)]
-    length, total = scope_run(key, scope, new, start, s0, n_before, *cols)
-    ref = _reference(key.tolist(), scope.tolist(), new.tolist(), start.tolist(), s0.tolist(), n_before.tolist())
-    assert length.tolist() == [j for j, _ in ref]
-    assert total == pytest.approx([t for _, t in ref], abs=1e-9)
+    length, total, base = scope_run(key, scope, new, start, s0, n_before, 3.0, *cols)
+    ref = _reference(key.tolist(), scope.tolist(), new.tolist(), start.tolist(), s0.tolist(), n_before.tolist(),
+                     3.0)
+    assert length.tolist() == [r[0] for r in ref]
+    assert total == pytest.approx([r[1] for r in ref], abs=1e-9)
+    assert base.tolist() == [r[2] for r in ref]
     assert length.max() >= 3  # the draw has runs to compare
 
 
@@ -65,9 +67,10 @@ def test_scope_run_state_carries_over_batches():
     scope = np.array([1.0, 2.0, 2.0, 2.0, 2.0, 1.0])
     start = np.array([False, True, False, False, False, False])
     s0, n_before = np.full(6, 1.5), 99.0 + np.arange(6.0)
-    whole = scope_run(key, scope, start, start, s0, n_before, np.full(1, -1.0), *(np.zeros(1) for _ in range(4)))
+    whole = scope_run(key, scope, start, start, s0, n_before, 10.0, np.full(1, -1.0),
+                      *(np.zeros(1) for _ in range(4)))
     cols = [np.full(1, -1.0), *(np.zeros(1) for _ in range(4))]
-    parts = [scope_run(key[a:b], scope[a:b], start[a:b], start[a:b], s0[a:b], n_before[a:b], *cols)
+    parts = [scope_run(key[a:b], scope[a:b], start[a:b], start[a:b], s0[a:b], n_before[a:b], 10.0, *cols)
              for a, b in ((0, 3), (3, 6))]
     assert np.concatenate([p[0] for p in parts]).tolist() == whole[0].tolist() == [0, 1, 2, 3, 4, 0]
     assert np.concatenate([p[1] for p in parts]) == pytest.approx(whole[1])
@@ -82,11 +85,15 @@ def test_a_key_still_taking_up_scopes_makes_weak_runs():
     new = np.array([True, True, False, False, False])
     start = np.array([False, True, False, False, False])
     s0 = np.full(5, 1.5)
-    settled = scope_run(key, scope, new, start, s0, np.array([0.0, 100, 101, 102, 103]), np.full(1, -1.0),
+    settled = scope_run(key, scope, new, start, s0, np.array([0.0, 100, 101, 102, 103]), 0.0, np.full(1, -1.0),
                         *(np.zeros(1) for _ in range(4)))
-    young = scope_run(key, scope, new, start, s0, np.array([95.0, 100, 101, 102, 103]), np.full(1, -1.0),
+    young = scope_run(key, scope, new, start, s0, np.array([95.0, 100, 101, 102, 103]), 0.0, np.full(1, -1.0),
                       *(np.zeros(1) for _ in range(4)))
     assert settled[1][4] - young[1][4] > 3.0
+    # ... and below the floor of requests on the same scopes, no run at all
+    floor = scope_run(key, scope, new, start, s0, np.array([95.0, 100, 101, 102, 103]), 10.0, np.full(1, -1.0),
+                      *(np.zeros(1) for _ in range(4)))
+    assert floor[0].tolist() == [0, 0, 0, 0, 0]
 
 
 def _turn(run: int, batch: int = 997) -> tuple[list, set[str]]:
