@@ -14,31 +14,35 @@ from detectors.kernels import scope_run
 from tests.unit.test_detectors import T0, Stream, _hits, _work
 
 
-def _reference(key, scope, new, start, s0, n_before, min_n0=0.0):
+def _reference(key, scope, new, start, s0, n_before, share, weight, min_n0):
     """scope_run in plain Python: the run from a judged first use, ended by a request on another scope; its
-    ``n0`` counts from the key's previous first use of a scope."""
-    state: dict[int, tuple[float, int, float, float]] = {}
+    ``n0`` counts from the key's previous first use of a scope; after ``i`` uses the next request is on the scope
+    with probability ``(i + weight * share) / (n0 + 1 + i + weight)``."""
+    state: dict[int, tuple] = {}
     last: dict[int, float] = {}
     out = []
-    for k, sc, nw, st, s, n in zip(key, scope, new, start, s0, n_before, strict=True):
+    for k, sc, nw, st, s, n, q in zip(key, scope, new, start, s0, n_before, share, strict=True):
         cur = state.get(k)
         since = n - last.get(k, 0.0)
         if nw:
             last[k] = n
         if st and since > min_n0:
-            cur = (sc, 1, since, s)
+            cur = (sc, 1, since, s, q)
         elif cur is not None and cur[1] > 0 and sc == cur[0]:
-            cur = (cur[0], cur[1] + 1, cur[2], cur[3])
+            i, m = cur[1], cur[2]
+            cur = (cur[0], i + 1, m, cur[3] - math.log10((i + weight * cur[4]) / (m + 1 + i + weight)), cur[4])
         else:
-            state[k] = (-1.0, 0, 0.0, 0.0) if cur is None else (-1.0, 0, cur[2], cur[3])
+            if cur is not None:
+                state[k] = (-1.0, 0, *cur[2:])
             out.append((0, 0.0, 0.0))
             continue
         state[k] = cur
-        j, m = cur[1], cur[2]
-        # j requests in a row on a scope first used after m requests: prod_{i=1..j-1} i / (m + 1 + i)
-        p = math.prod(i / (m + 1 + i) for i in range(1, j))
-        out.append((j, cur[3] - math.log10(p), m))
+        out.append((cur[1], cur[3], cur[2]))
     return out
+
+
+def _cols(n: int) -> list[np.ndarray]:
+    return [np.full(n, -1.0), *(np.zeros(n) for _ in range(5))]
 
 
 def test_scope_run_kernel_matches_its_reference():
@@ -49,13 +53,13 @@ def test_scope_run_kernel_matches_its_reference():
     new = rng.random(n) < 0.08
     start = new & (rng.random(n) < 0.7)
     s0 = rng.uniform(0.5, 3.0, n)
+    share = rng.uniform(0.0, 1.0, n)
     n_before = np.zeros(n)
     for k in range(5):  # each key's request count as of each of its events
         n_before[key == k] = np.arange(int((key == k).sum()))
-    cols = [np.full(5, -1.0), np.zeros(5), np.zeros(5), np.zeros(5), np.zeros(5)]
-    length, total, base = scope_run(key, scope, new, start, s0, n_before, 3.0, *cols)
+    length, total, base = scope_run(key, scope, new, start, s0, n_before, share, 5.0, 3.0, *_cols(5))
     ref = _reference(key.tolist(), scope.tolist(), new.tolist(), start.tolist(), s0.tolist(), n_before.tolist(),
-                     3.0)
+                     share.tolist(), 5.0, 3.0)
     assert length.tolist() == [r[0] for r in ref]
     assert total == pytest.approx([r[1] for r in ref], abs=1e-9)
     assert base.tolist() == [r[2] for r in ref]
@@ -66,34 +70,44 @@ def test_scope_run_state_carries_over_batches():
     key = np.zeros(6, dtype=np.int64)
     scope = np.array([1.0, 2.0, 2.0, 2.0, 2.0, 1.0])
     start = np.array([False, True, False, False, False, False])
-    s0, n_before = np.full(6, 1.5), 99.0 + np.arange(6.0)
-    whole = scope_run(key, scope, start, start, s0, n_before, 10.0, np.full(1, -1.0),
-                      *(np.zeros(1) for _ in range(4)))
-    cols = [np.full(1, -1.0), *(np.zeros(1) for _ in range(4))]
-    parts = [scope_run(key[a:b], scope[a:b], start[a:b], start[a:b], s0[a:b], n_before[a:b], 10.0, *cols)
-             for a, b in ((0, 3), (3, 6))]
+    s0, n_before, share = np.full(6, 1.5), 99.0 + np.arange(6.0), np.zeros(6)
+    whole = scope_run(key, scope, start, start, s0, n_before, share, 5.0, 10.0, *_cols(1))
+    cols = _cols(1)
+    parts = [scope_run(key[a:b], scope[a:b], start[a:b], start[a:b], s0[a:b], n_before[a:b], share[a:b], 5.0,
+                       10.0, *cols) for a, b in ((0, 3), (3, 6))]
     assert np.concatenate([p[0] for p in parts]).tolist() == whole[0].tolist() == [0, 1, 2, 3, 4, 0]
     assert np.concatenate([p[1] for p in parts]) == pytest.approx(whole[1])
-    # four requests in a row on a scope first used after 100 on the same scopes: 1.5 + log10(104! / (3! 101!))
-    assert whole[1][4] == pytest.approx(1.5 + math.log10(102 * 103 * 104 / 6))
+    # four requests in a row on a scope no peer uses, first used after 100 on the same scopes:
+    # 1.5 + log10((102 + 5) (103 + 5) (104 + 5) / 3!)
+    assert whole[1][4] == pytest.approx(1.5 + math.log10(107 * 108 * 109 / 6))
 
 
 def test_a_key_still_taking_up_scopes_makes_weak_runs():
-    """The same run after the key's previous new scope 5 requests earlier, not 100: far less surprising."""
+    """The same run after the key's previous new scope 5 requests earlier, not 100: far less surprising; and
+    below the floor of requests on the same scopes, no run at all."""
     key = np.zeros(5, dtype=np.int64)
     scope = np.array([1.0, 2.0, 2.0, 2.0, 2.0])
     new = np.array([True, True, False, False, False])
     start = np.array([False, True, False, False, False])
-    s0 = np.full(5, 1.5)
-    settled = scope_run(key, scope, new, start, s0, np.array([0.0, 100, 101, 102, 103]), 0.0, np.full(1, -1.0),
-                        *(np.zeros(1) for _ in range(4)))
-    young = scope_run(key, scope, new, start, s0, np.array([95.0, 100, 101, 102, 103]), 0.0, np.full(1, -1.0),
-                      *(np.zeros(1) for _ in range(4)))
-    assert settled[1][4] - young[1][4] > 3.0
-    # ... and below the floor of requests on the same scopes, no run at all
-    floor = scope_run(key, scope, new, start, s0, np.array([95.0, 100, 101, 102, 103]), 10.0, np.full(1, -1.0),
-                      *(np.zeros(1) for _ in range(4)))
+    s0, share = np.full(5, 1.5), np.zeros(5)
+    settled = scope_run(key, scope, new, start, s0, np.array([0.0, 100, 101, 102, 103]), share, 5.0, 0.0,
+                        *_cols(1))
+    young = scope_run(key, scope, new, start, s0, np.array([95.0, 100, 101, 102, 103]), share, 5.0, 0.0,
+                      *_cols(1))
+    assert settled[1][4] - young[1][4] > 2.0
+    floor = scope_run(key, scope, new, start, s0, np.array([95.0, 100, 101, 102, 103]), share, 5.0, 10.0,
+                      *_cols(1))
     assert floor[0].tolist() == [0, 0, 0, 0, 0]
+
+
+def test_a_run_on_a_scope_most_peers_use_is_weaker():
+    key = np.zeros(4, dtype=np.int64)
+    scope = np.array([2.0, 2.0, 2.0, 2.0])
+    start = np.array([True, False, False, False])
+    args = (np.full(4, 1.5), np.array([30.0, 31, 32, 33]))
+    rare = scope_run(key, scope, start, start, *args, np.full(4, 0.05), 5.0, 10.0, *_cols(1))
+    common = scope_run(key, scope, start, start, *args, np.full(4, 0.9), 5.0, 10.0, *_cols(1))
+    assert rare[1][3] - common[1][3] > 0.5
 
 
 def _turn(run: int, batch: int = 997) -> tuple[list, set[str]]:
