@@ -75,6 +75,11 @@ COLD_EPISODES = 3.0
 # rarer than the budget's own rate per event, and never below CEILING_MIN decades (1 in 10^6)
 CEILING_MARGIN = 1.0
 CEILING_MIN = 6.0
+# detectors whose every finding is on a sensitive asset (another department's restricted or confidential data):
+# their calibrated findings alert from SENSITIVE_MARGIN decades past the cold floor (1 in 10,000 for the entity)
+# whatever the budget learned; see ``sensitive_ceiling``
+SENSITIVE = frozenset({"data.segmentation"})
+SENSITIVE_MARGIN = 1.0
 
 
 def ceiling(per_100k: float) -> float:
@@ -89,6 +94,20 @@ def ceiling(per_100k: float) -> float:
     threshold cannot be trusted above it: in a small tenant it is extrapolated from a handful of episodes, which
     one extreme episode (an attack on the tenant's first day) can move by decades."""
     return max(CEILING_MIN, math.log10(100_000.0 / per_100k) + CEILING_MARGIN)
+
+
+def sensitive_ceiling(detector: str, per_100k: float) -> float:
+    """The ``ceiling`` of ``detector``'s budget, lowered to ``COLD_FLOOR + SENSITIVE_MARGIN`` (1 in 10,000 for the
+    entity) for a detector in ``SENSITIVE``.
+
+    Such a detector judges only steps onto a sensitive asset (a principal's first access to another department's
+    restricted data), a small share of its tenant's events, and its benign findings are mostly a day-one picture
+    (a backup account's first reads of every department's data, in the learning period) that the budget
+    extrapolates, in a quiet tenant, to a threshold no real crossing reaches. A finding a decade past the cold
+    floor on such an asset is one a budget would never spend on benign traffic: it alerts even where the budget
+    is spent. The budget still learns against its own threshold, and still holds the weaker findings."""
+    top = ceiling(per_100k)
+    return min(top, COLD_FLOOR + SENSITIVE_MARGIN) if detector in SENSITIVE else top
 
 
 class AlertBudget:
@@ -149,7 +168,7 @@ class AlertBudget:
         h = self.hist.get((tenant, detector))
         if h is None or float(h.sum()) < COLD_EPISODES:
             threshold = max(threshold, COLD_FLOOR)
-        return min(threshold, ceiling(per_100k)) if per_100k > 0 else threshold
+        return min(threshold, sensitive_ceiling(detector, per_100k)) if per_100k > 0 else threshold
 
     def learn(self, tenant: int, detector: str, value: float, threshold: float, rise: float, ts: int = 0,
               learning: bool = False, top: float = math.inf) -> None:

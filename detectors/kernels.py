@@ -1369,3 +1369,54 @@ def hour_rhythm_sensitive(ent, group, hour, ts, first, ent_hist, group_hist, rec
             ep_n[r] += 1.0
         group_hist[g, h] += new_hour[i]
     return s_out, x_out, share_out, k_out, mu_out, tau_out, g_out
+
+
+@njit(cache=True)
+def scope_run(key, scope, new, start, s0, n_before, share, weight, min_n0, run_scope, run_len, run_n0, run_s,
+              run_q, last_new):  # pragma: no cover - compiled
+    """The run of requests a key makes on a scope it just took up, and how unusual that run is.
+
+    ``new``: the event is a key's first use of a scope (after ``n_before`` requests of the key); ``start``: one that
+    is judged (its surprise ``s0``; ``share``: the share of its tenant's keys that use the scope). ``n0``, the
+    requests the key made on the same set of scopes before it, counts from the key's previous new scope
+    (``last_new``: its request count then; 0, its first request). Each later request of the key on that scope
+    lengthens the run; a request on any other scope ends it. Under the key's own habits a scope it never used in
+    ``n0`` requests is a small share of its traffic: after ``i`` uses the next request is on it with probability
+    ``(i + weight * share) / (n0 + 1 + i + weight)`` (a Chinese-restaurant process whose new scope starts from its
+    peers' share, worth ``weight`` requests, so a young key taking up a scope most keys use is not judged by its
+    few requests alone); each request of the run adds its ``-log10`` to the first use's surprise. A key still
+    taking up scopes has a small ``n0``, and its runs are no news: a first use with ``n0`` not above ``min_n0``
+    starts no run.
+
+    Per key state (``run_*``): the scope of the current run (-1: none), its length, ``n0``, its surprise so far and
+    the peers' share. Returns ``(length, surprise, n0)`` per event: the run as of the event (0 where the event is
+    in none), the first use's surprise plus the run's, and the run's ``n0``.
+    """
+    n = key.shape[0]
+    length = np.zeros(n, dtype=np.int64)
+    total = np.zeros(n, dtype=np.float64)
+    base = np.zeros(n, dtype=np.float64)
+    for i in range(n):
+        k = key[i]
+        since = n_before[i] - last_new[k]
+        if new[i]:
+            last_new[k] = n_before[i]
+        if start[i] and since > min_n0:
+            run_scope[k] = scope[i]
+            run_len[k] = 1.0
+            run_n0[k] = since
+            run_s[k] = s0[i]
+            run_q[k] = share[i]
+        elif run_len[k] > 0.0 and scope[i] == run_scope[k]:
+            used = run_len[k]
+            m = run_n0[k]
+            run_s[k] -= math.log10((used + weight * run_q[k]) / (m + 1.0 + used + weight))
+            run_len[k] = used + 1.0
+        else:
+            run_len[k] = 0.0
+            run_scope[k] = -1.0
+            continue
+        length[i] = int(run_len[k])
+        base[i] = run_n0[k]
+        total[i] = run_s[k]
+    return length, total, base

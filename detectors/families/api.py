@@ -42,6 +42,7 @@ from detectors.kernels import (
     group_log_residual,
     key_rate_model,
     pair,
+    scope_run,
     token_run_model,
     token_scope_model,
 )
@@ -69,6 +70,9 @@ class ApiConfig:
     auth_fail_min: float = option(20.0, "failed authentications (decayed count) from one IP that make a burst")
     key_warm_hours: float = option(6.0, "hours since a key was first seen before it is judged against itself")
     scope_cold_events: int = option(10, "floor: requests of a key before its first use of a scope is judged")
+    scope_run_after: int = option(20, "floor: requests a key made on the same scopes before taking up a new one for "
+                                      "its run of requests on it to count (young keys take up their own scopes "
+                                      "around their tenth request and then use them)")
     scope_surprise: float = option(3.0, "surprise of a key's first use of an unprivileged scope (its own rate of "
                                         "taking up scopes, times the share of its tenant's keys using the scope) "
                                         "that raises api.new_scope (a floor: the false-alarm budget decides)")
@@ -295,6 +299,44 @@ def _new_scope(ctx: Context, c: ApiColumns, n_before: np.ndarray, asset: np.ndar
                         + (" (a privileged scope: raised whatever the odds)." if privileged[i] else "."))
         if not privileged[i]:
             f.surprise = float(surprise[i])
+        out.append(f)
+    out += _scope_runs(ctx, c, later, later & ~c.auth_fail & young & ~privileged, surprise, n_before, p_this)
+    return out
+
+
+def _scope_runs(ctx: Context, c: ApiColumns, new: np.ndarray, start: np.ndarray, surprise: np.ndarray,
+                n_before: np.ndarray, share: np.ndarray) -> list[Finding]:
+    """api.new_scope, second way: a key's first use of an unprivileged scope followed by requests on it alone.
+
+    A key that takes up a scope in passing (one request among its usual ones) is what a first use alone judges;
+    a key that, after hundreds of requests on the same scopes, turns to a new one and stays on it is a different
+    thing: under the key's own habits a scope it never used is a small share of its traffic, so a run of
+    requests on it from its first use is unlikely (``kernels.scope_run``). The run's surprise adds to the first
+    use's; it is raised when the sum reaches ``scope_surprise``, each request of the run judged as of itself. A run
+    counts only after more than ``scope_run_after`` requests on the same scopes: a key whose scopes have only
+    just come to be judged is still finding its way.
+    """
+    cfg, k = ctx.config, ctx.tables.key
+    scope = np.where(c.auth_fail, -2, c.scope).astype(np.float64)  # a failed request ends a run
+    length, total, base = scope_run(c.key, scope, new, start, surprise, n_before.astype(np.float64),
+                                    np.minimum(share, 1.0), float(cfg.client_prior_weight),
+                                    float(cfg.scope_run_after), k["srun_scope"], k["srun_len"], k["srun_n0"],
+                                    k["srun_s"], k["srun_q"], k["srun_last"])
+    out: list[Finding] = []
+    for i in np.flatnonzero((length >= 2) & (total >= cfg.scope_surprise)):
+        e = c.events[i]
+        j, n0 = int(length[i]), int(base[i])
+        f = ctx.finding("api.new_scope", c, i, e.api_key_id, e.principal, score_of(float(total[i]), 0),
+                        [Feature(name="scope_run", value=float(j), baseline=1.0),
+                         Feature(name="key_events_before_scope", value=float(n0)),
+                         Feature(name="surprise", value=round(float(total[i]), 2))],
+                        f"API key {e.api_key_id} used scope '{e.scope_used or ''}' for the first time after {n0} "
+                        f"requests on the same scopes and has made its last {j} requests on it alone "
+                        f"({e.method} {e.endpoint}); a scope a key never used in {n0} requests is a small share of its "
+                        f"traffic (about one in {n0 + 1}, shrunk toward its share of the tenant's keys), so the "
+                        f"first use and the run together are about "
+                        f"{one_in(float(total[i]))} for this key.")
+        f.surprise = float(total[i])
         out.append(f)
     return out
 
@@ -743,9 +785,14 @@ FAMILY = Family(
             "requests) is as unusual as the key's own rate of taking up new scopes (shrunk toward its tenant's "
             "keys' while it is young) times the share of the tenant's keys that use that scope: a young key "
             "trying the scopes most keys use is not news, a key that used one scope for a thousand requests "
-            "turning to one no other key uses is. It alerts at `scope_surprise`, as the false-alarm budget "
-            "allows. A privileged scope (admin, write) used for the first time is raised whatever the odds: "
-            "admin scopes score highest, write scopes next."),
+            "turning to one no other key uses is. A key that then stays on the new scope adds that run's "
+            "unlikeliness: a scope it never used in its last n requests on the same scopes is about one in n + 1 "
+            "of its traffic (shrunk toward the share of the tenant's keys using it, worth `client_prior_weight` "
+            "requests), so request after request on it alone is news even where the first use was not (a "
+            "key still taking up scopes has a small n, and its runs are not: a run counts once n is above "
+            "`scope_run_after`). It alerts at `scope_surprise`, as "
+            "the false-alarm budget allows. A privileged scope (admin, write) used for the first time is raised "
+            "whatever the odds: admin scopes score highest, write scopes next."),
         Detector(
             "api.rate_burst", "Request rate far above the key's own expected rate", "api_key",
             ("atlas:AML.T0034", "owasp-llm:LLM10"),
@@ -848,6 +895,12 @@ FAMILY = Family(
         Column("key", "out_run", 0, "summed surprise of the current run of outputs far longer than usual"),
         Column("key", "models", 0, "distinct models the key queried"),
         Column("key", "scopes", 0, "scopes the key took up after its first request"),
+        Column("key", "srun_scope", -1, "scope of the key's current run on a scope it just took up (-1: none)"),
+        Column("key", "srun_len", 0, "requests in that run"),
+        Column("key", "srun_n0", 0, "the key's requests on the same scopes before that scope's first use"),
+        Column("key", "srun_s", 0, "surprise of that scope's first use and its run so far"),
+        Column("key", "srun_q", 0, "share of the key's tenant's keys using that scope (the run's prior)"),
+        Column("key", "srun_last", 0, "the key's request count at its latest first use of a scope"),
         Column("key", "mnew", 0, "decayed count of models new to the key, 10 minutes"),
         Column("key", "mnew_last", 0, "time of that count's last update"),
         *(Column("key", f"gap{j}", 0, f"time of the key's {j + 1}th latest request (cluster test)")
