@@ -75,10 +75,8 @@ COLD_EPISODES = 3.0
 # rarer than the budget's own rate per event, and never below CEILING_MIN decades (1 in 10^6)
 CEILING_MARGIN = 1.0
 CEILING_MIN = 6.0
-# detectors whose every finding is on a sensitive asset (another department's restricted or confidential data):
-# their calibrated findings alert from SENSITIVE_MARGIN decades past the cold floor (1 in 10,000 for the entity)
-# whatever the budget learned; see ``sensitive_ceiling``
-SENSITIVE = frozenset({"data.segmentation"})
+# a sensitive detector's (``Detector.sensitive``) calibrated findings alert from SENSITIVE_MARGIN decades past the
+# cold floor (1 in 10,000 for the entity) whatever the budget learned; see ``sensitive_ceiling``
 SENSITIVE_MARGIN = 1.0
 
 
@@ -96,9 +94,9 @@ def ceiling(per_100k: float) -> float:
     return max(CEILING_MIN, math.log10(100_000.0 / per_100k) + CEILING_MARGIN)
 
 
-def sensitive_ceiling(detector: str, per_100k: float) -> float:
-    """The ``ceiling`` of ``detector``'s budget, lowered to ``COLD_FLOOR + SENSITIVE_MARGIN`` (1 in 10,000 for the
-    entity) for a detector in ``SENSITIVE``.
+def sensitive_ceiling(per_100k: float, sensitive: bool) -> float:
+    """The ``ceiling`` of a budget of ``per_100k``, lowered to ``COLD_FLOOR + SENSITIVE_MARGIN`` (1 in 10,000 for
+    the entity) for a ``sensitive`` detector (``Detector.sensitive``).
 
     Such a detector judges only steps onto a sensitive asset (a principal's first access to another department's
     restricted data), a small share of its tenant's events, and its benign findings are mostly a day-one picture
@@ -107,7 +105,7 @@ def sensitive_ceiling(detector: str, per_100k: float) -> float:
     floor on such an asset is one a budget would never spend on benign traffic: it alerts even where the budget
     is spent. The budget still learns against its own threshold, and still holds the weaker findings."""
     top = ceiling(per_100k)
-    return min(top, COLD_FLOOR + SENSITIVE_MARGIN) if detector in SENSITIVE else top
+    return min(top, COLD_FLOOR + SENSITIVE_MARGIN) if sensitive else top
 
 
 class AlertBudget:
@@ -160,7 +158,8 @@ class AlertBudget:
         scale = (excess + PRIOR_SCALE * PRIOR_WEIGHT) / (counted + PRIOR_WEIGHT)
         return edge + scale * math.log(counted / max(allowed, 1e-9))
 
-    def bar(self, tenant: int, detector: str, threshold: float, per_100k: float = 0.0) -> float:
+    def bar(self, tenant: int, detector: str, threshold: float, per_100k: float = 0.0,
+            sensitive: bool = False) -> float:
         """What a finding must reach to alert, given its budget's ``threshold``: at least ``COLD_FLOOR`` while the
         (tenant, detector) has fewer than ``COLD_EPISODES`` episodes (the budget has no picture of its benign
         findings yet), and at most the ``ceiling`` of a budget of ``per_100k`` (0: no ceiling). The floor and
@@ -168,7 +167,7 @@ class AlertBudget:
         h = self.hist.get((tenant, detector))
         if h is None or float(h.sum()) < COLD_EPISODES:
             threshold = max(threshold, COLD_FLOOR)
-        return min(threshold, sensitive_ceiling(detector, per_100k)) if per_100k > 0 else threshold
+        return min(threshold, sensitive_ceiling(per_100k, sensitive)) if per_100k > 0 else threshold
 
     def learn(self, tenant: int, detector: str, value: float, threshold: float, rise: float, ts: int = 0,
               learning: bool = False, top: float = math.inf) -> None:
@@ -218,8 +217,10 @@ class BudgetGate:
     """
 
     def __init__(self, table: AlertBudget, per_100k: float, rise: float, tenants: np.ndarray,
-                 pos: np.ndarray, per_100k_of: Callable[[int, str], float] | None = None) -> None:
+                 pos: np.ndarray, per_100k_of: Callable[[int, str], float] | None = None,
+                 sensitive: frozenset[str] = frozenset()) -> None:
         self.table, self.per_100k, self.rise = table, per_100k, rise
+        self.sensitive = sensitive  # the sensitive detectors (see sensitive_ceiling)
         self.per_100k_of = per_100k_of  # (tenant, detector) -> its budget (detector configuration); 0: none
         self._span = int(pos.max()) + 1 if pos.size else 1
         self._keys = np.sort(tenants.astype(np.int64) * self._span + pos)
@@ -239,7 +240,7 @@ class BudgetGate:
         if per <= 0:  # no budget for this detector in this tenant: every finding alerts, none is learned
             return 0.0
         thr = self.table.threshold(tenant, detector, self.events(tenant, seq), per)
-        bar = self.table.bar(tenant, detector, thr, per) if calibrated else thr
+        bar = self.table.bar(tenant, detector, thr, per, detector in self.sensitive) if calibrated else thr
         if learn:
             self.table.learn(tenant, detector, value, thr, self.rise, ts, learning,
                              ceiling(per) if calibrated else math.inf)

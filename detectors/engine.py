@@ -172,7 +172,7 @@ class Engine:
                 def per_100k_of(tenant: int, detector: str) -> float:
                     return tuning.get(detector, names[tenant], "budget_per_100k", default)
             gate = BudgetGate(tables.budget, self.config.alert_budget_per_100k, self.config.alert_budget_rise,
-                              tenants, np.concatenate([c.pos for c in cols]), per_100k_of)
+                              tenants, np.concatenate([c.pos for c in cols]), per_100k_of, self._sensitive)
         alerts = emit(findings, tables, self._catalog, self.config.max_evidence,
                       [(context, hook) for hook in self._escalations], self.alert_principals,
                       int(self.config.learning_hours * 3_600_000), gate)
@@ -230,6 +230,7 @@ class Engine:
         for name, seconds in tuning.cooldowns().items():
             self._catalog[name] = replace(self._catalog[name], cooldown_s=seconds)
         self._longest_cooldown_ms = max(sp.cooldown_s for sp in self._catalog.values()) * 1000
+        self._sensitive = frozenset(name for name, sp in self._catalog.items() if sp.sensitive)
 
     def apply_feedback(self, mark: FeedbackMark) -> bool:
         """Learn from an analyst's mark on one of this engine's alerts (``detectors.feedback``); False when it

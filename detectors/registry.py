@@ -51,6 +51,7 @@ class Spec:
     tags: tuple[str, ...]
     cooldown_s: int = 3600  # one alert per episode: hits less than this apart are folded into it
     engine: bool = True  # raised by the engine; False: by the worker's correlator (detectors/correlation.py)
+    sensitive: bool = False  # every finding is on a sensitive asset: see Detector.sensitive
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ class Detector:
     cooldown_s: int = 3600
     default_on: bool = True  # False: only when its family's switch (a config field) is on
     engine: bool = True  # False: raised outside the engine (the worker's correlator)
+    # every finding is on a sensitive asset (another department's restricted or confidential data): a calibrated
+    # finding at 1 in 10,000 or rarer alerts even where its tenant's budget is spent (budget.sensitive_ceiling)
+    sensitive: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,7 @@ class Registry:
         return tuple(self._families.values())
 
     def catalog(self) -> dict[str, Spec]:
-        return {d.name: Spec(d.name, f.kind, d.entity_type, d.title, d.tags, d.cooldown_s, d.engine)
+        return {d.name: Spec(d.name, f.kind, d.entity_type, d.title, d.tags, d.cooldown_s, d.engine, d.sensitive)
                 for f in self._families.values() for d in f.detectors}
 
     def columns(self) -> dict[str, dict[str, float]]:

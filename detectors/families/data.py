@@ -728,7 +728,8 @@ FAMILY = Family(
             "reaching `segmentation_surprise` is raised: restricted data at once, confidential data once the "
             "principal is warm (`principal_warm_events` accesses over `principal_warm_hours`). Every finding is "
             "on a sensitive asset, so one at 1 in 10,000 or rarer alerts even where the tenant's false-alarm "
-            "budget for it is spent (a quiet tenant whose first day's backup reads set a high bar)."),
+            "budget for it is spent (a quiet tenant whose first day's backup reads set a high bar).",
+            sensitive=True),
         Detector(
             "data.off_hours", "Sensitive data accessed off hours", "principal",
             ("atlas:AML.T0025", "owasp-llm:LLM02"),

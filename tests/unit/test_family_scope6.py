@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from detectors.budget import COLD_FLOOR, SENSITIVE_MARGIN, AlertBudget, ceiling, sensitive_ceiling
+from detectors.catalog import CATALOG
 from detectors.kernels import scope_run
 from tests.unit.test_detectors import T0, Stream, _hits, _work
 
@@ -158,7 +159,8 @@ def _spent(detector: str) -> AlertBudget:
 def test_a_sensitive_detectors_finding_past_its_ceiling_passes_a_spent_budget():
     thr_seg = _spent("data.segmentation").threshold(0, "data.segmentation", events=20_000, per_100k=1.0)
     assert thr_seg > COLD_FLOOR + SENSITIVE_MARGIN  # the budget alone would hold 1 in 10,000
-    bar = _spent("data.segmentation").bar(0, "data.segmentation", thr_seg, per_100k=1.0)
+    assert CATALOG["data.segmentation"].sensitive and not CATALOG["api.new_client"].sensitive
+    bar = _spent("data.segmentation").bar(0, "data.segmentation", thr_seg, per_100k=1.0, sensitive=True)
     assert bar == pytest.approx(COLD_FLOOR + SENSITIVE_MARGIN)
     other = _spent("api.new_client").bar(0, "api.new_client", thr_seg, per_100k=1.0)
     assert other == pytest.approx(min(thr_seg, ceiling(1.0))) and other > bar
@@ -166,5 +168,5 @@ def test_a_sensitive_detectors_finding_past_its_ceiling_passes_a_spent_budget():
 
 def test_sensitive_ceiling_never_raises_the_ordinary_one():
     for per in (0.1, 1.0, 100.0, 10_000.0):
-        assert sensitive_ceiling("data.segmentation", per) <= ceiling(per)
-        assert sensitive_ceiling("api.new_client", per) == ceiling(per)
+        assert sensitive_ceiling(per, True) <= ceiling(per)
+        assert sensitive_ceiling(per, False) == ceiling(per)
