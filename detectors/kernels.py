@@ -804,113 +804,6 @@ def daily_peak_zscore(ent, day, x, learn_all, cur_day, cur_max, mean, var, n_see
 
 
 @njit(cache=True)
-def hour_rhythm_bursts(ent, group, hour, ts, first, ent_hist, group_hist, recent, recent_last, short, short_last,
-                       new_hour, carry, carry_ts, tau_ms, short_ms, prior, dispersion, extra, judged, floor,
-                       loc, pending, pend_max, ep_n, raise_floor):  # pragma: no cover - compiled
-    """Surprise of each entity's recent activity at this hour of day, against its own hour-of-day rhythm, judged at
-    two time scales.
-
-    ``ent_hist``/``group_hist`` (rows of 24 hour-of-day counts, the entity's and its peer group's) and the decayed
-    counts per entity are updated in place. The entity's share of activity in the 3 hours around the event's hour
-    starts from its group's share (worth ``prior`` events); times the entity's events per day it gives the events
-    expected at this hour, and each of two decayed counts of its accesses (``recent`` with time constant
-    ``tau_ms``, ``short`` with ``short_ms``, this one included) is judged by its Poisson tail (scaled by
-    ``dispersion`` for a busy entity) under the count that share expects at that scale; the surprise is the
-    larger of the two less log10(2) (two tests). A burst of reads
-    within minutes is judged on the minutes, a longer night's work on the half hours; the minutes only in an hour
-    window (the event's hour and its neighbours) the entity had no learned access in before its current episode
-    (``ep_n``: its accesses learned since its episode began), as how a working hour's accesses cluster within
-    minutes (a batch's reads) is not known from the hourly rhythm. Each event adds one to its
-    entity's histogram, but only an entity's first event at each hour of the day (``new_hour``) adds one to its
-    group's: the group's rhythm counts how many of its entities work at each hour, so a few accounts reading
-    thousands of times at night (nightly batches) do not make the night look busy for everyone else.
-    ``extra`` is other evidence an event carries (a new IP's surprise); it holds for the entity's later events
-    within ``tau_ms`` (``carry``/``carry_ts`` per entity), so the activity it starts is judged with it. A judged
-    event whose surprise plus extra reaches ``floor`` is held
-    back, not learned at once (the first reads of an unusual night do not teach that hour in while the night builds
-    up): ``pending``/``pend_max`` (rows ``loc``: the entity's row in them) count the held-back events per hour and
-    their largest surprise, and when the entity's episode ends (its next event comes more than ``tau_ms`` later)
-    they are learned after all unless the episode reached ``raise_floor`` (an episode that is raised is not
-    learned; one that was not, such as a service account's nightly batch, is, so its nights become its rhythm).
-    Returns (surprise, extra in force, the entity's share of the 3-hour window, the decayed count, the expected
-    count, the time constant in ms) of the deciding scale.
-    """
-    n = ent.shape[0]
-    s_out = np.empty(n, dtype=np.float64)
-    x_out = np.empty(n, dtype=np.float64)
-    share_out = np.empty(n, dtype=np.float64)
-    k_out = np.empty(n, dtype=np.float64)
-    mu_out = np.empty(n, dtype=np.float64)
-    tau_out = np.empty(n, dtype=np.float64)
-    two = math.log10(2.0)
-    for i in range(n):
-        e = ent[i]
-        g = group[i]
-        h = hour[i]
-        r = loc[i]
-        dt = ts[i] - recent_last[e]
-        if dt > tau_ms and pend_max[r] > 0.0:  # the entity's last episode is over: learn it unless it was raised
-            if pend_max[r] < raise_floor:
-                for j in range(24):
-                    ent_hist[e, j] += pending[r, j]
-            for j in range(24):
-                pending[r, j] = 0.0
-            pend_max[r] = 0.0
-        if dt > tau_ms:
-            ep_n[r] = 0.0
-        if dt > 0:
-            recent[e] *= math.exp(-dt / tau_ms)
-            recent_last[e] = ts[i]
-        recent[e] += 1.0
-        dt = ts[i] - short_last[e]
-        if dt > 0:
-            short[e] *= math.exp(-dt / short_ms)
-            short_last[e] = ts[i]
-        short[e] += 1.0
-        e_tot = 0.0
-        g_tot = 0.0
-        for j in range(24):
-            e_tot += ent_hist[e, j]
-            g_tot += group_hist[g, j]
-        lo, hi = (h + 23) % 24, (h + 1) % 24
-        e_win = ent_hist[e, lo] + ent_hist[e, h] + ent_hist[e, hi]
-        g_win = group_hist[g, lo] + group_hist[g, h] + group_hist[g, hi]
-        g_share = (g_win + 1.5) / (g_tot + 12.0)
-        share = (e_win + prior * g_share) / (e_tot + prior)
-        per_hour = share / 3.0 * (e_tot + 1.0) / max((ts[i] - first[e]) / 86_400_000.0, 1.0)
-        best, k_best, mu_best, tau_best = -1.0, 0.0, 0.0, tau_ms
-        # the minutes are judged only in an hour window the entity never worked in: where it does work, how its
-        # accesses cluster within minutes (a batch's reads) is not known from its hourly rhythm
-        scales = 2 if e_win - ep_n[r] <= 0.0 else 1
-        for scale in range(scales):
-            mu = per_hour * (tau_ms if scale == 0 else short_ms) / 3_600_000.0
-            k = recent[e] if scale == 0 else short[e]
-            d = 1.0 + mu / dispersion
-            s = poisson_surprise_nb(k / d, mu / d)
-            if s > best:
-                best, k_best, mu_best, tau_best = s, k, mu, tau_ms if scale == 0 else short_ms
-        s = max(best - two, 0.0) if scales == 2 else best
-        if extra[i] > 0.0:
-            carry[e] = extra[i]
-            carry_ts[e] = ts[i]
-        x = carry[e] if ts[i] - carry_ts[e] <= tau_ms else 0.0
-        s_out[i] = s
-        x_out[i] = x
-        share_out[i] = share
-        k_out[i] = k_best
-        mu_out[i] = mu_best
-        tau_out[i] = tau_best
-        if judged[i] and s + x >= floor:
-            pending[r, h] += 1.0
-            pend_max[r] = max(pend_max[r], s + x)
-        else:
-            ent_hist[e, h] += 1.0
-            ep_n[r] += 1.0
-        group_hist[g, h] += new_hour[i]
-    return s_out, x_out, share_out, k_out, mu_out, tau_out
-
-
-@njit(cache=True)
 def key_level(key_hours, hours, k, t, now, prior, floor):  # pragma: no cover - compiled
     """A key's request rate at ``now``'s time of day relative to its 24-hour average (1: an average hour).
 
@@ -1287,12 +1180,38 @@ def gap_scan_nb(key, ts, rate, ring, ks, n_short, size, rate_long, long_ms):  # 
 def hour_rhythm_sensitive(ent, group, hour, ts, first, ent_hist, group_hist, recent, recent_last, short, short_last,
                           new_hour, carry, carry_ts, tau_ms, short_ms, prior, dispersion, extra, judged, floor,
                           loc, pending, pend_max, ep_n, raise_floor, weight, rate_share):  # pragma: no cover - compiled
-    """``hour_rhythm_bursts`` counting only the accesses that matter: the recent counts add ``weight`` per event
-    (1 for a sensitive access, 0 for others), and the count expected at this hour is the entity's expected
-    accesses times ``rate_share`` (its share of such accesses), so a session of confidential reads at night by
-    someone who mostly reads public data is judged as the rarer thing it is, while an account that reads only
-    sensitive data is judged as before. Returns what ``hour_rhythm_bursts`` returns, and the group's share of
-    the 3-hour window (its principals at work there) last.
+    """Surprise of each entity's recent activity at this hour of day, against its own hour-of-day rhythm, judged at
+    two time scales, counting only the accesses that matter.
+
+    ``ent_hist``/``group_hist`` (rows of 24 hour-of-day counts, the entity's and its peer group's) and the decayed
+    counts per entity are updated in place. The entity's share of activity in the 3 hours around the event's hour
+    starts from its group's share (worth ``prior`` events); times the entity's events per day it gives the events
+    expected at this hour, and each of two decayed counts of its accesses (``recent`` with time constant
+    ``tau_ms``, ``short`` with ``short_ms``, this one included) is judged by its Poisson tail (scaled by
+    ``dispersion`` for a busy entity) under the count that share expects at that scale; the surprise is the
+    larger of the two less log10(2) (two tests). A burst of reads
+    within minutes is judged on the minutes, a longer night's work on the half hours; the minutes only in an hour
+    window (the event's hour and its neighbours) the entity had no learned access in before its current episode
+    (``ep_n``: its accesses learned since its episode began), as how a working hour's accesses cluster within
+    minutes (a batch's reads) is not known from the hourly rhythm. Each event adds one to its
+    entity's histogram, but only an entity's first event at each hour of the day (``new_hour``) adds one to its
+    group's: the group's rhythm counts how many of its entities work at each hour, so a few accounts reading
+    thousands of times at night (nightly batches) do not make the night look busy for everyone else.
+    ``extra`` is other evidence an event carries (a new IP's surprise); it holds for the entity's later events
+    within ``tau_ms`` (``carry``/``carry_ts`` per entity), so the activity it starts is judged with it. A judged
+    event whose surprise plus extra reaches ``floor`` is held
+    back, not learned at once (the first reads of an unusual night do not teach that hour in while the night builds
+    up): ``pending``/``pend_max`` (rows ``loc``: the entity's row in them) count the held-back events per hour and
+    their largest surprise, and when the entity's episode ends (its next event comes more than ``tau_ms`` later)
+    they are learned after all unless the episode reached ``raise_floor`` (an episode that is raised is not
+    learned; one that was not, such as a service account's nightly batch, is, so its nights become its rhythm).
+    The decayed counts add ``weight`` per event (1 for a sensitive access, 0 for others), and the count expected at
+    this hour is the entity's expected accesses times ``rate_share`` (its share of such accesses), so a session of
+    confidential reads at night by someone who mostly reads public data is judged as the rarer thing it is, while
+    an account that reads only sensitive data (weights and shares of 1: every access counts) is judged on all of
+    them. Returns (surprise, extra in force, the entity's share of the 3-hour window, the decayed count, the
+    expected count, the time constant in ms) of the deciding scale, and the group's share of the 3-hour window
+    (its principals at work there).
     """
     n = ent.shape[0]
     s_out = np.empty(n, dtype=np.float64)

@@ -156,7 +156,7 @@ def test_a_drift_alert_is_as_unusual_as_its_sum():
 def _episode(raise_floor: float) -> np.ndarray:
     """Two judged night accesses of one entity a minute apart, held back (floor 0), then one an hour later; the
     entity's hour histogram after."""
-    from detectors.kernels import hour_rhythm_bursts
+    from detectors.kernels import hour_rhythm_sensitive
 
     n = 3
     ts = np.array([0, 60_000, 3_600_000 + 120_000], dtype=np.int64) + 10 * 86_400_000
@@ -166,10 +166,11 @@ def _episode(raise_floor: float) -> np.ndarray:
     zeros = np.zeros(1)
     pending, pend_max = np.zeros((1, 24)), np.zeros(1)
     hour = (ts // 3_600_000) % 24
-    hour_rhythm_bursts(np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64), hour, ts, zeros.copy(), hist,
-                       group, zeros.copy(), zeros.copy(), zeros.copy(), zeros.copy(), np.zeros(n), zeros.copy(),
-                       zeros.copy(), 1_800_000.0, 300_000.0, 24.0, 5.0, np.zeros(n), np.array([True, True, False]),
-                       0.0, np.zeros(n, dtype=np.int64), pending, pend_max, np.zeros(1), raise_floor)
+    hour_rhythm_sensitive(np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64), hour, ts, zeros.copy(), hist,
+                          group, zeros.copy(), zeros.copy(), zeros.copy(), zeros.copy(), np.zeros(n), zeros.copy(),
+                          zeros.copy(), 1_800_000.0, 300_000.0, 24.0, 5.0, np.zeros(n), np.array([True, True, False]),
+                          0.0, np.zeros(n, dtype=np.int64), pending, pend_max, np.zeros(1), raise_floor, np.ones(n),
+                          np.ones(n))
     return hist[0]
 
 
