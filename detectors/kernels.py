@@ -681,49 +681,6 @@ def group_log_residual(grp, x, valid, mean, seen, alpha, step):  # pragma: no co
 
 
 @njit(cache=True)
-def gap_scan(key, ts, rate, ring, ks, n_short, size, rate_long, long_ms):  # pragma: no cover - compiled
-    """How surprising each key's latest requests are as a cluster: for each ``k`` of ``ks``, the time since the
-    key's k-th previous request against its expected rate (``rate``: requests per ms at this event).
-
-    Under a Poisson process of rate r, the time from one request to the k-th after it is Gamma(k, r), so
-    P(gap <= d) = P(Poisson(r d) >= k): an exact scan over the last k+1 requests, whatever their spacing
-    (a decayed count of fixed time constant blurs a burst of a few requests spaced a minute apart). The count is
-    spread as a negative binomial of size ``size`` like ``key_rate_model``'s windows. ``ring`` holds each key's
-    latest request times (most recent first; 0: none), updated in place. Returns per event (best surprise over
-    the first ``n_short`` k before the multiple-test correction, its k, its gap in ms, the requests expected in
-    it) and the same over every k. A gap longer than ``long_ms`` spans hours of the key's rhythm: it is judged at
-    ``rate_long`` (the key's rate at no less than its average hour) instead.
-    """
-    n = key.shape[0]
-    depth = ring.shape[1]
-    out = np.zeros((n, 8), dtype=np.float64)
-    for i in range(n):
-        k = key[i]
-        now = ts[i]
-        for j in range(ks.shape[0]):
-            kk = ks[j]
-            if kk > depth:
-                continue
-            prev = ring[k, kk - 1]
-            if prev <= 0.0:
-                continue
-            span = max(now - prev, 1.0)
-            mu = (rate[i] if span <= long_ms else rate_long[i]) * span
-            phi = 1.0 + mu / size
-            s = poisson_surprise_nb(kk / phi, mu / phi)
-            for part in range(2):
-                if (part == 1 or j < n_short) and s > out[i, 4 * part]:
-                    out[i, 4 * part] = s
-                    out[i, 4 * part + 1] = kk
-                    out[i, 4 * part + 2] = now - prev
-                    out[i, 4 * part + 3] = mu
-        for j in range(depth - 1, 0, -1):
-            ring[k, j] = ring[k, j - 1]
-        ring[k, 0] = now
-    return out
-
-
-@njit(cache=True)
 def token_run_model(key, grp, has_tok, resid, tok_mean, tok_var, tok_n, tok_run, g_var, g_n, alpha, min_sd,
                     prior_n, gate, run_z, g_alpha):  # pragma: no cover - compiled
     """Each request's tokens (``resid``: log tokens relative to its endpoint's norm) against its key's own
@@ -1145,9 +1102,19 @@ def nb_tail_surprise(k, mu, size):  # pragma: no cover - compiled
 
 @njit(cache=True)
 def gap_scan_nb(key, ts, rate, ring, ks, n_short, size, rate_long, long_ms):  # pragma: no cover - compiled
-    """``gap_scan`` with the exact negative-binomial tail (``nb_tail_surprise``) of the k requests after the
-    (k+1)-th latest, the rate known as from ``size[i]`` requests (per event: a young key's rate rests on fewer):
-    the same outputs, the same ring update."""
+    """How surprising each key's latest requests are as a cluster: for each ``k`` of ``ks``, the time since the
+    key's k-th previous request against its expected rate (``rate``: requests per ms at this event).
+
+    Under a Poisson process of rate r, the time from one request to the k-th after it is Gamma(k, r), so
+    P(gap <= d) = P(Poisson(r d) >= k): an exact scan over the last k+1 requests, whatever their spacing
+    (a decayed count of fixed time constant blurs a burst of a few requests spaced a minute apart). The rate is
+    known as from ``size[i]`` requests (a young key's rests on fewer), so the count is negative binomial of that
+    size, its tail summed exactly (``nb_tail_surprise``). ``ring`` holds each key's latest request times (most
+    recent first; 0: none), updated in place. Returns per event (best surprise over the first ``n_short`` k
+    before the multiple-test correction, its k, its gap in ms, the requests expected in it) and the same over
+    every k. A gap longer than ``long_ms`` spans hours of the key's rhythm: it is judged at ``rate_long`` (the
+    key's rate at no less than its average hour) instead.
+    """
     n = key.shape[0]
     depth = ring.shape[1]
     out = np.zeros((n, 8), dtype=np.float64)

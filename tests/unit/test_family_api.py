@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import numpy as np
+import pytest
 
 from detectors.calibration import normal_surprise, poisson_surprise
 from detectors.kernels import normal_surprise_nb, poisson_surprise_nb
@@ -234,17 +235,19 @@ def test_a_keys_ordinary_batch_jobs_are_not_denial_of_wallet():
 
 
 # -- the appended kernels against plain Python ------------------------------------------------------------
-def test_gap_scan_is_the_poisson_tail_of_the_last_k_requests():
-    from detectors.kernels import gap_scan
+def test_gap_scan_is_the_negative_binomial_tail_of_the_last_k_requests():
+    from scipy.stats import nbinom
+
+    from detectors.kernels import gap_scan_nb
 
     rng = np.random.default_rng(8)
     key = rng.integers(0, 3, size=200)
     ts = np.cumsum(rng.exponential(30_000.0, size=200))
     rate = rng.uniform(1e-6, 1e-4, size=200)
-    ks, size = np.array([2, 4]), 10.0
+    ks, size = np.array([2, 4]), rng.uniform(2.0, 40.0, size=200)
     ring = np.zeros((3, 4))
     long_ms = 90_000.0  # a longer gap is judged at the long rate (the key's rhythm can have turned within it)
-    out = gap_scan(key, ts, rate, ring, ks, 1, size, 3.0 * rate, long_ms)
+    out = gap_scan_nb(key, ts, rate, ring, ks, 1, size, 3.0 * rate, long_ms)
     seen: dict[int, list[float]] = {0: [], 1: [], 2: []}
     for i in range(200):
         past = seen[int(key[i])]
@@ -253,12 +256,12 @@ def test_gap_scan_is_the_poisson_tail_of_the_last_k_requests():
             if len(past) >= k:
                 span = max(ts[i] - past[-k], 1.0)
                 mu = (rate[i] if span <= long_ms else 3.0 * rate[i]) * span
-                phi = 1.0 + mu / size
-                sv = poisson_surprise(k / phi, mu / phi)
+                sv = 0.0 if k <= mu else -np.log10(nbinom.sf(k - 1, size[i], size[i] / (size[i] + mu)))
                 best_all = max(best_all, sv)
                 if j < 1:
                     best = max(best, sv)
-        assert abs(out[i, 0] - best) < 1e-9 and abs(out[i, 4] - best_all) < 1e-9
+        assert out[i, 0] == pytest.approx(best, rel=1e-7, abs=1e-9)
+        assert out[i, 4] == pytest.approx(best_all, rel=1e-7, abs=1e-9)
         past.append(float(ts[i]))
     assert (out[:, 4] > 0).any()
     assert all(ring[k, 0] == seen[k][-1] for k in range(3) if seen[k])
