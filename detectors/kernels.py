@@ -288,21 +288,10 @@ def habit_surprise(key, group, learn, scored, novel_only, counts, group_n, group
     is not surprised by one more. ``novel_only``: only keys the group never showed are scored. A hit is not
     learned (poisoning resistance). ``counts`` per dense key, ``group_n``/``group_once`` per group.
     """
-    n = key.shape[0]
-    out = np.zeros(n, dtype=np.float64)
-    hit = np.zeros(n, dtype=np.bool_)
-    for i in range(n):
-        if not (learn[i] or scored[i]):
-            continue
-        k = key[i]
-        g = group[i]
-        c = counts[k]
-        m = group_n[g]
-        if scored[i] and (c == 0 or not novel_only):
-            out[i] = -math.log10(habit_probability(c, m, group_once[g], totals, prior_weight))
-            hit[i] = out[i] >= threshold
-        if learn[i] and not hit[i]:
-            habit_learn(k, g, counts, group_n, group_once, totals)
+    # one session with no step evidence (steps count only at ``threshold``): its alerts are the hits
+    out, _, hit = habit_session_surprise(key, group, learn, scored, novel_only, counts, group_n, group_once, totals,
+                                         prior_weight, threshold, np.zeros(key.shape[0], dtype=np.int64),
+                                         np.zeros(1), np.inf, False)
     return out, hit
 
 
