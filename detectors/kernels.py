@@ -1011,7 +1011,9 @@ def habit_session_surprise(key, group, learn, scored, novel_only, counts, group_
 
     ``signed`` marks events that carry a signature of their own (an agent's step triggered directly by content it
     read): such an event whose key its group never showed alerts from ``signed_threshold`` (a lower floor, still
-    the group's own novelty rate: a group that keeps showing new keys is not surprised by one more).
+    the group's own novelty rate: a group that keeps showing new keys is not surprised by one more). An event that
+    alerts by its signature alone is learned: a key that alerts once by it is known to the group after, so a new
+    habit of the group costs one alert, not one on every use (an unlearned key would only grow more surprising).
     """
     n = key.shape[0]
     out = np.zeros(n, dtype=np.float64)
@@ -1024,15 +1026,17 @@ def habit_session_surprise(key, group, learn, scored, novel_only, counts, group_
         g = group[i]
         c = counts[k]
         m = group_n[g]
+        strong = False
         if scored[i] and (c == 0 or not novel_only):
             out[i] = -math.log10(habit_probability(c, m, group_once[g], totals, prior_weight))
             s = session[i]
             sign = signed[i] and c == 0 and out[i] >= signed_threshold
             if out[i] >= threshold or sign or (out[i] >= step_min and (c == 0 or not new_evidence)):
                 evidence[s] += out[i]
-                alert[i] = evidence[s] >= threshold or sign
+                strong = evidence[s] >= threshold
+                alert[i] = strong or sign
             total[i] = evidence[s]
-        if learn[i] and not alert[i]:
+        if learn[i] and not strong:
             habit_learn(k, g, counts, group_n, group_once, totals)
     return out, total, alert
 

@@ -386,8 +386,9 @@ FAMILY = Family(
             "runtime says `triggered_by: external_content`), in a transition its type never took after untrusted "
             "input, alerts from `injection_surprise` (1 in 200 by the type's own rate of new transitions, so a "
             "type that keeps taking new steps is not alerted by one more); its score follows that surprise and the "
-            "asset. A step that alerts is not learned, alone or as part of its session's evidence (an injected "
-            "session's other tools do not become the type's habits)."),
+            "asset, and the step is learned, so a new habit of the type alerts once, not on every use. A step "
+            "that alerts by the calibrated floor is not learned, alone or as part of its session's evidence (an "
+            "injected session's other tools do not become the type's habits)."),
         Detector(
             "agent.approval_bypass", "High-risk agent action without approval", "agent",
             ("atlas:AML.T0053", "owasp-llm:LLM06"),

@@ -152,9 +152,9 @@ def test_with_new_evidence_a_rare_key_the_group_has_shown_adds_nothing():
         assert out[0] >= 2.0 and (ev[0] > 0) == added
 
 
-def test_a_signed_new_key_alerts_from_the_lower_floor_and_is_not_learned():
-    """A key new to its group at about 1 in 300: below the threshold, so only a signed event alerts; a signed key
-    the group has shown does not."""
+def test_a_signed_new_key_alerts_from_the_lower_floor_once():
+    """A key new to its group at about 1 in 300: below the threshold, so only a signed event alerts, and is learned
+    (the key alerts once by its signature); a signed key the group has shown does not alert."""
     def run(key, signed):
         counts, group_n, group_once, totals = np.zeros(3), np.zeros(1), np.zeros(1), np.zeros(4)
         counts[0], group_n[0], totals[0] = 300.0, 300.0, 300.0
@@ -165,8 +165,8 @@ def test_a_signed_new_key_alerts_from_the_lower_floor_and_is_not_learned():
                                                np.zeros(1), 2.0, True, np.array([signed]), 2.3)
         return out[0], bool(alert[0]), counts[key]
     out, alert, learned = run(1, True)
-    assert 2.3 <= out < 4.0 and alert and learned == 0.0
-    assert run(1, False)[1:] == (False, 1.0)  # unsigned: evidence only, learned
+    assert 2.3 <= out < 4.0 and alert and learned == 1.0
+    assert run(1, False)[1:] == (False, 1.0)  # unsigned: evidence only
     assert run(2, True)[1] is False  # a key the group has shown is one of its habits
 
 
@@ -203,3 +203,18 @@ def test_a_type_whose_content_keeps_invoking_new_tools_is_not_alerted_by_one_mor
     rate of new transitions is high) is not surprised by one more."""
     alerts, _ = small_helpers("external_content", adopt_every=10)
     assert not [a for a in _hits(alerts, "agent.untrusted_privileged") if a.severity != "info"]
+
+
+def test_a_benign_new_habit_invoked_by_content_alerts_once_not_on_every_use():
+    """An inbox type whose mail starts invoking a tool no helper used before, and keeps invoking it: the first use
+    is the signature; the uses after it are the type's new habit."""
+    s = Stream()
+    _mature_helpers(s, 100, trigger="external_content")
+    ids = []
+    for k in range(5):
+        t = ATTACK + timedelta(hours=k)
+        s.agent(t, f"agt{k % 4}", f"y{k}", "read_email", untrusted_input=True)
+        ids.append(s.agent(t + timedelta(seconds=4), f"agt{k % 4}", f"y{k}", "forward_invoice", target="finance",
+                           privilege="write", risk_level="high", triggered_by="external_content"))
+    alerted = [a for a in _hits(s.run(), "agent.untrusted_privileged") if a.severity != "info"]
+    assert len(alerted) == 1 and alerted[0].evidence.event_ids[0] == ids[0]
