@@ -291,7 +291,7 @@ def habit_surprise(key, group, learn, scored, novel_only, counts, group_n, group
     # one session with no step evidence (steps count only at ``threshold``): its alerts are the hits
     out, _, hit = habit_session_surprise(key, group, learn, scored, novel_only, counts, group_n, group_once, totals,
                                          prior_weight, threshold, np.zeros(key.shape[0], dtype=np.int64),
-                                         np.zeros(1), np.inf, False)
+                                         np.zeros(1), np.inf, False, np.zeros(key.shape[0], dtype=np.bool_), np.inf)
     return out, hit
 
 
@@ -997,7 +997,8 @@ def token_scope_model(key, grp, has_tok, resid, skip, tok_mean, tok_var, tok_n, 
 
 @njit(cache=True)
 def habit_session_surprise(key, group, learn, scored, novel_only, counts, group_n, group_once, totals, prior_weight,
-                           threshold, session, evidence, step_min, new_evidence):  # pragma: no cover - compiled
+                           threshold, session, evidence, step_min, new_evidence, signed,
+                           signed_threshold):  # pragma: no cover - compiled
     """``habit_surprise`` judged per session: each scored event's surprise, its session's accumulated evidence
     as of it, and which events alert; learns the events that do not alert, in place.
 
@@ -1007,6 +1008,12 @@ def habit_session_surprise(key, group, learn, scored, novel_only, counts, group_
     session whose evidence reaches it. An alerting step is not learned, so an alerted session's later rare steps
     (an attack's other tools) do not become the group's habits either. The surprise and learning are
     ``habit_surprise``'s; with ``step_min`` infinite the alerts are its hits.
+
+    ``signed`` marks events that carry a signature of their own (an agent's step triggered directly by content it
+    read): such an event whose key its group never showed alerts from ``signed_threshold`` (a lower floor, still
+    the group's own novelty rate: a group that keeps showing new keys is not surprised by one more). An event that
+    alerts by its signature alone is learned: a key that alerts once by it is known to the group after, so a new
+    habit of the group costs one alert, not one on every use (an unlearned key would only grow more surprising).
     """
     n = key.shape[0]
     out = np.zeros(n, dtype=np.float64)
@@ -1019,14 +1026,17 @@ def habit_session_surprise(key, group, learn, scored, novel_only, counts, group_
         g = group[i]
         c = counts[k]
         m = group_n[g]
+        strong = False
         if scored[i] and (c == 0 or not novel_only):
             out[i] = -math.log10(habit_probability(c, m, group_once[g], totals, prior_weight))
             s = session[i]
-            if out[i] >= threshold or (out[i] >= step_min and (c == 0 or not new_evidence)):
+            sign = signed[i] and c == 0 and out[i] >= signed_threshold
+            if out[i] >= threshold or sign or (out[i] >= step_min and (c == 0 or not new_evidence)):
                 evidence[s] += out[i]
-                alert[i] = evidence[s] >= threshold
+                strong = evidence[s] >= threshold
+                alert[i] = strong or sign
             total[i] = evidence[s]
-        if learn[i] and not alert[i]:
+        if learn[i] and not strong:
             habit_learn(k, g, counts, group_n, group_once, totals)
     return out, total, alert
 

@@ -64,6 +64,10 @@ class AgentConfig:
                                               "types' while it is young")
     untrusted_surprise: float = option(4.0, "surprise of a privileged step after untrusted input (its "
                                             "transition for the agent type) that is an alert (a floor)")
+    injection_surprise: float = option(2.3, "surprise from which a privileged step triggered directly by external "
+                                            "content, in a transition its agent type never took after untrusted "
+                                            "input, is an alert (a floor: 1 in 200 by the type's own novelty rate; "
+                                            "the prompt-injection signature)")
     new_action_surprise: float = option(3.3, "surprise of a privileged action new to the agent type (its "
                                              "novelty rate) that is an alert (a floor)")
     evidence_step_surprise: float = option(2.0, "the least surprise of a step (1 in 100) that adds to its session's "
@@ -186,24 +190,31 @@ def stage(ctx: Context, c: AgentColumns) -> list[Finding]:
     _, t_total, t_alert = habit_session_surprise(
         t_ix, c.agent_type[context].astype(np.int64), np.ones(t_ix.size, np.bool_), priv[context], False,
         trans.counts, trans.group_n, trans.group_once, trans.totals, cfg.agent_prior_weight, cfg.untrusted_surprise,
-        sid[ctx_ix], t_ev, cfg.evidence_step_surprise, True)
+        sid[ctx_ix], t_ev, cfg.evidence_step_surprise, True, c.external[ctx_ix], cfg.injection_surprise)
     _keep_evidence(t_store, names, t_before, t_ev)
     for j in np.flatnonzero(t_alert).tolist():
         i, sup = int(ctx_ix[j]), float(t_total[j])
         e = c.events[i]
         before = type_names[prev[i]] if prev[i] >= 0 else "the session's start"
         why = "triggered by external content" if c.external[i] else "right after the session read untrusted input"
+        signed = sup < cfg.untrusted_surprise  # alerted by the signature: new transition, external trigger
         f = ctx.finding("agent.untrusted_privileged", c, i, e.agent_id, e.principal, score_of(sup, _asset(c, i)),
                         [Feature(name="privilege", value=float(c.privilege[i])),
                          Feature(name="triggered_by_external", value=float(c.external[i]), baseline=0.0),
                          Feature(name="after_untrusted_input", value=float(after_untrusted[i]), baseline=0.0),
                          Feature(name="surprise", value=round(sup, 2),
-                                 baseline=cfg.untrusted_surprise)],
+                                 baseline=cfg.injection_surprise if signed else cfg.untrusted_surprise)],
                         f"Agent {e.agent_id} ({e.agent_type}) took {e.privilege} action {e.action} on "
-                        f"{e.target_system} {why}, after {before}: with the session's other rare steps after "
-                        f"untrusted input, about {one_in(sup)} for a {e.agent_type} (baseline: "
-                        f"{int(trans.group_n[c.agent_type[i]])} such steps of the type). A likely prompt injection.")
-        f.surprise = sup
+                        f"{e.target_system} {why}, after {before}: " + (
+                            f"no {e.agent_type} took this step after untrusted input in "
+                            f"{int(trans.group_n[c.agent_type[i]])} such steps of the type (by its own rate of new "
+                            f"steps, about {one_in(sup)}), and the content it read invoked it directly. "
+                            f"The prompt-injection signature." if signed else
+                            f"with the session's other rare steps after untrusted input, about {one_in(sup)} for a "
+                            f"{e.agent_type} (baseline: {int(trans.group_n[c.agent_type[i]])} such steps of the "
+                            f"type). A likely prompt injection."))
+        if not signed:  # a signature's finding is judged by its score (not held to the budget's cold floor)
+            f.surprise = sup
         out.append(f)
     # actions new to the agent type, judged by the type's own novelty rate; tool loops by its failure rates
     acts = fam["agent_type_actions"]
@@ -214,7 +225,8 @@ def stage(ctx: Context, c: AgentColumns) -> list[Finding]:
     n_ev = n_before.copy()
     _, n_total, n_alert = habit_session_surprise(
         a_ix, c.agent_type.astype(np.int64), every, priv, True, acts.counts, acts.group_n, acts.group_once,
-        acts.totals, cfg.agent_prior_weight, cfg.new_action_surprise, sid, n_ev, cfg.evidence_step_surprise, False)
+        acts.totals, cfg.agent_prior_weight, cfg.new_action_surprise, sid, n_ev, cfg.evidence_step_surprise, False,
+        np.zeros(a_ix.size, np.bool_), np.inf)
     _keep_evidence(n_store, names, n_before, n_ev)
     for i in np.flatnonzero(n_alert).tolist():
         e, sup = c.events[i], float(n_total[i])
@@ -369,9 +381,14 @@ FAMILY = Family(
             "is normal; a tool its type never uses after untrusted input reaches `untrusted_surprise`. Several "
             "rare steps of one session add up (as independent chances multiply) only when each is a transition "
             "new to the type: a rare one the type has taken before (a form filled, then an order submitted) is one "
-            "of its habits, and habits that follow each other are not independent evidence. A step that alerts is "
-            "not learned, alone or as part of its session's evidence (an injected session's other tools do not "
-            "become the type's habits)."),
+            "of its habits, and habits that follow each other are not independent evidence. The prompt-injection "
+            "signature needs less: a privileged step that the content the agent read triggered directly (the "
+            "runtime says `triggered_by: external_content`), in a transition its type never took after untrusted "
+            "input, alerts from `injection_surprise` (1 in 200 by the type's own rate of new transitions, so a "
+            "type that keeps taking new steps is not alerted by one more); its score follows that surprise and the "
+            "asset, and the step is learned, so a new habit of the type alerts once, not on every use. A step "
+            "that alerts by the calibrated floor is not learned, alone or as part of its session's evidence (an "
+            "injected session's other tools do not become the type's habits)."),
         Detector(
             "agent.approval_bypass", "High-risk agent action without approval", "agent",
             ("atlas:AML.T0053", "owasp-llm:LLM06"),
