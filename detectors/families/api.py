@@ -195,6 +195,8 @@ class TenantRates:
         return self.peers
 
     def fit(self, n: int) -> None:
+        if self.rows.shape[1] < TN_COLS:  # a checkpoint from before the tenant's minute count
+            self.rows = np.hstack([self.rows, np.zeros((self.rows.shape[0], TN_COLS - self.rows.shape[1]))])
         grow = n - self.rows.shape[0]
         if grow > 0:
             self.rows = np.vstack([self.rows, np.zeros((grow, TN_COLS))])
@@ -801,7 +803,12 @@ FAMILY = Family(
             "traffic, shrunk toward its tenant's per-key rate while young) at this time of day in the key's own "
             "hour-of-day rhythm (learned per key, shrunk toward its tenant's rhythm while young: a key used in "
             "office hours is expected to be nearly silent at night, a service key is not), raised by the tenant's "
-            "current surge (a release day that lifts every key of the tenant lifts the expectation too). It also "
+            "current surge (a release day that lifts every key of the tenant lifts the expectation too: the other "
+            "keys' counts over the last 10 minutes and the last minute against what the tenant's rate and its "
+            "exposure-weighted hour-of-day rhythm expected of them as of the clock hour's start, each believed to "
+            "the lower one-sigma bound of its Gamma posterior, so a surge's own requests do not raise the "
+            "expectation they are judged by, its start is seen within a minute, and chance in a few requests at a "
+            "quiet hour is no surge). It also "
             "judges the key's latest 4, 6, 9, 13 and 17 requests as a cluster: how likely that many requests are "
             "within the time they took at the rate expected before the current clock hour (an exact "
             "negative-binomial tail, the rate trusted as resting on at most `rate_nb_size` requests and never on "
