@@ -984,7 +984,8 @@ def log_zscore_excess(ent, x, mean, var, n_seen, alpha, gate, min_var, warm):  #
 
 @njit(cache=True)
 def token_scope_model(key, grp, has_tok, resid, skip, tok_mean, tok_var, tok_n, tok_run, g_var, g_n, peers, alpha,
-                      var_alpha, min_sd, prior_n, gate, run_z, g_alpha):  # pragma: no cover - compiled
+                      var_alpha, min_sd, prior_n, gate, run_z, g_alpha, norm, norm_n,
+                      norm_step):  # pragma: no cover - compiled
     """Each request's tokens (``resid``: log tokens relative to its endpoint's norm) against its key's own
     log-normal, shrunk toward its endpoint peers as a hierarchical normal, and the key's run of far-out requests.
 
@@ -1004,15 +1005,28 @@ def token_scope_model(key, grp, has_tok, resid, skip, tok_mean, tok_var, tok_n, 
     run, an ordinary one halves it. Not learned (key or group): requests at ``gate`` or more, and those ``skip``
     marks (at a rate the key's baseline finds unusual: a burst's tokens are not the key's habit). Returns rows
     (z, run, the key's blended mean, the request's own tail surprise).
+
+    With ``norm_n`` holding the groups' rows, ``resid`` holds each request's log tokens and is made relative to its
+    endpoint's norm here, as of the request (written back in place): the norm (``norm``, a robust running location
+    as in ``group_log_residual``: weight ``max(g_alpha, 1 / (seen + 1))``, each move at most ``norm_step`` times it)
+    learns each request less its key's own offset (the key's shrunk mean), so it is the endpoint's size for a
+    typical key, not the size of whichever keys are busy now: a busy key with large requests that dominates its
+    endpoint by day and is quiet at night does not lift the norm by day and leave it low at night, where its
+    ordinary requests would look many times its usual. With ``norm_n`` empty, ``resid`` is taken as given.
     """
     n = key.shape[0]
     out = np.zeros((n, 4), dtype=np.float64)
     floor = min_sd * min_sd
+    keyed = norm_n.shape[0] > 0
     for i in range(n):
         if not has_tok[i]:
             continue
         k = key[i]
         g = grp[i]
+        if keyed:
+            if norm_n[g] == 0.0:
+                norm[g] = resid[i]
+            resid[i] -= norm[g]
         x = resid[i]
         total = max(g_var[g], floor) if g_n[g] > 0.0 else 1.0
         within = max(peers[g, 0], floor) if peers[g, 1] > 0.0 else total
@@ -1031,6 +1045,10 @@ def token_scope_model(key, grp, has_tok, resid, skip, tok_mean, tok_var, tok_n, 
         else:
             tok_run[k] *= 0.5
         out[i, 1] = tok_run[k]
+        if keyed:
+            b = max(g_alpha, 1.0 / (norm_n[g] + 1.0))
+            norm[g] += b * min(max(x - mean, -norm_step), norm_step)
+            norm_n[g] += 1.0
         if z < gate and not skip[i]:
             d = x - tok_mean[k]
             a = max(alpha, 1.0 / (nk + 1.0))

@@ -410,7 +410,8 @@ def _key_model(ctx: Context, c: ApiColumns, tenants: TenantRates,
     """``kernels.key_rate_model`` over the batch: rates, tokens, failures and appearing keys (``KR_*`` columns).
 
     Tokens are judged relative to their endpoint: a request's log tokens less its tenant's typical log tokens for
-    that scope (``kernels.group_log_residual``), so a key that mixes chat with batch jobs or embeddings is held to
+    that scope (kept by ``kernels.token_scope_model`` from each request less its key's own offset, so it is a typical
+    key's size, not the busy keys' of the hour), so a key that mixes chat with batch jobs or embeddings is held to
     one tight distribution of its own (its usual size relative to each endpoint) rather than a wide mixture. The
     key's rate surprise is the better of its windows' and of the cluster of its latest requests
     (``kernels.gap_scan_nb``: the exact negative-binomial tail, the rate trusted as resting on at most
@@ -424,8 +425,7 @@ def _key_model(ctx: Context, c: ApiColumns, tenants: TenantRates,
     has_tok = (c.model >= 0) & (c.tokens > 0) & ~c.auth_fail
     x = np.log1p(np.maximum(c.tokens, 0.0))
     rows = tenants.route_index(pair(c.tenant, np.where(c.scope < 0, 0, c.scope)))
-    resid = group_log_residual(rows, x, has_tok, tenants.route_tok[:, 0], tenants.route_tok[:, 1],
-                               cfg.token_route_alpha, cfg.token_route_step)
+    resid = np.where(has_tok, x, 0.0)  # made relative to its endpoint's norm by the token model, as of each request
     hours = np.stack([k[f"hour{j}"] for j in range(24)], axis=1)  # the key's own hour-of-day rhythm
     m = key_rate_model(  # tokens are judged below, with peers (no token is passed here)
         c.key, c.tenant, c.ts, ~c.auth_fail, stuff_fail, np.zeros(len(c.key), dtype=np.bool_), x,
@@ -478,10 +478,11 @@ def _token_model(ctx: Context, c: ApiColumns, tenants: TenantRates, rows: np.nda
     key's habit, and learning them would make its ordinary requests look large afterwards.
     """
     cfg, k = ctx.config, ctx.tables.key
+    route = tenants.route_tok
     return token_scope_model(c.key, rows, has_tok, resid, at_rate, k["tok_mean"], k["tok_var"], k["tok_n"],
-                             k["tok_run"], tenants.route_tok[:, 2], tenants.route_tok[:, 3], tenants.route_peers(),
-                             cfg.token_mean_alpha, cfg.token_var_alpha, cfg.token_min_sd, cfg.token_peer_events,
-                             cfg.token_gate, cfg.token_run_z, cfg.token_route_alpha)
+                             k["tok_run"], route[:, 2], route[:, 3], tenants.route_peers(), cfg.token_mean_alpha,
+                             cfg.token_var_alpha, cfg.token_min_sd, cfg.token_peer_events, cfg.token_gate,
+                             cfg.token_run_z, cfg.token_route_alpha, route[:, 0], route[:, 1], cfg.token_route_step)
 
 
 def _rate_findings(ctx: Context, c: ApiColumns, m: np.ndarray, asset: np.ndarray, n_before: np.ndarray,
@@ -840,8 +841,11 @@ FAMILY = Family(
             "api.denial_of_wallet", "Tokens per request far above the key's own", "api_key",
             ("atlas:AML.T0034", "owasp-llm:LLM10"),
             "Judges each request's tokens relative to its endpoint (its log tokens less its tenant's typical log "
-            "tokens for that scope, a robust running norm), so a key that mixes chat, embeddings and batch jobs is "
-            "held to one distribution of its own. Keeps each key's relative tokens as a log-normal (a mean over "
+            "tokens for that scope, a robust running norm learned from each request less its key's own offset: "
+            "a typical key's size on the endpoint, not that of whichever keys are busy at the hour, so a busy "
+            "key with large requests that is quiet at night is not judged at night by the small keys' sizes), "
+            "so a key that mixes chat, embeddings and batch jobs is held to one distribution of its own. Keeps "
+            "each key's relative tokens as a log-normal (a mean over "
             "about its last 200 requests and a spread over about its last 500, spread at least `token_min_sd`, "
             "learned from requests that are not far out and not sent at a rate its key's baseline finds unusual), "
             "and judges a key with its peers as a hierarchical normal: per endpoint it learns how much one key's "
