@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
@@ -74,6 +75,7 @@ def produce_kafka(
     on_sent: Callable[[str, int], None] | None = None,
     client_id: str = "spyglass-simulator",
     client_config: Mapping[str, Any] | None = None,
+    stop: threading.Event | None = None,
 ) -> RunStats:
     """Produce the run into the per-kind topics, paced at ``rate`` events/s (0 = as fast as possible).
 
@@ -81,7 +83,8 @@ def produce_kafka(
     the producer waits for every acknowledgement (acks=all) before returning, and raises
     :class:`~schemas.errors.SpyglassError` naming the broker's reason if any record was refused (e.g. a
     principal without WRITE on a topic). ``client_config``: how to connect
-    (:func:`streams.kafka_security.kafka_client_config`; PLAINTEXT when None).
+    (:func:`streams.kafka_security.kafka_client_config`; PLAINTEXT when None). ``stop``: once set, no further
+    record is sent; what was sent is still flushed and the producer closed (a caller ending early).
     """
     from kafka import KafkaProducer  # imported here: file output needs no Kafka client
 
@@ -92,10 +95,15 @@ def produce_kafka(
     enc = msgspec.json.Encoder()
     stats = RunStats()
     refused: list[BaseException] = []  # the producer reports failed sends only to their futures
+    pause = stop.wait if stop is not None else time.sleep
     t0 = time.perf_counter()
     try:
         for chunk in sim.chunks():
+            if stop is not None and stop.is_set():
+                break
             for row in chunk.rows:
+                if stop is not None and stop.is_set():
+                    break
                 kind = row["kind"]
                 value = enc.encode(row)
                 sent = producer.send(topics[kind], key=row[PARTITION_KEY[kind]].encode(), value=value)
@@ -108,7 +116,7 @@ def produce_kafka(
                 if rate > 0:
                     ahead = stats.events / rate - (time.perf_counter() - t0)
                     if ahead > 0.005:
-                        time.sleep(ahead)
+                        pause(ahead)
         producer.flush()
     finally:
         producer.close(timeout=30)

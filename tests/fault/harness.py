@@ -44,6 +44,8 @@ class Run:
     db: str = ""
     checkpoint_key: str = field(default_factory=lambda: uuid.uuid4().hex)  # the workers of a run share it
     worker_settings: dict = field(default_factory=dict)  # settings of this run's workers (``Settings`` fields)
+    workers: list[WorkerProc] = field(default_factory=list)  # every worker started for the run
+    producers: list[Producing] = field(default_factory=list)  # every background producer of the run
 
     @property
     def scored_partitions(self) -> int:
@@ -112,7 +114,15 @@ class Run:
         return list(self.settings.topics().values())
 
     def cleanup(self) -> None:
-        """Delete the run's topics and database (a reused stack would otherwise gather them)."""
+        """End what the test left running, then delete the run's topics and database (a reused stack would
+        otherwise gather them). A test that failed half-way must not leave a producer sending to deleted topics
+        or a worker consuming them while the next test runs: their errors would be that test's."""
+        for p in self.producers:
+            p.stop.set()
+        for p in self.producers:
+            p.join(60)
+        for w in self.workers:
+            w.kill()
         with contextlib.suppress(Exception):  # best effort
             delete_topics(self.settings, self.names)
         with contextlib.suppress(Exception):
@@ -133,6 +143,7 @@ class WorkerProc:
         self.log = run.tmp / f"{name}.log"
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        run.workers.append(self)
 
     def start(self) -> WorkerProc:
         self.starts += 1
@@ -146,6 +157,14 @@ class WorkerProc:
         assert self.proc is not None
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+
+    def kill(self) -> None:
+        """SIGKILL if still running (a paused worker too), and reaped."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
 
     def pause(self) -> None:
         """SIGSTOP: the worker stops dead (as in a long GC or a stalled disk), its sockets left open."""
@@ -188,10 +207,35 @@ class WorkerProc:
             return "(no log)"
 
 
-def produce_in_background(run: Run, sim: Simulation, rate: float) -> threading.Thread:
-    t = threading.Thread(target=produce_kafka, args=(sim, run.settings.kafka_bootstrap, run.settings.topics()),
-                         kwargs={"rate": rate, "client_id": "fault-producer",
-                                 "client_config": kafka_client_config(run.settings)}, daemon=True)
+class Producing(threading.Thread):
+    """A background producer of the run: ``stop`` ends it early (the run's cleanup does, if the test did not
+    wait for it), and an error it raised is kept in ``error`` and raised again by :meth:`wait`."""
+
+    def __init__(self, run: Run, target: Callable[[threading.Event], object]) -> None:
+        super().__init__(daemon=True)
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self._target_fn = target
+        run.producers.append(self)
+
+    def run(self) -> None:
+        try:
+            self._target_fn(self.stop)
+        except BaseException as e:  # noqa: BLE001 - kept for wait()
+            self.error = e
+
+    def wait(self, timeout: float) -> None:
+        """Join; fail if it is still producing after ``timeout`` s or ended with an error."""
+        self.join(timeout)
+        assert not self.is_alive(), f"the producer is still producing after {timeout}s"
+        if self.error is not None:
+            raise AssertionError(f"the producer failed: {self.error!r}") from self.error
+
+
+def produce_in_background(run: Run, sim: Simulation, rate: float) -> Producing:
+    t = Producing(run, lambda stop: produce_kafka(
+        sim, run.settings.kafka_bootstrap, run.settings.topics(), rate=rate, client_id="fault-producer",
+        client_config=kafka_client_config(run.settings), stop=stop))
     t.start()
     return t
 
@@ -230,28 +274,33 @@ def cross_kind_rows(principals: int) -> list[dict]:
     return [r for _, r in sorted(out, key=lambda x: x[0])]
 
 
-def produce_rows(run: Run, rows: list[dict], rate: float) -> threading.Thread:
+def produce_rows(run: Run, rows: list[dict], rate: float) -> Producing:
     """Produce hand-made rows to their kinds' topics (keyed like the simulator), paced at ``rate`` rows/s."""
     import msgspec
     from kafka import KafkaProducer
 
     from streams.simulator.output import PARTITION_KEY
 
-    def go() -> None:
+    def go(stop: threading.Event) -> None:
         producer = KafkaProducer(bootstrap_servers=run.settings.kafka_bootstrap, acks="all",
                                  client_id="fault-rows", **kafka_client_config(run.settings))
         enc = msgspec.json.Encoder()
         t0 = time.monotonic()
-        for n, row in enumerate(rows):
-            kind = row["kind"]
-            producer.send(run.settings.topics()[kind], key=row[PARTITION_KEY[kind]].encode(), value=enc.encode(row))
-            ahead = n / rate - (time.monotonic() - t0)
-            if ahead > 0:
-                time.sleep(ahead)
-        producer.flush()
-        producer.close()
+        try:
+            for n, row in enumerate(rows):
+                if stop.is_set():
+                    break
+                kind = row["kind"]
+                producer.send(run.settings.topics()[kind], key=row[PARTITION_KEY[kind]].encode(),
+                              value=enc.encode(row))
+                ahead = n / rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    stop.wait(ahead)
+            producer.flush()
+        finally:
+            producer.close(timeout=30)
 
-    th = threading.Thread(target=go, daemon=True)
+    th = Producing(run, go)
     th.start()
     return th
 
@@ -394,6 +443,25 @@ def owns_partitions(w: WorkerProc, count: int | None = None) -> bool:
             owned = float(line.split()[1])
             return owned > 0 if count is None else owned == count
     return False
+
+
+def checkpoints_of(run: Run, worker: str) -> int:
+    """How many engine checkpoints the worker named ``worker`` has stored."""
+    return _count(run, f"SELECT count() FROM {run.db}.engine_checkpoints WHERE worker = '{worker}'")  # noqa: S608
+
+
+def wait_checkpointed(run: Run, w: WorkerProc, after: int = 0, timeout_s: float = 120) -> int:
+    """Until the worker has stored more than ``after`` checkpoints (a busy machine scores its first batches
+    late); returns how many it has."""
+    deadline = time.monotonic() + timeout_s
+    n = 0
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):  # the database appears with the worker's first write
+            n = checkpoints_of(run, w.name)
+        if n > after:
+            return n
+        time.sleep(0.5)
+    raise AssertionError(f"{w.name} stored no checkpoint in {timeout_s}s\n{w.tail()}")
 
 
 def check_accounting_and_alerts(run: Run, expected_events: int, reference: set[str]) -> set[str]:

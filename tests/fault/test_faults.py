@@ -14,6 +14,7 @@ from tests.fault.harness import (
     Run,
     WorkerProc,
     check_accounting_and_alerts,
+    checkpoints_of,
     cross_kind_rows,
     dead_letters,
     owns_partitions,
@@ -21,6 +22,7 @@ from tests.fault.harness import (
     produce_rows,
     reference_alert_ids,
     stored_event_ids,
+    wait_checkpointed,
     wait_committed,
 )
 
@@ -40,7 +42,7 @@ def test_kill_9_repeatedly_loses_nothing_and_duplicates_nothing(run: Run):
             time.sleep(6)
             w.kill9()
             w.start()
-        producer.join(120)
+        producer.wait(120)
         wait_committed(run, N, [w])
     finally:
         w.terminate()
@@ -72,14 +74,17 @@ def test_cross_kind_risk_after_kill_9_equals_the_fault_free_alerts(run: Run):
     producer = produce_rows(run, rows, rate=120)  # about 33 s
     w = WorkerProc(run, "victim").start()
     try:
+        stored = 0
         for _ in range(2):
             deadline = time.monotonic() + 120  # start-up takes about 6 s on a quiet machine, far more on a busy one
             while not owns_partitions(w) and time.monotonic() < deadline:
                 time.sleep(0.2)
             time.sleep(6)  # then a few checkpoints (every 2 s here)
+            wait_checkpointed(run, w, after=stored)  # at least one of this start (a busy machine scores late)
             w.kill9()
+            stored = checkpoints_of(run, w.name)
             w.start()
-        producer.join(120)
+        producer.wait(120)
         wait_committed(run, len(rows), [w])
     finally:
         w.terminate()
@@ -107,9 +112,10 @@ def test_two_workers_one_killed_its_partitions_move_and_state_follows(run: Run):
             time.sleep(0.5)
         assert all(owns_partitions(w) for w in (a, b)), (a.tail(), b.tail())
         time.sleep(6)  # a scores and checkpoints (every 2 s here) its share
+        wait_checkpointed(run, a)  # a busy machine scores the first batches late
         assert a.alive() and b.alive()
         a.kill9()
-        producer.join(120)
+        producer.wait(120)
         wait_committed(run, N, [a, b])
         assert b.alive()
         owned: list[str] = []
@@ -147,7 +153,7 @@ def test_clickhouse_down_30s_and_broker_restart_mid_run(run: Run, stack_settings
             assert "spyglass_store_up 0.0" in health
         finally:
             stack.up(("clickhouse",))
-        producer.join(120)
+        producer.wait(120)
         stack.down(("kafka",))
         try:
             time.sleep(3)

@@ -12,24 +12,17 @@ from tests.fault.harness import (
     Run,
     WorkerProc,
     check_accounting_and_alerts,
+    checkpoints_of,
     end_offsets,
     owns_partitions,
     produce_in_background,
     read_topic,
     reference_alert_ids,
+    wait_checkpointed,
     wait_committed,
 )
 
 N = 12_000
-
-
-def _checkpoints_of(run: Run, worker: str) -> int:
-    st = run.store()
-    try:
-        return int(st.query(f"SELECT count() FROM {run.db}.engine_checkpoints "  # noqa: S608
-                            f"WHERE worker = '{worker}'")[0][0])
-    finally:
-        st.close()
 
 
 def test_a_paused_worker_writes_nothing_after_the_new_owner_took_over(run: Run):
@@ -45,14 +38,15 @@ def test_a_paused_worker_writes_nothing_after_the_new_owner_took_over(run: Run):
             time.sleep(0.5)
         assert all(owns_partitions(w) for w in (a, b)), (a.tail(), b.tail())
         time.sleep(3)  # a scores, queues writes and checkpoints its share
+        wait_checkpointed(run, a)  # a busy machine scores the first batches late
         a.pause()
         deadline = time.monotonic() + 90  # past a's session timeout (6 s) the group gives b every partition
         while time.monotonic() < deadline and not owns_partitions(b, run.scored_partitions):
             time.sleep(1)
         assert owns_partitions(b, run.scored_partitions), b.tail()
-        producer.join(120)
+        producer.wait(120)
         wait_committed(run, N, [b])
-        checkpoints_before = _checkpoints_of(run, "paused")
+        checkpoints_before = checkpoints_of(run, "paused")
         alerts_before = end_offsets(run, [run.settings.topic_alerts])
         a.resume()
         time.sleep(10)  # a wakes up, finds it lost its partitions; whatever it still writes, it writes now
@@ -61,7 +55,7 @@ def test_a_paused_worker_writes_nothing_after_the_new_owner_took_over(run: Run):
     finally:
         a.terminate()
         b.terminate()
-    assert _checkpoints_of(run, "paused") == checkpoints_before, "the paused worker checkpointed after the takeover"
+    assert checkpoints_of(run, "paused") == checkpoints_before, "the paused worker checkpointed after the takeover"
     later = [m for m in read_topic(run, run.settings.topic_alerts)
              if m.offset >= alerts_before.get((m.topic, m.partition), 0)]
     earlier = {msgspec.json.decode(m.value)["alert_id"] for m in read_topic(run, run.settings.topic_alerts)

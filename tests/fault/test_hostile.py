@@ -83,7 +83,7 @@ def test_far_future_and_far_past_times_are_dead_lettered_and_change_no_alert(run
         row = {**rows[1_000 + i * 400], "event_id": f"odd-{i}", "ts": ts.replace("+00:00", "Z")}
         odd.append(row)
         rows.insert(1_001 + i * 400, row)
-    produce_rows(run, rows, rate=100_000).join(120)
+    produce_rows(run, rows, rate=100_000).wait(120)
     score_with_one_worker(run, "edge", len(rows))
     dead = dead_letters(run)
     assert sorted(msgspec.json.decode(m.value)["event_id"] for m in dead) == sorted(r["event_id"] for r in odd)
@@ -129,7 +129,7 @@ def test_a_topic_deleted_and_recreated_is_scored_from_its_start_never_skipped(ru
     _recreate(run, topic)
     rows = [r for ch in Simulation(seed=37, events=6_000, days=1).chunks() for r in ch.rows
             if r["kind"] == "api_usage"][: old_api // 2]  # fewer than the old topic held: every offset is "old"
-    produce_rows(run, rows, rate=100_000).join(60)
+    produce_rows(run, rows, rate=100_000).wait(60)
     w2 = WorkerProc(run, "second").start()
     try:
         wait_committed(run, sum(end_offsets(run, run.event_topics()).values()), [w2])
@@ -158,7 +158,7 @@ def test_an_insert_the_server_refuses_for_one_row_is_split_the_row_dead_lettered
     poison = [{**rows[500 + i * 1_500], "event_id": f"poison-{i}"} for i in range(3)]
     for i, row in enumerate(poison):  # valid events, of busy entities, between the others
         rows.insert(501 + i * 1_500, row)
-    produce_rows(run, rows, rate=100_000).join(120)
+    produce_rows(run, rows, rate=100_000).wait(120)
     w = score_with_one_worker(run, "picky", len(rows))
     assert w.starts == 1
     dead = dead_letters(run)

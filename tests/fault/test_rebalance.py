@@ -15,6 +15,7 @@ from tests.fault.harness import (
     owns_partitions,
     produce_in_background,
     reference_alert_ids,
+    wait_checkpointed,
     wait_committed,
 )
 
@@ -32,12 +33,13 @@ def test_a_broker_restart_during_a_rebalance_loses_nothing_and_duplicates_nothin
             time.sleep(0.5)
         assert owns_partitions(a, run.scored_partitions), a.tail()
         time.sleep(3)  # a scores and checkpoints
+        wait_checkpointed(run, a)  # a busy machine scores the first batches late
         b.start()  # the group rebalances once b has warmed up and joins
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and owns_partitions(a, run.scored_partitions) and not owns_partitions(b):
             time.sleep(0.2)
         assert not owns_partitions(a, run.scored_partitions) or owns_partitions(b), "no rebalance"
-        producer.join(120)  # done by now (a producer's retries would not outlast the restart, nor keep order)
+        producer.wait(120)  # done by now (a producer's retries would not outlast the restart, nor keep order)
         stack.down(("kafka",))  # the partitions were just handed over: the new owners are restoring them
         try:
             time.sleep(5)

@@ -48,9 +48,9 @@ def test_soak_kill_9_at_random_times_loses_nothing_and_duplicates_nothing(run: R
             producer = produce_rows(run, rows[i * share:(i + 1) * share], rate=share / delay)
             time.sleep(delay)
             w.kill9()  # while its share is still being produced
-            producer.join(120)
+            producer.wait(120)
             w.start()
-        produce_rows(run, rows[CYCLES * share:], rate=100_000).join(120)
+        produce_rows(run, rows[CYCLES * share:], rate=100_000).wait(120)
         wait_committed(run, len(rows), [w], timeout_s=600)
     finally:
         w.terminate()

@@ -61,6 +61,26 @@ def test_simulated_traffic_round_trips_through_the_broker(fresh_topics: Settings
         last[k] = ev.ts
 
 
+def test_a_stopped_producer_flushes_what_it_sent_and_sends_no_more(fresh_topics: Settings):
+    """The fault tests end a failed test's background producer this way, before its topics are deleted."""
+    import threading
+
+    stop = threading.Event()
+    sent = 0
+
+    def count(_kind: str, n: int) -> None:
+        nonlocal sent
+        sent += n
+        if sent == 1_000:
+            stop.set()
+
+    stats = produce_kafka(Simulation(seed=5, events=12_000, days=2), fresh_topics.kafka_bootstrap,
+                          fresh_topics.topics(), on_sent=count, stop=stop,
+                          client_config=kafka_client_config(fresh_topics))
+    assert stats.events == 1_000
+    assert len(consume_all(fresh_topics, list(fresh_topics.topics().values()), 12_000, timeout_s=5)) == 1_000
+
+
 def _stores(stack_settings: Settings, tmp_path) -> list:
     return [
         NativeStore(stack_settings.store().with_database(f"it_{uuid.uuid4().hex[:8]}")),
