@@ -424,7 +424,8 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
                    tok_mean, tok_var, tok_n, tok_run, tn, hours,
                    taus, tau_slow, prior_events, nb_size, hist_tau, dormant_ms, young_ms, min_rate, rate_gate,
                    tok_alpha, tok_min_sd, tok_warm, tok_gate, tok_run_z, fail_floor_share, fail_gate,
-                   key_hours, rhythm_prior, level_floor, pend, pend_h, x1, x10, x60, report_min):
+                   key_hours, rhythm_prior, level_floor, pend, pend_h, x1, x10, x60, report_min, week,
+                   tau_week):
     """A key's request counts against its own expected rate, its tokens per request against its own log-normal,
     its tenant's authentication failures against the tenant's own failure rate, and how often its tenant sees a key
     (re)appear and how quiet the hour is (``KR_P_NEW``, ``KR_P_HOUR``, ``KR_WAKE_N``: what
@@ -453,6 +454,12 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
     failed guesses at a key id days before its owner starts using it are no quiet history. Tokens with a z-score
     of ``tok_gate`` or more and failures with a surprise of ``fail_gate`` or more are not learned either. Returns
     one row per event with the ``KR_*`` columns.
+
+    A tenant's lull (a weekend): ``week`` holds per tenant its requests decayed over ``tau_week`` (and the time of
+    that), so its rate of the last week is known beside that of the last day (``tau_slow``). While the day's rate is
+    below the week's, every expected count is raised by their ratio: a key's day-long baseline forgets its weekday
+    level over a quiet weekend as its tenant's does, and the first weekday hours after it are judged by the level
+    the tenant's week shows, not by the weekend's (``tau_week`` 0: no lull correction).
     """
     n = key.shape[0]
     nw = taus.shape[0]
@@ -531,6 +538,11 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
             tn[t, TN_SINCE] = now
         eff_t = tau_slow * (1.0 - math.exp(-max(now - tn[t, TN_SINCE], tau10) / tau_slow))
         rate_t = tn[t, TN_BASE] / (eff_t + tau10)
+        lull = 1.0
+        if tau_week > 0:
+            _decay_cell(week, t, 0, 1, now, tau_week)
+            eff_w = tau_week * (1.0 - math.exp(-max(now - tn[t, TN_SINCE], tau10) / tau_week))
+            lull = max(1.0, (week[t, 0] / (eff_w + tau10)) / max(rate_t, 1e-12))
         # the key's rate and level as of the start of this clock hour (its requests of the hour held back): the
         # cluster test of a few requests is judged by them, so a burst does not raise its own bar
         start = since[k] if since[k] > 0 else now
@@ -539,13 +551,14 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
         rate_d = max((base[k] + prior_events) / (eff_k + prior_events / prior), min_rate)
         # the windows (minutes to an hour of counts) by the rate and level with the hour's requests so far in
         eff_k = tau_slow * (1.0 - math.exp(-max(now - start, 0.0) / tau_slow))
-        rate_k = max((base[k] + pend[k] + prior_events) / (eff_k + prior_events / prior), min_rate)
+        rate_k = max((base[k] + pend[k] + prior_events) / (eff_k + prior_events / prior), min_rate) * lull
+        rate_d *= lull
         size = min(base[k] + pend[k] + prior_events, nb_size)
         # the other keys' expected count, by the tenant's rate and rhythm as of this clock hour's start (a surge's
         # own requests, learned as they come, would otherwise raise the expectation they are judged by)
         pend_t = tn[t, TN_PEND]
         level0 = max(1.0, hour_level_exposed(hours[t], hour, pend_t, now, tn[t, TN_SINCE], hist_tau))
-        rate_t0 = max(tn[t, TN_BASE] - pend_t, 0.0) / (eff_t + tau10)
+        rate_t0 = max(tn[t, TN_BASE] - pend_t, 0.0) / (eff_t + tau10) * lull
         e_other = max(rate_t0 - rate_d, 0.0) * tau10 * level0
         # the surge over the last 10 minutes and the last minute (a release day's start lifts the 10-minute count
         # only slowly), each the lower one-sigma bound of its Gamma posterior: a surge believed only as far as the
@@ -613,6 +626,8 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
             pend_h[k] = h_abs
             if ok[i]:
                 tn[t, TN_BASE] += 1.0
+                if tau_week > 0:
+                    week[t, 0] += 1.0
         # tokens per request against the key's own log-normal; a run of large ones adds up
         if has_tok[i]:
             x = tok_log[i]

@@ -84,6 +84,10 @@ class ApiConfig:
     rate_min_requests: float = option(6.0, "floor: requests (decayed count) in the window below which no burst is "
                                            "raised")
     rate_tau_slow_s: float = option(86_400.0, "time constant of a key's and a tenant's baseline request rate")
+    rate_tau_week_s: float = option(604_800.0, "time constant of a tenant's weekly request rate: while its rate of "
+                                                "the last day is below the week's (a weekend), every key is expected "
+                                                "at its rate times that ratio, so the lull does not make the next "
+                                                "weekday a burst (0: off)")
     rate_prior_events: float = option(3.0, "requests' worth of its tenant's per-key rate a key's own is shrunk to")
     rate_nb_size: float = option(10.0, "the most requests a key's rate is trusted as resting on (negative-binomial "
                                        "size): hour-scale counts of real traffic vary more than a Poisson's")
@@ -193,6 +197,16 @@ class TenantRates:
         if grow > 0:
             self.peers = np.vstack([self.peers, np.zeros((grow, 4))])
         return self.peers
+
+    def weekly(self) -> np.ndarray:
+        """Per tenant row: its requests decayed over ``rate_tau_week_s`` and the time of that (the weekly rate
+        ``kernels.key_rate_model`` weighs a lull against), grown to the rows there are."""
+        if not hasattr(self, "week"):  # a checkpoint from before the weekly rate
+            self.week = np.zeros((0, 2))
+        grow = self.rows.shape[0] - self.week.shape[0]
+        if grow > 0:
+            self.week = np.vstack([self.week, np.zeros((grow, 2))])
+        return self.week
 
     def fit(self, n: int) -> None:
         if self.rows.shape[1] < TN_COLS:  # a checkpoint from before the tenant's minute count
@@ -435,7 +449,8 @@ def _key_model(ctx: Context, c: ApiColumns, tenants: TenantRates,
         cfg.rhythm_tau_days * DAY, cfg.unknown_dormant_days * DAY, HOUR, cfg.rate_floor_per_hour / HOUR,
         cfg.rate_surprise, cfg.token_alpha, cfg.token_min_sd, 1, cfg.token_gate, cfg.token_run_z,
         cfg.stuffing_floor_share, cfg.stuffing_surprise, hours, cfg.rhythm_prior_events, cfg.rate_level_floor,
-        k["pend"], k["pend_h"], k["x1"], k["x10"], k["x60"], cfg.rate_min_requests)
+        k["pend"], k["pend_h"], k["x1"], k["x10"], k["x60"], cfg.rate_min_requests, tenants.weekly(),
+        cfg.rate_tau_week_s * 1000)
     for j in range(24):
         k[f"hour{j}"][:] = hours[:, j]
     # outputs relative to inputs (long outputs: extraction), the same way: endpoint norm, key shrunk to peers
