@@ -366,8 +366,8 @@ KR_RATE_S, KR_RATE_W, KR_RATE_C, KR_RATE_E, KR_SURGE, KR_TOK_Z, KR_TOK_RUN, KR_T
     KR_FAIL_E, KR_WAKE_N, KR_P_HOUR, KR_P_NEW, KR_LEVEL, KR_GAP_RATE, KR_GAP_RATE_LONG = range(17)
 # columns of the per-tenant rows ``key_rate_model`` keeps
 TN_R10, TN_RLAST, TN_BASE, TN_BLAST, TN_SINCE, TN_F10, TN_FLAST, TN_FBASE, TN_FBLAST, TN_HLAST, TN_NK, TN_EV, \
-    TN_NLAST, TN_KEYS = range(14)
-TN_COLS = 14
+    TN_NLAST, TN_KEYS, TN_R1, TN_R1LAST, TN_PEND, TN_PEND_H = range(18)
+TN_COLS = 18
 
 
 @njit(cache=True)
@@ -380,12 +380,52 @@ def _decay_cell(rows, r, col, last_col, now, tau):  # pragma: no cover - compile
 
 
 @njit(cache=True)
+def gamma_lower_ratio(shape, rate, z):  # pragma: no cover - compiled
+    """The lower ``z``-sigma quantile of a Gamma(``shape``, ``rate``) (Wilson-Hilferty's cube-root normal
+    approximation, floored at 0): a ratio of counts believed only as far as the counts bear it."""
+    c = 1.0 / (9.0 * shape)
+    q = 1.0 - c - z * math.sqrt(c)
+    return shape * q * q * q / rate if q > 0.0 else 0.0
+
+
+@njit(cache=True)
+def hour_level_exposed(counts, hour, pend, now, since, tau):  # pragma: no cover - compiled
+    """The rate at clock hour ``hour`` of the day over the average hour's, from decayed per-hour-of-day ``counts``
+    (time constant ``tau``) less ``pend`` (the current clock hour's so far), each hour of the day divided by how
+    much of it was seen since ``since`` (its completed occurrences, decayed alike): in a tenant's first days the
+    hours seen twice are not twice as busy as those seen once. Shrunk toward 1 with the weight of one request."""
+    h_abs = now // 3_600_000
+    first = since // 3_600_000
+    r = math.exp(-24.0 * 3_600_000 / tau)
+    num = 0.0
+    den = 0.0
+    own_c = 0.0
+    own_e = 0.0
+    for h in range(24):
+        last = h_abs - ((hour - h) % 24) if h != hour else h_abs - 24
+        if last < first:
+            continue
+        m = (last - first) // 24 + 1
+        e = math.exp(-(now - (last + 0.5) * 3_600_000) / tau) * (1.0 - r ** m) / (1.0 - r)
+        c = max(counts[h] - (pend if h == hour else 0.0), 0.0)
+        num += c
+        den += e
+        if h == hour:
+            own_c, own_e = c, e
+    if den <= 0.0 or num <= 0.0:
+        return 1.0
+    avg = num / den
+    return (own_c + 1.0) / (own_e + 1.0 / avg) / avg
+
+
+@njit(cache=True)
 def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no cover - compiled
                    r1, r10, r60, r_last, base, base_last, since, k_last, wake, wake_n,
                    tok_mean, tok_var, tok_n, tok_run, tn, hours,
                    taus, tau_slow, prior_events, nb_size, hist_tau, dormant_ms, young_ms, min_rate, rate_gate,
                    tok_alpha, tok_min_sd, tok_warm, tok_gate, tok_run_z, fail_floor_share, fail_gate,
-                   key_hours, rhythm_prior, level_floor, pend, pend_h, x1, x10, x60, report_min):
+                   key_hours, rhythm_prior, level_floor, pend, pend_h, x1, x10, x60, report_min, week,
+                   tau_week):
     """A key's request counts against its own expected rate, its tokens per request against its own log-normal,
     its tenant's authentication failures against the tenant's own failure rate, and how often its tenant sees a key
     (re)appear and how quiet the hour is (``KR_P_NEW``, ``KR_P_HOUR``, ``KR_WAKE_N``: what
@@ -394,8 +434,11 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
     Expected requests in a window of time constant ``taus[w]`` are the key's baseline rate (a decayed count over
     ``tau_slow``, shrunk toward its tenant's per-key rate with the weight of ``prior_events`` requests) times the
     key's own hour-of-day level (``key_level``: its rhythm, shrunk toward its tenant's with the weight of
-    ``rhythm_prior`` requests, at least ``level_floor``) times the tenant's current surge (the other keys' count
-    over their expectation at the tenant's level, never below 1). The surprise is the best window's
+    ``rhythm_prior`` requests, at least ``level_floor``) times the tenant's current surge (the other keys' counts
+    over the last 10 minutes and the last minute over their expectation by the tenant's rate and its rhythm as of
+    the clock hour's start, ``hour_level_exposed``, each the lower one-sigma bound of ``gamma_lower_ratio``, never
+    below 1: the tenant's requests of the hour so far, ``TN_PEND``, are left out of that expectation, as a key's
+    are of its own). The surprise is the best window's
     negative-binomial tail of the *other* requests in the window (the Gamma-Poisson predictive of a rate known from
     the events it rests on, at most ``nb_size``), less log10 of the number of windows. Events with a
     surprise of at least ``rate_gate`` are not learned into the key's rate and rhythm nor its tenant's rhythm
@@ -411,6 +454,12 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
     failed guesses at a key id days before its owner starts using it are no quiet history. Tokens with a z-score
     of ``tok_gate`` or more and failures with a surprise of ``fail_gate`` or more are not learned either. Returns
     one row per event with the ``KR_*`` columns.
+
+    A tenant's lull (a weekend): ``week`` holds per tenant its requests decayed over ``tau_week`` (and the time of
+    that), so its rate of the last week is known beside that of the last day (``tau_slow``). While the day's rate is
+    below the week's, every expected count is raised by their ratio: a key's day-long baseline forgets its weekday
+    level over a quiet weekend as its tenant's does, and the first weekday hours after it are judged by the level
+    the tenant's week shows, not by the weekend's (``tau_week`` 0: no lull correction).
     """
     n = key.shape[0]
     nw = taus.shape[0]
@@ -429,6 +478,9 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
                 hours[t, h] *= f
             tn[t, TN_HLAST] = now
         hour = (now // 3_600_000) % 24
+        if tn[t, TN_PEND_H] != now // 3_600_000:  # the tenant's learned requests of this clock hour so far
+            tn[t, TN_PEND] = 0.0
+            tn[t, TN_PEND_H] = now // 3_600_000
         tot = 0.0
         for h in range(24):
             tot += hours[t, h]
@@ -452,8 +504,10 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
         r10[k] += 1.0
         r60[k] += 1.0
         _decay_cell(tn, t, TN_R10, TN_RLAST, now, tau10)
+        _decay_cell(tn, t, TN_R1, TN_R1LAST, now, taus[0])
         if ok[i]:
             tn[t, TN_R10] += 1.0
+            tn[t, TN_R1] += 1.0
         # baselines: the key's and the tenant's decayed counts over ``tau_slow``
         db = now - base_last[k]
         if db > 0:
@@ -484,6 +538,11 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
             tn[t, TN_SINCE] = now
         eff_t = tau_slow * (1.0 - math.exp(-max(now - tn[t, TN_SINCE], tau10) / tau_slow))
         rate_t = tn[t, TN_BASE] / (eff_t + tau10)
+        lull = 1.0
+        if tau_week > 0:
+            _decay_cell(week, t, 0, 1, now, tau_week)
+            eff_w = tau_week * (1.0 - math.exp(-max(now - tn[t, TN_SINCE], tau10) / tau_week))
+            lull = max(1.0, (week[t, 0] / (eff_w + tau10)) / max(rate_t, 1e-12))
         # the key's rate and level as of the start of this clock hour (its requests of the hour held back): the
         # cluster test of a few requests is judged by them, so a burst does not raise its own bar
         start = since[k] if since[k] > 0 else now
@@ -492,10 +551,20 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
         rate_d = max((base[k] + prior_events) / (eff_k + prior_events / prior), min_rate)
         # the windows (minutes to an hour of counts) by the rate and level with the hour's requests so far in
         eff_k = tau_slow * (1.0 - math.exp(-max(now - start, 0.0) / tau_slow))
-        rate_k = max((base[k] + pend[k] + prior_events) / (eff_k + prior_events / prior), min_rate)
+        rate_k = max((base[k] + pend[k] + prior_events) / (eff_k + prior_events / prior), min_rate) * lull
+        rate_d *= lull
         size = min(base[k] + pend[k] + prior_events, nb_size)
-        e_other = max(rate_t - rate_k, 0.0) * tau10 * level
-        surge = max(1.0, (max(tn[t, TN_R10] - r10[k], 0.0) + 1.0) / (e_other + 1.0))
+        # the other keys' expected count, by the tenant's rate and rhythm as of this clock hour's start (a surge's
+        # own requests, learned as they come, would otherwise raise the expectation they are judged by)
+        pend_t = tn[t, TN_PEND]
+        level0 = max(1.0, hour_level_exposed(hours[t], hour, pend_t, now, tn[t, TN_SINCE], hist_tau))
+        rate_t0 = max(tn[t, TN_BASE] - pend_t, 0.0) / (eff_t + tau10) * lull
+        e_other = max(rate_t0 - rate_d, 0.0) * tau10 * level0
+        # the surge over the last 10 minutes and the last minute (a release day's start lifts the 10-minute count
+        # only slowly), each the lower one-sigma bound of its Gamma posterior: a surge believed only as far as the
+        # other keys' counts bear it, so chance in a few requests at a quiet hour is no surge
+        surge = max(1.0, gamma_lower_ratio(max(tn[t, TN_R10] - r10[k], 0.0) + 1.0, e_other + 1.0, 1.0),
+                    gamma_lower_ratio(max(tn[t, TN_R1] - r1[k], 0.0) + 1.0, e_other * taus[0] / tau10 + 1.0, 1.0))
         # the key's level now and over the span its windows remember (the highest: a quiet evening is not judged
         # by the busy afternoon still in its hour window)
         own60 = key_level(key_hours, hours, k, t, now, rhythm_prior, level_floor)
@@ -557,6 +626,8 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
             pend_h[k] = h_abs
             if ok[i]:
                 tn[t, TN_BASE] += 1.0
+                if tau_week > 0:
+                    week[t, 0] += 1.0
         # tokens per request against the key's own log-normal; a run of large ones adds up
         if has_tok[i]:
             x = tok_log[i]
@@ -607,6 +678,7 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
             k_last[k] = max(k_last[k], now)
             if learn:
                 hours[t, hour] += 1.0
+                tn[t, TN_PEND] += 1.0
             if now - wake[k] <= young_ms:
                 out[i, KR_WAKE_N] = wake_n[k]
     return out
@@ -927,7 +999,8 @@ def log_zscore_excess(ent, x, mean, var, n_seen, alpha, gate, min_var, warm):  #
 
 @njit(cache=True)
 def token_scope_model(key, grp, has_tok, resid, skip, tok_mean, tok_var, tok_n, tok_run, g_var, g_n, peers, alpha,
-                      var_alpha, min_sd, prior_n, gate, run_z, g_alpha):  # pragma: no cover - compiled
+                      var_alpha, min_sd, prior_n, gate, run_z, g_alpha, norm, norm_n,
+                      norm_step):  # pragma: no cover - compiled
     """Each request's tokens (``resid``: log tokens relative to its endpoint's norm) against its key's own
     log-normal, shrunk toward its endpoint peers as a hierarchical normal, and the key's run of far-out requests.
 
@@ -947,15 +1020,28 @@ def token_scope_model(key, grp, has_tok, resid, skip, tok_mean, tok_var, tok_n, 
     run, an ordinary one halves it. Not learned (key or group): requests at ``gate`` or more, and those ``skip``
     marks (at a rate the key's baseline finds unusual: a burst's tokens are not the key's habit). Returns rows
     (z, run, the key's blended mean, the request's own tail surprise).
+
+    With ``norm_n`` holding the groups' rows, ``resid`` holds each request's log tokens and is made relative to its
+    endpoint's norm here, as of the request (written back in place): the norm (``norm``, a robust running location
+    as in ``group_log_residual``: weight ``max(g_alpha, 1 / (seen + 1))``, each move at most ``norm_step`` times it)
+    learns each request less its key's own offset (the key's shrunk mean), so it is the endpoint's size for a
+    typical key, not the size of whichever keys are busy now: a busy key with large requests that dominates its
+    endpoint by day and is quiet at night does not lift the norm by day and leave it low at night, where its
+    ordinary requests would look many times its usual. With ``norm_n`` empty, ``resid`` is taken as given.
     """
     n = key.shape[0]
     out = np.zeros((n, 4), dtype=np.float64)
     floor = min_sd * min_sd
+    keyed = norm_n.shape[0] > 0
     for i in range(n):
         if not has_tok[i]:
             continue
         k = key[i]
         g = grp[i]
+        if keyed:
+            if norm_n[g] == 0.0:
+                norm[g] = resid[i]
+            resid[i] -= norm[g]
         x = resid[i]
         total = max(g_var[g], floor) if g_n[g] > 0.0 else 1.0
         within = max(peers[g, 0], floor) if peers[g, 1] > 0.0 else total
@@ -974,6 +1060,10 @@ def token_scope_model(key, grp, has_tok, resid, skip, tok_mean, tok_var, tok_n, 
         else:
             tok_run[k] *= 0.5
         out[i, 1] = tok_run[k]
+        if keyed:
+            b = max(g_alpha, 1.0 / (norm_n[g] + 1.0))
+            norm[g] += b * min(max(x - mean, -norm_step), norm_step)
+            norm_n[g] += 1.0
         if z < gate and not skip[i]:
             d = x - tok_mean[k]
             a = max(alpha, 1.0 / (nk + 1.0))

@@ -84,6 +84,10 @@ class ApiConfig:
     rate_min_requests: float = option(6.0, "floor: requests (decayed count) in the window below which no burst is "
                                            "raised")
     rate_tau_slow_s: float = option(86_400.0, "time constant of a key's and a tenant's baseline request rate")
+    rate_tau_week_s: float = option(604_800.0, "time constant of a tenant's weekly request rate: while its rate of "
+                                                "the last day is below the week's (a weekend), every key is expected "
+                                                "at its rate times that ratio, so the lull does not make the next "
+                                                "weekday a burst (0: off)")
     rate_prior_events: float = option(3.0, "requests' worth of its tenant's per-key rate a key's own is shrunk to")
     rate_nb_size: float = option(10.0, "the most requests a key's rate is trusted as resting on (negative-binomial "
                                        "size): hour-scale counts of real traffic vary more than a Poisson's")
@@ -194,7 +198,19 @@ class TenantRates:
             self.peers = np.vstack([self.peers, np.zeros((grow, 4))])
         return self.peers
 
+    def weekly(self) -> np.ndarray:
+        """Per tenant row: its requests decayed over ``rate_tau_week_s`` and the time of that (the weekly rate
+        ``kernels.key_rate_model`` weighs a lull against), grown to the rows there are."""
+        if not hasattr(self, "week"):  # a checkpoint from before the weekly rate
+            self.week = np.zeros((0, 2))
+        grow = self.rows.shape[0] - self.week.shape[0]
+        if grow > 0:
+            self.week = np.vstack([self.week, np.zeros((grow, 2))])
+        return self.week
+
     def fit(self, n: int) -> None:
+        if self.rows.shape[1] < TN_COLS:  # a checkpoint from before the tenant's minute count
+            self.rows = np.hstack([self.rows, np.zeros((self.rows.shape[0], TN_COLS - self.rows.shape[1]))])
         grow = n - self.rows.shape[0]
         if grow > 0:
             self.rows = np.vstack([self.rows, np.zeros((grow, TN_COLS))])
@@ -408,7 +424,8 @@ def _key_model(ctx: Context, c: ApiColumns, tenants: TenantRates,
     """``kernels.key_rate_model`` over the batch: rates, tokens, failures and appearing keys (``KR_*`` columns).
 
     Tokens are judged relative to their endpoint: a request's log tokens less its tenant's typical log tokens for
-    that scope (``kernels.group_log_residual``), so a key that mixes chat with batch jobs or embeddings is held to
+    that scope (kept by ``kernels.token_scope_model`` from each request less its key's own offset, so it is a typical
+    key's size, not the busy keys' of the hour), so a key that mixes chat with batch jobs or embeddings is held to
     one tight distribution of its own (its usual size relative to each endpoint) rather than a wide mixture. The
     key's rate surprise is the better of its windows' and of the cluster of its latest requests
     (``kernels.gap_scan_nb``: the exact negative-binomial tail, the rate trusted as resting on at most
@@ -422,8 +439,7 @@ def _key_model(ctx: Context, c: ApiColumns, tenants: TenantRates,
     has_tok = (c.model >= 0) & (c.tokens > 0) & ~c.auth_fail
     x = np.log1p(np.maximum(c.tokens, 0.0))
     rows = tenants.route_index(pair(c.tenant, np.where(c.scope < 0, 0, c.scope)))
-    resid = group_log_residual(rows, x, has_tok, tenants.route_tok[:, 0], tenants.route_tok[:, 1],
-                               cfg.token_route_alpha, cfg.token_route_step)
+    resid = np.where(has_tok, x, 0.0)  # made relative to its endpoint's norm by the token model, as of each request
     hours = np.stack([k[f"hour{j}"] for j in range(24)], axis=1)  # the key's own hour-of-day rhythm
     m = key_rate_model(  # tokens are judged below, with peers (no token is passed here)
         c.key, c.tenant, c.ts, ~c.auth_fail, stuff_fail, np.zeros(len(c.key), dtype=np.bool_), x,
@@ -433,7 +449,8 @@ def _key_model(ctx: Context, c: ApiColumns, tenants: TenantRates,
         cfg.rhythm_tau_days * DAY, cfg.unknown_dormant_days * DAY, HOUR, cfg.rate_floor_per_hour / HOUR,
         cfg.rate_surprise, cfg.token_alpha, cfg.token_min_sd, 1, cfg.token_gate, cfg.token_run_z,
         cfg.stuffing_floor_share, cfg.stuffing_surprise, hours, cfg.rhythm_prior_events, cfg.rate_level_floor,
-        k["pend"], k["pend_h"], k["x1"], k["x10"], k["x60"], cfg.rate_min_requests)
+        k["pend"], k["pend_h"], k["x1"], k["x10"], k["x60"], cfg.rate_min_requests, tenants.weekly(),
+        cfg.rate_tau_week_s * 1000)
     for j in range(24):
         k[f"hour{j}"][:] = hours[:, j]
     # outputs relative to inputs (long outputs: extraction), the same way: endpoint norm, key shrunk to peers
@@ -476,10 +493,11 @@ def _token_model(ctx: Context, c: ApiColumns, tenants: TenantRates, rows: np.nda
     key's habit, and learning them would make its ordinary requests look large afterwards.
     """
     cfg, k = ctx.config, ctx.tables.key
+    route = tenants.route_tok
     return token_scope_model(c.key, rows, has_tok, resid, at_rate, k["tok_mean"], k["tok_var"], k["tok_n"],
-                             k["tok_run"], tenants.route_tok[:, 2], tenants.route_tok[:, 3], tenants.route_peers(),
-                             cfg.token_mean_alpha, cfg.token_var_alpha, cfg.token_min_sd, cfg.token_peer_events,
-                             cfg.token_gate, cfg.token_run_z, cfg.token_route_alpha)
+                             k["tok_run"], route[:, 2], route[:, 3], tenants.route_peers(), cfg.token_mean_alpha,
+                             cfg.token_var_alpha, cfg.token_min_sd, cfg.token_peer_events, cfg.token_gate,
+                             cfg.token_run_z, cfg.token_route_alpha, route[:, 0], route[:, 1], cfg.token_route_step)
 
 
 def _rate_findings(ctx: Context, c: ApiColumns, m: np.ndarray, asset: np.ndarray, n_before: np.ndarray,
@@ -801,7 +819,12 @@ FAMILY = Family(
             "traffic, shrunk toward its tenant's per-key rate while young) at this time of day in the key's own "
             "hour-of-day rhythm (learned per key, shrunk toward its tenant's rhythm while young: a key used in "
             "office hours is expected to be nearly silent at night, a service key is not), raised by the tenant's "
-            "current surge (a release day that lifts every key of the tenant lifts the expectation too). It also "
+            "current surge (a release day that lifts every key of the tenant lifts the expectation too: the other "
+            "keys' counts over the last 10 minutes and the last minute against what the tenant's rate and its "
+            "exposure-weighted hour-of-day rhythm expected of them as of the clock hour's start, each believed to "
+            "the lower one-sigma bound of its Gamma posterior, so a surge's own requests do not raise the "
+            "expectation they are judged by, its start is seen within a minute, and chance in a few requests at a "
+            "quiet hour is no surge). It also "
             "judges the key's latest 4, 6, 9, 13 and 17 requests as a cluster: how likely that many requests are "
             "within the time they took at the rate expected before the current clock hour (an exact "
             "negative-binomial tail, the rate trusted as resting on at most `rate_nb_size` requests and never on "
@@ -833,8 +856,11 @@ FAMILY = Family(
             "api.denial_of_wallet", "Tokens per request far above the key's own", "api_key",
             ("atlas:AML.T0034", "owasp-llm:LLM10"),
             "Judges each request's tokens relative to its endpoint (its log tokens less its tenant's typical log "
-            "tokens for that scope, a robust running norm), so a key that mixes chat, embeddings and batch jobs is "
-            "held to one distribution of its own. Keeps each key's relative tokens as a log-normal (a mean over "
+            "tokens for that scope, a robust running norm learned from each request less its key's own offset: "
+            "a typical key's size on the endpoint, not that of whichever keys are busy at the hour, so a busy "
+            "key with large requests that is quiet at night is not judged at night by the small keys' sizes), "
+            "so a key that mixes chat, embeddings and batch jobs is held to one distribution of its own. Keeps "
+            "each key's relative tokens as a log-normal (a mean over "
             "about its last 200 requests and a spread over about its last 500, spread at least `token_min_sd`, "
             "learned from requests that are not far out and not sent at a rate its key's baseline finds unusual), "
             "and judges a key with its peers as a hierarchical normal: per endpoint it learns how much one key's "

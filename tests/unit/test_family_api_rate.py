@@ -42,7 +42,8 @@ def test_an_office_keys_dozen_requests_at_night_are_a_burst_by_its_own_rhythm():
     hits = _hits(alerts, "api.rate_burst", ids)
     assert hits and hits[0].entity == "o1"
     level = next(f for f in hits[0].evidence.features if f.name == "hour_level")
-    assert level.value < 0.3, "judged at the key's own quiet hour, not at its tenant's (busy) night"
+    # the tenant's level at 23:00 is about 0.84 (service keys around the clock); the key's own is far below it
+    assert level.value < 0.5, "judged at the key's own quiet hour, not at its tenant's (busy) night"
 
 
 def test_a_service_keys_dozen_requests_at_night_are_not_a_burst():
@@ -68,7 +69,7 @@ def _model(ts: np.ndarray, hist: np.ndarray | None = None) -> np.ndarray:
         cfg.rhythm_tau_days * DAY, cfg.unknown_dormant_days * DAY, HOUR, cfg.rate_floor_per_hour / HOUR,
         cfg.rate_surprise, cfg.token_alpha, cfg.token_min_sd, 1, cfg.token_gate, cfg.token_run_z,
         cfg.stuffing_floor_share, cfg.stuffing_surprise, key_hours, cfg.rhythm_prior_events, cfg.rate_level_floor,
-        np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1), cfg.rate_min_requests)
+        np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1), cfg.rate_min_requests, np.zeros((1, 2)), 0.0)
 
 
 def test_a_burst_does_not_raise_the_cluster_tests_bar_within_its_clock_hour():

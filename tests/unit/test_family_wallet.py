@@ -15,6 +15,7 @@ from detectors.families.api import ApiConfig
 from detectors.kernels import token_run_model, token_scope_model
 from tests.unit.test_detectors import T0, Stream, _hits, _work
 
+NO_NORM = (np.zeros(0), np.zeros(0), 1.0)  # tokens given relative to their endpoint already (no norm kept)
 SCALES = {"k0": 0.2, "k1": 3.0, "k2": 1.0, "k3": 8.0, "k4": 0.5}  # keys of one tenant differ widely in size
 
 
@@ -71,7 +72,7 @@ def test_a_young_keys_first_far_out_request_is_judged_by_one_keys_spread_not_eve
 
     new = token_scope_model(key, grp, ones, x, ~ones, *cols(), np.zeros(1), np.zeros(1), np.zeros((1, 4)),
                             cfg.token_mean_alpha, cfg.token_var_alpha, cfg.token_min_sd, cfg.token_peer_events,
-                            cfg.token_gate, cfg.token_run_z, cfg.token_route_alpha)
+                            cfg.token_gate, cfg.token_run_z, cfg.token_route_alpha, *NO_NORM)
     old = token_run_model(key, grp, ones, x, *cols(), np.zeros(1), np.zeros(1), cfg.token_alpha, cfg.token_min_sd,
                           cfg.token_prior_events, cfg.token_gate, cfg.token_run_z, cfg.token_route_alpha)
     assert new[-1, 3] >= cfg.token_single_surprise > normal_surprise(old[-1, 0])
@@ -93,7 +94,7 @@ def test_a_busy_keys_ordinary_requests_stay_below_the_single_request_level():
     out = token_scope_model(key, grp, ones, x, ~ones, *[np.zeros(n_keys) for _ in range(4)], np.zeros(1),
                             np.zeros(1), np.zeros((1, 4)), cfg.token_mean_alpha, cfg.token_var_alpha,
                             cfg.token_min_sd, cfg.token_peer_events, cfg.token_gate, cfg.token_run_z,
-                            cfg.token_route_alpha)
+                            cfg.token_route_alpha, *NO_NORM)
     assert out[2_000:, 3].max() < cfg.token_single_surprise
 
 
@@ -111,6 +112,6 @@ def test_requests_at_an_unusual_rate_are_judged_but_not_learned():
     out = token_scope_model(key, grp, np.ones(x.size, dtype=np.bool_), x, skip, *state, np.zeros(1),
                             np.zeros(1), np.zeros((1, 4)), cfg.token_mean_alpha, cfg.token_var_alpha,
                             cfg.token_min_sd, cfg.token_peer_events, cfg.token_gate, cfg.token_run_z,
-                            cfg.token_route_alpha)
+                            cfg.token_route_alpha, *NO_NORM)
     assert state[2][0] == 301  # learned: the 300 ordinary requests and the last one, not the burst's 200
     assert out[300, 0] < -2.0 and abs(out[-1, 0]) < 1.0
