@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
@@ -445,21 +446,30 @@ def owns_partitions(w: WorkerProc, count: int | None = None) -> bool:
     return False
 
 
-def checkpoints_of(run: Run, worker: str) -> int:
-    """How many engine checkpoints the worker named ``worker`` has stored."""
-    return _count(run, f"SELECT count() FROM {run.db}.engine_checkpoints WHERE worker = '{worker}'")  # noqa: S608
+def checkpoints_of(run: Run, worker: str, since: datetime | None = None) -> int:
+    """How many engine checkpoints the worker named ``worker`` has stored (``since``: written at or after it).
+
+    The table keeps one row per partition in the end (a ``ReplacingMergeTree``): a background merge may drop a
+    worker's older rows once another worker checkpointed the same partitions, so the count can fall, never rise
+    without a write."""
+    when = f" AND written_at >= toDateTime('{since.strftime('%Y-%m-%d %H:%M:%S')}', 'UTC')" if since else ""
+    return _count(run, f"SELECT count() FROM {run.db}.engine_checkpoints WHERE worker = '{worker}'{when}")  # noqa: S608
 
 
-def wait_checkpointed(run: Run, w: WorkerProc, after: int = 0, timeout_s: float = 120) -> int:
-    """Until the worker has stored more than ``after`` checkpoints (a busy machine scores its first batches
-    late); returns how many it has."""
+def next_second() -> datetime:
+    """The next whole second of wall time: a checkpoint written at or after it was written after this call
+    (``written_at`` has whole seconds)."""
+    return datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+
+
+def wait_checkpointed(run: Run, w: WorkerProc, since: datetime | None = None, timeout_s: float = 120) -> None:
+    """Until the worker has stored a checkpoint (``since``: written at or after it); a busy machine scores its
+    first batches late."""
     deadline = time.monotonic() + timeout_s
-    n = 0
     while time.monotonic() < deadline:
         with contextlib.suppress(Exception):  # the database appears with the worker's first write
-            n = checkpoints_of(run, w.name)
-        if n > after:
-            return n
+            if checkpoints_of(run, w.name, since):
+                return
         time.sleep(0.5)
     raise AssertionError(f"{w.name} stored no checkpoint in {timeout_s}s\n{w.tail()}")
 

@@ -14,9 +14,9 @@ from tests.fault.harness import (
     Run,
     WorkerProc,
     check_accounting_and_alerts,
-    checkpoints_of,
     cross_kind_rows,
     dead_letters,
+    next_second,
     owns_partitions,
     produce_in_background,
     produce_rows,
@@ -72,17 +72,17 @@ def test_cross_kind_risk_after_kill_9_equals_the_fault_free_alerts(run: Run):
     run.worker_settings = {"engine_alert_budget_per_100k": 0, "engine_learning_hours": 0}
     rows = cross_kind_rows(180)
     producer = produce_rows(run, rows, rate=120)  # about 33 s
+    started = next_second()
     w = WorkerProc(run, "victim").start()
     try:
-        stored = 0
         for _ in range(2):
             deadline = time.monotonic() + 120  # start-up takes about 6 s on a quiet machine, far more on a busy one
             while not owns_partitions(w) and time.monotonic() < deadline:
                 time.sleep(0.2)
             time.sleep(6)  # then a few checkpoints (every 2 s here)
-            wait_checkpointed(run, w, after=stored)  # at least one of this start (a busy machine scores late)
+            wait_checkpointed(run, w, since=started)  # at least one of this start (a busy machine scores late)
             w.kill9()
-            stored = checkpoints_of(run, w.name)
+            started = next_second()
             w.start()
         producer.wait(120)
         wait_committed(run, len(rows), [w])
