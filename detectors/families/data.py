@@ -130,18 +130,20 @@ def stage(ctx: Context, c: DataColumns) -> list[Finding]:
     warm = ((p_before + 1 >= cfg.principal_warm_events)
             & (c.ts - p["first"][c.principal] >= cfg.principal_warm_hours * HOUR))
     tenant = _TenantCounts(ctx, c)
+    known = _granted_before(ctx, c)  # before _volume adds the batch's granted pairs
     out = _volume(ctx, c)
     out += _segmentation(ctx, c, p_before, warm, tenant)
     out += _off_hours(ctx, c, p_before, tenant)
     out += _training(ctx, c, tenant)
-    out += _denied(ctx, c, p_before, tenant)
+    out += _denied(ctx, c, p_before, tenant, known)
     tenant.commit()
     return out
 
 
 class _TenantCounts:
-    """Per-tenant counts (new IPs, accesses with an IP, denials, accesses, first (principal, dataset) accesses,
-    networks new to the tenant) as of each event of the batch: the peer priors of the principals' own rates."""
+    """Per-tenant counts (new IPs, accesses with an IP, denials of data never granted, accesses, first (principal,
+    dataset) accesses, networks new to the tenant) as of each event of the batch: the peer priors of the principals'
+    own rates."""
 
     def __init__(self, ctx: Context, c: DataColumns) -> None:
         self.table: dict[int, list[float]] = ctx.tables.family["data_tenant_counts"]
@@ -596,10 +598,26 @@ def _training(ctx: Context, c: DataColumns, tenant: _TenantCounts) -> list[Findi
     return out
 
 
-def _denied(ctx: Context, c: DataColumns, p_before: np.ndarray, tenant: _TenantCounts) -> list[Finding]:
-    """data.denied_burst: recent denials against the principal's own denied rate (shrunk to its tenant's)."""
+def _granted_before(ctx: Context, c: DataColumns) -> np.ndarray:
+    """Whether each denied event's principal had been granted its dataset before it (as of the event: the
+    (principal, dataset) pairs of earlier batches' granted accesses, and the batch's earlier ones); False for a
+    granted event. Call before ``_volume``, which adds the batch's granted pairs."""
+    keys = pair(c.principal, c.dataset)
+    out = (earlier_flagged(keys, c.granted) > 0) & ~c.granted
+    pairs = ctx.tables.pairs
+    d = np.flatnonzero(~c.granted & ~out)
+    out[d] = [int(k) in pairs for k in keys[d].tolist()]
+    return out
+
+
+def _denied(ctx: Context, c: DataColumns, p_before: np.ndarray, tenant: _TenantCounts,
+            known: np.ndarray) -> list[Finding]:
+    """data.denied_burst: recent denials of data the principal was never granted, against its own rate of them
+    (shrunk to its tenant's)."""
     cfg, p = ctx.config, ctx.tables.principal
-    denied = ~c.granted
+    # probing is being refused data one never had: a denial of a dataset the principal was granted before (an
+    # expired session, a permission change) is not evidence of it
+    denied = ~c.granted & ~known
     tau = cfg.denied_tau_s * 1000
     k = decayed_count(c.principal, c.ts, denied.astype(np.float64), p["denied"], p["denied_last"], tau)
     recent = decayed_count(c.principal, c.ts, np.ones(c.ts.size), p["accesses"], p["accesses_last"], tau)
@@ -624,9 +642,10 @@ def _denied(ctx: Context, c: DataColumns, p_before: np.ndarray, tenant: _TenantC
         out.append(_finding(ctx, "data.denied_burst", c, i, float(sur[j]), int(c.sensitivity[i]),
                             [Feature(name="denied_per_5min", value=round(float(k[i]), 1),
                                      baseline=round(float(mu[j]), 3))],
-                            f"{e.principal} was denied access {k[i]:.0f} times in about {cfg.denied_tau_s / 60:.0f} "
-                            f"minutes, where their own denied rate ({rate[i]:.1%} of accesses, their tenant's as the "
-                            f"prior) over their {recent[i]:.0f} recent accesses expects {mu[j]:.2f} (latest: "
+                            f"{e.principal} was denied access to data they were never granted {k[i]:.0f} times in "
+                            f"about {cfg.denied_tau_s / 60:.0f} minutes, where their own rate of such denials "
+                            f"({rate[i]:.1%} of accesses, their tenant's as the prior) over their "
+                            f"{recent[i]:.0f} recent accesses expects {mu[j]:.2f} (latest: "
                             f"{e.dataset}, {e.sensitivity}); about {one_in(float(sur[j]))} for them."))
     return out
 
@@ -823,10 +842,12 @@ FAMILY = Family(
         Detector(
             "data.denied_burst", "Burst of denied data access (probing)", "principal",
             ("atlas:AML.T0007", "owasp-llm:LLM02"),
-            "Counts each principal's denied and all accesses with exponential decay (time constant "
-            "`denied_tau_s`). Its own denied rate (shrunk to its tenant's) times its recent accesses is what it "
-            "should expect; a denial whose recent denied count has a Poisson surprise of `denied_surprise` or "
-            "more is raised: someone probing for data they are not allowed to read."),
+            "Counts each principal's denied accesses to datasets it was never granted, and all its accesses, with "
+            "exponential decay (time constant `denied_tau_s`); a denial of a dataset it was granted before (an "
+            "expired session, a permission change on its everyday data) is not probing and is not counted. Its own "
+            "rate of such denials (shrunk to its tenant's) times its recent accesses is what it should expect; a "
+            "denial whose recent count has a Poisson surprise of `denied_surprise` or more is raised: someone "
+            "probing for data they are not allowed to read."),
     ),
     columns=(
         Column("principal", "n", 0, "accesses seen (warm-up)"),
@@ -843,11 +864,12 @@ FAMILY = Family(
         Column("principal", "pk_mean", 0, "mean of the principal's daily peak log(rows)"),
         Column("principal", "pk_var", 0.25, "variance of the principal's daily peak log(rows)"),
         Column("principal", "pk_seen", 0, "days learned into the daily-peak baseline"),
-        Column("principal", "denied", 0, "decayed count of denied accesses, `denied_tau_s`"),
+        Column("principal", "denied", 0, "decayed count of denied accesses to data the principal was never "
+               "granted, `denied_tau_s`"),
         Column("principal", "denied_last", 0, "time of the denied count's last update"),
         Column("principal", "accesses", 0, "decayed count of all accesses, `denied_tau_s`"),
         Column("principal", "accesses_last", 0, "time of the access count's last update"),
-        Column("principal", "denied_n", 0, "denied accesses seen"),
+        Column("principal", "denied_n", 0, "denied accesses to data the principal was never granted"),
         Column("principal", "recent", 0, "decayed count of accesses, `off_hours_tau_min`"),
         Column("principal", "recent_last", 0, "time of the recent count's last update"),
         Column("principal", "recent_s", 0, "decayed count of accesses, `off_hours_short_min`"),
@@ -902,9 +924,9 @@ FAMILY = Family(
         Table("hours_principal", "per-principal hour-of-day histograms (UTC)", "rows taken with their principal ids"),
         Table("oh_pending", "principal -> held-back accesses per hour of the day (UTC) of its current off-hours "
               "episode, held only for principals with some", "rows renumbered with their principal ids"),
-        Table("data_tenant_counts", "tenant -> [new IPs, accesses with an IP, denials, accesses, first "
-              "(principal, dataset) accesses, new networks, first writes to another department's training data]: "
-              "the peer priors of the principals' own rates",
+        Table("data_tenant_counts", "tenant -> [new IPs, accesses with an IP, denials of data never granted, "
+              "accesses, first (principal, dataset) accesses, new networks, first writes to another department's "
+              "training data]: the peer priors of the principals' own rates",
               "never evicted: tenants are peer groups", factory=dict),
         Table("data_crossings", "pair(department, owner department) -> the department's granted accesses to the "
               "owner's sensitive data; pair(tenant + 2**30, owner) -> the tenant's crossings to the owner's",
