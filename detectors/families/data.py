@@ -51,8 +51,6 @@ PAIR_VOLUME = (0.02, 2.0, 0.25)  # per (principal, dataset): frozen above 2 sigm
 PAIR_WARM_READS = 5
 CUSUM_GATE = 4.0  # drift: the CUSUM stops learning the pair's baseline above this z
 VOLUME_BLOCKS = 6  # time-of-day blocks (4 hours of UTC each) of a principal's volume baselines
-OFF_HOURS_RATE_PRIOR_H = 4.0  # hours added to a young principal's age for its accesses per day: the kernel's +1 access
-# over them, a prior of six accesses a day for a principal just seen
 OFF_HOURS_DISPERSION = 5.0  # gamma-Poisson shape of a principal's counts per hour (kernels.hour_rhythm_sensitive)
 NOVELTY_PRIOR = 20.0  # weight (in observations) of the tenant's novelty rate in an entity's own
 TENANT_CROSS_KEY = 1 << 30  # data_crossings rows of a tenant (tenant id + this, owner department): above every dept id
@@ -499,18 +497,12 @@ def _off_hours(ctx: Context, c: DataColumns, p_before: np.ndarray, tenant: _Tena
     np.add.at(p["oh_sens"], c.principal, sens.astype(np.float64))
     sens_share = ((own_sens + NOVELTY_PRIOR * (t_sens + 1.0) / (t_all + 2.0))
                   / (p_before + NOVELTY_PRIOR))
-    # the kernel's accesses per day, (n + 1) / max(age, 1 day), count a principal seen for a few hours (a new joiner,
-    # an on-call engineer's first night) as if it had existed a whole day; its accesses were done in those hours: the
-    # rate over its age plus OFF_HOURS_RATE_PRIOR_H (the +1 access as a prior of one access per that many hours), up
-    # to the day the kernel assumes (a principal older than that is judged as before)
-    age = (c.ts - p["first"][c.principal]) / DAY
-    young = np.maximum(age, 1.0) / np.minimum(age + OFF_HOURS_RATE_PRIOR_H / 24.0, np.maximum(age, 1.0))
     hs, ip_s, share, k, mu, scale, t_share = hour_rhythm_sensitive(
         c.principal, c.tenant, hour, c.ts, p["first"], s.hours_principal, s.hours_tenant, p["recent"],
         p["recent_last"], p["recent_s"], p["recent_s_last"], new_hour, p["ip_carry"], p["ip_carry_ts"], float(tau),
         float(cfg.off_hours_short_min * MIN), cfg.off_hours_prior, OFF_HOURS_DISPERSION, ip_s, judged,
         cfg.off_hours_learn_surprise, loc, pending, pend_max, ep_n, cfg.off_hours_surprise, sens.astype(np.float64),
-        np.minimum(sens_share, 1.0) * young)
+        np.minimum(sens_share, 1.0))
     s.oh_pending.put(uniq, pending)
     p["oh_pend_max"][uniq] = pend_max
     p["oh_ep_n"][uniq] = ep_n
@@ -810,9 +802,7 @@ FAMILY = Family(
             "for a service account or on-call engineer whose history has it. The tenant's histogram counts its "
             "principals at work at each hour (each one's first access at that hour), not accesses, so a few batch "
             "accounts reading all night do not make the night look usual for a young principal. From the "
-            "histogram and the principal's events per day (counted over the time it has existed plus four hours, so "
-            "a principal seen for an hour, a new joiner's first shift or an on-call engineer's first night, is not "
-            "judged as if its first accesses were a whole day's) it expects how many accesses fall within "
+            "histogram and the principal's events per day it expects how many accesses fall within "
             "`off_hours_tau_min` at this hour, and, in hours the principal never worked at before this episode, within "
             "`off_hours_short_min` too; the Poisson tail of the recent count (the larger of the two, less log10(2) "
             "for two tests) is the surprise, so a person's second read within a minute or two is judged on the "
