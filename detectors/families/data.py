@@ -45,6 +45,8 @@ from schemas.alerts import Feature
 PRINCIPAL_VOLUME = (0.02, 4.0, 0.25)
 DEPT_VOLUME = (0.01, 4.0, 0.25)
 DEPT_WARM_READS = 50  # reads before a department's baseline judges its cold principals
+NEWCOMER_VOLUME = (0.05, 4.0, 0.25)  # a department's (or tenant's) baseline of its principals' first reads
+NEWCOMER_WARM_READS = 10  # newcomers' reads before that baseline judges (about three principals' first reads)
 PAIR_VOLUME = (0.02, 2.0, 0.25)  # per (principal, dataset): frozen above 2 sigma, so a drip is not learned
 PAIR_WARM_READS = 5
 CUSUM_GATE = 4.0  # drift: the CUSUM stops learning the pair's baseline above this z
@@ -68,6 +70,11 @@ class DataConfig:
                                      "judges it (its department's before)")
     volume_peer_z: float = option(6.0, "log-volume z-score against the department that makes a spike for a "
                                        "cold principal")
+    volume_newcomer_z: float = option(4.0, "log-volume z-score against what the department's principals read when "
+                                           "they start (their first `volume_min_seen` reads; the tenant's while the "
+                                           "department has fewer than ten) that a cold principal's read must also "
+                                           "reach: a newcomer reading like its department's heavier readers is not "
+                                           "a spike")
     drift_k: float = option(0.75, "CUSUM allowance: z-scores below this do not add to the drift sum")
     drift_h: float = option(6.0, "CUSUM threshold of the drift sum")
     drift_surprise: float = option(5.0, "surprise of the drift sum (its tail per read while reads keep to their "
@@ -123,18 +130,20 @@ def stage(ctx: Context, c: DataColumns) -> list[Finding]:
     warm = ((p_before + 1 >= cfg.principal_warm_events)
             & (c.ts - p["first"][c.principal] >= cfg.principal_warm_hours * HOUR))
     tenant = _TenantCounts(ctx, c)
+    known = _granted_before(ctx, c)  # before _volume adds the batch's granted pairs
     out = _volume(ctx, c)
     out += _segmentation(ctx, c, p_before, warm, tenant)
     out += _off_hours(ctx, c, p_before, tenant)
     out += _training(ctx, c, tenant)
-    out += _denied(ctx, c, p_before, tenant)
+    out += _denied(ctx, c, p_before, tenant, known)
     tenant.commit()
     return out
 
 
 class _TenantCounts:
-    """Per-tenant counts (new IPs, accesses with an IP, denials, accesses, first (principal, dataset) accesses,
-    networks new to the tenant) as of each event of the batch: the peer priors of the principals' own rates."""
+    """Per-tenant counts (new IPs, accesses with an IP, denials of data never granted, accesses, first (principal,
+    dataset) accesses, networks new to the tenant) as of each event of the batch: the peer priors of the principals'
+    own rates."""
 
     def __init__(self, ctx: Context, c: DataColumns) -> None:
         self.table: dict[int, list[float]] = ctx.tables.family["data_tenant_counts"]
@@ -181,7 +190,11 @@ def _volume(ctx: Context, c: DataColumns) -> list[Finding]:
     # peer baseline: until a principal has its own, its department's judges it
     dz = log_zscore(c.dept[g], c.rows[g], s.dept["mean"], s.dept["var"], s.dept["seen"], *DEPT_VOLUME,
                     DEPT_WARM_READS)
-    peer = cold & (dz >= cfg.volume_peer_z)
+    # ... and what its principals read when they start (their first `volume_min_seen` reads, each principal alike
+    # however busy): a department's read baseline is its busiest members' habit, and a newcomer reading like its
+    # heavier readers is not a spike (no newcomer baseline yet: the department's alone judges)
+    nz = _newcomer_zscore(ctx, c.dept[g], c.tenant[g], c.rows[g], cold)
+    peer = cold & (dz >= cfg.volume_peer_z) & ~(nz < cfg.volume_newcomer_z)
     # the principal's daily peaks: a volume it reaches every day (a service account's nightly batch) is its habit,
     # however far above its ordinary reads; the tenant's learning period teaches them as they are
     tenants, t_inv = np.unique(c.tenant[g], return_inverse=True)
@@ -192,7 +205,7 @@ def _volume(ctx: Context, c: DataColumns) -> list[Finding]:
                            cfg.volume_peak_days, cfg.volume_peak_z)
     usual_peak = zp < cfg.volume_peak_z
     for j in np.flatnonzero(((z >= HIGH_MODE_Z) & ~usual_peak) | peer):
-        zj = float(dz[j] if peer[j] else z[j])
+        zj = float(min(dz[j], nz[j]) if peer[j] and np.isfinite(nz[j]) else dz[j] if peer[j] else z[j])
         surprise = normal_surprise(zj)
         if surprise < cfg.volume_surprise and not peer[j]:
             continue
@@ -203,6 +216,8 @@ def _volume(ctx: Context, c: DataColumns) -> list[Finding]:
                               p[f"vb_mean{block[j]}"][c.principal[i]] if by_block else p["mean"][c.principal[i]]))
         whose = (f"what their department usually reads per access ({base:,.0f})" if peer[j]
                  else f"their usual {base:,.0f} per access" + (" at this time of day" if by_block else ""))
+        if peer[j] and np.isfinite(nz[j]):
+            whose += f" and {nz[j]:.1f} standard deviations above what its principals read when they start"
         f = _finding(ctx, "data.volume_spike", c, i, surprise, int(c.sensitivity[i]),
                      [Feature(name="rows", value=float(c.rows[i]), baseline=round(base, 1)),
                       Feature(name="rows_log_z", value=round(zj, 2), baseline=0.0)],
@@ -326,6 +341,34 @@ def cusum_theta(k: float, floor: float = -math.inf, cap: float = math.inf) -> fl
 def _phi(x: float) -> float:
     """The standard normal distribution function."""
     return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+def _newcomer_zscore(ctx: Context, dept: np.ndarray, tenant: np.ndarray, rows: np.ndarray,
+                     cold: np.ndarray) -> np.ndarray:
+    """Log-volume z-score of each cold read (``cold``) against its department's newcomer baseline: the log(rows) of
+    its principals' first reads, every principal's alike (the tenant's newcomers' while the department has fewer
+    than NEWCOMER_WARM_READS); nan for a warm principal's read or where neither baseline is warm yet."""
+    s = ctx.tables
+    z = np.full(rows.size, np.nan)
+    j = np.flatnonzero(cold)
+    if not j.size:
+        return z
+    d = dept[j]
+    # below its warm count a baseline learns every read, so its count as of each read is its count before the batch
+    # plus the batch's earlier reads of the same key
+    d_warm = s.dept["nc_seen"][d] + rank_in_batch(d) >= NEWCOMER_WARM_READS
+    zd = log_zscore(d, rows[j], s.dept["nc_mean"], s.dept["nc_var"], s.dept["nc_seen"], *NEWCOMER_VOLUME,
+                    NEWCOMER_WARM_READS)
+    table: dict[int, list[float]] = s.family["data_newcomers"]
+    ut, inv = np.unique(tenant[j], return_inverse=True)
+    stats = np.array([table.get(t, [0.0, PRINCIPAL_VOLUME[2], 0.0]) for t in ut.tolist()], dtype=np.float64)
+    mean, var, seen = (np.ascontiguousarray(stats[:, k]) for k in range(3))
+    t_warm = seen[inv] + rank_in_batch(inv) >= NEWCOMER_WARM_READS
+    zt = log_zscore(inv, rows[j], mean, var, seen, *NEWCOMER_VOLUME, NEWCOMER_WARM_READS)
+    for k, t in enumerate(ut.tolist()):
+        table[t] = [float(mean[k]), float(var[k]), float(seen[k])]
+    z[j] = np.where(d_warm, zd, np.where(t_warm, zt, np.nan))
+    return z
 
 
 def _block_zscore(p: Arrays, prin: np.ndarray, block: np.ndarray, rows: np.ndarray, warm: int) -> np.ndarray:
@@ -555,10 +598,26 @@ def _training(ctx: Context, c: DataColumns, tenant: _TenantCounts) -> list[Findi
     return out
 
 
-def _denied(ctx: Context, c: DataColumns, p_before: np.ndarray, tenant: _TenantCounts) -> list[Finding]:
-    """data.denied_burst: recent denials against the principal's own denied rate (shrunk to its tenant's)."""
+def _granted_before(ctx: Context, c: DataColumns) -> np.ndarray:
+    """Whether each denied event's principal had been granted its dataset before it (as of the event: the
+    (principal, dataset) pairs of earlier batches' granted accesses, and the batch's earlier ones); False for a
+    granted event. Call before ``_volume``, which adds the batch's granted pairs."""
+    keys = pair(c.principal, c.dataset)
+    out = (earlier_flagged(keys, c.granted) > 0) & ~c.granted
+    pairs = ctx.tables.pairs
+    d = np.flatnonzero(~c.granted & ~out)
+    out[d] = [int(k) in pairs for k in keys[d].tolist()]
+    return out
+
+
+def _denied(ctx: Context, c: DataColumns, p_before: np.ndarray, tenant: _TenantCounts,
+            known: np.ndarray) -> list[Finding]:
+    """data.denied_burst: recent denials of data the principal was never granted, against its own rate of them
+    (shrunk to its tenant's)."""
     cfg, p = ctx.config, ctx.tables.principal
-    denied = ~c.granted
+    # probing is being refused data one never had: a denial of a dataset the principal was granted before (an
+    # expired session, a permission change) is not evidence of it
+    denied = ~c.granted & ~known
     tau = cfg.denied_tau_s * 1000
     k = decayed_count(c.principal, c.ts, denied.astype(np.float64), p["denied"], p["denied_last"], tau)
     recent = decayed_count(c.principal, c.ts, np.ones(c.ts.size), p["accesses"], p["accesses_last"], tau)
@@ -583,9 +642,10 @@ def _denied(ctx: Context, c: DataColumns, p_before: np.ndarray, tenant: _TenantC
         out.append(_finding(ctx, "data.denied_burst", c, i, float(sur[j]), int(c.sensitivity[i]),
                             [Feature(name="denied_per_5min", value=round(float(k[i]), 1),
                                      baseline=round(float(mu[j]), 3))],
-                            f"{e.principal} was denied access {k[i]:.0f} times in about {cfg.denied_tau_s / 60:.0f} "
-                            f"minutes, where their own denied rate ({rate[i]:.1%} of accesses, their tenant's as the "
-                            f"prior) over their {recent[i]:.0f} recent accesses expects {mu[j]:.2f} (latest: "
+                            f"{e.principal} was denied access to data they were never granted {k[i]:.0f} times in "
+                            f"about {cfg.denied_tau_s / 60:.0f} minutes, where their own rate of such denials "
+                            f"({rate[i]:.1%} of accesses, their tenant's as the prior) over their "
+                            f"{recent[i]:.0f} recent accesses expects {mu[j]:.2f} (latest: "
                             f"{e.dataset}, {e.sensitivity}); about {one_in(float(sur[j]))} for them."))
     return out
 
@@ -685,7 +745,11 @@ FAMILY = Family(
             "a day's peak is learned as at most `volume_peak_z` above the usual one, so one export does not "
             "make the next look usual). Its surprise (the normal tail of that z-score) reaching `volume_surprise` "
             "is raised; until the principal has `volume_min_seen` reads, its department's baseline judges it "
-            "(`volume_peer_z`). Severity follows the surprise and the dataset's sensitivity."),
+            "(`volume_peer_z`), and the read must also lie `volume_newcomer_z` standard deviations above what the "
+            "department's principals read when they start (their first reads, each principal alike however busy; "
+            "the tenant's newcomers' while the department has had fewer than ten such reads): a department's "
+            "per-access baseline is its busiest members' habit, and a newcomer who reads like its heavier readers is "
+            "not a spike. Severity follows the surprise and the dataset's sensitivity."),
         Detector(
             "data.volume_drift", "Data volume creeping up day after day", "principal",
             ("atlas:AML.T0025", "owasp-llm:LLM02"),
@@ -778,10 +842,12 @@ FAMILY = Family(
         Detector(
             "data.denied_burst", "Burst of denied data access (probing)", "principal",
             ("atlas:AML.T0007", "owasp-llm:LLM02"),
-            "Counts each principal's denied and all accesses with exponential decay (time constant "
-            "`denied_tau_s`). Its own denied rate (shrunk to its tenant's) times its recent accesses is what it "
-            "should expect; a denial whose recent denied count has a Poisson surprise of `denied_surprise` or "
-            "more is raised: someone probing for data they are not allowed to read."),
+            "Counts each principal's denied accesses to datasets it was never granted, and all its accesses, with "
+            "exponential decay (time constant `denied_tau_s`); a denial of a dataset it was granted before (an "
+            "expired session, a permission change on its everyday data) is not probing and is not counted. Its own "
+            "rate of such denials (shrunk to its tenant's) times its recent accesses is what it should expect; a "
+            "denial whose recent count has a Poisson surprise of `denied_surprise` or more is raised: someone "
+            "probing for data they are not allowed to read."),
     ),
     columns=(
         Column("principal", "n", 0, "accesses seen (warm-up)"),
@@ -798,11 +864,12 @@ FAMILY = Family(
         Column("principal", "pk_mean", 0, "mean of the principal's daily peak log(rows)"),
         Column("principal", "pk_var", 0.25, "variance of the principal's daily peak log(rows)"),
         Column("principal", "pk_seen", 0, "days learned into the daily-peak baseline"),
-        Column("principal", "denied", 0, "decayed count of denied accesses, `denied_tau_s`"),
+        Column("principal", "denied", 0, "decayed count of denied accesses to data the principal was never "
+               "granted, `denied_tau_s`"),
         Column("principal", "denied_last", 0, "time of the denied count's last update"),
         Column("principal", "accesses", 0, "decayed count of all accesses, `denied_tau_s`"),
         Column("principal", "accesses_last", 0, "time of the access count's last update"),
-        Column("principal", "denied_n", 0, "denied accesses seen"),
+        Column("principal", "denied_n", 0, "denied accesses to data the principal was never granted"),
         Column("principal", "recent", 0, "decayed count of accesses, `off_hours_tau_min`"),
         Column("principal", "recent_last", 0, "time of the recent count's last update"),
         Column("principal", "recent_s", 0, "decayed count of accesses, `off_hours_short_min`"),
@@ -822,6 +889,9 @@ FAMILY = Family(
         Column("dept", "mean", 0, "the department's mean log(rows)"),
         Column("dept", "var", 0.25, "the department's variance of log(rows)"),
         Column("dept", "seen", 0, "accesses learned into the department's baseline"),
+        Column("dept", "nc_mean", 0, "mean log(rows) of its principals' first reads (the newcomer baseline)"),
+        Column("dept", "nc_var", 0.25, "variance of log(rows) of its principals' first reads"),
+        Column("dept", "nc_seen", 0, "first reads learned into the newcomer baseline"),
         Column("dept", "accesses", 0, "accesses of the department's principals"),
         Column("dept", "cross_out", 0, "granted accesses of its principals to other departments' sensitive data"),
         Column("dept", "train_in", 0, "(principal, dataset) pairs of the department's first granted writes to "
@@ -854,13 +924,16 @@ FAMILY = Family(
         Table("hours_principal", "per-principal hour-of-day histograms (UTC)", "rows taken with their principal ids"),
         Table("oh_pending", "principal -> held-back accesses per hour of the day (UTC) of its current off-hours "
               "episode, held only for principals with some", "rows renumbered with their principal ids"),
-        Table("data_tenant_counts", "tenant -> [new IPs, accesses with an IP, denials, accesses, first "
-              "(principal, dataset) accesses, new networks, first writes to another department's training data]: "
-              "the peer priors of the principals' own rates",
+        Table("data_tenant_counts", "tenant -> [new IPs, accesses with an IP, denials of data never granted, "
+              "accesses, first (principal, dataset) accesses, new networks, first writes to another department's "
+              "training data]: the peer priors of the principals' own rates",
               "never evicted: tenants are peer groups", factory=dict),
         Table("data_crossings", "pair(department, owner department) -> the department's granted accesses to the "
               "owner's sensitive data; pair(tenant + 2**30, owner) -> the tenant's crossings to the owner's",
               "never evicted: departments and tenants are peer groups, few and long-lived",
+              factory=dict),
+        Table("data_newcomers", "tenant -> [mean, variance, reads] of log(rows) of its principals' first reads: the "
+              "newcomer baseline of departments with too few of their own", "never evicted: tenants are peer groups",
               factory=dict),
     ),
 )

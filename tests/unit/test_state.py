@@ -117,7 +117,7 @@ def test_eviction_does_not_depend_on_where_the_stream_is_cut_into_batches(sim, s
     _, events = sim
     cfg = TIGHT
     if sizes[0] == 1:  # one event a batch: a sparser week, so it runs in seconds
-        events = events[::12]
+        events = events[::8]
         cfg = EngineConfig(idle_evict_days=1.0, session_idle_hours=2, max_entities=250, cap_check_events=500)
     ea, eb = Engine(cfg), Engine(cfg)
     a, b = process(events, ea, sizes[0]), process(events, eb, sizes[1])
