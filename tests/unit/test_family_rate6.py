@@ -1,7 +1,8 @@
 """api.rate_burst judges clusters of up to 17 requests, each by the exact negative-binomial tail.
 
-Pattern: a key of 40 requests a working day makes 24 requests two minutes apart (about nine times its rate at
-that hour): no cluster of 9 requests is unusual enough, the latest 13 or 17 are. Benign twin: the same key makes
+Pattern: a key of 40 requests a working day makes 24 requests a minute apart (about nine times its rate at that
+hour, judged at its tenant's weekly level: the test's tenant is silent all morning before it): no cluster of 9
+requests is unusual enough, the latest 13 or 17 are. Benign twin: the same key makes
 24 requests five minutes apart (a busy afternoon at a few times its rate). The kernel: the exact tail agrees with
 a direct sum of the negative-binomial probabilities and is never surer than a Poisson's.
 
@@ -37,7 +38,7 @@ def sustained(gap_s: float) -> tuple[list, set[str]]:
 
 
 def test_a_sustained_burst_is_caught_on_a_cluster_longer_than_nine_requests():
-    alerts, ids = sustained(120.0)
+    alerts, ids = sustained(60.0)
     hits = _hits(alerts, "api.rate_burst", ids)
     assert hits and hits[0].entity == "k1"
     n = int(hits[0].explanation.split(" made ")[1].split(" requests")[0])
