@@ -366,8 +366,8 @@ KR_RATE_S, KR_RATE_W, KR_RATE_C, KR_RATE_E, KR_SURGE, KR_TOK_Z, KR_TOK_RUN, KR_T
     KR_FAIL_E, KR_WAKE_N, KR_P_HOUR, KR_P_NEW, KR_LEVEL, KR_GAP_RATE, KR_GAP_RATE_LONG = range(17)
 # columns of the per-tenant rows ``key_rate_model`` keeps
 TN_R10, TN_RLAST, TN_BASE, TN_BLAST, TN_SINCE, TN_F10, TN_FLAST, TN_FBASE, TN_FBLAST, TN_HLAST, TN_NK, TN_EV, \
-    TN_NLAST, TN_KEYS, TN_R1, TN_R1LAST, TN_PEND, TN_PEND_H = range(18)
-TN_COLS = 18
+    TN_NLAST, TN_KEYS, TN_R1, TN_R1LAST, TN_PEND, TN_PEND_H, TN_WEEK, TN_WLAST = range(20)
+TN_COLS = 20
 
 
 @njit(cache=True)
@@ -424,8 +424,7 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
                    tok_mean, tok_var, tok_n, tok_run, tn, hours,
                    taus, tau_slow, prior_events, nb_size, hist_tau, dormant_ms, young_ms, min_rate, rate_gate,
                    tok_alpha, tok_min_sd, tok_warm, tok_gate, tok_run_z, fail_floor_share, fail_gate,
-                   key_hours, rhythm_prior, level_floor, pend, pend_h, x1, x10, x60, report_min, week,
-                   tau_week):
+                   key_hours, rhythm_prior, level_floor, pend, pend_h, x1, x10, x60, report_min, tau_week):
     """A key's request counts against its own expected rate, its tokens per request against its own log-normal,
     its tenant's authentication failures against the tenant's own failure rate, and how often its tenant sees a key
     (re)appear and how quiet the hour is (``KR_P_NEW``, ``KR_P_HOUR``, ``KR_WAKE_N``: what
@@ -455,11 +454,11 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
     of ``tok_gate`` or more and failures with a surprise of ``fail_gate`` or more are not learned either. Returns
     one row per event with the ``KR_*`` columns.
 
-    A tenant's lull (a weekend): ``week`` holds per tenant its requests decayed over ``tau_week`` (and the time of
-    that), so its rate of the last week is known beside that of the last day (``tau_slow``). While the day's rate is
-    below the week's, every expected count is raised by their ratio: a key's day-long baseline forgets its weekday
-    level over a quiet weekend as its tenant's does, and the first weekday hours after it are judged by the level
-    the tenant's week shows, not by the weekend's (``tau_week`` 0: no lull correction).
+    A tenant's lull (a weekend): ``TN_WEEK`` holds its requests decayed over ``tau_week``, so its rate of the last
+    week is known beside that of the last day (``tau_slow``). While the day's rate is below the week's, every
+    expected count is raised by their ratio: a key's day-long baseline forgets its weekday level over a quiet
+    weekend as its tenant's does, and the first weekday hours after it are judged by the level the tenant's week
+    shows, not by the weekend's (``tau_week`` 0: no lull correction).
     """
     n = key.shape[0]
     nw = taus.shape[0]
@@ -540,9 +539,9 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
         rate_t = tn[t, TN_BASE] / (eff_t + tau10)
         lull = 1.0
         if tau_week > 0:
-            _decay_cell(week, t, 0, 1, now, tau_week)
+            _decay_cell(tn, t, TN_WEEK, TN_WLAST, now, tau_week)
             eff_w = tau_week * (1.0 - math.exp(-max(now - tn[t, TN_SINCE], tau10) / tau_week))
-            lull = max(1.0, (week[t, 0] / (eff_w + tau10)) / max(rate_t, 1e-12))
+            lull = max(1.0, (tn[t, TN_WEEK] / (eff_w + tau10)) / max(rate_t, 1e-12))
         # the key's rate and level as of the start of this clock hour (its requests of the hour held back): the
         # cluster test of a few requests is judged by them, so a burst does not raise its own bar
         start = since[k] if since[k] > 0 else now
@@ -627,7 +626,7 @@ def key_rate_model(key, ten, ts, ok, stuff_fail, has_tok, tok_log,  # pragma: no
             if ok[i]:
                 tn[t, TN_BASE] += 1.0
                 if tau_week > 0:
-                    week[t, 0] += 1.0
+                    tn[t, TN_WEEK] += 1.0
         # tokens per request against the key's own log-normal; a run of large ones adds up
         if has_tok[i]:
             x = tok_log[i]

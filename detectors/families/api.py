@@ -198,16 +198,6 @@ class TenantRates:
             self.peers = np.vstack([self.peers, np.zeros((grow, 4))])
         return self.peers
 
-    def weekly(self) -> np.ndarray:
-        """Per tenant row: its requests decayed over ``rate_tau_week_s`` and the time of that (the weekly rate
-        ``kernels.key_rate_model`` weighs a lull against), grown to the rows there are."""
-        if not hasattr(self, "week"):  # a checkpoint from before the weekly rate
-            self.week = np.zeros((0, 2))
-        grow = self.rows.shape[0] - self.week.shape[0]
-        if grow > 0:
-            self.week = np.vstack([self.week, np.zeros((grow, 2))])
-        return self.week
-
     def fit(self, n: int) -> None:
         if self.rows.shape[1] < TN_COLS:  # a checkpoint from before the tenant's minute count
             self.rows = np.hstack([self.rows, np.zeros((self.rows.shape[0], TN_COLS - self.rows.shape[1]))])
@@ -449,7 +439,7 @@ def _key_model(ctx: Context, c: ApiColumns, tenants: TenantRates,
         cfg.rhythm_tau_days * DAY, cfg.unknown_dormant_days * DAY, HOUR, cfg.rate_floor_per_hour / HOUR,
         cfg.rate_surprise, cfg.token_alpha, cfg.token_min_sd, 1, cfg.token_gate, cfg.token_run_z,
         cfg.stuffing_floor_share, cfg.stuffing_surprise, hours, cfg.rhythm_prior_events, cfg.rate_level_floor,
-        k["pend"], k["pend_h"], k["x1"], k["x10"], k["x60"], cfg.rate_min_requests, tenants.weekly(),
+        k["pend"], k["pend_h"], k["x1"], k["x10"], k["x60"], cfg.rate_min_requests,
         cfg.rate_tau_week_s * 1000)
     for j in range(24):
         k[f"hour{j}"][:] = hours[:, j]

@@ -69,7 +69,7 @@ def _model(ts: np.ndarray, hist: np.ndarray | None = None) -> np.ndarray:
         cfg.rhythm_tau_days * DAY, cfg.unknown_dormant_days * DAY, HOUR, cfg.rate_floor_per_hour / HOUR,
         cfg.rate_surprise, cfg.token_alpha, cfg.token_min_sd, 1, cfg.token_gate, cfg.token_run_z,
         cfg.stuffing_floor_share, cfg.stuffing_surprise, key_hours, cfg.rhythm_prior_events, cfg.rate_level_floor,
-        np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1), cfg.rate_min_requests, np.zeros((1, 2)), 0.0)
+        np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1), cfg.rate_min_requests, 0.0)
 
 
 def test_a_burst_does_not_raise_the_cluster_tests_bar_within_its_clock_hour():

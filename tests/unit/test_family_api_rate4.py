@@ -149,7 +149,7 @@ def _explained(ts: np.ndarray) -> float:
         cfg.rhythm_tau_days * DAY, cfg.unknown_dormant_days * DAY, HOUR, cfg.rate_floor_per_hour / HOUR,
         cfg.rate_surprise, cfg.token_alpha, cfg.token_min_sd, 1, cfg.token_gate, cfg.token_run_z,
         cfg.stuffing_floor_share, cfg.stuffing_surprise, np.zeros((1, 24)), cfg.rhythm_prior_events,
-        cfg.rate_level_floor, np.zeros(1), np.zeros(1), *x, cfg.rate_min_requests, np.zeros((1, 2)), 0.0)
+        cfg.rate_level_floor, np.zeros(1), np.zeros(1), *x, cfg.rate_min_requests, 0.0)
     return float(x[2][0])
 
 

@@ -98,7 +98,7 @@ def _surge_seen(lift: float) -> np.ndarray:
         cfg.rate_surprise, cfg.token_alpha, cfg.token_min_sd, 1, cfg.token_gate, cfg.token_run_z,
         cfg.stuffing_floor_share, cfg.stuffing_surprise, np.zeros((5, 24)), cfg.rhythm_prior_events,
         cfg.rate_level_floor, np.zeros(5), np.zeros(5), np.zeros(5), np.zeros(5), np.zeros(5),
-        cfg.rate_min_requests, np.zeros((1, 2)), 0.0)
+        cfg.rate_min_requests, 0.0)
     return out[t >= day0 + 3 * DAY + HOUR, KR_SURGE]
 
 
